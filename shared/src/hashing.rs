@@ -1,0 +1,206 @@
+//! argon2id hashing of key secrets, run on the blocking pool, with a per-instance cache so a
+//! warm instance runs argon2 at most once per credential.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use argon2::{Algorithm, Argon2, Params, PasswordHasher, PasswordVerifier, Version};
+use hmac::{Hmac, KeyInit, Mac};
+use secrecy::{ExposeSecret, SecretString};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+use crate::ids::KeyId;
+use crate::random;
+
+/// argon2id cost. The default is OWASP's first recommendation (m=19 MiB, t=2, p=1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashParams {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+impl Default for HashParams {
+    fn default() -> Self {
+        Self { memory_kib: 19_456, iterations: 2, parallelism: 1 }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    #[error("invalid argon2 parameters: {0}")]
+    Params(String),
+    #[error("argon2 failed: {0}")]
+    Argon2(String),
+    #[error("hashing task failed: {0}")]
+    Join(String),
+}
+
+const CACHE_CAPACITY: usize = 10_000;
+const CACHE_TTL: Duration = Duration::from_secs(15 * 60);
+
+struct CacheEntry {
+    digest: [u8; 32],
+    expires: Instant,
+}
+
+/// Hashes and verifies key secrets. Build once per process: it holds the cache and its key.
+pub struct SecretHasher {
+    params: Params,
+    /// Verified against when the key id is unknown, so unknown and wrong keys cost the same.
+    decoy_hash: String,
+    /// Random per process: cache digests are useless outside this instance's memory.
+    cache_key: [u8; 32],
+    cache: Mutex<HashMap<KeyId, CacheEntry>>,
+}
+
+impl std::fmt::Debug for SecretHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretHasher").field("params", &self.params).finish_non_exhaustive()
+    }
+}
+
+fn argon2(params: &Params) -> Argon2<'static> {
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
+}
+
+impl SecretHasher {
+    pub fn new(p: HashParams) -> Result<Self, HashError> {
+        let params = Params::new(p.memory_kib, p.iterations, p.parallelism, None).map_err(|e| HashError::Params(e.to_string()))?;
+        let decoy_secret = random::bytes::<32>();
+        let decoy_hash = hash_blocking(&params, &decoy_secret)?;
+        Ok(Self { params, decoy_hash, cache_key: random::bytes::<32>(), cache: Mutex::new(HashMap::new()) })
+    }
+
+    /// The argon2id PHC string for `secret`, computed on the blocking pool.
+    pub async fn hash(&self, secret: &SecretString) -> Result<String, HashError> {
+        let params = self.params.clone();
+        let secret = secret.clone();
+        tokio::task::spawn_blocking(move || hash_blocking(&params, secret.expose_secret().as_bytes()))
+            .await
+            .map_err(|e| HashError::Join(e.to_string()))?
+    }
+
+    /// Whether `secret` matches `stored_hash`. A hit in the warm cache skips argon2; the cache
+    /// entry is bound to the stored hash, so a changed hash misses.
+    pub async fn verify(&self, key_id: &KeyId, secret: &SecretString, stored_hash: &str) -> Result<bool, HashError> {
+        let digest = self.digest(key_id, stored_hash, secret);
+        if self.cached(key_id, &digest) {
+            return Ok(true);
+        }
+        let ok = verify_off_executor(secret.clone(), stored_hash.to_owned()).await?;
+        if ok {
+            self.remember(key_id.clone(), digest);
+        } else {
+            self.forget(key_id);
+        }
+        Ok(ok)
+    }
+
+    /// Spends the same work as a real verification, for a key id that does not exist.
+    pub async fn verify_decoy(&self, secret: &SecretString) -> Result<(), HashError> {
+        verify_off_executor(secret.clone(), self.decoy_hash.clone()).await.map(|_| ())
+    }
+
+    fn digest(&self, key_id: &KeyId, stored_hash: &str, secret: &SecretString) -> [u8; 32] {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.cache_key).expect("HMAC takes any key length");
+        for part in [key_id.as_str(), stored_hash, secret.expose_secret()] {
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part.as_bytes());
+        }
+        mac.finalize().into_bytes().into()
+    }
+
+    fn cached(&self, key_id: &KeyId, digest: &[u8; 32]) -> bool {
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache
+            .get(key_id)
+            .is_some_and(|e| e.expires > Instant::now() && bool::from(e.digest.ct_eq(digest)))
+    }
+
+    fn remember(&self, key_id: KeyId, digest: [u8; 32]) {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= CACHE_CAPACITY {
+            let now = Instant::now();
+            cache.retain(|_, e| e.expires > now);
+            if cache.len() >= CACHE_CAPACITY {
+                // Bounded memory beats perfect hit rates: start over rather than grow.
+                cache.clear();
+            }
+        }
+        cache.insert(key_id, CacheEntry { digest, expires: Instant::now() + CACHE_TTL });
+    }
+
+    fn forget(&self, key_id: &KeyId) {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).remove(key_id);
+    }
+
+    #[cfg(test)]
+    fn cache_len(&self) -> usize {
+        self.cache.lock().unwrap().len()
+    }
+}
+
+fn hash_blocking(params: &Params, secret: &[u8]) -> Result<String, HashError> {
+    let salt = random::bytes::<16>();
+    argon2(params)
+        .hash_password_with_salt(secret, &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| HashError::Argon2(e.to_string()))
+}
+
+async fn verify_off_executor(secret: SecretString, hash: String) -> Result<bool, HashError> {
+    tokio::task::spawn_blocking(move || {
+        // Parameters come from the PHC string, so hashes made with older settings still verify.
+        Argon2::default().verify_password(secret.expose_secret().as_bytes(), hash.as_str()).is_ok()
+    })
+    .await
+    .map_err(|e| HashError::Join(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fast() -> SecretHasher {
+        SecretHasher::new(HashParams { memory_kib: 1024, iterations: 1, parallelism: 1 }).unwrap()
+    }
+
+    #[tokio::test]
+    async fn hash_is_argon2id_phc_and_verifies() {
+        let hasher = fast();
+        let secret = SecretString::from("s3cret-value");
+        let hash = hasher.hash(&secret).await.unwrap();
+        assert!(hash.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"), "{hash}");
+        assert!(!hash.contains("s3cret-value"));
+        let key = KeyId::generate();
+        assert!(hasher.verify(&key, &secret, &hash).await.unwrap());
+        assert!(!hasher.verify(&key, &SecretString::from("wrong"), &hash).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn cache_is_bound_to_the_stored_hash() {
+        let hasher = fast();
+        let secret = SecretString::from("abc");
+        let key = KeyId::generate();
+        let hash = hasher.hash(&secret).await.unwrap();
+        assert!(hasher.verify(&key, &secret, &hash).await.unwrap());
+        assert_eq!(hasher.cache_len(), 1);
+        assert!(hasher.cached(&key, &hasher.digest(&key, &hash, &secret)));
+        let rehash = hasher.hash(&secret).await.unwrap();
+        assert!(!hasher.cached(&key, &hasher.digest(&key, &rehash, &secret)));
+        assert!(!hasher.cached(&key, &hasher.digest(&key, &hash, &SecretString::from("abd"))));
+    }
+
+    #[test]
+    fn default_params_are_the_documented_ones() {
+        assert_eq!(HashParams::default(), HashParams { memory_kib: 19_456, iterations: 2, parallelism: 1 });
+    }
+
+    #[test]
+    fn bad_params_are_an_error_not_a_panic() {
+        assert!(SecretHasher::new(HashParams { memory_kib: 1, iterations: 0, parallelism: 0 }).is_err());
+    }
+}

@@ -1,0 +1,15 @@
+//! The domain crate: model and rules, key format, hashing, tokens, and the `Store` contract with
+//! its embedded store. The model and rules do no I/O and know nothing of HTTP.
+
+pub mod error;
+pub mod hashing;
+pub mod ids;
+pub mod key;
+pub mod model;
+mod random;
+pub mod roles;
+pub mod service;
+pub mod store;
+pub mod token;
+
+pub use error::DomainError;

@@ -1,0 +1,516 @@
+//! Principals, credentials, roles and role assignments, and the rules between them.
+
+use chrono::{DateTime, SubsecRound, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::DomainError;
+use crate::ids::{KeyId, OrgId, Permission, PrincipalId, RoleId};
+
+/// Times are kept to the second: that is what RFC 3339 answers and JWT claims carry.
+pub fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(0)
+}
+
+pub const DISPLAY_NAME_MAX: usize = 128;
+pub const CREDENTIAL_NAME_MAX: usize = 64;
+pub const ROLE_NAME_MAX: usize = 64;
+pub const ROLE_DESCRIPTION_MAX: usize = 512;
+pub const ROLE_PERMISSIONS_MAX: usize = 50;
+/// Credentials that are neither revoked nor expired, per principal.
+pub const MAX_ACTIVE_CREDENTIALS: usize = 10;
+pub const MAX_ROLES_PER_PRINCIPAL: usize = 20;
+pub const MAX_ORG_ROLES: usize = 100;
+
+/// Who did something: the principal behind the access token, or the local bootstrap.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Actor(pub String);
+
+impl Actor {
+    pub fn principal(id: &PrincipalId) -> Self {
+        Self(id.to_string())
+    }
+    pub fn system(what: &str) -> Self {
+        Self(format!("system:{what}"))
+    }
+}
+
+impl std::fmt::Display for Actor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Trims and checks a human-readable name; control characters are refused so names cannot
+/// forge log lines or break terminals.
+pub fn validate_name(field: &str, raw: &str, max: usize) -> Result<String, DomainError> {
+    let trimmed = raw.trim();
+    let len = trimmed.chars().count();
+    if len == 0 || len > max {
+        return Err(DomainError::invalid(format!("{field} must be 1-{max} characters, got {len}")));
+    }
+    if trimmed.chars().any(char::is_control) {
+        return Err(DomainError::invalid(format!("{field} must not contain control characters")));
+    }
+    Ok(trimmed.to_owned())
+}
+
+pub fn validate_future(field: &str, at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Result<(), DomainError> {
+    match at {
+        Some(t) if t <= now => Err(DomainError::invalid(format!("{field} must be in the future"))),
+        _ => Ok(()),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PrincipalStatus {
+    Active,
+    Suspended,
+    Revoked,
+}
+
+impl PrincipalStatus {
+    /// Active ⇄ Suspended; either → Revoked, which is terminal. Staying put is allowed.
+    pub fn can_become(self, next: PrincipalStatus) -> bool {
+        use PrincipalStatus::*;
+        matches!((self, next), (Active | Suspended, _) | (Revoked, Revoked))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Principal {
+    pub id: PrincipalId,
+    pub org_id: OrgId,
+    #[serde(rename = "type")]
+    pub principal_type: PrincipalType,
+    pub display_name: String,
+    pub status: PrincipalStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub created_by: Actor,
+    pub updated_at: DateTime<Utc>,
+    pub version: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PrincipalType {
+    User,
+    ApiKey,
+    ServiceAccount,
+}
+
+/// A change asked of a principal. `expires_at: Some(None)` clears the expiry.
+#[derive(Debug, Default, Clone)]
+pub struct PrincipalChange {
+    pub display_name: Option<String>,
+    pub status: Option<PrincipalStatus>,
+    pub expires_at: Option<Option<DateTime<Utc>>>,
+}
+
+impl Principal {
+    pub fn new(
+        org_id: OrgId,
+        display_name: &str,
+        status: Option<PrincipalStatus>,
+        expires_at: Option<DateTime<Utc>>,
+        actor: Actor,
+        now: DateTime<Utc>,
+    ) -> Result<Self, DomainError> {
+        let display_name = validate_name("displayName", display_name, DISPLAY_NAME_MAX)?;
+        let status = status.unwrap_or(PrincipalStatus::Active);
+        if status == PrincipalStatus::Revoked {
+            return Err(DomainError::invalid("a new principal starts Active or Suspended"));
+        }
+        validate_future("expiresAt", expires_at, now)?;
+        Ok(Self {
+            id: PrincipalId::generate(),
+            org_id,
+            principal_type: PrincipalType::ApiKey,
+            display_name,
+            status,
+            expires_at,
+            created_at: now,
+            created_by: actor,
+            updated_at: now,
+            version: 1,
+        })
+    }
+
+    /// The principal after `change`, or why it cannot happen. Returns `None` when nothing changes.
+    pub fn apply(&self, change: &PrincipalChange, now: DateTime<Utc>) -> Result<Option<Self>, DomainError> {
+        let mut next = self.clone();
+        if let Some(name) = &change.display_name {
+            next.display_name = validate_name("displayName", name, DISPLAY_NAME_MAX)?;
+        }
+        if let Some(status) = change.status {
+            if !self.status.can_become(status) {
+                return Err(DomainError::conflict(format!(
+                    "a {:?} principal cannot become {:?}; Revoked is terminal",
+                    self.status, status
+                )));
+            }
+            next.status = status;
+        }
+        if let Some(expires_at) = change.expires_at {
+            validate_future("expiresAt", expires_at, now)?;
+            next.expires_at = expires_at;
+        }
+        if next == *self {
+            return Ok(None);
+        }
+        if self.status == PrincipalStatus::Revoked {
+            return Err(DomainError::conflict("the principal is revoked and can no longer be changed"));
+        }
+        next.updated_at = now;
+        next.version = self.version + 1;
+        Ok(Some(next))
+    }
+
+    pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at.is_some_and(|t| t <= now)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CredentialStatus {
+    Active,
+    Revoked,
+    /// Never stored: an Active credential past its `expiresAt` reads Expired.
+    Expired,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credential {
+    pub key_id: KeyId,
+    pub principal_id: PrincipalId,
+    pub org_id: OrgId,
+    pub name: String,
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Active or Revoked; see [`Credential::status_at`] for what a reader sees.
+    pub status: CredentialStatus,
+    pub created_at: DateTime<Utc>,
+    pub created_by: Actor,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub revoked_by: Option<Actor>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// argon2id PHC string of the key secret. Never the secret.
+    pub secret_hash: String,
+}
+
+impl Credential {
+    pub fn new(
+        principal: &Principal,
+        key_id: KeyId,
+        name: &str,
+        expires_at: Option<DateTime<Utc>>,
+        secret_hash: String,
+        actor: Actor,
+        now: DateTime<Utc>,
+    ) -> Result<Self, DomainError> {
+        let name = validate_name("name", name, CREDENTIAL_NAME_MAX)?;
+        validate_future("expiresAt", expires_at, now)?;
+        if principal.status == PrincipalStatus::Revoked {
+            return Err(DomainError::conflict("the principal is revoked; no credential can be issued"));
+        }
+        Ok(Self {
+            key_id,
+            principal_id: principal.id.clone(),
+            org_id: principal.org_id.clone(),
+            name,
+            expires_at,
+            status: CredentialStatus::Active,
+            created_at: now,
+            created_by: actor,
+            revoked_at: None,
+            revoked_by: None,
+            last_used_at: None,
+            secret_hash,
+        })
+    }
+
+    pub fn status_at(&self, now: DateTime<Utc>) -> CredentialStatus {
+        match self.status {
+            CredentialStatus::Active if self.expires_at.is_some_and(|t| t <= now) => CredentialStatus::Expired,
+            other => other,
+        }
+    }
+
+    /// Counts against [`MAX_ACTIVE_CREDENTIALS`].
+    pub fn is_live(&self, now: DateTime<Utc>) -> bool {
+        self.status_at(now) == CredentialStatus::Active
+    }
+
+    pub fn revoked(&self, actor: Actor, now: DateTime<Utc>) -> Self {
+        let mut next = self.clone();
+        if next.status != CredentialStatus::Revoked {
+            next.status = CredentialStatus::Revoked;
+            next.revoked_at = Some(now);
+            next.revoked_by = Some(actor);
+        }
+        next
+    }
+}
+
+/// Why a credential whose secret was proved still may not authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("the credential has been revoked")]
+    CredentialRevoked,
+    #[error("the credential has expired")]
+    CredentialExpired,
+    #[error("the principal is suspended")]
+    PrincipalSuspended,
+    #[error("the principal has been revoked")]
+    PrincipalRevoked,
+    #[error("the principal has expired")]
+    PrincipalExpired,
+}
+
+/// A credential authenticates only when it is Active and unexpired and its principal is Active
+/// and unexpired. The secret check is the caller's, and must come first.
+pub fn may_authenticate(credential: &Credential, principal: &Principal, now: DateTime<Utc>) -> Result<(), Refusal> {
+    match credential.status_at(now) {
+        CredentialStatus::Revoked => return Err(Refusal::CredentialRevoked),
+        CredentialStatus::Expired => return Err(Refusal::CredentialExpired),
+        CredentialStatus::Active => {}
+    }
+    match principal.status {
+        PrincipalStatus::Suspended => return Err(Refusal::PrincipalSuspended),
+        PrincipalStatus::Revoked => return Err(Refusal::PrincipalRevoked),
+        PrincipalStatus::Active => {}
+    }
+    if principal.is_expired(now) {
+        return Err(Refusal::PrincipalExpired);
+    }
+    if credential.principal_id != principal.id || credential.org_id != principal.org_id {
+        // A store inconsistency; refuse rather than mint a token for the wrong identity.
+        return Err(Refusal::PrincipalRevoked);
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Role {
+    pub id: RoleId,
+    pub name: String,
+    pub description: String,
+    pub permissions: Vec<Permission>,
+    pub principal_types: Vec<PrincipalType>,
+    /// `None` for a built-in role available to every organisation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org_id: Option<OrgId>,
+    pub built_in: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<Actor>,
+}
+
+impl Role {
+    pub fn new_org_role(
+        org_id: OrgId,
+        name: &str,
+        description: Option<&str>,
+        permissions: Vec<Permission>,
+        principal_types: Vec<PrincipalType>,
+        actor: Actor,
+        now: DateTime<Utc>,
+    ) -> Result<Self, DomainError> {
+        let name = validate_name("name", name, ROLE_NAME_MAX)?;
+        if crate::roles::builtin(&name).is_some() {
+            return Err(DomainError::conflict(format!("'{name}' is the name of a built-in role")));
+        }
+        let description = match description {
+            None => String::new(),
+            Some(d) if d.chars().count() > ROLE_DESCRIPTION_MAX => {
+                return Err(DomainError::invalid(format!("description must be at most {ROLE_DESCRIPTION_MAX} characters")));
+            }
+            Some(d) => d.trim().to_owned(),
+        };
+        if permissions.is_empty() || permissions.len() > ROLE_PERMISSIONS_MAX {
+            return Err(DomainError::invalid(format!("permissions must list 1-{ROLE_PERMISSIONS_MAX} permissions")));
+        }
+        if principal_types.is_empty() {
+            return Err(DomainError::invalid("principalTypes must list at least one principal type"));
+        }
+        let mut permissions = permissions;
+        permissions.sort();
+        permissions.dedup();
+        let mut principal_types = principal_types;
+        principal_types.sort_by_key(|t| *t as u8);
+        principal_types.dedup();
+        Ok(Self {
+            id: RoleId::generate(),
+            name,
+            description,
+            permissions,
+            principal_types,
+            org_id: Some(org_id),
+            built_in: false,
+            created_at: Some(now),
+            created_by: Some(actor),
+        })
+    }
+
+    pub fn is_available_to(&self, org: &OrgId) -> bool {
+        self.org_id.as_ref().is_none_or(|o| o == org)
+    }
+
+    pub fn supports(&self, t: PrincipalType) -> bool {
+        self.principal_types.contains(&t)
+    }
+
+    /// The rule for assigning this role to an API-key principal of `org`.
+    pub fn check_assignable(&self, org: &OrgId) -> Result<(), DomainError> {
+        if !self.is_available_to(org) {
+            return Err(DomainError::unprocessable(format!(
+                "role '{}' does not exist or is not available to this organisation",
+                self.id
+            )));
+        }
+        if !self.supports(PrincipalType::ApiKey) {
+            return Err(DomainError::unprocessable(format!(
+                "role '{}' does not support ApiKey principals",
+                self.id
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoleAssignment {
+    pub org_id: OrgId,
+    pub principal_id: PrincipalId,
+    pub role_id: RoleId,
+    pub assigned_at: DateTime<Utc>,
+    pub assigned_by: Actor,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Duration;
+
+    fn org() -> OrgId {
+        OrgId::parse("acme").unwrap()
+    }
+
+    fn principal(status: PrincipalStatus) -> Principal {
+        Principal::new(org(), "billing", Some(status), None, Actor::system("test"), now()).unwrap()
+    }
+
+    fn credential(p: &Principal, expires_at: Option<DateTime<Utc>>) -> Credential {
+        let mut c = Credential::new(p, KeyId::generate(), "ci", None, "hash".into(), Actor::system("t"), now()).unwrap();
+        c.expires_at = expires_at;
+        c
+    }
+
+    #[test]
+    fn transitions() {
+        use PrincipalStatus::*;
+        assert!(Active.can_become(Suspended));
+        assert!(Suspended.can_become(Active));
+        assert!(Active.can_become(Revoked));
+        assert!(Suspended.can_become(Revoked));
+        assert!(!Revoked.can_become(Active));
+        assert!(!Revoked.can_become(Suspended));
+    }
+
+    #[test]
+    fn new_principal_cannot_start_revoked_or_expired() {
+        assert!(Principal::new(org(), "x", Some(PrincipalStatus::Revoked), None, Actor::system("t"), now()).is_err());
+        let past = now() - Duration::seconds(1);
+        assert!(Principal::new(org(), "x", None, Some(past), Actor::system("t"), now()).is_err());
+        assert!(Principal::new(org(), "  ", None, None, Actor::system("t"), now()).is_err());
+        assert!(Principal::new(org(), &"n".repeat(129), None, None, Actor::system("t"), now()).is_err());
+        assert!(Principal::new(org(), "bad\nname", None, None, Actor::system("t"), now()).is_err());
+    }
+
+    #[test]
+    fn apply_bumps_version_and_refuses_leaving_revoked() {
+        let p = principal(PrincipalStatus::Active);
+        let change = PrincipalChange { status: Some(PrincipalStatus::Suspended), ..Default::default() };
+        let next = p.apply(&change, now()).unwrap().unwrap();
+        assert_eq!(next.version, 2);
+        assert_eq!(p.apply(&PrincipalChange::default(), now()).unwrap(), None);
+        let revoked = principal(PrincipalStatus::Active)
+            .apply(&PrincipalChange { status: Some(PrincipalStatus::Revoked), ..Default::default() }, now())
+            .unwrap()
+            .unwrap();
+        assert!(revoked.apply(&change, now()).is_err());
+        let rename = PrincipalChange { display_name: Some("new".into()), ..Default::default() };
+        assert!(revoked.apply(&rename, now()).is_err());
+    }
+
+    #[test]
+    fn authentication_rule() {
+        let t = now();
+        let active = principal(PrincipalStatus::Active);
+        assert_eq!(may_authenticate(&credential(&active, None), &active, t), Ok(()));
+        let expired = credential(&active, Some(t - Duration::seconds(1)));
+        assert_eq!(may_authenticate(&expired, &active, t), Err(Refusal::CredentialExpired));
+        let revoked = credential(&active, None).revoked(Actor::system("t"), t);
+        assert_eq!(may_authenticate(&revoked, &active, t), Err(Refusal::CredentialRevoked));
+        let mut suspended = active.clone();
+        suspended.status = PrincipalStatus::Suspended;
+        assert_eq!(may_authenticate(&credential(&active, None), &suspended, t), Err(Refusal::PrincipalSuspended));
+        let mut gone = active.clone();
+        gone.status = PrincipalStatus::Revoked;
+        assert_eq!(may_authenticate(&credential(&active, None), &gone, t), Err(Refusal::PrincipalRevoked));
+        let mut old = active.clone();
+        old.expires_at = Some(t - Duration::seconds(5));
+        assert_eq!(may_authenticate(&credential(&active, None), &old, t), Err(Refusal::PrincipalExpired));
+        let other = principal(PrincipalStatus::Active);
+        assert!(may_authenticate(&credential(&other, None), &active, t).is_err());
+    }
+
+    #[test]
+    fn revoke_is_idempotent_and_keeps_first_revocation() {
+        let p = principal(PrincipalStatus::Active);
+        let c = credential(&p, None);
+        let first = c.revoked(Actor::system("a"), now());
+        let second = first.revoked(Actor::system("b"), now() + Duration::seconds(10));
+        assert_eq!(first, second);
+    }
+
+    #[test]
+    fn assignability() {
+        let acme = org();
+        let other = OrgId::parse("other").unwrap();
+        let owner = crate::roles::builtin("org-owner").unwrap();
+        assert!(owner.check_assignable(&acme).is_err());
+        let admin = crate::roles::builtin("iam-admin").unwrap();
+        assert!(admin.check_assignable(&acme).is_ok());
+        let custom = Role::new_org_role(
+            other.clone(),
+            "deployer",
+            None,
+            vec![Permission::parse("ci:deploy").unwrap()],
+            vec![PrincipalType::ApiKey],
+            Actor::system("t"),
+            now(),
+        )
+        .unwrap();
+        assert!(custom.check_assignable(&other).is_ok());
+        assert!(custom.check_assignable(&acme).is_err());
+    }
+
+    #[test]
+    fn org_role_cannot_shadow_a_builtin() {
+        let r = Role::new_org_role(
+            org(),
+            "iam-admin",
+            None,
+            vec![Permission::parse("a:b").unwrap()],
+            vec![PrincipalType::ApiKey],
+            Actor::system("t"),
+            now(),
+        );
+        assert!(r.is_err());
+    }
+}

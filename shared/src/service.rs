@@ -1,0 +1,441 @@
+//! The operations of the product, over any `Store`. Each one checks the caller's permission,
+//! lets the model decide, writes through the store, and emits one audit event.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+
+use crate::error::DomainError;
+use crate::hashing::{HashError, SecretHasher};
+use crate::ids::{KeyId, OrgId, Permission, PrincipalId, RoleId};
+use crate::key::{ApiKey, KeyFormatError};
+use crate::model::{
+    self, Actor, Credential, CredentialStatus, Principal, PrincipalChange, PrincipalStatus, PrincipalType, Refusal, Role, RoleAssignment,
+};
+use crate::roles;
+use crate::store::{Page, Store, StoreError};
+use crate::token::{AccessClaims, Grant, TokenRejection, TokenService, parse_scope};
+
+pub const PERM_API_KEYS_READ: &str = "iam:api-keys:read";
+pub const PERM_API_KEYS_WRITE: &str = "iam:api-keys:write";
+pub const PERM_CREDENTIALS_WRITE: &str = "iam:credentials:write";
+pub const PERM_ROLES_WRITE: &str = "iam:roles:write";
+pub const PERM_ROLE_ASSIGNMENTS_WRITE: &str = "iam:role-assignments:write";
+
+/// An authenticated management caller: a verified access token whose credential and principal
+/// were re-read and still authenticate.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal_id: PrincipalId,
+    pub org_id: OrgId,
+    pub key_id: KeyId,
+    pub claims: AccessClaims,
+}
+
+impl Caller {
+    pub fn actor(&self) -> Actor {
+        Actor::principal(&self.principal_id)
+    }
+
+    pub fn require(&self, permission: &str) -> Result<(), DomainError> {
+        if self.claims.has_permission(permission) {
+            Ok(())
+        } else {
+            Err(DomainError::Forbidden(permission.to_owned()))
+        }
+    }
+}
+
+/// Why a bearer token was not accepted. Logged, never sent: the client sees one 401.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("token rejected: {0}")]
+    Token(#[from] TokenRejection),
+    #[error("token names a credential that does not exist")]
+    UnknownCredential,
+    #[error("token's principal may no longer authenticate: {0}")]
+    Refused(Refusal),
+    #[error("store unavailable")]
+    Unavailable(#[from] StoreError),
+}
+
+/// Why an exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    /// Unknown key id, wrong secret, bad checksum or malformed key: one answer for all.
+    #[error("invalid client: {0}")]
+    InvalidClient(&'static str),
+    /// The secret was proved, but the credential or principal may not authenticate.
+    #[error("{0}")]
+    Refused(Refusal),
+    #[error("{0}")]
+    InvalidScope(String),
+    #[error("{0}")]
+    InvalidTarget(String),
+    #[error("store unavailable")]
+    Store(#[from] StoreError),
+    #[error("hashing failed")]
+    Hash(#[from] HashError),
+    #[error("signing failed: {0}")]
+    Sign(String),
+}
+
+pub struct ExchangeRequest {
+    pub key: Result<ApiKey, KeyFormatError>,
+    pub scope: Option<String>,
+    pub audience: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct IssuedToken {
+    pub access_token: SecretString,
+    pub expires_in: u64,
+    pub scope: String,
+    pub claims: AccessClaims,
+}
+
+pub struct NewPrincipal {
+    pub display_name: String,
+    pub status: Option<PrincipalStatus>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+pub struct NewRole {
+    pub name: String,
+    pub description: Option<String>,
+    pub permissions: Vec<Permission>,
+    pub principal_types: Vec<PrincipalType>,
+}
+
+/// One audit event per state change and per exchange. Never carries a secret: only ids.
+fn audit(action: &str, actor: &str, org: &str, target: &str, outcome: Result<(), &dyn std::fmt::Display>) {
+    match outcome {
+        Ok(()) => tracing::info!(target: "audit", action, actor, org, target_id = target, outcome = "success", "audit"),
+        Err(reason) => {
+            let reason = reason.to_string();
+            tracing::info!(target: "audit", action, actor, org, target_id = target, outcome = "failure", reason, "audit")
+        }
+    }
+}
+
+fn audited<T>(action: &str, caller: &Caller, target: &str, result: Result<T, DomainError>) -> Result<T, DomainError> {
+    let outcome = result.as_ref().map(|_| ()).map_err(|e| e as &dyn std::fmt::Display);
+    audit(action, caller.actor().0.as_str(), caller.org_id.as_str(), target, outcome);
+    result
+}
+
+pub struct Iam {
+    pub store: Arc<dyn Store>,
+    pub hasher: SecretHasher,
+    pub tokens: TokenService,
+}
+
+impl std::fmt::Debug for Iam {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Iam").field("tokens", &self.tokens).finish_non_exhaustive()
+    }
+}
+
+impl Iam {
+    pub fn new(store: Arc<dyn Store>, hasher: SecretHasher, tokens: TokenService) -> Self {
+        Self { store, hasher, tokens }
+    }
+
+    /// Verifies a management bearer token and re-reads its credential and principal, so a
+    /// revoked or suspended admin loses access at once rather than at token expiry.
+    pub async fn authenticate_bearer(&self, token: &str) -> Result<Caller, AuthError> {
+        let audience = &self.tokens.settings().audiences[0];
+        let claims = self.tokens.verify(token, audience)?;
+        let (Some(key_id), Ok(org_id), Ok(principal_id)) =
+            (claims.key_id(), OrgId::parse(&claims.org_id), PrincipalId::parse(&claims.sub))
+        else {
+            return Err(AuthError::Token(TokenRejection::Invalid("claims do not name an API-key principal".into())));
+        };
+        let credential = self.store.get_credential(&key_id).await?.ok_or(AuthError::UnknownCredential)?;
+        let principal = self.store.get_principal(&org_id, &principal_id).await?.ok_or(AuthError::UnknownCredential)?;
+        model::may_authenticate(&credential, &principal, model::now()).map_err(AuthError::Refused)?;
+        Ok(Caller { principal_id, org_id, key_id, claims })
+    }
+
+    async fn principal_of(&self, caller: &Caller, id: &PrincipalId) -> Result<Principal, DomainError> {
+        self.store.get_principal(&caller.org_id, id).await?.ok_or(DomainError::NotFound("principal"))
+    }
+
+    pub async fn create_principal(&self, caller: &Caller, input: NewPrincipal) -> Result<Principal, DomainError> {
+        caller.require(PERM_API_KEYS_WRITE)?;
+        let result = async {
+            let p = Principal::new(caller.org_id.clone(), &input.display_name, input.status, input.expires_at, caller.actor(), model::now())?;
+            self.store.create_principal(&p).await?;
+            Ok(p)
+        }
+        .await;
+        let target = result.as_ref().map(|p| p.id.to_string()).unwrap_or_default();
+        audited("principal.create", caller, &target, result)
+    }
+
+    pub async fn list_principals(&self, caller: &Caller, limit: usize, after: Option<&PrincipalId>) -> Result<Page<Principal>, DomainError> {
+        caller.require(PERM_API_KEYS_READ)?;
+        Ok(self.store.list_principals(&caller.org_id, limit, after).await?)
+    }
+
+    pub async fn get_principal(&self, caller: &Caller, id: &PrincipalId) -> Result<Principal, DomainError> {
+        caller.require(PERM_API_KEYS_READ)?;
+        self.principal_of(caller, id).await
+    }
+
+    pub async fn update_principal(&self, caller: &Caller, id: &PrincipalId, change: PrincipalChange) -> Result<Principal, DomainError> {
+        caller.require(PERM_API_KEYS_WRITE)?;
+        let result = async {
+            let current = self.principal_of(caller, id).await?;
+            match current.apply(&change, model::now())? {
+                None => Ok(current),
+                Some(next) => {
+                    self.store.update_principal(&next, current.version).await?;
+                    Ok(next)
+                }
+            }
+        }
+        .await;
+        audited("principal.update", caller, id.as_str(), result)
+    }
+
+    pub async fn issue_credential(
+        &self,
+        caller: &Caller,
+        id: &PrincipalId,
+        name: &str,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> Result<(Credential, ApiKey), DomainError> {
+        caller.require(PERM_CREDENTIALS_WRITE)?;
+        let result = async {
+            let principal = self.principal_of(caller, id).await?;
+            let now = model::now();
+            // Validate before paying for argon2.
+            Credential::new(&principal, KeyId::generate(), name, expires_at, String::new(), caller.actor(), now)?;
+            let key = ApiKey::generate();
+            let hash = self.hasher.hash(key.secret()).await.map_err(|e| DomainError::Unavailable(StoreError::Unavailable(e.to_string())))?;
+            let credential = Credential::new(&principal, key.key_id().clone(), name, expires_at, hash, caller.actor(), now)?;
+            self.store.insert_credential(&credential, now).await?;
+            Ok((credential, key))
+        }
+        .await;
+        let target = result.as_ref().map(|(c, _)| c.key_id.to_string()).unwrap_or_else(|_| id.to_string());
+        audited("credential.issue", caller, &target, result)
+    }
+
+    pub async fn list_credentials(&self, caller: &Caller, id: &PrincipalId, include_all: bool) -> Result<Vec<Credential>, DomainError> {
+        caller.require(PERM_API_KEYS_READ)?;
+        self.principal_of(caller, id).await?;
+        let now = model::now();
+        let mut all = self.store.list_credentials(&caller.org_id, id).await?;
+        if !include_all {
+            all.retain(|c| c.status_at(now) == CredentialStatus::Active);
+        }
+        Ok(all)
+    }
+
+    pub async fn revoke_credential(&self, caller: &Caller, id: &PrincipalId, key_id: &KeyId) -> Result<Credential, DomainError> {
+        caller.require(PERM_CREDENTIALS_WRITE)?;
+        let result = async {
+            Ok(self
+                .store
+                .revoke_credential(&caller.org_id, id, key_id, &caller.actor(), model::now())
+                .await?)
+        }
+        .await;
+        audited("credential.revoke", caller, key_id.as_str(), result)
+    }
+
+    /// Built-in roles first, then the organisation's own.
+    pub async fn list_roles(&self, caller: &Caller) -> Result<Vec<Role>, DomainError> {
+        caller.require(PERM_API_KEYS_READ)?;
+        let mut all: Vec<Role> = roles::builtins().to_vec();
+        let mut own = self.store.list_org_roles(&caller.org_id).await?;
+        own.sort_by(|a, b| a.name.cmp(&b.name));
+        all.extend(own);
+        Ok(all)
+    }
+
+    pub async fn create_role(&self, caller: &Caller, input: NewRole) -> Result<Role, DomainError> {
+        caller.require(PERM_ROLES_WRITE)?;
+        let result = async {
+            let role = Role::new_org_role(
+                caller.org_id.clone(),
+                &input.name,
+                input.description.as_deref(),
+                input.permissions,
+                input.principal_types,
+                caller.actor(),
+                model::now(),
+            )?;
+            self.store.create_role(&role).await?;
+            Ok(role)
+        }
+        .await;
+        let target = result.as_ref().map(|r| r.id.to_string()).unwrap_or_default();
+        audited("role.create", caller, &target, result)
+    }
+
+    /// A role as this organisation sees it: built-in, or its own. Another organisation's role
+    /// looks exactly like a missing one.
+    async fn role_for(&self, org: &OrgId, id: &RoleId) -> Result<Option<Role>, StoreError> {
+        match roles::builtin(id.as_str()) {
+            Some(r) => Ok(Some(r.clone())),
+            None => self.store.get_org_role(org, id).await,
+        }
+    }
+
+    pub async fn list_role_assignments(&self, caller: &Caller, id: &PrincipalId) -> Result<Vec<RoleAssignment>, DomainError> {
+        caller.require(PERM_API_KEYS_READ)?;
+        self.principal_of(caller, id).await?;
+        Ok(self.store.list_role_assignments(&caller.org_id, id).await?)
+    }
+
+    pub async fn assign_role(&self, caller: &Caller, id: &PrincipalId, role_id: &RoleId) -> Result<(RoleAssignment, bool), DomainError> {
+        caller.require(PERM_ROLE_ASSIGNMENTS_WRITE)?;
+        let result = async {
+            self.principal_of(caller, id).await?;
+            let role = self.role_for(&caller.org_id, role_id).await?.ok_or_else(|| {
+                DomainError::unprocessable(format!("role '{role_id}' does not exist or is not available to this organisation"))
+            })?;
+            role.check_assignable(&caller.org_id)?;
+            let assignment = RoleAssignment {
+                org_id: caller.org_id.clone(),
+                principal_id: id.clone(),
+                role_id: role_id.clone(),
+                assigned_at: model::now(),
+                assigned_by: caller.actor(),
+            };
+            Ok(self.store.assign_role(&assignment).await?)
+        }
+        .await;
+        audited("role_assignment.assign", caller, &format!("{id}/{role_id}"), result)
+    }
+
+    pub async fn unassign_role(&self, caller: &Caller, id: &PrincipalId, role_id: &RoleId) -> Result<(), DomainError> {
+        caller.require(PERM_ROLE_ASSIGNMENTS_WRITE)?;
+        let result = async {
+            self.principal_of(caller, id).await?;
+            if self.store.unassign_role(&caller.org_id, id, role_id).await? {
+                Ok(())
+            } else {
+                Err(DomainError::NotFound("role assignment"))
+            }
+        }
+        .await;
+        audited("role_assignment.unassign", caller, &format!("{id}/{role_id}"), result)
+    }
+
+    /// The roles and permissions a principal holds now. Roles that no longer exist or no longer
+    /// support API keys grant nothing.
+    async fn entitlements(&self, principal: &Principal) -> Result<(Vec<RoleId>, BTreeSet<Permission>), StoreError> {
+        let mut roles = Vec::new();
+        let mut permissions = BTreeSet::new();
+        for a in self.store.list_role_assignments(&principal.org_id, &principal.id).await? {
+            if let Some(role) = self.role_for(&principal.org_id, &a.role_id).await?
+                && role.is_available_to(&principal.org_id)
+                && role.supports(PrincipalType::ApiKey)
+            {
+                permissions.extend(role.permissions.iter().cloned());
+                roles.push(a.role_id);
+            }
+        }
+        roles.sort();
+        Ok((roles, permissions))
+    }
+
+    /// Exchanges an API key for an access token.
+    pub async fn exchange(&self, request: ExchangeRequest) -> Result<IssuedToken, ExchangeError> {
+        let key_id = request.key.as_ref().map(|k| k.key_id().to_string()).unwrap_or_default();
+        let result = self.exchange_inner(request).await;
+        match &result {
+            Ok(t) => audit("token.exchange", &t.claims.sub, &t.claims.org_id, &key_id, Ok(())),
+            Err(e) => audit("token.exchange", "anonymous", "", &key_id, Err(e)),
+        }
+        result
+    }
+
+    async fn exchange_inner(&self, request: ExchangeRequest) -> Result<IssuedToken, ExchangeError> {
+        let key = request.key.map_err(|_| ExchangeError::InvalidClient("malformed key"))?;
+        let Some(credential) = self.store.get_credential(key.key_id()).await? else {
+            self.hasher.verify_decoy(key.secret()).await?;
+            return Err(ExchangeError::InvalidClient("unknown key id"));
+        };
+        if !self.hasher.verify(key.key_id(), key.secret(), &credential.secret_hash).await? {
+            return Err(ExchangeError::InvalidClient("wrong secret"));
+        }
+        // Only now, with the secret proved, may the caller learn why the key is refused.
+        let principal = self
+            .store
+            .get_principal(&credential.org_id, &credential.principal_id)
+            .await?
+            .ok_or(ExchangeError::Refused(Refusal::PrincipalRevoked))?;
+        let now = model::now();
+        model::may_authenticate(&credential, &principal, now).map_err(ExchangeError::Refused)?;
+
+        let audiences = &self.tokens.settings().audiences;
+        let audience = match request.audience.as_deref() {
+            None => audiences[0].as_str(),
+            Some(a) => audiences
+                .iter()
+                .find(|allowed| *allowed == a)
+                .map(String::as_str)
+                .ok_or_else(|| ExchangeError::InvalidTarget("the requested audience is not allowed".into()))?,
+        };
+        let (roles, held) = self.entitlements(&principal).await?;
+        let scope: Vec<Permission> = match request.scope.as_deref() {
+            None => held.into_iter().collect(),
+            Some(raw) => {
+                let wanted = parse_scope(raw).map_err(ExchangeError::InvalidScope)?;
+                if let Some(missing) = wanted.iter().find(|p| !held.contains(*p)) {
+                    return Err(ExchangeError::InvalidScope(format!("the principal does not hold '{missing}'")));
+                }
+                wanted
+            }
+        };
+        let grant = Grant { principal_id: &principal.id, org_id: &principal.org_id, key_id: &credential.key_id, roles: &roles, scope: &scope, audience };
+        let (token, claims) = self.tokens.sign(&grant, now).map_err(|e| ExchangeError::Sign(e.to_string()))?;
+        if let Err(e) = self.store.record_credential_use(&credential.key_id, now).await {
+            // lastUsedAt is informational; a token already earned is not withheld for it.
+            tracing::warn!(key_id = %credential.key_id, error = %e, "could not record credential use");
+        }
+        Ok(IssuedToken {
+            access_token: SecretString::from(token),
+            expires_in: self.tokens.settings().lifetime_secs,
+            scope: claims.scope.clone(),
+            claims,
+        })
+    }
+
+    /// Creates an organisation's first admin (an API-key principal with `iam-admin` and one
+    /// credential) unless it has one. Answers the key, to be shown once.
+    pub async fn bootstrap(&self, org: &OrgId) -> Result<Option<ApiKey>, DomainError> {
+        if self.store.is_bootstrapped(org).await? {
+            return Ok(None);
+        }
+        let actor = Actor::system("bootstrap");
+        let now = model::now();
+        let principal = Principal::new(org.clone(), "Bootstrap admin", None, None, actor.clone(), now)?;
+        let assignment = RoleAssignment {
+            org_id: org.clone(),
+            principal_id: principal.id.clone(),
+            role_id: RoleId::parse(roles::ADMIN_ROLE).expect("built-in role id"),
+            assigned_at: now,
+            assigned_by: actor.clone(),
+        };
+        let key = ApiKey::generate();
+        let hash = self.hasher.hash(key.secret()).await.map_err(|e| DomainError::Unavailable(StoreError::Unavailable(e.to_string())))?;
+        let credential = Credential::new(&principal, key.key_id().clone(), "bootstrap", None, hash, actor.clone(), now)?;
+        let result = self.store.bootstrap_org(&principal, &assignment, &credential).await;
+        let outcome = result.as_ref().map(|_| ()).map_err(|e| e as &dyn std::fmt::Display);
+        audit("org.bootstrap", &actor.0, org.as_str(), principal.id.as_str(), outcome);
+        match result {
+            Ok(()) => Ok(Some(key)),
+            // Another process bootstrapped it first: that is the desired end state.
+            Err(StoreError::Conflict(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+}

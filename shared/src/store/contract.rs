@@ -1,0 +1,330 @@
+//! The store contract suite. Every store runs it through [`store_contract_tests!`]:
+//! `store_contract_tests!(async { Arc::new(MyStore::new()) });` inside a test module.
+
+use std::sync::Arc;
+
+use chrono::Duration;
+
+use super::{Store, StoreError};
+use crate::ids::{KeyId, OrgId, Permission, PrincipalId, RoleId};
+use crate::model::{
+    Actor, Credential, CredentialStatus, MAX_ACTIVE_CREDENTIALS, MAX_ROLES_PER_PRINCIPAL, Principal, PrincipalChange, PrincipalStatus,
+    PrincipalType, Role, RoleAssignment, now,
+};
+
+/// Generates one `#[tokio::test]` per contract case for the store built by `$make` (an async
+/// block answering `Arc<impl Store>`), each on a fresh store.
+#[macro_export]
+macro_rules! store_contract_tests {
+    ($make:expr) => {
+        $crate::store_contract_tests!(@cases $make;
+            principal_round_trip, principal_listing_paginates_within_org, principal_update_is_versioned,
+            credential_insert_and_read, credential_insert_checks_principal, credential_limit_is_enforced,
+            credential_limit_holds_under_concurrency, revoke_is_idempotent_and_scoped, revoke_wins_over_concurrent_reads,
+            record_use_keeps_status, roles_are_scoped_and_unique, assignments_are_idempotent_and_scoped,
+            assignment_limit_and_revoked_principal, bootstrap_happens_once);
+    };
+    (@cases $make:expr; $($case:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let store = $make.await;
+                $crate::store::contract::$case(store).await;
+            }
+        )*
+    };
+}
+
+fn org(name: &str) -> OrgId {
+    OrgId::parse(name).unwrap()
+}
+
+fn actor() -> Actor {
+    Actor::system("contract")
+}
+
+fn principal(org_name: &str) -> Principal {
+    Principal::new(org(org_name), "integration", None, None, actor(), now()).unwrap()
+}
+
+fn credential(p: &Principal) -> Credential {
+    Credential::new(p, KeyId::generate(), "ci", None, "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaA".into(), actor(), now()).unwrap()
+}
+
+fn assignment(p: &Principal, role: &str) -> RoleAssignment {
+    RoleAssignment {
+        org_id: p.org_id.clone(),
+        principal_id: p.id.clone(),
+        role_id: RoleId::parse(role).unwrap(),
+        assigned_at: now(),
+        assigned_by: actor(),
+    }
+}
+
+async fn revoke_principal<S: Store + ?Sized>(store: &S, p: &Principal) -> Principal {
+    let change = PrincipalChange { status: Some(PrincipalStatus::Revoked), ..Default::default() };
+    let revoked = p.apply(&change, now()).unwrap().unwrap();
+    store.update_principal(&revoked, p.version).await.unwrap();
+    revoked
+}
+
+pub async fn principal_round_trip<S: Store + ?Sized>(store: Arc<S>) {
+    let p = principal("acme");
+    store.create_principal(&p).await.unwrap();
+    assert_eq!(store.get_principal(&p.org_id, &p.id).await.unwrap(), Some(p.clone()));
+    assert!(matches!(store.create_principal(&p).await, Err(StoreError::Conflict(_))));
+    assert_eq!(store.get_principal(&org("other"), &p.id).await.unwrap(), None, "tenancy is in the key");
+    assert_eq!(store.get_principal(&p.org_id, &PrincipalId::generate()).await.unwrap(), None);
+}
+
+pub async fn principal_listing_paginates_within_org<S: Store + ?Sized>(store: Arc<S>) {
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let p = principal("acme");
+        store.create_principal(&p).await.unwrap();
+        ids.push(p.id);
+    }
+    store.create_principal(&principal("other")).await.unwrap();
+    store.create_principal(&principal("acme-2")).await.unwrap();
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    let mut pages = 0;
+    loop {
+        let page = store.list_principals(&org("acme"), 2, cursor.as_ref()).await.unwrap();
+        assert!(page.items.len() <= 2);
+        seen.extend(page.items.into_iter().map(|p| p.id));
+        pages += 1;
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+        assert!(pages < 10, "pagination does not terminate");
+    }
+    assert_eq!(pages, 3);
+    ids.sort();
+    let mut sorted = seen.clone();
+    sorted.sort();
+    assert_eq!(sorted, ids, "every principal of the org exactly once, no other org's");
+    let empty = store.list_principals(&org("nobody"), 10, None).await.unwrap();
+    assert!(empty.items.is_empty() && empty.next.is_none());
+    let exact = store.list_principals(&org("acme"), 5, None).await.unwrap();
+    assert_eq!((exact.items.len(), exact.next), (5, None), "a full last page has no cursor");
+}
+
+pub async fn principal_update_is_versioned<S: Store + ?Sized>(store: Arc<S>) {
+    let p = principal("acme");
+    store.create_principal(&p).await.unwrap();
+    let change = PrincipalChange { display_name: Some("renamed".into()), ..Default::default() };
+    let next = p.apply(&change, now()).unwrap().unwrap();
+    store.update_principal(&next, p.version).await.unwrap();
+    assert_eq!(store.get_principal(&p.org_id, &p.id).await.unwrap().unwrap().display_name, "renamed");
+    assert!(matches!(store.update_principal(&next, p.version).await, Err(StoreError::Conflict(_))), "stale version");
+    let ghost = principal("acme");
+    assert!(matches!(store.update_principal(&ghost, 1).await, Err(StoreError::NotFound(_))));
+}
+
+pub async fn credential_insert_and_read<S: Store + ?Sized>(store: Arc<S>) {
+    let p = principal("acme");
+    store.create_principal(&p).await.unwrap();
+    let c = credential(&p);
+    store.insert_credential(&c, now()).await.unwrap();
+    assert_eq!(store.get_credential(&c.key_id).await.unwrap(), Some(c.clone()));
+    assert_eq!(store.list_credentials(&p.org_id, &p.id).await.unwrap(), vec![c.clone()], "read-your-writes");
+    assert!(store.list_credentials(&org("other"), &p.id).await.unwrap().is_empty());
+    assert!(matches!(store.insert_credential(&c, now()).await, Err(StoreError::Conflict(_))), "duplicate key id");
+    assert_eq!(store.get_credential(&KeyId::generate()).await.unwrap(), None);
+}
+
+pub async fn credential_insert_checks_principal<S: Store + ?Sized>(store: Arc<S>) {
+    let ghost = principal("acme");
+    assert!(matches!(store.insert_credential(&credential(&ghost), now()).await, Err(StoreError::NotFound(_))));
+    let p = principal("acme");
+    store.create_principal(&p).await.unwrap();
+    let mut foreign = credential(&p);
+    foreign.org_id = org("other");
+    assert!(matches!(store.insert_credential(&foreign, now()).await, Err(StoreError::NotFound(_))));
+    let c = credential(&p);
+    revoke_principal(&*store, &p).await;
+    assert!(matches!(store.insert_credential(&c, now()).await, Err(StoreError::Conflict(_))));
+    assert_eq!(store.get_credential(&c.key_id).await.unwrap(), None, "nothing written");
+}
+
+pub async fn credential_limit_is_enforced<S: Store + ?Sized>(store: Arc<S>) {
+    let p = principal("acme");
+    store.create_principal(&p).await.unwrap();
+    let mut issued = Vec::new();
+    for _ in 0..MAX_ACTIVE_CREDENTIALS {
+        let c = credential(&p);
+        store.insert_credential(&c, now()).await.unwrap();
+        issued.push(c);
+    }
+    let extra = credential(&p);
+    assert!(matches!(store.insert_credential(&extra, now()).await, Err(StoreError::Limit(_))));
+    store.revoke_credential(&p.org_id, &p.id, &issued[0].key_id, &actor(), now()).await.unwrap();
+    store.insert_credential(&extra, now()).await.unwrap();
+    // An expired credential no longer counts: look from a time after every expiry.
+    let mut expiring = credential(&p);
+    expiring.expires_at = Some(now() + Duration::seconds(60));
+    assert!(matches!(store.insert_credential(&expiring, now()).await, Err(StoreError::Limit(_))));
+    let later = now() + Duration::days(1);
+    store.revoke_credential(&p.org_id, &p.id, &issued[1].key_id, &actor(), now()).await.unwrap();
+    store.insert_credential(&expiring, now()).await.unwrap();
+    store.insert_credential(&credential(&p), later).await.unwrap();
+}
+
+pub async fn credential_limit_holds_under_concurrency<S: Store + ?Sized>(store: Arc<S>) {
+    let p = principal("acme");
+    store.create_principal(&p).await.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..(MAX_ACTIVE_CREDENTIALS * 2) {
+        let store = store.clone();
+        let c = credential(&p);
+        tasks.push(tokio::spawn(async move { store.insert_credential(&c, now()).await }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(()) => ok += 1,
+            Err(StoreError::Limit(_)) => {}
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!(ok, MAX_ACTIVE_CREDENTIALS);
+    assert_eq!(store.list_credentials(&p.org_id, &p.id).await.unwrap().len(), MAX_ACTIVE_CREDENTIALS);
+}
+
+pub async fn revoke_is_idempotent_and_scoped<S: Store + ?Sized>(store: Arc<S>) {
+    let p = principal("acme");
+    store.create_principal(&p).await.unwrap();
+    let c = credential(&p);
+    let sibling = credential(&p);
+    store.insert_credential(&c, now()).await.unwrap();
+    store.insert_credential(&sibling, now()).await.unwrap();
+    assert!(matches!(
+        store.revoke_credential(&org("other"), &p.id, &c.key_id, &actor(), now()).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.revoke_credential(&p.org_id, &PrincipalId::generate(), &c.key_id, &actor(), now()).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let first = store.revoke_credential(&p.org_id, &p.id, &c.key_id, &actor(), now()).await.unwrap();
+    assert_eq!(first.status, CredentialStatus::Revoked);
+    assert!(first.revoked_at.is_some());
+    let again = store.revoke_credential(&p.org_id, &p.id, &c.key_id, &Actor::system("later"), now() + Duration::seconds(5)).await.unwrap();
+    assert_eq!(again, first, "the first revocation is kept");
+    assert_eq!(store.get_credential(&c.key_id).await.unwrap().unwrap().status, CredentialStatus::Revoked);
+    assert_eq!(store.get_credential(&sibling.key_id).await.unwrap().unwrap().status, CredentialStatus::Active, "siblings untouched");
+    assert_eq!(store.get_principal(&p.org_id, &p.id).await.unwrap().unwrap().status, PrincipalStatus::Active, "principal untouched");
+}
+
+pub async fn revoke_wins_over_concurrent_reads<S: Store + ?Sized>(store: Arc<S>) {
+    let p = principal("acme");
+    store.create_principal(&p).await.unwrap();
+    for _ in 0..20 {
+        let c = credential(&p);
+        store.insert_credential(&c, now()).await.unwrap();
+        let reader = {
+            let store = store.clone();
+            let key = c.key_id.clone();
+            tokio::spawn(async move { store.get_credential(&key).await })
+        };
+        store.revoke_credential(&p.org_id, &p.id, &c.key_id, &actor(), now()).await.unwrap();
+        // Once revoke has returned, every read sees it.
+        assert_eq!(store.get_credential(&c.key_id).await.unwrap().unwrap().status, CredentialStatus::Revoked);
+        reader.await.unwrap().unwrap();
+    }
+}
+
+pub async fn record_use_keeps_status<S: Store + ?Sized>(store: Arc<S>) {
+    let p = principal("acme");
+    store.create_principal(&p).await.unwrap();
+    let c = credential(&p);
+    store.insert_credential(&c, now()).await.unwrap();
+    let at = now();
+    store.record_credential_use(&c.key_id, at).await.unwrap();
+    assert_eq!(store.get_credential(&c.key_id).await.unwrap().unwrap().last_used_at, Some(at));
+    store.revoke_credential(&p.org_id, &p.id, &c.key_id, &actor(), now()).await.unwrap();
+    store.record_credential_use(&c.key_id, at).await.unwrap();
+    assert_eq!(store.get_credential(&c.key_id).await.unwrap().unwrap().status, CredentialStatus::Revoked);
+    store.record_credential_use(&KeyId::generate(), at).await.unwrap();
+}
+
+fn role(org_name: &str, name: &str) -> Role {
+    Role::new_org_role(
+        org(org_name),
+        name,
+        Some("deploys"),
+        vec![Permission::parse("ci:deploy").unwrap()],
+        vec![PrincipalType::ApiKey],
+        actor(),
+        now(),
+    )
+    .unwrap()
+}
+
+pub async fn roles_are_scoped_and_unique<S: Store + ?Sized>(store: Arc<S>) {
+    let r = role("acme", "deployer");
+    store.create_role(&r).await.unwrap();
+    assert_eq!(store.get_org_role(&org("acme"), &r.id).await.unwrap(), Some(r.clone()));
+    assert_eq!(store.get_org_role(&org("other"), &r.id).await.unwrap(), None);
+    assert!(matches!(store.create_role(&role("acme", "deployer")).await, Err(StoreError::Conflict(_))));
+    store.create_role(&role("other", "deployer")).await.unwrap();
+    assert_eq!(store.list_org_roles(&org("acme")).await.unwrap(), vec![r]);
+}
+
+pub async fn assignments_are_idempotent_and_scoped<S: Store + ?Sized>(store: Arc<S>) {
+    let p = principal("acme");
+    store.create_principal(&p).await.unwrap();
+    let a = assignment(&p, "iam-viewer");
+    let (stored, created) = store.assign_role(&a).await.unwrap();
+    assert!(created);
+    assert_eq!(stored, a);
+    let mut later = a.clone();
+    later.assigned_at = now() + Duration::seconds(10);
+    let (again, created) = store.assign_role(&later).await.unwrap();
+    assert!(!created);
+    assert_eq!(again, a, "the first assignment is kept");
+    assert_eq!(store.list_role_assignments(&p.org_id, &p.id).await.unwrap(), vec![a.clone()]);
+    assert!(store.list_role_assignments(&org("other"), &p.id).await.unwrap().is_empty());
+    assert!(!store.unassign_role(&org("other"), &p.id, &a.role_id).await.unwrap());
+    assert!(store.unassign_role(&p.org_id, &p.id, &a.role_id).await.unwrap());
+    assert!(!store.unassign_role(&p.org_id, &p.id, &a.role_id).await.unwrap());
+    assert!(store.list_role_assignments(&p.org_id, &p.id).await.unwrap().is_empty());
+    let ghost = principal("acme");
+    assert!(matches!(store.assign_role(&assignment(&ghost, "iam-viewer")).await, Err(StoreError::NotFound(_))));
+}
+
+pub async fn assignment_limit_and_revoked_principal<S: Store + ?Sized>(store: Arc<S>) {
+    let p = principal("acme");
+    store.create_principal(&p).await.unwrap();
+    for i in 0..MAX_ROLES_PER_PRINCIPAL {
+        store.assign_role(&assignment(&p, &format!("role-{i}"))).await.unwrap();
+    }
+    assert!(matches!(store.assign_role(&assignment(&p, "one-too-many")).await, Err(StoreError::Limit(_))));
+    let (_, created) = store.assign_role(&assignment(&p, "role-0")).await.unwrap();
+    assert!(!created, "re-assigning at the limit is still idempotent");
+    let q = principal("acme");
+    store.create_principal(&q).await.unwrap();
+    revoke_principal(&*store, &q).await;
+    assert!(matches!(store.assign_role(&assignment(&q, "iam-viewer")).await, Err(StoreError::Conflict(_))));
+}
+
+pub async fn bootstrap_happens_once<S: Store + ?Sized>(store: Arc<S>) {
+    let acme = org("acme");
+    assert!(!store.is_bootstrapped(&acme).await.unwrap());
+    let p = principal("acme");
+    let a = assignment(&p, "iam-admin");
+    let c = credential(&p);
+    store.bootstrap_org(&p, &a, &c).await.unwrap();
+    assert!(store.is_bootstrapped(&acme).await.unwrap());
+    assert_eq!(store.get_principal(&acme, &p.id).await.unwrap(), Some(p.clone()));
+    assert_eq!(store.get_credential(&c.key_id).await.unwrap(), Some(c.clone()));
+    assert_eq!(store.list_role_assignments(&acme, &p.id).await.unwrap(), vec![a]);
+    assert_eq!(store.list_credentials(&acme, &p.id).await.unwrap(), vec![c]);
+    let p2 = principal("acme");
+    let c2 = credential(&p2);
+    assert!(matches!(store.bootstrap_org(&p2, &assignment(&p2, "iam-admin"), &c2).await, Err(StoreError::Conflict(_))));
+    assert_eq!(store.get_principal(&acme, &p2.id).await.unwrap(), None, "nothing half-written");
+    assert_eq!(store.get_credential(&c2.key_id).await.unwrap(), None);
+}

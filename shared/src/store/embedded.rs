@@ -1,0 +1,565 @@
+//! The embedded store: redb, on disk or in memory. Every check-then-write runs inside one redb
+//! write transaction, and redb admits one writer at a time, so those writes are atomic.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use super::{Page, Store, StoreError};
+use crate::ids::{KeyId, OrgId, PrincipalId, RoleId};
+use crate::model::{
+    Actor, Credential, CredentialStatus, MAX_ACTIVE_CREDENTIALS, MAX_ORG_ROLES, MAX_ROLES_PER_PRINCIPAL, Principal, PrincipalStatus, Role,
+    RoleAssignment,
+};
+
+type Table = TableDefinition<'static, &'static str, &'static [u8]>;
+/// `org \0 principalId` → principal.
+const PRINCIPALS: Table = TableDefinition::new("principals");
+/// `keyId` → credential.
+const CREDENTIALS: Table = TableDefinition::new("credentials");
+/// `org \0 principalId \0 keyId` → empty: lists a principal's credentials without a scan.
+const PRINCIPAL_CREDENTIALS: Table = TableDefinition::new("principal_credentials");
+/// `org \0 roleId` → role.
+const ROLES: Table = TableDefinition::new("roles");
+/// `org \0 principalId \0 roleId` → assignment.
+const ASSIGNMENTS: Table = TableDefinition::new("role_assignments");
+/// `org` → the bootstrap admin's principal id.
+const BOOTSTRAP: Table = TableDefinition::new("bootstrap");
+
+const SEP: char = '\0';
+
+fn key2(a: &str, b: &str) -> String {
+    format!("{a}{SEP}{b}")
+}
+
+fn key3(a: &str, b: &str, c: &str) -> String {
+    format!("{a}{SEP}{b}{SEP}{c}")
+}
+
+/// The half-open key range of everything under `prefix`.
+fn prefix_range(prefix: &str) -> (String, String) {
+    (format!("{prefix}{SEP}"), format!("{prefix}\u{1}"))
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    // serde_json messages can quote the item (a hash included); say only where it broke.
+    serde_json::from_slice(bytes)
+        .map_err(|e| StoreError::Corrupt(format!("{what}: {:?} error at line {} column {}", e.classify(), e.line(), e.column())))
+}
+
+/// The stored form of a credential: explicit, so the hash is stored and never serialised anywhere else.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CredentialRecord {
+    key_id: KeyId,
+    principal_id: PrincipalId,
+    org_id: OrgId,
+    name: String,
+    expires_at: Option<DateTime<Utc>>,
+    status: CredentialStatus,
+    created_at: DateTime<Utc>,
+    created_by: Actor,
+    revoked_at: Option<DateTime<Utc>>,
+    revoked_by: Option<Actor>,
+    last_used_at: Option<DateTime<Utc>>,
+    secret_hash: String,
+}
+
+impl From<&Credential> for CredentialRecord {
+    fn from(c: &Credential) -> Self {
+        Self {
+            key_id: c.key_id.clone(),
+            principal_id: c.principal_id.clone(),
+            org_id: c.org_id.clone(),
+            name: c.name.clone(),
+            expires_at: c.expires_at,
+            status: c.status,
+            created_at: c.created_at,
+            created_by: c.created_by.clone(),
+            revoked_at: c.revoked_at,
+            revoked_by: c.revoked_by.clone(),
+            last_used_at: c.last_used_at,
+            secret_hash: c.secret_hash.clone(),
+        }
+    }
+}
+
+impl From<CredentialRecord> for Credential {
+    fn from(r: CredentialRecord) -> Self {
+        Self {
+            key_id: r.key_id,
+            principal_id: r.principal_id,
+            org_id: r.org_id,
+            name: r.name,
+            expires_at: r.expires_at,
+            status: r.status,
+            created_at: r.created_at,
+            created_by: r.created_by,
+            revoked_at: r.revoked_at,
+            revoked_by: r.revoked_by,
+            last_used_at: r.last_used_at,
+            secret_hash: r.secret_hash,
+        }
+    }
+}
+
+fn decode_credential(bytes: &[u8]) -> Result<Credential, StoreError> {
+    decode::<CredentialRecord>("credential", bytes).map(Credential::from)
+}
+
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    db: Arc<Database>,
+}
+
+impl std::fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EmbeddedStore")
+    }
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the database file at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = Database::create(path).map_err(unavailable)?;
+        Self::init(db)
+    }
+
+    pub fn in_memory() -> Result<Self, StoreError> {
+        let db = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(unavailable)?;
+        Self::init(db)
+    }
+
+    fn init(db: Database) -> Result<Self, StoreError> {
+        let txn = db.begin_write().map_err(unavailable)?;
+        for table in [PRINCIPALS, CREDENTIALS, PRINCIPAL_CREDENTIALS, ROLES, ASSIGNMENTS, BOOTSTRAP] {
+            txn.open_table(table).map_err(unavailable)?;
+        }
+        txn.commit().map_err(unavailable)?;
+        Ok(Self { db: Arc::new(db) })
+    }
+
+    /// redb blocks on disk I/O; keep it off the async executor.
+    async fn blocking<T: Send + 'static>(&self, work: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static) -> Result<T, StoreError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || work(&db)).await.map_err(unavailable)?
+    }
+}
+
+fn get_principal_in(table: &impl ReadableTable<&'static str, &'static [u8]>, org: &str, id: &str) -> Result<Option<Principal>, StoreError> {
+    match table.get(key2(org, id).as_str()).map_err(unavailable)? {
+        Some(v) => decode("principal", v.value()).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The principal for a write that needs it alive: exists in `org` and is not Revoked.
+fn live_principal_in(table: &impl ReadableTable<&'static str, &'static [u8]>, org: &str, id: &str) -> Result<Principal, StoreError> {
+    let p = get_principal_in(table, org, id)?.ok_or(StoreError::NotFound("principal"))?;
+    if p.status == PrincipalStatus::Revoked {
+        return Err(StoreError::Conflict("the principal is revoked".into()));
+    }
+    Ok(p)
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    async fn create_principal(&self, principal: &Principal) -> Result<(), StoreError> {
+        let p = principal.clone();
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            {
+                let mut t = txn.open_table(PRINCIPALS).map_err(unavailable)?;
+                let k = key2(p.org_id.as_str(), p.id.as_str());
+                if t.get(k.as_str()).map_err(unavailable)?.is_some() {
+                    return Err(StoreError::Conflict("a principal with this id exists".into()));
+                }
+                t.insert(k.as_str(), encode(&p)?.as_slice()).map_err(unavailable)?;
+            }
+            txn.commit().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn get_principal(&self, org: &OrgId, id: &PrincipalId) -> Result<Option<Principal>, StoreError> {
+        let (org, id) = (org.clone(), id.clone());
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let t = txn.open_table(PRINCIPALS).map_err(unavailable)?;
+            get_principal_in(&t, org.as_str(), id.as_str())
+        })
+        .await
+    }
+
+    async fn list_principals(&self, org: &OrgId, limit: usize, after: Option<&PrincipalId>) -> Result<Page<Principal>, StoreError> {
+        let org = org.clone();
+        let after = after.cloned();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let t = txn.open_table(PRINCIPALS).map_err(unavailable)?;
+            let (start, end) = prefix_range(org.as_str());
+            // Start strictly after the cursor: append a byte that sorts after every id character.
+            let start = match &after {
+                Some(id) => format!("{}{SEP}{}\u{1}", org, id),
+                None => start,
+            };
+            let mut items = Vec::new();
+            let mut more = false;
+            for entry in t.range(start.as_str()..end.as_str()).map_err(unavailable)? {
+                let (_, v) = entry.map_err(unavailable)?;
+                if items.len() == limit {
+                    more = true;
+                    break;
+                }
+                items.push(decode::<Principal>("principal", v.value())?);
+            }
+            let next = if more { items.last().map(|p| p.id.clone()) } else { None };
+            Ok(Page { items, next })
+        })
+        .await
+    }
+
+    async fn update_principal(&self, principal: &Principal, expected_version: u64) -> Result<(), StoreError> {
+        let p = principal.clone();
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            {
+                let mut t = txn.open_table(PRINCIPALS).map_err(unavailable)?;
+                let current = get_principal_in(&t, p.org_id.as_str(), p.id.as_str())?.ok_or(StoreError::NotFound("principal"))?;
+                if current.version != expected_version {
+                    return Err(StoreError::Conflict("the principal was changed concurrently; read it again and retry".into()));
+                }
+                t.insert(key2(p.org_id.as_str(), p.id.as_str()).as_str(), encode(&p)?.as_slice()).map_err(unavailable)?;
+            }
+            txn.commit().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn insert_credential(&self, credential: &Credential, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let c = credential.clone();
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            {
+                let principals = txn.open_table(PRINCIPALS).map_err(unavailable)?;
+                live_principal_in(&principals, c.org_id.as_str(), c.principal_id.as_str())?;
+                let mut creds = txn.open_table(CREDENTIALS).map_err(unavailable)?;
+                let mut index = txn.open_table(PRINCIPAL_CREDENTIALS).map_err(unavailable)?;
+                let (start, end) = prefix_range(&key2(c.org_id.as_str(), c.principal_id.as_str()));
+                let mut live = 0;
+                for entry in index.range(start.as_str()..end.as_str()).map_err(unavailable)? {
+                    let (k, _) = entry.map_err(unavailable)?;
+                    let key_id = k.value().rsplit(SEP).next().unwrap_or_default().to_owned();
+                    if let Some(v) = creds.get(key_id.as_str()).map_err(unavailable)?
+                        && decode_credential(v.value())?.is_live(now)
+                    {
+                        live += 1;
+                    }
+                }
+                if live >= MAX_ACTIVE_CREDENTIALS {
+                    return Err(StoreError::Limit(format!(
+                        "the principal already has {MAX_ACTIVE_CREDENTIALS} active credentials; revoke one first"
+                    )));
+                }
+                if creds.get(c.key_id.as_str()).map_err(unavailable)?.is_some() {
+                    return Err(StoreError::Conflict("a credential with this key id exists".into()));
+                }
+                creds.insert(c.key_id.as_str(), encode(&CredentialRecord::from(&c))?.as_slice()).map_err(unavailable)?;
+                index
+                    .insert(key3(c.org_id.as_str(), c.principal_id.as_str(), c.key_id.as_str()).as_str(), [].as_slice())
+                    .map_err(unavailable)?;
+            }
+            txn.commit().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn get_credential(&self, key_id: &KeyId) -> Result<Option<Credential>, StoreError> {
+        let key_id = key_id.clone();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let t = txn.open_table(CREDENTIALS).map_err(unavailable)?;
+            match t.get(key_id.as_str()).map_err(unavailable)? {
+                Some(v) => decode_credential(v.value()).map(Some),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn list_credentials(&self, org: &OrgId, principal: &PrincipalId) -> Result<Vec<Credential>, StoreError> {
+        let prefix = key2(org.as_str(), principal.as_str());
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let index = txn.open_table(PRINCIPAL_CREDENTIALS).map_err(unavailable)?;
+            let creds = txn.open_table(CREDENTIALS).map_err(unavailable)?;
+            let (start, end) = prefix_range(&prefix);
+            let mut out = Vec::new();
+            for entry in index.range(start.as_str()..end.as_str()).map_err(unavailable)? {
+                let (k, _) = entry.map_err(unavailable)?;
+                let key_id = k.value().rsplit(SEP).next().unwrap_or_default().to_owned();
+                if let Some(v) = creds.get(key_id.as_str()).map_err(unavailable)? {
+                    out.push(decode_credential(v.value())?);
+                }
+            }
+            out.sort_by(|a: &Credential, b: &Credential| a.created_at.cmp(&b.created_at).then_with(|| a.key_id.cmp(&b.key_id)));
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn revoke_credential(
+        &self,
+        org: &OrgId,
+        principal: &PrincipalId,
+        key_id: &KeyId,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> Result<Credential, StoreError> {
+        let (org, principal, key_id, actor) = (org.clone(), principal.clone(), key_id.clone(), actor.clone());
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            let revoked = {
+                let mut t = txn.open_table(CREDENTIALS).map_err(unavailable)?;
+                let current = match t.get(key_id.as_str()).map_err(unavailable)? {
+                    Some(v) => decode_credential(v.value())?,
+                    None => return Err(StoreError::NotFound("credential")),
+                };
+                if current.org_id != org || current.principal_id != principal {
+                    return Err(StoreError::NotFound("credential"));
+                }
+                let revoked = current.revoked(actor, now);
+                if revoked != current {
+                    t.insert(key_id.as_str(), encode(&CredentialRecord::from(&revoked))?.as_slice()).map_err(unavailable)?;
+                }
+                revoked
+            };
+            txn.commit().map_err(unavailable)?;
+            Ok(revoked)
+        })
+        .await
+    }
+
+    async fn record_credential_use(&self, key_id: &KeyId, at: DateTime<Utc>) -> Result<(), StoreError> {
+        let key_id = key_id.clone();
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            {
+                let mut t = txn.open_table(CREDENTIALS).map_err(unavailable)?;
+                let current = match t.get(key_id.as_str()).map_err(unavailable)? {
+                    Some(v) => decode_credential(v.value())?,
+                    None => return Ok(()),
+                };
+                // Only the timestamp moves; a concurrent revoke inside this transaction's view stays.
+                let mut next = current;
+                next.last_used_at = Some(at);
+                t.insert(key_id.as_str(), encode(&CredentialRecord::from(&next))?.as_slice()).map_err(unavailable)?;
+            }
+            txn.commit().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn create_role(&self, role: &Role) -> Result<(), StoreError> {
+        let role = role.clone();
+        let Some(org) = role.org_id.clone() else {
+            return Err(StoreError::Conflict("built-in roles are not stored".into()));
+        };
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            {
+                let mut t = txn.open_table(ROLES).map_err(unavailable)?;
+                let (start, end) = prefix_range(org.as_str());
+                let mut count = 0;
+                for entry in t.range(start.as_str()..end.as_str()).map_err(unavailable)? {
+                    let (_, v) = entry.map_err(unavailable)?;
+                    let existing: Role = decode("role", v.value())?;
+                    if existing.name == role.name {
+                        return Err(StoreError::Conflict(format!("a role named '{}' already exists", role.name)));
+                    }
+                    count += 1;
+                }
+                if count >= MAX_ORG_ROLES {
+                    return Err(StoreError::Limit(format!("an organisation can define at most {MAX_ORG_ROLES} roles")));
+                }
+                let k = key2(org.as_str(), role.id.as_str());
+                if t.get(k.as_str()).map_err(unavailable)?.is_some() {
+                    return Err(StoreError::Conflict("a role with this id exists".into()));
+                }
+                t.insert(k.as_str(), encode(&role)?.as_slice()).map_err(unavailable)?;
+            }
+            txn.commit().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn list_org_roles(&self, org: &OrgId) -> Result<Vec<Role>, StoreError> {
+        let org = org.clone();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let t = txn.open_table(ROLES).map_err(unavailable)?;
+            let (start, end) = prefix_range(org.as_str());
+            let mut out = Vec::new();
+            for entry in t.range(start.as_str()..end.as_str()).map_err(unavailable)? {
+                let (_, v) = entry.map_err(unavailable)?;
+                out.push(decode("role", v.value())?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn get_org_role(&self, org: &OrgId, id: &RoleId) -> Result<Option<Role>, StoreError> {
+        let k = key2(org.as_str(), id.as_str());
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let t = txn.open_table(ROLES).map_err(unavailable)?;
+            match t.get(k.as_str()).map_err(unavailable)? {
+                Some(v) => decode("role", v.value()).map(Some),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn list_role_assignments(&self, org: &OrgId, principal: &PrincipalId) -> Result<Vec<RoleAssignment>, StoreError> {
+        let prefix = key2(org.as_str(), principal.as_str());
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let t = txn.open_table(ASSIGNMENTS).map_err(unavailable)?;
+            let (start, end) = prefix_range(&prefix);
+            let mut out = Vec::new();
+            for entry in t.range(start.as_str()..end.as_str()).map_err(unavailable)? {
+                let (_, v) = entry.map_err(unavailable)?;
+                out.push(decode("role assignment", v.value())?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn assign_role(&self, assignment: &RoleAssignment) -> Result<(RoleAssignment, bool), StoreError> {
+        let a = assignment.clone();
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            let result = {
+                let principals = txn.open_table(PRINCIPALS).map_err(unavailable)?;
+                live_principal_in(&principals, a.org_id.as_str(), a.principal_id.as_str())?;
+                let mut t = txn.open_table(ASSIGNMENTS).map_err(unavailable)?;
+                let k = key3(a.org_id.as_str(), a.principal_id.as_str(), a.role_id.as_str());
+                let existing = t.get(k.as_str()).map_err(unavailable)?.map(|v| decode::<RoleAssignment>("role assignment", v.value())).transpose()?;
+                match existing {
+                    Some(existing) => (existing, false),
+                    None => {
+                        let (start, end) = prefix_range(&key2(a.org_id.as_str(), a.principal_id.as_str()));
+                        if t.range(start.as_str()..end.as_str()).map_err(unavailable)?.count() >= MAX_ROLES_PER_PRINCIPAL {
+                            return Err(StoreError::Limit(format!("a principal can hold at most {MAX_ROLES_PER_PRINCIPAL} roles")));
+                        }
+                        t.insert(k.as_str(), encode(&a)?.as_slice()).map_err(unavailable)?;
+                        (a, true)
+                    }
+                }
+            };
+            txn.commit().map_err(unavailable)?;
+            Ok(result)
+        })
+        .await
+    }
+
+    async fn unassign_role(&self, org: &OrgId, principal: &PrincipalId, role: &RoleId) -> Result<bool, StoreError> {
+        let k = key3(org.as_str(), principal.as_str(), role.as_str());
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            let removed = {
+                let mut t = txn.open_table(ASSIGNMENTS).map_err(unavailable)?;
+                t.remove(k.as_str()).map_err(unavailable)?.is_some()
+            };
+            txn.commit().map_err(unavailable)?;
+            Ok(removed)
+        })
+        .await
+    }
+
+    async fn bootstrap_org(&self, principal: &Principal, assignment: &RoleAssignment, credential: &Credential) -> Result<(), StoreError> {
+        let (p, a, c) = (principal.clone(), assignment.clone(), credential.clone());
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            {
+                let mut marker = txn.open_table(BOOTSTRAP).map_err(unavailable)?;
+                if marker.get(p.org_id.as_str()).map_err(unavailable)?.is_some() {
+                    return Err(StoreError::Conflict(format!("organisation '{}' is already bootstrapped", p.org_id)));
+                }
+                marker.insert(p.org_id.as_str(), p.id.as_str().as_bytes()).map_err(unavailable)?;
+                txn.open_table(PRINCIPALS)
+                    .map_err(unavailable)?
+                    .insert(key2(p.org_id.as_str(), p.id.as_str()).as_str(), encode(&p)?.as_slice())
+                    .map_err(unavailable)?;
+                txn.open_table(ASSIGNMENTS)
+                    .map_err(unavailable)?
+                    .insert(key3(a.org_id.as_str(), a.principal_id.as_str(), a.role_id.as_str()).as_str(), encode(&a)?.as_slice())
+                    .map_err(unavailable)?;
+                txn.open_table(CREDENTIALS)
+                    .map_err(unavailable)?
+                    .insert(c.key_id.as_str(), encode(&CredentialRecord::from(&c))?.as_slice())
+                    .map_err(unavailable)?;
+                txn.open_table(PRINCIPAL_CREDENTIALS)
+                    .map_err(unavailable)?
+                    .insert(key3(c.org_id.as_str(), c.principal_id.as_str(), c.key_id.as_str()).as_str(), [].as_slice())
+                    .map_err(unavailable)?;
+            }
+            txn.commit().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn is_bootstrapped(&self, org: &OrgId) -> Result<bool, StoreError> {
+        let org = org.clone();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let t = txn.open_table(BOOTSTRAP).map_err(unavailable)?;
+            Ok(t.get(org.as_str()).map_err(unavailable)?.is_some())
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn corrupt_items_are_errors_not_panics() {
+        assert!(matches!(decode_credential(b"not json"), Err(StoreError::Corrupt(_))));
+        assert!(matches!(decode_credential(br#"{"keyId":"x"}"#), Err(StoreError::Corrupt(_))));
+        assert!(matches!(decode::<Principal>("principal", b"{}"), Err(StoreError::Corrupt(_))));
+    }
+
+    #[test]
+    fn corrupt_errors_do_not_echo_the_hash() {
+        let err = decode_credential(br#"{"secretHash":"$argon2id$v=19$SECRETHASH","bogus":1}"#).unwrap_err().to_string();
+        assert!(!err.contains("SECRETHASH"), "{err}");
+    }
+
+    crate::store_contract_tests!(async { std::sync::Arc::new(EmbeddedStore::in_memory().unwrap()) });
+
+    mod on_disk {
+        crate::store_contract_tests!(async {
+            let dir = tempfile::tempdir().unwrap().keep();
+            std::sync::Arc::new(super::EmbeddedStore::open(&dir.join("iam.redb")).unwrap())
+        });
+    }
+}

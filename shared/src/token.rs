@@ -1,0 +1,398 @@
+//! RS256 access tokens (RFC 9068): the signing key, the JWKS, signing and verifying.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rsa::pkcs1::DecodeRsaPrivateKey;
+use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
+use rsa::traits::PublicKeyParts;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{KeyId, OrgId, Permission, PrincipalId, RoleId, encode_u128};
+use crate::key::client_id;
+use crate::random;
+
+pub const TOKEN_TYPE: &str = "at+jwt";
+pub const ALGORITHM: &str = "RS256";
+/// Tokens larger than this are refused before any parsing.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+pub const DEFAULT_LIFETIME_SECS: u64 = 15 * 60;
+pub const MAX_LIFETIME_SECS: u64 = 60 * 60;
+const RSA_BITS: usize = 2048;
+/// Clock skew tolerated between this service and its verifiers.
+const LEEWAY_SECS: u64 = 30;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("signing key document: {0}")]
+    Document(String),
+    #[error("signing key generation failed: {0}")]
+    Generate(String),
+}
+
+/// The signing key as stored (a Secrets Manager secret, or a 0600 file locally).
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SigningKeyDocument {
+    pub kid: String,
+    pub alg: String,
+    #[serde(serialize_with = "expose")]
+    pub private_key_pem: SecretString,
+}
+
+fn expose<S: serde::Serializer>(secret: &SecretString, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(secret.expose_secret())
+}
+
+impl fmt::Debug for SigningKeyDocument {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SigningKeyDocument").field("kid", &self.kid).field("alg", &self.alg).finish_non_exhaustive()
+    }
+}
+
+impl SigningKeyDocument {
+    pub fn generate() -> Result<Self, KeyError> {
+        let key = rsa::PrivateKey::new(&mut getrandom::SysRng, RSA_BITS).map_err(|e| KeyError::Generate(e.to_string()))?;
+        let pem = key.to_pkcs8_pem(LineEnding::LF).map_err(|e| KeyError::Generate(e.to_string()))?;
+        let kid = format!("k{}", encode_u128(u128::from_be_bytes(random::bytes::<16>())));
+        Ok(Self { kid, alg: ALGORITHM.to_owned(), private_key_pem: SecretString::from(pem.as_str().to_owned()) })
+    }
+
+    pub fn from_json(raw: &str) -> Result<Self, KeyError> {
+        serde_json::from_str(raw).map_err(|e| KeyError::Document(format!("not a signing key document ({})", e.classify_name())))
+    }
+}
+
+trait ClassifyName {
+    fn classify_name(&self) -> &'static str;
+}
+
+impl ClassifyName for serde_json::Error {
+    /// serde_json messages can quote input, and the input here is a private key.
+    fn classify_name(&self) -> &'static str {
+        match self.classify() {
+            serde_json::error::Category::Io => "io error",
+            serde_json::error::Category::Syntax => "invalid JSON",
+            serde_json::error::Category::Data => "missing or mistyped field",
+            serde_json::error::Category::Eof => "truncated JSON",
+        }
+    }
+}
+
+/// One public key as the JWKS publishes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublicJwk {
+    pub kty: String,
+    #[serde(rename = "use")]
+    pub use_: String,
+    pub alg: String,
+    pub kid: String,
+    pub n: String,
+    pub e: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Jwks {
+    pub keys: Vec<PublicJwk>,
+}
+
+/// A parsed key pair: parsed once at start, used for every signature.
+pub struct SigningKey {
+    kid: String,
+    encoding: EncodingKey,
+    public: PublicJwk,
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SigningKey").field("kid", &self.kid).finish_non_exhaustive()
+    }
+}
+
+impl SigningKey {
+    pub fn from_document(doc: &SigningKeyDocument) -> Result<Self, KeyError> {
+        if doc.alg != ALGORITHM {
+            return Err(KeyError::Document(format!("unsupported alg '{}', expected RS256", doc.alg)));
+        }
+        if doc.kid.is_empty() || doc.kid.len() > 128 || !doc.kid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return Err(KeyError::Document("kid must be 1-128 characters of A-Z, a-z, 0-9, - and _".into()));
+        }
+        let pem = doc.private_key_pem.expose_secret();
+        let private = rsa::PrivateKey::from_pkcs8_pem(pem)
+            .or_else(|_| rsa::PrivateKey::from_pkcs1_pem(pem))
+            .map_err(|_| KeyError::Document("privateKeyPem is not an RSA private key in PKCS#8 or PKCS#1 PEM".into()))?;
+        let encoding = EncodingKey::from_rsa_pem(pem.as_bytes()).map_err(|_| KeyError::Document("privateKeyPem rejected by the JWT signer".into()))?;
+        let public = private.to_public_key();
+        let public = PublicJwk {
+            kty: "RSA".into(),
+            use_: "sig".into(),
+            alg: ALGORITHM.into(),
+            kid: doc.kid.clone(),
+            n: URL_SAFE_NO_PAD.encode(public.n().as_ref().to_be_bytes_trimmed_vartime()),
+            e: URL_SAFE_NO_PAD.encode(public.e().to_be_bytes_trimmed_vartime()),
+        };
+        Ok(Self { kid: doc.kid.clone(), encoding, public })
+    }
+
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    pub fn public_jwk(&self) -> &PublicJwk {
+        &self.public
+    }
+}
+
+/// The claims of an access token (RFC 9068 plus this service's `org_id`, `principal_type`, `roles`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: String,
+    pub client_id: String,
+    pub org_id: String,
+    pub principal_type: String,
+    pub roles: Vec<String>,
+    pub scope: String,
+    pub iat: i64,
+    pub nbf: i64,
+    pub exp: i64,
+    pub jti: String,
+}
+
+impl AccessClaims {
+    pub fn permissions(&self) -> impl Iterator<Item = &str> {
+        self.scope.split(' ').filter(|s| !s.is_empty())
+    }
+
+    pub fn has_permission(&self, wanted: &str) -> bool {
+        self.permissions().any(|p| p == wanted)
+    }
+
+    /// The credential this token was minted from.
+    pub fn key_id(&self) -> Option<KeyId> {
+        self.client_id.strip_prefix(crate::key::KEY_PREFIX).and_then(|k| KeyId::parse(k).ok())
+    }
+}
+
+/// What a token is minted for.
+pub struct Grant<'a> {
+    pub principal_id: &'a PrincipalId,
+    pub org_id: &'a OrgId,
+    pub key_id: &'a KeyId,
+    pub roles: &'a [RoleId],
+    pub scope: &'a [Permission],
+    pub audience: &'a str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenRejection {
+    #[error("the token is too large")]
+    TooLarge,
+    #[error("the token is malformed")]
+    Malformed,
+    #[error("the token header is not acceptable")]
+    Header,
+    #[error("the token is signed with an unknown key")]
+    UnknownKey,
+    #[error("the token is invalid: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenSettings {
+    pub issuer: String,
+    /// The first is the default audience and the one the management API accepts.
+    pub audiences: Vec<String>,
+    pub lifetime_secs: u64,
+}
+
+/// Signs with the current key; verifies against every published key.
+pub struct TokenService {
+    settings: TokenSettings,
+    current: SigningKey,
+    published: Vec<(PublicJwk, DecodingKey)>,
+}
+
+impl fmt::Debug for TokenService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenService").field("settings", &self.settings).field("kid", &self.current.kid).finish()
+    }
+}
+
+impl TokenService {
+    /// `current` signs; `others` (previous or pending keys) are only published and accepted.
+    pub fn new(settings: TokenSettings, current: SigningKey, others: Vec<SigningKey>) -> Result<Self, KeyError> {
+        if settings.audiences.is_empty() {
+            return Err(KeyError::Document("at least one audience must be configured".into()));
+        }
+        if settings.lifetime_secs == 0 || settings.lifetime_secs > MAX_LIFETIME_SECS {
+            return Err(KeyError::Document(format!("token lifetime must be 1-{MAX_LIFETIME_SECS} seconds")));
+        }
+        let mut published = Vec::new();
+        for key in std::iter::once(&current).chain(others.iter()) {
+            if published.iter().any(|(jwk, _): &(PublicJwk, DecodingKey)| jwk.kid == key.kid) {
+                continue;
+            }
+            let decoding = DecodingKey::from_rsa_components(&key.public.n, &key.public.e)
+                .map_err(|e| KeyError::Document(format!("public key: {e}")))?;
+            published.push((key.public.clone(), decoding));
+        }
+        Ok(Self { settings, current, published })
+    }
+
+    pub fn settings(&self) -> &TokenSettings {
+        &self.settings
+    }
+
+    pub fn jwks(&self) -> Jwks {
+        Jwks { keys: self.published.iter().map(|(jwk, _)| jwk.clone()).collect() }
+    }
+
+    pub fn sign(&self, grant: &Grant<'_>, now: DateTime<Utc>) -> Result<(String, AccessClaims), jsonwebtoken::errors::Error> {
+        let iat = now.timestamp();
+        let claims = AccessClaims {
+            iss: self.settings.issuer.clone(),
+            sub: grant.principal_id.to_string(),
+            aud: grant.audience.to_owned(),
+            client_id: client_id(grant.key_id),
+            org_id: grant.org_id.to_string(),
+            principal_type: "ApiKey".into(),
+            roles: grant.roles.iter().map(|r| r.to_string()).collect(),
+            scope: grant.scope.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(" "),
+            iat,
+            nbf: iat,
+            exp: iat + self.settings.lifetime_secs as i64,
+            jti: encode_u128(u128::from_be_bytes(random::bytes::<16>())),
+        };
+        let mut header = Header::new(Algorithm::RS256);
+        header.typ = Some(TOKEN_TYPE.into());
+        header.kid = Some(self.current.kid.clone());
+        let token = jsonwebtoken::encode(&header, &claims, &self.current.encoding)?;
+        Ok((token, claims))
+    }
+
+    /// Verifies a token for `audience`: RS256 only, a published `kid`, `typ: at+jwt`, and
+    /// `iss`, `aud`, `exp`, `nbf` enforced.
+    pub fn verify(&self, token: &str, audience: &str) -> Result<AccessClaims, TokenRejection> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(TokenRejection::TooLarge);
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenRejection::Malformed)?;
+        if header.alg != Algorithm::RS256
+            || !header.typ.as_deref().is_some_and(|t| t.eq_ignore_ascii_case(TOKEN_TYPE) || t.eq_ignore_ascii_case("application/at+jwt"))
+            || header.jku.is_some()
+            || header.x5u.is_some()
+            || header.jwk.is_some()
+            || header.x5c.is_some()
+        {
+            return Err(TokenRejection::Header);
+        }
+        let kid = header.kid.ok_or(TokenRejection::UnknownKey)?;
+        let (_, key) = self.published.iter().find(|(jwk, _)| jwk.kid == kid).ok_or(TokenRejection::UnknownKey)?;
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.set_issuer(&[&self.settings.issuer]);
+        validation.set_audience(&[audience]);
+        validation.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub"]);
+        validation.validate_nbf = true;
+        validation.leeway = LEEWAY_SECS;
+        let data = jsonwebtoken::decode::<AccessClaims>(token, key, &validation).map_err(|e| TokenRejection::Invalid(e.to_string()))?;
+        Ok(data.claims)
+    }
+}
+
+/// Permissions named in a space-separated scope string, deduplicated.
+pub fn parse_scope(raw: &str) -> Result<Vec<Permission>, String> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for part in raw.split(' ').filter(|p| !p.is_empty()) {
+        let p = Permission::parse(part).map_err(|e| e.0)?;
+        if seen.insert(p.clone()) {
+            out.push(p);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::sync::LazyLock;
+
+    /// RSA key generation is slow; every test in this binary shares one key.
+    pub static TEST_KEY: LazyLock<SigningKeyDocument> = LazyLock::new(|| SigningKeyDocument::generate().unwrap());
+
+    fn doc_clone() -> SigningKeyDocument {
+        SigningKeyDocument::from_json(&serde_json::to_string(&*TEST_KEY).unwrap()).unwrap()
+    }
+
+    fn service() -> TokenService {
+        let settings = TokenSettings { issuer: "https://iam.test/iam".into(), audiences: vec!["api".into()], lifetime_secs: 900 };
+        TokenService::new(settings, SigningKey::from_document(&doc_clone()).unwrap(), vec![]).unwrap()
+    }
+
+    #[test]
+    fn sign_then_verify_round_trips() {
+        let svc = service();
+        let (pid, org, kid) = (PrincipalId::generate(), OrgId::parse("acme").unwrap(), KeyId::generate());
+        let roles = [RoleId::parse("iam-admin").unwrap()];
+        let scope = [Permission::parse("iam:api-keys:read").unwrap()];
+        let grant = Grant { principal_id: &pid, org_id: &org, key_id: &kid, roles: &roles, scope: &scope, audience: "api" };
+        let (token, claims) = svc.sign(&grant, crate::model::now()).unwrap();
+        let verified = svc.verify(&token, "api").unwrap();
+        assert_eq!(verified, claims);
+        assert_eq!(verified.exp - verified.iat, 900);
+        assert!(verified.has_permission("iam:api-keys:read"));
+        assert_eq!(verified.key_id(), Some(kid));
+        assert!(matches!(svc.verify(&token, "other"), Err(TokenRejection::Invalid(_))));
+        let header = jsonwebtoken::decode_header(&token).unwrap();
+        assert_eq!(header.typ.as_deref(), Some("at+jwt"));
+    }
+
+    #[test]
+    fn rejects_oversized_and_garbage_tokens() {
+        let svc = service();
+        assert_eq!(svc.verify(&"a".repeat(9000), "api"), Err(TokenRejection::TooLarge));
+        assert_eq!(svc.verify("not.a.jwt", "api"), Err(TokenRejection::Malformed));
+        assert_eq!(svc.verify("", "api"), Err(TokenRejection::Malformed));
+    }
+
+    #[test]
+    fn document_debug_and_errors_hide_the_private_key() {
+        let doc = doc_clone();
+        assert!(!format!("{doc:?}").contains("PRIVATE"));
+        let broken = r#"{"kid":"k1","alg":"RS256","privateKeyPem":"-----BEGIN PRIVATE KEY-----\nMIIsecret"#;
+        let err = SigningKeyDocument::from_json(broken).unwrap_err().to_string();
+        assert!(!err.contains("MIIsecret"), "{err}");
+        let bad = SigningKeyDocument { kid: "k1".into(), alg: "RS256".into(), private_key_pem: SecretString::from("MIIsecret") };
+        let err = SigningKey::from_document(&bad).unwrap_err().to_string();
+        assert!(!err.contains("MIIsecret"), "{err}");
+    }
+
+    #[test]
+    fn jwks_lists_current_then_others_once() {
+        let current = SigningKey::from_document(&doc_clone()).unwrap();
+        let again = SigningKey::from_document(&doc_clone()).unwrap();
+        let settings = TokenSettings { issuer: "i".into(), audiences: vec!["a".into()], lifetime_secs: 60 };
+        let svc = TokenService::new(settings, current, vec![again]).unwrap();
+        assert_eq!(svc.jwks().keys.len(), 1);
+    }
+
+    #[test]
+    fn lifetime_is_capped_at_one_hour() {
+        let settings = TokenSettings { issuer: "i".into(), audiences: vec!["a".into()], lifetime_secs: 3601 };
+        assert!(TokenService::new(settings, SigningKey::from_document(&doc_clone()).unwrap(), vec![]).is_err());
+    }
+
+    #[test]
+    fn scope_parsing() {
+        assert_eq!(parse_scope("a:b  a:b c:d").unwrap().len(), 2);
+        assert!(parse_scope("nope").is_err());
+        assert!(parse_scope("").unwrap().is_empty());
+    }
+}
