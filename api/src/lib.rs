@@ -1,1 +1,14 @@
-pub fn _p() {}
+//! HTTP plumbing every function shares: configuration, state, the bearer-token extractor, body
+//! parsing, the one mapping of domain errors to problem+json, response views, and the Lambda
+//! bootstrap that keeps each function's `main.rs` to a few lines.
+
+pub mod config;
+pub mod extract;
+pub mod lambda;
+pub mod problem;
+pub mod state;
+pub mod views;
+
+pub use extract::{Authenticated, JsonBody, Query, nullable, parse_path};
+pub use problem::ApiError;
+pub use state::{AppState, finish_router};

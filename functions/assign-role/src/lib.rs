@@ -1,1 +1,31 @@
-pub fn _p() {}
+//! `PUT /iam/api-keys/{principalId}/role-assignments/{roleId}`: assign a role (idempotent).
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::put;
+use axum::{Json, Router};
+use iam_api::{ApiError, AppState, Authenticated, parse_path};
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route(
+        "/iam/api-keys/{principal_id}/role-assignments/{role_id}",
+        put(assign_role),
+    )
+}
+
+async fn assign_role(
+    State(iam): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Path((principal_id, role_id)): Path<(String, String)>,
+) -> Result<impl IntoResponse, ApiError> {
+    let id = parse_path(&principal_id)?;
+    let role_id = parse_path(&role_id)?;
+    let (assignment, created) = iam.assign_role(&caller, &id, &role_id).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(assignment)))
+}

@@ -1,1 +1,46 @@
-pub fn _p() {}
+//! `POST /iam/roles`: define a role for the organisation.
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::post;
+use axum::{Json, Router};
+use iam_api::{ApiError, AppState, Authenticated, JsonBody};
+use iam_shared::ids::Permission;
+use iam_shared::model::PrincipalType;
+use iam_shared::service::NewRole;
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CreateRole {
+    name: String,
+    #[serde(default)]
+    description: Option<String>,
+    permissions: Vec<Permission>,
+    principal_types: Vec<PrincipalType>,
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/iam/roles", post(create_role))
+}
+
+async fn create_role(
+    State(iam): State<AppState>,
+    Authenticated(caller): Authenticated,
+    JsonBody(body): JsonBody<CreateRole>,
+) -> Result<impl IntoResponse, ApiError> {
+    let input = NewRole {
+        name: body.name,
+        description: body.description,
+        permissions: body.permissions,
+        principal_types: body.principal_types,
+    };
+    let role = iam.create_role(&caller, input).await?;
+    let location = format!("/iam/roles/{}", role.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(role),
+    ))
+}

@@ -1,1 +1,353 @@
-pub fn _p() {}
+//! `POST /iam/auth/token`: exchange an API key for an access token.
+//!
+//! Three request forms: JSON `{apiKey, scope?, audience?}`; OAuth 2.0 client credentials
+//! (RFC 6749 §4.4) with HTTP Basic or form fields; OAuth 2.0 token exchange (RFC 8693) with the
+//! key as `subject_token`. Errors use the RFC 6749 §5.2 shape.
+
+use axum::extract::{Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use iam_api::AppState;
+use iam_api::extract::{content_type, read_body};
+use iam_shared::key::ApiKey;
+use iam_shared::service::{ExchangeError, ExchangeRequest};
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+
+pub const CLIENT_CREDENTIALS: &str = "client_credentials";
+pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+pub const API_KEY_TOKEN_TYPE: &str = "urn:infuse:params:oauth:token-type:api-key";
+pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/iam/auth/token", post(token))
+}
+
+/// An RFC 6749 §5.2 error.
+#[derive(Debug)]
+pub struct OAuthError {
+    status: StatusCode,
+    error: &'static str,
+    description: String,
+}
+
+#[derive(Serialize)]
+struct OAuthErrorBody<'a> {
+    error: &'a str,
+    error_description: &'a str,
+}
+
+impl OAuthError {
+    fn new(status: StatusCode, error: &'static str, description: impl Into<String>) -> Self {
+        Self {
+            status,
+            error,
+            description: description.into(),
+        }
+    }
+
+    fn invalid_request(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", description)
+    }
+
+    /// The one answer for an unknown, wrong, mistyped or malformed key.
+    fn invalid_client() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "the API key is not valid",
+        )
+    }
+}
+
+impl IntoResponse for OAuthError {
+    fn into_response(self) -> Response {
+        let body = OAuthErrorBody {
+            error: self.error,
+            error_description: &self.description,
+        };
+        let mut response = (self.status, Json(body)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+        match self.status {
+            StatusCode::UNAUTHORIZED => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"Basic realm="iam""#),
+                );
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+impl From<ExchangeError> for OAuthError {
+    fn from(e: ExchangeError) -> Self {
+        match e {
+            ExchangeError::InvalidClient(_) => Self::invalid_client(),
+            ExchangeError::Refused(reason) => {
+                Self::new(StatusCode::BAD_REQUEST, "invalid_grant", reason.to_string())
+            }
+            ExchangeError::InvalidScope(msg) => {
+                Self::new(StatusCode::BAD_REQUEST, "invalid_scope", msg)
+            }
+            ExchangeError::InvalidTarget(msg) => {
+                Self::new(StatusCode::BAD_REQUEST, "invalid_target", msg)
+            }
+            ExchangeError::Store(_) | ExchangeError::Hash(_) | ExchangeError::Sign(_) => {
+                tracing::error!(error = %e, "token exchange failed");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    "the service is temporarily unavailable; retry later",
+                )
+            }
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct TokenResponse<'a> {
+    access_token: &'a str,
+    token_type: &'static str,
+    expires_in: u64,
+    scope: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    issued_token_type: Option<&'static str>,
+}
+
+/// The JSON request form. Unknown fields are ignored, as OAuth ignores unknown parameters.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct JsonTokenRequest {
+    api_key: Option<String>,
+    scope: Option<String>,
+    audience: Option<String>,
+}
+
+/// A parsed token request: the exchange to run, and whether to answer `issued_token_type`.
+pub struct ParsedRequest {
+    pub exchange: ExchangeRequest,
+    pub token_exchange: bool,
+}
+
+async fn token(State(iam): State<AppState>, request: Request) -> Response {
+    let parsed = match parse(request).await {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    match iam.exchange(parsed.exchange).await {
+        Ok(issued) => {
+            let body = TokenResponse {
+                access_token: issued.access_token.expose_secret(),
+                token_type: "Bearer",
+                expires_in: issued.expires_in,
+                scope: &issued.scope,
+                issued_token_type: parsed.token_exchange.then_some(ACCESS_TOKEN_TYPE),
+            };
+            let mut response = Json(body).into_response();
+            response
+                .headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            response
+                .headers_mut()
+                .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+            response
+        }
+        Err(e) => OAuthError::from(e).into_response(),
+    }
+}
+
+pub async fn parse(request: Request) -> Result<ParsedRequest, OAuthError> {
+    let (parts, body) = read_body(request).await.map_err(|_| {
+        OAuthError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request",
+            "the request body is too large",
+        )
+    })?;
+    match content_type(&parts).as_deref() {
+        Some("application/json") => parse_json(&body),
+        Some("application/x-www-form-urlencoded") => parse_form(&parts, &body),
+        _ => Err(OAuthError::invalid_request(
+            "Content-Type must be application/x-www-form-urlencoded or application/json",
+        )),
+    }
+}
+
+fn parse_json(body: &[u8]) -> Result<ParsedRequest, OAuthError> {
+    // serde_json's messages may quote the input, and the input holds a key: never echo them.
+    let request: JsonTokenRequest = serde_json::from_slice(body).map_err(|_| {
+        OAuthError::invalid_request("the body must be a JSON object with a string apiKey")
+    })?;
+    let api_key = request
+        .api_key
+        .ok_or_else(|| OAuthError::invalid_request("apiKey is required"))?;
+    Ok(ParsedRequest {
+        exchange: ExchangeRequest {
+            key: ApiKey::parse(&api_key),
+            scope: request.scope,
+            audience: request.audience,
+        },
+        token_exchange: false,
+    })
+}
+
+struct Form(Vec<(String, String)>);
+
+impl Form {
+    fn parse(body: &[u8]) -> Result<Self, OAuthError> {
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
+        for (i, (name, _)) in pairs.iter().enumerate() {
+            if pairs[..i].iter().any(|(n, _)| n == name) {
+                return Err(OAuthError::invalid_request(format!(
+                    "parameter '{name}' is repeated"
+                )));
+            }
+        }
+        Ok(Self(pairs))
+    }
+
+    /// A parameter; an empty value counts as absent (RFC 6749 §3.1).
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, v)| n == name && !v.is_empty())
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn require(&self, name: &str) -> Result<&str, OAuthError> {
+        self.get(name)
+            .ok_or_else(|| OAuthError::invalid_request(format!("{name} is required")))
+    }
+}
+
+fn parse_form(parts: &Parts, body: &[u8]) -> Result<ParsedRequest, OAuthError> {
+    let form = Form::parse(body)?;
+    let scope = form.get("scope").map(str::to_owned);
+    match form.require("grant_type")? {
+        CLIENT_CREDENTIALS => {
+            let key = client_credentials(parts, &form)?;
+            let audience = form
+                .get("audience")
+                .or_else(|| form.get("resource"))
+                .map(str::to_owned);
+            Ok(ParsedRequest {
+                exchange: ExchangeRequest {
+                    key,
+                    scope,
+                    audience,
+                },
+                token_exchange: false,
+            })
+        }
+        TOKEN_EXCHANGE => {
+            let subject = form.require("subject_token")?;
+            if form.require("subject_token_type")? != API_KEY_TOKEN_TYPE {
+                return Err(OAuthError::invalid_request(format!(
+                    "subject_token_type must be {API_KEY_TOKEN_TYPE}"
+                )));
+            }
+            if form
+                .get("requested_token_type")
+                .is_some_and(|t| t != ACCESS_TOKEN_TYPE)
+            {
+                return Err(OAuthError::invalid_request(format!(
+                    "requested_token_type must be {ACCESS_TOKEN_TYPE}"
+                )));
+            }
+            if form.get("actor_token").is_some() {
+                return Err(OAuthError::invalid_request("actor_token is not supported"));
+            }
+            let audience = match (form.get("audience"), form.get("resource")) {
+                (Some(a), Some(r)) if a != r => {
+                    return Err(OAuthError::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_target",
+                        "audience and resource name different targets",
+                    ));
+                }
+                (a, r) => a.or(r).map(str::to_owned),
+            };
+            Ok(ParsedRequest {
+                exchange: ExchangeRequest {
+                    key: ApiKey::parse(subject),
+                    scope,
+                    audience,
+                },
+                token_exchange: true,
+            })
+        }
+        other => Err(OAuthError::new(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            format!(
+                "grant_type '{}' is not supported; use {CLIENT_CREDENTIALS} or {TOKEN_EXCHANGE}",
+                other.chars().take(100).collect::<String>()
+            ),
+        )),
+    }
+}
+
+/// Client authentication: HTTP Basic (RFC 6749 §2.3.1, each part form-encoded) or the
+/// `client_id`/`client_secret` form fields, but not both.
+fn client_credentials(
+    parts: &Parts,
+    form: &Form,
+) -> Result<Result<ApiKey, iam_shared::key::KeyFormatError>, OAuthError> {
+    let basic = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .map(|h| h.to_str().unwrap_or_default());
+    let in_form = form.get("client_secret").is_some();
+    match basic {
+        Some(value) => {
+            if in_form {
+                return Err(OAuthError::invalid_request(
+                    "use one client authentication method, not both",
+                ));
+            }
+            let (scheme, encoded) = value
+                .split_once(' ')
+                .ok_or_else(OAuthError::invalid_client)?;
+            if !scheme.eq_ignore_ascii_case("basic") {
+                return Err(OAuthError::invalid_client());
+            }
+            let decoded = STANDARD
+                .decode(encoded.trim())
+                .map_err(|_| OAuthError::invalid_client())?;
+            let decoded = String::from_utf8(decoded).map_err(|_| OAuthError::invalid_client())?;
+            let (id, secret) = decoded
+                .split_once(':')
+                .ok_or_else(OAuthError::invalid_client)?;
+            let id: String = form_urlencoded::parse(format!("x={id}").as_bytes())
+                .map(|(_, v)| v.into_owned())
+                .next()
+                .unwrap_or_default();
+            let secret: String = form_urlencoded::parse(format!("x={secret}").as_bytes())
+                .map(|(_, v)| v.into_owned())
+                .next()
+                .unwrap_or_default();
+            Ok(ApiKey::from_client_credentials(&id, &secret))
+        }
+        None => {
+            let id = form
+                .get("client_id")
+                .ok_or_else(OAuthError::invalid_client)?;
+            let secret = form
+                .get("client_secret")
+                .ok_or_else(OAuthError::invalid_client)?;
+            Ok(ApiKey::from_client_credentials(id, secret))
+        }
+    }
+}

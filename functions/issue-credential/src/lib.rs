@@ -1,1 +1,70 @@
-pub fn _p() {}
+//! `POST /iam/api-keys/{principalId}/credentials`: issue an API key, shown once.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use iam_api::views::CredentialView;
+use iam_api::{ApiError, AppState, Authenticated, JsonBody, parse_path};
+use iam_shared::model;
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct IssueCredential {
+    name: String,
+    #[serde(default)]
+    expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Issued<'a> {
+    credential: CredentialView,
+    api_key: &'a str,
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route(
+        "/iam/api-keys/{principal_id}/credentials",
+        post(issue_credential),
+    )
+}
+
+async fn issue_credential(
+    State(iam): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Path(principal_id): Path<String>,
+    JsonBody(body): JsonBody<IssueCredential>,
+) -> Result<Response, ApiError> {
+    let id = parse_path(&principal_id)?;
+    let (credential, key) = iam
+        .issue_credential(&caller, &id, &body.name, body.expires_at)
+        .await?;
+    let full_key = key.to_secret_string();
+    let location = format!(
+        "/iam/api-keys/{}/credentials/{}",
+        credential.principal_id, credential.key_id
+    );
+    let body = Issued {
+        credential: CredentialView::new(&credential, model::now()),
+        api_key: full_key.expose_secret(),
+    };
+    let mut response = (
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(body),
+    )
+        .into_response();
+    // The key is shown once: no cache anywhere may keep it.
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+        .headers_mut()
+        .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    Ok(response)
+}

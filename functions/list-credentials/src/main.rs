@@ -1,1 +1,4 @@
-fn main() {}
+#[tokio::main]
+async fn main() -> Result<(), iam_api::lambda::Error> {
+    iam_api::lambda::run(list_credentials::routes).await
+}

@@ -1,1 +1,27 @@
-pub fn _p() {}
+//! `GET /iam/api-keys/{principalId}/role-assignments`: the principal's role assignments.
+
+use axum::extract::{Path, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use iam_api::views::ListResponse;
+use iam_api::{ApiError, AppState, Authenticated, parse_path};
+use iam_shared::model::RoleAssignment;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route(
+        "/iam/api-keys/{principal_id}/role-assignments",
+        get(list_role_assignments),
+    )
+}
+
+async fn list_role_assignments(
+    State(iam): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Path(principal_id): Path<String>,
+) -> Result<Json<ListResponse<RoleAssignment>>, ApiError> {
+    let id = parse_path(&principal_id)?;
+    Ok(Json(ListResponse {
+        items: iam.list_role_assignments(&caller, &id).await?,
+        next_cursor: None,
+    }))
+}

@@ -1,1 +1,26 @@
-pub fn _p() {}
+//! `POST /iam/api-keys/{principalId}/credentials/{keyId}/revoke`: revoke one credential (idempotent).
+
+use axum::extract::{Path, State};
+use axum::routing::post;
+use axum::{Json, Router};
+use iam_api::views::CredentialView;
+use iam_api::{ApiError, AppState, Authenticated, parse_path};
+use iam_shared::model;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route(
+        "/iam/api-keys/{principal_id}/credentials/{key_id}/revoke",
+        post(revoke_credential),
+    )
+}
+
+async fn revoke_credential(
+    State(iam): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Path((principal_id, key_id)): Path<(String, String)>,
+) -> Result<Json<CredentialView>, ApiError> {
+    let id = parse_path(&principal_id)?;
+    let key_id = parse_path(&key_id)?;
+    let credential = iam.revoke_credential(&caller, &id, &key_id).await?;
+    Ok(Json(CredentialView::new(&credential, model::now())))
+}

@@ -1,1 +1,25 @@
-pub fn _p() {}
+//! `DELETE /iam/api-keys/{principalId}/role-assignments/{roleId}`: remove a role assignment.
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::delete;
+use iam_api::{ApiError, AppState, Authenticated, parse_path};
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route(
+        "/iam/api-keys/{principal_id}/role-assignments/{role_id}",
+        delete(unassign_role),
+    )
+}
+
+async fn unassign_role(
+    State(iam): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Path((principal_id, role_id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let id = parse_path(&principal_id)?;
+    let role_id = parse_path(&role_id)?;
+    iam.unassign_role(&caller, &id, &role_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,65 @@
+//! Configuration from the environment, read once per cold start.
+
+use iam_shared::hashing::HashParams;
+use iam_shared::token::{DEFAULT_LIFETIME_SECS, TokenSettings};
+
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(pub String);
+
+pub const DEFAULT_AUDIENCE: &str = "infuse-api";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub tokens: TokenSettings,
+    pub hash: HashParams,
+}
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn number<T: std::str::FromStr>(name: &str, default: T) -> Result<T, ConfigError> {
+    match var(name) {
+        None => Ok(default),
+        Some(raw) => raw
+            .trim()
+            .parse()
+            .map_err(|_| ConfigError(format!("{name} must be a number, got '{raw}'"))),
+    }
+}
+
+impl Config {
+    /// `IAM_ISSUER` (else `default_issuer`), `IAM_AUDIENCES` (comma-separated; the first is the
+    /// default and the management API's own), `IAM_TOKEN_LIFETIME_SECS`, and the argon2 cost
+    /// `IAM_ARGON2_MEMORY_KIB`, `IAM_ARGON2_ITERATIONS`, `IAM_ARGON2_PARALLELISM`.
+    pub fn from_env(default_issuer: Option<&str>) -> Result<Self, ConfigError> {
+        let issuer = var("IAM_ISSUER")
+            .or_else(|| default_issuer.map(str::to_owned))
+            .ok_or_else(|| ConfigError("IAM_ISSUER is required".into()))?;
+        let audiences: Vec<String> = var("IAM_AUDIENCES")
+            .unwrap_or_else(|| DEFAULT_AUDIENCE.to_owned())
+            .split(',')
+            .map(|a| a.trim().to_owned())
+            .filter(|a| !a.is_empty())
+            .collect();
+        if audiences.is_empty() {
+            return Err(ConfigError(
+                "IAM_AUDIENCES must name at least one audience".into(),
+            ));
+        }
+        let defaults = HashParams::default();
+        Ok(Self {
+            tokens: TokenSettings {
+                issuer,
+                audiences,
+                lifetime_secs: number("IAM_TOKEN_LIFETIME_SECS", DEFAULT_LIFETIME_SECS)?,
+            },
+            hash: HashParams {
+                memory_kib: number("IAM_ARGON2_MEMORY_KIB", defaults.memory_kib)?,
+                iterations: number("IAM_ARGON2_ITERATIONS", defaults.iterations)?,
+                parallelism: number("IAM_ARGON2_PARALLELISM", defaults.parallelism)?,
+            },
+        })
+    }
+}

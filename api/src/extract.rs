@@ -1,0 +1,159 @@
+//! Request parsing: every failure becomes a problem+json 4xx that says what is wrong.
+
+use std::str::FromStr;
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::header;
+use axum::http::request::Parts;
+use iam_shared::ids::IdError;
+use iam_shared::service::{AuthError, Caller};
+use serde::de::DeserializeOwned;
+
+use crate::problem::ApiError;
+use crate::state::AppState;
+
+/// Request bodies larger than this are refused with 413.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The caller of a management route, authenticated by `Authorization: Bearer <access token>`.
+pub struct Authenticated(pub Caller);
+
+impl FromRequestParts<AppState> for Authenticated {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = bearer_token(parts).ok_or_else(ApiError::unauthorized)?;
+        match state.authenticate_bearer(token).await {
+            Ok(caller) => Ok(Self(caller)),
+            Err(AuthError::Unavailable(e)) => {
+                tracing::error!(error = %e, "store failure while authenticating");
+                Err(ApiError::unavailable())
+            }
+            Err(reason) => {
+                tracing::info!(%reason, "bearer token refused");
+                Err(ApiError::unauthorized())
+            }
+        }
+    }
+}
+
+fn bearer_token(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// Reads a body of at most [`MAX_BODY_BYTES`].
+pub async fn read_body(request: Request) -> Result<(Parts, axum::body::Bytes), ApiError> {
+    let (parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Content Too Large",
+                format!("the request body must be at most {MAX_BODY_BYTES} bytes"),
+            )
+        })?;
+    Ok((parts, bytes))
+}
+
+pub fn content_type(parts: &Parts) -> Option<String> {
+    let raw = parts.headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    Some(
+        raw.split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase(),
+    )
+}
+
+/// A JSON body, parsed strictly (unknown fields are refused by the target type).
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, _: &S) -> Result<Self, Self::Rejection> {
+        let (parts, bytes) = read_body(request).await?;
+        match content_type(&parts).as_deref() {
+            Some("application/json") => {}
+            _ => {
+                return Err(ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "Unsupported Media Type",
+                    "the request body must be JSON with Content-Type: application/json",
+                ));
+            }
+        }
+        if bytes.is_empty() {
+            return Err(ApiError::bad_request("a JSON request body is required"));
+        }
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
+    }
+}
+
+/// Query parameters as pairs; repeated or unknown names are the route's to judge.
+pub struct Query(pub Vec<(String, String)>);
+
+impl Query {
+    pub fn get(&self, name: &str) -> Result<Option<&str>, ApiError> {
+        let mut found = self.0.iter().filter(|(k, _)| k == name);
+        let first = found.next().map(|(_, v)| v.as_str());
+        if found.next().is_some() {
+            return Err(ApiError::bad_request(format!(
+                "query parameter '{name}' is repeated"
+            )));
+        }
+        Ok(first)
+    }
+
+    pub fn only(&self, allowed: &[&str]) -> Result<(), ApiError> {
+        match self.0.iter().find(|(k, _)| !allowed.contains(&k.as_str())) {
+            Some((k, _)) => Err(ApiError::bad_request(format!(
+                "unknown query parameter '{k}'; allowed: {}",
+                allowed.join(", ")
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Query {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let raw = parts.uri.query().unwrap_or_default();
+        Ok(Query(
+            form_urlencoded::parse(raw.as_bytes())
+                .into_owned()
+                .collect(),
+        ))
+    }
+}
+
+/// Parses an id from the path; a malformed one is a 400 naming what is wrong.
+pub fn parse_path<T: FromStr<Err = IdError>>(raw: &str) -> Result<T, ApiError> {
+    raw.parse().map_err(|e: IdError| ApiError::bad_request(e.0))
+}
+
+/// For PATCH fields where `null` means "clear" and absence means "leave alone".
+pub fn nullable<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+use serde::Deserialize;

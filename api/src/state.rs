@@ -1,0 +1,71 @@
+//! The state every handler shares, built once per process (cold start).
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::StatusCode;
+use iam_shared::hashing::SecretHasher;
+use iam_shared::service::Iam;
+use iam_shared::store::Store;
+use iam_shared::token::{SigningKey, SigningKeyDocument, TokenService};
+
+use crate::config::{Config, ConfigError};
+use crate::problem::ApiError;
+
+pub type AppState = Arc<Iam>;
+
+pub fn build_state(
+    config: &Config,
+    store: Arc<dyn Store>,
+    signing: &SigningKeyDocument,
+) -> Result<AppState, ConfigError> {
+    let hasher = SecretHasher::new(config.hash).map_err(|e| ConfigError(e.to_string()))?;
+    let key = SigningKey::from_document(signing).map_err(|e| ConfigError(e.to_string()))?;
+    let tokens = TokenService::new(config.tokens.clone(), key, vec![])
+        .map_err(|e| ConfigError(e.to_string()))?;
+    Ok(Arc::new(Iam::new(store, hasher, tokens)))
+}
+
+pub const SIGNING_KEY_FILE: &str = "signing-key.json";
+
+/// The local signing key: read from `dir`, or generated and written there readable by the owner only.
+pub fn load_or_create_signing_key(dir: &Path) -> Result<SigningKeyDocument, ConfigError> {
+    let path = dir.join(SIGNING_KEY_FILE);
+    match fs::read_to_string(&path) {
+        Ok(raw) => SigningKeyDocument::from_json(&raw)
+            .map_err(|e| ConfigError(format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let doc = SigningKeyDocument::generate().map_err(|e| ConfigError(e.to_string()))?;
+            let json = serde_json::to_vec(&doc).map_err(|e| ConfigError(e.to_string()))?;
+            let mut options = fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file = options
+                .open(&path)
+                .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+            file.write_all(&json)
+                .and_then(|_| file.sync_all())
+                .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+            Ok(doc)
+        }
+        Err(e) => Err(ConfigError(format!("{}: {e}", path.display()))),
+    }
+}
+
+/// What every deployment of a router adds: problem+json for unknown routes and methods, and the state.
+pub fn finish_router(routes: Router<AppState>, state: AppState) -> Router {
+    routes
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "Not Found", "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "Method Not Allowed",
+                "this route does not accept that method",
+            )
+        })
+        .with_state(state)
+}

@@ -1,0 +1,49 @@
+//! Response bodies. Credentials have a view of their own: the stored hash never leaves the store.
+
+use chrono::{DateTime, Utc};
+use iam_shared::ids::{KeyId, OrgId, PrincipalId};
+use iam_shared::model::{Actor, Credential, CredentialStatus};
+use serde::Serialize;
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListResponse<T: Serialize> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialView {
+    pub key_id: KeyId,
+    pub client_id: String,
+    pub principal_id: PrincipalId,
+    pub org_id: OrgId,
+    pub name: String,
+    pub status: CredentialStatus,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub created_by: Actor,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub revoked_by: Option<Actor>,
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+impl CredentialView {
+    pub fn new(c: &Credential, now: DateTime<Utc>) -> Self {
+        Self {
+            key_id: c.key_id.clone(),
+            client_id: iam_shared::key::client_id(&c.key_id),
+            principal_id: c.principal_id.clone(),
+            org_id: c.org_id.clone(),
+            name: c.name.clone(),
+            status: c.status_at(now),
+            expires_at: c.expires_at,
+            created_at: c.created_at,
+            created_by: c.created_by.clone(),
+            revoked_at: c.revoked_at,
+            revoked_by: c.revoked_by.clone(),
+            last_used_at: c.last_used_at,
+        }
+    }
+}
