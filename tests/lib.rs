@@ -1,1 +1,227 @@
+//! Test support: an in-memory instance of the whole service behind the real router, and
+//! helpers to call it.
 
+use std::sync::{Arc, LazyLock};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use http_body_util::BodyExt;
+use iam_api::AppState;
+use iam_api::config::Config;
+use iam_api::state::build_state;
+use iam_shared::hashing::HashParams;
+use iam_shared::ids::OrgId;
+use iam_shared::store::{EmbeddedStore, Store};
+use iam_shared::token::{SigningKeyDocument, TokenSettings};
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+pub const ISSUER: &str = "http://iam.test/iam";
+pub const AUDIENCE: &str = "infuse-api";
+pub const OTHER_AUDIENCE: &str = "iot-api";
+
+/// RSA key generation is slow: one key per test binary, serialised so each app parses its own.
+static SIGNING_KEY_JSON: LazyLock<String> = LazyLock::new(|| {
+    serde_json::to_string(&SigningKeyDocument::generate().expect("generate signing key"))
+        .expect("serialise")
+});
+
+pub fn signing_key() -> SigningKeyDocument {
+    SigningKeyDocument::from_json(&SIGNING_KEY_JSON).expect("signing key")
+}
+
+pub fn config() -> Config {
+    Config {
+        tokens: TokenSettings {
+            issuer: ISSUER.into(),
+            audiences: vec![AUDIENCE.into(), OTHER_AUDIENCE.into()],
+            lifetime_secs: 900,
+        },
+        // Cheaper than production so the suite stays fast; the format and code path are the same.
+        hash: HashParams {
+            memory_kib: 4096,
+            iterations: 1,
+            parallelism: 1,
+        },
+    }
+}
+
+pub fn state_with(store: Arc<dyn Store>) -> AppState {
+    build_state(&config(), store, &signing_key()).expect("state")
+}
+
+pub struct Response {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+    pub raw: String,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn str(&self, field: &str) -> &str {
+        self.body[field]
+            .as_str()
+            .unwrap_or_else(|| panic!("no string field {field} in {}", self.raw))
+    }
+}
+
+/// One instance of the service, in memory, with `acme` and `globex` bootstrapped.
+pub struct TestApp {
+    pub state: AppState,
+    pub router: Router,
+    pub acme_key: String,
+    pub globex_key: String,
+}
+
+impl TestApp {
+    pub async fn new() -> Self {
+        let state = state_with(Arc::new(EmbeddedStore::in_memory().expect("store")));
+        Self::with_state(state).await
+    }
+
+    pub async fn with_state(state: AppState) -> Self {
+        let acme_key = state
+            .bootstrap(&OrgId::parse("acme").unwrap())
+            .await
+            .unwrap()
+            .expect("new org");
+        let globex_key = state
+            .bootstrap(&OrgId::parse("globex").unwrap())
+            .await
+            .unwrap()
+            .expect("new org");
+        let router = iam_local::app(state.clone());
+        Self {
+            state,
+            router,
+            acme_key: acme_key.to_secret_string().expose_secret().to_owned(),
+            globex_key: globex_key.to_secret_string().expose_secret().to_owned(),
+        }
+    }
+
+    pub async fn send(&self, request: Request<Body>) -> Response {
+        let response = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("infallible");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let raw = String::from_utf8_lossy(&bytes).into_owned();
+        let body = if raw.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&raw).unwrap_or(Value::String(raw.clone()))
+        };
+        Response {
+            status,
+            headers,
+            body,
+            raw,
+        }
+    }
+
+    /// A management call with an optional bearer token and JSON body.
+    pub async fn call(
+        &self,
+        method: Method,
+        uri: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Response {
+        let mut builder = Request::builder().method(method).uri(uri);
+        if let Some(t) = token {
+            builder = builder.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let request = match body {
+            Some(b) => builder
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(b.to_string())),
+            None => builder.body(Body::empty()),
+        };
+        self.send(request.unwrap()).await
+    }
+
+    pub async fn exchange_json(&self, body: Value) -> Response {
+        let request = Request::post("/iam/auth/token")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        self.send(request).await
+    }
+
+    pub async fn exchange_form(&self, form: &str, basic: Option<(&str, &str)>) -> Response {
+        let mut builder = Request::post("/iam/auth/token")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        if let Some((id, secret)) = basic {
+            use base64::Engine;
+            let encoded =
+                base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"));
+            builder = builder.header(header::AUTHORIZATION, format!("Basic {encoded}"));
+        }
+        self.send(builder.body(Body::from(form.to_owned())).unwrap())
+            .await
+    }
+
+    /// An access token for `key`, or a panic saying why not.
+    pub async fn token(&self, key: &str) -> String {
+        let r = self.exchange_json(json!({ "apiKey": key })).await;
+        assert_eq!(r.status, StatusCode::OK, "exchange failed: {}", r.raw);
+        r.str("access_token").to_owned()
+    }
+
+    pub async fn admin(&self) -> String {
+        self.token(&self.acme_key).await
+    }
+
+    /// Creates a principal in the admin token's org and answers its id.
+    pub async fn create_principal(&self, admin: &str, name: &str) -> String {
+        let r = self
+            .call(
+                Method::POST,
+                "/iam/api-keys",
+                Some(admin),
+                Some(json!({ "displayName": name })),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.raw);
+        r.str("id").to_owned()
+    }
+
+    /// Issues a credential and answers `(keyId, apiKey)`.
+    pub async fn issue(&self, admin: &str, principal: &str) -> (String, String) {
+        let uri = format!("/iam/api-keys/{principal}/credentials");
+        let r = self
+            .call(
+                Method::POST,
+                &uri,
+                Some(admin),
+                Some(json!({ "name": "ci" })),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.raw);
+        (
+            r.body["credential"]["keyId"].as_str().unwrap().to_owned(),
+            r.str("apiKey").to_owned(),
+        )
+    }
+
+    pub async fn assign(&self, admin: &str, principal: &str, role: &str) {
+        let uri = format!("/iam/api-keys/{principal}/role-assignments/{role}");
+        let r = self.call(Method::PUT, &uri, Some(admin), None).await;
+        assert!(r.status.is_success(), "{}", r.raw);
+    }
+}
