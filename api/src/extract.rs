@@ -157,3 +157,17 @@ where
 }
 
 use serde::Deserialize;
+
+/// Path parameters, with a malformed path (bad percent-encoding, say) answered as a problem.
+pub struct PathParams<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for PathParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(v)| PathParams(v))
+            .map_err(|e| ApiError::bad_request(e.body_text()))
+    }
+}

@@ -9,6 +9,6 @@ pub mod problem;
 pub mod state;
 pub mod views;
 
-pub use extract::{Authenticated, JsonBody, Query, nullable, parse_path};
+pub use extract::{Authenticated, JsonBody, PathParams, Query, nullable, parse_path};
 pub use problem::ApiError;
 pub use state::{AppState, finish_router};

@@ -844,3 +844,14 @@ async fn unknown_routes_and_methods_are_problems() {
     let r = app.call(Method::DELETE, "/iam/api-keys", None, None).await;
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
 }
+
+#[tokio::test]
+async fn malformed_paths_are_problems_too() {
+    let app = TestApp::new().await;
+    let admin = app.admin().await;
+    let r = app
+        .call(Method::GET, "/iam/api-keys/%FF%FE", Some(&admin), None)
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.raw);
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+}

@@ -1,11 +1,11 @@
 //! `PUT /iam/api-keys/{principalId}/role-assignments/{roleId}`: assign a role (idempotent).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::put;
 use axum::{Json, Router};
-use iam_api::{ApiError, AppState, Authenticated, parse_path};
+use iam_api::{ApiError, AppState, Authenticated, PathParams, parse_path};
 
 pub fn routes() -> Router<AppState> {
     Router::new().route(
@@ -17,7 +17,7 @@ pub fn routes() -> Router<AppState> {
 async fn assign_role(
     State(iam): State<AppState>,
     Authenticated(caller): Authenticated,
-    Path((principal_id, role_id)): Path<(String, String)>,
+    PathParams((principal_id, role_id)): PathParams<(String, String)>,
 ) -> Result<impl IntoResponse, ApiError> {
     let id = parse_path(&principal_id)?;
     let role_id = parse_path(&role_id)?;

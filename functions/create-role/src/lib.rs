@@ -1,7 +1,7 @@
 //! `POST /iam/roles`: define a role for the organisation.
 
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::{Json, Router};
@@ -37,10 +37,5 @@ async fn create_role(
         principal_types: body.principal_types,
     };
     let role = iam.create_role(&caller, input).await?;
-    let location = format!("/iam/roles/{}", role.id);
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, location)],
-        Json(role),
-    ))
+    Ok((StatusCode::CREATED, Json(role)))
 }

@@ -1,9 +1,9 @@
 //! `GET /iam/api-keys/{principalId}`: one principal.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
-use iam_api::{ApiError, AppState, Authenticated, parse_path};
+use iam_api::{ApiError, AppState, Authenticated, PathParams, parse_path};
 use iam_shared::model::Principal;
 
 pub fn routes() -> Router<AppState> {
@@ -13,7 +13,7 @@ pub fn routes() -> Router<AppState> {
 async fn get_principal(
     State(iam): State<AppState>,
     Authenticated(caller): Authenticated,
-    Path(principal_id): Path<String>,
+    PathParams(principal_id): PathParams<String>,
 ) -> Result<Json<Principal>, ApiError> {
     let id = parse_path(&principal_id)?;
     Ok(Json(iam.get_principal(&caller, &id).await?))

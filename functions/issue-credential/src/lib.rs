@@ -1,13 +1,13 @@
 //! `POST /iam/api-keys/{principalId}/credentials`: issue an API key, shown once.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use iam_api::views::CredentialView;
-use iam_api::{ApiError, AppState, Authenticated, JsonBody, parse_path};
+use iam_api::{ApiError, AppState, Authenticated, JsonBody, PathParams, parse_path};
 use iam_shared::model;
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
@@ -37,7 +37,7 @@ pub fn routes() -> Router<AppState> {
 async fn issue_credential(
     State(iam): State<AppState>,
     Authenticated(caller): Authenticated,
-    Path(principal_id): Path<String>,
+    PathParams(principal_id): PathParams<String>,
     JsonBody(body): JsonBody<IssueCredential>,
 ) -> Result<Response, ApiError> {
     let id = parse_path(&principal_id)?;
@@ -45,20 +45,11 @@ async fn issue_credential(
         .issue_credential(&caller, &id, &body.name, body.expires_at)
         .await?;
     let full_key = key.to_secret_string();
-    let location = format!(
-        "/iam/api-keys/{}/credentials/{}",
-        credential.principal_id, credential.key_id
-    );
     let body = Issued {
         credential: CredentialView::new(&credential, model::now()),
         api_key: full_key.expose_secret(),
     };
-    let mut response = (
-        StatusCode::CREATED,
-        [(header::LOCATION, location)],
-        Json(body),
-    )
-        .into_response();
+    let mut response = (StatusCode::CREATED, Json(body)).into_response();
     // The key is shown once: no cache anywhere may keep it.
     response
         .headers_mut()

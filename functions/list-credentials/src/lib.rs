@@ -1,10 +1,10 @@
 //! `GET /iam/api-keys/{principalId}/credentials`: active credentials, or all with `?include=all`.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use iam_api::views::{CredentialView, ListResponse};
-use iam_api::{ApiError, AppState, Authenticated, Query, parse_path};
+use iam_api::{ApiError, AppState, Authenticated, PathParams, Query, parse_path};
 use iam_shared::model;
 
 pub fn routes() -> Router<AppState> {
@@ -17,7 +17,7 @@ pub fn routes() -> Router<AppState> {
 async fn list_credentials(
     State(iam): State<AppState>,
     Authenticated(caller): Authenticated,
-    Path(principal_id): Path<String>,
+    PathParams(principal_id): PathParams<String>,
     query: Query,
 ) -> Result<Json<ListResponse<CredentialView>>, ApiError> {
     query.only(&["include"])?;

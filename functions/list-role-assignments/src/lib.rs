@@ -1,10 +1,10 @@
 //! `GET /iam/api-keys/{principalId}/role-assignments`: the principal's role assignments.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use iam_api::views::ListResponse;
-use iam_api::{ApiError, AppState, Authenticated, parse_path};
+use iam_api::{ApiError, AppState, Authenticated, PathParams, parse_path};
 use iam_shared::model::RoleAssignment;
 
 pub fn routes() -> Router<AppState> {
@@ -17,7 +17,7 @@ pub fn routes() -> Router<AppState> {
 async fn list_role_assignments(
     State(iam): State<AppState>,
     Authenticated(caller): Authenticated,
-    Path(principal_id): Path<String>,
+    PathParams(principal_id): PathParams<String>,
 ) -> Result<Json<ListResponse<RoleAssignment>>, ApiError> {
     let id = parse_path(&principal_id)?;
     Ok(Json(ListResponse {

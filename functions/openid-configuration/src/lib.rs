@@ -34,10 +34,8 @@ async fn discovery(State(iam): State<AppState>) -> impl IntoResponse {
         "grant_types_supported": ["client_credentials", TOKEN_EXCHANGE_GRANT],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "scopes_supported": scopes,
-        "response_types_supported": ["token"],
-        "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": ["RS256"],
-        "token_endpoint_auth_signing_alg_values_supported": ["RS256"],
+        // Only the token endpoint exists: no authorization endpoint, so no response types.
+        "response_types_supported": [],
     });
     ([(header::CACHE_CONTROL, "public, max-age=300")], Json(body))
 }

@@ -1,10 +1,10 @@
 //! `POST /iam/api-keys/{principalId}/credentials/{keyId}/revoke`: revoke one credential (idempotent).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
 use iam_api::views::CredentialView;
-use iam_api::{ApiError, AppState, Authenticated, parse_path};
+use iam_api::{ApiError, AppState, Authenticated, PathParams, parse_path};
 use iam_shared::model;
 
 pub fn routes() -> Router<AppState> {
@@ -17,7 +17,7 @@ pub fn routes() -> Router<AppState> {
 async fn revoke_credential(
     State(iam): State<AppState>,
     Authenticated(caller): Authenticated,
-    Path((principal_id, key_id)): Path<(String, String)>,
+    PathParams((principal_id, key_id)): PathParams<(String, String)>,
 ) -> Result<Json<CredentialView>, ApiError> {
     let id = parse_path(&principal_id)?;
     let key_id = parse_path(&key_id)?;

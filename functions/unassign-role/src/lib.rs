@@ -1,10 +1,10 @@
 //! `DELETE /iam/api-keys/{principalId}/role-assignments/{roleId}`: remove a role assignment.
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::delete;
-use iam_api::{ApiError, AppState, Authenticated, parse_path};
+use iam_api::{ApiError, AppState, Authenticated, PathParams, parse_path};
 
 pub fn routes() -> Router<AppState> {
     Router::new().route(
@@ -16,7 +16,7 @@ pub fn routes() -> Router<AppState> {
 async fn unassign_role(
     State(iam): State<AppState>,
     Authenticated(caller): Authenticated,
-    Path((principal_id, role_id)): Path<(String, String)>,
+    PathParams((principal_id, role_id)): PathParams<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_path(&principal_id)?;
     let role_id = parse_path(&role_id)?;

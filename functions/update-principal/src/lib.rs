@@ -1,10 +1,10 @@
 //! `PATCH /iam/api-keys/{principalId}`: change display name, status or expiry.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::patch;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use iam_api::{ApiError, AppState, Authenticated, JsonBody, nullable, parse_path};
+use iam_api::{ApiError, AppState, Authenticated, JsonBody, PathParams, nullable, parse_path};
 use iam_shared::model::{Principal, PrincipalChange, PrincipalStatus};
 use serde::Deserialize;
 
@@ -27,7 +27,7 @@ pub fn routes() -> Router<AppState> {
 async fn update_principal(
     State(iam): State<AppState>,
     Authenticated(caller): Authenticated,
-    Path(principal_id): Path<String>,
+    PathParams(principal_id): PathParams<String>,
     JsonBody(body): JsonBody<UpdatePrincipal>,
 ) -> Result<Json<Principal>, ApiError> {
     let id = parse_path(&principal_id)?;
