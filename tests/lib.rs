@@ -12,6 +12,7 @@ use iam_api::config::Config;
 use iam_api::state::build_state;
 use iam_shared::hashing::HashParams;
 use iam_shared::ids::OrgId;
+use iam_shared::keys::{KeySource, StaticKey};
 use iam_shared::store::{EmbeddedStore, Store};
 use iam_shared::token::{SigningKeyDocument, TokenSettings};
 use secrecy::ExposeSecret;
@@ -23,10 +24,8 @@ pub const AUDIENCE: &str = "infuse-api";
 pub const OTHER_AUDIENCE: &str = "iot-api";
 
 /// RSA key generation is slow: one key per test binary, serialised so each app parses its own.
-static SIGNING_KEY_JSON: LazyLock<String> = LazyLock::new(|| {
-    serde_json::to_string(&SigningKeyDocument::generate().expect("generate signing key"))
-        .expect("serialise")
-});
+static SIGNING_KEY_JSON: LazyLock<String> =
+    LazyLock::new(|| serde_json::to_string(&SigningKeyDocument::generate().expect("generate signing key")).expect("serialise"));
 
 pub fn signing_key() -> SigningKeyDocument {
     SigningKeyDocument::from_json(&SIGNING_KEY_JSON).expect("signing key")
@@ -34,22 +33,16 @@ pub fn signing_key() -> SigningKeyDocument {
 
 pub fn config() -> Config {
     Config {
-        tokens: TokenSettings {
-            issuer: ISSUER.into(),
-            audiences: vec![AUDIENCE.into(), OTHER_AUDIENCE.into()],
-            lifetime_secs: 900,
-        },
+        tokens: TokenSettings { issuer: ISSUER.into(), audiences: vec![AUDIENCE.into(), OTHER_AUDIENCE.into()], lifetime_secs: 900 },
         // Cheaper than production so the suite stays fast; the format and code path are the same.
-        hash: HashParams {
-            memory_kib: 4096,
-            iterations: 1,
-            parallelism: 1,
-        },
+        hash: HashParams { memory_kib: 4096, iterations: 1, parallelism: 1 },
+        signing_key_ttl: std::time::Duration::from_secs(300),
     }
 }
 
-pub fn state_with(store: Arc<dyn Store>) -> AppState {
-    build_state(&config(), store, &signing_key()).expect("state")
+pub async fn state_with(store: Arc<dyn Store>) -> AppState {
+    let keys: Arc<dyn KeySource> = Arc::new(StaticKey(signing_key()));
+    build_state(&config(), store, keys).await.expect("state")
 }
 
 pub struct Response {
@@ -65,9 +58,7 @@ impl Response {
     }
 
     pub fn str(&self, field: &str) -> &str {
-        self.body[field]
-            .as_str()
-            .unwrap_or_else(|| panic!("no string field {field} in {}", self.raw))
+        self.body[field].as_str().unwrap_or_else(|| panic!("no string field {field} in {}", self.raw))
     }
 }
 
@@ -81,21 +72,13 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn new() -> Self {
-        let state = state_with(Arc::new(EmbeddedStore::in_memory().expect("store")));
+        let state = state_with(Arc::new(EmbeddedStore::in_memory().expect("store"))).await;
         Self::with_state(state).await
     }
 
     pub async fn with_state(state: AppState) -> Self {
-        let acme_key = state
-            .bootstrap(&OrgId::parse("acme").unwrap())
-            .await
-            .unwrap()
-            .expect("new org");
-        let globex_key = state
-            .bootstrap(&OrgId::parse("globex").unwrap())
-            .await
-            .unwrap()
-            .expect("new org");
+        let acme_key = state.bootstrap(&OrgId::parse("acme").unwrap()).await.unwrap().expect("new org");
+        let globex_key = state.bootstrap(&OrgId::parse("globex").unwrap()).await.unwrap().expect("new org");
         let router = iam_local::app(state.clone());
         Self {
             state,
@@ -106,74 +89,42 @@ impl TestApp {
     }
 
     pub async fn send(&self, request: Request<Body>) -> Response {
-        let response = self
-            .router
-            .clone()
-            .oneshot(request)
-            .await
-            .expect("infallible");
+        let response = self.router.clone().oneshot(request).await.expect("infallible");
         let status = response.status();
         let headers = response.headers().clone();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
+        let bytes = response.into_body().collect().await.expect("body").to_bytes();
         let raw = String::from_utf8_lossy(&bytes).into_owned();
-        let body = if raw.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&raw).unwrap_or(Value::String(raw.clone()))
-        };
-        Response {
-            status,
-            headers,
-            body,
-            raw,
-        }
+        let body = if raw.is_empty() { Value::Null } else { serde_json::from_str(&raw).unwrap_or(Value::String(raw.clone())) };
+        Response { status, headers, body, raw }
     }
 
     /// A management call with an optional bearer token and JSON body.
-    pub async fn call(
-        &self,
-        method: Method,
-        uri: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> Response {
+    pub async fn call(&self, method: Method, uri: &str, token: Option<&str>, body: Option<Value>) -> Response {
         let mut builder = Request::builder().method(method).uri(uri);
         if let Some(t) = token {
             builder = builder.header(header::AUTHORIZATION, format!("Bearer {t}"));
         }
         let request = match body {
-            Some(b) => builder
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(Body::from(b.to_string())),
+            Some(b) => builder.header(header::CONTENT_TYPE, "application/json").body(Body::from(b.to_string())),
             None => builder.body(Body::empty()),
         };
         self.send(request.unwrap()).await
     }
 
     pub async fn exchange_json(&self, body: Value) -> Response {
-        let request = Request::post("/iam/auth/token")
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Body::from(body.to_string()))
-            .unwrap();
+        let request =
+            Request::post("/iam/auth/token").header(header::CONTENT_TYPE, "application/json").body(Body::from(body.to_string())).unwrap();
         self.send(request).await
     }
 
     pub async fn exchange_form(&self, form: &str, basic: Option<(&str, &str)>) -> Response {
-        let mut builder = Request::post("/iam/auth/token")
-            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        let mut builder = Request::post("/iam/auth/token").header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
         if let Some((id, secret)) = basic {
             use base64::Engine;
-            let encoded =
-                base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"));
+            let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"));
             builder = builder.header(header::AUTHORIZATION, format!("Basic {encoded}"));
         }
-        self.send(builder.body(Body::from(form.to_owned())).unwrap())
-            .await
+        self.send(builder.body(Body::from(form.to_owned())).unwrap()).await
     }
 
     /// An access token for `key`, or a panic saying why not.
@@ -189,14 +140,7 @@ impl TestApp {
 
     /// Creates a principal in the admin token's org and answers its id.
     pub async fn create_principal(&self, admin: &str, name: &str) -> String {
-        let r = self
-            .call(
-                Method::POST,
-                "/iam/api-keys",
-                Some(admin),
-                Some(json!({ "displayName": name })),
-            )
-            .await;
+        let r = self.call(Method::POST, "/iam/api-keys", Some(admin), Some(json!({ "displayName": name }))).await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.raw);
         r.str("id").to_owned()
     }
@@ -204,19 +148,9 @@ impl TestApp {
     /// Issues a credential and answers `(keyId, apiKey)`.
     pub async fn issue(&self, admin: &str, principal: &str) -> (String, String) {
         let uri = format!("/iam/api-keys/{principal}/credentials");
-        let r = self
-            .call(
-                Method::POST,
-                &uri,
-                Some(admin),
-                Some(json!({ "name": "ci" })),
-            )
-            .await;
+        let r = self.call(Method::POST, &uri, Some(admin), Some(json!({ "name": "ci" }))).await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.raw);
-        (
-            r.body["credential"]["keyId"].as_str().unwrap().to_owned(),
-            r.str("apiKey").to_owned(),
-        )
+        (r.body["credential"]["keyId"].as_str().unwrap().to_owned(), r.str("apiKey").to_owned())
     }
 
     pub async fn assign(&self, admin: &str, principal: &str, role: &str) {

@@ -8,11 +8,14 @@ use iam_shared::token::{DEFAULT_LIFETIME_SECS, TokenSettings};
 pub struct ConfigError(pub String);
 
 pub const DEFAULT_AUDIENCE: &str = "infuse-api";
+pub const DEFAULT_SIGNING_KEY_TTL_SECS: u64 = 300;
 
 #[derive(Debug, Clone)]
 pub struct Config {
     pub tokens: TokenSettings,
     pub hash: HashParams,
+    /// How long a warm instance keeps its signing keys before reading them again.
+    pub signing_key_ttl: std::time::Duration,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -22,21 +25,18 @@ fn var(name: &str) -> Option<String> {
 fn number<T: std::str::FromStr>(name: &str, default: T) -> Result<T, ConfigError> {
     match var(name) {
         None => Ok(default),
-        Some(raw) => raw
-            .trim()
-            .parse()
-            .map_err(|_| ConfigError(format!("{name} must be a number, got '{raw}'"))),
+        Some(raw) => raw.trim().parse().map_err(|_| ConfigError(format!("{name} must be a number, got '{raw}'"))),
     }
 }
 
 impl Config {
     /// `IAM_ISSUER` (else `default_issuer`), `IAM_AUDIENCES` (comma-separated; the first is the
     /// default and the management API's own), `IAM_TOKEN_LIFETIME_SECS`, and the argon2 cost
-    /// `IAM_ARGON2_MEMORY_KIB`, `IAM_ARGON2_ITERATIONS`, `IAM_ARGON2_PARALLELISM`.
+    /// `IAM_ARGON2_MEMORY_KIB`, `IAM_ARGON2_ITERATIONS`, `IAM_ARGON2_PARALLELISM`, and
+    /// `IAM_SIGNING_KEY_TTL_SECS` (default 300).
     pub fn from_env(default_issuer: Option<&str>) -> Result<Self, ConfigError> {
-        let issuer = var("IAM_ISSUER")
-            .or_else(|| default_issuer.map(str::to_owned))
-            .ok_or_else(|| ConfigError("IAM_ISSUER is required".into()))?;
+        let issuer =
+            var("IAM_ISSUER").or_else(|| default_issuer.map(str::to_owned)).ok_or_else(|| ConfigError("IAM_ISSUER is required".into()))?;
         let audiences: Vec<String> = var("IAM_AUDIENCES")
             .unwrap_or_else(|| DEFAULT_AUDIENCE.to_owned())
             .split(',')
@@ -44,22 +44,17 @@ impl Config {
             .filter(|a| !a.is_empty())
             .collect();
         if audiences.is_empty() {
-            return Err(ConfigError(
-                "IAM_AUDIENCES must name at least one audience".into(),
-            ));
+            return Err(ConfigError("IAM_AUDIENCES must name at least one audience".into()));
         }
         let defaults = HashParams::default();
         Ok(Self {
-            tokens: TokenSettings {
-                issuer,
-                audiences,
-                lifetime_secs: number("IAM_TOKEN_LIFETIME_SECS", DEFAULT_LIFETIME_SECS)?,
-            },
+            tokens: TokenSettings { issuer, audiences, lifetime_secs: number("IAM_TOKEN_LIFETIME_SECS", DEFAULT_LIFETIME_SECS)? },
             hash: HashParams {
                 memory_kib: number("IAM_ARGON2_MEMORY_KIB", defaults.memory_kib)?,
                 iterations: number("IAM_ARGON2_ITERATIONS", defaults.iterations)?,
                 parallelism: number("IAM_ARGON2_PARALLELISM", defaults.parallelism)?,
             },
+            signing_key_ttl: std::time::Duration::from_secs(number("IAM_SIGNING_KEY_TTL_SECS", DEFAULT_SIGNING_KEY_TTL_SECS)?),
         })
     }
 }

@@ -22,10 +22,7 @@ pub struct Authenticated(pub Caller);
 impl FromRequestParts<AppState> for Authenticated {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let token = bearer_token(parts).ok_or_else(ApiError::unauthorized)?;
         match state.authenticate_bearer(token).await {
             Ok(caller) => Ok(Self(caller)),
@@ -44,36 +41,25 @@ impl FromRequestParts<AppState> for Authenticated {
 fn bearer_token(parts: &Parts) -> Option<&str> {
     let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }
 
 /// Reads a body of at most [`MAX_BODY_BYTES`].
 pub async fn read_body(request: Request) -> Result<(Parts, axum::body::Bytes), ApiError> {
     let (parts, body) = request.into_parts();
-    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "Content Too Large",
-                format!("the request body must be at most {MAX_BODY_BYTES} bytes"),
-            )
-        })?;
+    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Content Too Large",
+            format!("the request body must be at most {MAX_BODY_BYTES} bytes"),
+        )
+    })?;
     Ok((parts, bytes))
 }
 
 pub fn content_type(parts: &Parts) -> Option<String> {
     let raw = parts.headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
-    Some(
-        raw.split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase(),
-    )
+    Some(raw.split(';').next().unwrap_or_default().trim().to_ascii_lowercase())
 }
 
 /// A JSON body, parsed strictly (unknown fields are refused by the target type).
@@ -97,9 +83,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
         if bytes.is_empty() {
             return Err(ApiError::bad_request("a JSON request body is required"));
         }
-        serde_json::from_slice(&bytes)
-            .map(JsonBody)
-            .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
+        serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
     }
 }
 
@@ -111,19 +95,14 @@ impl Query {
         let mut found = self.0.iter().filter(|(k, _)| k == name);
         let first = found.next().map(|(_, v)| v.as_str());
         if found.next().is_some() {
-            return Err(ApiError::bad_request(format!(
-                "query parameter '{name}' is repeated"
-            )));
+            return Err(ApiError::bad_request(format!("query parameter '{name}' is repeated")));
         }
         Ok(first)
     }
 
     pub fn only(&self, allowed: &[&str]) -> Result<(), ApiError> {
         match self.0.iter().find(|(k, _)| !allowed.contains(&k.as_str())) {
-            Some((k, _)) => Err(ApiError::bad_request(format!(
-                "unknown query parameter '{k}'; allowed: {}",
-                allowed.join(", ")
-            ))),
+            Some((k, _)) => Err(ApiError::bad_request(format!("unknown query parameter '{k}'; allowed: {}", allowed.join(", ")))),
             None => Ok(()),
         }
     }
@@ -134,11 +113,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Query {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         let raw = parts.uri.query().unwrap_or_default();
-        Ok(Query(
-            form_urlencoded::parse(raw.as_bytes())
-                .into_owned()
-                .collect(),
-        ))
+        Ok(Query(form_urlencoded::parse(raw.as_bytes()).into_owned().collect()))
     }
 }
 

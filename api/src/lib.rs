@@ -2,6 +2,8 @@
 //! parsing, the one mapping of domain errors to problem+json, response views, and the Lambda
 //! bootstrap that keeps each function's `main.rs` to a few lines.
 
+pub mod aws;
+pub mod backend;
 pub mod config;
 pub mod extract;
 pub mod lambda;

@@ -24,11 +24,7 @@ struct Problem<'a> {
 
 impl ApiError {
     pub fn new(status: StatusCode, title: &'static str, detail: impl Into<String>) -> Self {
-        Self {
-            status,
-            title,
-            detail: detail.into(),
-        }
+        Self { status, title, detail: detail.into() }
     }
 
     pub fn bad_request(detail: impl Into<String>) -> Self {
@@ -56,22 +52,12 @@ impl From<DomainError> for ApiError {
     fn from(e: DomainError) -> Self {
         match e {
             DomainError::Invalid(msg) => Self::bad_request(msg),
-            DomainError::Forbidden(perm) => Self::new(
-                StatusCode::FORBIDDEN,
-                "Forbidden",
-                format!("this operation needs the permission {perm}"),
-            ),
-            DomainError::NotFound(what) => Self::new(
-                StatusCode::NOT_FOUND,
-                "Not Found",
-                format!("{what} not found"),
-            ),
+            DomainError::Forbidden(perm) => {
+                Self::new(StatusCode::FORBIDDEN, "Forbidden", format!("this operation needs the permission {perm}"))
+            }
+            DomainError::NotFound(what) => Self::new(StatusCode::NOT_FOUND, "Not Found", format!("{what} not found")),
             DomainError::Conflict(msg) => Self::new(StatusCode::CONFLICT, "Conflict", msg),
-            DomainError::Unprocessable(msg) => Self::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "Unprocessable Content",
-                msg,
-            ),
+            DomainError::Unprocessable(msg) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "Unprocessable Content", msg),
             DomainError::Unavailable(cause) => {
                 tracing::error!(error = %cause, "store failure");
                 Self::unavailable()
@@ -82,26 +68,15 @@ impl From<DomainError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Problem {
-            kind: "about:blank",
-            title: self.title,
-            status: self.status.as_u16(),
-            detail: &self.detail,
-        };
+        let body = Problem { kind: "about:blank", title: self.title, status: self.status.as_u16(), detail: &self.detail };
         let body = serde_json::to_vec(&body).unwrap_or_default();
         let mut response = (self.status, body).into_response();
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         match self.status {
             StatusCode::UNAUTHORIZED => {
-                headers.insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static(r#"Bearer realm="iam", error="invalid_token""#),
-                );
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(r#"Bearer realm="iam", error="invalid_token""#));
             }
             StatusCode::SERVICE_UNAVAILABLE => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

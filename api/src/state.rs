@@ -8,25 +8,21 @@ use std::sync::Arc;
 use axum::Router;
 use axum::http::StatusCode;
 use iam_shared::hashing::SecretHasher;
+use iam_shared::keys::{KeySource, Keyring};
 use iam_shared::service::Iam;
 use iam_shared::store::Store;
-use iam_shared::token::{SigningKey, SigningKeyDocument, TokenService};
+use iam_shared::token::SigningKeyDocument;
 
 use crate::config::{Config, ConfigError};
 use crate::problem::ApiError;
 
 pub type AppState = Arc<Iam>;
 
-pub fn build_state(
-    config: &Config,
-    store: Arc<dyn Store>,
-    signing: &SigningKeyDocument,
-) -> Result<AppState, ConfigError> {
+/// The state of one process: the hasher (with its decoy hash) and the signing keys, built once.
+pub async fn build_state(config: &Config, store: Arc<dyn Store>, keys: Arc<dyn KeySource>) -> Result<AppState, ConfigError> {
     let hasher = SecretHasher::new(config.hash).map_err(|e| ConfigError(e.to_string()))?;
-    let key = SigningKey::from_document(signing).map_err(|e| ConfigError(e.to_string()))?;
-    let tokens = TokenService::new(config.tokens.clone(), key, vec![])
-        .map_err(|e| ConfigError(e.to_string()))?;
-    Ok(Arc::new(Iam::new(store, hasher, tokens)))
+    let keyring = Keyring::new(config.tokens.clone(), keys, config.signing_key_ttl).await.map_err(|e| ConfigError(e.to_string()))?;
+    Ok(Arc::new(Iam::new(store, hasher, keyring)))
 }
 
 pub const SIGNING_KEY_FILE: &str = "signing-key.json";
@@ -35,8 +31,7 @@ pub const SIGNING_KEY_FILE: &str = "signing-key.json";
 pub fn load_or_create_signing_key(dir: &Path) -> Result<SigningKeyDocument, ConfigError> {
     let path = dir.join(SIGNING_KEY_FILE);
     match fs::read_to_string(&path) {
-        Ok(raw) => SigningKeyDocument::from_json(&raw)
-            .map_err(|e| ConfigError(format!("{}: {e}", path.display()))),
+        Ok(raw) => SigningKeyDocument::from_json(&raw).map_err(|e| ConfigError(format!("{}: {e}", path.display()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let doc = SigningKeyDocument::generate().map_err(|e| ConfigError(e.to_string()))?;
             let json = serde_json::to_vec(&doc).map_err(|e| ConfigError(e.to_string()))?;
@@ -44,12 +39,8 @@ pub fn load_or_create_signing_key(dir: &Path) -> Result<SigningKeyDocument, Conf
             options.write(true).create_new(true);
             #[cfg(unix)]
             std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            let mut file = options
-                .open(&path)
-                .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
-            file.write_all(&json)
-                .and_then(|_| file.sync_all())
-                .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+            let mut file = options.open(&path).map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+            file.write_all(&json).and_then(|_| file.sync_all()).map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
             Ok(doc)
         }
         Err(e) => Err(ConfigError(format!("{}: {e}", path.display()))),
@@ -61,11 +52,7 @@ pub fn finish_router(routes: Router<AppState>, state: AppState) -> Router {
     routes
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "Not Found", "no such route") })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "Method Not Allowed",
-                "this route does not accept that method",
-            )
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed", "this route does not accept that method")
         })
         .with_state(state)
 }

@@ -3,15 +3,13 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use axum::Router;
 use iam_api::AppState;
-use iam_api::config::{Config, ConfigError};
-use iam_api::state::{build_state, finish_router, load_or_create_signing_key};
+use iam_api::backend::{self, DynamoSettings};
+use iam_api::config::Config;
+use iam_api::state::{build_state, finish_router};
 use iam_shared::ids::OrgId;
-use iam_shared::store::{EmbeddedStore, Store};
-use iam_shared::token::SigningKeyDocument;
 use secrecy::ExposeSecret;
 
 /// Every route of the contract, each from the function that owns it.
@@ -53,30 +51,24 @@ pub const USAGE: &str = "usage: iam-local [--listen ADDR] [--data-dir DIR] [--in
   --in-memory      keep everything in memory; nothing survives a restart
   --org ORG        organisation to bootstrap an admin key for (repeatable, default dev)
 
-Environment: IAM_ISSUER (default http://ADDR/iam), IAM_AUDIENCES, IAM_TOKEN_LIFETIME_SECS,
+Environment: IAM_STORE=dynamodb (with IAM_PRINCIPALS_TABLE, IAM_CREDENTIALS_TABLE,
+IAM_SIGNING_SECRET_ID and the usual AWS_* variables, AWS_ENDPOINT_URL included) serves from
+DynamoDB and Secrets Manager instead of the embedded store.
+IAM_ISSUER (default http://ADDR/iam), IAM_AUDIENCES, IAM_TOKEN_LIFETIME_SECS,
 IAM_ARGON2_MEMORY_KIB, IAM_ARGON2_ITERATIONS, IAM_ARGON2_PARALLELISM, IAM_LOG_FORMAT=json, RUST_LOG.";
 
 impl Options {
     /// `Ok(None)` means `--help` was asked for.
     pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Self>, String> {
-        let mut opts = Options {
-            listen: "127.0.0.1:8080".into(),
-            data_dir: PathBuf::from("./.iam-local"),
-            in_memory: false,
-            orgs: Vec::new(),
-        };
+        let mut opts =
+            Options { listen: "127.0.0.1:8080".into(), data_dir: PathBuf::from("./.iam-local"), in_memory: false, orgs: Vec::new() };
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
             let (flag, inline) = match arg.split_once('=') {
                 Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
                 _ => (arg.clone(), None),
             };
-            let mut value = |name: &str| {
-                inline
-                    .clone()
-                    .or_else(|| args.next())
-                    .ok_or_else(|| format!("{name} needs a value"))
-            };
+            let mut value = |name: &str| inline.clone().or_else(|| args.next()).ok_or_else(|| format!("{name} needs a value"));
             match flag.as_str() {
                 "--listen" => opts.listen = value("--listen")?,
                 "--data-dir" => opts.data_dir = PathBuf::from(value("--data-dir")?),
@@ -99,57 +91,29 @@ impl Options {
     }
 }
 
-/// Opens the store and signing key the options ask for.
-pub fn open(opts: &Options) -> Result<(Arc<dyn Store>, SigningKeyDocument), ConfigError> {
-    if opts.in_memory {
-        let store = EmbeddedStore::in_memory().map_err(|e| ConfigError(e.to_string()))?;
-        let key = SigningKeyDocument::generate().map_err(|e| ConfigError(e.to_string()))?;
-        return Ok((Arc::new(store), key));
-    }
-    std::fs::create_dir_all(&opts.data_dir)
-        .map_err(|e| ConfigError(format!("{}: {e}", opts.data_dir.display())))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        // The directory holds the signing key and credential hashes.
-        let _ = std::fs::set_permissions(&opts.data_dir, std::fs::Permissions::from_mode(0o700));
-    }
-    let store = EmbeddedStore::open(&opts.data_dir.join("iam.redb"))
-        .map_err(|e| ConfigError(e.to_string()))?;
-    let key = load_or_create_signing_key(&opts.data_dir)?;
-    Ok((Arc::new(store), key))
-}
-
 /// Binds, bootstraps each organisation that has no admin yet (printing its key once), and
 /// serves until `shutdown` resolves.
 pub async fn serve(
     opts: Options,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let listener = tokio::net::TcpListener::bind(&opts.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", opts.listen))?;
+    let listener = tokio::net::TcpListener::bind(&opts.listen).await.map_err(|e| format!("cannot listen on {}: {e}", opts.listen))?;
     let addr: SocketAddr = listener.local_addr()?;
     let config = Config::from_env(Some(&format!("http://{addr}/iam")))?;
-    let (store, key) = open(&opts)?;
-    let state = build_state(&config, store, &key)?;
+    let backend = match backend::store_kind("embedded")?.as_str() {
+        "dynamodb" => backend::dynamodb(&DynamoSettings::from_env()?).await,
+        _ => backend::embedded((!opts.in_memory).then_some(opts.data_dir.as_path()))?,
+    };
+    let state = build_state(&config, backend.store, backend.keys).await?;
     for org in &opts.orgs {
         if let Some(key) = state.bootstrap(org).await? {
             // Printed once, on its own line, by design: this is the only way to get the first key.
-            println!(
-                "Bootstrap API key for {org}: {}",
-                key.to_secret_string().expose_secret()
-            );
+            println!("Bootstrap API key for {org}: {}", key.to_secret_string().expose_secret());
         }
     }
-    println!(
-        "iam-local listening on http://{addr} (issuer {})",
-        config.tokens.issuer
-    );
-    tracing::info!(%addr, store = if opts.in_memory { "memory" } else { "disk" }, "iam-local started");
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    println!("iam-local listening on http://{addr} (issuer {})", config.tokens.issuer);
+    tracing::info!(%addr, "iam-local started");
+    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await?;
     Ok(())
 }
 
@@ -172,20 +136,8 @@ mod tests {
 
     #[test]
     fn flags() {
-        let o = parse(&[
-            "--listen",
-            "0.0.0.0:9",
-            "--data-dir=/x",
-            "--in-memory",
-            "--org",
-            "a",
-            "--org",
-            "b",
-            "--org",
-            "a",
-        ])
-        .unwrap()
-        .unwrap();
+        let o =
+            parse(&["--listen", "0.0.0.0:9", "--data-dir=/x", "--in-memory", "--org", "a", "--org", "b", "--org", "a"]).unwrap().unwrap();
         assert_eq!(o.listen, "0.0.0.0:9");
         assert_eq!(o.data_dir, PathBuf::from("/x"));
         assert!(o.in_memory);

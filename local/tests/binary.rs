@@ -42,11 +42,7 @@ fn start_with(args: &[&str], env: &[(&str, &str)]) -> Server {
         .expect("start iam-local");
     let stdout = child.stdout.take().unwrap();
     // From here on, Drop kills and reaps the child whatever happens.
-    let mut server = Server {
-        child,
-        addr: String::new(),
-        bootstrap: Vec::new(),
-    };
+    let mut server = Server { child, addr: String::new(), bootstrap: Vec::new() };
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -56,9 +52,7 @@ fn start_with(args: &[&str], env: &[(&str, &str)]) -> Server {
         }
     });
     loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("iam-local printed its address");
+        let line = rx.recv_timeout(Duration::from_secs(60)).expect("iam-local printed its address");
         if let Some(rest) = line.strip_prefix("iam-local listening on http://") {
             server.addr = rest.split_whitespace().next().unwrap().to_owned();
             return server;
@@ -68,27 +62,14 @@ fn start_with(args: &[&str], env: &[(&str, &str)]) -> Server {
 }
 
 fn bootstrap_key(line: &str, org: &str) -> String {
-    line.strip_prefix(&format!("Bootstrap API key for {org}: "))
-        .expect("bootstrap line format")
-        .to_owned()
+    line.strip_prefix(&format!("Bootstrap API key for {org}: ")).expect("bootstrap line format").to_owned()
 }
 
 /// A minimal HTTP/1.1 client: one request per connection.
-fn http(
-    addr: &str,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> (u16, Value) {
+fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, Value) {
     let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
     for (k, v) in headers {
         request.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -98,21 +79,12 @@ fn http(
     let mut raw = String::new();
     stream.read_to_string(&mut raw).unwrap();
     let status = raw.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = raw
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b)
-        .unwrap_or_default();
+    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
     (status, serde_json::from_str(body).unwrap_or(Value::Null))
 }
 
 fn exchange(addr: &str, key: &str) -> (u16, Value) {
-    http(
-        addr,
-        "POST",
-        "/iam/auth/token",
-        &[("Content-Type", "application/json")],
-        &format!("{{\"apiKey\":\"{key}\"}}"),
-    )
+    http(addr, "POST", "/iam/auth/token", &[("Content-Type", "application/json")], &format!("{{\"apiKey\":\"{key}\"}}"))
 }
 
 #[test]
@@ -122,10 +94,7 @@ fn restart_on_the_same_data_dir_keeps_keys_and_tokens() {
     let data_arg = data.to_str().unwrap();
     // The default issuer names the port, which changes between these two starts; pin it.
     let issuer = [("IAM_ISSUER", "http://iam.test/iam")];
-    let first = start_with(
-        &["--data-dir", data_arg, "--org", "acme", "--org", "globex"],
-        &issuer,
-    );
+    let first = start_with(&["--data-dir", data_arg, "--org", "acme", "--org", "globex"], &issuer);
     assert_eq!(first.bootstrap.len(), 2, "{:?}", first.bootstrap);
     let acme = bootstrap_key(&first.bootstrap[0], "acme");
     assert!(acme.starts_with("ik_"));
@@ -137,42 +106,18 @@ fn restart_on_the_same_data_dir_keeps_keys_and_tokens() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(data.join("signing-key.json"))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(
-            mode & 0o777,
-            0o600,
-            "the signing key is readable by its owner only"
-        );
+        let mode = std::fs::metadata(data.join("signing-key.json")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the signing key is readable by its owner only");
     }
 
-    let second = start_with(
-        &["--data-dir", data_arg, "--org", "acme", "--org", "initech"],
-        &issuer,
-    );
-    assert_eq!(
-        second.bootstrap.len(),
-        1,
-        "only the new organisation is bootstrapped: {:?}",
-        second.bootstrap
-    );
+    let second = start_with(&["--data-dir", data_arg, "--org", "acme", "--org", "initech"], &issuer);
+    assert_eq!(second.bootstrap.len(), 1, "only the new organisation is bootstrapped: {:?}", second.bootstrap);
     assert!(second.bootstrap[0].starts_with("Bootstrap API key for initech: ik_"));
     let (status, _) = exchange(&second.addr, &acme);
     assert_eq!(status, 200, "the old key still exchanges");
     let auth = format!("Bearer {token}");
-    let (status, list) = http(
-        &second.addr,
-        "GET",
-        "/iam/api-keys",
-        &[("Authorization", &auth)],
-        "",
-    );
-    assert_eq!(
-        status, 200,
-        "a token from before the restart still verifies: {list}"
-    );
+    let (status, list) = http(&second.addr, "GET", "/iam/api-keys", &[("Authorization", &auth)], "");
+    assert_eq!(status, 200, "a token from before the restart still verifies: {list}");
 }
 
 #[test]
@@ -180,37 +125,22 @@ fn in_memory_mode_forgets_everything() {
     let server = start(&["--in-memory"]);
     assert_eq!(server.bootstrap.len(), 1);
     assert!(server.bootstrap[0].starts_with("Bootstrap API key for dev: ik_"));
-    let (status, body) = http(
-        &server.addr,
-        "GET",
-        "/iam/.well-known/openid-configuration",
-        &[],
-        "",
-    );
+    let (status, body) = http(&server.addr, "GET", "/iam/.well-known/openid-configuration", &[], "");
     assert_eq!(status, 200);
     assert_eq!(body["issuer"], format!("http://{}/iam", server.addr));
 }
 
 #[test]
 fn bad_flags_exit_with_usage() {
-    let out = Command::new(env!("CARGO_BIN_EXE_iam-local"))
-        .args(["--org", "Not Valid"])
-        .output()
-        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_iam-local")).args(["--org", "Not Valid"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("usage: iam-local"));
 }
 
 fn walkthrough() -> String {
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
-            .unwrap();
-    let start = readme
-        .find("<!-- walkthrough:begin -->")
-        .expect("walkthrough start marker");
-    let end = readme
-        .find("<!-- walkthrough:end -->")
-        .expect("walkthrough end marker");
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md")).unwrap();
+    let start = readme.find("<!-- walkthrough:begin -->").expect("walkthrough start marker");
+    let end = readme.find("<!-- walkthrough:end -->").expect("walkthrough end marker");
     let block = &readme[start..end];
     let body_start = block.find("```sh\n").expect("sh fence") + "```sh\n".len();
     let body_end = block.rfind("```").unwrap();
@@ -231,25 +161,11 @@ fn the_readme_walkthrough_works_verbatim() {
         .expect("bash");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "walkthrough failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
-    );
+    assert!(out.status.success(), "walkthrough failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(stdout.contains("principal: akp_"), "{stdout}");
     assert!(stdout.contains("\"roleId\":\"iam-viewer\""), "{stdout}");
-    assert!(
-        stdout.contains("\"displayName\":\"billing-job\""),
-        "step 6 answered: {stdout}"
-    );
+    assert!(stdout.contains("\"displayName\":\"billing-job\""), "step 6 answered: {stdout}");
     assert!(stdout.contains("\"status\":\"Revoked\""), "{stdout}");
-    assert!(
-        stdout.contains(
-            "\"error\":\"invalid_grant\",\"error_description\":\"the credential has been revoked\""
-        ),
-        "{stdout}"
-    );
-    assert!(
-        stdout.contains("management call with the old token: HTTP 401"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("\"error\":\"invalid_grant\",\"error_description\":\"the credential has been revoked\""), "{stdout}");
+    assert!(stdout.contains("management call with the old token: HTTP 401"), "{stdout}");
 }

@@ -24,11 +24,7 @@ pub struct HashParams {
 
 impl Default for HashParams {
     fn default() -> Self {
-        Self {
-            memory_kib: 19_456,
-            iterations: 2,
-            parallelism: 1,
-        }
+        Self { memory_kib: 19_456, iterations: 2, parallelism: 1 }
     }
 }
 
@@ -62,9 +58,7 @@ pub struct SecretHasher {
 
 impl std::fmt::Debug for SecretHasher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SecretHasher")
-            .field("params", &self.params)
-            .finish_non_exhaustive()
+        f.debug_struct("SecretHasher").field("params", &self.params).finish_non_exhaustive()
     }
 }
 
@@ -74,37 +68,24 @@ fn argon2(params: &Params) -> Argon2<'static> {
 
 impl SecretHasher {
     pub fn new(p: HashParams) -> Result<Self, HashError> {
-        let params = Params::new(p.memory_kib, p.iterations, p.parallelism, None)
-            .map_err(|e| HashError::Params(e.to_string()))?;
+        let params = Params::new(p.memory_kib, p.iterations, p.parallelism, None).map_err(|e| HashError::Params(e.to_string()))?;
         let decoy_secret = random::bytes::<32>();
         let decoy_hash = hash_blocking(&params, &decoy_secret)?;
-        Ok(Self {
-            params,
-            decoy_hash,
-            cache_key: random::bytes::<32>(),
-            cache: Mutex::new(HashMap::new()),
-        })
+        Ok(Self { params, decoy_hash, cache_key: random::bytes::<32>(), cache: Mutex::new(HashMap::new()) })
     }
 
     /// The argon2id PHC string for `secret`, computed on the blocking pool.
     pub async fn hash(&self, secret: &SecretString) -> Result<String, HashError> {
         let params = self.params.clone();
         let secret = secret.clone();
-        tokio::task::spawn_blocking(move || {
-            hash_blocking(&params, secret.expose_secret().as_bytes())
-        })
-        .await
-        .map_err(|e| HashError::Join(e.to_string()))?
+        tokio::task::spawn_blocking(move || hash_blocking(&params, secret.expose_secret().as_bytes()))
+            .await
+            .map_err(|e| HashError::Join(e.to_string()))?
     }
 
     /// Whether `secret` matches `stored_hash`. A hit in the warm cache skips argon2; the cache
     /// entry is bound to the stored hash, so a changed hash misses.
-    pub async fn verify(
-        &self,
-        key_id: &KeyId,
-        secret: &SecretString,
-        stored_hash: &str,
-    ) -> Result<bool, HashError> {
+    pub async fn verify(&self, key_id: &KeyId, secret: &SecretString, stored_hash: &str) -> Result<bool, HashError> {
         let digest = self.digest(key_id, stored_hash, secret);
         if self.cached(key_id, &digest) {
             return Ok(true);
@@ -120,14 +101,11 @@ impl SecretHasher {
 
     /// Spends the same work as a real verification, for a key id that does not exist.
     pub async fn verify_decoy(&self, secret: &SecretString) -> Result<(), HashError> {
-        verify_off_executor(secret.clone(), self.decoy_hash.clone())
-            .await
-            .map(|_| ())
+        verify_off_executor(secret.clone(), self.decoy_hash.clone()).await.map(|_| ())
     }
 
     fn digest(&self, key_id: &KeyId, stored_hash: &str, secret: &SecretString) -> [u8; 32] {
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.cache_key)
-            .expect("HMAC takes any key length");
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.cache_key).expect("HMAC takes any key length");
         for part in [key_id.as_str(), stored_hash, secret.expose_secret()] {
             mac.update(&(part.len() as u64).to_be_bytes());
             mac.update(part.as_bytes());
@@ -137,9 +115,7 @@ impl SecretHasher {
 
     fn cached(&self, key_id: &KeyId, digest: &[u8; 32]) -> bool {
         let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        cache
-            .get(key_id)
-            .is_some_and(|e| e.expires > Instant::now() && bool::from(e.digest.ct_eq(digest)))
+        cache.get(key_id).is_some_and(|e| e.expires > Instant::now() && bool::from(e.digest.ct_eq(digest)))
     }
 
     fn remember(&self, key_id: KeyId, digest: [u8; 32]) {
@@ -152,20 +128,11 @@ impl SecretHasher {
                 cache.clear();
             }
         }
-        cache.insert(
-            key_id,
-            CacheEntry {
-                digest,
-                expires: Instant::now() + CACHE_TTL,
-            },
-        );
+        cache.insert(key_id, CacheEntry { digest, expires: Instant::now() + CACHE_TTL });
     }
 
     fn forget(&self, key_id: &KeyId) {
-        self.cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(key_id);
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).remove(key_id);
     }
 
     #[cfg(test)]
@@ -176,18 +143,13 @@ impl SecretHasher {
 
 fn hash_blocking(params: &Params, secret: &[u8]) -> Result<String, HashError> {
     let salt = random::bytes::<16>();
-    argon2(params)
-        .hash_password_with_salt(secret, &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| HashError::Argon2(e.to_string()))
+    argon2(params).hash_password_with_salt(secret, &salt).map(|h| h.to_string()).map_err(|e| HashError::Argon2(e.to_string()))
 }
 
 async fn verify_off_executor(secret: SecretString, hash: String) -> Result<bool, HashError> {
     tokio::task::spawn_blocking(move || {
         // Parameters come from the PHC string, so hashes made with older settings still verify.
-        Argon2::default()
-            .verify_password(secret.expose_secret().as_bytes(), hash.as_str())
-            .is_ok()
+        Argon2::default().verify_password(secret.expose_secret().as_bytes(), hash.as_str()).is_ok()
     })
     .await
     .map_err(|e| HashError::Join(e.to_string()))
@@ -198,12 +160,7 @@ mod tests {
     use super::*;
 
     fn fast() -> SecretHasher {
-        SecretHasher::new(HashParams {
-            memory_kib: 1024,
-            iterations: 1,
-            parallelism: 1,
-        })
-        .unwrap()
+        SecretHasher::new(HashParams { memory_kib: 1024, iterations: 1, parallelism: 1 }).unwrap()
     }
 
     #[tokio::test]
@@ -215,12 +172,7 @@ mod tests {
         assert!(!hash.contains("s3cret-value"));
         let key = KeyId::generate();
         assert!(hasher.verify(&key, &secret, &hash).await.unwrap());
-        assert!(
-            !hasher
-                .verify(&key, &SecretString::from("wrong"), &hash)
-                .await
-                .unwrap()
-        );
+        assert!(!hasher.verify(&key, &SecretString::from("wrong"), &hash).await.unwrap());
     }
 
     #[tokio::test]
@@ -234,33 +186,16 @@ mod tests {
         assert!(hasher.cached(&key, &hasher.digest(&key, &hash, &secret)));
         let rehash = hasher.hash(&secret).await.unwrap();
         assert!(!hasher.cached(&key, &hasher.digest(&key, &rehash, &secret)));
-        assert!(!hasher.cached(
-            &key,
-            &hasher.digest(&key, &hash, &SecretString::from("abd"))
-        ));
+        assert!(!hasher.cached(&key, &hasher.digest(&key, &hash, &SecretString::from("abd"))));
     }
 
     #[test]
     fn default_params_are_the_documented_ones() {
-        assert_eq!(
-            HashParams::default(),
-            HashParams {
-                memory_kib: 19_456,
-                iterations: 2,
-                parallelism: 1
-            }
-        );
+        assert_eq!(HashParams::default(), HashParams { memory_kib: 19_456, iterations: 2, parallelism: 1 });
     }
 
     #[test]
     fn bad_params_are_an_error_not_a_panic() {
-        assert!(
-            SecretHasher::new(HashParams {
-                memory_kib: 1,
-                iterations: 0,
-                parallelism: 0
-            })
-            .is_err()
-        );
+        assert!(SecretHasher::new(HashParams { memory_kib: 1, iterations: 0, parallelism: 0 }).is_err());
     }
 }

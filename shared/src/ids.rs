@@ -148,10 +148,7 @@ impl KeyId {
 impl RoleId {
     /// Organisation role ids are lowercase (role ids sit in URLs), so their 128 random bits are hex.
     pub fn generate() -> Self {
-        let hex: String = random::bytes::<16>()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let hex: String = random::bytes::<16>().iter().map(|b| format!("{b:02x}")).collect();
         Self(format!("role_{hex}"))
     }
 
@@ -183,10 +180,7 @@ mod tests {
         assert!(OrgId::parse(&"a".repeat(65)).is_err());
         assert!(OrgId::parse("acme-1").is_ok());
         assert!(PrincipalId::parse("akp_short").is_err());
-        assert!(
-            PrincipalId::parse(&format!("akp_{}", "z".repeat(22))).is_err(),
-            "overflows 128 bits"
-        );
+        assert!(PrincipalId::parse(&format!("akp_{}", "z".repeat(22))).is_err(), "overflows 128 bits");
         assert!(KeyId::parse("0000000000000000000000").is_ok());
         assert!(Permission::parse("iam:api-keys:read").is_ok());
         assert!(Permission::parse("iam").is_err());

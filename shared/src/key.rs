@@ -62,10 +62,7 @@ impl ApiKey {
             encode_u128(u128::from_be_bytes(random::bytes::<16>()))
         );
         let sum = checksum(&format!("{KEY_PREFIX}{key_id}.{body}"));
-        Self {
-            key_id,
-            secret: SecretString::from(format!("{body}{sum}")),
-        }
+        Self { key_id, secret: SecretString::from(format!("{body}{sum}")) }
     }
 
     pub fn parse(raw: &str) -> Result<Self, KeyFormatError> {
@@ -75,13 +72,8 @@ impl ApiKey {
     }
 
     /// The OAuth client-credentials form: `client_id` = `ik_<keyId>`, `client_secret` = `<keySecret>`.
-    pub fn from_client_credentials(
-        client_id: &str,
-        client_secret: &str,
-    ) -> Result<Self, KeyFormatError> {
-        let key_id = client_id
-            .strip_prefix(KEY_PREFIX)
-            .ok_or(KeyFormatError::Prefix)?;
+    pub fn from_client_credentials(client_id: &str, client_secret: &str) -> Result<Self, KeyFormatError> {
+        let key_id = client_id.strip_prefix(KEY_PREFIX).ok_or(KeyFormatError::Prefix)?;
         Self::from_parts(key_id, client_secret)
     }
 
@@ -98,10 +90,7 @@ impl ApiKey {
         if checksum(&format!("{KEY_PREFIX}{key_id}.{body}")) != sum {
             return Err(KeyFormatError::Checksum);
         }
-        Ok(Self {
-            key_id,
-            secret: SecretString::from(secret.to_owned()),
-        })
+        Ok(Self { key_id, secret: SecretString::from(secret.to_owned()) })
     }
 
     pub fn key_id(&self) -> &KeyId {
@@ -119,11 +108,7 @@ impl ApiKey {
 
     /// The full key, for the single response that shows it.
     pub fn to_secret_string(&self) -> SecretString {
-        SecretString::from(format!(
-            "{KEY_PREFIX}{}.{}",
-            self.key_id,
-            self.secret.expose_secret()
-        ))
+        SecretString::from(format!("{KEY_PREFIX}{}.{}", self.key_id, self.secret.expose_secret()))
     }
 }
 
@@ -145,10 +130,7 @@ mod tests {
         assert!(full.starts_with("ik_"));
         let parsed = ApiKey::parse(full).unwrap();
         assert_eq!(parsed.key_id(), key.key_id());
-        assert_eq!(
-            parsed.secret().expose_secret(),
-            key.secret().expose_secret()
-        );
+        assert_eq!(parsed.secret().expose_secret(), key.secret().expose_secret());
     }
 
     #[test]
@@ -167,17 +149,13 @@ mod tests {
         let mut bytes = full.into_bytes();
         bytes[pos] = if bytes[pos] == b'a' { b'b' } else { b'a' };
         let tampered = String::from_utf8(bytes).unwrap();
-        assert_eq!(
-            ApiKey::parse(&tampered).unwrap_err(),
-            KeyFormatError::Checksum
-        );
+        assert_eq!(ApiKey::parse(&tampered).unwrap_err(), KeyFormatError::Checksum);
     }
 
     #[test]
     fn client_credentials_split_round_trips() {
         let key = ApiKey::generate();
-        let again = ApiKey::from_client_credentials(&key.client_id(), key.secret().expose_secret())
-            .unwrap();
+        let again = ApiKey::from_client_credentials(&key.client_id(), key.secret().expose_secret()).unwrap();
         assert_eq!(again.key_id(), key.key_id());
     }
 
@@ -185,20 +163,11 @@ mod tests {
     fn specific_malformations() {
         assert_eq!(ApiKey::parse("").unwrap_err(), KeyFormatError::Prefix);
         assert_eq!(ApiKey::parse("ik_abc").unwrap_err(), KeyFormatError::Secret);
-        assert_eq!(
-            ApiKey::parse("ik_abc.def").unwrap_err(),
-            KeyFormatError::KeyId
-        );
+        assert_eq!(ApiKey::parse("ik_abc.def").unwrap_err(), KeyFormatError::KeyId);
         let key = ApiKey::generate();
         let id = key.key_id().to_string();
-        assert_eq!(
-            ApiKey::parse(&format!("ik_{id}.short")).unwrap_err(),
-            KeyFormatError::Secret
-        );
-        assert_eq!(
-            ApiKey::parse(&format!("ik_{id}.{}", "é".repeat(25))).unwrap_err(),
-            KeyFormatError::Secret
-        );
+        assert_eq!(ApiKey::parse(&format!("ik_{id}.short")).unwrap_err(), KeyFormatError::Secret);
+        assert_eq!(ApiKey::parse(&format!("ik_{id}.{}", "é".repeat(25))).unwrap_err(), KeyFormatError::Secret);
     }
 
     proptest! {

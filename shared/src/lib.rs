@@ -5,6 +5,7 @@ pub mod error;
 pub mod hashing;
 pub mod ids;
 pub mod key;
+pub mod keys;
 pub mod model;
 mod random;
 pub mod roles;

@@ -47,27 +47,17 @@ pub fn validate_name(field: &str, raw: &str, max: usize) -> Result<String, Domai
     let trimmed = raw.trim();
     let len = trimmed.chars().count();
     if len == 0 || len > max {
-        return Err(DomainError::invalid(format!(
-            "{field} must be 1-{max} characters, got {len}"
-        )));
+        return Err(DomainError::invalid(format!("{field} must be 1-{max} characters, got {len}")));
     }
     if trimmed.chars().any(char::is_control) {
-        return Err(DomainError::invalid(format!(
-            "{field} must not contain control characters"
-        )));
+        return Err(DomainError::invalid(format!("{field} must not contain control characters")));
     }
     Ok(trimmed.to_owned())
 }
 
-pub fn validate_future(
-    field: &str,
-    at: Option<DateTime<Utc>>,
-    now: DateTime<Utc>,
-) -> Result<(), DomainError> {
+pub fn validate_future(field: &str, at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Result<(), DomainError> {
     match at {
-        Some(t) if t <= now => Err(DomainError::invalid(format!(
-            "{field} must be in the future"
-        ))),
+        Some(t) if t <= now => Err(DomainError::invalid(format!("{field} must be in the future"))),
         _ => Ok(()),
     }
 }
@@ -131,9 +121,7 @@ impl Principal {
         let display_name = validate_name("displayName", display_name, DISPLAY_NAME_MAX)?;
         let status = status.unwrap_or(PrincipalStatus::Active);
         if status == PrincipalStatus::Revoked {
-            return Err(DomainError::invalid(
-                "a new principal starts Active or Suspended",
-            ));
+            return Err(DomainError::invalid("a new principal starts Active or Suspended"));
         }
         validate_future("expiresAt", expires_at, now)?;
         Ok(Self {
@@ -151,11 +139,7 @@ impl Principal {
     }
 
     /// The principal after `change`, or why it cannot happen. Returns `None` when nothing changes.
-    pub fn apply(
-        &self,
-        change: &PrincipalChange,
-        now: DateTime<Utc>,
-    ) -> Result<Option<Self>, DomainError> {
+    pub fn apply(&self, change: &PrincipalChange, now: DateTime<Utc>) -> Result<Option<Self>, DomainError> {
         let mut next = self.clone();
         if let Some(name) = &change.display_name {
             next.display_name = validate_name("displayName", name, DISPLAY_NAME_MAX)?;
@@ -177,9 +161,7 @@ impl Principal {
             return Ok(None);
         }
         if self.status == PrincipalStatus::Revoked {
-            return Err(DomainError::conflict(
-                "the principal is revoked and can no longer be changed",
-            ));
+            return Err(DomainError::conflict("the principal is revoked and can no longer be changed"));
         }
         next.updated_at = now;
         next.version = self.version + 1;
@@ -230,9 +212,7 @@ impl Credential {
         let name = validate_name("name", name, CREDENTIAL_NAME_MAX)?;
         validate_future("expiresAt", expires_at, now)?;
         if principal.status == PrincipalStatus::Revoked {
-            return Err(DomainError::conflict(
-                "the principal is revoked; no credential can be issued",
-            ));
+            return Err(DomainError::conflict("the principal is revoked; no credential can be issued"));
         }
         Ok(Self {
             key_id,
@@ -252,9 +232,7 @@ impl Credential {
 
     pub fn status_at(&self, now: DateTime<Utc>) -> CredentialStatus {
         match self.status {
-            CredentialStatus::Active if self.expires_at.is_some_and(|t| t <= now) => {
-                CredentialStatus::Expired
-            }
+            CredentialStatus::Active if self.expires_at.is_some_and(|t| t <= now) => CredentialStatus::Expired,
             other => other,
         }
     }
@@ -292,11 +270,7 @@ pub enum Refusal {
 
 /// A credential authenticates only when it is Active and unexpired and its principal is Active
 /// and unexpired. The secret check is the caller's, and must come first.
-pub fn may_authenticate(
-    credential: &Credential,
-    principal: &Principal,
-    now: DateTime<Utc>,
-) -> Result<(), Refusal> {
+pub fn may_authenticate(credential: &Credential, principal: &Principal, now: DateTime<Utc>) -> Result<(), Refusal> {
     match credential.status_at(now) {
         CredentialStatus::Revoked => return Err(Refusal::CredentialRevoked),
         CredentialStatus::Expired => return Err(Refusal::CredentialExpired),
@@ -347,28 +321,20 @@ impl Role {
     ) -> Result<Self, DomainError> {
         let name = validate_name("name", name, ROLE_NAME_MAX)?;
         if crate::roles::builtin(&name).is_some() {
-            return Err(DomainError::conflict(format!(
-                "'{name}' is the name of a built-in role"
-            )));
+            return Err(DomainError::conflict(format!("'{name}' is the name of a built-in role")));
         }
         let description = match description {
             None => String::new(),
             Some(d) if d.chars().count() > ROLE_DESCRIPTION_MAX => {
-                return Err(DomainError::invalid(format!(
-                    "description must be at most {ROLE_DESCRIPTION_MAX} characters"
-                )));
+                return Err(DomainError::invalid(format!("description must be at most {ROLE_DESCRIPTION_MAX} characters")));
             }
             Some(d) => d.trim().to_owned(),
         };
         if permissions.is_empty() || permissions.len() > ROLE_PERMISSIONS_MAX {
-            return Err(DomainError::invalid(format!(
-                "permissions must list 1-{ROLE_PERMISSIONS_MAX} permissions"
-            )));
+            return Err(DomainError::invalid(format!("permissions must list 1-{ROLE_PERMISSIONS_MAX} permissions")));
         }
         if principal_types.is_empty() {
-            return Err(DomainError::invalid(
-                "principalTypes must list at least one principal type",
-            ));
+            return Err(DomainError::invalid("principalTypes must list at least one principal type"));
         }
         let mut permissions = permissions;
         permissions.sort();
@@ -400,16 +366,10 @@ impl Role {
     /// The rule for assigning this role to an API-key principal of `org`.
     pub fn check_assignable(&self, org: &OrgId) -> Result<(), DomainError> {
         if !self.is_available_to(org) {
-            return Err(DomainError::unprocessable(format!(
-                "role '{}' does not exist or is not available to this organisation",
-                self.id
-            )));
+            return Err(DomainError::unprocessable(format!("role '{}' does not exist or is not available to this organisation", self.id)));
         }
         if !self.supports(PrincipalType::ApiKey) {
-            return Err(DomainError::unprocessable(format!(
-                "role '{}' does not support ApiKey principals",
-                self.id
-            )));
+            return Err(DomainError::unprocessable(format!("role '{}' does not support ApiKey principals", self.id)));
         }
         Ok(())
     }
@@ -435,28 +395,11 @@ mod tests {
     }
 
     fn principal(status: PrincipalStatus) -> Principal {
-        Principal::new(
-            org(),
-            "billing",
-            Some(status),
-            None,
-            Actor::system("test"),
-            now(),
-        )
-        .unwrap()
+        Principal::new(org(), "billing", Some(status), None, Actor::system("test"), now()).unwrap()
     }
 
     fn credential(p: &Principal, expires_at: Option<DateTime<Utc>>) -> Credential {
-        let mut c = Credential::new(
-            p,
-            KeyId::generate(),
-            "ci",
-            None,
-            "hash".into(),
-            Actor::system("t"),
-            now(),
-        )
-        .unwrap();
+        let mut c = Credential::new(p, KeyId::generate(), "ci", None, "hash".into(), Actor::system("t"), now()).unwrap();
         c.expires_at = expires_at;
         c
     }
@@ -474,59 +417,27 @@ mod tests {
 
     #[test]
     fn new_principal_cannot_start_revoked_or_expired() {
-        assert!(
-            Principal::new(
-                org(),
-                "x",
-                Some(PrincipalStatus::Revoked),
-                None,
-                Actor::system("t"),
-                now()
-            )
-            .is_err()
-        );
+        assert!(Principal::new(org(), "x", Some(PrincipalStatus::Revoked), None, Actor::system("t"), now()).is_err());
         let past = now() - Duration::seconds(1);
         assert!(Principal::new(org(), "x", None, Some(past), Actor::system("t"), now()).is_err());
         assert!(Principal::new(org(), "  ", None, None, Actor::system("t"), now()).is_err());
-        assert!(
-            Principal::new(
-                org(),
-                &"n".repeat(129),
-                None,
-                None,
-                Actor::system("t"),
-                now()
-            )
-            .is_err()
-        );
+        assert!(Principal::new(org(), &"n".repeat(129), None, None, Actor::system("t"), now()).is_err());
         assert!(Principal::new(org(), "bad\nname", None, None, Actor::system("t"), now()).is_err());
     }
 
     #[test]
     fn apply_bumps_version_and_refuses_leaving_revoked() {
         let p = principal(PrincipalStatus::Active);
-        let change = PrincipalChange {
-            status: Some(PrincipalStatus::Suspended),
-            ..Default::default()
-        };
+        let change = PrincipalChange { status: Some(PrincipalStatus::Suspended), ..Default::default() };
         let next = p.apply(&change, now()).unwrap().unwrap();
         assert_eq!(next.version, 2);
         assert_eq!(p.apply(&PrincipalChange::default(), now()).unwrap(), None);
         let revoked = principal(PrincipalStatus::Active)
-            .apply(
-                &PrincipalChange {
-                    status: Some(PrincipalStatus::Revoked),
-                    ..Default::default()
-                },
-                now(),
-            )
+            .apply(&PrincipalChange { status: Some(PrincipalStatus::Revoked), ..Default::default() }, now())
             .unwrap()
             .unwrap();
         assert!(revoked.apply(&change, now()).is_err());
-        let rename = PrincipalChange {
-            display_name: Some("new".into()),
-            ..Default::default()
-        };
+        let rename = PrincipalChange { display_name: Some("new".into()), ..Default::default() };
         assert!(revoked.apply(&rename, now()).is_err());
     }
 
@@ -534,38 +445,20 @@ mod tests {
     fn authentication_rule() {
         let t = now();
         let active = principal(PrincipalStatus::Active);
-        assert_eq!(
-            may_authenticate(&credential(&active, None), &active, t),
-            Ok(())
-        );
+        assert_eq!(may_authenticate(&credential(&active, None), &active, t), Ok(()));
         let expired = credential(&active, Some(t - Duration::seconds(1)));
-        assert_eq!(
-            may_authenticate(&expired, &active, t),
-            Err(Refusal::CredentialExpired)
-        );
+        assert_eq!(may_authenticate(&expired, &active, t), Err(Refusal::CredentialExpired));
         let revoked = credential(&active, None).revoked(Actor::system("t"), t);
-        assert_eq!(
-            may_authenticate(&revoked, &active, t),
-            Err(Refusal::CredentialRevoked)
-        );
+        assert_eq!(may_authenticate(&revoked, &active, t), Err(Refusal::CredentialRevoked));
         let mut suspended = active.clone();
         suspended.status = PrincipalStatus::Suspended;
-        assert_eq!(
-            may_authenticate(&credential(&active, None), &suspended, t),
-            Err(Refusal::PrincipalSuspended)
-        );
+        assert_eq!(may_authenticate(&credential(&active, None), &suspended, t), Err(Refusal::PrincipalSuspended));
         let mut gone = active.clone();
         gone.status = PrincipalStatus::Revoked;
-        assert_eq!(
-            may_authenticate(&credential(&active, None), &gone, t),
-            Err(Refusal::PrincipalRevoked)
-        );
+        assert_eq!(may_authenticate(&credential(&active, None), &gone, t), Err(Refusal::PrincipalRevoked));
         let mut old = active.clone();
         old.expires_at = Some(t - Duration::seconds(5));
-        assert_eq!(
-            may_authenticate(&credential(&active, None), &old, t),
-            Err(Refusal::PrincipalExpired)
-        );
+        assert_eq!(may_authenticate(&credential(&active, None), &old, t), Err(Refusal::PrincipalExpired));
         let other = principal(PrincipalStatus::Active);
         assert!(may_authenticate(&credential(&other, None), &active, t).is_err());
     }

@@ -6,28 +6,15 @@ use crate::ids::{Permission, RoleId};
 use crate::model::{PrincipalType, Role};
 
 /// Every permission this service checks. `iam-admin` holds all of them.
-pub const IAM_PERMISSIONS: &[&str] = &[
-    "iam:api-keys:read",
-    "iam:api-keys:write",
-    "iam:credentials:write",
-    "iam:roles:write",
-    "iam:role-assignments:write",
-];
+pub const IAM_PERMISSIONS: &[&str] =
+    &["iam:api-keys:read", "iam:api-keys:write", "iam:credentials:write", "iam:roles:write", "iam:role-assignments:write"];
 
-fn role(
-    id: &'static str,
-    description: &str,
-    permissions: &[&str],
-    types: &[PrincipalType],
-) -> Role {
+fn role(id: &'static str, description: &str, permissions: &[&str], types: &[PrincipalType]) -> Role {
     Role {
         id: RoleId::builtin(id),
         name: id.to_owned(),
         description: description.to_owned(),
-        permissions: permissions
-            .iter()
-            .map(|p| Permission::parse(p).expect("built-in permission"))
-            .collect(),
+        permissions: permissions.iter().map(|p| Permission::parse(p).expect("built-in permission")).collect(),
         principal_types: types.to_vec(),
         org_id: None,
         built_in: true,
@@ -39,30 +26,10 @@ fn role(
 static BUILTIN: LazyLock<Vec<Role>> = LazyLock::new(|| {
     use PrincipalType::*;
     vec![
-        role(
-            "iam-admin",
-            "Full access to IAM API keys, credentials, roles and role assignments",
-            IAM_PERMISSIONS,
-            &[User, ApiKey],
-        ),
-        role(
-            "iam-viewer",
-            "Read API-key principals, credentials, roles and role assignments",
-            &["iam:api-keys:read"],
-            &[User, ApiKey],
-        ),
-        role(
-            "org-owner",
-            "Owns the organisation; for signed-in users only",
-            IAM_PERMISSIONS,
-            &[User],
-        ),
-        role(
-            "device-provisioner",
-            "Provision IoT devices",
-            &["iot:devices:provision"],
-            &[ApiKey, ServiceAccount],
-        ),
+        role("iam-admin", "Full access to IAM API keys, credentials, roles and role assignments", IAM_PERMISSIONS, &[User, ApiKey]),
+        role("iam-viewer", "Read API-key principals, credentials, roles and role assignments", &["iam:api-keys:read"], &[User, ApiKey]),
+        role("org-owner", "Owns the organisation; for signed-in users only", IAM_PERMISSIONS, &[User]),
+        role("device-provisioner", "Provision IoT devices", &["iot:devices:provision"], &[ApiKey, ServiceAccount]),
     ]
 });
 

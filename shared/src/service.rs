@@ -11,13 +11,13 @@ use crate::error::DomainError;
 use crate::hashing::{HashError, SecretHasher};
 use crate::ids::{KeyId, OrgId, Permission, PrincipalId, RoleId};
 use crate::key::{ApiKey, KeyFormatError};
+use crate::keys::Keyring;
 use crate::model::{
-    self, Actor, Credential, CredentialStatus, Principal, PrincipalChange, PrincipalStatus,
-    PrincipalType, Refusal, Role, RoleAssignment,
+    self, Actor, Credential, CredentialStatus, Principal, PrincipalChange, PrincipalStatus, PrincipalType, Refusal, Role, RoleAssignment,
 };
 use crate::roles;
 use crate::store::{Page, Store, StoreError};
-use crate::token::{AccessClaims, Grant, TokenRejection, TokenService, parse_scope};
+use crate::token::{AccessClaims, Grant, TokenRejection, parse_scope};
 
 pub const PERM_API_KEYS_READ: &str = "iam:api-keys:read";
 pub const PERM_API_KEYS_WRITE: &str = "iam:api-keys:write";
@@ -41,11 +41,7 @@ impl Caller {
     }
 
     pub fn require(&self, permission: &str) -> Result<(), DomainError> {
-        if self.claims.has_permission(permission) {
-            Ok(())
-        } else {
-            Err(DomainError::Forbidden(permission.to_owned()))
-        }
+        if self.claims.has_permission(permission) { Ok(()) } else { Err(DomainError::Forbidden(permission.to_owned())) }
     }
 }
 
@@ -111,13 +107,7 @@ pub struct NewRole {
 }
 
 /// One audit event per state change and per exchange. Never carries a secret: only ids.
-fn audit(
-    action: &str,
-    actor: &str,
-    org: &str,
-    target: &str,
-    outcome: Result<(), &dyn std::fmt::Display>,
-) {
+fn audit(action: &str, actor: &str, org: &str, target: &str, outcome: Result<(), &dyn std::fmt::Display>) {
     match outcome {
         Ok(()) => {
             tracing::info!(target: "audit", action, actor, org, target_id = target, outcome = "success", "audit")
@@ -129,117 +119,58 @@ fn audit(
     }
 }
 
-fn audited<T>(
-    action: &str,
-    caller: &Caller,
-    target: &str,
-    result: Result<T, DomainError>,
-) -> Result<T, DomainError> {
-    let outcome = result
-        .as_ref()
-        .map(|_| ())
-        .map_err(|e| e as &dyn std::fmt::Display);
-    audit(
-        action,
-        caller.actor().0.as_str(),
-        caller.org_id.as_str(),
-        target,
-        outcome,
-    );
+fn audited<T>(action: &str, caller: &Caller, target: &str, result: Result<T, DomainError>) -> Result<T, DomainError> {
+    let outcome = result.as_ref().map(|_| ()).map_err(|e| e as &dyn std::fmt::Display);
+    audit(action, caller.actor().0.as_str(), caller.org_id.as_str(), target, outcome);
     result
 }
 
 pub struct Iam {
     pub store: Arc<dyn Store>,
     pub hasher: SecretHasher,
-    pub tokens: TokenService,
+    pub tokens: Keyring,
 }
 
 impl std::fmt::Debug for Iam {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Iam")
-            .field("tokens", &self.tokens)
-            .finish_non_exhaustive()
+        f.debug_struct("Iam").field("tokens", &self.tokens).finish_non_exhaustive()
     }
 }
 
 impl Iam {
-    pub fn new(store: Arc<dyn Store>, hasher: SecretHasher, tokens: TokenService) -> Self {
-        Self {
-            store,
-            hasher,
-            tokens,
-        }
+    pub fn new(store: Arc<dyn Store>, hasher: SecretHasher, tokens: Keyring) -> Self {
+        Self { store, hasher, tokens }
     }
 
     /// Verifies a management bearer token and re-reads its credential and principal, so a
     /// revoked or suspended admin loses access at once rather than at token expiry.
     pub async fn authenticate_bearer(&self, token: &str) -> Result<Caller, AuthError> {
         let audience = &self.tokens.settings().audiences[0];
-        let claims = self.tokens.verify(token, audience)?;
-        let (Some(key_id), Ok(org_id), Ok(principal_id)) = (
-            claims.key_id(),
-            OrgId::parse(&claims.org_id),
-            PrincipalId::parse(&claims.sub),
-        ) else {
-            return Err(AuthError::Token(TokenRejection::Invalid(
-                "claims do not name an API-key principal".into(),
-            )));
+        let claims = self.tokens.current().await.verify(token, audience)?;
+        let (Some(key_id), Ok(org_id), Ok(principal_id)) = (claims.key_id(), OrgId::parse(&claims.org_id), PrincipalId::parse(&claims.sub))
+        else {
+            return Err(AuthError::Token(TokenRejection::Invalid("claims do not name an API-key principal".into())));
         };
-        let credential = self
-            .store
-            .get_credential(&key_id)
-            .await?
-            .ok_or(AuthError::UnknownCredential)?;
-        let principal = self
-            .store
-            .get_principal(&org_id, &principal_id)
-            .await?
-            .ok_or(AuthError::UnknownCredential)?;
-        model::may_authenticate(&credential, &principal, model::now())
-            .map_err(AuthError::Refused)?;
-        Ok(Caller {
-            principal_id,
-            org_id,
-            key_id,
-            claims,
-        })
+        let credential = self.store.get_credential(&key_id).await?.ok_or(AuthError::UnknownCredential)?;
+        let principal = self.store.get_principal(&org_id, &principal_id).await?.ok_or(AuthError::UnknownCredential)?;
+        model::may_authenticate(&credential, &principal, model::now()).map_err(AuthError::Refused)?;
+        Ok(Caller { principal_id, org_id, key_id, claims })
     }
 
-    async fn principal_of(
-        &self,
-        caller: &Caller,
-        id: &PrincipalId,
-    ) -> Result<Principal, DomainError> {
-        self.store
-            .get_principal(&caller.org_id, id)
-            .await?
-            .ok_or(DomainError::NotFound("principal"))
+    async fn principal_of(&self, caller: &Caller, id: &PrincipalId) -> Result<Principal, DomainError> {
+        self.store.get_principal(&caller.org_id, id).await?.ok_or(DomainError::NotFound("principal"))
     }
 
-    pub async fn create_principal(
-        &self,
-        caller: &Caller,
-        input: NewPrincipal,
-    ) -> Result<Principal, DomainError> {
+    pub async fn create_principal(&self, caller: &Caller, input: NewPrincipal) -> Result<Principal, DomainError> {
         caller.require(PERM_API_KEYS_WRITE)?;
         let result = async {
-            let p = Principal::new(
-                caller.org_id.clone(),
-                &input.display_name,
-                input.status,
-                input.expires_at,
-                caller.actor(),
-                model::now(),
-            )?;
+            let p =
+                Principal::new(caller.org_id.clone(), &input.display_name, input.status, input.expires_at, caller.actor(), model::now())?;
             self.store.create_principal(&p).await?;
             Ok(p)
         }
         .await;
-        let target = result
-            .as_ref()
-            .map(|p| p.id.to_string())
-            .unwrap_or_default();
+        let target = result.as_ref().map(|p| p.id.to_string()).unwrap_or_default();
         audited("principal.create", caller, &target, result)
     }
 
@@ -250,27 +181,15 @@ impl Iam {
         after: Option<&PrincipalId>,
     ) -> Result<Page<Principal>, DomainError> {
         caller.require(PERM_API_KEYS_READ)?;
-        Ok(self
-            .store
-            .list_principals(&caller.org_id, limit, after)
-            .await?)
+        Ok(self.store.list_principals(&caller.org_id, limit, after).await?)
     }
 
-    pub async fn get_principal(
-        &self,
-        caller: &Caller,
-        id: &PrincipalId,
-    ) -> Result<Principal, DomainError> {
+    pub async fn get_principal(&self, caller: &Caller, id: &PrincipalId) -> Result<Principal, DomainError> {
         caller.require(PERM_API_KEYS_READ)?;
         self.principal_of(caller, id).await
     }
 
-    pub async fn update_principal(
-        &self,
-        caller: &Caller,
-        id: &PrincipalId,
-        change: PrincipalChange,
-    ) -> Result<Principal, DomainError> {
+    pub async fn update_principal(&self, caller: &Caller, id: &PrincipalId, change: PrincipalChange) -> Result<Principal, DomainError> {
         caller.require(PERM_API_KEYS_WRITE)?;
         let result = async {
             let current = self.principal_of(caller, id).await?;
@@ -298,46 +217,20 @@ impl Iam {
             let principal = self.principal_of(caller, id).await?;
             let now = model::now();
             // Validate before paying for argon2.
-            Credential::new(
-                &principal,
-                KeyId::generate(),
-                name,
-                expires_at,
-                String::new(),
-                caller.actor(),
-                now,
-            )?;
+            Credential::new(&principal, KeyId::generate(), name, expires_at, String::new(), caller.actor(), now)?;
             let key = ApiKey::generate();
             let hash =
-                self.hasher.hash(key.secret()).await.map_err(|e| {
-                    DomainError::Unavailable(StoreError::Unavailable(e.to_string()))
-                })?;
-            let credential = Credential::new(
-                &principal,
-                key.key_id().clone(),
-                name,
-                expires_at,
-                hash,
-                caller.actor(),
-                now,
-            )?;
+                self.hasher.hash(key.secret()).await.map_err(|e| DomainError::Unavailable(StoreError::Unavailable(e.to_string())))?;
+            let credential = Credential::new(&principal, key.key_id().clone(), name, expires_at, hash, caller.actor(), now)?;
             self.store.insert_credential(&credential, now).await?;
             Ok((credential, key))
         }
         .await;
-        let target = result
-            .as_ref()
-            .map(|(c, _)| c.key_id.to_string())
-            .unwrap_or_else(|_| id.to_string());
+        let target = result.as_ref().map(|(c, _)| c.key_id.to_string()).unwrap_or_else(|_| id.to_string());
         audited("credential.issue", caller, &target, result)
     }
 
-    pub async fn list_credentials(
-        &self,
-        caller: &Caller,
-        id: &PrincipalId,
-        include_all: bool,
-    ) -> Result<Vec<Credential>, DomainError> {
+    pub async fn list_credentials(&self, caller: &Caller, id: &PrincipalId, include_all: bool) -> Result<Vec<Credential>, DomainError> {
         caller.require(PERM_API_KEYS_READ)?;
         self.principal_of(caller, id).await?;
         let now = model::now();
@@ -348,20 +241,9 @@ impl Iam {
         Ok(all)
     }
 
-    pub async fn revoke_credential(
-        &self,
-        caller: &Caller,
-        id: &PrincipalId,
-        key_id: &KeyId,
-    ) -> Result<Credential, DomainError> {
+    pub async fn revoke_credential(&self, caller: &Caller, id: &PrincipalId, key_id: &KeyId) -> Result<Credential, DomainError> {
         caller.require(PERM_CREDENTIALS_WRITE)?;
-        let result = async {
-            Ok(self
-                .store
-                .revoke_credential(&caller.org_id, id, key_id, &caller.actor(), model::now())
-                .await?)
-        }
-        .await;
+        let result = async { Ok(self.store.revoke_credential(&caller.org_id, id, key_id, &caller.actor(), model::now()).await?) }.await;
         audited("credential.revoke", caller, key_id.as_str(), result)
     }
 
@@ -391,10 +273,7 @@ impl Iam {
             Ok(role)
         }
         .await;
-        let target = result
-            .as_ref()
-            .map(|r| r.id.to_string())
-            .unwrap_or_default();
+        let target = result.as_ref().map(|r| r.id.to_string()).unwrap_or_default();
         audited("role.create", caller, &target, result)
     }
 
@@ -407,33 +286,19 @@ impl Iam {
         }
     }
 
-    pub async fn list_role_assignments(
-        &self,
-        caller: &Caller,
-        id: &PrincipalId,
-    ) -> Result<Vec<RoleAssignment>, DomainError> {
+    pub async fn list_role_assignments(&self, caller: &Caller, id: &PrincipalId) -> Result<Vec<RoleAssignment>, DomainError> {
         caller.require(PERM_API_KEYS_READ)?;
         self.principal_of(caller, id).await?;
         Ok(self.store.list_role_assignments(&caller.org_id, id).await?)
     }
 
-    pub async fn assign_role(
-        &self,
-        caller: &Caller,
-        id: &PrincipalId,
-        role_id: &RoleId,
-    ) -> Result<(RoleAssignment, bool), DomainError> {
+    pub async fn assign_role(&self, caller: &Caller, id: &PrincipalId, role_id: &RoleId) -> Result<(RoleAssignment, bool), DomainError> {
         caller.require(PERM_ROLE_ASSIGNMENTS_WRITE)?;
         let result = async {
             self.principal_of(caller, id).await?;
-            let role = self
-                .role_for(&caller.org_id, role_id)
-                .await?
-                .ok_or_else(|| {
-                    DomainError::unprocessable(format!(
-                        "role '{role_id}' does not exist or is not available to this organisation"
-                    ))
-                })?;
+            let role = self.role_for(&caller.org_id, role_id).await?.ok_or_else(|| {
+                DomainError::unprocessable(format!("role '{role_id}' does not exist or is not available to this organisation"))
+            })?;
             role.check_assignable(&caller.org_id)?;
             let assignment = RoleAssignment {
                 org_id: caller.org_id.clone(),
@@ -445,55 +310,29 @@ impl Iam {
             Ok(self.store.assign_role(&assignment).await?)
         }
         .await;
-        audited(
-            "role_assignment.assign",
-            caller,
-            &format!("{id}/{role_id}"),
-            result,
-        )
+        audited("role_assignment.assign", caller, &format!("{id}/{role_id}"), result)
     }
 
-    pub async fn unassign_role(
-        &self,
-        caller: &Caller,
-        id: &PrincipalId,
-        role_id: &RoleId,
-    ) -> Result<(), DomainError> {
+    pub async fn unassign_role(&self, caller: &Caller, id: &PrincipalId, role_id: &RoleId) -> Result<(), DomainError> {
         caller.require(PERM_ROLE_ASSIGNMENTS_WRITE)?;
         let result = async {
             self.principal_of(caller, id).await?;
-            if self
-                .store
-                .unassign_role(&caller.org_id, id, role_id)
-                .await?
-            {
+            if self.store.unassign_role(&caller.org_id, id, role_id).await? {
                 Ok(())
             } else {
                 Err(DomainError::NotFound("role assignment"))
             }
         }
         .await;
-        audited(
-            "role_assignment.unassign",
-            caller,
-            &format!("{id}/{role_id}"),
-            result,
-        )
+        audited("role_assignment.unassign", caller, &format!("{id}/{role_id}"), result)
     }
 
     /// The roles and permissions a principal holds now. Roles that no longer exist or no longer
     /// support API keys grant nothing.
-    async fn entitlements(
-        &self,
-        principal: &Principal,
-    ) -> Result<(Vec<RoleId>, BTreeSet<Permission>), StoreError> {
+    async fn entitlements(&self, principal: &Principal) -> Result<(Vec<RoleId>, BTreeSet<Permission>), StoreError> {
         let mut roles = Vec::new();
         let mut permissions = BTreeSet::new();
-        for a in self
-            .store
-            .list_role_assignments(&principal.org_id, &principal.id)
-            .await?
-        {
+        for a in self.store.list_role_assignments(&principal.org_id, &principal.id).await? {
             if let Some(role) = self.role_for(&principal.org_id, &a.role_id).await?
                 && role.is_available_to(&principal.org_id)
                 && role.supports(PrincipalType::ApiKey)
@@ -508,38 +347,22 @@ impl Iam {
 
     /// Exchanges an API key for an access token.
     pub async fn exchange(&self, request: ExchangeRequest) -> Result<IssuedToken, ExchangeError> {
-        let key_id = request
-            .key
-            .as_ref()
-            .map(|k| k.key_id().to_string())
-            .unwrap_or_default();
+        let key_id = request.key.as_ref().map(|k| k.key_id().to_string()).unwrap_or_default();
         let result = self.exchange_inner(request).await;
         match &result {
-            Ok(t) => audit(
-                "token.exchange",
-                &t.claims.sub,
-                &t.claims.org_id,
-                &key_id,
-                Ok(()),
-            ),
+            Ok(t) => audit("token.exchange", &t.claims.sub, &t.claims.org_id, &key_id, Ok(())),
             Err(e) => audit("token.exchange", "anonymous", "", &key_id, Err(e)),
         }
         result
     }
 
     async fn exchange_inner(&self, request: ExchangeRequest) -> Result<IssuedToken, ExchangeError> {
-        let key = request
-            .key
-            .map_err(|_| ExchangeError::InvalidClient("malformed key"))?;
+        let key = request.key.map_err(|_| ExchangeError::InvalidClient("malformed key"))?;
         let Some(credential) = self.store.get_credential(key.key_id()).await? else {
             self.hasher.verify_decoy(key.secret()).await?;
             return Err(ExchangeError::InvalidClient("unknown key id"));
         };
-        if !self
-            .hasher
-            .verify(key.key_id(), key.secret(), &credential.secret_hash)
-            .await?
-        {
+        if !self.hasher.verify(key.key_id(), key.secret(), &credential.secret_hash).await? {
             return Err(ExchangeError::InvalidClient("wrong secret"));
         }
         // Only now, with the secret proved, may the caller learn why the key is refused.
@@ -558,9 +381,7 @@ impl Iam {
                 .iter()
                 .find(|allowed| *allowed == a)
                 .map(String::as_str)
-                .ok_or_else(|| {
-                    ExchangeError::InvalidTarget("the requested audience is not allowed".into())
-                })?,
+                .ok_or_else(|| ExchangeError::InvalidTarget("the requested audience is not allowed".into()))?,
         };
         let (roles, held) = self.entitlements(&principal).await?;
         let scope: Vec<Permission> = match request.scope.as_deref() {
@@ -568,9 +389,7 @@ impl Iam {
             Some(raw) => {
                 let wanted = parse_scope(raw).map_err(ExchangeError::InvalidScope)?;
                 if let Some(missing) = wanted.iter().find(|p| !held.contains(*p)) {
-                    return Err(ExchangeError::InvalidScope(format!(
-                        "the principal does not hold '{missing}'"
-                    )));
+                    return Err(ExchangeError::InvalidScope(format!("the principal does not hold '{missing}'")));
                 }
                 wanted
             }
@@ -583,15 +402,8 @@ impl Iam {
             scope: &scope,
             audience,
         };
-        let (token, claims) = self
-            .tokens
-            .sign(&grant, now)
-            .map_err(|e| ExchangeError::Sign(e.to_string()))?;
-        if let Err(e) = self
-            .store
-            .record_credential_use(&credential.key_id, now)
-            .await
-        {
+        let (token, claims) = self.tokens.current().await.sign(&grant, now).map_err(|e| ExchangeError::Sign(e.to_string()))?;
+        if let Err(e) = self.store.record_credential_use(&credential.key_id, now).await {
             // lastUsedAt is informational; a token already earned is not withheld for it.
             tracing::warn!(key_id = %credential.key_id, error = %e, "could not record credential use");
         }
@@ -611,14 +423,7 @@ impl Iam {
         }
         let actor = Actor::system("bootstrap");
         let now = model::now();
-        let principal = Principal::new(
-            org.clone(),
-            "Bootstrap admin",
-            None,
-            None,
-            actor.clone(),
-            now,
-        )?;
+        let principal = Principal::new(org.clone(), "Bootstrap admin", None, None, actor.clone(), now)?;
         let assignment = RoleAssignment {
             org_id: org.clone(),
             principal_id: principal.id.clone(),
@@ -627,35 +432,11 @@ impl Iam {
             assigned_by: actor.clone(),
         };
         let key = ApiKey::generate();
-        let hash = self
-            .hasher
-            .hash(key.secret())
-            .await
-            .map_err(|e| DomainError::Unavailable(StoreError::Unavailable(e.to_string())))?;
-        let credential = Credential::new(
-            &principal,
-            key.key_id().clone(),
-            "bootstrap",
-            None,
-            hash,
-            actor.clone(),
-            now,
-        )?;
-        let result = self
-            .store
-            .bootstrap_org(&principal, &assignment, &credential)
-            .await;
-        let outcome = result
-            .as_ref()
-            .map(|_| ())
-            .map_err(|e| e as &dyn std::fmt::Display);
-        audit(
-            "org.bootstrap",
-            &actor.0,
-            org.as_str(),
-            principal.id.as_str(),
-            outcome,
-        );
+        let hash = self.hasher.hash(key.secret()).await.map_err(|e| DomainError::Unavailable(StoreError::Unavailable(e.to_string())))?;
+        let credential = Credential::new(&principal, key.key_id().clone(), "bootstrap", None, hash, actor.clone(), now)?;
+        let result = self.store.bootstrap_org(&principal, &assignment, &credential).await;
+        let outcome = result.as_ref().map(|_| ()).map_err(|e| e as &dyn std::fmt::Display);
+        audit("org.bootstrap", &actor.0, org.as_str(), principal.id.as_str(), outcome);
         match result {
             Ok(()) => Ok(Some(key)),
             // Another process bootstrapped it first: that is the desired end state.

@@ -33,10 +33,12 @@ pub enum KeyError {
     Document(String),
     #[error("signing key generation failed: {0}")]
     Generate(String),
+    #[error("signing key source: {0}")]
+    Source(String),
 }
 
 /// The signing key as stored (a Secrets Manager secret, or a 0600 file locally).
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SigningKeyDocument {
     pub kid: String,
@@ -51,38 +53,20 @@ fn expose<S: serde::Serializer>(secret: &SecretString, s: S) -> Result<S::Ok, S:
 
 impl fmt::Debug for SigningKeyDocument {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SigningKeyDocument")
-            .field("kid", &self.kid)
-            .field("alg", &self.alg)
-            .finish_non_exhaustive()
+        f.debug_struct("SigningKeyDocument").field("kid", &self.kid).field("alg", &self.alg).finish_non_exhaustive()
     }
 }
 
 impl SigningKeyDocument {
     pub fn generate() -> Result<Self, KeyError> {
-        let key = rsa::PrivateKey::new(&mut getrandom::SysRng, RSA_BITS)
-            .map_err(|e| KeyError::Generate(e.to_string()))?;
-        let pem = key
-            .to_pkcs8_pem(LineEnding::LF)
-            .map_err(|e| KeyError::Generate(e.to_string()))?;
-        let kid = format!(
-            "k{}",
-            encode_u128(u128::from_be_bytes(random::bytes::<16>()))
-        );
-        Ok(Self {
-            kid,
-            alg: ALGORITHM.to_owned(),
-            private_key_pem: SecretString::from(pem.as_str().to_owned()),
-        })
+        let key = rsa::PrivateKey::new(&mut getrandom::SysRng, RSA_BITS).map_err(|e| KeyError::Generate(e.to_string()))?;
+        let pem = key.to_pkcs8_pem(LineEnding::LF).map_err(|e| KeyError::Generate(e.to_string()))?;
+        let kid = format!("k{}", encode_u128(u128::from_be_bytes(random::bytes::<16>())));
+        Ok(Self { kid, alg: ALGORITHM.to_owned(), private_key_pem: SecretString::from(pem.as_str().to_owned()) })
     }
 
     pub fn from_json(raw: &str) -> Result<Self, KeyError> {
-        serde_json::from_str(raw).map_err(|e| {
-            KeyError::Document(format!(
-                "not a signing key document ({})",
-                e.classify_name()
-            ))
-        })
+        serde_json::from_str(raw).map_err(|e| KeyError::Document(format!("not a signing key document ({})", e.classify_name())))
     }
 }
 
@@ -128,41 +112,24 @@ pub struct SigningKey {
 
 impl fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SigningKey")
-            .field("kid", &self.kid)
-            .finish_non_exhaustive()
+        f.debug_struct("SigningKey").field("kid", &self.kid).finish_non_exhaustive()
     }
 }
 
 impl SigningKey {
     pub fn from_document(doc: &SigningKeyDocument) -> Result<Self, KeyError> {
         if doc.alg != ALGORITHM {
-            return Err(KeyError::Document(format!(
-                "unsupported alg '{}', expected RS256",
-                doc.alg
-            )));
+            return Err(KeyError::Document(format!("unsupported alg '{}', expected RS256", doc.alg)));
         }
-        if doc.kid.is_empty()
-            || doc.kid.len() > 128
-            || !doc
-                .kid
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            return Err(KeyError::Document(
-                "kid must be 1-128 characters of A-Z, a-z, 0-9, - and _".into(),
-            ));
+        if doc.kid.is_empty() || doc.kid.len() > 128 || !doc.kid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return Err(KeyError::Document("kid must be 1-128 characters of A-Z, a-z, 0-9, - and _".into()));
         }
         let pem = doc.private_key_pem.expose_secret();
         let private = rsa::PrivateKey::from_pkcs8_pem(pem)
             .or_else(|_| rsa::PrivateKey::from_pkcs1_pem(pem))
-            .map_err(|_| {
-                KeyError::Document(
-                    "privateKeyPem is not an RSA private key in PKCS#8 or PKCS#1 PEM".into(),
-                )
-            })?;
-        let encoding = EncodingKey::from_rsa_pem(pem.as_bytes())
-            .map_err(|_| KeyError::Document("privateKeyPem rejected by the JWT signer".into()))?;
+            .map_err(|_| KeyError::Document("privateKeyPem is not an RSA private key in PKCS#8 or PKCS#1 PEM".into()))?;
+        let encoding =
+            EncodingKey::from_rsa_pem(pem.as_bytes()).map_err(|_| KeyError::Document("privateKeyPem rejected by the JWT signer".into()))?;
         let public = private.to_public_key();
         let public = PublicJwk {
             kty: "RSA".into(),
@@ -172,11 +139,7 @@ impl SigningKey {
             n: URL_SAFE_NO_PAD.encode(public.n().as_ref().to_be_bytes_trimmed_vartime()),
             e: URL_SAFE_NO_PAD.encode(public.e().to_be_bytes_trimmed_vartime()),
         };
-        Ok(Self {
-            kid: doc.kid.clone(),
-            encoding,
-            public,
-        })
+        Ok(Self { kid: doc.kid.clone(), encoding, public })
     }
 
     pub fn kid(&self) -> &str {
@@ -216,9 +179,7 @@ impl AccessClaims {
 
     /// The credential this token was minted from.
     pub fn key_id(&self) -> Option<KeyId> {
-        self.client_id
-            .strip_prefix(crate::key::KEY_PREFIX)
-            .and_then(|k| KeyId::parse(k).ok())
+        self.client_id.strip_prefix(crate::key::KEY_PREFIX).and_then(|k| KeyId::parse(k).ok())
     }
 }
 
@@ -263,47 +224,29 @@ pub struct TokenService {
 
 impl fmt::Debug for TokenService {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TokenService")
-            .field("settings", &self.settings)
-            .field("kid", &self.current.kid)
-            .finish()
+        f.debug_struct("TokenService").field("settings", &self.settings).field("kid", &self.current.kid).finish()
     }
 }
 
 impl TokenService {
     /// `current` signs; `others` (previous or pending keys) are only published and accepted.
-    pub fn new(
-        settings: TokenSettings,
-        current: SigningKey,
-        others: Vec<SigningKey>,
-    ) -> Result<Self, KeyError> {
+    pub fn new(settings: TokenSettings, current: SigningKey, others: Vec<SigningKey>) -> Result<Self, KeyError> {
         if settings.audiences.is_empty() {
-            return Err(KeyError::Document(
-                "at least one audience must be configured".into(),
-            ));
+            return Err(KeyError::Document("at least one audience must be configured".into()));
         }
         if settings.lifetime_secs == 0 || settings.lifetime_secs > MAX_LIFETIME_SECS {
-            return Err(KeyError::Document(format!(
-                "token lifetime must be 1-{MAX_LIFETIME_SECS} seconds"
-            )));
+            return Err(KeyError::Document(format!("token lifetime must be 1-{MAX_LIFETIME_SECS} seconds")));
         }
         let mut published = Vec::new();
         for key in std::iter::once(&current).chain(others.iter()) {
-            if published
-                .iter()
-                .any(|(jwk, _): &(PublicJwk, DecodingKey)| jwk.kid == key.kid)
-            {
+            if published.iter().any(|(jwk, _): &(PublicJwk, DecodingKey)| jwk.kid == key.kid) {
                 continue;
             }
             let decoding = DecodingKey::from_rsa_components(&key.public.n, &key.public.e)
                 .map_err(|e| KeyError::Document(format!("public key: {e}")))?;
             published.push((key.public.clone(), decoding));
         }
-        Ok(Self {
-            settings,
-            current,
-            published,
-        })
+        Ok(Self { settings, current, published })
     }
 
     pub fn settings(&self) -> &TokenSettings {
@@ -311,16 +254,10 @@ impl TokenService {
     }
 
     pub fn jwks(&self) -> Jwks {
-        Jwks {
-            keys: self.published.iter().map(|(jwk, _)| jwk.clone()).collect(),
-        }
+        Jwks { keys: self.published.iter().map(|(jwk, _)| jwk.clone()).collect() }
     }
 
-    pub fn sign(
-        &self,
-        grant: &Grant<'_>,
-        now: DateTime<Utc>,
-    ) -> Result<(String, AccessClaims), jsonwebtoken::errors::Error> {
+    pub fn sign(&self, grant: &Grant<'_>, now: DateTime<Utc>) -> Result<(String, AccessClaims), jsonwebtoken::errors::Error> {
         let iat = now.timestamp();
         let claims = AccessClaims {
             iss: self.settings.issuer.clone(),
@@ -330,12 +267,7 @@ impl TokenService {
             org_id: grant.org_id.to_string(),
             principal_type: "ApiKey".into(),
             roles: grant.roles.iter().map(|r| r.to_string()).collect(),
-            scope: grant
-                .scope
-                .iter()
-                .map(|p| p.as_str())
-                .collect::<Vec<_>>()
-                .join(" "),
+            scope: grant.scope.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(" "),
             iat,
             nbf: iat,
             exp: iat + self.settings.lifetime_secs as i64,
@@ -356,9 +288,7 @@ impl TokenService {
         }
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenRejection::Malformed)?;
         if header.alg != Algorithm::RS256
-            || !header.typ.as_deref().is_some_and(|t| {
-                t.eq_ignore_ascii_case(TOKEN_TYPE) || t.eq_ignore_ascii_case("application/at+jwt")
-            })
+            || !header.typ.as_deref().is_some_and(|t| t.eq_ignore_ascii_case(TOKEN_TYPE) || t.eq_ignore_ascii_case("application/at+jwt"))
             || header.jku.is_some()
             || header.x5u.is_some()
             || header.jwk.is_some()
@@ -367,19 +297,14 @@ impl TokenService {
             return Err(TokenRejection::Header);
         }
         let kid = header.kid.ok_or(TokenRejection::UnknownKey)?;
-        let (_, key) = self
-            .published
-            .iter()
-            .find(|(jwk, _)| jwk.kid == kid)
-            .ok_or(TokenRejection::UnknownKey)?;
+        let (_, key) = self.published.iter().find(|(jwk, _)| jwk.kid == kid).ok_or(TokenRejection::UnknownKey)?;
         let mut validation = Validation::new(Algorithm::RS256);
         validation.set_issuer(&[&self.settings.issuer]);
         validation.set_audience(&[audience]);
         validation.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub"]);
         validation.validate_nbf = true;
         validation.leeway = LEEWAY_SECS;
-        let data = jsonwebtoken::decode::<AccessClaims>(token, key, &validation)
-            .map_err(|e| TokenRejection::Invalid(e.to_string()))?;
+        let data = jsonwebtoken::decode::<AccessClaims>(token, key, &validation).map_err(|e| TokenRejection::Invalid(e.to_string()))?;
         Ok(data.claims)
     }
 }
@@ -403,55 +328,31 @@ pub(crate) mod tests {
     use std::sync::LazyLock;
 
     /// RSA key generation is slow; every test in this binary shares one key.
-    pub static TEST_KEY: LazyLock<SigningKeyDocument> =
-        LazyLock::new(|| SigningKeyDocument::generate().unwrap());
+    pub static TEST_KEY: LazyLock<SigningKeyDocument> = LazyLock::new(|| SigningKeyDocument::generate().unwrap());
 
     fn doc_clone() -> SigningKeyDocument {
         SigningKeyDocument::from_json(&serde_json::to_string(&*TEST_KEY).unwrap()).unwrap()
     }
 
     fn service() -> TokenService {
-        let settings = TokenSettings {
-            issuer: "https://iam.test/iam".into(),
-            audiences: vec!["api".into()],
-            lifetime_secs: 900,
-        };
-        TokenService::new(
-            settings,
-            SigningKey::from_document(&doc_clone()).unwrap(),
-            vec![],
-        )
-        .unwrap()
+        let settings = TokenSettings { issuer: "https://iam.test/iam".into(), audiences: vec!["api".into()], lifetime_secs: 900 };
+        TokenService::new(settings, SigningKey::from_document(&doc_clone()).unwrap(), vec![]).unwrap()
     }
 
     #[test]
     fn sign_then_verify_round_trips() {
         let svc = service();
-        let (pid, org, kid) = (
-            PrincipalId::generate(),
-            OrgId::parse("acme").unwrap(),
-            KeyId::generate(),
-        );
+        let (pid, org, kid) = (PrincipalId::generate(), OrgId::parse("acme").unwrap(), KeyId::generate());
         let roles = [RoleId::parse("iam-admin").unwrap()];
         let scope = [Permission::parse("iam:api-keys:read").unwrap()];
-        let grant = Grant {
-            principal_id: &pid,
-            org_id: &org,
-            key_id: &kid,
-            roles: &roles,
-            scope: &scope,
-            audience: "api",
-        };
+        let grant = Grant { principal_id: &pid, org_id: &org, key_id: &kid, roles: &roles, scope: &scope, audience: "api" };
         let (token, claims) = svc.sign(&grant, crate::model::now()).unwrap();
         let verified = svc.verify(&token, "api").unwrap();
         assert_eq!(verified, claims);
         assert_eq!(verified.exp - verified.iat, 900);
         assert!(verified.has_permission("iam:api-keys:read"));
         assert_eq!(verified.key_id(), Some(kid));
-        assert!(matches!(
-            svc.verify(&token, "other"),
-            Err(TokenRejection::Invalid(_))
-        ));
+        assert!(matches!(svc.verify(&token, "other"), Err(TokenRejection::Invalid(_))));
         let header = jsonwebtoken::decode_header(&token).unwrap();
         assert_eq!(header.typ.as_deref(), Some("at+jwt"));
     }
@@ -459,14 +360,8 @@ pub(crate) mod tests {
     #[test]
     fn rejects_oversized_and_garbage_tokens() {
         let svc = service();
-        assert_eq!(
-            svc.verify(&"a".repeat(9000), "api"),
-            Err(TokenRejection::TooLarge)
-        );
-        assert_eq!(
-            svc.verify("not.a.jwt", "api"),
-            Err(TokenRejection::Malformed)
-        );
+        assert_eq!(svc.verify(&"a".repeat(9000), "api"), Err(TokenRejection::TooLarge));
+        assert_eq!(svc.verify("not.a.jwt", "api"), Err(TokenRejection::Malformed));
         assert_eq!(svc.verify("", "api"), Err(TokenRejection::Malformed));
     }
 
@@ -474,17 +369,10 @@ pub(crate) mod tests {
     fn document_debug_and_errors_hide_the_private_key() {
         let doc = doc_clone();
         assert!(!format!("{doc:?}").contains("PRIVATE"));
-        let broken =
-            r#"{"kid":"k1","alg":"RS256","privateKeyPem":"-----BEGIN PRIVATE KEY-----\nMIIsecret"#;
-        let err = SigningKeyDocument::from_json(broken)
-            .unwrap_err()
-            .to_string();
+        let broken = r#"{"kid":"k1","alg":"RS256","privateKeyPem":"-----BEGIN PRIVATE KEY-----\nMIIsecret"#;
+        let err = SigningKeyDocument::from_json(broken).unwrap_err().to_string();
         assert!(!err.contains("MIIsecret"), "{err}");
-        let bad = SigningKeyDocument {
-            kid: "k1".into(),
-            alg: "RS256".into(),
-            private_key_pem: SecretString::from("MIIsecret"),
-        };
+        let bad = SigningKeyDocument { kid: "k1".into(), alg: "RS256".into(), private_key_pem: SecretString::from("MIIsecret") };
         let err = SigningKey::from_document(&bad).unwrap_err().to_string();
         assert!(!err.contains("MIIsecret"), "{err}");
     }
@@ -493,30 +381,15 @@ pub(crate) mod tests {
     fn jwks_lists_current_then_others_once() {
         let current = SigningKey::from_document(&doc_clone()).unwrap();
         let again = SigningKey::from_document(&doc_clone()).unwrap();
-        let settings = TokenSettings {
-            issuer: "i".into(),
-            audiences: vec!["a".into()],
-            lifetime_secs: 60,
-        };
+        let settings = TokenSettings { issuer: "i".into(), audiences: vec!["a".into()], lifetime_secs: 60 };
         let svc = TokenService::new(settings, current, vec![again]).unwrap();
         assert_eq!(svc.jwks().keys.len(), 1);
     }
 
     #[test]
     fn lifetime_is_capped_at_one_hour() {
-        let settings = TokenSettings {
-            issuer: "i".into(),
-            audiences: vec!["a".into()],
-            lifetime_secs: 3601,
-        };
-        assert!(
-            TokenService::new(
-                settings,
-                SigningKey::from_document(&doc_clone()).unwrap(),
-                vec![]
-            )
-            .is_err()
-        );
+        let settings = TokenSettings { issuer: "i".into(), audiences: vec!["a".into()], lifetime_secs: 3601 };
+        assert!(TokenService::new(settings, SigningKey::from_document(&doc_clone()).unwrap(), vec![]).is_err());
     }
 
     #[test]

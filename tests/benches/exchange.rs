@@ -10,6 +10,7 @@ use iam_api::state::build_state;
 use iam_shared::hashing::HashParams;
 use iam_shared::ids::{KeyId, OrgId, Permission, PrincipalId, RoleId};
 use iam_shared::key::ApiKey;
+use iam_shared::keys::{KeySource, StaticKey};
 use iam_shared::model;
 use iam_shared::service::ExchangeRequest;
 use iam_shared::store::{EmbeddedStore, Store};
@@ -37,11 +38,7 @@ fn config() -> Config {
 }
 
 fn request(key: &str) -> ExchangeRequest {
-    ExchangeRequest {
-        key: ApiKey::parse(key),
-        scope: None,
-        audience: None,
-    }
+    ExchangeRequest { key: ApiKey::parse(key), scope: None, audience: None }
 }
 
 #[tokio::main]
@@ -52,19 +49,15 @@ async fn main() {
         config.hash.memory_kib, config.hash.iterations, config.hash.parallelism
     );
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory().unwrap());
-    let signing = iam_tests::signing_key();
-    let state = build_state(&config, store.clone(), &signing).unwrap();
-    let key = state
-        .bootstrap(&OrgId::parse("bench").unwrap())
-        .await
-        .unwrap()
-        .unwrap();
+    let keys: Arc<dyn KeySource> = Arc::new(StaticKey(iam_tests::signing_key()));
+    let state = build_state(&config, store.clone(), keys.clone()).await.unwrap();
+    let key = state.bootstrap(&OrgId::parse("bench").unwrap()).await.unwrap().unwrap();
     let key = key.to_secret_string().expose_secret().to_owned();
 
     // Cold: a fresh instance (empty verification cache) for every exchange, as after a cold start.
     let mut cold = Vec::new();
     for _ in 0..30 {
-        let fresh = build_state(&config, store.clone(), &signing).unwrap();
+        let fresh = build_state(&config, store.clone(), keys.clone()).await.unwrap();
         let start = Instant::now();
         fresh.exchange(request(&key)).await.expect("exchange");
         cold.push(start.elapsed());
@@ -81,46 +74,30 @@ async fn main() {
     }
     report("exchange, warm (cache hit)", warm);
 
-    let (pid, org, kid) = (
-        PrincipalId::generate(),
-        OrgId::parse("bench").unwrap(),
-        KeyId::generate(),
-    );
+    let tokens = state.tokens.current().await;
+    let (pid, org, kid) = (PrincipalId::generate(), OrgId::parse("bench").unwrap(), KeyId::generate());
     let roles = [RoleId::parse("iam-admin").unwrap()];
-    let scope: Vec<Permission> = iam_shared::roles::IAM_PERMISSIONS
-        .iter()
-        .map(|p| Permission::parse(p).unwrap())
-        .collect();
-    let grant = Grant {
-        principal_id: &pid,
-        org_id: &org,
-        key_id: &kid,
-        roles: &roles,
-        scope: &scope,
-        audience: "infuse-api",
-    };
+    let scope: Vec<Permission> = iam_shared::roles::IAM_PERMISSIONS.iter().map(|p| Permission::parse(p).unwrap()).collect();
+    let grant = Grant { principal_id: &pid, org_id: &org, key_id: &kid, roles: &roles, scope: &scope, audience: "infuse-api" };
     let mut sign = Vec::new();
     for _ in 0..500 {
         let start = Instant::now();
-        state.tokens.sign(&grant, model::now()).unwrap();
+        tokens.sign(&grant, model::now()).unwrap();
         sign.push(start.elapsed());
     }
     report("RS256 sign alone", sign);
 
-    let (token, _) = state.tokens.sign(&grant, model::now()).unwrap();
+    let (token, _) = tokens.sign(&grant, model::now()).unwrap();
     let mut verify = Vec::new();
     for _ in 0..500 {
         let start = Instant::now();
-        state.tokens.verify(&token, "infuse-api").unwrap();
+        tokens.verify(&token, "infuse-api").unwrap();
         verify.push(start.elapsed());
     }
     report("RS256 verify alone", verify);
 
     let mut bad = Vec::new();
-    let unknown = ApiKey::generate()
-        .to_secret_string()
-        .expose_secret()
-        .to_owned();
+    let unknown = ApiKey::generate().to_secret_string().expose_secret().to_owned();
     for _ in 0..30 {
         let start = Instant::now();
         let _ = state.exchange(request(&unknown)).await;

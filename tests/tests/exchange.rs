@@ -30,24 +30,10 @@ async fn all_three_request_forms_issue_tokens() {
     let (id, secret) = split(&key);
 
     let json_form = app.exchange_json(json!({"apiKey": key})).await;
-    let basic = app
-        .exchange_form("grant_type=client_credentials", Some((id, secret)))
-        .await;
-    let post = app
-        .exchange_form(
-            &format!("grant_type=client_credentials&client_id={id}&client_secret={secret}"),
-            None,
-        )
-        .await;
+    let basic = app.exchange_form("grant_type=client_credentials", Some((id, secret))).await;
+    let post = app.exchange_form(&format!("grant_type=client_credentials&client_id={id}&client_secret={secret}"), None).await;
     let exchange = app
-        .exchange_form(
-            &format!(
-                "grant_type={}&subject_token={key}&subject_token_type={}",
-                enc(TOKEN_EXCHANGE),
-                enc(API_KEY_TYPE)
-            ),
-            None,
-        )
+        .exchange_form(&format!("grant_type={}&subject_token={key}&subject_token_type={}", enc(TOKEN_EXCHANGE), enc(API_KEY_TYPE)), None)
         .await;
     for r in [&json_form, &basic, &post, &exchange] {
         assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
@@ -57,10 +43,7 @@ async fn all_three_request_forms_issue_tokens() {
         assert!(r.str("scope").contains("iam:api-keys:write"));
     }
     assert!(json_form.body.get("issued_token_type").is_none());
-    assert_eq!(
-        exchange.str("issued_token_type"),
-        "urn:ietf:params:oauth:token-type:access_token"
-    );
+    assert_eq!(exchange.str("issued_token_type"), "urn:ietf:params:oauth:token-type:access_token");
 }
 
 #[tokio::test]
@@ -72,27 +55,11 @@ async fn a_token_verifies_with_only_the_published_jwks_and_carries_the_claims() 
     let (key_id, key) = app.issue(&admin, &p).await;
     let token = app.token(&key).await;
 
-    let discovery = app
-        .call(
-            Method::GET,
-            "/iam/.well-known/openid-configuration",
-            None,
-            None,
-        )
-        .await;
+    let discovery = app.call(Method::GET, "/iam/.well-known/openid-configuration", None, None).await;
     assert_eq!(discovery.str("issuer"), ISSUER);
-    assert_eq!(
-        discovery.str("jwks_uri"),
-        format!("{ISSUER}/.well-known/jwks.json")
-    );
-    assert_eq!(
-        discovery.str("token_endpoint"),
-        format!("{ISSUER}/auth/token")
-    );
-    let jwks_path = discovery
-        .str("jwks_uri")
-        .trim_start_matches("http://iam.test")
-        .to_owned();
+    assert_eq!(discovery.str("jwks_uri"), format!("{ISSUER}/.well-known/jwks.json"));
+    assert_eq!(discovery.str("token_endpoint"), format!("{ISSUER}/auth/token"));
+    let jwks_path = discovery.str("jwks_uri").trim_start_matches("http://iam.test").to_owned();
     let jwks = app.call(Method::GET, &jwks_path, None, None).await;
     assert_eq!(jwks.status, StatusCode::OK);
     assert!(jwks.header("cache-control").unwrap().contains("max-age"));
@@ -102,16 +69,11 @@ async fn a_token_verifies_with_only_the_published_jwks_and_carries_the_claims() 
     let header = jsonwebtoken::decode_header(&token).unwrap();
     assert_eq!(header.typ.as_deref(), Some("at+jwt"));
     assert_eq!(header.alg, Algorithm::RS256);
-    let jwk = set
-        .find(header.kid.as_deref().unwrap())
-        .expect("kid published");
+    let jwk = set.find(header.kid.as_deref().unwrap()).expect("kid published");
     let mut validation = Validation::new(Algorithm::RS256);
     validation.set_issuer(&[ISSUER]);
     validation.set_audience(&[AUDIENCE]);
-    let claims: Value =
-        jsonwebtoken::decode(&token, &DecodingKey::from_jwk(jwk).unwrap(), &validation)
-            .unwrap()
-            .claims;
+    let claims: Value = jsonwebtoken::decode(&token, &DecodingKey::from_jwk(jwk).unwrap(), &validation).unwrap().claims;
 
     assert_eq!(claims["iss"], ISSUER);
     assert_eq!(claims["sub"], p.as_str());
@@ -126,9 +88,7 @@ async fn a_token_verifies_with_only_the_published_jwks_and_carries_the_claims() 
     assert_eq!(claims["exp"].as_i64().unwrap() - iat, 900);
     assert!(claims["jti"].as_str().unwrap().len() >= 16);
     let other = app.token(&key).await;
-    let other_claims = jsonwebtoken::dangerous::insecure_decode::<Value>(&other)
-        .unwrap()
-        .claims;
+    let other_claims = jsonwebtoken::dangerous::insecure_decode::<Value>(&other).unwrap().claims;
     assert_ne!(other_claims["jti"], claims["jti"], "jti is unique");
 }
 
@@ -145,62 +105,31 @@ async fn unknown_wrong_mistyped_and_malformed_keys_get_one_answer() {
     let mut flipped = secret.to_owned().into_bytes();
     flipped[3] = if flipped[3] == b'A' { b'B' } else { b'A' };
     let bad_checksum = format!("{id}.{}", String::from_utf8(flipped).unwrap());
-    let candidates = [
-        unknown_id,
-        bad_checksum,
-        "ik_short.secret".to_owned(),
-        "not a key".to_owned(),
-        String::new(),
-        format!("{key}x"),
-    ];
+    let candidates = [unknown_id, bad_checksum, "ik_short.secret".to_owned(), "not a key".to_owned(), String::new(), format!("{key}x")];
 
     let mut answers = Vec::new();
     for candidate in &candidates {
         let r = app.exchange_json(json!({"apiKey": candidate})).await;
-        answers.push((
-            r.status,
-            r.raw.clone(),
-            r.header("www-authenticate").map(str::to_owned),
-        ));
+        answers.push((r.status, r.raw.clone(), r.header("www-authenticate").map(str::to_owned)));
     }
     // A wrong secret that passes the checksum can only be built by knowing the format; do it
     // with the store: issue a second key and pair its secret with the first key's id.
     let admin = app.admin().await;
-    let me = app
-        .call(Method::GET, "/iam/api-keys", Some(&admin), None)
-        .await;
+    let me = app.call(Method::GET, "/iam/api-keys", Some(&admin), None).await;
     let admin_id = me.body["items"][0]["id"].as_str().unwrap().to_owned();
     let (_, other_key) = app.issue(&admin, &admin_id).await;
     let (_, other_secret) = split(&other_key);
-    let r = app
-        .exchange_form(
-            &format!("grant_type=client_credentials&client_id={id}&client_secret={other_secret}"),
-            None,
-        )
-        .await;
-    answers.push((
-        r.status,
-        r.raw.clone(),
-        r.header("www-authenticate").map(str::to_owned),
-    ));
-    let r = app
-        .exchange_form("grant_type=client_credentials", Some((id, "wrong")))
-        .await;
-    answers.push((
-        r.status,
-        r.raw.clone(),
-        r.header("www-authenticate").map(str::to_owned),
-    ));
+    let r = app.exchange_form(&format!("grant_type=client_credentials&client_id={id}&client_secret={other_secret}"), None).await;
+    answers.push((r.status, r.raw.clone(), r.header("www-authenticate").map(str::to_owned)));
+    let r = app.exchange_form("grant_type=client_credentials", Some((id, "wrong"))).await;
+    answers.push((r.status, r.raw.clone(), r.header("www-authenticate").map(str::to_owned)));
 
     let first = &answers[0];
     assert_eq!(first.0, StatusCode::UNAUTHORIZED);
     assert!(first.1.contains("invalid_client"), "{}", first.1);
     assert!(first.2.as_deref().unwrap().starts_with("Basic"));
     for a in &answers {
-        assert_eq!(
-            a, first,
-            "every refusal before the secret is proved looks the same"
-        );
+        assert_eq!(a, first, "every refusal before the secret is proved looks the same");
     }
 }
 
@@ -209,23 +138,10 @@ async fn unknown_wrong_mistyped_and_malformed_keys_get_one_answer() {
 async fn plant_expired_credential(app: &TestApp, principal: &str) -> String {
     let store: &Arc<dyn Store> = &app.state.store;
     let org = OrgId::parse("acme").unwrap();
-    let p = store
-        .get_principal(&org, &PrincipalId::parse(principal).unwrap())
-        .await
-        .unwrap()
-        .unwrap();
+    let p = store.get_principal(&org, &PrincipalId::parse(principal).unwrap()).await.unwrap().unwrap();
     let key = iam_shared::key::ApiKey::generate();
     let hash = app.state.hasher.hash(key.secret()).await.unwrap();
-    let mut c = Credential::new(
-        &p,
-        key.key_id().clone(),
-        "old",
-        None,
-        hash,
-        Actor::system("test"),
-        model::now(),
-    )
-    .unwrap();
+    let mut c = Credential::new(&p, key.key_id().clone(), "old", None, hash, Actor::system("test"), model::now()).unwrap();
     c.expires_at = Some(model::now() - Duration::seconds(1));
     store.insert_credential(&c, model::now()).await.unwrap();
     secrecy::ExposeSecret::expose_secret(&key.to_secret_string()).to_owned()
@@ -240,27 +156,13 @@ async fn refusals_are_specific_only_after_the_secret_is_proved() {
     let (id, _) = split(&key);
 
     let revoke = format!("/iam/api-keys/{p}/credentials/{key_id}/revoke");
-    assert_eq!(
-        app.call(Method::POST, &revoke, Some(&admin), None)
-            .await
-            .status,
-        StatusCode::OK
-    );
+    assert_eq!(app.call(Method::POST, &revoke, Some(&admin), None).await.status, StatusCode::OK);
     let r = app.exchange_json(json!({"apiKey": key})).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(r.str("error"), "invalid_grant");
-    assert_eq!(
-        r.str("error_description"),
-        "the credential has been revoked"
-    );
-    let wrong = app
-        .exchange_form("grant_type=client_credentials", Some((id, "x")))
-        .await;
-    assert_eq!(
-        wrong.str("error"),
-        "invalid_client",
-        "a guesser learns nothing about revocation"
-    );
+    assert_eq!(r.str("error_description"), "the credential has been revoked");
+    let wrong = app.exchange_form("grant_type=client_credentials", Some((id, "x"))).await;
+    assert_eq!(wrong.str("error"), "invalid_client", "a guesser learns nothing about revocation");
 
     let expired = plant_expired_credential(&app, &p).await;
     let r = app.exchange_json(json!({"apiKey": expired})).await;
@@ -268,78 +170,27 @@ async fn refusals_are_specific_only_after_the_secret_is_proved() {
 
     let (_, live) = app.issue(&admin, &p).await;
     let patch = |status: &'static str| json!({ "status": status });
-    app.call(
-        Method::PATCH,
-        &format!("/iam/api-keys/{p}"),
-        Some(&admin),
-        Some(patch("Suspended")),
-    )
-    .await;
+    app.call(Method::PATCH, &format!("/iam/api-keys/{p}"), Some(&admin), Some(patch("Suspended"))).await;
     let r = app.exchange_json(json!({"apiKey": live})).await;
-    assert_eq!(
-        (r.str("error"), r.str("error_description")),
-        ("invalid_grant", "the principal is suspended")
-    );
-    app.call(
-        Method::PATCH,
-        &format!("/iam/api-keys/{p}"),
-        Some(&admin),
-        Some(patch("Active")),
-    )
-    .await;
-    assert_eq!(
-        app.exchange_json(json!({"apiKey": live})).await.status,
-        StatusCode::OK,
-        "reactivated"
-    );
+    assert_eq!((r.str("error"), r.str("error_description")), ("invalid_grant", "the principal is suspended"));
+    app.call(Method::PATCH, &format!("/iam/api-keys/{p}"), Some(&admin), Some(patch("Active"))).await;
+    assert_eq!(app.exchange_json(json!({"apiKey": live})).await.status, StatusCode::OK, "reactivated");
 
     // An expired principal: write the past expiry directly.
     let org = OrgId::parse("acme").unwrap();
     let pid = PrincipalId::parse(&p).unwrap();
-    let current = app
-        .state
-        .store
-        .get_principal(&org, &pid)
-        .await
-        .unwrap()
-        .unwrap();
+    let current = app.state.store.get_principal(&org, &pid).await.unwrap().unwrap();
     let mut aged = current.clone();
     aged.expires_at = Some(model::now() - Duration::seconds(1));
     aged.version += 1;
-    app.state
-        .store
-        .update_principal(&aged, current.version)
-        .await
-        .unwrap();
+    app.state.store.update_principal(&aged, current.version).await.unwrap();
     let r = app.exchange_json(json!({"apiKey": live})).await;
     assert_eq!(r.str("error_description"), "the principal has expired");
-    let fresh = aged
-        .apply(
-            &PrincipalChange {
-                expires_at: Some(None),
-                ..Default::default()
-            },
-            model::now(),
-        )
-        .unwrap()
-        .unwrap();
-    app.state
-        .store
-        .update_principal(&fresh, aged.version)
-        .await
-        .unwrap();
-    assert_eq!(
-        app.exchange_json(json!({"apiKey": live})).await.status,
-        StatusCode::OK
-    );
+    let fresh = aged.apply(&PrincipalChange { expires_at: Some(None), ..Default::default() }, model::now()).unwrap().unwrap();
+    app.state.store.update_principal(&fresh, aged.version).await.unwrap();
+    assert_eq!(app.exchange_json(json!({"apiKey": live})).await.status, StatusCode::OK);
 
-    app.call(
-        Method::PATCH,
-        &format!("/iam/api-keys/{p}"),
-        Some(&admin),
-        Some(patch("Revoked")),
-    )
-    .await;
+    app.call(Method::PATCH, &format!("/iam/api-keys/{p}"), Some(&admin), Some(patch("Revoked"))).await;
     let r = app.exchange_json(json!({"apiKey": live})).await;
     assert_eq!(r.str("error_description"), "the principal has been revoked");
 }
@@ -350,18 +201,8 @@ async fn a_revoked_credential_never_gets_a_token_after_revoke_returns() {
     let admin = app.admin().await;
     let p = app.create_principal(&admin, "racer").await;
     let (key_id, key) = app.issue(&admin, &p).await;
-    assert_eq!(
-        app.exchange_json(json!({"apiKey": key})).await.status,
-        StatusCode::OK,
-        "warms the verification cache"
-    );
-    app.call(
-        Method::POST,
-        &format!("/iam/api-keys/{p}/credentials/{key_id}/revoke"),
-        Some(&admin),
-        None,
-    )
-    .await;
+    assert_eq!(app.exchange_json(json!({"apiKey": key})).await.status, StatusCode::OK, "warms the verification cache");
+    app.call(Method::POST, &format!("/iam/api-keys/{p}/credentials/{key_id}/revoke"), Some(&admin), None).await;
     for _ in 0..5 {
         assert_eq!(
             app.exchange_json(json!({"apiKey": key})).await.status,
@@ -376,40 +217,26 @@ async fn a_revoked_credential_never_gets_a_token_after_revoke_returns() {
 async fn scope_and_audience_rules() {
     let app = TestApp::new().await;
     let key = app.acme_key.clone();
-    let narrowed = app
-        .exchange_json(json!({"apiKey": key, "scope": "iam:api-keys:read iam:roles:write"}))
-        .await;
+    let narrowed = app.exchange_json(json!({"apiKey": key, "scope": "iam:api-keys:read iam:roles:write"})).await;
     assert_eq!(narrowed.status, StatusCode::OK);
     assert_eq!(narrowed.str("scope"), "iam:api-keys:read iam:roles:write");
-    let wider = app
-        .exchange_json(json!({"apiKey": key, "scope": "iam:api-keys:read iot:devices:provision"}))
-        .await;
-    assert_eq!(
-        (wider.status, wider.str("error")),
-        (StatusCode::BAD_REQUEST, "invalid_scope")
-    );
-    let junk = app
-        .exchange_json(json!({"apiKey": key, "scope": "NOT A SCOPE"}))
-        .await;
+    let wider = app.exchange_json(json!({"apiKey": key, "scope": "iam:api-keys:read iot:devices:provision"})).await;
+    assert_eq!((wider.status, wider.str("error")), (StatusCode::BAD_REQUEST, "invalid_scope"));
+    let junk = app.exchange_json(json!({"apiKey": key, "scope": "NOT A SCOPE"})).await;
     assert_eq!(junk.str("error"), "invalid_scope");
 
-    let aud = app
-        .exchange_json(json!({"apiKey": key, "audience": OTHER_AUDIENCE}))
-        .await;
-    let claims = jsonwebtoken::dangerous::insecure_decode::<Value>(aud.str("access_token"))
-        .unwrap()
-        .claims;
+    let aud = app.exchange_json(json!({"apiKey": key, "audience": OTHER_AUDIENCE})).await;
+    let claims = jsonwebtoken::dangerous::insecure_decode::<Value>(aud.str("access_token")).unwrap().claims;
     assert_eq!(claims["aud"], OTHER_AUDIENCE);
-    let bad_aud = app
-        .exchange_json(json!({"apiKey": key, "audience": "https://evil.example"}))
-        .await;
-    assert_eq!(
-        (bad_aud.status, bad_aud.str("error")),
-        (StatusCode::BAD_REQUEST, "invalid_target")
-    );
+    let bad_aud = app.exchange_json(json!({"apiKey": key, "audience": "https://evil.example"})).await;
+    assert_eq!((bad_aud.status, bad_aud.str("error")), (StatusCode::BAD_REQUEST, "invalid_target"));
     let form = app
         .exchange_form(
-            &format!("grant_type={}&subject_token={key}&subject_token_type={}&resource=https%3A%2F%2Fevil", enc(TOKEN_EXCHANGE), enc(API_KEY_TYPE)),
+            &format!(
+                "grant_type={}&subject_token={key}&subject_token_type={}&resource=https%3A%2F%2Fevil",
+                enc(TOKEN_EXCHANGE),
+                enc(API_KEY_TYPE)
+            ),
             None,
         )
         .await;
@@ -424,12 +251,7 @@ async fn malformed_token_requests_get_rfc6749_errors() {
     type Case<'a> = (String, Option<(&'a str, &'a str)>, StatusCode, &'a str);
     let cases: Vec<Case> = vec![
         ("".into(), None, StatusCode::BAD_REQUEST, "invalid_request"),
-        (
-            "grant_type=password&username=a".into(),
-            None,
-            StatusCode::BAD_REQUEST,
-            "unsupported_grant_type",
-        ),
+        ("grant_type=password&username=a".into(), None, StatusCode::BAD_REQUEST, "unsupported_grant_type"),
         (
             "grant_type=client_credentials&grant_type=client_credentials".into(),
             Some((id, secret)),
@@ -442,18 +264,8 @@ async fn malformed_token_requests_get_rfc6749_errors() {
             StatusCode::BAD_REQUEST,
             "invalid_request",
         ),
-        (
-            "grant_type=client_credentials".into(),
-            None,
-            StatusCode::UNAUTHORIZED,
-            "invalid_client",
-        ),
-        (
-            format!("grant_type={}&subject_token={key}", enc(TOKEN_EXCHANGE)),
-            None,
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-        ),
+        ("grant_type=client_credentials".into(), None, StatusCode::UNAUTHORIZED, "invalid_client"),
+        (format!("grant_type={}&subject_token={key}", enc(TOKEN_EXCHANGE)), None, StatusCode::BAD_REQUEST, "invalid_request"),
         (
             format!(
                 "grant_type={}&subject_token={key}&subject_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Ajwt",
@@ -466,45 +278,17 @@ async fn malformed_token_requests_get_rfc6749_errors() {
     ];
     for (form, basic, status, error) in cases {
         let r = app.exchange_form(&form, basic).await;
-        assert_eq!(
-            (r.status, r.body["error"].as_str().unwrap_or_default()),
-            (status, error),
-            "{form}: {}",
-            r.raw
-        );
+        assert_eq!((r.status, r.body["error"].as_str().unwrap_or_default()), (status, error), "{form}: {}", r.raw);
         assert!(!r.raw.contains(secret), "the secret is never echoed");
     }
-    let unknown = app
-        .exchange_form(
-            &format!("grant_type=client_credentials&client_id={id}&client_secret={secret}&foo=bar"),
-            None,
-        )
-        .await;
-    assert_eq!(
-        unknown.status,
-        StatusCode::OK,
-        "unknown parameters are ignored"
-    );
+    let unknown = app.exchange_form(&format!("grant_type=client_credentials&client_id={id}&client_secret={secret}&foo=bar"), None).await;
+    assert_eq!(unknown.status, StatusCode::OK, "unknown parameters are ignored");
 
-    for (content_type, body) in [
-        ("text/plain", "hello"),
-        ("application/json", "{not json"),
-        ("application/json", "{\"apiKey\": 5}"),
-        ("application/json", "{}"),
-    ] {
-        let r = app
-            .send(
-                Request::post("/iam/auth/token")
-                    .header(header::CONTENT_TYPE, content_type)
-                    .body(Body::from(body))
-                    .unwrap(),
-            )
-            .await;
-        assert_eq!(
-            (r.status, r.str("error")),
-            (StatusCode::BAD_REQUEST, "invalid_request"),
-            "{content_type} {body}"
-        );
+    for (content_type, body) in
+        [("text/plain", "hello"), ("application/json", "{not json"), ("application/json", "{\"apiKey\": 5}"), ("application/json", "{}")]
+    {
+        let r = app.send(Request::post("/iam/auth/token").header(header::CONTENT_TYPE, content_type).body(Body::from(body)).unwrap()).await;
+        assert_eq!((r.status, r.str("error")), (StatusCode::BAD_REQUEST, "invalid_request"), "{content_type} {body}");
     }
     let huge = app
         .send(
@@ -525,23 +309,9 @@ async fn last_used_at_is_recorded() {
     let admin = app.admin().await;
     let p = app.create_principal(&admin, "svc").await;
     let (_, key) = app.issue(&admin, &p).await;
-    let before = app
-        .call(
-            Method::GET,
-            &format!("/iam/api-keys/{p}/credentials"),
-            Some(&admin),
-            None,
-        )
-        .await;
+    let before = app.call(Method::GET, &format!("/iam/api-keys/{p}/credentials"), Some(&admin), None).await;
     assert!(before.body["items"][0]["lastUsedAt"].is_null());
     app.token(&key).await;
-    let after = app
-        .call(
-            Method::GET,
-            &format!("/iam/api-keys/{p}/credentials"),
-            Some(&admin),
-            None,
-        )
-        .await;
+    let after = app.call(Method::GET, &format!("/iam/api-keys/{p}/credentials"), Some(&admin), None).await;
     assert!(after.body["items"][0]["lastUsedAt"].is_string());
 }

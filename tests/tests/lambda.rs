@@ -22,14 +22,7 @@ struct Event {
 
 impl Event {
     fn new(method: &'static str, path: impl Into<String>) -> Self {
-        Self {
-            method,
-            path: path.into(),
-            query: "",
-            token: None,
-            content_type: None,
-            body: None,
-        }
+        Self { method, path: path.into(), query: "", token: None, content_type: None, body: None }
     }
     fn token(mut self, t: &str) -> Self {
         self.token = Some(t.to_owned());
@@ -74,20 +67,14 @@ impl Event {
 async fn invoke(routes: fn() -> Router<AppState>, state: &AppState, event: Event) -> (u16, Value) {
     let request: LambdaRequest = serde_json::from_value(event.to_json()).expect("payload v2 event");
     let mut adapter = Adapter::from(finish_router(routes(), state.clone()));
-    let response = adapter
-        .call(LambdaEvent::new(request, Context::default()))
-        .await
-        .expect("infallible");
+    let response = adapter.call(LambdaEvent::new(request, Context::default())).await.expect("infallible");
     let response = serde_json::to_value(&response).unwrap();
     let status = response["statusCode"].as_u64().unwrap() as u16;
     let body = match response["body"].as_str() {
         Some(raw) if !raw.is_empty() => serde_json::from_str(raw).unwrap_or(json!(raw)),
         _ => Value::Null,
     };
-    assert_eq!(
-        response["isBase64Encoded"], false,
-        "JSON answers are text: {response}"
-    );
+    assert_eq!(response["isBase64Encoded"], false, "JSON answers are text: {response}");
     (status, body)
 }
 
@@ -95,176 +82,71 @@ async fn invoke(routes: fn() -> Router<AppState>, state: &AppState, event: Event
 async fn every_function_answers_an_api_gateway_v2_event() {
     let app = TestApp::new().await;
     let s = &app.state;
-    let (status, body) = invoke(
-        exchange_token::routes,
-        s,
-        Event::new("POST", "/iam/auth/token").json(json!({"apiKey": app.acme_key})),
-    )
-    .await;
+    let (status, body) =
+        invoke(exchange_token::routes, s, Event::new("POST", "/iam/auth/token").json(json!({"apiKey": app.acme_key}))).await;
     assert_eq!(status, 200, "{body}");
     let admin = body["access_token"].as_str().unwrap().to_owned();
     let (id, secret) = app.acme_key.split_once('.').unwrap();
     let form = format!("grant_type=client_credentials&client_id={id}&client_secret={secret}");
-    let (status, _) = invoke(
-        exchange_token::routes,
-        s,
-        Event::new("POST", "/iam/auth/token").form(form),
-    )
-    .await;
+    let (status, _) = invoke(exchange_token::routes, s, Event::new("POST", "/iam/auth/token").form(form)).await;
     assert_eq!(status, 200);
 
-    let (status, p) = invoke(
-        create_principal::routes,
-        s,
-        Event::new("POST", "/iam/api-keys")
-            .token(&admin)
-            .json(json!({"displayName": "lambda"})),
-    )
-    .await;
+    let (status, p) =
+        invoke(create_principal::routes, s, Event::new("POST", "/iam/api-keys").token(&admin).json(json!({"displayName": "lambda"}))).await;
     assert_eq!(status, 201, "{p}");
     let pid = p["id"].as_str().unwrap().to_owned();
-    let (status, list) = invoke(
-        list_principals::routes,
-        s,
-        Event::new("GET", "/iam/api-keys")
-            .query("limit=10")
-            .token(&admin),
-    )
-    .await;
+    let (status, list) = invoke(list_principals::routes, s, Event::new("GET", "/iam/api-keys").query("limit=10").token(&admin)).await;
     assert_eq!(status, 200);
     assert_eq!(list["items"].as_array().unwrap().len(), 2);
-    let (status, got) = invoke(
-        get_principal::routes,
-        s,
-        Event::new("GET", format!("/iam/api-keys/{pid}")).token(&admin),
-    )
-    .await;
+    let (status, got) = invoke(get_principal::routes, s, Event::new("GET", format!("/iam/api-keys/{pid}")).token(&admin)).await;
     assert_eq!((status, got["id"].as_str()), (200, Some(pid.as_str())));
     let (status, _) = invoke(
         update_principal::routes,
         s,
-        Event::new("PATCH", format!("/iam/api-keys/{pid}"))
-            .token(&admin)
-            .json(json!({"displayName": "renamed"})),
+        Event::new("PATCH", format!("/iam/api-keys/{pid}")).token(&admin).json(json!({"displayName": "renamed"})),
     )
     .await;
     assert_eq!(status, 200);
 
     let creds = format!("/iam/api-keys/{pid}/credentials");
-    let (status, issued) = invoke(
-        issue_credential::routes,
-        s,
-        Event::new("POST", creds.clone())
-            .token(&admin)
-            .json(json!({"name": "k"})),
-    )
-    .await;
+    let (status, issued) =
+        invoke(issue_credential::routes, s, Event::new("POST", creds.clone()).token(&admin).json(json!({"name": "k"}))).await;
     assert_eq!(status, 201, "{issued}");
     let key_id = issued["credential"]["keyId"].as_str().unwrap().to_owned();
-    let (status, listed) = invoke(
-        list_credentials::routes,
-        s,
-        Event::new("GET", creds.clone())
-            .query("include=all")
-            .token(&admin),
-    )
-    .await;
-    assert_eq!(
-        (status, listed["items"].as_array().unwrap().len()),
-        (200, 1)
-    );
-    let (status, revoked) = invoke(
-        revoke_credential::routes,
-        s,
-        Event::new("POST", format!("{creds}/{key_id}/revoke")).token(&admin),
-    )
-    .await;
+    let (status, listed) = invoke(list_credentials::routes, s, Event::new("GET", creds.clone()).query("include=all").token(&admin)).await;
+    assert_eq!((status, listed["items"].as_array().unwrap().len()), (200, 1));
+    let (status, revoked) =
+        invoke(revoke_credential::routes, s, Event::new("POST", format!("{creds}/{key_id}/revoke")).token(&admin)).await;
     assert_eq!((status, revoked["status"].as_str()), (200, Some("Revoked")));
 
-    let (status, roles) = invoke(
-        list_roles::routes,
-        s,
-        Event::new("GET", "/iam/roles").token(&admin),
-    )
-    .await;
+    let (status, roles) = invoke(list_roles::routes, s, Event::new("GET", "/iam/roles").token(&admin)).await;
     assert_eq!((status, roles["items"].as_array().unwrap().len()), (200, 4));
     let role = json!({"name": "ops", "permissions": ["ops:run"], "principalTypes": ["ApiKey"]});
-    let (status, _) = invoke(
-        create_role::routes,
-        s,
-        Event::new("POST", "/iam/roles").token(&admin).json(role),
-    )
-    .await;
+    let (status, _) = invoke(create_role::routes, s, Event::new("POST", "/iam/roles").token(&admin).json(role)).await;
     assert_eq!(status, 201);
 
     let assignments = format!("/iam/api-keys/{pid}/role-assignments");
-    let (status, _) = invoke(
-        assign_role::routes,
-        s,
-        Event::new("PUT", format!("{assignments}/iam-viewer")).token(&admin),
-    )
-    .await;
+    let (status, _) = invoke(assign_role::routes, s, Event::new("PUT", format!("{assignments}/iam-viewer")).token(&admin)).await;
     assert_eq!(status, 201);
-    let (status, listed) = invoke(
-        list_role_assignments::routes,
-        s,
-        Event::new("GET", assignments.clone()).token(&admin),
-    )
-    .await;
-    assert_eq!(
-        (status, listed["items"].as_array().unwrap().len()),
-        (200, 1)
-    );
-    let (status, _) = invoke(
-        unassign_role::routes,
-        s,
-        Event::new("DELETE", format!("{assignments}/iam-viewer")).token(&admin),
-    )
-    .await;
+    let (status, listed) = invoke(list_role_assignments::routes, s, Event::new("GET", assignments.clone()).token(&admin)).await;
+    assert_eq!((status, listed["items"].as_array().unwrap().len()), (200, 1));
+    let (status, _) = invoke(unassign_role::routes, s, Event::new("DELETE", format!("{assignments}/iam-viewer")).token(&admin)).await;
     assert_eq!(status, 204);
 
-    let (status, jwks) = invoke(
-        jwks::routes,
-        s,
-        Event::new("GET", "/iam/.well-known/jwks.json"),
-    )
-    .await;
-    assert_eq!(
-        (status, jwks["keys"][0]["kty"].as_str()),
-        (200, Some("RSA"))
-    );
-    let (status, discovery) = invoke(
-        openid_configuration::routes,
-        s,
-        Event::new("GET", "/iam/.well-known/openid-configuration"),
-    )
-    .await;
-    assert_eq!(
-        (status, discovery["issuer"].as_str()),
-        (200, Some(iam_tests::ISSUER))
-    );
+    let (status, jwks) = invoke(jwks::routes, s, Event::new("GET", "/iam/.well-known/jwks.json")).await;
+    assert_eq!((status, jwks["keys"][0]["kty"].as_str()), (200, Some("RSA")));
+    let (status, discovery) = invoke(openid_configuration::routes, s, Event::new("GET", "/iam/.well-known/openid-configuration")).await;
+    assert_eq!((status, discovery["issuer"].as_str()), (200, Some(iam_tests::ISSUER)));
 }
 
 #[tokio::test]
 async fn lambda_errors_are_the_same_problems() {
     let app = TestApp::new().await;
-    let (status, body) = invoke(
-        list_principals::routes,
-        &app.state,
-        Event::new("GET", "/iam/api-keys"),
-    )
-    .await;
+    let (status, body) = invoke(list_principals::routes, &app.state, Event::new("GET", "/iam/api-keys")).await;
     assert_eq!((status, body["status"].as_u64()), (401, Some(401)));
-    let (status, body) = invoke(
-        exchange_token::routes,
-        &app.state,
-        Event::new("POST", "/iam/auth/token").json(json!({"apiKey": "ik_nope.nope"})),
-    )
-    .await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (401, Some("invalid_client"))
-    );
+    let (status, body) =
+        invoke(exchange_token::routes, &app.state, Event::new("POST", "/iam/auth/token").json(json!({"apiKey": "ik_nope.nope"}))).await;
+    assert_eq!((status, body["error"].as_str()), (401, Some("invalid_client")));
     // A function only serves its own route.
     let (status, _) = invoke(jwks::routes, &app.state, Event::new("GET", "/iam/api-keys")).await;
     assert_eq!(status, 404);

@@ -32,11 +32,7 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_flow_logs_no_secret() {
     let capture = Capture::default();
-    tracing_subscriber::fmt()
-        .json()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(capture.clone())
-        .init();
+    tracing_subscriber::fmt().json().with_max_level(tracing::Level::TRACE).with_writer(capture.clone()).init();
 
     let app = TestApp::new().await;
     let admin = app.admin().await;
@@ -45,55 +41,22 @@ async fn a_full_flow_logs_no_secret() {
     let (key_id, key) = app.issue(&admin, &p).await;
     let (id, secret) = key.split_once('.').unwrap();
     let token = app.token(&key).await;
-    assert_eq!(
-        app.call(Method::GET, "/iam/api-keys", Some(&token), None)
-            .await
-            .status,
-        StatusCode::OK
-    );
-    app.exchange_form(
-        &format!("grant_type=client_credentials&client_id={id}&client_secret={secret}"),
-        None,
-    )
-    .await;
-    app.exchange_form("grant_type=client_credentials", Some((id, secret)))
-        .await;
+    assert_eq!(app.call(Method::GET, "/iam/api-keys", Some(&token), None).await.status, StatusCode::OK);
+    app.exchange_form(&format!("grant_type=client_credentials&client_id={id}&client_secret={secret}"), None).await;
+    app.exchange_form("grant_type=client_credentials", Some((id, secret))).await;
     // Failures log their reasons; the reasons must not carry the inputs.
-    app.exchange_json(json!({"apiKey": format!("{key}x")}))
-        .await;
-    app.exchange_json(json!({"apiKey": format!("{id}.{}", &secret[1..])}))
-        .await;
+    app.exchange_json(json!({"apiKey": format!("{key}x")})).await;
+    app.exchange_json(json!({"apiKey": format!("{id}.{}", &secret[1..])})).await;
     app.exchange_form(&format!("grant_type=client_credentials&client_id={id}&client_secret={secret}&client_secret={secret}"), None).await;
-    app.call(
-        Method::GET,
-        "/iam/api-keys",
-        Some(&format!("{token}x")),
-        None,
-    )
-    .await;
-    app.call(
-        Method::POST,
-        &format!("/iam/api-keys/{p}/credentials/{key_id}/revoke"),
-        Some(&admin),
-        None,
-    )
-    .await;
+    app.call(Method::GET, "/iam/api-keys", Some(&format!("{token}x")), None).await;
+    app.call(Method::POST, &format!("/iam/api-keys/{p}/credentials/{key_id}/revoke"), Some(&admin), None).await;
     let refused = app.exchange_json(json!({"apiKey": key})).await;
     assert_eq!(refused.str("error"), "invalid_grant");
 
     let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
-    for action in [
-        "org.bootstrap",
-        "principal.create",
-        "role_assignment.assign",
-        "credential.issue",
-        "token.exchange",
-        "credential.revoke",
-    ] {
-        assert!(
-            logs.contains(&format!("\"action\":\"{action}\"")),
-            "missing audit event {action}"
-        );
+    for action in ["org.bootstrap", "principal.create", "role_assignment.assign", "credential.issue", "token.exchange", "credential.revoke"]
+    {
+        assert!(logs.contains(&format!("\"action\":\"{action}\"")), "missing audit event {action}");
     }
     assert!(logs.contains("\"outcome\":\"failure\"") && logs.contains("\"actor\":\"akp_"));
 
@@ -108,12 +71,7 @@ async fn a_full_flow_logs_no_secret() {
         ("private key".into(), "PRIVATE KEY".into()),
     ];
     let pem = iam_tests::signing_key();
-    for line in pem
-        .private_key_pem
-        .expose_secret()
-        .lines()
-        .filter(|l| !l.starts_with("-----"))
-    {
+    for line in pem.private_key_pem.expose_secret().lines().filter(|l| !l.starts_with("-----")) {
         forbidden.push(("private key body".into(), line.to_owned()));
     }
     for (what, needle) in forbidden {

@@ -10,33 +10,24 @@ async fn principal_lifecycle() {
     let app = TestApp::new().await;
     let admin = app.admin().await;
     let r = app
-        .call(Method::POST, "/iam/api-keys", Some(&admin), Some(json!({"displayName": " billing job ", "status": "Suspended", "expiresAt": "2099-01-01T00:00:00+02:00"})))
+        .call(
+            Method::POST,
+            "/iam/api-keys",
+            Some(&admin),
+            Some(json!({"displayName": " billing job ", "status": "Suspended", "expiresAt": "2099-01-01T00:00:00+02:00"})),
+        )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.raw);
     let id = r.str("id").to_owned();
-    assert_eq!(
-        r.header("location"),
-        Some(format!("/iam/api-keys/{id}").as_str())
-    );
+    assert_eq!(r.header("location"), Some(format!("/iam/api-keys/{id}").as_str()));
     assert_eq!(r.str("displayName"), "billing job");
     assert_eq!(r.str("status"), "Suspended");
     assert_eq!(r.str("type"), "ApiKey");
     assert_eq!(r.str("orgId"), "acme");
-    assert_eq!(
-        r.str("expiresAt"),
-        "2098-12-31T22:00:00Z",
-        "normalised to UTC"
-    );
+    assert_eq!(r.str("expiresAt"), "2098-12-31T22:00:00Z", "normalised to UTC");
     assert_eq!(r.body["version"], 1);
 
-    let got = app
-        .call(
-            Method::GET,
-            &format!("/iam/api-keys/{id}"),
-            Some(&admin),
-            None,
-        )
-        .await;
+    let got = app.call(Method::GET, &format!("/iam/api-keys/{id}"), Some(&admin), None).await;
     assert_eq!(got.status, StatusCode::OK);
     assert_eq!(got.body, r.body);
 
@@ -53,47 +44,16 @@ async fn principal_lifecycle() {
     assert_eq!(patched.body["version"], 2);
     assert!(patched.body.get("expiresAt").is_none(), "expiry cleared");
 
-    let same = app
-        .call(
-            Method::PATCH,
-            &format!("/iam/api-keys/{id}"),
-            Some(&admin),
-            Some(json!({})),
-        )
-        .await;
+    let same = app.call(Method::PATCH, &format!("/iam/api-keys/{id}"), Some(&admin), Some(json!({}))).await;
     assert_eq!(same.body["version"], 2, "an empty patch changes nothing");
 
-    let revoked = app
-        .call(
-            Method::PATCH,
-            &format!("/iam/api-keys/{id}"),
-            Some(&admin),
-            Some(json!({"status": "Revoked"})),
-        )
-        .await;
+    let revoked = app.call(Method::PATCH, &format!("/iam/api-keys/{id}"), Some(&admin), Some(json!({"status": "Revoked"}))).await;
     assert_eq!(revoked.status, StatusCode::OK);
-    let back = app
-        .call(
-            Method::PATCH,
-            &format!("/iam/api-keys/{id}"),
-            Some(&admin),
-            Some(json!({"status": "Active"})),
-        )
-        .await;
+    let back = app.call(Method::PATCH, &format!("/iam/api-keys/{id}"), Some(&admin), Some(json!({"status": "Active"}))).await;
     assert_eq!(back.status, StatusCode::CONFLICT, "{}", back.raw);
-    assert_eq!(
-        back.header("content-type"),
-        Some("application/problem+json")
-    );
+    assert_eq!(back.header("content-type"), Some("application/problem+json"));
     assert!(back.str("detail").contains("terminal"));
-    let rename = app
-        .call(
-            Method::PATCH,
-            &format!("/iam/api-keys/{id}"),
-            Some(&admin),
-            Some(json!({"displayName": "x"})),
-        )
-        .await;
+    let rename = app.call(Method::PATCH, &format!("/iam/api-keys/{id}"), Some(&admin), Some(json!({"displayName": "x"}))).await;
     assert_eq!(rename.status, StatusCode::CONFLICT);
 }
 
@@ -107,34 +67,15 @@ async fn bad_principal_input_is_a_clear_400_and_writes_nothing() {
         (json!({"displayName": "x".repeat(129)}), "1-128"),
         (json!({"displayName": "a\u{0007}b"}), "control"),
         (json!({"displayName": 5}), "invalid type"),
-        (
-            json!({"displayName": "ok", "status": "Deleted"}),
-            "unknown variant",
-        ),
-        (
-            json!({"displayName": "ok", "status": "Revoked"}),
-            "Active or Suspended",
-        ),
-        (
-            json!({"displayName": "ok", "expiresAt": "tomorrow"}),
-            "invalid",
-        ),
-        (
-            json!({"displayName": "ok", "expiresAt": "2001-01-01T00:00:00Z"}),
-            "future",
-        ),
+        (json!({"displayName": "ok", "status": "Deleted"}), "unknown variant"),
+        (json!({"displayName": "ok", "status": "Revoked"}), "Active or Suspended"),
+        (json!({"displayName": "ok", "expiresAt": "tomorrow"}), "invalid"),
+        (json!({"displayName": "ok", "expiresAt": "2001-01-01T00:00:00Z"}), "future"),
         (json!({"displayName": "ok", "owner": "me"}), "unknown field"),
         (json!([1, 2]), "invalid type"),
     ];
     for (body, needle) in cases {
-        let r = app
-            .call(
-                Method::POST,
-                "/iam/api-keys",
-                Some(&admin),
-                Some(body.clone()),
-            )
-            .await;
+        let r = app.call(Method::POST, "/iam/api-keys", Some(&admin), Some(body.clone())).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}: {}", r.raw);
         assert_eq!(r.header("content-type"), Some("application/problem+json"));
         assert!(r.str("detail").contains(needle), "{body}: {}", r.raw);
@@ -151,32 +92,17 @@ async fn bad_principal_input_is_a_clear_400_and_writes_nothing() {
         .header(header::CONTENT_TYPE, "text/plain")
         .body(Body::from("displayName=x"))
         .unwrap();
-    assert_eq!(
-        app.send(wrong_type).await.status,
-        StatusCode::UNSUPPORTED_MEDIA_TYPE
-    );
+    assert_eq!(app.send(wrong_type).await.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     let huge = Request::post("/iam/api-keys")
         .header(header::AUTHORIZATION, format!("Bearer {admin}"))
         .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(format!(
-            "{{\"displayName\": \"{}\"}}",
-            "x".repeat(70 * 1024)
-        )))
+        .body(Body::from(format!("{{\"displayName\": \"{}\"}}", "x".repeat(70 * 1024))))
         .unwrap();
     assert_eq!(app.send(huge).await.status, StatusCode::PAYLOAD_TOO_LARGE);
-    let list = app
-        .call(Method::GET, "/iam/api-keys", Some(&admin), None)
-        .await;
-    assert_eq!(
-        list.body["items"].as_array().unwrap().len(),
-        1,
-        "only the bootstrap admin: {}",
-        list.raw
-    );
+    let list = app.call(Method::GET, "/iam/api-keys", Some(&admin), None).await;
+    assert_eq!(list.body["items"].as_array().unwrap().len(), 1, "only the bootstrap admin: {}", list.raw);
 
-    let bad_id = app
-        .call(Method::GET, "/iam/api-keys/not-an-id", Some(&admin), None)
-        .await;
+    let bad_id = app.call(Method::GET, "/iam/api-keys/not-an-id", Some(&admin), None).await;
     assert_eq!(bad_id.status, StatusCode::BAD_REQUEST);
     assert!(bad_id.str("detail").contains("principal id"));
 }
@@ -186,42 +112,18 @@ async fn authentication_and_permission_failures() {
     let app = TestApp::new().await;
     let none = app.call(Method::GET, "/iam/api-keys", None, None).await;
     assert_eq!(none.status, StatusCode::UNAUTHORIZED);
-    assert!(
-        none.header("www-authenticate")
-            .unwrap()
-            .starts_with("Bearer")
-    );
-    assert_eq!(
-        none.header("content-type"),
-        Some("application/problem+json")
-    );
+    assert!(none.header("www-authenticate").unwrap().starts_with("Bearer"));
+    assert_eq!(none.header("content-type"), Some("application/problem+json"));
     for bad in ["garbage", "a.b.c", &"x".repeat(10_000)] {
-        assert_eq!(
-            app.call(Method::GET, "/iam/api-keys", Some(bad), None)
-                .await
-                .status,
-            StatusCode::UNAUTHORIZED
-        );
+        assert_eq!(app.call(Method::GET, "/iam/api-keys", Some(bad), None).await.status, StatusCode::UNAUTHORIZED);
     }
-    let basic = Request::get("/iam/api-keys")
-        .header(header::AUTHORIZATION, "Basic Zm9vOmJhcg==")
-        .body(Body::empty())
-        .unwrap();
+    let basic = Request::get("/iam/api-keys").header(header::AUTHORIZATION, "Basic Zm9vOmJhcg==").body(Body::empty()).unwrap();
     assert_eq!(app.send(basic).await.status, StatusCode::UNAUTHORIZED);
 
     // A token for another audience is not a management token.
-    let narrowed = app
-        .exchange_json(json!({"apiKey": app.acme_key, "audience": iam_tests::OTHER_AUDIENCE}))
-        .await;
+    let narrowed = app.exchange_json(json!({"apiKey": app.acme_key, "audience": iam_tests::OTHER_AUDIENCE})).await;
     assert_eq!(narrowed.status, StatusCode::OK, "{}", narrowed.raw);
-    let r = app
-        .call(
-            Method::GET,
-            "/iam/api-keys",
-            Some(narrowed.str("access_token")),
-            None,
-        )
-        .await;
+    let r = app.call(Method::GET, "/iam/api-keys", Some(narrowed.str("access_token")), None).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
 
     let admin = app.admin().await;
@@ -229,43 +131,17 @@ async fn authentication_and_permission_failures() {
     app.assign(&admin, &viewer, "iam-viewer").await;
     let (_, viewer_key) = app.issue(&admin, &viewer).await;
     let viewer_token = app.token(&viewer_key).await;
-    assert_eq!(
-        app.call(Method::GET, "/iam/api-keys", Some(&viewer_token), None)
-            .await
-            .status,
-        StatusCode::OK
-    );
-    let forbidden = app
-        .call(
-            Method::POST,
-            "/iam/api-keys",
-            Some(&viewer_token),
-            Some(json!({"displayName": "x"})),
-        )
-        .await;
+    assert_eq!(app.call(Method::GET, "/iam/api-keys", Some(&viewer_token), None).await.status, StatusCode::OK);
+    let forbidden = app.call(Method::POST, "/iam/api-keys", Some(&viewer_token), Some(json!({"displayName": "x"}))).await;
     assert_eq!(forbidden.status, StatusCode::FORBIDDEN);
     assert!(forbidden.str("detail").contains("iam:api-keys:write"));
 
     // A scope narrowed at exchange time is what the token may do.
-    let read_only = app
-        .exchange_json(json!({"apiKey": app.acme_key, "scope": "iam:api-keys:read"}))
-        .await;
+    let read_only = app.exchange_json(json!({"apiKey": app.acme_key, "scope": "iam:api-keys:read"})).await;
     let read_only = read_only.str("access_token").to_owned();
+    assert_eq!(app.call(Method::GET, "/iam/api-keys", Some(&read_only), None).await.status, StatusCode::OK);
     assert_eq!(
-        app.call(Method::GET, "/iam/api-keys", Some(&read_only), None)
-            .await
-            .status,
-        StatusCode::OK
-    );
-    assert_eq!(
-        app.call(
-            Method::POST,
-            "/iam/api-keys",
-            Some(&read_only),
-            Some(json!({"displayName": "x"}))
-        )
-        .await
-        .status,
+        app.call(Method::POST, "/iam/api-keys", Some(&read_only), Some(json!({"displayName": "x"}))).await.status,
         StatusCode::FORBIDDEN
     );
 }
@@ -283,22 +159,12 @@ async fn principal_without_roles_gets_a_token_and_403_everywhere() {
     let routes = [
         (Method::GET, "/iam/api-keys".to_owned(), "iam:api-keys:read"),
         (Method::POST, "/iam/roles".to_owned(), "iam:roles:write"),
-        (
-            Method::POST,
-            format!("/iam/api-keys/{p}/credentials"),
-            "iam:credentials:write",
-        ),
-        (
-            Method::PUT,
-            format!("/iam/api-keys/{p}/role-assignments/iam-viewer"),
-            "iam:role-assignments:write",
-        ),
+        (Method::POST, format!("/iam/api-keys/{p}/credentials"), "iam:credentials:write"),
+        (Method::PUT, format!("/iam/api-keys/{p}/role-assignments/iam-viewer"), "iam:role-assignments:write"),
     ];
     for (method, uri, perm) in routes {
         let body = match uri.as_str() {
-            "/iam/roles" => {
-                Some(json!({"name": "x", "permissions": ["a:b"], "principalTypes": ["ApiKey"]}))
-            }
+            "/iam/roles" => Some(json!({"name": "x", "permissions": ["a:b"], "principalTypes": ["ApiKey"]})),
             _ if method == Method::POST => Some(json!({"name": "x"})),
             _ => None,
         };
@@ -316,55 +182,17 @@ async fn revoking_or_suspending_an_admin_cuts_management_access_at_once() {
     app.assign(&admin, &second, "iam-admin").await;
     let (second_key_id, second_key) = app.issue(&admin, &second).await;
     let second_token = app.token(&second_key).await;
-    assert_eq!(
-        app.call(Method::GET, "/iam/api-keys", Some(&second_token), None)
-            .await
-            .status,
-        StatusCode::OK
-    );
+    assert_eq!(app.call(Method::GET, "/iam/api-keys", Some(&second_token), None).await.status, StatusCode::OK);
 
-    let suspend = app
-        .call(
-            Method::PATCH,
-            &format!("/iam/api-keys/{second}"),
-            Some(&admin),
-            Some(json!({"status": "Suspended"})),
-        )
-        .await;
+    let suspend = app.call(Method::PATCH, &format!("/iam/api-keys/{second}"), Some(&admin), Some(json!({"status": "Suspended"}))).await;
     assert_eq!(suspend.status, StatusCode::OK);
-    assert_eq!(
-        app.call(Method::GET, "/iam/api-keys", Some(&second_token), None)
-            .await
-            .status,
-        StatusCode::UNAUTHORIZED
-    );
-    app.call(
-        Method::PATCH,
-        &format!("/iam/api-keys/{second}"),
-        Some(&admin),
-        Some(json!({"status": "Active"})),
-    )
-    .await;
-    assert_eq!(
-        app.call(Method::GET, "/iam/api-keys", Some(&second_token), None)
-            .await
-            .status,
-        StatusCode::OK
-    );
+    assert_eq!(app.call(Method::GET, "/iam/api-keys", Some(&second_token), None).await.status, StatusCode::UNAUTHORIZED);
+    app.call(Method::PATCH, &format!("/iam/api-keys/{second}"), Some(&admin), Some(json!({"status": "Active"}))).await;
+    assert_eq!(app.call(Method::GET, "/iam/api-keys", Some(&second_token), None).await.status, StatusCode::OK);
 
     let revoke = format!("/iam/api-keys/{second}/credentials/{second_key_id}/revoke");
-    assert_eq!(
-        app.call(Method::POST, &revoke, Some(&admin), None)
-            .await
-            .status,
-        StatusCode::OK
-    );
-    assert_eq!(
-        app.call(Method::GET, "/iam/api-keys", Some(&second_token), None)
-            .await
-            .status,
-        StatusCode::UNAUTHORIZED
-    );
+    assert_eq!(app.call(Method::POST, &revoke, Some(&admin), None).await.status, StatusCode::OK);
+    assert_eq!(app.call(Method::GET, "/iam/api-keys", Some(&second_token), None).await.status, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]
@@ -390,22 +218,8 @@ async fn listing_paginates_and_validates() {
     assert_eq!(seen.len(), 5);
     seen.dedup();
     assert_eq!(seen.len(), 5);
-    for bad in [
-        "limit=0",
-        "limit=101",
-        "limit=abc",
-        "cursor=nope",
-        "limit=1&limit=2",
-        "sort=name",
-    ] {
-        let r = app
-            .call(
-                Method::GET,
-                &format!("/iam/api-keys?{bad}"),
-                Some(&admin),
-                None,
-            )
-            .await;
+    for bad in ["limit=0", "limit=101", "limit=abc", "cursor=nope", "limit=1&limit=2", "sort=name"] {
+        let r = app.call(Method::GET, &format!("/iam/api-keys?{bad}"), Some(&admin), None).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.raw);
     }
 }
@@ -419,58 +233,22 @@ async fn objects_of_another_organisation_answer_404() {
     let (key_id, _) = app.issue(&acme, &p).await;
     let routes = [
         (Method::GET, format!("/iam/api-keys/{p}"), None),
-        (
-            Method::PATCH,
-            format!("/iam/api-keys/{p}"),
-            Some(json!({"status": "Suspended"})),
-        ),
-        (
-            Method::POST,
-            format!("/iam/api-keys/{p}/credentials"),
-            Some(json!({"name": "x"})),
-        ),
+        (Method::PATCH, format!("/iam/api-keys/{p}"), Some(json!({"status": "Suspended"}))),
+        (Method::POST, format!("/iam/api-keys/{p}/credentials"), Some(json!({"name": "x"}))),
         (Method::GET, format!("/iam/api-keys/{p}/credentials"), None),
-        (
-            Method::POST,
-            format!("/iam/api-keys/{p}/credentials/{key_id}/revoke"),
-            None,
-        ),
-        (
-            Method::GET,
-            format!("/iam/api-keys/{p}/role-assignments"),
-            None,
-        ),
-        (
-            Method::PUT,
-            format!("/iam/api-keys/{p}/role-assignments/iam-viewer"),
-            None,
-        ),
-        (
-            Method::DELETE,
-            format!("/iam/api-keys/{p}/role-assignments/iam-viewer"),
-            None,
-        ),
+        (Method::POST, format!("/iam/api-keys/{p}/credentials/{key_id}/revoke"), None),
+        (Method::GET, format!("/iam/api-keys/{p}/role-assignments"), None),
+        (Method::PUT, format!("/iam/api-keys/{p}/role-assignments/iam-viewer"), None),
+        (Method::DELETE, format!("/iam/api-keys/{p}/role-assignments/iam-viewer"), None),
     ];
     for (method, uri, body) in routes {
         let r = app.call(method.clone(), &uri, Some(&globex), body).await;
         assert_eq!(r.status, StatusCode::NOT_FOUND, "{method} {uri}: {}", r.raw);
     }
-    let list = app
-        .call(Method::GET, "/iam/api-keys", Some(&globex), None)
-        .await;
+    let list = app.call(Method::GET, "/iam/api-keys", Some(&globex), None).await;
     assert!(!list.raw.contains(&p));
-    let still = app
-        .call(
-            Method::GET,
-            &format!("/iam/api-keys/{p}/credentials"),
-            Some(&acme),
-            None,
-        )
-        .await;
-    assert_eq!(
-        still.body["items"][0]["status"], "Active",
-        "the other org's calls changed nothing"
-    );
+    let still = app.call(Method::GET, &format!("/iam/api-keys/{p}/credentials"), Some(&acme), None).await;
+    assert_eq!(still.body["items"][0]["status"], "Active", "the other org's calls changed nothing");
 }
 
 #[tokio::test]
@@ -479,14 +257,7 @@ async fn credential_issue_list_revoke() {
     let admin = app.admin().await;
     let p = app.create_principal(&admin, "svc").await;
     let uri = format!("/iam/api-keys/{p}/credentials");
-    let r = app
-        .call(
-            Method::POST,
-            &uri,
-            Some(&admin),
-            Some(json!({"name": "deploy", "expiresAt": "2099-01-01T00:00:00Z"})),
-        )
-        .await;
+    let r = app.call(Method::POST, &uri, Some(&admin), Some(json!({"name": "deploy", "expiresAt": "2099-01-01T00:00:00Z"}))).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.raw);
     assert_eq!(r.header("cache-control"), Some("no-store"));
     let key = r.str("apiKey").to_owned();
@@ -513,71 +284,24 @@ async fn credential_issue_list_revoke() {
     assert_eq!(again.body, first.body, "idempotent");
 
     let active = app.call(Method::GET, &uri, Some(&admin), None).await;
-    let ids: Vec<_> = active.body["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["keyId"].as_str().unwrap().to_owned())
-        .collect();
+    let ids: Vec<_> = active.body["items"].as_array().unwrap().iter().map(|c| c["keyId"].as_str().unwrap().to_owned()).collect();
     assert_eq!(ids, vec![second.clone()]);
-    let all = app
-        .call(
-            Method::GET,
-            &format!("{uri}?include=all"),
-            Some(&admin),
-            None,
-        )
-        .await;
+    let all = app.call(Method::GET, &format!("{uri}?include=all"), Some(&admin), None).await;
     assert_eq!(all.body["items"].as_array().unwrap().len(), 2);
-    assert_eq!(
-        app.call(
-            Method::GET,
-            &format!("{uri}?include=everything"),
-            Some(&admin),
-            None
-        )
-        .await
-        .status,
-        StatusCode::BAD_REQUEST
-    );
+    assert_eq!(app.call(Method::GET, &format!("{uri}?include=everything"), Some(&admin), None).await.status, StatusCode::BAD_REQUEST);
 
-    let missing = app
-        .call(
-            Method::POST,
-            &format!("{uri}/0000000000000000000000/revoke"),
-            Some(&admin),
-            None,
-        )
-        .await;
+    let missing = app.call(Method::POST, &format!("{uri}/0000000000000000000000/revoke"), Some(&admin), None).await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
-    let bad = app
-        .call(
-            Method::POST,
-            &format!("{uri}/nope/revoke"),
-            Some(&admin),
-            None,
-        )
-        .await;
+    let bad = app.call(Method::POST, &format!("{uri}/nope/revoke"), Some(&admin), None).await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
 
     for (body, status) in [
         (json!({}), StatusCode::BAD_REQUEST),
         (json!({"name": "x".repeat(65)}), StatusCode::BAD_REQUEST),
-        (
-            json!({"name": "x", "expiresAt": "2000-01-01T00:00:00Z"}),
-            StatusCode::BAD_REQUEST,
-        ),
-        (
-            json!({"name": "x", "secret": "mine"}),
-            StatusCode::BAD_REQUEST,
-        ),
+        (json!({"name": "x", "expiresAt": "2000-01-01T00:00:00Z"}), StatusCode::BAD_REQUEST),
+        (json!({"name": "x", "secret": "mine"}), StatusCode::BAD_REQUEST),
     ] {
-        assert_eq!(
-            app.call(Method::POST, &uri, Some(&admin), Some(body))
-                .await
-                .status,
-            status
-        );
+        assert_eq!(app.call(Method::POST, &uri, Some(&admin), Some(body)).await.status, status);
     }
 }
 
@@ -590,42 +314,15 @@ async fn credential_limits_and_revoked_principals() {
         app.issue(&admin, &p).await;
     }
     let uri = format!("/iam/api-keys/{p}/credentials");
-    let r = app
-        .call(
-            Method::POST,
-            &uri,
-            Some(&admin),
-            Some(json!({"name": "eleventh"})),
-        )
-        .await;
+    let r = app.call(Method::POST, &uri, Some(&admin), Some(json!({"name": "eleventh"}))).await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.raw);
     assert!(r.str("detail").contains("10 active credentials"));
 
     let q = app.create_principal(&admin, "gone").await;
-    app.call(
-        Method::PATCH,
-        &format!("/iam/api-keys/{q}"),
-        Some(&admin),
-        Some(json!({"status": "Revoked"})),
-    )
-    .await;
-    let r = app
-        .call(
-            Method::POST,
-            &format!("/iam/api-keys/{q}/credentials"),
-            Some(&admin),
-            Some(json!({"name": "late"})),
-        )
-        .await;
+    app.call(Method::PATCH, &format!("/iam/api-keys/{q}"), Some(&admin), Some(json!({"status": "Revoked"}))).await;
+    let r = app.call(Method::POST, &format!("/iam/api-keys/{q}/credentials"), Some(&admin), Some(json!({"name": "late"}))).await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.raw);
-    let r = app
-        .call(
-            Method::PUT,
-            &format!("/iam/api-keys/{q}/role-assignments/iam-viewer"),
-            Some(&admin),
-            None,
-        )
-        .await;
+    let r = app.call(Method::PUT, &format!("/iam/api-keys/{q}/role-assignments/iam-viewer"), Some(&admin), None).await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.raw);
 }
 
@@ -633,49 +330,25 @@ async fn credential_limits_and_revoked_principals() {
 async fn roles_list_and_define() {
     let app = TestApp::new().await;
     let admin = app.admin().await;
-    let list = app
-        .call(Method::GET, "/iam/roles", Some(&admin), None)
-        .await;
+    let list = app.call(Method::GET, "/iam/roles", Some(&admin), None).await;
     assert_eq!(list.status, StatusCode::OK);
-    let names: Vec<_> = list.body["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["id"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(
-        names,
-        ["iam-admin", "iam-viewer", "org-owner", "device-provisioner"]
-    );
+    let names: Vec<_> = list.body["items"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(names, ["iam-admin", "iam-viewer", "org-owner", "device-provisioner"]);
     assert_eq!(list.body["items"][2]["principalTypes"], json!(["User"]));
 
-    let body = json!({"name": "deployer", "description": "CI deploys", "permissions": ["ci:deploy", "ci:deploy"], "principalTypes": ["ApiKey"]});
-    let r = app
-        .call(Method::POST, "/iam/roles", Some(&admin), Some(body.clone()))
-        .await;
+    let body =
+        json!({"name": "deployer", "description": "CI deploys", "permissions": ["ci:deploy", "ci:deploy"], "principalTypes": ["ApiKey"]});
+    let r = app.call(Method::POST, "/iam/roles", Some(&admin), Some(body.clone())).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.raw);
     assert!(r.str("id").starts_with("role_"));
     assert_eq!(r.body["permissions"], json!(["ci:deploy"]));
     assert_eq!(r.body["builtIn"], false);
-    assert_eq!(
-        app.call(Method::POST, "/iam/roles", Some(&admin), Some(body))
-            .await
-            .status,
-        StatusCode::CONFLICT
-    );
-    let listed = app
-        .call(Method::GET, "/iam/roles", Some(&admin), None)
-        .await;
+    assert_eq!(app.call(Method::POST, "/iam/roles", Some(&admin), Some(body)).await.status, StatusCode::CONFLICT);
+    let listed = app.call(Method::GET, "/iam/roles", Some(&admin), None).await;
     assert_eq!(listed.body["items"].as_array().unwrap().len(), 5);
     let globex = app.token(&app.globex_key).await;
-    let theirs = app
-        .call(Method::GET, "/iam/roles", Some(&globex), None)
-        .await;
-    assert_eq!(
-        theirs.body["items"].as_array().unwrap().len(),
-        4,
-        "org roles stay in their org"
-    );
+    let theirs = app.call(Method::GET, "/iam/roles", Some(&globex), None).await;
+    assert_eq!(theirs.body["items"].as_array().unwrap().len(), 4, "org roles stay in their org");
 
     for bad in [
         json!({"name": "x", "permissions": [], "principalTypes": ["ApiKey"]}),
@@ -686,18 +359,11 @@ async fn roles_list_and_define() {
         json!({"name": "x", "description": "d".repeat(513), "permissions": ["a:b"], "principalTypes": ["ApiKey"]}),
         json!({"permissions": ["a:b"], "principalTypes": ["ApiKey"]}),
     ] {
-        let r = app
-            .call(Method::POST, "/iam/roles", Some(&admin), Some(bad.clone()))
-            .await;
+        let r = app.call(Method::POST, "/iam/roles", Some(&admin), Some(bad.clone())).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.raw);
     }
     let shadow = json!({"name": "iam-admin", "permissions": ["a:b"], "principalTypes": ["ApiKey"]});
-    assert_eq!(
-        app.call(Method::POST, "/iam/roles", Some(&admin), Some(shadow))
-            .await
-            .status,
-        StatusCode::CONFLICT
-    );
+    assert_eq!(app.call(Method::POST, "/iam/roles", Some(&admin), Some(shadow)).await.status, StatusCode::CONFLICT);
 }
 
 #[tokio::test]
@@ -708,131 +374,42 @@ async fn role_assignment_rules() {
     let p = app.create_principal(&admin, "svc").await;
     let base = format!("/iam/api-keys/{p}/role-assignments");
 
-    let first = app
-        .call(
-            Method::PUT,
-            &format!("{base}/device-provisioner"),
-            Some(&admin),
-            None,
-        )
-        .await;
+    let first = app.call(Method::PUT, &format!("{base}/device-provisioner"), Some(&admin), None).await;
     assert_eq!(first.status, StatusCode::CREATED, "{}", first.raw);
     assert_eq!(first.str("roleId"), "device-provisioner");
-    let again = app
-        .call(
-            Method::PUT,
-            &format!("{base}/device-provisioner"),
-            Some(&admin),
-            None,
-        )
-        .await;
+    let again = app.call(Method::PUT, &format!("{base}/device-provisioner"), Some(&admin), None).await;
     assert_eq!(again.status, StatusCode::OK);
     assert_eq!(again.body, first.body);
 
-    let owner = app
-        .call(
-            Method::PUT,
-            &format!("{base}/org-owner"),
-            Some(&admin),
-            None,
-        )
-        .await;
+    let owner = app.call(Method::PUT, &format!("{base}/org-owner"), Some(&admin), None).await;
     assert_eq!(owner.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(owner.str("detail").contains("does not support ApiKey"));
-    let unknown = app
-        .call(
-            Method::PUT,
-            &format!("{base}/no-such-role"),
-            Some(&admin),
-            None,
-        )
-        .await;
+    let unknown = app.call(Method::PUT, &format!("{base}/no-such-role"), Some(&admin), None).await;
     assert_eq!(unknown.status, StatusCode::UNPROCESSABLE_ENTITY);
-    let bad = app
-        .call(
-            Method::PUT,
-            &format!("{base}/Bad%20Role"),
-            Some(&admin),
-            None,
-        )
-        .await;
+    let bad = app.call(Method::PUT, &format!("{base}/Bad%20Role"), Some(&admin), None).await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
 
     let theirs = app
-        .call(
-            Method::POST,
-            "/iam/roles",
-            Some(&globex),
-            Some(json!({"name": "g", "permissions": ["g:x"], "principalTypes": ["ApiKey"]})),
-        )
+        .call(Method::POST, "/iam/roles", Some(&globex), Some(json!({"name": "g", "permissions": ["g:x"], "principalTypes": ["ApiKey"]})))
         .await;
     let their_role = theirs.str("id").to_owned();
-    let cross = app
-        .call(
-            Method::PUT,
-            &format!("{base}/{their_role}"),
-            Some(&admin),
-            None,
-        )
-        .await;
-    assert_eq!(
-        cross.status,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "another org's role is not available: {}",
-        cross.raw
-    );
-    assert_eq!(
-        cross.body["detail"],
-        unknown.body["detail"]
-            .as_str()
-            .unwrap()
-            .replace("no-such-role", &their_role)
-    );
+    let cross = app.call(Method::PUT, &format!("{base}/{their_role}"), Some(&admin), None).await;
+    assert_eq!(cross.status, StatusCode::UNPROCESSABLE_ENTITY, "another org's role is not available: {}", cross.raw);
+    assert_eq!(cross.body["detail"], unknown.body["detail"].as_str().unwrap().replace("no-such-role", &their_role));
 
     let users_only = app
-        .call(
-            Method::POST,
-            "/iam/roles",
-            Some(&admin),
-            Some(json!({"name": "humans", "permissions": ["h:x"], "principalTypes": ["User"]})),
-        )
+        .call(Method::POST, "/iam/roles", Some(&admin), Some(json!({"name": "humans", "permissions": ["h:x"], "principalTypes": ["User"]})))
         .await;
-    let r = app
-        .call(
-            Method::PUT,
-            &format!("{base}/{}", users_only.str("id")),
-            Some(&admin),
-            None,
-        )
-        .await;
+    let r = app.call(Method::PUT, &format!("{base}/{}", users_only.str("id")), Some(&admin), None).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
 
     let list = app.call(Method::GET, &base, Some(&admin), None).await;
     assert_eq!(list.body["items"].as_array().unwrap().len(), 1);
-    let del = app
-        .call(
-            Method::DELETE,
-            &format!("{base}/device-provisioner"),
-            Some(&admin),
-            None,
-        )
-        .await;
+    let del = app.call(Method::DELETE, &format!("{base}/device-provisioner"), Some(&admin), None).await;
     assert_eq!(del.status, StatusCode::NO_CONTENT);
-    let del_again = app
-        .call(
-            Method::DELETE,
-            &format!("{base}/device-provisioner"),
-            Some(&admin),
-            None,
-        )
-        .await;
+    let del_again = app.call(Method::DELETE, &format!("{base}/device-provisioner"), Some(&admin), None).await;
     assert_eq!(del_again.status, StatusCode::NOT_FOUND);
-    assert!(
-        app.call(Method::GET, &base, Some(&admin), None).await.body["items"]
-            .as_array()
-            .unwrap()
-            .is_empty()
-    );
+    assert!(app.call(Method::GET, &base, Some(&admin), None).await.body["items"].as_array().unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -849,9 +426,7 @@ async fn unknown_routes_and_methods_are_problems() {
 async fn malformed_paths_are_problems_too() {
     let app = TestApp::new().await;
     let admin = app.admin().await;
-    let r = app
-        .call(Method::GET, "/iam/api-keys/%FF%FE", Some(&admin), None)
-        .await;
+    let r = app.call(Method::GET, "/iam/api-keys/%FF%FE", Some(&admin), None).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.raw);
     assert_eq!(r.header("content-type"), Some("application/problem+json"));
 }

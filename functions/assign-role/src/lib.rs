@@ -8,10 +8,7 @@ use axum::{Json, Router};
 use iam_api::{ApiError, AppState, Authenticated, PathParams, parse_path};
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route(
-        "/iam/api-keys/{principal_id}/role-assignments/{role_id}",
-        put(assign_role),
-    )
+    Router::new().route("/iam/api-keys/{principal_id}/role-assignments/{role_id}", put(assign_role))
 }
 
 async fn assign_role(
@@ -22,10 +19,6 @@ async fn assign_role(
     let id = parse_path(&principal_id)?;
     let role_id = parse_path(&role_id)?;
     let (assignment, created) = iam.assign_role(&caller, &id, &role_id).await?;
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(assignment)))
 }

@@ -30,16 +30,8 @@ async fn create_principal(
     Authenticated(caller): Authenticated,
     JsonBody(body): JsonBody<CreatePrincipal>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let input = NewPrincipal {
-        display_name: body.display_name,
-        status: body.status,
-        expires_at: body.expires_at,
-    };
+    let input = NewPrincipal { display_name: body.display_name, status: body.status, expires_at: body.expires_at };
     let principal = iam.create_principal(&caller, input).await?;
     let location = format!("/iam/api-keys/{}", principal.id);
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, location)],
-        Json(principal),
-    ))
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(principal)))
 }

@@ -30,12 +30,8 @@ async fn create_role(
     Authenticated(caller): Authenticated,
     JsonBody(body): JsonBody<CreateRole>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let input = NewRole {
-        name: body.name,
-        description: body.description,
-        permissions: body.permissions,
-        principal_types: body.principal_types,
-    };
+    let input =
+        NewRole { name: body.name, description: body.description, permissions: body.permissions, principal_types: body.principal_types };
     let role = iam.create_role(&caller, input).await?;
     Ok((StatusCode::CREATED, Json(role)))
 }

@@ -44,11 +44,7 @@ struct OAuthErrorBody<'a> {
 
 impl OAuthError {
     fn new(status: StatusCode, error: &'static str, description: impl Into<String>) -> Self {
-        Self {
-            status,
-            error,
-            description: description.into(),
-        }
+        Self { status, error, description: description.into() }
     }
 
     fn invalid_request(description: impl Into<String>) -> Self {
@@ -57,30 +53,20 @@ impl OAuthError {
 
     /// The one answer for an unknown, wrong, mistyped or malformed key.
     fn invalid_client() -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid_client",
-            "the API key is not valid",
-        )
+        Self::new(StatusCode::UNAUTHORIZED, "invalid_client", "the API key is not valid")
     }
 }
 
 impl IntoResponse for OAuthError {
     fn into_response(self) -> Response {
-        let body = OAuthErrorBody {
-            error: self.error,
-            error_description: &self.description,
-        };
+        let body = OAuthErrorBody { error: self.error, error_description: &self.description };
         let mut response = (self.status, Json(body)).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
         match self.status {
             StatusCode::UNAUTHORIZED => {
-                headers.insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static(r#"Basic realm="iam""#),
-                );
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(r#"Basic realm="iam""#));
             }
             StatusCode::SERVICE_UNAVAILABLE => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -95,22 +81,12 @@ impl From<ExchangeError> for OAuthError {
     fn from(e: ExchangeError) -> Self {
         match e {
             ExchangeError::InvalidClient(_) => Self::invalid_client(),
-            ExchangeError::Refused(reason) => {
-                Self::new(StatusCode::BAD_REQUEST, "invalid_grant", reason.to_string())
-            }
-            ExchangeError::InvalidScope(msg) => {
-                Self::new(StatusCode::BAD_REQUEST, "invalid_scope", msg)
-            }
-            ExchangeError::InvalidTarget(msg) => {
-                Self::new(StatusCode::BAD_REQUEST, "invalid_target", msg)
-            }
+            ExchangeError::Refused(reason) => Self::new(StatusCode::BAD_REQUEST, "invalid_grant", reason.to_string()),
+            ExchangeError::InvalidScope(msg) => Self::new(StatusCode::BAD_REQUEST, "invalid_scope", msg),
+            ExchangeError::InvalidTarget(msg) => Self::new(StatusCode::BAD_REQUEST, "invalid_target", msg),
             ExchangeError::Store(_) | ExchangeError::Hash(_) | ExchangeError::Sign(_) => {
                 tracing::error!(error = %e, "token exchange failed");
-                Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "temporarily_unavailable",
-                    "the service is temporarily unavailable; retry later",
-                )
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "the service is temporarily unavailable; retry later")
             }
         }
     }
@@ -156,12 +132,8 @@ async fn token(State(iam): State<AppState>, request: Request) -> Response {
                 issued_token_type: parsed.token_exchange.then_some(ACCESS_TOKEN_TYPE),
             };
             let mut response = Json(body).into_response();
-            response
-                .headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            response
-                .headers_mut()
-                .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+            response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            response.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
             response
         }
         Err(e) => OAuthError::from(e).into_response(),
@@ -169,36 +141,23 @@ async fn token(State(iam): State<AppState>, request: Request) -> Response {
 }
 
 pub async fn parse(request: Request) -> Result<ParsedRequest, OAuthError> {
-    let (parts, body) = read_body(request).await.map_err(|_| {
-        OAuthError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "invalid_request",
-            "the request body is too large",
-        )
-    })?;
+    let (parts, body) = read_body(request)
+        .await
+        .map_err(|_| OAuthError::new(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", "the request body is too large"))?;
     match content_type(&parts).as_deref() {
         Some("application/json") => parse_json(&body),
         Some("application/x-www-form-urlencoded") => parse_form(&parts, &body),
-        _ => Err(OAuthError::invalid_request(
-            "Content-Type must be application/x-www-form-urlencoded or application/json",
-        )),
+        _ => Err(OAuthError::invalid_request("Content-Type must be application/x-www-form-urlencoded or application/json")),
     }
 }
 
 fn parse_json(body: &[u8]) -> Result<ParsedRequest, OAuthError> {
     // serde_json's messages may quote the input, and the input holds a key: never echo them.
-    let request: JsonTokenRequest = serde_json::from_slice(body).map_err(|_| {
-        OAuthError::invalid_request("the body must be a JSON object with a string apiKey")
-    })?;
-    let api_key = request
-        .api_key
-        .ok_or_else(|| OAuthError::invalid_request("apiKey is required"))?;
+    let request: JsonTokenRequest =
+        serde_json::from_slice(body).map_err(|_| OAuthError::invalid_request("the body must be a JSON object with a string apiKey"))?;
+    let api_key = request.api_key.ok_or_else(|| OAuthError::invalid_request("apiKey is required"))?;
     Ok(ParsedRequest {
-        exchange: ExchangeRequest {
-            key: ApiKey::parse(&api_key),
-            scope: request.scope,
-            audience: request.audience,
-        },
+        exchange: ExchangeRequest { key: ApiKey::parse(&api_key), scope: request.scope, audience: request.audience },
         token_exchange: false,
     })
 }
@@ -210,9 +169,7 @@ impl Form {
         let pairs: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
         for (i, (name, _)) in pairs.iter().enumerate() {
             if pairs[..i].iter().any(|(n, _)| n == name) {
-                return Err(OAuthError::invalid_request(format!(
-                    "parameter '{name}' is repeated"
-                )));
+                return Err(OAuthError::invalid_request(format!("parameter '{name}' is repeated")));
             }
         }
         Ok(Self(pairs))
@@ -220,15 +177,11 @@ impl Form {
 
     /// A parameter; an empty value counts as absent (RFC 6749 §3.1).
     fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(n, v)| n == name && !v.is_empty())
-            .map(|(_, v)| v.as_str())
+        self.0.iter().find(|(n, v)| n == name && !v.is_empty()).map(|(_, v)| v.as_str())
     }
 
     fn require(&self, name: &str) -> Result<&str, OAuthError> {
-        self.get(name)
-            .ok_or_else(|| OAuthError::invalid_request(format!("{name} is required")))
+        self.get(name).ok_or_else(|| OAuthError::invalid_request(format!("{name} is required")))
     }
 }
 
@@ -238,55 +191,27 @@ fn parse_form(parts: &Parts, body: &[u8]) -> Result<ParsedRequest, OAuthError> {
     match form.require("grant_type")? {
         CLIENT_CREDENTIALS => {
             let key = client_credentials(parts, &form)?;
-            let audience = form
-                .get("audience")
-                .or_else(|| form.get("resource"))
-                .map(str::to_owned);
-            Ok(ParsedRequest {
-                exchange: ExchangeRequest {
-                    key,
-                    scope,
-                    audience,
-                },
-                token_exchange: false,
-            })
+            let audience = form.get("audience").or_else(|| form.get("resource")).map(str::to_owned);
+            Ok(ParsedRequest { exchange: ExchangeRequest { key, scope, audience }, token_exchange: false })
         }
         TOKEN_EXCHANGE => {
             let subject = form.require("subject_token")?;
             if form.require("subject_token_type")? != API_KEY_TOKEN_TYPE {
-                return Err(OAuthError::invalid_request(format!(
-                    "subject_token_type must be {API_KEY_TOKEN_TYPE}"
-                )));
+                return Err(OAuthError::invalid_request(format!("subject_token_type must be {API_KEY_TOKEN_TYPE}")));
             }
-            if form
-                .get("requested_token_type")
-                .is_some_and(|t| t != ACCESS_TOKEN_TYPE)
-            {
-                return Err(OAuthError::invalid_request(format!(
-                    "requested_token_type must be {ACCESS_TOKEN_TYPE}"
-                )));
+            if form.get("requested_token_type").is_some_and(|t| t != ACCESS_TOKEN_TYPE) {
+                return Err(OAuthError::invalid_request(format!("requested_token_type must be {ACCESS_TOKEN_TYPE}")));
             }
             if form.get("actor_token").is_some() {
                 return Err(OAuthError::invalid_request("actor_token is not supported"));
             }
             let audience = match (form.get("audience"), form.get("resource")) {
                 (Some(a), Some(r)) if a != r => {
-                    return Err(OAuthError::new(
-                        StatusCode::BAD_REQUEST,
-                        "invalid_target",
-                        "audience and resource name different targets",
-                    ));
+                    return Err(OAuthError::new(StatusCode::BAD_REQUEST, "invalid_target", "audience and resource name different targets"));
                 }
                 (a, r) => a.or(r).map(str::to_owned),
             };
-            Ok(ParsedRequest {
-                exchange: ExchangeRequest {
-                    key: ApiKey::parse(subject),
-                    scope,
-                    audience,
-                },
-                token_exchange: true,
-            })
+            Ok(ParsedRequest { exchange: ExchangeRequest { key: ApiKey::parse(subject), scope, audience }, token_exchange: true })
         }
         other => Err(OAuthError::new(
             StatusCode::BAD_REQUEST,
@@ -301,52 +226,29 @@ fn parse_form(parts: &Parts, body: &[u8]) -> Result<ParsedRequest, OAuthError> {
 
 /// Client authentication: HTTP Basic (RFC 6749 §2.3.1, each part form-encoded) or the
 /// `client_id`/`client_secret` form fields, but not both.
-fn client_credentials(
-    parts: &Parts,
-    form: &Form,
-) -> Result<Result<ApiKey, iam_shared::key::KeyFormatError>, OAuthError> {
-    let basic = parts
-        .headers
-        .get(header::AUTHORIZATION)
-        .map(|h| h.to_str().unwrap_or_default());
+fn client_credentials(parts: &Parts, form: &Form) -> Result<Result<ApiKey, iam_shared::key::KeyFormatError>, OAuthError> {
+    let basic = parts.headers.get(header::AUTHORIZATION).map(|h| h.to_str().unwrap_or_default());
     let in_form = form.get("client_secret").is_some();
     match basic {
         Some(value) => {
             if in_form {
-                return Err(OAuthError::invalid_request(
-                    "use one client authentication method, not both",
-                ));
+                return Err(OAuthError::invalid_request("use one client authentication method, not both"));
             }
-            let (scheme, encoded) = value
-                .split_once(' ')
-                .ok_or_else(OAuthError::invalid_client)?;
+            let (scheme, encoded) = value.split_once(' ').ok_or_else(OAuthError::invalid_client)?;
             if !scheme.eq_ignore_ascii_case("basic") {
                 return Err(OAuthError::invalid_client());
             }
-            let decoded = STANDARD
-                .decode(encoded.trim())
-                .map_err(|_| OAuthError::invalid_client())?;
+            let decoded = STANDARD.decode(encoded.trim()).map_err(|_| OAuthError::invalid_client())?;
             let decoded = String::from_utf8(decoded).map_err(|_| OAuthError::invalid_client())?;
-            let (id, secret) = decoded
-                .split_once(':')
-                .ok_or_else(OAuthError::invalid_client)?;
-            let id: String = form_urlencoded::parse(format!("x={id}").as_bytes())
-                .map(|(_, v)| v.into_owned())
-                .next()
-                .unwrap_or_default();
-            let secret: String = form_urlencoded::parse(format!("x={secret}").as_bytes())
-                .map(|(_, v)| v.into_owned())
-                .next()
-                .unwrap_or_default();
+            let (id, secret) = decoded.split_once(':').ok_or_else(OAuthError::invalid_client)?;
+            let id: String = form_urlencoded::parse(format!("x={id}").as_bytes()).map(|(_, v)| v.into_owned()).next().unwrap_or_default();
+            let secret: String =
+                form_urlencoded::parse(format!("x={secret}").as_bytes()).map(|(_, v)| v.into_owned()).next().unwrap_or_default();
             Ok(ApiKey::from_client_credentials(&id, &secret))
         }
         None => {
-            let id = form
-                .get("client_id")
-                .ok_or_else(OAuthError::invalid_client)?;
-            let secret = form
-                .get("client_secret")
-                .ok_or_else(OAuthError::invalid_client)?;
+            let id = form.get("client_id").ok_or_else(OAuthError::invalid_client)?;
+            let secret = form.get("client_secret").ok_or_else(OAuthError::invalid_client)?;
             Ok(ApiKey::from_client_credentials(id, secret))
         }
     }

@@ -28,10 +28,7 @@ struct Issued<'a> {
 }
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route(
-        "/iam/api-keys/{principal_id}/credentials",
-        post(issue_credential),
-    )
+    Router::new().route("/iam/api-keys/{principal_id}/credentials", post(issue_credential))
 }
 
 async fn issue_credential(
@@ -41,21 +38,12 @@ async fn issue_credential(
     JsonBody(body): JsonBody<IssueCredential>,
 ) -> Result<Response, ApiError> {
     let id = parse_path(&principal_id)?;
-    let (credential, key) = iam
-        .issue_credential(&caller, &id, &body.name, body.expires_at)
-        .await?;
+    let (credential, key) = iam.issue_credential(&caller, &id, &body.name, body.expires_at).await?;
     let full_key = key.to_secret_string();
-    let body = Issued {
-        credential: CredentialView::new(&credential, model::now()),
-        api_key: full_key.expose_secret(),
-    };
+    let body = Issued { credential: CredentialView::new(&credential, model::now()), api_key: full_key.expose_secret() };
     let mut response = (StatusCode::CREATED, Json(body)).into_response();
     // The key is shown once: no cache anywhere may keep it.
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
-        .headers_mut()
-        .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     Ok(response)
 }

@@ -15,8 +15,5 @@ pub fn routes() -> Router<AppState> {
 }
 
 async fn jwks(State(iam): State<AppState>) -> impl IntoResponse {
-    (
-        [(header::CACHE_CONTROL, CACHE_CONTROL)],
-        Json(iam.tokens.jwks()),
-    )
+    ([(header::CACHE_CONTROL, CACHE_CONTROL)], Json(iam.tokens.current().await.jwks()))
 }

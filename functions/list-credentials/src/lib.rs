@@ -8,10 +8,7 @@ use iam_api::{ApiError, AppState, Authenticated, PathParams, Query, parse_path};
 use iam_shared::model;
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route(
-        "/iam/api-keys/{principal_id}/credentials",
-        get(list_credentials),
-    )
+    Router::new().route("/iam/api-keys/{principal_id}/credentials", get(list_credentials))
 }
 
 async fn list_credentials(
@@ -28,14 +25,6 @@ async fn list_credentials(
     };
     let id = parse_path(&principal_id)?;
     let now = model::now();
-    let items = iam
-        .list_credentials(&caller, &id, include_all)
-        .await?
-        .iter()
-        .map(|c| CredentialView::new(c, now))
-        .collect();
-    Ok(Json(ListResponse {
-        items,
-        next_cursor: None,
-    }))
+    let items = iam.list_credentials(&caller, &id, include_all).await?.iter().map(|c| CredentialView::new(c, now)).collect();
+    Ok(Json(ListResponse { items, next_cursor: None }))
 }

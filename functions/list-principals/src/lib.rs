@@ -27,22 +27,12 @@ async fn list_principals(
             .parse::<usize>()
             .ok()
             .filter(|n| (1..=MAX_PAGE_SIZE).contains(n))
-            .ok_or_else(|| {
-                ApiError::bad_request(format!(
-                    "limit must be an integer from 1 to {MAX_PAGE_SIZE}"
-                ))
-            })?,
+            .ok_or_else(|| ApiError::bad_request(format!("limit must be an integer from 1 to {MAX_PAGE_SIZE}")))?,
     };
     let cursor = match query.get("cursor")? {
         None | Some("") => None,
-        Some(raw) => Some(
-            PrincipalId::parse(raw)
-                .map_err(|_| ApiError::bad_request("cursor is not one this service issued"))?,
-        ),
+        Some(raw) => Some(PrincipalId::parse(raw).map_err(|_| ApiError::bad_request("cursor is not one this service issued"))?),
     };
     let page = iam.list_principals(&caller, limit, cursor.as_ref()).await?;
-    Ok(Json(ListResponse {
-        items: page.items,
-        next_cursor: page.next.map(|id| id.to_string()),
-    }))
+    Ok(Json(ListResponse { items: page.items, next_cursor: page.next.map(|id| id.to_string()) }))
 }

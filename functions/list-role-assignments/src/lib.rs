@@ -8,10 +8,7 @@ use iam_api::{ApiError, AppState, Authenticated, PathParams, parse_path};
 use iam_shared::model::RoleAssignment;
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route(
-        "/iam/api-keys/{principal_id}/role-assignments",
-        get(list_role_assignments),
-    )
+    Router::new().route("/iam/api-keys/{principal_id}/role-assignments", get(list_role_assignments))
 }
 
 async fn list_role_assignments(
@@ -20,8 +17,5 @@ async fn list_role_assignments(
     PathParams(principal_id): PathParams<String>,
 ) -> Result<Json<ListResponse<RoleAssignment>>, ApiError> {
     let id = parse_path(&principal_id)?;
-    Ok(Json(ListResponse {
-        items: iam.list_role_assignments(&caller, &id).await?,
-        next_cursor: None,
-    }))
+    Ok(Json(ListResponse { items: iam.list_role_assignments(&caller, &id).await?, next_cursor: None }))
 }

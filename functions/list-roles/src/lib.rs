@@ -11,12 +11,6 @@ pub fn routes() -> Router<AppState> {
     Router::new().route("/iam/roles", get(list_roles))
 }
 
-async fn list_roles(
-    State(iam): State<AppState>,
-    Authenticated(caller): Authenticated,
-) -> Result<Json<ListResponse<Role>>, ApiError> {
-    Ok(Json(ListResponse {
-        items: iam.list_roles(&caller).await?,
-        next_cursor: None,
-    }))
+async fn list_roles(State(iam): State<AppState>, Authenticated(caller): Authenticated) -> Result<Json<ListResponse<Role>>, ApiError> {
+    Ok(Json(ListResponse { items: iam.list_roles(&caller).await?, next_cursor: None }))
 }

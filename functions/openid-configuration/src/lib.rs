@@ -15,16 +15,8 @@ pub fn routes() -> Router<AppState> {
 }
 
 async fn discovery(State(iam): State<AppState>) -> impl IntoResponse {
-    let issuer = iam
-        .tokens
-        .settings()
-        .issuer
-        .trim_end_matches('/')
-        .to_owned();
-    let mut scopes: Vec<String> = iam_shared::roles::builtins()
-        .iter()
-        .flat_map(|r| r.permissions.iter().map(|p| p.to_string()))
-        .collect();
+    let issuer = iam.tokens.settings().issuer.trim_end_matches('/').to_owned();
+    let mut scopes: Vec<String> = iam_shared::roles::builtins().iter().flat_map(|r| r.permissions.iter().map(|p| p.to_string())).collect();
     scopes.sort();
     scopes.dedup();
     let body = json!({

@@ -8,10 +8,7 @@ use iam_api::{ApiError, AppState, Authenticated, PathParams, parse_path};
 use iam_shared::model;
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route(
-        "/iam/api-keys/{principal_id}/credentials/{key_id}/revoke",
-        post(revoke_credential),
-    )
+    Router::new().route("/iam/api-keys/{principal_id}/credentials/{key_id}/revoke", post(revoke_credential))
 }
 
 async fn revoke_credential(

@@ -7,10 +7,7 @@ use axum::routing::delete;
 use iam_api::{ApiError, AppState, Authenticated, PathParams, parse_path};
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route(
-        "/iam/api-keys/{principal_id}/role-assignments/{role_id}",
-        delete(unassign_role),
-    )
+    Router::new().route("/iam/api-keys/{principal_id}/role-assignments/{role_id}", delete(unassign_role))
 }
 
 async fn unassign_role(

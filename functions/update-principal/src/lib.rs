@@ -31,10 +31,6 @@ async fn update_principal(
     JsonBody(body): JsonBody<UpdatePrincipal>,
 ) -> Result<Json<Principal>, ApiError> {
     let id = parse_path(&principal_id)?;
-    let change = PrincipalChange {
-        display_name: body.display_name,
-        status: body.status,
-        expires_at: body.expires_at,
-    };
+    let change = PrincipalChange { display_name: body.display_name, status: body.status, expires_at: body.expires_at };
     Ok(Json(iam.update_principal(&caller, &id, change).await?))
 }

@@ -8,8 +8,8 @@ use chrono::Duration;
 use super::{Store, StoreError};
 use crate::ids::{KeyId, OrgId, Permission, PrincipalId, RoleId};
 use crate::model::{
-    Actor, Credential, CredentialStatus, MAX_ACTIVE_CREDENTIALS, MAX_ROLES_PER_PRINCIPAL,
-    Principal, PrincipalChange, PrincipalStatus, PrincipalType, Role, RoleAssignment, now,
+    Actor, Credential, CredentialStatus, MAX_ACTIVE_CREDENTIALS, MAX_ROLES_PER_PRINCIPAL, Principal, PrincipalChange, PrincipalStatus,
+    PrincipalType, Role, RoleAssignment, now,
 };
 
 /// Generates one `#[tokio::test]` per contract case for the store built by `$make` (an async
@@ -48,16 +48,7 @@ fn principal(org_name: &str) -> Principal {
 }
 
 fn credential(p: &Principal) -> Credential {
-    Credential::new(
-        p,
-        KeyId::generate(),
-        "ci",
-        None,
-        "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaA".into(),
-        actor(),
-        now(),
-    )
-    .unwrap()
+    Credential::new(p, KeyId::generate(), "ci", None, "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaA".into(), actor(), now()).unwrap()
 }
 
 fn assignment(p: &Principal, role: &str) -> RoleAssignment {
@@ -71,10 +62,7 @@ fn assignment(p: &Principal, role: &str) -> RoleAssignment {
 }
 
 async fn revoke_principal<S: Store + ?Sized>(store: &S, p: &Principal) -> Principal {
-    let change = PrincipalChange {
-        status: Some(PrincipalStatus::Revoked),
-        ..Default::default()
-    };
+    let change = PrincipalChange { status: Some(PrincipalStatus::Revoked), ..Default::default() };
     let revoked = p.apply(&change, now()).unwrap().unwrap();
     store.update_principal(&revoked, p.version).await.unwrap();
     revoked
@@ -83,26 +71,10 @@ async fn revoke_principal<S: Store + ?Sized>(store: &S, p: &Principal) -> Princi
 pub async fn principal_round_trip<S: Store + ?Sized>(store: Arc<S>) {
     let p = principal("acme");
     store.create_principal(&p).await.unwrap();
-    assert_eq!(
-        store.get_principal(&p.org_id, &p.id).await.unwrap(),
-        Some(p.clone())
-    );
-    assert!(matches!(
-        store.create_principal(&p).await,
-        Err(StoreError::Conflict(_))
-    ));
-    assert_eq!(
-        store.get_principal(&org("other"), &p.id).await.unwrap(),
-        None,
-        "tenancy is in the key"
-    );
-    assert_eq!(
-        store
-            .get_principal(&p.org_id, &PrincipalId::generate())
-            .await
-            .unwrap(),
-        None
-    );
+    assert_eq!(store.get_principal(&p.org_id, &p.id).await.unwrap(), Some(p.clone()));
+    assert!(matches!(store.create_principal(&p).await, Err(StoreError::Conflict(_))));
+    assert_eq!(store.get_principal(&org("other"), &p.id).await.unwrap(), None, "tenancy is in the key");
+    assert_eq!(store.get_principal(&p.org_id, &PrincipalId::generate()).await.unwrap(), None);
 }
 
 pub async fn principal_listing_paginates_within_org<S: Store + ?Sized>(store: Arc<S>) {
@@ -118,10 +90,7 @@ pub async fn principal_listing_paginates_within_org<S: Store + ?Sized>(store: Ar
     let mut cursor = None;
     let mut pages = 0;
     loop {
-        let page = store
-            .list_principals(&org("acme"), 2, cursor.as_ref())
-            .await
-            .unwrap();
+        let page = store.list_principals(&org("acme"), 2, cursor.as_ref()).await.unwrap();
         assert!(page.items.len() <= 2);
         seen.extend(page.items.into_iter().map(|p| p.id));
         pages += 1;
@@ -135,53 +104,23 @@ pub async fn principal_listing_paginates_within_org<S: Store + ?Sized>(store: Ar
     ids.sort();
     let mut sorted = seen.clone();
     sorted.sort();
-    assert_eq!(
-        sorted, ids,
-        "every principal of the org exactly once, no other org's"
-    );
-    let empty = store
-        .list_principals(&org("nobody"), 10, None)
-        .await
-        .unwrap();
+    assert_eq!(sorted, ids, "every principal of the org exactly once, no other org's");
+    let empty = store.list_principals(&org("nobody"), 10, None).await.unwrap();
     assert!(empty.items.is_empty() && empty.next.is_none());
     let exact = store.list_principals(&org("acme"), 5, None).await.unwrap();
-    assert_eq!(
-        (exact.items.len(), exact.next),
-        (5, None),
-        "a full last page has no cursor"
-    );
+    assert_eq!((exact.items.len(), exact.next), (5, None), "a full last page has no cursor");
 }
 
 pub async fn principal_update_is_versioned<S: Store + ?Sized>(store: Arc<S>) {
     let p = principal("acme");
     store.create_principal(&p).await.unwrap();
-    let change = PrincipalChange {
-        display_name: Some("renamed".into()),
-        ..Default::default()
-    };
+    let change = PrincipalChange { display_name: Some("renamed".into()), ..Default::default() };
     let next = p.apply(&change, now()).unwrap().unwrap();
     store.update_principal(&next, p.version).await.unwrap();
-    assert_eq!(
-        store
-            .get_principal(&p.org_id, &p.id)
-            .await
-            .unwrap()
-            .unwrap()
-            .display_name,
-        "renamed"
-    );
-    assert!(
-        matches!(
-            store.update_principal(&next, p.version).await,
-            Err(StoreError::Conflict(_))
-        ),
-        "stale version"
-    );
+    assert_eq!(store.get_principal(&p.org_id, &p.id).await.unwrap().unwrap().display_name, "renamed");
+    assert!(matches!(store.update_principal(&next, p.version).await, Err(StoreError::Conflict(_))), "stale version");
     let ghost = principal("acme");
-    assert!(matches!(
-        store.update_principal(&ghost, 1).await,
-        Err(StoreError::NotFound(_))
-    ));
+    assert!(matches!(store.update_principal(&ghost, 1).await, Err(StoreError::NotFound(_))));
 }
 
 pub async fn credential_insert_and_read<S: Store + ?Sized>(store: Arc<S>) {
@@ -189,60 +128,25 @@ pub async fn credential_insert_and_read<S: Store + ?Sized>(store: Arc<S>) {
     store.create_principal(&p).await.unwrap();
     let c = credential(&p);
     store.insert_credential(&c, now()).await.unwrap();
-    assert_eq!(
-        store.get_credential(&c.key_id).await.unwrap(),
-        Some(c.clone())
-    );
-    assert_eq!(
-        store.list_credentials(&p.org_id, &p.id).await.unwrap(),
-        vec![c.clone()],
-        "read-your-writes"
-    );
-    assert!(
-        store
-            .list_credentials(&org("other"), &p.id)
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert!(
-        matches!(
-            store.insert_credential(&c, now()).await,
-            Err(StoreError::Conflict(_))
-        ),
-        "duplicate key id"
-    );
-    assert_eq!(
-        store.get_credential(&KeyId::generate()).await.unwrap(),
-        None
-    );
+    assert_eq!(store.get_credential(&c.key_id).await.unwrap(), Some(c.clone()));
+    assert_eq!(store.list_credentials(&p.org_id, &p.id).await.unwrap(), vec![c.clone()], "read-your-writes");
+    assert!(store.list_credentials(&org("other"), &p.id).await.unwrap().is_empty());
+    assert!(matches!(store.insert_credential(&c, now()).await, Err(StoreError::Conflict(_))), "duplicate key id");
+    assert_eq!(store.get_credential(&KeyId::generate()).await.unwrap(), None);
 }
 
 pub async fn credential_insert_checks_principal<S: Store + ?Sized>(store: Arc<S>) {
     let ghost = principal("acme");
-    assert!(matches!(
-        store.insert_credential(&credential(&ghost), now()).await,
-        Err(StoreError::NotFound(_))
-    ));
+    assert!(matches!(store.insert_credential(&credential(&ghost), now()).await, Err(StoreError::NotFound(_))));
     let p = principal("acme");
     store.create_principal(&p).await.unwrap();
     let mut foreign = credential(&p);
     foreign.org_id = org("other");
-    assert!(matches!(
-        store.insert_credential(&foreign, now()).await,
-        Err(StoreError::NotFound(_))
-    ));
+    assert!(matches!(store.insert_credential(&foreign, now()).await, Err(StoreError::NotFound(_))));
     let c = credential(&p);
     revoke_principal(&*store, &p).await;
-    assert!(matches!(
-        store.insert_credential(&c, now()).await,
-        Err(StoreError::Conflict(_))
-    ));
-    assert_eq!(
-        store.get_credential(&c.key_id).await.unwrap(),
-        None,
-        "nothing written"
-    );
+    assert!(matches!(store.insert_credential(&c, now()).await, Err(StoreError::Conflict(_))));
+    assert_eq!(store.get_credential(&c.key_id).await.unwrap(), None, "nothing written");
 }
 
 pub async fn credential_limit_is_enforced<S: Store + ?Sized>(store: Arc<S>) {
@@ -255,32 +159,17 @@ pub async fn credential_limit_is_enforced<S: Store + ?Sized>(store: Arc<S>) {
         issued.push(c);
     }
     let extra = credential(&p);
-    assert!(matches!(
-        store.insert_credential(&extra, now()).await,
-        Err(StoreError::Limit(_))
-    ));
-    store
-        .revoke_credential(&p.org_id, &p.id, &issued[0].key_id, &actor(), now())
-        .await
-        .unwrap();
+    assert!(matches!(store.insert_credential(&extra, now()).await, Err(StoreError::Limit(_))));
+    store.revoke_credential(&p.org_id, &p.id, &issued[0].key_id, &actor(), now()).await.unwrap();
     store.insert_credential(&extra, now()).await.unwrap();
     // An expired credential no longer counts: look from a time after every expiry.
     let mut expiring = credential(&p);
     expiring.expires_at = Some(now() + Duration::seconds(60));
-    assert!(matches!(
-        store.insert_credential(&expiring, now()).await,
-        Err(StoreError::Limit(_))
-    ));
+    assert!(matches!(store.insert_credential(&expiring, now()).await, Err(StoreError::Limit(_))));
     let later = now() + Duration::days(1);
-    store
-        .revoke_credential(&p.org_id, &p.id, &issued[1].key_id, &actor(), now())
-        .await
-        .unwrap();
+    store.revoke_credential(&p.org_id, &p.id, &issued[1].key_id, &actor(), now()).await.unwrap();
     store.insert_credential(&expiring, now()).await.unwrap();
-    store
-        .insert_credential(&credential(&p), later)
-        .await
-        .unwrap();
+    store.insert_credential(&credential(&p), later).await.unwrap();
 }
 
 pub async fn credential_limit_holds_under_concurrency<S: Store + ?Sized>(store: Arc<S>) {
@@ -290,9 +179,7 @@ pub async fn credential_limit_holds_under_concurrency<S: Store + ?Sized>(store: 
     for _ in 0..(MAX_ACTIVE_CREDENTIALS * 2) {
         let store = store.clone();
         let c = credential(&p);
-        tasks.push(tokio::spawn(async move {
-            store.insert_credential(&c, now()).await
-        }));
+        tasks.push(tokio::spawn(async move { store.insert_credential(&c, now()).await }));
     }
     let mut ok = 0;
     for t in tasks {
@@ -303,14 +190,7 @@ pub async fn credential_limit_holds_under_concurrency<S: Store + ?Sized>(store: 
         }
     }
     assert_eq!(ok, MAX_ACTIVE_CREDENTIALS);
-    assert_eq!(
-        store
-            .list_credentials(&p.org_id, &p.id)
-            .await
-            .unwrap()
-            .len(),
-        MAX_ACTIVE_CREDENTIALS
-    );
+    assert_eq!(store.list_credentials(&p.org_id, &p.id).await.unwrap().len(), MAX_ACTIVE_CREDENTIALS);
 }
 
 pub async fn revoke_is_idempotent_and_scoped<S: Store + ?Sized>(store: Arc<S>) {
@@ -320,70 +200,19 @@ pub async fn revoke_is_idempotent_and_scoped<S: Store + ?Sized>(store: Arc<S>) {
     let sibling = credential(&p);
     store.insert_credential(&c, now()).await.unwrap();
     store.insert_credential(&sibling, now()).await.unwrap();
+    assert!(matches!(store.revoke_credential(&org("other"), &p.id, &c.key_id, &actor(), now()).await, Err(StoreError::NotFound(_))));
     assert!(matches!(
-        store
-            .revoke_credential(&org("other"), &p.id, &c.key_id, &actor(), now())
-            .await,
+        store.revoke_credential(&p.org_id, &PrincipalId::generate(), &c.key_id, &actor(), now()).await,
         Err(StoreError::NotFound(_))
     ));
-    assert!(matches!(
-        store
-            .revoke_credential(
-                &p.org_id,
-                &PrincipalId::generate(),
-                &c.key_id,
-                &actor(),
-                now()
-            )
-            .await,
-        Err(StoreError::NotFound(_))
-    ));
-    let first = store
-        .revoke_credential(&p.org_id, &p.id, &c.key_id, &actor(), now())
-        .await
-        .unwrap();
+    let first = store.revoke_credential(&p.org_id, &p.id, &c.key_id, &actor(), now()).await.unwrap();
     assert_eq!(first.status, CredentialStatus::Revoked);
     assert!(first.revoked_at.is_some());
-    let again = store
-        .revoke_credential(
-            &p.org_id,
-            &p.id,
-            &c.key_id,
-            &Actor::system("later"),
-            now() + Duration::seconds(5),
-        )
-        .await
-        .unwrap();
+    let again = store.revoke_credential(&p.org_id, &p.id, &c.key_id, &Actor::system("later"), now() + Duration::seconds(5)).await.unwrap();
     assert_eq!(again, first, "the first revocation is kept");
-    assert_eq!(
-        store
-            .get_credential(&c.key_id)
-            .await
-            .unwrap()
-            .unwrap()
-            .status,
-        CredentialStatus::Revoked
-    );
-    assert_eq!(
-        store
-            .get_credential(&sibling.key_id)
-            .await
-            .unwrap()
-            .unwrap()
-            .status,
-        CredentialStatus::Active,
-        "siblings untouched"
-    );
-    assert_eq!(
-        store
-            .get_principal(&p.org_id, &p.id)
-            .await
-            .unwrap()
-            .unwrap()
-            .status,
-        PrincipalStatus::Active,
-        "principal untouched"
-    );
+    assert_eq!(store.get_credential(&c.key_id).await.unwrap().unwrap().status, CredentialStatus::Revoked);
+    assert_eq!(store.get_credential(&sibling.key_id).await.unwrap().unwrap().status, CredentialStatus::Active, "siblings untouched");
+    assert_eq!(store.get_principal(&p.org_id, &p.id).await.unwrap().unwrap().status, PrincipalStatus::Active, "principal untouched");
 }
 
 pub async fn revoke_wins_over_concurrent_reads<S: Store + ?Sized>(store: Arc<S>) {
@@ -397,20 +226,9 @@ pub async fn revoke_wins_over_concurrent_reads<S: Store + ?Sized>(store: Arc<S>)
             let key = c.key_id.clone();
             tokio::spawn(async move { store.get_credential(&key).await })
         };
-        store
-            .revoke_credential(&p.org_id, &p.id, &c.key_id, &actor(), now())
-            .await
-            .unwrap();
+        store.revoke_credential(&p.org_id, &p.id, &c.key_id, &actor(), now()).await.unwrap();
         // Once revoke has returned, every read sees it.
-        assert_eq!(
-            store
-                .get_credential(&c.key_id)
-                .await
-                .unwrap()
-                .unwrap()
-                .status,
-            CredentialStatus::Revoked
-        );
+        assert_eq!(store.get_credential(&c.key_id).await.unwrap().unwrap().status, CredentialStatus::Revoked);
         reader.await.unwrap().unwrap();
     }
 }
@@ -422,33 +240,11 @@ pub async fn record_use_keeps_status<S: Store + ?Sized>(store: Arc<S>) {
     store.insert_credential(&c, now()).await.unwrap();
     let at = now();
     store.record_credential_use(&c.key_id, at).await.unwrap();
-    assert_eq!(
-        store
-            .get_credential(&c.key_id)
-            .await
-            .unwrap()
-            .unwrap()
-            .last_used_at,
-        Some(at)
-    );
-    store
-        .revoke_credential(&p.org_id, &p.id, &c.key_id, &actor(), now())
-        .await
-        .unwrap();
+    assert_eq!(store.get_credential(&c.key_id).await.unwrap().unwrap().last_used_at, Some(at));
+    store.revoke_credential(&p.org_id, &p.id, &c.key_id, &actor(), now()).await.unwrap();
     store.record_credential_use(&c.key_id, at).await.unwrap();
-    assert_eq!(
-        store
-            .get_credential(&c.key_id)
-            .await
-            .unwrap()
-            .unwrap()
-            .status,
-        CredentialStatus::Revoked
-    );
-    store
-        .record_credential_use(&KeyId::generate(), at)
-        .await
-        .unwrap();
+    assert_eq!(store.get_credential(&c.key_id).await.unwrap().unwrap().status, CredentialStatus::Revoked);
+    store.record_credential_use(&KeyId::generate(), at).await.unwrap();
 }
 
 fn role(org_name: &str, name: &str) -> Role {
@@ -467,18 +263,9 @@ fn role(org_name: &str, name: &str) -> Role {
 pub async fn roles_are_scoped_and_unique<S: Store + ?Sized>(store: Arc<S>) {
     let r = role("acme", "deployer");
     store.create_role(&r).await.unwrap();
-    assert_eq!(
-        store.get_org_role(&org("acme"), &r.id).await.unwrap(),
-        Some(r.clone())
-    );
-    assert_eq!(
-        store.get_org_role(&org("other"), &r.id).await.unwrap(),
-        None
-    );
-    assert!(matches!(
-        store.create_role(&role("acme", "deployer")).await,
-        Err(StoreError::Conflict(_))
-    ));
+    assert_eq!(store.get_org_role(&org("acme"), &r.id).await.unwrap(), Some(r.clone()));
+    assert_eq!(store.get_org_role(&org("other"), &r.id).await.unwrap(), None);
+    assert!(matches!(store.create_role(&role("acme", "deployer")).await, Err(StoreError::Conflict(_))));
     store.create_role(&role("other", "deployer")).await.unwrap();
     assert_eq!(store.list_org_roles(&org("acme")).await.unwrap(), vec![r]);
 }
@@ -495,71 +282,29 @@ pub async fn assignments_are_idempotent_and_scoped<S: Store + ?Sized>(store: Arc
     let (again, created) = store.assign_role(&later).await.unwrap();
     assert!(!created);
     assert_eq!(again, a, "the first assignment is kept");
-    assert_eq!(
-        store.list_role_assignments(&p.org_id, &p.id).await.unwrap(),
-        vec![a.clone()]
-    );
-    assert!(
-        store
-            .list_role_assignments(&org("other"), &p.id)
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert!(
-        !store
-            .unassign_role(&org("other"), &p.id, &a.role_id)
-            .await
-            .unwrap()
-    );
-    assert!(
-        store
-            .unassign_role(&p.org_id, &p.id, &a.role_id)
-            .await
-            .unwrap()
-    );
-    assert!(
-        !store
-            .unassign_role(&p.org_id, &p.id, &a.role_id)
-            .await
-            .unwrap()
-    );
-    assert!(
-        store
-            .list_role_assignments(&p.org_id, &p.id)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert_eq!(store.list_role_assignments(&p.org_id, &p.id).await.unwrap(), vec![a.clone()]);
+    assert!(store.list_role_assignments(&org("other"), &p.id).await.unwrap().is_empty());
+    assert!(!store.unassign_role(&org("other"), &p.id, &a.role_id).await.unwrap());
+    assert!(store.unassign_role(&p.org_id, &p.id, &a.role_id).await.unwrap());
+    assert!(!store.unassign_role(&p.org_id, &p.id, &a.role_id).await.unwrap());
+    assert!(store.list_role_assignments(&p.org_id, &p.id).await.unwrap().is_empty());
     let ghost = principal("acme");
-    assert!(matches!(
-        store.assign_role(&assignment(&ghost, "iam-viewer")).await,
-        Err(StoreError::NotFound(_))
-    ));
+    assert!(matches!(store.assign_role(&assignment(&ghost, "iam-viewer")).await, Err(StoreError::NotFound(_))));
 }
 
 pub async fn assignment_limit_and_revoked_principal<S: Store + ?Sized>(store: Arc<S>) {
     let p = principal("acme");
     store.create_principal(&p).await.unwrap();
     for i in 0..MAX_ROLES_PER_PRINCIPAL {
-        store
-            .assign_role(&assignment(&p, &format!("role-{i}")))
-            .await
-            .unwrap();
+        store.assign_role(&assignment(&p, &format!("role-{i}"))).await.unwrap();
     }
-    assert!(matches!(
-        store.assign_role(&assignment(&p, "one-too-many")).await,
-        Err(StoreError::Limit(_))
-    ));
+    assert!(matches!(store.assign_role(&assignment(&p, "one-too-many")).await, Err(StoreError::Limit(_))));
     let (_, created) = store.assign_role(&assignment(&p, "role-0")).await.unwrap();
     assert!(!created, "re-assigning at the limit is still idempotent");
     let q = principal("acme");
     store.create_principal(&q).await.unwrap();
     revoke_principal(&*store, &q).await;
-    assert!(matches!(
-        store.assign_role(&assignment(&q, "iam-viewer")).await,
-        Err(StoreError::Conflict(_))
-    ));
+    assert!(matches!(store.assign_role(&assignment(&q, "iam-viewer")).await, Err(StoreError::Conflict(_))));
 }
 
 pub async fn bootstrap_happens_once<S: Store + ?Sized>(store: Arc<S>) {
@@ -570,31 +315,13 @@ pub async fn bootstrap_happens_once<S: Store + ?Sized>(store: Arc<S>) {
     let c = credential(&p);
     store.bootstrap_org(&p, &a, &c).await.unwrap();
     assert!(store.is_bootstrapped(&acme).await.unwrap());
-    assert_eq!(
-        store.get_principal(&acme, &p.id).await.unwrap(),
-        Some(p.clone())
-    );
-    assert_eq!(
-        store.get_credential(&c.key_id).await.unwrap(),
-        Some(c.clone())
-    );
-    assert_eq!(
-        store.list_role_assignments(&acme, &p.id).await.unwrap(),
-        vec![a]
-    );
+    assert_eq!(store.get_principal(&acme, &p.id).await.unwrap(), Some(p.clone()));
+    assert_eq!(store.get_credential(&c.key_id).await.unwrap(), Some(c.clone()));
+    assert_eq!(store.list_role_assignments(&acme, &p.id).await.unwrap(), vec![a]);
     assert_eq!(store.list_credentials(&acme, &p.id).await.unwrap(), vec![c]);
     let p2 = principal("acme");
     let c2 = credential(&p2);
-    assert!(matches!(
-        store
-            .bootstrap_org(&p2, &assignment(&p2, "iam-admin"), &c2)
-            .await,
-        Err(StoreError::Conflict(_))
-    ));
-    assert_eq!(
-        store.get_principal(&acme, &p2.id).await.unwrap(),
-        None,
-        "nothing half-written"
-    );
+    assert!(matches!(store.bootstrap_org(&p2, &assignment(&p2, "iam-admin"), &c2).await, Err(StoreError::Conflict(_))));
+    assert_eq!(store.get_principal(&acme, &p2.id).await.unwrap(), None, "nothing half-written");
     assert_eq!(store.get_credential(&c2.key_id).await.unwrap(), None);
 }

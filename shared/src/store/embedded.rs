@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use super::{Page, Store, StoreError};
 use crate::ids::{KeyId, OrgId, PrincipalId, RoleId};
 use crate::model::{
-    Actor, Credential, CredentialStatus, MAX_ACTIVE_CREDENTIALS, MAX_ORG_ROLES,
-    MAX_ROLES_PER_PRINCIPAL, Principal, PrincipalStatus, Role, RoleAssignment,
+    Actor, Credential, CredentialStatus, MAX_ACTIVE_CREDENTIALS, MAX_ORG_ROLES, MAX_ROLES_PER_PRINCIPAL, Principal, PrincipalStatus, Role,
+    RoleAssignment,
 };
 
 type Table = TableDefinition<'static, &'static str, &'static [u8]>;
@@ -55,14 +55,8 @@ fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
 
 fn decode<T: for<'de> Deserialize<'de>>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
     // serde_json messages can quote the item (a hash included); say only where it broke.
-    serde_json::from_slice(bytes).map_err(|e| {
-        StoreError::Corrupt(format!(
-            "{what}: {:?} error at line {} column {}",
-            e.classify(),
-            e.line(),
-            e.column()
-        ))
-    })
+    serde_json::from_slice(bytes)
+        .map_err(|e| StoreError::Corrupt(format!("{what}: {:?} error at line {} column {}", e.classify(), e.line(), e.column())))
 }
 
 /// The stored form of a credential: explicit, so the hash is stored and never serialised anywhere else.
@@ -144,22 +138,13 @@ impl EmbeddedStore {
     }
 
     pub fn in_memory() -> Result<Self, StoreError> {
-        let db = Database::builder()
-            .create_with_backend(redb::backends::InMemoryBackend::new())
-            .map_err(unavailable)?;
+        let db = Database::builder().create_with_backend(redb::backends::InMemoryBackend::new()).map_err(unavailable)?;
         Self::init(db)
     }
 
     fn init(db: Database) -> Result<Self, StoreError> {
         let txn = db.begin_write().map_err(unavailable)?;
-        for table in [
-            PRINCIPALS,
-            CREDENTIALS,
-            PRINCIPAL_CREDENTIALS,
-            ROLES,
-            ASSIGNMENTS,
-            BOOTSTRAP,
-        ] {
+        for table in [PRINCIPALS, CREDENTIALS, PRINCIPAL_CREDENTIALS, ROLES, ASSIGNMENTS, BOOTSTRAP] {
             txn.open_table(table).map_err(unavailable)?;
         }
         txn.commit().map_err(unavailable)?;
@@ -172,17 +157,11 @@ impl EmbeddedStore {
         work: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let db = self.db.clone();
-        tokio::task::spawn_blocking(move || work(&db))
-            .await
-            .map_err(unavailable)?
+        tokio::task::spawn_blocking(move || work(&db)).await.map_err(unavailable)?
     }
 }
 
-fn get_principal_in(
-    table: &impl ReadableTable<&'static str, &'static [u8]>,
-    org: &str,
-    id: &str,
-) -> Result<Option<Principal>, StoreError> {
+fn get_principal_in(table: &impl ReadableTable<&'static str, &'static [u8]>, org: &str, id: &str) -> Result<Option<Principal>, StoreError> {
     match table.get(key2(org, id).as_str()).map_err(unavailable)? {
         Some(v) => decode("principal", v.value()).map(Some),
         None => Ok(None),
@@ -190,11 +169,7 @@ fn get_principal_in(
 }
 
 /// The principal for a write that needs it alive: exists in `org` and is not Revoked.
-fn live_principal_in(
-    table: &impl ReadableTable<&'static str, &'static [u8]>,
-    org: &str,
-    id: &str,
-) -> Result<Principal, StoreError> {
+fn live_principal_in(table: &impl ReadableTable<&'static str, &'static [u8]>, org: &str, id: &str) -> Result<Principal, StoreError> {
     let p = get_principal_in(table, org, id)?.ok_or(StoreError::NotFound("principal"))?;
     if p.status == PrincipalStatus::Revoked {
         return Err(StoreError::Conflict("the principal is revoked".into()));
@@ -212,23 +187,16 @@ impl Store for EmbeddedStore {
                 let mut t = txn.open_table(PRINCIPALS).map_err(unavailable)?;
                 let k = key2(p.org_id.as_str(), p.id.as_str());
                 if t.get(k.as_str()).map_err(unavailable)?.is_some() {
-                    return Err(StoreError::Conflict(
-                        "a principal with this id exists".into(),
-                    ));
+                    return Err(StoreError::Conflict("a principal with this id exists".into()));
                 }
-                t.insert(k.as_str(), encode(&p)?.as_slice())
-                    .map_err(unavailable)?;
+                t.insert(k.as_str(), encode(&p)?.as_slice()).map_err(unavailable)?;
             }
             txn.commit().map_err(unavailable)
         })
         .await
     }
 
-    async fn get_principal(
-        &self,
-        org: &OrgId,
-        id: &PrincipalId,
-    ) -> Result<Option<Principal>, StoreError> {
+    async fn get_principal(&self, org: &OrgId, id: &PrincipalId) -> Result<Option<Principal>, StoreError> {
         let (org, id) = (org.clone(), id.clone());
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(unavailable)?;
@@ -238,12 +206,7 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn list_principals(
-        &self,
-        org: &OrgId,
-        limit: usize,
-        after: Option<&PrincipalId>,
-    ) -> Result<Page<Principal>, StoreError> {
+    async fn list_principals(&self, org: &OrgId, limit: usize, after: Option<&PrincipalId>) -> Result<Page<Principal>, StoreError> {
         let org = org.clone();
         let after = after.cloned();
         self.blocking(move |db| {
@@ -265,49 +228,30 @@ impl Store for EmbeddedStore {
                 }
                 items.push(decode::<Principal>("principal", v.value())?);
             }
-            let next = if more {
-                items.last().map(|p| p.id.clone())
-            } else {
-                None
-            };
+            let next = if more { items.last().map(|p| p.id.clone()) } else { None };
             Ok(Page { items, next })
         })
         .await
     }
 
-    async fn update_principal(
-        &self,
-        principal: &Principal,
-        expected_version: u64,
-    ) -> Result<(), StoreError> {
+    async fn update_principal(&self, principal: &Principal, expected_version: u64) -> Result<(), StoreError> {
         let p = principal.clone();
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(unavailable)?;
             {
                 let mut t = txn.open_table(PRINCIPALS).map_err(unavailable)?;
-                let current = get_principal_in(&t, p.org_id.as_str(), p.id.as_str())?
-                    .ok_or(StoreError::NotFound("principal"))?;
+                let current = get_principal_in(&t, p.org_id.as_str(), p.id.as_str())?.ok_or(StoreError::NotFound("principal"))?;
                 if current.version != expected_version {
-                    return Err(StoreError::Conflict(
-                        "the principal was changed concurrently; read it again and retry".into(),
-                    ));
+                    return Err(StoreError::Conflict("the principal was changed concurrently; read it again and retry".into()));
                 }
-                t.insert(
-                    key2(p.org_id.as_str(), p.id.as_str()).as_str(),
-                    encode(&p)?.as_slice(),
-                )
-                .map_err(unavailable)?;
+                t.insert(key2(p.org_id.as_str(), p.id.as_str()).as_str(), encode(&p)?.as_slice()).map_err(unavailable)?;
             }
             txn.commit().map_err(unavailable)
         })
         .await
     }
 
-    async fn insert_credential(
-        &self,
-        credential: &Credential,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    async fn insert_credential(&self, credential: &Credential, now: DateTime<Utc>) -> Result<(), StoreError> {
         let c = credential.clone();
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(unavailable)?;
@@ -358,11 +302,7 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn list_credentials(
-        &self,
-        org: &OrgId,
-        principal: &PrincipalId,
-    ) -> Result<Vec<Credential>, StoreError> {
+    async fn list_credentials(&self, org: &OrgId, principal: &PrincipalId) -> Result<Vec<Credential>, StoreError> {
         let prefix = key2(org.as_str(), principal.as_str());
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(unavailable)?;
@@ -370,21 +310,14 @@ impl Store for EmbeddedStore {
             let creds = txn.open_table(CREDENTIALS).map_err(unavailable)?;
             let (start, end) = prefix_range(&prefix);
             let mut out = Vec::new();
-            for entry in index
-                .range(start.as_str()..end.as_str())
-                .map_err(unavailable)?
-            {
+            for entry in index.range(start.as_str()..end.as_str()).map_err(unavailable)? {
                 let (k, _) = entry.map_err(unavailable)?;
                 let key_id = k.value().rsplit(SEP).next().unwrap_or_default().to_owned();
                 if let Some(v) = creds.get(key_id.as_str()).map_err(unavailable)? {
                     out.push(decode_credential(v.value())?);
                 }
             }
-            out.sort_by(|a: &Credential, b: &Credential| {
-                a.created_at
-                    .cmp(&b.created_at)
-                    .then_with(|| a.key_id.cmp(&b.key_id))
-            });
+            out.sort_by(|a: &Credential, b: &Credential| a.created_at.cmp(&b.created_at).then_with(|| a.key_id.cmp(&b.key_id)));
             Ok(out)
         })
         .await
@@ -398,12 +331,7 @@ impl Store for EmbeddedStore {
         actor: &Actor,
         now: DateTime<Utc>,
     ) -> Result<Credential, StoreError> {
-        let (org, principal, key_id, actor) = (
-            org.clone(),
-            principal.clone(),
-            key_id.clone(),
-            actor.clone(),
-        );
+        let (org, principal, key_id, actor) = (org.clone(), principal.clone(), key_id.clone(), actor.clone());
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(unavailable)?;
             let revoked = {
@@ -417,11 +345,7 @@ impl Store for EmbeddedStore {
                 }
                 let revoked = current.revoked(actor, now);
                 if revoked != current {
-                    t.insert(
-                        key_id.as_str(),
-                        encode(&CredentialRecord::from(&revoked))?.as_slice(),
-                    )
-                    .map_err(unavailable)?;
+                    t.insert(key_id.as_str(), encode(&CredentialRecord::from(&revoked))?.as_slice()).map_err(unavailable)?;
                 }
                 revoked
             };
@@ -431,11 +355,7 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn record_credential_use(
-        &self,
-        key_id: &KeyId,
-        at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    async fn record_credential_use(&self, key_id: &KeyId, at: DateTime<Utc>) -> Result<(), StoreError> {
         let key_id = key_id.clone();
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(unavailable)?;
@@ -448,11 +368,7 @@ impl Store for EmbeddedStore {
                 // Only the timestamp moves; a concurrent revoke inside this transaction's view stays.
                 let mut next = current;
                 next.last_used_at = Some(at);
-                t.insert(
-                    key_id.as_str(),
-                    encode(&CredentialRecord::from(&next))?.as_slice(),
-                )
-                .map_err(unavailable)?;
+                t.insert(key_id.as_str(), encode(&CredentialRecord::from(&next))?.as_slice()).map_err(unavailable)?;
             }
             txn.commit().map_err(unavailable)
         })
@@ -474,24 +390,18 @@ impl Store for EmbeddedStore {
                     let (_, v) = entry.map_err(unavailable)?;
                     let existing: Role = decode("role", v.value())?;
                     if existing.name == role.name {
-                        return Err(StoreError::Conflict(format!(
-                            "a role named '{}' already exists",
-                            role.name
-                        )));
+                        return Err(StoreError::Conflict(format!("a role named '{}' already exists", role.name)));
                     }
                     count += 1;
                 }
                 if count >= MAX_ORG_ROLES {
-                    return Err(StoreError::Limit(format!(
-                        "an organisation can define at most {MAX_ORG_ROLES} roles"
-                    )));
+                    return Err(StoreError::Limit(format!("an organisation can define at most {MAX_ORG_ROLES} roles")));
                 }
                 let k = key2(org.as_str(), role.id.as_str());
                 if t.get(k.as_str()).map_err(unavailable)?.is_some() {
                     return Err(StoreError::Conflict("a role with this id exists".into()));
                 }
-                t.insert(k.as_str(), encode(&role)?.as_slice())
-                    .map_err(unavailable)?;
+                t.insert(k.as_str(), encode(&role)?.as_slice()).map_err(unavailable)?;
             }
             txn.commit().map_err(unavailable)
         })
@@ -527,11 +437,7 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn list_role_assignments(
-        &self,
-        org: &OrgId,
-        principal: &PrincipalId,
-    ) -> Result<Vec<RoleAssignment>, StoreError> {
+    async fn list_role_assignments(&self, org: &OrgId, principal: &PrincipalId) -> Result<Vec<RoleAssignment>, StoreError> {
         let prefix = key2(org.as_str(), principal.as_str());
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(unavailable)?;
@@ -547,10 +453,7 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn assign_role(
-        &self,
-        assignment: &RoleAssignment,
-    ) -> Result<(RoleAssignment, bool), StoreError> {
+    async fn assign_role(&self, assignment: &RoleAssignment) -> Result<(RoleAssignment, bool), StoreError> {
         let a = assignment.clone();
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(unavailable)?;
@@ -558,32 +461,17 @@ impl Store for EmbeddedStore {
                 let principals = txn.open_table(PRINCIPALS).map_err(unavailable)?;
                 live_principal_in(&principals, a.org_id.as_str(), a.principal_id.as_str())?;
                 let mut t = txn.open_table(ASSIGNMENTS).map_err(unavailable)?;
-                let k = key3(
-                    a.org_id.as_str(),
-                    a.principal_id.as_str(),
-                    a.role_id.as_str(),
-                );
-                let existing = t
-                    .get(k.as_str())
-                    .map_err(unavailable)?
-                    .map(|v| decode::<RoleAssignment>("role assignment", v.value()))
-                    .transpose()?;
+                let k = key3(a.org_id.as_str(), a.principal_id.as_str(), a.role_id.as_str());
+                let existing =
+                    t.get(k.as_str()).map_err(unavailable)?.map(|v| decode::<RoleAssignment>("role assignment", v.value())).transpose()?;
                 match existing {
                     Some(existing) => (existing, false),
                     None => {
-                        let (start, end) =
-                            prefix_range(&key2(a.org_id.as_str(), a.principal_id.as_str()));
-                        if t.range(start.as_str()..end.as_str())
-                            .map_err(unavailable)?
-                            .count()
-                            >= MAX_ROLES_PER_PRINCIPAL
-                        {
-                            return Err(StoreError::Limit(format!(
-                                "a principal can hold at most {MAX_ROLES_PER_PRINCIPAL} roles"
-                            )));
+                        let (start, end) = prefix_range(&key2(a.org_id.as_str(), a.principal_id.as_str()));
+                        if t.range(start.as_str()..end.as_str()).map_err(unavailable)?.count() >= MAX_ROLES_PER_PRINCIPAL {
+                            return Err(StoreError::Limit(format!("a principal can hold at most {MAX_ROLES_PER_PRINCIPAL} roles")));
                         }
-                        t.insert(k.as_str(), encode(&a)?.as_slice())
-                            .map_err(unavailable)?;
+                        t.insert(k.as_str(), encode(&a)?.as_slice()).map_err(unavailable)?;
                         (a, true)
                     }
                 }
@@ -594,12 +482,7 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn unassign_role(
-        &self,
-        org: &OrgId,
-        principal: &PrincipalId,
-        role: &RoleId,
-    ) -> Result<bool, StoreError> {
+    async fn unassign_role(&self, org: &OrgId, principal: &PrincipalId, role: &RoleId) -> Result<bool, StoreError> {
         let k = key3(org.as_str(), principal.as_str(), role.as_str());
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(unavailable)?;
@@ -613,67 +496,31 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn bootstrap_org(
-        &self,
-        principal: &Principal,
-        assignment: &RoleAssignment,
-        credential: &Credential,
-    ) -> Result<(), StoreError> {
+    async fn bootstrap_org(&self, principal: &Principal, assignment: &RoleAssignment, credential: &Credential) -> Result<(), StoreError> {
         let (p, a, c) = (principal.clone(), assignment.clone(), credential.clone());
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(unavailable)?;
             {
                 let mut marker = txn.open_table(BOOTSTRAP).map_err(unavailable)?;
-                if marker
-                    .get(p.org_id.as_str())
-                    .map_err(unavailable)?
-                    .is_some()
-                {
-                    return Err(StoreError::Conflict(format!(
-                        "organisation '{}' is already bootstrapped",
-                        p.org_id
-                    )));
+                if marker.get(p.org_id.as_str()).map_err(unavailable)?.is_some() {
+                    return Err(StoreError::Conflict(format!("organisation '{}' is already bootstrapped", p.org_id)));
                 }
-                marker
-                    .insert(p.org_id.as_str(), p.id.as_str().as_bytes())
-                    .map_err(unavailable)?;
+                marker.insert(p.org_id.as_str(), p.id.as_str().as_bytes()).map_err(unavailable)?;
                 txn.open_table(PRINCIPALS)
                     .map_err(unavailable)?
-                    .insert(
-                        key2(p.org_id.as_str(), p.id.as_str()).as_str(),
-                        encode(&p)?.as_slice(),
-                    )
+                    .insert(key2(p.org_id.as_str(), p.id.as_str()).as_str(), encode(&p)?.as_slice())
                     .map_err(unavailable)?;
                 txn.open_table(ASSIGNMENTS)
                     .map_err(unavailable)?
-                    .insert(
-                        key3(
-                            a.org_id.as_str(),
-                            a.principal_id.as_str(),
-                            a.role_id.as_str(),
-                        )
-                        .as_str(),
-                        encode(&a)?.as_slice(),
-                    )
+                    .insert(key3(a.org_id.as_str(), a.principal_id.as_str(), a.role_id.as_str()).as_str(), encode(&a)?.as_slice())
                     .map_err(unavailable)?;
                 txn.open_table(CREDENTIALS)
                     .map_err(unavailable)?
-                    .insert(
-                        c.key_id.as_str(),
-                        encode(&CredentialRecord::from(&c))?.as_slice(),
-                    )
+                    .insert(c.key_id.as_str(), encode(&CredentialRecord::from(&c))?.as_slice())
                     .map_err(unavailable)?;
                 txn.open_table(PRINCIPAL_CREDENTIALS)
                     .map_err(unavailable)?
-                    .insert(
-                        key3(
-                            c.org_id.as_str(),
-                            c.principal_id.as_str(),
-                            c.key_id.as_str(),
-                        )
-                        .as_str(),
-                        [].as_slice(),
-                    )
+                    .insert(key3(c.org_id.as_str(), c.principal_id.as_str(), c.key_id.as_str()).as_str(), [].as_slice())
                     .map_err(unavailable)?;
             }
             txn.commit().map_err(unavailable)
@@ -698,31 +545,18 @@ mod tests {
 
     #[test]
     fn corrupt_items_are_errors_not_panics() {
-        assert!(matches!(
-            decode_credential(b"not json"),
-            Err(StoreError::Corrupt(_))
-        ));
-        assert!(matches!(
-            decode_credential(br#"{"keyId":"x"}"#),
-            Err(StoreError::Corrupt(_))
-        ));
-        assert!(matches!(
-            decode::<Principal>("principal", b"{}"),
-            Err(StoreError::Corrupt(_))
-        ));
+        assert!(matches!(decode_credential(b"not json"), Err(StoreError::Corrupt(_))));
+        assert!(matches!(decode_credential(br#"{"keyId":"x"}"#), Err(StoreError::Corrupt(_))));
+        assert!(matches!(decode::<Principal>("principal", b"{}"), Err(StoreError::Corrupt(_))));
     }
 
     #[test]
     fn corrupt_errors_do_not_echo_the_hash() {
-        let err = decode_credential(br#"{"secretHash":"$argon2id$v=19$SECRETHASH","bogus":1}"#)
-            .unwrap_err()
-            .to_string();
+        let err = decode_credential(br#"{"secretHash":"$argon2id$v=19$SECRETHASH","bogus":1}"#).unwrap_err().to_string();
         assert!(!err.contains("SECRETHASH"), "{err}");
     }
 
-    crate::store_contract_tests!(async {
-        std::sync::Arc::new(EmbeddedStore::in_memory().unwrap())
-    });
+    crate::store_contract_tests!(async { std::sync::Arc::new(EmbeddedStore::in_memory().unwrap()) });
 
     mod on_disk {
         crate::store_contract_tests!(async {

@@ -9,8 +9,10 @@ use crate::model::{Actor, Credential, Principal, Role, RoleAssignment};
 
 #[cfg(any(test, feature = "contract-tests"))]
 pub mod contract;
+pub mod dynamodb;
 pub mod embedded;
 
+pub use dynamodb::DynamoStore;
 pub use embedded::EmbeddedStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -43,39 +45,18 @@ pub struct Page<T> {
 pub trait Store: Send + Sync + 'static {
     /// Fails with `Conflict` if the id exists.
     async fn create_principal(&self, principal: &Principal) -> Result<(), StoreError>;
-    async fn get_principal(
-        &self,
-        org: &OrgId,
-        id: &PrincipalId,
-    ) -> Result<Option<Principal>, StoreError>;
+    async fn get_principal(&self, org: &OrgId, id: &PrincipalId) -> Result<Option<Principal>, StoreError>;
     /// Principals of `org` ordered by id, starting after `after`.
-    async fn list_principals(
-        &self,
-        org: &OrgId,
-        limit: usize,
-        after: Option<&PrincipalId>,
-    ) -> Result<Page<Principal>, StoreError>;
+    async fn list_principals(&self, org: &OrgId, limit: usize, after: Option<&PrincipalId>) -> Result<Page<Principal>, StoreError>;
     /// Replaces the principal only if the stored version is still `expected_version`.
-    async fn update_principal(
-        &self,
-        principal: &Principal,
-        expected_version: u64,
-    ) -> Result<(), StoreError>;
+    async fn update_principal(&self, principal: &Principal, expected_version: u64) -> Result<(), StoreError>;
 
     /// Atomically: the principal exists in the credential's organisation and is not Revoked, it has
     /// fewer than `MAX_ACTIVE_CREDENTIALS` live credentials at `now`, and the key id is new.
-    async fn insert_credential(
-        &self,
-        credential: &Credential,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError>;
+    async fn insert_credential(&self, credential: &Credential, now: DateTime<Utc>) -> Result<(), StoreError>;
     /// A strongly consistent read by key id.
     async fn get_credential(&self, key_id: &KeyId) -> Result<Option<Credential>, StoreError>;
-    async fn list_credentials(
-        &self,
-        org: &OrgId,
-        principal: &PrincipalId,
-    ) -> Result<Vec<Credential>, StoreError>;
+    async fn list_credentials(&self, org: &OrgId, principal: &PrincipalId) -> Result<Vec<Credential>, StoreError>;
     /// Marks the credential Revoked unless it already is; answers the stored credential. Once this
     /// returns, no read sees the credential Active.
     async fn revoke_credential(
@@ -87,43 +68,22 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<Credential, StoreError>;
     /// Best effort: records when a credential last authenticated.
-    async fn record_credential_use(
-        &self,
-        key_id: &KeyId,
-        at: DateTime<Utc>,
-    ) -> Result<(), StoreError>;
+    async fn record_credential_use(&self, key_id: &KeyId, at: DateTime<Utc>) -> Result<(), StoreError>;
 
     /// Fails with `Conflict` on a duplicate name in the organisation, `Limit` past `MAX_ORG_ROLES`.
     async fn create_role(&self, role: &Role) -> Result<(), StoreError>;
     async fn list_org_roles(&self, org: &OrgId) -> Result<Vec<Role>, StoreError>;
     async fn get_org_role(&self, org: &OrgId, id: &RoleId) -> Result<Option<Role>, StoreError>;
 
-    async fn list_role_assignments(
-        &self,
-        org: &OrgId,
-        principal: &PrincipalId,
-    ) -> Result<Vec<RoleAssignment>, StoreError>;
+    async fn list_role_assignments(&self, org: &OrgId, principal: &PrincipalId) -> Result<Vec<RoleAssignment>, StoreError>;
     /// Atomically: the principal exists and is not Revoked, and is under `MAX_ROLES_PER_PRINCIPAL`.
     /// Idempotent: answers the stored assignment and whether this call created it.
-    async fn assign_role(
-        &self,
-        assignment: &RoleAssignment,
-    ) -> Result<(RoleAssignment, bool), StoreError>;
+    async fn assign_role(&self, assignment: &RoleAssignment) -> Result<(RoleAssignment, bool), StoreError>;
     /// Whether an assignment was removed.
-    async fn unassign_role(
-        &self,
-        org: &OrgId,
-        principal: &PrincipalId,
-        role: &RoleId,
-    ) -> Result<bool, StoreError>;
+    async fn unassign_role(&self, org: &OrgId, principal: &PrincipalId, role: &RoleId) -> Result<bool, StoreError>;
 
     /// Atomically writes an organisation's first admin (principal, role assignment, credential)
     /// and marks the organisation bootstrapped; `Conflict` if it already was.
-    async fn bootstrap_org(
-        &self,
-        principal: &Principal,
-        assignment: &RoleAssignment,
-        credential: &Credential,
-    ) -> Result<(), StoreError>;
+    async fn bootstrap_org(&self, principal: &Principal, assignment: &RoleAssignment, credential: &Credential) -> Result<(), StoreError>;
     async fn is_bootstrapped(&self, org: &OrgId) -> Result<bool, StoreError>;
 }

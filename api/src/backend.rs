@@ -1,0 +1,78 @@
+//! Which store and which signing keys a process uses, chosen by `IAM_STORE`:
+//! `dynamodb` (tables `IAM_PRINCIPALS_TABLE`, `IAM_CREDENTIALS_TABLE`, signing key in the
+//! Secrets Manager secret `IAM_SIGNING_SECRET_ID`) or `embedded` (redb under a data directory,
+//! signing key in a 0600 file beside it).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use iam_shared::keys::{KeySource, SecretsManagerKeys, StaticKey};
+use iam_shared::store::{DynamoStore, EmbeddedStore, Store};
+
+use crate::config::ConfigError;
+use crate::state::load_or_create_signing_key;
+
+pub struct Backend {
+    pub store: Arc<dyn Store>,
+    pub keys: Arc<dyn KeySource>,
+}
+
+fn required(name: &str) -> Result<String, ConfigError> {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .ok_or_else(|| ConfigError(format!("{name} is required with IAM_STORE=dynamodb")))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DynamoSettings {
+    pub principals_table: String,
+    pub credentials_table: String,
+    pub signing_secret_id: String,
+}
+
+impl DynamoSettings {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(Self {
+            principals_table: required("IAM_PRINCIPALS_TABLE")?,
+            credentials_table: required("IAM_CREDENTIALS_TABLE")?,
+            signing_secret_id: required("IAM_SIGNING_SECRET_ID")?,
+        })
+    }
+}
+
+/// `IAM_STORE`, or `default` when unset.
+pub fn store_kind(default: &str) -> Result<String, ConfigError> {
+    let kind = std::env::var("IAM_STORE").unwrap_or_else(|_| default.to_owned());
+    match kind.as_str() {
+        "dynamodb" | "embedded" => Ok(kind),
+        other => Err(ConfigError(format!("IAM_STORE must be 'dynamodb' or 'embedded', got '{other}'"))),
+    }
+}
+
+pub async fn dynamodb(settings: &DynamoSettings) -> Backend {
+    let sdk = crate::aws::sdk_config().await;
+    let store =
+        DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), settings.principals_table.clone(), settings.credentials_table.clone());
+    let keys = SecretsManagerKeys::new(aws_sdk_secretsmanager::Client::new(&sdk), settings.signing_secret_id.clone());
+    Backend { store: Arc::new(store), keys: Arc::new(keys) }
+}
+
+/// The embedded store under `dir` (created 0700), or in memory with a fresh key when `dir` is `None`.
+pub fn embedded(dir: Option<&Path>) -> Result<Backend, ConfigError> {
+    let Some(dir) = dir else {
+        let store = EmbeddedStore::in_memory().map_err(|e| ConfigError(e.to_string()))?;
+        let key = iam_shared::token::SigningKeyDocument::generate().map_err(|e| ConfigError(e.to_string()))?;
+        return Ok(Backend { store: Arc::new(store), keys: Arc::new(StaticKey(key)) });
+    };
+    std::fs::create_dir_all(dir).map_err(|e| ConfigError(format!("{}: {e}", dir.display())))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // The directory holds the signing key and credential hashes.
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    }
+    let store = EmbeddedStore::open(&dir.join("iam.redb")).map_err(|e| ConfigError(e.to_string()))?;
+    let key = load_or_create_signing_key(dir)?;
+    Ok(Backend { store: Arc::new(store), keys: Arc::new(StaticKey(key)) })
+}

@@ -1,0 +1,1045 @@
+//! The DynamoDB store. Two tables:
+//!
+//! - **principals**, partition key `pk` = organisation id, sort key `sk`. Everything that
+//!   belongs to an organisation lives in its partition, so tenancy is in the key and listing
+//!   is a Query: principals `P#<principalId>`, role assignments `A#<principalId>#<roleId>`,
+//!   credential references `C#<principalId>#<keyId>` (so a principal's credentials list with a
+//!   consistent Query, never a GSI), organisation roles `R#<roleId>` with name markers
+//!   `RN#<name>` and a `ROLECOUNT` counter, and the `BOOTSTRAP` marker.
+//! - **credentials**, partition key `keyId`, so an exchange is one strongly consistent read.
+//!
+//! Every read the contract calls consistent uses `ConsistentRead`; every write that can race
+//! is a condition expression or a TransactWriteItems. Items are (de)serialised by hand, field
+//! by field; an item that does not decode is a `Corrupt` error, never a panic.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, Delete, KeySchemaElement, KeyType, KeysAndAttributes, Put, ReturnValue,
+    ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TransactWriteItem, Update,
+};
+use chrono::{DateTime, Utc};
+
+pub use aws_sdk_dynamodb::types::AttributeValue;
+
+use super::{Page, Store, StoreError};
+use crate::ids::{KeyId, OrgId, Permission, PrincipalId, RoleId};
+use crate::model::{
+    Actor, Credential, CredentialStatus, MAX_ACTIVE_CREDENTIALS, MAX_ORG_ROLES, MAX_ROLES_PER_PRINCIPAL, Principal, PrincipalStatus,
+    PrincipalType, Role, RoleAssignment,
+};
+
+type Item = HashMap<String, AttributeValue>;
+
+/// Optimistic retries of a transaction that lost a race, before answering Conflict.
+const MAX_TRANSACTION_ATTEMPTS: usize = 25;
+
+#[derive(Clone, Debug)]
+pub struct DynamoStore {
+    client: Client,
+    principals: String,
+    credentials: String,
+}
+
+// ---------------------------------------------------------------- attribute helpers
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: u64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn time(t: DateTime<Utc>) -> AttributeValue {
+    s(t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+}
+
+fn corrupt(what: &str, field: &str) -> StoreError {
+    StoreError::Corrupt(format!("{what}: field '{field}' is missing or malformed"))
+}
+
+struct Reader<'a> {
+    what: &'static str,
+    item: &'a Item,
+}
+
+impl<'a> Reader<'a> {
+    fn new(what: &'static str, item: &'a Item) -> Self {
+        Self { what, item }
+    }
+
+    fn str(&self, field: &str) -> Result<&'a str, StoreError> {
+        self.item.get(field).and_then(|v| v.as_s().ok()).map(String::as_str).ok_or_else(|| corrupt(self.what, field))
+    }
+
+    fn opt_str(&self, field: &str) -> Result<Option<&'a str>, StoreError> {
+        match self.item.get(field) {
+            None | Some(AttributeValue::Null(_)) => Ok(None),
+            Some(AttributeValue::S(v)) => Ok(Some(v.as_str())),
+            Some(_) => Err(corrupt(self.what, field)),
+        }
+    }
+
+    fn num(&self, field: &str) -> Result<u64, StoreError> {
+        self.item.get(field).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok()).ok_or_else(|| corrupt(self.what, field))
+    }
+
+    fn parse<T: std::str::FromStr>(&self, field: &str) -> Result<T, StoreError> {
+        self.str(field)?.parse().map_err(|_| corrupt(self.what, field))
+    }
+
+    fn time(&self, field: &str) -> Result<DateTime<Utc>, StoreError> {
+        let raw = self.str(field)?;
+        DateTime::parse_from_rfc3339(raw).map(|t| t.with_timezone(&Utc)).map_err(|_| corrupt(self.what, field))
+    }
+
+    fn opt_time(&self, field: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        match self.opt_str(field)? {
+            None => Ok(None),
+            Some(raw) => DateTime::parse_from_rfc3339(raw).map(|t| Some(t.with_timezone(&Utc))).map_err(|_| corrupt(self.what, field)),
+        }
+    }
+
+    fn strings(&self, field: &str) -> Result<Vec<&'a str>, StoreError> {
+        let list = self.item.get(field).and_then(|v| v.as_l().ok()).ok_or_else(|| corrupt(self.what, field))?;
+        list.iter().map(|v| v.as_s().map(String::as_str).map_err(|_| corrupt(self.what, field))).collect()
+    }
+}
+
+fn principal_status(raw: &str) -> Option<PrincipalStatus> {
+    match raw {
+        "Active" => Some(PrincipalStatus::Active),
+        "Suspended" => Some(PrincipalStatus::Suspended),
+        "Revoked" => Some(PrincipalStatus::Revoked),
+        _ => None,
+    }
+}
+
+fn status_name(status: PrincipalStatus) -> &'static str {
+    match status {
+        PrincipalStatus::Active => "Active",
+        PrincipalStatus::Suspended => "Suspended",
+        PrincipalStatus::Revoked => "Revoked",
+    }
+}
+
+fn credential_status_name(status: CredentialStatus) -> &'static str {
+    match status {
+        CredentialStatus::Active => "Active",
+        CredentialStatus::Revoked => "Revoked",
+        // Never stored: expiry is computed on read.
+        CredentialStatus::Expired => "Active",
+    }
+}
+
+fn principal_type(raw: &str) -> Option<PrincipalType> {
+    match raw {
+        "User" => Some(PrincipalType::User),
+        "ApiKey" => Some(PrincipalType::ApiKey),
+        "ServiceAccount" => Some(PrincipalType::ServiceAccount),
+        _ => None,
+    }
+}
+
+fn principal_type_name(t: PrincipalType) -> &'static str {
+    match t {
+        PrincipalType::User => "User",
+        PrincipalType::ApiKey => "ApiKey",
+        PrincipalType::ServiceAccount => "ServiceAccount",
+    }
+}
+
+// ---------------------------------------------------------------- keys
+
+fn principal_sk(id: &PrincipalId) -> String {
+    format!("P#{id}")
+}
+
+fn credential_ref_sk(principal: &PrincipalId, key_id: &KeyId) -> String {
+    format!("C#{principal}#{key_id}")
+}
+
+fn assignment_sk(principal: &PrincipalId, role: &RoleId) -> String {
+    format!("A#{principal}#{role}")
+}
+
+fn role_sk(role: &RoleId) -> String {
+    format!("R#{role}")
+}
+
+fn role_name_sk(name: &str) -> String {
+    format!("RN#{name}")
+}
+
+const ROLE_COUNT_SK: &str = "ROLECOUNT";
+const BOOTSTRAP_SK: &str = "BOOTSTRAP";
+
+fn org_key(org: &OrgId, sk: String) -> Item {
+    HashMap::from([("pk".to_owned(), s(org.as_str())), ("sk".to_owned(), s(sk))])
+}
+
+fn credential_key(key_id: &KeyId) -> Item {
+    HashMap::from([("keyId".to_owned(), s(key_id.as_str()))])
+}
+
+// ---------------------------------------------------------------- items
+
+/// A principal item. `credSeq` and `roleCount` are the store's own bookkeeping: `credSeq`
+/// changes with every credential issued (an optimistic lock for the active-credential limit),
+/// `roleCount` counts role assignments (for their limit).
+pub fn principal_to_item(p: &Principal, cred_seq: u64, role_count: u64) -> Item {
+    let mut item = org_key(&p.org_id, principal_sk(&p.id));
+    item.insert("kind".into(), s("principal"));
+    item.insert("id".into(), s(p.id.as_str()));
+    item.insert("orgId".into(), s(p.org_id.as_str()));
+    item.insert("type".into(), s(principal_type_name(p.principal_type)));
+    item.insert("displayName".into(), s(&p.display_name));
+    item.insert("status".into(), s(status_name(p.status)));
+    if let Some(t) = p.expires_at {
+        item.insert("expiresAt".into(), time(t));
+    }
+    item.insert("createdAt".into(), time(p.created_at));
+    item.insert("createdBy".into(), s(&p.created_by.0));
+    item.insert("updatedAt".into(), time(p.updated_at));
+    item.insert("version".into(), n(p.version));
+    item.insert("credSeq".into(), n(cred_seq));
+    item.insert("roleCount".into(), n(role_count));
+    item
+}
+
+pub fn principal_from_item(item: &Item) -> Result<Principal, StoreError> {
+    let r = Reader::new("principal", item);
+    if r.str("kind")? != "principal" {
+        return Err(corrupt("principal", "kind"));
+    }
+    Ok(Principal {
+        id: r.parse("id")?,
+        org_id: r.parse("orgId")?,
+        principal_type: principal_type(r.str("type")?).ok_or_else(|| corrupt("principal", "type"))?,
+        display_name: r.str("displayName")?.to_owned(),
+        status: principal_status(r.str("status")?).ok_or_else(|| corrupt("principal", "status"))?,
+        expires_at: r.opt_time("expiresAt")?,
+        created_at: r.time("createdAt")?,
+        created_by: Actor(r.str("createdBy")?.to_owned()),
+        updated_at: r.time("updatedAt")?,
+        version: r.num("version")?,
+    })
+}
+
+pub fn credential_to_item(c: &Credential) -> Item {
+    let mut item = credential_key(&c.key_id);
+    item.insert("principalId".into(), s(c.principal_id.as_str()));
+    item.insert("orgId".into(), s(c.org_id.as_str()));
+    item.insert("name".into(), s(&c.name));
+    if let Some(t) = c.expires_at {
+        item.insert("expiresAt".into(), time(t));
+    }
+    item.insert("status".into(), s(credential_status_name(c.status)));
+    item.insert("createdAt".into(), time(c.created_at));
+    item.insert("createdBy".into(), s(&c.created_by.0));
+    if let Some(t) = c.revoked_at {
+        item.insert("revokedAt".into(), time(t));
+    }
+    if let Some(a) = &c.revoked_by {
+        item.insert("revokedBy".into(), s(&a.0));
+    }
+    if let Some(t) = c.last_used_at {
+        item.insert("lastUsedAt".into(), time(t));
+    }
+    item.insert("secretHash".into(), s(&c.secret_hash));
+    item
+}
+
+pub fn credential_from_item(item: &Item) -> Result<Credential, StoreError> {
+    let r = Reader::new("credential", item);
+    let status = match r.str("status")? {
+        "Active" => CredentialStatus::Active,
+        "Revoked" => CredentialStatus::Revoked,
+        _ => return Err(corrupt("credential", "status")),
+    };
+    Ok(Credential {
+        key_id: r.parse("keyId")?,
+        principal_id: r.parse("principalId")?,
+        org_id: r.parse("orgId")?,
+        name: r.str("name")?.to_owned(),
+        expires_at: r.opt_time("expiresAt")?,
+        status,
+        created_at: r.time("createdAt")?,
+        created_by: Actor(r.str("createdBy")?.to_owned()),
+        revoked_at: r.opt_time("revokedAt")?,
+        revoked_by: r.opt_str("revokedBy")?.map(|a| Actor(a.to_owned())),
+        last_used_at: r.opt_time("lastUsedAt")?,
+        secret_hash: r.str("secretHash")?.to_owned(),
+    })
+}
+
+fn credential_ref_item(c: &Credential) -> Item {
+    let mut item = org_key(&c.org_id, credential_ref_sk(&c.principal_id, &c.key_id));
+    item.insert("kind".into(), s("credentialRef"));
+    item.insert("keyId".into(), s(c.key_id.as_str()));
+    item
+}
+
+pub fn assignment_to_item(a: &RoleAssignment) -> Item {
+    let mut item = org_key(&a.org_id, assignment_sk(&a.principal_id, &a.role_id));
+    item.insert("kind".into(), s("roleAssignment"));
+    item.insert("orgId".into(), s(a.org_id.as_str()));
+    item.insert("principalId".into(), s(a.principal_id.as_str()));
+    item.insert("roleId".into(), s(a.role_id.as_str()));
+    item.insert("assignedAt".into(), time(a.assigned_at));
+    item.insert("assignedBy".into(), s(&a.assigned_by.0));
+    item
+}
+
+pub fn assignment_from_item(item: &Item) -> Result<RoleAssignment, StoreError> {
+    let r = Reader::new("role assignment", item);
+    Ok(RoleAssignment {
+        org_id: r.parse("orgId")?,
+        principal_id: r.parse("principalId")?,
+        role_id: r.parse("roleId")?,
+        assigned_at: r.time("assignedAt")?,
+        assigned_by: Actor(r.str("assignedBy")?.to_owned()),
+    })
+}
+
+pub fn role_to_item(role: &Role, org: &OrgId) -> Item {
+    let mut item = org_key(org, role_sk(&role.id));
+    item.insert("kind".into(), s("role"));
+    item.insert("id".into(), s(role.id.as_str()));
+    item.insert("orgId".into(), s(org.as_str()));
+    item.insert("name".into(), s(&role.name));
+    item.insert("description".into(), s(&role.description));
+    item.insert("permissions".into(), AttributeValue::L(role.permissions.iter().map(|p| s(p.as_str())).collect()));
+    item.insert("principalTypes".into(), AttributeValue::L(role.principal_types.iter().map(|t| s(principal_type_name(*t))).collect()));
+    if let Some(t) = role.created_at {
+        item.insert("createdAt".into(), time(t));
+    }
+    if let Some(a) = &role.created_by {
+        item.insert("createdBy".into(), s(&a.0));
+    }
+    item
+}
+
+pub fn role_from_item(item: &Item) -> Result<Role, StoreError> {
+    let r = Reader::new("role", item);
+    let permissions = r
+        .strings("permissions")?
+        .into_iter()
+        .map(|p| Permission::parse(p).map_err(|_| corrupt("role", "permissions")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let principal_types = r
+        .strings("principalTypes")?
+        .into_iter()
+        .map(|t| principal_type(t).ok_or_else(|| corrupt("role", "principalTypes")))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Role {
+        id: r.parse("id")?,
+        name: r.str("name")?.to_owned(),
+        description: r.str("description")?.to_owned(),
+        permissions,
+        principal_types,
+        org_id: Some(r.parse("orgId")?),
+        built_in: false,
+        created_at: r.opt_time("createdAt")?,
+        created_by: r.opt_str("createdBy")?.map(|a| Actor(a.to_owned())),
+    })
+}
+
+// ---------------------------------------------------------------- errors
+
+fn unavailable<E, R>(e: SdkError<E, R>) -> StoreError
+where
+    E: std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    StoreError::Unavailable(DisplayErrorContext(&e).to_string())
+}
+
+fn build_error(e: aws_sdk_dynamodb::error::BuildError) -> StoreError {
+    StoreError::Unavailable(format!("request could not be built: {e}"))
+}
+
+/// Why a transaction was cancelled, per item: `Some(code)` for each item in order.
+fn cancellation_codes<R>(e: &SdkError<TransactWriteItemsError, R>) -> Option<Vec<String>> {
+    match e.as_service_error()? {
+        TransactWriteItemsError::TransactionCanceledException(c) => {
+            Some(c.cancellation_reasons().iter().map(|r| r.code().unwrap_or("None").to_owned()).collect())
+        }
+        TransactWriteItemsError::TransactionInProgressException(_) => Some(vec!["TransactionConflict".into()]),
+        _ => None,
+    }
+}
+
+fn failed(codes: &[String], index: usize) -> bool {
+    codes.get(index).is_some_and(|c| c == "ConditionalCheckFailed")
+}
+
+fn raced(codes: &[String]) -> bool {
+    codes.iter().any(|c| c == "TransactionConflict")
+}
+
+fn put(table: &str, item: Item, condition: Option<&str>) -> Result<TransactWriteItem, StoreError> {
+    let put = Put::builder()
+        .table_name(table)
+        .set_item(Some(item))
+        .set_condition_expression(condition.map(str::to_owned))
+        .build()
+        .map_err(build_error)?;
+    Ok(TransactWriteItem::builder().put(put).build())
+}
+
+impl DynamoStore {
+    pub fn new(client: Client, principals_table: impl Into<String>, credentials_table: impl Into<String>) -> Self {
+        Self { client, principals: principals_table.into(), credentials: credentials_table.into() }
+    }
+
+    /// Creates both tables (on-demand). For local DynamoDB-compatible servers and tests; in AWS
+    /// the template creates them, with point-in-time recovery and deletion protection.
+    pub async fn create_tables(&self) -> Result<(), StoreError> {
+        let attr = |name: &str| {
+            AttributeDefinition::builder().attribute_name(name).attribute_type(ScalarAttributeType::S).build().map_err(build_error)
+        };
+        let key = |name: &str, kind: KeyType| KeySchemaElement::builder().attribute_name(name).key_type(kind).build().map_err(build_error);
+        self.client
+            .create_table()
+            .table_name(&self.principals)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(attr("pk")?)
+            .attribute_definitions(attr("sk")?)
+            .key_schema(key("pk", KeyType::Hash)?)
+            .key_schema(key("sk", KeyType::Range)?)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        self.client
+            .create_table()
+            .table_name(&self.credentials)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(attr("keyId")?)
+            .key_schema(key("keyId", KeyType::Hash)?)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn get_principal_item(&self, org: &OrgId, id: &PrincipalId) -> Result<Option<(Principal, u64, u64)>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.principals)
+            .set_key(Some(org_key(org, principal_sk(id))))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        match out.item() {
+            None => Ok(None),
+            Some(item) => {
+                let p = principal_from_item(item)?;
+                let r = Reader::new("principal", item);
+                Ok(Some((p, r.num("credSeq").unwrap_or(0), r.num("roleCount").unwrap_or(0))))
+            }
+        }
+    }
+
+    /// Every item of `org` whose sort key starts with `prefix`, read consistently.
+    async fn query_prefix(&self, org: &OrgId, prefix: &str) -> Result<Vec<Item>, StoreError> {
+        let mut items = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.principals)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .expression_attribute_values(":pk", s(org.as_str()))
+                .expression_attribute_values(":prefix", s(prefix))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(unavailable)?;
+            items.extend(out.items().iter().cloned());
+            match out.last_evaluated_key() {
+                Some(key) if !key.is_empty() => start = Some(key.clone()),
+                _ => return Ok(items),
+            }
+        }
+    }
+
+    /// Credentials by key id, read consistently, in batches of 100.
+    async fn batch_get_credentials(&self, key_ids: Vec<String>) -> Result<Vec<Credential>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in key_ids.chunks(100) {
+            let mut pending: Vec<Item> = chunk.iter().map(|k| HashMap::from([("keyId".to_owned(), s(k.as_str()))])).collect();
+            for _ in 0..5 {
+                if pending.is_empty() {
+                    break;
+                }
+                let request = KeysAndAttributes::builder()
+                    .set_keys(Some(std::mem::take(&mut pending)))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(build_error)?;
+                let result = self.client.batch_get_item().request_items(&self.credentials, request).send().await.map_err(unavailable)?;
+                if let Some(items) = result.responses().and_then(|r| r.get(&self.credentials)) {
+                    for item in items {
+                        out.push(credential_from_item(item)?);
+                    }
+                }
+                if let Some(rest) = result.unprocessed_keys().and_then(|u| u.get(&self.credentials)) {
+                    pending = rest.keys().to_vec();
+                }
+            }
+            if !pending.is_empty() {
+                return Err(StoreError::Unavailable("credentials could not all be read".into()));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn principal_credentials(&self, org: &OrgId, principal: &PrincipalId) -> Result<Vec<Credential>, StoreError> {
+        let refs = self.query_prefix(org, &format!("C#{principal}#")).await?;
+        let key_ids = refs
+            .iter()
+            .map(|item| Reader::new("credential reference", item).str("keyId").map(str::to_owned))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut creds = self.batch_get_credentials(key_ids).await?;
+        creds.retain(|c| c.org_id == *org && c.principal_id == *principal);
+        creds.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.key_id.cmp(&b.key_id)));
+        Ok(creds)
+    }
+
+    async fn get_assignment(&self, org: &OrgId, principal: &PrincipalId, role: &RoleId) -> Result<Option<RoleAssignment>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.principals)
+            .set_key(Some(org_key(org, assignment_sk(principal, role))))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        out.item().map(assignment_from_item).transpose()
+    }
+
+    /// The principal for a write that needs it alive, with its bookkeeping counters.
+    async fn live_principal(&self, org: &OrgId, id: &PrincipalId) -> Result<(Principal, u64, u64), StoreError> {
+        let found = self.get_principal_item(org, id).await?.ok_or(StoreError::NotFound("principal"))?;
+        if found.0.status == PrincipalStatus::Revoked {
+            return Err(StoreError::Conflict("the principal is revoked".into()));
+        }
+        Ok(found)
+    }
+}
+
+#[async_trait]
+impl Store for DynamoStore {
+    async fn create_principal(&self, principal: &Principal) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.principals)
+            .set_item(Some(principal_to_item(principal, 0, 0)))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {
+                Err(StoreError::Conflict("a principal with this id exists".into()))
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn get_principal(&self, org: &OrgId, id: &PrincipalId) -> Result<Option<Principal>, StoreError> {
+        Ok(self.get_principal_item(org, id).await?.map(|(p, _, _)| p))
+    }
+
+    async fn list_principals(&self, org: &OrgId, limit: usize, after: Option<&PrincipalId>) -> Result<Page<Principal>, StoreError> {
+        // One more than asked, so a full last page is known to be the last.
+        let want = limit + 1;
+        let mut items = Vec::new();
+        let mut start = after.map(|id| org_key(org, principal_sk(id)));
+        while items.len() < want {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.principals)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .expression_attribute_values(":pk", s(org.as_str()))
+                .expression_attribute_values(":prefix", s("P#"))
+                .consistent_read(true)
+                .limit(i32::try_from(want - items.len()).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(unavailable)?;
+            for item in out.items() {
+                items.push(principal_from_item(item)?);
+            }
+            match out.last_evaluated_key() {
+                Some(key) if !key.is_empty() => start = Some(key.clone()),
+                _ => break,
+            }
+        }
+        let more = items.len() > limit;
+        items.truncate(limit);
+        let next = if more { items.last().map(|p| p.id.clone()) } else { None };
+        Ok(Page { items, next })
+    }
+
+    async fn update_principal(&self, principal: &Principal, expected_version: u64) -> Result<(), StoreError> {
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.principals)
+            .set_key(Some(org_key(&principal.org_id, principal_sk(&principal.id))))
+            .condition_expression("attribute_exists(pk) AND #version = :expected")
+            .expression_attribute_names("#version", "version")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#name", "displayName")
+            .expression_attribute_names("#updated", "updatedAt")
+            .expression_attribute_names("#expires", "expiresAt")
+            .expression_attribute_values(":expected", n(expected_version))
+            .expression_attribute_values(":version", n(principal.version))
+            .expression_attribute_values(":status", s(status_name(principal.status)))
+            .expression_attribute_values(":name", s(&principal.display_name))
+            .expression_attribute_values(":updated", time(principal.updated_at))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        let set = "SET #version = :version, #status = :status, #name = :name, #updated = :updated";
+        request = match principal.expires_at {
+            Some(t) => request.update_expression(format!("{set}, #expires = :expires")).expression_attribute_values(":expires", time(t)),
+            None => request.update_expression(format!("{set} REMOVE #expires")),
+        };
+        match request.send().await {
+            Ok(_) => Ok(()),
+            Err(e) => match e.as_service_error() {
+                Some(aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c)) => {
+                    if c.item().is_none_or(|i| i.is_empty()) {
+                        Err(StoreError::NotFound("principal"))
+                    } else {
+                        Err(StoreError::Conflict("the principal was changed concurrently; read it again and retry".into()))
+                    }
+                }
+                _ => Err(unavailable(e)),
+            },
+        }
+    }
+
+    async fn insert_credential(&self, credential: &Credential, now: DateTime<Utc>) -> Result<(), StoreError> {
+        for _ in 0..MAX_TRANSACTION_ATTEMPTS {
+            let (_, cred_seq, _) = self.live_principal(&credential.org_id, &credential.principal_id).await?;
+            let live =
+                self.principal_credentials(&credential.org_id, &credential.principal_id).await?.iter().filter(|c| c.is_live(now)).count();
+            if live >= MAX_ACTIVE_CREDENTIALS {
+                return Err(StoreError::Limit(format!(
+                    "the principal already has {MAX_ACTIVE_CREDENTIALS} active credentials; revoke one first"
+                )));
+            }
+            // The principal's credSeq moves with every issue: if another issue committed since we
+            // counted, this transaction fails and we count again.
+            let bump = Update::builder()
+                .table_name(&self.principals)
+                .set_key(Some(org_key(&credential.org_id, principal_sk(&credential.principal_id))))
+                .update_expression("SET credSeq = :next")
+                .condition_expression("attribute_exists(pk) AND #status <> :revoked AND (credSeq = :seen OR (attribute_not_exists(credSeq) AND :seen = :zero))")
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":revoked", s("Revoked"))
+                .expression_attribute_values(":seen", n(cred_seq))
+                .expression_attribute_values(":zero", n(0))
+                .expression_attribute_values(":next", n(cred_seq + 1))
+                .build()
+                .map_err(build_error)?;
+            let result = self
+                .client
+                .transact_write_items()
+                .transact_items(TransactWriteItem::builder().update(bump).build())
+                .transact_items(put(&self.credentials, credential_to_item(credential), Some("attribute_not_exists(keyId)"))?)
+                .transact_items(put(&self.principals, credential_ref_item(credential), None)?)
+                .send()
+                .await;
+            match result {
+                Ok(_) => return Ok(()),
+                Err(e) => match cancellation_codes(&e) {
+                    Some(codes) if failed(&codes, 1) => return Err(StoreError::Conflict("a credential with this key id exists".into())),
+                    Some(codes) if failed(&codes, 0) || raced(&codes) => continue,
+                    _ => return Err(unavailable(e)),
+                },
+            }
+        }
+        Err(StoreError::Conflict("too many concurrent changes to this principal; retry".into()))
+    }
+
+    async fn get_credential(&self, key_id: &KeyId) -> Result<Option<Credential>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.credentials)
+            .set_key(Some(credential_key(key_id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        out.item().map(credential_from_item).transpose()
+    }
+
+    async fn list_credentials(&self, org: &OrgId, principal: &PrincipalId) -> Result<Vec<Credential>, StoreError> {
+        self.principal_credentials(org, principal).await
+    }
+
+    async fn revoke_credential(
+        &self,
+        org: &OrgId,
+        principal: &PrincipalId,
+        key_id: &KeyId,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> Result<Credential, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.credentials)
+            .set_key(Some(credential_key(key_id)))
+            .update_expression("SET #status = :revoked, revokedAt = :at, revokedBy = :by")
+            .condition_expression("orgId = :org AND principalId = :principal AND #status = :active")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":revoked", s("Revoked"))
+            .expression_attribute_values(":active", s("Active"))
+            .expression_attribute_values(":at", time(now))
+            .expression_attribute_values(":by", s(&actor.0))
+            .expression_attribute_values(":org", s(org.as_str()))
+            .expression_attribute_values(":principal", s(principal.as_str()))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(out) => credential_from_item(out.attributes().ok_or_else(|| corrupt("credential", "attributes"))?),
+            Err(e) => match e.as_service_error() {
+                Some(aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c)) => {
+                    let Some(item) = c.item().filter(|i| !i.is_empty()) else {
+                        return Err(StoreError::NotFound("credential"));
+                    };
+                    let current = credential_from_item(item)?;
+                    if current.org_id != *org || current.principal_id != *principal {
+                        return Err(StoreError::NotFound("credential"));
+                    }
+                    // Already revoked: idempotent, the first revocation stands.
+                    Ok(current)
+                }
+                _ => Err(unavailable(e)),
+            },
+        }
+    }
+
+    async fn record_credential_use(&self, key_id: &KeyId, at: DateTime<Utc>) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.credentials)
+            .set_key(Some(credential_key(key_id)))
+            .update_expression("SET lastUsedAt = :at")
+            .condition_expression("attribute_exists(keyId)")
+            .expression_attribute_values(":at", time(at))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(()),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn create_role(&self, role: &Role) -> Result<(), StoreError> {
+        let Some(org) = role.org_id.as_ref() else {
+            return Err(StoreError::Conflict("built-in roles are not stored".into()));
+        };
+        let mut name_marker = org_key(org, role_name_sk(&role.name));
+        name_marker.insert("kind".into(), s("roleName"));
+        name_marker.insert("roleId".into(), s(role.id.as_str()));
+        let count = Update::builder()
+            .table_name(&self.principals)
+            .set_key(Some(org_key(org, ROLE_COUNT_SK.to_owned())))
+            .update_expression("SET #count = if_not_exists(#count, :zero) + :one, kind = :kind")
+            .condition_expression("attribute_not_exists(#count) OR #count < :max")
+            .expression_attribute_names("#count", "count")
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":max", n(MAX_ORG_ROLES as u64))
+            .expression_attribute_values(":kind", s("roleCount"))
+            .build()
+            .map_err(build_error)?;
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(put(&self.principals, role_to_item(role, org), Some("attribute_not_exists(sk)"))?)
+            .transact_items(put(&self.principals, name_marker, Some("attribute_not_exists(sk)"))?)
+            .transact_items(TransactWriteItem::builder().update(count).build())
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) => match cancellation_codes(&e) {
+                Some(codes) if failed(&codes, 0) => Err(StoreError::Conflict("a role with this id exists".into())),
+                Some(codes) if failed(&codes, 1) => Err(StoreError::Conflict(format!("a role named '{}' already exists", role.name))),
+                Some(codes) if failed(&codes, 2) => {
+                    Err(StoreError::Limit(format!("an organisation can define at most {MAX_ORG_ROLES} roles")))
+                }
+                Some(codes) if raced(&codes) => Err(StoreError::Conflict("a concurrent change interfered; retry".into())),
+                _ => Err(unavailable(e)),
+            },
+        }
+    }
+
+    async fn list_org_roles(&self, org: &OrgId) -> Result<Vec<Role>, StoreError> {
+        self.query_prefix(org, "R#").await?.iter().map(role_from_item).collect()
+    }
+
+    async fn get_org_role(&self, org: &OrgId, id: &RoleId) -> Result<Option<Role>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.principals)
+            .set_key(Some(org_key(org, role_sk(id))))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        out.item().map(role_from_item).transpose()
+    }
+
+    async fn list_role_assignments(&self, org: &OrgId, principal: &PrincipalId) -> Result<Vec<RoleAssignment>, StoreError> {
+        self.query_prefix(org, &format!("A#{principal}#")).await?.iter().map(assignment_from_item).collect()
+    }
+
+    async fn assign_role(&self, assignment: &RoleAssignment) -> Result<(RoleAssignment, bool), StoreError> {
+        for _ in 0..MAX_TRANSACTION_ATTEMPTS {
+            self.live_principal(&assignment.org_id, &assignment.principal_id).await?;
+            if let Some(existing) = self.get_assignment(&assignment.org_id, &assignment.principal_id, &assignment.role_id).await? {
+                return Ok((existing, false));
+            }
+            let count = Update::builder()
+                .table_name(&self.principals)
+                .set_key(Some(org_key(&assignment.org_id, principal_sk(&assignment.principal_id))))
+                .update_expression("SET roleCount = if_not_exists(roleCount, :zero) + :one")
+                .condition_expression(
+                    "attribute_exists(pk) AND #status <> :revoked AND (attribute_not_exists(roleCount) OR roleCount < :max)",
+                )
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":revoked", s("Revoked"))
+                .expression_attribute_values(":zero", n(0))
+                .expression_attribute_values(":one", n(1))
+                .expression_attribute_values(":max", n(MAX_ROLES_PER_PRINCIPAL as u64))
+                .build()
+                .map_err(build_error)?;
+            let result = self
+                .client
+                .transact_write_items()
+                .transact_items(TransactWriteItem::builder().update(count).build())
+                .transact_items(put(&self.principals, assignment_to_item(assignment), Some("attribute_not_exists(sk)"))?)
+                .send()
+                .await;
+            match result {
+                Ok(_) => return Ok((assignment.clone(), true)),
+                Err(e) => match cancellation_codes(&e) {
+                    // Assigned concurrently: the loop answers the stored one.
+                    Some(codes) if failed(&codes, 1) || raced(&codes) => continue,
+                    Some(codes) if failed(&codes, 0) => {
+                        self.live_principal(&assignment.org_id, &assignment.principal_id).await?;
+                        return Err(StoreError::Limit(format!("a principal can hold at most {MAX_ROLES_PER_PRINCIPAL} roles")));
+                    }
+                    _ => return Err(unavailable(e)),
+                },
+            }
+        }
+        Err(StoreError::Conflict("too many concurrent changes to this principal; retry".into()))
+    }
+
+    async fn unassign_role(&self, org: &OrgId, principal: &PrincipalId, role: &RoleId) -> Result<bool, StoreError> {
+        for _ in 0..MAX_TRANSACTION_ATTEMPTS {
+            let delete = Delete::builder()
+                .table_name(&self.principals)
+                .set_key(Some(org_key(org, assignment_sk(principal, role))))
+                .condition_expression("attribute_exists(sk)")
+                .build()
+                .map_err(build_error)?;
+            let count = Update::builder()
+                .table_name(&self.principals)
+                .set_key(Some(org_key(org, principal_sk(principal))))
+                .update_expression("SET roleCount = roleCount - :one")
+                .condition_expression("attribute_exists(pk) AND roleCount > :zero")
+                .expression_attribute_values(":zero", n(0))
+                .expression_attribute_values(":one", n(1))
+                .build()
+                .map_err(build_error)?;
+            let result = self
+                .client
+                .transact_write_items()
+                .transact_items(TransactWriteItem::builder().delete(delete).build())
+                .transact_items(TransactWriteItem::builder().update(count).build())
+                .send()
+                .await;
+            match result {
+                Ok(_) => return Ok(true),
+                Err(e) => match cancellation_codes(&e) {
+                    Some(codes) if failed(&codes, 0) => return Ok(false),
+                    Some(codes) if raced(&codes) => continue,
+                    Some(codes) if failed(&codes, 1) => return Err(StoreError::Corrupt("principal role count is out of step".into())),
+                    _ => return Err(unavailable(e)),
+                },
+            }
+        }
+        Err(StoreError::Conflict("too many concurrent changes to this principal; retry".into()))
+    }
+
+    async fn bootstrap_org(&self, principal: &Principal, assignment: &RoleAssignment, credential: &Credential) -> Result<(), StoreError> {
+        self.bootstrap(principal, assignment, credential, false).await
+    }
+
+    async fn is_bootstrapped(&self, org: &OrgId) -> Result<bool, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.principals)
+            .set_key(Some(org_key(org, BOOTSTRAP_SK.to_owned())))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(out.item().is_some())
+    }
+}
+
+impl DynamoStore {
+    /// Writes an organisation's first admin in one transaction. With `force`, writes another
+    /// admin even if the organisation was bootstrapped before (the operator's escape hatch when
+    /// every admin key is lost).
+    pub async fn bootstrap(
+        &self,
+        principal: &Principal,
+        assignment: &RoleAssignment,
+        credential: &Credential,
+        force: bool,
+    ) -> Result<(), StoreError> {
+        let mut marker = org_key(&principal.org_id, BOOTSTRAP_SK.to_owned());
+        marker.insert("kind".into(), s("bootstrap"));
+        marker.insert("principalId".into(), s(principal.id.as_str()));
+        let marker_condition = (!force).then_some("attribute_not_exists(sk)");
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(put(&self.principals, marker, marker_condition)?)
+            .transact_items(put(&self.principals, principal_to_item(principal, 1, 1), Some("attribute_not_exists(sk)"))?)
+            .transact_items(put(&self.principals, assignment_to_item(assignment), None)?)
+            .transact_items(put(&self.credentials, credential_to_item(credential), Some("attribute_not_exists(keyId)"))?)
+            .transact_items(put(&self.principals, credential_ref_item(credential), None)?)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) => match cancellation_codes(&e) {
+                Some(codes) if failed(&codes, 0) => {
+                    Err(StoreError::Conflict(format!("organisation '{}' is already bootstrapped", principal.org_id)))
+                }
+                Some(codes) if codes.iter().any(|c| c == "ConditionalCheckFailed") || raced(&codes) => {
+                    Err(StoreError::Conflict("a concurrent bootstrap interfered; retry".into()))
+                }
+                _ => Err(unavailable(e)),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::now;
+
+    fn principal() -> Principal {
+        Principal::new(OrgId::parse("acme").unwrap(), "svc", None, Some(now() + chrono::Duration::days(1)), Actor::system("t"), now())
+            .unwrap()
+    }
+
+    #[test]
+    fn principal_items_round_trip() {
+        let p = principal();
+        let item = principal_to_item(&p, 3, 2);
+        assert_eq!(principal_from_item(&item).unwrap(), p);
+        assert_eq!(item["pk"], s("acme"));
+        assert_eq!(item["sk"], s(format!("P#{}", p.id)));
+    }
+
+    #[test]
+    fn credential_items_round_trip_and_keep_only_the_hash() {
+        let p = principal();
+        let mut c = Credential::new(
+            &p,
+            KeyId::generate(),
+            "ci",
+            None,
+            "$argon2id$v=19$m=8,t=1,p=1$c2FsdA$aGFzaA".into(),
+            Actor::system("t"),
+            now(),
+        )
+        .unwrap();
+        c = c.revoked(Actor::system("r"), now());
+        c.last_used_at = Some(now());
+        let item = credential_to_item(&c);
+        assert_eq!(credential_from_item(&item).unwrap(), c);
+        assert_eq!(item.len(), 11);
+    }
+
+    #[test]
+    fn role_and_assignment_items_round_trip() {
+        let org = OrgId::parse("acme").unwrap();
+        let role = Role::new_org_role(
+            org.clone(),
+            "ops",
+            Some("d"),
+            vec![Permission::parse("a:b").unwrap()],
+            vec![PrincipalType::ApiKey],
+            Actor::system("t"),
+            now(),
+        )
+        .unwrap();
+        assert_eq!(role_from_item(&role_to_item(&role, &org)).unwrap(), role);
+        let a = RoleAssignment {
+            org_id: org,
+            principal_id: PrincipalId::generate(),
+            role_id: RoleId::parse("iam-viewer").unwrap(),
+            assigned_at: now(),
+            assigned_by: Actor::system("t"),
+        };
+        assert_eq!(assignment_from_item(&assignment_to_item(&a)).unwrap(), a);
+    }
+
+    #[test]
+    fn corrupt_items_are_errors() {
+        let p = principal();
+        let mut item = principal_to_item(&p, 0, 0);
+        item.insert("status".into(), s("Deleted"));
+        assert!(matches!(principal_from_item(&item), Err(StoreError::Corrupt(_))));
+        item.insert("status".into(), n(1));
+        assert!(matches!(principal_from_item(&item), Err(StoreError::Corrupt(_))));
+        let mut item = principal_to_item(&p, 0, 0);
+        item.remove("version");
+        assert!(matches!(principal_from_item(&item), Err(StoreError::Corrupt(_))));
+        let mut item = principal_to_item(&p, 0, 0);
+        item.insert("kind".into(), s("role"));
+        assert!(principal_from_item(&item).is_err());
+        assert!(credential_from_item(&HashMap::new()).is_err());
+        let mut c =
+            credential_to_item(&Credential::new(&p, KeyId::generate(), "x", None, "SECRETHASH".into(), Actor::system("t"), now()).unwrap());
+        c.insert("createdAt".into(), s("yesterday"));
+        let err = credential_from_item(&c).unwrap_err().to_string();
+        assert!(!err.contains("SECRETHASH") && !err.contains("yesterday"), "{err}");
+    }
+}
