@@ -21,6 +21,12 @@ pub async fn sdk_config() -> SdkConfig {
 }
 
 pub async fn sdk_config_with(operation: Duration, attempt: Duration) -> SdkConfig {
+    loader(operation, attempt).load().await
+}
+
+/// The configuration loader with this service's HTTP client, timeouts and retries; callers may
+/// add an endpoint, region or credentials before loading.
+pub fn loader(operation: Duration, attempt: Duration) -> aws_config::ConfigLoader {
     let http = aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(CryptoMode::Ring)).build_https();
     aws_config::defaults(BehaviorVersion::latest())
         .http_client(http)
@@ -32,6 +38,4 @@ pub async fn sdk_config_with(operation: Duration, attempt: Duration) -> SdkConfi
                 .build(),
         )
         .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
-        .load()
-        .await
 }

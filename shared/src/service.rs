@@ -415,33 +415,40 @@ impl Iam {
         })
     }
 
-    /// Creates an organisation's first admin (an API-key principal with `iam-admin` and one
-    /// credential) unless it has one. Answers the key, to be shown once.
+    /// Creates an organisation's first admin unless it has one; see [`bootstrap_admin`].
     pub async fn bootstrap(&self, org: &OrgId) -> Result<Option<ApiKey>, DomainError> {
-        if self.store.is_bootstrapped(org).await? {
-            return Ok(None);
-        }
-        let actor = Actor::system("bootstrap");
-        let now = model::now();
-        let principal = Principal::new(org.clone(), "Bootstrap admin", None, None, actor.clone(), now)?;
-        let assignment = RoleAssignment {
-            org_id: org.clone(),
-            principal_id: principal.id.clone(),
-            role_id: RoleId::parse(roles::ADMIN_ROLE).expect("built-in role id"),
-            assigned_at: now,
-            assigned_by: actor.clone(),
-        };
-        let key = ApiKey::generate();
-        let hash = self.hasher.hash(key.secret()).await.map_err(|e| DomainError::Unavailable(StoreError::Unavailable(e.to_string())))?;
-        let credential = Credential::new(&principal, key.key_id().clone(), "bootstrap", None, hash, actor.clone(), now)?;
-        let result = self.store.bootstrap_org(&principal, &assignment, &credential).await;
-        let outcome = result.as_ref().map(|_| ()).map_err(|e| e as &dyn std::fmt::Display);
-        audit("org.bootstrap", &actor.0, org.as_str(), principal.id.as_str(), outcome);
-        match result {
-            Ok(()) => Ok(Some(key)),
-            // Another process bootstrapped it first: that is the desired end state.
-            Err(StoreError::Conflict(_)) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        bootstrap_admin(self.store.as_ref(), &self.hasher, org, false).await
+    }
+}
+
+/// Creates an organisation's first admin: an API-key principal with `iam-admin` and one
+/// credential, written atomically. Answers the key, to be shown once, or `None` when the
+/// organisation already had one (unless `force`, which adds another admin: the way back in
+/// when every admin key is lost).
+pub async fn bootstrap_admin(store: &dyn Store, hasher: &SecretHasher, org: &OrgId, force: bool) -> Result<Option<ApiKey>, DomainError> {
+    if !force && store.is_bootstrapped(org).await? {
+        return Ok(None);
+    }
+    let actor = Actor::system("bootstrap");
+    let now = model::now();
+    let principal = Principal::new(org.clone(), "Bootstrap admin", None, None, actor.clone(), now)?;
+    let assignment = RoleAssignment {
+        org_id: org.clone(),
+        principal_id: principal.id.clone(),
+        role_id: RoleId::parse(roles::ADMIN_ROLE).expect("built-in role id"),
+        assigned_at: now,
+        assigned_by: actor.clone(),
+    };
+    let key = ApiKey::generate();
+    let hash = hasher.hash(key.secret()).await.map_err(|e| DomainError::Unavailable(StoreError::Unavailable(e.to_string())))?;
+    let credential = Credential::new(&principal, key.key_id().clone(), "bootstrap", None, hash, actor.clone(), now)?;
+    let result = store.bootstrap_org(&principal, &assignment, &credential, force).await;
+    let outcome = result.as_ref().map(|_| ()).map_err(|e| e as &dyn std::fmt::Display);
+    audit("org.bootstrap", &actor.0, org.as_str(), principal.id.as_str(), outcome);
+    match result {
+        Ok(()) => Ok(Some(key)),
+        // Another process bootstrapped it first: that is the desired end state.
+        Err(StoreError::Conflict(_)) if !force => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }

@@ -65,6 +65,11 @@ impl SigningKeyDocument {
         Ok(Self { kid, alg: ALGORITHM.to_owned(), private_key_pem: SecretString::from(pem.as_str().to_owned()) })
     }
 
+    /// The stored form. Holds the private key: only for the secret or the 0600 file.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a signing key document always serialises")
+    }
+
     pub fn from_json(raw: &str) -> Result<Self, KeyError> {
         serde_json::from_str(raw).map_err(|e| KeyError::Document(format!("not a signing key document ({})", e.classify_name())))
     }

@@ -313,7 +313,7 @@ pub async fn bootstrap_happens_once<S: Store + ?Sized>(store: Arc<S>) {
     let p = principal("acme");
     let a = assignment(&p, "iam-admin");
     let c = credential(&p);
-    store.bootstrap_org(&p, &a, &c).await.unwrap();
+    store.bootstrap_org(&p, &a, &c, false).await.unwrap();
     assert!(store.is_bootstrapped(&acme).await.unwrap());
     assert_eq!(store.get_principal(&acme, &p.id).await.unwrap(), Some(p.clone()));
     assert_eq!(store.get_credential(&c.key_id).await.unwrap(), Some(c.clone()));
@@ -321,7 +321,9 @@ pub async fn bootstrap_happens_once<S: Store + ?Sized>(store: Arc<S>) {
     assert_eq!(store.list_credentials(&acme, &p.id).await.unwrap(), vec![c]);
     let p2 = principal("acme");
     let c2 = credential(&p2);
-    assert!(matches!(store.bootstrap_org(&p2, &assignment(&p2, "iam-admin"), &c2).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(store.bootstrap_org(&p2, &assignment(&p2, "iam-admin"), &c2, false).await, Err(StoreError::Conflict(_))));
     assert_eq!(store.get_principal(&acme, &p2.id).await.unwrap(), None, "nothing half-written");
     assert_eq!(store.get_credential(&c2.key_id).await.unwrap(), None);
+    store.bootstrap_org(&p2, &assignment(&p2, "iam-admin"), &c2, true).await.unwrap();
+    assert_eq!(store.get_credential(&c2.key_id).await.unwrap(), Some(c2), "forced: a second admin");
 }

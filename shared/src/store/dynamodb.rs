@@ -900,8 +900,14 @@ impl Store for DynamoStore {
         Err(StoreError::Conflict("too many concurrent changes to this principal; retry".into()))
     }
 
-    async fn bootstrap_org(&self, principal: &Principal, assignment: &RoleAssignment, credential: &Credential) -> Result<(), StoreError> {
-        self.bootstrap(principal, assignment, credential, false).await
+    async fn bootstrap_org(
+        &self,
+        principal: &Principal,
+        assignment: &RoleAssignment,
+        credential: &Credential,
+        force: bool,
+    ) -> Result<(), StoreError> {
+        self.bootstrap(principal, assignment, credential, force).await
     }
 
     async fn is_bootstrapped(&self, org: &OrgId) -> Result<bool, StoreError> {
@@ -922,7 +928,7 @@ impl DynamoStore {
     /// Writes an organisation's first admin in one transaction. With `force`, writes another
     /// admin even if the organisation was bootstrapped before (the operator's escape hatch when
     /// every admin key is lost).
-    pub async fn bootstrap(
+    async fn bootstrap(
         &self,
         principal: &Principal,
         assignment: &RoleAssignment,

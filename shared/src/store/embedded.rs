@@ -496,13 +496,19 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn bootstrap_org(&self, principal: &Principal, assignment: &RoleAssignment, credential: &Credential) -> Result<(), StoreError> {
+    async fn bootstrap_org(
+        &self,
+        principal: &Principal,
+        assignment: &RoleAssignment,
+        credential: &Credential,
+        force: bool,
+    ) -> Result<(), StoreError> {
         let (p, a, c) = (principal.clone(), assignment.clone(), credential.clone());
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(unavailable)?;
             {
                 let mut marker = txn.open_table(BOOTSTRAP).map_err(unavailable)?;
-                if marker.get(p.org_id.as_str()).map_err(unavailable)?.is_some() {
+                if !force && marker.get(p.org_id.as_str()).map_err(unavailable)?.is_some() {
                     return Err(StoreError::Conflict(format!("organisation '{}' is already bootstrapped", p.org_id)));
                 }
                 marker.insert(p.org_id.as_str(), p.id.as_str().as_bytes()).map_err(unavailable)?;

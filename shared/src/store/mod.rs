@@ -83,7 +83,13 @@ pub trait Store: Send + Sync + 'static {
     async fn unassign_role(&self, org: &OrgId, principal: &PrincipalId, role: &RoleId) -> Result<bool, StoreError>;
 
     /// Atomically writes an organisation's first admin (principal, role assignment, credential)
-    /// and marks the organisation bootstrapped; `Conflict` if it already was.
-    async fn bootstrap_org(&self, principal: &Principal, assignment: &RoleAssignment, credential: &Credential) -> Result<(), StoreError>;
+    /// and marks the organisation bootstrapped; `Conflict` if it already was, unless `force`.
+    async fn bootstrap_org(
+        &self,
+        principal: &Principal,
+        assignment: &RoleAssignment,
+        credential: &Credential,
+        force: bool,
+    ) -> Result<(), StoreError>;
     async fn is_bootstrapped(&self, org: &OrgId) -> Result<bool, StoreError>;
 }

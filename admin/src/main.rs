@@ -1,0 +1,152 @@
+//! `iam-admin`: what an operator runs against a deployed stack (or a local DynamoDB-compatible
+//! server), with AWS credentials from the usual places.
+//!
+//! - `iam-admin bootstrap --org ORG [--force]`: creates the organisation's first admin
+//!   principal (role `iam-admin`) and one credential, and prints the key once. Refuses to run
+//!   twice for one organisation unless `--force`.
+//! - `iam-admin init-signing-key [--force]`: writes a freshly generated RSA signing key into the
+//!   secret as its AWSCURRENT version; refuses if the secret already holds a valid key.
+//! - `iam-admin create-tables`: creates both tables (for local servers; the template creates
+//!   the real ones).
+//!
+//! Configuration: `IAM_PRINCIPALS_TABLE`, `IAM_CREDENTIALS_TABLE`, `IAM_SIGNING_SECRET_ID`,
+//! `AWS_REGION`/`AWS_PROFILE`/`AWS_ENDPOINT_URL`, and the `IAM_ARGON2_*` cost.
+
+use std::process::ExitCode;
+
+use iam_api::backend::DynamoSettings;
+use iam_api::config::Config;
+use iam_shared::hashing::SecretHasher;
+use iam_shared::ids::OrgId;
+use iam_shared::keys::{KeySource, SecretsManagerKeys};
+use iam_shared::store::DynamoStore;
+use iam_shared::token::SigningKeyDocument;
+use secrecy::ExposeSecret;
+
+const USAGE: &str = "usage:
+  iam-admin bootstrap --org ORG [--force]
+  iam-admin init-signing-key [--force]
+  iam-admin create-tables
+
+Environment: IAM_PRINCIPALS_TABLE, IAM_CREDENTIALS_TABLE, IAM_SIGNING_SECRET_ID, AWS_* (region,
+credentials, AWS_ENDPOINT_URL for a local server), IAM_ARGON2_MEMORY_KIB/ITERATIONS/PARALLELISM.";
+
+#[derive(Debug, PartialEq, Eq)]
+enum Command {
+    Bootstrap { org: OrgId, force: bool },
+    InitSigningKey { force: bool },
+    CreateTables,
+    Help,
+}
+
+fn parse(args: &[String]) -> Result<Command, String> {
+    let force = args.iter().any(|a| a == "--force");
+    match args.first().map(String::as_str) {
+        Some("bootstrap") => {
+            let mut org = None;
+            let mut rest = args[1..].iter();
+            while let Some(arg) = rest.next() {
+                match arg.as_str() {
+                    "--org" => org = Some(rest.next().ok_or("--org needs a value")?.clone()),
+                    "--force" => {}
+                    other => return Err(format!("unknown argument '{other}'")),
+                }
+            }
+            let org = OrgId::parse(&org.ok_or("bootstrap needs --org ORG")?).map_err(|e| e.0)?;
+            Ok(Command::Bootstrap { org, force })
+        }
+        Some("init-signing-key") if args[1..].iter().all(|a| a == "--force") => Ok(Command::InitSigningKey { force }),
+        Some("create-tables") if args.len() == 1 => Ok(Command::CreateTables),
+        Some("-h" | "--help" | "help") | None => Ok(Command::Help),
+        Some(other) => Err(format!("unknown command or arguments: '{other}'")),
+    }
+}
+
+async fn run(command: Command) -> Result<(), String> {
+    let settings = DynamoSettings::from_env().map_err(|e| e.to_string())?;
+    let sdk = iam_api::aws::sdk_config().await;
+    let store =
+        DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), settings.principals_table.clone(), settings.credentials_table.clone());
+    match command {
+        Command::Bootstrap { org, force } => {
+            let config = Config::from_env(Some("unused")).map_err(|e| e.to_string())?;
+            let hasher = SecretHasher::new(config.hash).map_err(|e| e.to_string())?;
+            match iam_shared::service::bootstrap_admin(&store, &hasher, &org, force).await.map_err(|e| e.to_string())? {
+                Some(key) => {
+                    println!("Bootstrap API key for {org}: {}", key.to_secret_string().expose_secret());
+                    Ok(())
+                }
+                None => Err(format!("organisation '{org}' already has a bootstrap admin; use --force to add another")),
+            }
+        }
+        Command::InitSigningKey { force } => {
+            let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
+            let existing = SecretsManagerKeys::new(secrets.clone(), settings.signing_secret_id.clone()).load().await;
+            if existing.is_ok() && !force {
+                return Err("the secret already holds a valid signing key; use --force to replace it".into());
+            }
+            let doc = SigningKeyDocument::generate().map_err(|e| e.to_string())?;
+            secrets
+                .put_secret_value()
+                .secret_id(&settings.signing_secret_id)
+                .secret_string(doc.to_json())
+                .send()
+                .await
+                .map_err(|e| format!("PutSecretValue: {}", aws_sdk_secretsmanager::error::DisplayErrorContext(&e)))?;
+            println!("Signing key {} is now AWSCURRENT in {}", doc.kid, settings.signing_secret_id);
+            Ok(())
+        }
+        Command::CreateTables => {
+            store.create_tables().await.map_err(|e| e.to_string())?;
+            println!("Created tables {} and {}", settings.principals_table, settings.credentials_table);
+            Ok(())
+        }
+        Command::Help => unreachable!("handled before"),
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match parse(&args) {
+        Ok(Command::Help) => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Ok(command) => match run(command).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("iam-admin: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Err(e) => {
+            eprintln!("iam-admin: {e}\n\n{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(raw: &[&str]) -> Vec<String> {
+        raw.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn parses_commands() {
+        let acme = OrgId::parse("acme").unwrap();
+        assert_eq!(parse(&args(&["bootstrap", "--org", "acme"])), Ok(Command::Bootstrap { org: acme.clone(), force: false }));
+        assert_eq!(parse(&args(&["bootstrap", "--force", "--org", "acme"])), Ok(Command::Bootstrap { org: acme, force: true }));
+        assert_eq!(parse(&args(&["init-signing-key"])), Ok(Command::InitSigningKey { force: false }));
+        assert_eq!(parse(&args(&["create-tables"])), Ok(Command::CreateTables));
+        assert_eq!(parse(&args(&[])), Ok(Command::Help));
+        assert!(parse(&args(&["bootstrap"])).is_err());
+        assert!(parse(&args(&["bootstrap", "--org", "Bad Org"])).is_err());
+        assert!(parse(&args(&["bootstrap", "--org"])).is_err());
+        assert!(parse(&args(&["create-tables", "x"])).is_err());
+        assert!(parse(&args(&["drop-everything"])).is_err());
+    }
+}

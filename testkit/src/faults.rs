@@ -1,0 +1,172 @@
+//! A proxy between the AWS SDK and moto that can throttle, fail or stall chosen operations.
+//! Every request gets its own connection (`Connection: close`), so a fault decision is per
+//! request and a pooled connection never carries one over.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// Answer `ThrottlingException` (retryable).
+    Throttle,
+    /// Answer 500 `InternalServerError`.
+    Fail,
+    /// Never answer.
+    Stall,
+}
+
+#[derive(Default)]
+struct Rules {
+    /// (operation name or "*", fault, how many more times; `None` = always)
+    rules: Vec<(String, Fault, Option<usize>)>,
+    seen: Vec<String>,
+}
+
+pub struct FaultProxy {
+    pub endpoint: String,
+    rules: Arc<Mutex<Rules>>,
+}
+
+impl FaultProxy {
+    pub async fn start(upstream: &str) -> Self {
+        let upstream: SocketAddr = upstream.trim_start_matches("http://").parse().expect("upstream host:port");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let rules = Arc::new(Mutex::new(Rules::default()));
+        let shared = rules.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                tokio::spawn(handle(client, upstream, shared.clone()));
+            }
+        });
+        Self { endpoint, rules }
+    }
+
+    /// Injects `fault` into the next `times` calls of `operation` (e.g. "GetItem",
+    /// "TransactWriteItems", or "*"); `None` for every call from now on.
+    pub fn inject(&self, operation: &str, fault: Fault, times: Option<usize>) {
+        self.rules.lock().unwrap().rules.push((operation.to_owned(), fault, times));
+    }
+
+    pub fn clear(&self) {
+        self.rules.lock().unwrap().rules.clear();
+    }
+
+    /// The operations seen so far, in order.
+    pub fn seen(&self) -> Vec<String> {
+        self.rules.lock().unwrap().seen.clone()
+    }
+}
+
+fn decide(rules: &Mutex<Rules>, operation: &str) -> Option<Fault> {
+    let mut rules = rules.lock().unwrap();
+    rules.seen.push(operation.to_owned());
+    for (op, fault, times) in rules.rules.iter_mut() {
+        if op == "*" || op == operation {
+            match times {
+                Some(0) => continue,
+                Some(n) => *n -= 1,
+                None => {}
+            }
+            return Some(fault.clone());
+        }
+    }
+    None
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Reads one HTTP/1.1 request (headers and a Content-Length body).
+async fn read_request(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let header_end = loop {
+        if let Some(i) = find(&buf, b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let headers = String::from_utf8_lossy(&buf[..header_end]).to_ascii_lowercase();
+    let length: usize = headers.lines().find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0))).unwrap_or(0);
+    while buf.len() < header_end + length {
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Some(buf)
+}
+
+fn operation_of(request: &[u8]) -> String {
+    let text = String::from_utf8_lossy(request);
+    for line in text.lines() {
+        let lower = line.to_ascii_lowercase();
+        if let Some(value) = lower.strip_prefix("x-amz-target:") {
+            let raw = &line[line.len() - value.len()..];
+            return raw.trim().rsplit('.').next().unwrap_or_default().to_owned();
+        }
+    }
+    "unknown".to_owned()
+}
+
+/// Forces `Connection: close` on a request or response head.
+fn close_after(message: &[u8]) -> Vec<u8> {
+    let Some(head_end) = find(message, b"\r\n\r\n") else { return message.to_vec() };
+    let head = String::from_utf8_lossy(&message[..head_end]);
+    let mut lines: Vec<&str> = head.split("\r\n").filter(|l| !l.to_ascii_lowercase().starts_with("connection:")).collect();
+    lines.insert(1, "Connection: close");
+    let mut out = lines.join("\r\n").into_bytes();
+    out.extend_from_slice(&message[head_end..]);
+    out
+}
+
+fn canned(status: &str, kind: &str, message: &str) -> Vec<u8> {
+    let body = format!(r#"{{"__type":"com.amazonaws.dynamodb.v20120810#{kind}","message":"{message}"}}"#);
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/x-amz-json-1.0\r\nx-amzn-ErrorType: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+async fn handle(mut client: TcpStream, upstream: SocketAddr, rules: Arc<Mutex<Rules>>) {
+    let Some(request) = read_request(&mut client).await else { return };
+    let operation = operation_of(&request);
+    match decide(&rules, &operation) {
+        Some(Fault::Throttle) => {
+            let _ = client
+                .write_all(&canned("400 Bad Request", "ThrottlingException", "Rate of requests exceeds the allowed throughput."))
+                .await;
+        }
+        Some(Fault::Fail) => {
+            let _ = client.write_all(&canned("500 Internal Server Error", "InternalServerError", "Internal server error (injected)")).await;
+        }
+        Some(Fault::Stall) => {
+            tokio::time::sleep(Duration::from_secs(120)).await;
+        }
+        None => {
+            let Ok(mut server) = TcpStream::connect(upstream).await else { return };
+            if server.write_all(&close_after(&request)).await.is_err() {
+                return;
+            }
+            let mut response = Vec::new();
+            if server.read_to_end(&mut response).await.is_err() {
+                return;
+            }
+            let _ = client.write_all(&close_after(&response)).await;
+        }
+    }
+    let _ = client.shutdown().await;
+}

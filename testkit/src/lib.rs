@@ -1,0 +1,145 @@
+//! Test support shared by the test crates: one moto server per test process (started on a free
+//! loopback port and stopped when the process exits), AWS clients pointed at it, unique table
+//! names, and a proxy that injects faults between the SDK and moto.
+
+pub mod faults;
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_config::{Region, SdkConfig};
+use aws_sdk_dynamodb::config::Credentials;
+use iam_shared::store::DynamoStore;
+
+pub const REGION: &str = "eu-west-1";
+
+/// A moto server this process started, or one the test command started for everyone
+/// (`IAM_TEST_MOTO_ENDPOINT`).
+pub struct Moto {
+    pub endpoint: String,
+    /// Held open for the life of the process: when it closes (the process exits, however it
+    /// exits), the watchdog shell kills moto.
+    _watchdog: Option<Mutex<(Child, ChildStdin)>>,
+}
+
+fn moto_server_path() -> PathBuf {
+    if let Ok(path) = std::env::var("MOTO_SERVER") {
+        return PathBuf::from(path);
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/moto_server")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
+}
+
+fn wait_for(addr: SocketAddr, within: Duration) {
+    let deadline = Instant::now() + within;
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(Instant::now() < deadline, "moto did not start listening on {addr}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn start_moto() -> Moto {
+    if let Ok(endpoint) = std::env::var("IAM_TEST_MOTO_ENDPOINT") {
+        return Moto { endpoint, _watchdog: None };
+    }
+    let server = moto_server_path();
+    assert!(server.exists(), "{} is missing: run ./scripts/test (or ./scripts/python-tools) to install moto", server.display());
+    let port = free_port();
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(r#""$0" -H 127.0.0.1 -p "$1" >/dev/null 2>&1 & pid=$!; read _ignored; kill $pid"#)
+        .arg(&server)
+        .arg(port.to_string())
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("start moto_server");
+    let stdin = child.stdin.take().expect("watchdog stdin");
+    wait_for(SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(30));
+    Moto { endpoint: format!("http://127.0.0.1:{port}"), _watchdog: Some(Mutex::new((child, stdin))) }
+}
+
+static MOTO: LazyLock<Moto> = LazyLock::new(start_moto);
+
+pub fn moto() -> &'static Moto {
+    &MOTO
+}
+
+impl Moto {
+    /// Stops the server now (used by tests that need it gone); the watchdog kills it.
+    pub fn stop_now(&self) {
+        if let Some(w) = &self._watchdog {
+            let mut guard = w.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = guard.1.write_all(b"\n");
+            let _ = guard.1.flush();
+        }
+    }
+}
+
+/// AWS configuration pointing at `endpoint`, with this service's HTTP client, timeouts and retries.
+pub async fn sdk_config_for(endpoint: &str, operation: Duration, attempt: Duration) -> SdkConfig {
+    iam_api::aws::loader(operation, attempt)
+        .endpoint_url(endpoint)
+        .region(Region::new(REGION))
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "iam-testkit"))
+        .load()
+        .await
+}
+
+pub async fn sdk_config() -> SdkConfig {
+    sdk_config_for(&moto().endpoint, iam_api::aws::OPERATION_TIMEOUT, iam_api::aws::ATTEMPT_TIMEOUT).await
+}
+
+/// A name no other test in this run uses.
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    format!("{prefix}-{}-{n}-{nanos}", std::process::id())
+}
+
+#[derive(Clone, Debug)]
+pub struct Tables {
+    pub principals: String,
+    pub credentials: String,
+}
+
+impl Tables {
+    pub fn unique() -> Self {
+        Self { principals: unique("principals"), credentials: unique("credentials") }
+    }
+}
+
+/// A DynamoDB store on fresh tables in moto.
+pub async fn fresh_store() -> Arc<DynamoStore> {
+    let (store, _) = fresh_store_with_tables().await;
+    store
+}
+
+pub async fn fresh_store_with_tables() -> (Arc<DynamoStore>, Tables) {
+    let sdk = sdk_config().await;
+    let tables = Tables::unique();
+    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), tables.principals.clone(), tables.credentials.clone());
+    store.create_tables().await.expect("create tables in moto");
+    (Arc::new(store), tables)
+}
+
+/// A Secrets Manager secret in moto holding `doc` as its AWSCURRENT version.
+pub async fn create_signing_secret(doc: &iam_shared::token::SigningKeyDocument) -> String {
+    let sdk = sdk_config().await;
+    let name = unique("signing-key");
+    aws_sdk_secretsmanager::Client::new(&sdk)
+        .create_secret()
+        .name(&name)
+        .secret_string(doc.to_json())
+        .send()
+        .await
+        .expect("create secret in moto");
+    name
+}
