@@ -15,6 +15,10 @@ pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(1500);
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 pub const MAX_ATTEMPTS: u32 = 3;
+/// The SDK's standard mode waits up to 1 s before the first retry: far too long for a request
+/// path. DynamoDB's own guidance is tens of milliseconds.
+pub const INITIAL_BACKOFF: Duration = Duration::from_millis(50);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 pub async fn sdk_config() -> SdkConfig {
     sdk_config_with(OPERATION_TIMEOUT, ATTEMPT_TIMEOUT).await
@@ -37,5 +41,7 @@ pub fn loader(operation: Duration, attempt: Duration) -> aws_config::ConfigLoade
                 .operation_timeout(operation)
                 .build(),
         )
-        .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
+        .retry_config(
+            RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS).with_initial_backoff(INITIAL_BACKOFF).with_max_backoff(MAX_BACKOFF),
+        )
 }
