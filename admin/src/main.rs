@@ -18,9 +18,9 @@ use iam_api::backend::DynamoSettings;
 use iam_api::config::Config;
 use iam_shared::hashing::SecretHasher;
 use iam_shared::ids::OrgId;
-use iam_shared::keys::{KeySource, SecretsManagerKeys};
+use iam_shared::keys::{AWSCURRENT, SecretsManagerKeys};
 use iam_shared::store::DynamoStore;
-use iam_shared::token::SigningKeyDocument;
+use iam_shared::token::{SigningKey, SigningKeyDocument};
 use secrecy::ExposeSecret;
 
 const USAGE: &str = "usage:
@@ -81,8 +81,9 @@ async fn run(command: Command) -> Result<(), String> {
         }
         Command::InitSigningKey { force } => {
             let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
-            let existing = SecretsManagerKeys::new(secrets.clone(), settings.signing_secret_id.clone()).load().await;
-            if existing.is_ok() && !force {
+            let current = SecretsManagerKeys::new(secrets.clone(), settings.signing_secret_id.clone()).stage(AWSCURRENT).await;
+            let valid = matches!(&current, Ok(Some(doc)) if SigningKey::from_document(doc).is_ok());
+            if valid && !force {
                 return Err("the secret already holds a valid signing key; use --force to replace it".into());
             }
             let doc = SigningKeyDocument::generate().map_err(|e| e.to_string())?;

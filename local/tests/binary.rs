@@ -147,9 +147,7 @@ fn walkthrough() -> String {
     block[body_start..body_end].to_owned()
 }
 
-#[test]
-fn the_readme_walkthrough_works_verbatim() {
-    let server = start(&["--in-memory"]);
+fn run_walkthrough(server: &Server) {
     let key = bootstrap_key(&server.bootstrap[0], "dev");
     let script = format!("set -euo pipefail\n{}", walkthrough());
     let out = Command::new("bash")
@@ -168,4 +166,36 @@ fn the_readme_walkthrough_works_verbatim() {
     assert!(stdout.contains("\"status\":\"Revoked\""), "{stdout}");
     assert!(stdout.contains("\"error\":\"invalid_grant\",\"error_description\":\"the credential has been revoked\""), "{stdout}");
     assert!(stdout.contains("management call with the old token: HTTP 401"), "{stdout}");
+}
+
+#[test]
+fn the_readme_walkthrough_works_verbatim() {
+    run_walkthrough(&start(&["--in-memory"]));
+}
+
+#[test]
+fn the_readme_walkthrough_works_on_dynamodb_and_secrets_manager() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (tables, secret) = runtime.block_on(async {
+        let (_, tables) = iam_testkit::fresh_store_with_tables().await;
+        let doc = iam_shared::token::SigningKeyDocument::generate().unwrap();
+        (tables, iam_testkit::create_signing_secret(&doc).await)
+    });
+    let endpoint = iam_testkit::moto().endpoint.clone();
+    let env = [
+        ("IAM_STORE", "dynamodb"),
+        ("IAM_PRINCIPALS_TABLE", tables.principals.as_str()),
+        ("IAM_CREDENTIALS_TABLE", tables.credentials.as_str()),
+        ("IAM_SIGNING_SECRET_ID", secret.as_str()),
+        ("AWS_ENDPOINT_URL", endpoint.as_str()),
+        ("AWS_REGION", iam_testkit::REGION),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+    ];
+    let server = start_with(&[], &env);
+    assert_eq!(server.bootstrap.len(), 1, "{:?}", server.bootstrap);
+    run_walkthrough(&server);
+    drop(server);
+    let again = start_with(&[], &env);
+    assert!(again.bootstrap.is_empty(), "the organisation stays bootstrapped in DynamoDB");
 }

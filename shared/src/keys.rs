@@ -49,7 +49,7 @@ impl SecretsManagerKeys {
     }
 
     /// The document at `stage`, or `None` when no version carries that label.
-    async fn stage(&self, stage: &str) -> Result<Option<SigningKeyDocument>, KeyError> {
+    pub async fn stage(&self, stage: &str) -> Result<Option<SigningKeyDocument>, KeyError> {
         let result = self.client.get_secret_value().secret_id(&self.secret_id).version_stage(stage).send().await;
         match result {
             Ok(out) => {
@@ -72,8 +72,15 @@ impl KeySource for SecretsManagerKeys {
         let current = self.stage(AWSCURRENT).await?.ok_or_else(|| KeyError::Source("the secret has no AWSCURRENT version".into()))?;
         let mut others = Vec::new();
         for stage in [AWSPREVIOUS, AWSPENDING] {
-            if let Some(doc) = self.stage(stage).await? {
-                others.push(doc);
+            match self.stage(stage).await {
+                Ok(Some(doc)) => others.push(doc),
+                Ok(None) => {}
+                // Only published, never used to sign: a version that is not a key (the
+                // template's placeholder, say) must not stop the service.
+                Err(KeyError::Document(e)) => {
+                    tracing::warn!(stage, error = %e, "ignoring a staged secret version that is not a signing key")
+                }
+                Err(e) => return Err(e),
             }
         }
         Ok(KeySet { current, others })
@@ -105,7 +112,17 @@ const RETRY_AFTER_FAILED_RELOAD: Duration = Duration::from_secs(30);
 
 fn build(settings: &TokenSettings, keys: KeySet) -> Result<TokenService, KeyError> {
     let current = SigningKey::from_document(&keys.current)?;
-    let others = keys.others.iter().map(SigningKey::from_document).collect::<Result<Vec<_>, _>>()?;
+    let others = keys
+        .others
+        .iter()
+        .filter_map(|doc| match SigningKey::from_document(doc) {
+            Ok(key) => Some(key),
+            Err(e) => {
+                tracing::warn!(kid = %doc.kid, error = %e, "not publishing a staged key that does not parse");
+                None
+            }
+        })
+        .collect();
     TokenService::new(settings.clone(), current, others)
 }
 

@@ -1,0 +1,63 @@
+//! `iam-admin` against moto: bootstrap once (twice only with --force), the signing key, tables.
+
+use std::process::{Command, Output};
+
+fn admin(args: &[&str], tables: &iam_testkit::Tables, secret: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_iam-admin"))
+        .args(args)
+        .env("IAM_PRINCIPALS_TABLE", &tables.principals)
+        .env("IAM_CREDENTIALS_TABLE", &tables.credentials)
+        .env("IAM_SIGNING_SECRET_ID", secret)
+        .env("AWS_ENDPOINT_URL", &iam_testkit::moto().endpoint)
+        .env("AWS_REGION", iam_testkit::REGION)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("IAM_ARGON2_MEMORY_KIB", "4096")
+        .env("IAM_ARGON2_ITERATIONS", "1")
+        .output()
+        .expect("run iam-admin")
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+#[test]
+fn bootstrap_runs_once_unless_forced_and_the_signing_key_is_set_once() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let tables = iam_testkit::Tables::unique();
+    let secret = iam_testkit::unique("signing");
+    runtime.block_on(async {
+        let sdk = iam_testkit::sdk_config().await;
+        aws_sdk_secretsmanager::Client::new(&sdk).create_secret().name(&secret).secret_string("placeholder").send().await.unwrap();
+    });
+
+    let created = admin(&["create-tables"], &tables, &secret);
+    assert!(created.status.success(), "{}", text(&created));
+
+    let first = admin(&["bootstrap", "--org", "acme"], &tables, &secret);
+    assert!(first.status.success(), "{}", text(&first));
+    let line = String::from_utf8_lossy(&first.stdout).into_owned();
+    assert!(line.starts_with("Bootstrap API key for acme: ik_"), "{line}");
+    assert_eq!(line.lines().count(), 1, "the key is printed once, on its own line");
+
+    let second = admin(&["bootstrap", "--org", "acme"], &tables, &secret);
+    assert_eq!(second.status.code(), Some(1));
+    assert!(text(&second).contains("--force"), "{}", text(&second));
+    assert!(!text(&second).contains("ik_"));
+
+    let forced = admin(&["bootstrap", "--org", "acme", "--force"], &tables, &secret);
+    assert!(forced.status.success(), "{}", text(&forced));
+    assert_ne!(String::from_utf8_lossy(&forced.stdout), line, "a second, different admin key");
+
+    let key = admin(&["init-signing-key"], &tables, &secret);
+    assert!(key.status.success(), "{}", text(&key));
+    assert!(!text(&key).contains("PRIVATE KEY"));
+    let again = admin(&["init-signing-key"], &tables, &secret);
+    assert_eq!(again.status.code(), Some(1), "{}", text(&again));
+    let replaced = admin(&["init-signing-key", "--force"], &tables, &secret);
+    assert!(replaced.status.success(), "{}", text(&replaced));
+
+    let usage = admin(&["bootstrap"], &tables, &secret);
+    assert_eq!(usage.status.code(), Some(2));
+}
