@@ -5,7 +5,8 @@
 //!   principal (role `iam-admin`) and one credential, and prints the key once. Refuses to run
 //!   twice for one organisation unless `--force`.
 //! - `iam-admin init-signing-key [--force]`: writes a freshly generated RSA signing key into the
-//!   secret as its AWSCURRENT version; refuses if the secret already holds a valid key.
+//!   secret as its AWSCURRENT version (creating the secret if it does not exist); refuses if the
+//!   secret already holds a valid key.
 //! - `iam-admin create-tables`: creates both tables (for local servers; the template creates
 //!   the real ones).
 //!
@@ -87,13 +88,21 @@ async fn run(command: Command) -> Result<(), String> {
                 return Err("the secret already holds a valid signing key; use --force to replace it".into());
             }
             let doc = SigningKeyDocument::generate().map_err(|e| e.to_string())?;
-            secrets
-                .put_secret_value()
-                .secret_id(&settings.signing_secret_id)
-                .secret_string(doc.to_json())
-                .send()
-                .await
-                .map_err(|e| format!("PutSecretValue: {}", aws_sdk_secretsmanager::error::DisplayErrorContext(&e)))?;
+            let put = secrets.put_secret_value().secret_id(&settings.signing_secret_id).secret_string(doc.to_json()).send().await;
+            match put {
+                Ok(_) => {}
+                // A local server with no secret yet: create it (in AWS the template does).
+                Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => {
+                    secrets
+                        .create_secret()
+                        .name(&settings.signing_secret_id)
+                        .secret_string(doc.to_json())
+                        .send()
+                        .await
+                        .map_err(|e| format!("CreateSecret: {}", aws_sdk_secretsmanager::error::DisplayErrorContext(&e)))?;
+                }
+                Err(e) => return Err(format!("PutSecretValue: {}", aws_sdk_secretsmanager::error::DisplayErrorContext(&e))),
+            }
             println!("Signing key {} is now AWSCURRENT in {}", doc.kid, settings.signing_secret_id);
             Ok(())
         }

@@ -58,6 +58,10 @@ fn bootstrap_runs_once_unless_forced_and_the_signing_key_is_set_once() {
     let replaced = admin(&["init-signing-key", "--force"], &tables, &secret);
     assert!(replaced.status.success(), "{}", text(&replaced));
 
+    let fresh = iam_testkit::unique("created-by-admin");
+    let created = admin(&["init-signing-key"], &tables, &fresh);
+    assert!(created.status.success(), "creates a missing secret: {}", text(&created));
+
     let usage = admin(&["bootstrap"], &tables, &secret);
     assert_eq!(usage.status.code(), Some(2));
 }
