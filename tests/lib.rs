@@ -159,3 +159,18 @@ impl TestApp {
         assert!(r.status.is_success(), "{}", r.raw);
     }
 }
+
+/// Fetches from the in-process router, so a `RemoteVerifier` can read this service's JWKS
+/// without a socket. URLs are taken relative to [`ISSUER`]'s origin.
+pub struct RouterFetch(pub Router);
+
+impl iam_verifier::Fetch for RouterFetch {
+    async fn get(&self, url: &str) -> Result<Vec<u8>, String> {
+        let path = url.strip_prefix("http://iam.test").ok_or_else(|| format!("not this service: {url}"))?;
+        let response = self.0.clone().oneshot(Request::get(path).body(Body::empty()).unwrap()).await.map_err(|e| e.to_string())?;
+        if !response.status().is_success() {
+            return Err(format!("HTTP {}", response.status()));
+        }
+        Ok(response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes().to_vec())
+    }
+}

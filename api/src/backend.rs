@@ -29,6 +29,8 @@ pub struct DynamoSettings {
     pub principals_table: String,
     pub credentials_table: String,
     pub signing_secret_id: String,
+    /// How long a rotated-in key is published before it signs (`IAM_KEY_ACTIVATION_DELAY_SECS`).
+    pub key_activation_delay: std::time::Duration,
 }
 
 impl DynamoSettings {
@@ -37,6 +39,12 @@ impl DynamoSettings {
             principals_table: required("IAM_PRINCIPALS_TABLE")?,
             credentials_table: required("IAM_CREDENTIALS_TABLE")?,
             signing_secret_id: required("IAM_SIGNING_SECRET_ID")?,
+            key_activation_delay: match std::env::var("IAM_KEY_ACTIVATION_DELAY_SECS") {
+                Ok(raw) if !raw.trim().is_empty() => std::time::Duration::from_secs(
+                    raw.trim().parse().map_err(|_| ConfigError(format!("IAM_KEY_ACTIVATION_DELAY_SECS must be a number, got '{raw}'")))?,
+                ),
+                _ => iam_shared::keys::DEFAULT_ACTIVATION_DELAY,
+            },
         })
     }
 }
@@ -54,7 +62,8 @@ pub async fn dynamodb(settings: &DynamoSettings) -> Backend {
     let sdk = crate::aws::sdk_config().await;
     let store =
         DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), settings.principals_table.clone(), settings.credentials_table.clone());
-    let keys = SecretsManagerKeys::new(aws_sdk_secretsmanager::Client::new(&sdk), settings.signing_secret_id.clone());
+    let keys = SecretsManagerKeys::new(aws_sdk_secretsmanager::Client::new(&sdk), settings.signing_secret_id.clone())
+        .with_activation_delay(settings.key_activation_delay);
     Backend { store: Arc::new(store), keys: Arc::new(keys) }
 }
 

@@ -37,24 +37,51 @@ pub const AWSCURRENT: &str = "AWSCURRENT";
 pub const AWSPREVIOUS: &str = "AWSPREVIOUS";
 pub const AWSPENDING: &str = "AWSPENDING";
 
+/// How long a new key is published before it signs, by default: the longest a verifier may
+/// cache a JWKS (API Gateway JWT authorizers: 2 h) plus how long a warm instance caches its
+/// keys (5 min). Tokens signed with a key no verifier can have seen yet would fail.
+pub const DEFAULT_ACTIVATION_DELAY: Duration = Duration::from_secs(2 * 3600 + 5 * 60);
+
 /// A Secrets Manager secret holding a signing-key document, read by staging label.
+///
+/// `AWSCURRENT` signs once it has existed for the activation delay; until then (right after a
+/// rotation) `AWSPREVIOUS` keeps signing, so every verifier has had the chance to fetch the new
+/// key before a token needs it. All staged keys are published.
 pub struct SecretsManagerKeys {
     client: aws_sdk_secretsmanager::Client,
     secret_id: String,
+    activation_delay: Duration,
 }
 
 impl SecretsManagerKeys {
     pub fn new(client: aws_sdk_secretsmanager::Client, secret_id: impl Into<String>) -> Self {
-        Self { client, secret_id: secret_id.into() }
+        Self { client, secret_id: secret_id.into(), activation_delay: DEFAULT_ACTIVATION_DELAY }
+    }
+
+    pub fn with_activation_delay(mut self, delay: Duration) -> Self {
+        self.activation_delay = delay;
+        self
     }
 
     /// The document at `stage`, or `None` when no version carries that label.
     pub async fn stage(&self, stage: &str) -> Result<Option<SigningKeyDocument>, KeyError> {
+        Ok(self.stage_with_age(stage).await?.map(|(doc, _)| doc))
+    }
+
+    /// The document at `stage` and how long ago that version was created.
+    async fn stage_with_age(&self, stage: &str) -> Result<Option<(SigningKeyDocument, Duration)>, KeyError> {
         let result = self.client.get_secret_value().secret_id(&self.secret_id).version_stage(stage).send().await;
         match result {
             Ok(out) => {
                 let raw = out.secret_string().ok_or_else(|| KeyError::Document(format!("{stage} has no SecretString")))?;
-                SigningKeyDocument::from_json(raw).map(Some)
+                tracing::debug!(stage, created = ?out.created_date(), "read signing key version");
+                // Unknown creation time: old enough. A time in the future (clock skew): brand new.
+                let age = out
+                    .created_date()
+                    .and_then(|created| std::time::SystemTime::try_from(*created).ok())
+                    .map(|created| created.elapsed().unwrap_or(Duration::ZERO))
+                    .unwrap_or(Duration::MAX);
+                SigningKeyDocument::from_json(raw).map(|doc| Some((doc, age)))
             }
             Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) && stage != AWSCURRENT => Ok(None),
             Err(e) => {
@@ -69,21 +96,134 @@ impl SecretsManagerKeys {
 #[async_trait]
 impl KeySource for SecretsManagerKeys {
     async fn load(&self) -> Result<KeySet, KeyError> {
-        let current = self.stage(AWSCURRENT).await?.ok_or_else(|| KeyError::Source("the secret has no AWSCURRENT version".into()))?;
-        let mut others = Vec::new();
+        let (current, age) =
+            self.stage_with_age(AWSCURRENT).await?.ok_or_else(|| KeyError::Source("the secret has no AWSCURRENT version".into()))?;
+        let mut previous = None;
+        let mut pending = None;
         for stage in [AWSPREVIOUS, AWSPENDING] {
-            match self.stage(stage).await {
-                Ok(Some(doc)) => others.push(doc),
-                Ok(None) => {}
-                // Only published, never used to sign: a version that is not a key (the
+            let doc = match self.stage(stage).await {
+                Ok(doc) => doc.filter(|d| SigningKey::from_document(d).is_ok()),
+                // Only published, never required: a version that is not a key (the
                 // template's placeholder, say) must not stop the service.
                 Err(KeyError::Document(e)) => {
-                    tracing::warn!(stage, error = %e, "ignoring a staged secret version that is not a signing key")
+                    tracing::warn!(stage, error = %e, "ignoring a staged secret version that is not a signing key");
+                    None
                 }
                 Err(e) => return Err(e),
+            };
+            if stage == AWSPREVIOUS {
+                previous = doc;
+            } else {
+                pending = doc;
             }
         }
-        Ok(KeySet { current, others })
+        let mut others = Vec::new();
+        let signing = match previous {
+            Some(previous) if age < self.activation_delay && previous.kid != current.kid => {
+                others.push(current);
+                previous
+            }
+            Some(previous) => {
+                others.push(previous);
+                current
+            }
+            None => current,
+        };
+        others.extend(pending);
+        // A version can carry two labels (AWSPENDING lingers on the promoted version): publish each key once.
+        let mut seen = vec![signing.kid.clone()];
+        others.retain(|doc| {
+            let fresh = !seen.contains(&doc.kid);
+            seen.push(doc.kid.clone());
+            fresh
+        });
+        Ok(KeySet { current: signing, others })
+    }
+}
+
+/// One step of a Secrets Manager rotation of the signing key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RotationStep {
+    /// Generate a new RSA key with a new `kid` into `AWSPENDING` (published from then on).
+    Create,
+    /// Nothing to set: the key lives only in the secret.
+    Set,
+    /// Sign and verify with the pending key.
+    Test,
+    /// Move `AWSCURRENT` to the pending version (the old one becomes `AWSPREVIOUS`).
+    Finish,
+}
+
+impl RotationStep {
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "createSecret" => Some(Self::Create),
+            "setSecret" => Some(Self::Set),
+            "testSecret" => Some(Self::Test),
+            "finishSecret" => Some(Self::Finish),
+            _ => None,
+        }
+    }
+}
+
+fn sm_error<E: std::error::Error + 'static, R: std::fmt::Debug>(what: &str, e: aws_sdk_secretsmanager::error::SdkError<E, R>) -> KeyError {
+    KeyError::Source(format!("{what}: {}", DisplayErrorContext(&e)))
+}
+
+/// Runs one rotation step for version `token` of `secret_id`. Each step is idempotent, as
+/// Secrets Manager may retry it.
+pub async fn rotate(client: &aws_sdk_secretsmanager::Client, secret_id: &str, token: &str, step: RotationStep) -> Result<(), KeyError> {
+    let described = client.describe_secret().secret_id(secret_id).send().await.map_err(|e| sm_error("DescribeSecret", e))?;
+    let stages = described.version_ids_to_stages().cloned().unwrap_or_default();
+    let token_stages = stages.get(token).cloned().unwrap_or_default();
+    match step {
+        RotationStep::Create => {
+            let exists = client.get_secret_value().secret_id(secret_id).version_id(token).version_stage(AWSPENDING).send().await.is_ok();
+            if exists {
+                return Ok(());
+            }
+            let doc = SigningKeyDocument::generate()?;
+            client
+                .put_secret_value()
+                .secret_id(secret_id)
+                .client_request_token(token)
+                .secret_string(doc.to_json())
+                .version_stages(AWSPENDING)
+                .send()
+                .await
+                .map_err(|e| sm_error("PutSecretValue", e))?;
+            tracing::info!(target: "audit", action = "signing_key.create", kid = %doc.kid, outcome = "success", "audit");
+            Ok(())
+        }
+        RotationStep::Set => Ok(()),
+        RotationStep::Test => {
+            let out = client
+                .get_secret_value()
+                .secret_id(secret_id)
+                .version_id(token)
+                .version_stage(AWSPENDING)
+                .send()
+                .await
+                .map_err(|e| sm_error("GetSecretValue", e))?;
+            let doc = SigningKeyDocument::from_json(out.secret_string().unwrap_or_default())?;
+            crate::token::self_test(&doc)
+        }
+        RotationStep::Finish => {
+            if token_stages.is_empty() {
+                return Err(KeyError::Source(format!("version {token} is not a version of the secret")));
+            }
+            if token_stages.iter().any(|s| s == AWSCURRENT) {
+                return Ok(());
+            }
+            let current = stages.iter().find(|(_, s)| s.iter().any(|s| s == AWSCURRENT)).map(|(v, _)| v.clone());
+            let mut request = client.update_secret_version_stage().secret_id(secret_id).version_stage(AWSCURRENT).move_to_version_id(token);
+            if let Some(current) = current {
+                request = request.remove_from_version_id(current);
+            }
+            request.send().await.map_err(|e| sm_error("UpdateSecretVersionStage", e))?;
+            tracing::info!(target: "audit", action = "signing_key.promote", version = token, outcome = "success", "audit");
+            Ok(())
+        }
     }
 }
 

@@ -17,7 +17,7 @@ use crate::model::{
 };
 use crate::roles;
 use crate::store::{Page, Store, StoreError};
-use crate::token::{AccessClaims, Grant, TokenRejection, parse_scope};
+use crate::token::{AccessClaims, Grant, TokenRejection, key_id_of, parse_scope};
 
 pub const PERM_API_KEYS_READ: &str = "iam:api-keys:read";
 pub const PERM_API_KEYS_WRITE: &str = "iam:api-keys:write";
@@ -147,7 +147,8 @@ impl Iam {
     pub async fn authenticate_bearer(&self, token: &str) -> Result<Caller, AuthError> {
         let audience = &self.tokens.settings().audiences[0];
         let claims = self.tokens.current().await.verify(token, audience)?;
-        let (Some(key_id), Ok(org_id), Ok(principal_id)) = (claims.key_id(), OrgId::parse(&claims.org_id), PrincipalId::parse(&claims.sub))
+        let (Some(key_id), Ok(org_id), Ok(principal_id)) =
+            (key_id_of(&claims), OrgId::parse(&claims.org_id), PrincipalId::parse(&claims.sub))
         else {
             return Err(AuthError::Token(TokenRejection::Invalid("claims do not name an API-key principal".into())));
         };

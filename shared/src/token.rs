@@ -1,12 +1,12 @@
 //! RS256 access tokens (RFC 9068): the signing key, the JWKS, signing and verifying.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use rsa::pkcs1::DecodeRsaPrivateKey;
 use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
 use rsa::traits::PublicKeyParts;
@@ -17,15 +17,10 @@ use crate::ids::{KeyId, OrgId, Permission, PrincipalId, RoleId, encode_u128};
 use crate::key::client_id;
 use crate::random;
 
-pub const TOKEN_TYPE: &str = "at+jwt";
 pub const ALGORITHM: &str = "RS256";
-/// Tokens larger than this are refused before any parsing.
-pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 pub const DEFAULT_LIFETIME_SECS: u64 = 15 * 60;
 pub const MAX_LIFETIME_SECS: u64 = 60 * 60;
 const RSA_BITS: usize = 2048;
-/// Clock skew tolerated between this service and its verifiers.
-const LEEWAY_SECS: u64 = 30;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -156,36 +151,11 @@ impl SigningKey {
     }
 }
 
-/// The claims of an access token (RFC 9068 plus this service's `org_id`, `principal_type`, `roles`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AccessClaims {
-    pub iss: String,
-    pub sub: String,
-    pub aud: String,
-    pub client_id: String,
-    pub org_id: String,
-    pub principal_type: String,
-    pub roles: Vec<String>,
-    pub scope: String,
-    pub iat: i64,
-    pub nbf: i64,
-    pub exp: i64,
-    pub jti: String,
-}
+pub use iam_verifier::{AccessClaims, MAX_TOKEN_BYTES, Rejection as TokenRejection, TOKEN_TYPE};
 
-impl AccessClaims {
-    pub fn permissions(&self) -> impl Iterator<Item = &str> {
-        self.scope.split(' ').filter(|s| !s.is_empty())
-    }
-
-    pub fn has_permission(&self, wanted: &str) -> bool {
-        self.permissions().any(|p| p == wanted)
-    }
-
-    /// The credential this token was minted from.
-    pub fn key_id(&self) -> Option<KeyId> {
-        self.client_id.strip_prefix(crate::key::KEY_PREFIX).and_then(|k| KeyId::parse(k).ok())
-    }
+/// The credential a token was minted from (its `client_id`).
+pub fn key_id_of(claims: &AccessClaims) -> Option<KeyId> {
+    claims.client_id.strip_prefix(crate::key::KEY_PREFIX).and_then(|k| KeyId::parse(k).ok())
 }
 
 /// What a token is minted for.
@@ -196,20 +166,6 @@ pub struct Grant<'a> {
     pub roles: &'a [RoleId],
     pub scope: &'a [Permission],
     pub audience: &'a str,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TokenRejection {
-    #[error("the token is too large")]
-    TooLarge,
-    #[error("the token is malformed")]
-    Malformed,
-    #[error("the token header is not acceptable")]
-    Header,
-    #[error("the token is signed with an unknown key")]
-    UnknownKey,
-    #[error("the token is invalid: {0}")]
-    Invalid(String),
 }
 
 #[derive(Debug, Clone)]
@@ -224,7 +180,9 @@ pub struct TokenSettings {
 pub struct TokenService {
     settings: TokenSettings,
     current: SigningKey,
-    published: Vec<(PublicJwk, DecodingKey)>,
+    /// In JWKS order: the signing key first.
+    published: Vec<PublicJwk>,
+    decoding: HashMap<String, DecodingKey>,
 }
 
 impl fmt::Debug for TokenService {
@@ -243,15 +201,17 @@ impl TokenService {
             return Err(KeyError::Document(format!("token lifetime must be 1-{MAX_LIFETIME_SECS} seconds")));
         }
         let mut published = Vec::new();
+        let mut decoding = HashMap::new();
         for key in std::iter::once(&current).chain(others.iter()) {
-            if published.iter().any(|(jwk, _): &(PublicJwk, DecodingKey)| jwk.kid == key.kid) {
+            if decoding.contains_key(&key.kid) {
                 continue;
             }
-            let decoding = DecodingKey::from_rsa_components(&key.public.n, &key.public.e)
+            let decoder = DecodingKey::from_rsa_components(&key.public.n, &key.public.e)
                 .map_err(|e| KeyError::Document(format!("public key: {e}")))?;
-            published.push((key.public.clone(), decoding));
+            decoding.insert(key.kid.clone(), decoder);
+            published.push(key.public.clone());
         }
-        Ok(Self { settings, current, published })
+        Ok(Self { settings, current, published, decoding })
     }
 
     pub fn settings(&self) -> &TokenSettings {
@@ -259,7 +219,7 @@ impl TokenService {
     }
 
     pub fn jwks(&self) -> Jwks {
-        Jwks { keys: self.published.iter().map(|(jwk, _)| jwk.clone()).collect() }
+        Jwks { keys: self.published.clone() }
     }
 
     pub fn sign(&self, grant: &Grant<'_>, now: DateTime<Utc>) -> Result<(String, AccessClaims), jsonwebtoken::errors::Error> {
@@ -285,33 +245,22 @@ impl TokenService {
         Ok((token, claims))
     }
 
-    /// Verifies a token for `audience`: RS256 only, a published `kid`, `typ: at+jwt`, and
-    /// `iss`, `aud`, `exp`, `nbf` enforced.
+    /// Verifies a token for `audience` under the verifier crate's rules (the same ones every
+    /// downstream service applies), against every published key.
     pub fn verify(&self, token: &str, audience: &str) -> Result<AccessClaims, TokenRejection> {
-        if token.len() > MAX_TOKEN_BYTES {
-            return Err(TokenRejection::TooLarge);
-        }
-        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenRejection::Malformed)?;
-        if header.alg != Algorithm::RS256
-            || !header.typ.as_deref().is_some_and(|t| t.eq_ignore_ascii_case(TOKEN_TYPE) || t.eq_ignore_ascii_case("application/at+jwt"))
-            || header.jku.is_some()
-            || header.x5u.is_some()
-            || header.jwk.is_some()
-            || header.x5c.is_some()
-        {
-            return Err(TokenRejection::Header);
-        }
-        let kid = header.kid.ok_or(TokenRejection::UnknownKey)?;
-        let (_, key) = self.published.iter().find(|(jwk, _)| jwk.kid == kid).ok_or(TokenRejection::UnknownKey)?;
-        let mut validation = Validation::new(Algorithm::RS256);
-        validation.set_issuer(&[&self.settings.issuer]);
-        validation.set_audience(&[audience]);
-        validation.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub"]);
-        validation.validate_nbf = true;
-        validation.leeway = LEEWAY_SECS;
-        let data = jsonwebtoken::decode::<AccessClaims>(token, key, &validation).map_err(|e| TokenRejection::Invalid(e.to_string()))?;
-        Ok(data.claims)
+        let expect = iam_verifier::Expectations { issuer: self.settings.issuer.clone(), audience: audience.to_owned() };
+        iam_verifier::verify(token, &self.decoding, &expect)
     }
+}
+
+/// Signs a probe token with `doc` and verifies it: a key that passes can serve.
+pub fn self_test(doc: &SigningKeyDocument) -> Result<(), KeyError> {
+    let settings = TokenSettings { issuer: "urn:iam:self-test".into(), audiences: vec!["urn:iam:self-test".into()], lifetime_secs: 60 };
+    let service = TokenService::new(settings, SigningKey::from_document(doc)?, vec![])?;
+    let (pid, org, kid) = (PrincipalId::generate(), OrgId::parse("self-test").expect("valid org id"), KeyId::generate());
+    let grant = Grant { principal_id: &pid, org_id: &org, key_id: &kid, roles: &[], scope: &[], audience: "urn:iam:self-test" };
+    let (token, _) = service.sign(&grant, crate::model::now()).map_err(|e| KeyError::Document(format!("cannot sign: {e}")))?;
+    service.verify(&token, "urn:iam:self-test").map(|_| ()).map_err(|e| KeyError::Document(format!("cannot verify its own token: {e}")))
 }
 
 /// Permissions named in a space-separated scope string, deduplicated.
@@ -356,7 +305,7 @@ pub(crate) mod tests {
         assert_eq!(verified, claims);
         assert_eq!(verified.exp - verified.iat, 900);
         assert!(verified.has_permission("iam:api-keys:read"));
-        assert_eq!(verified.key_id(), Some(kid));
+        assert_eq!(key_id_of(&verified), Some(kid));
         assert!(matches!(svc.verify(&token, "other"), Err(TokenRejection::Invalid(_))));
         let header = jsonwebtoken::decode_header(&token).unwrap();
         assert_eq!(header.typ.as_deref(), Some("at+jwt"));

@@ -143,3 +143,9 @@ pub async fn create_signing_secret(doc: &iam_shared::token::SigningKeyDocument) 
         .expect("create secret in moto");
     name
 }
+
+/// A Secrets Manager `ClientRequestToken` (32-64 characters) no other test uses.
+pub fn version_token() -> String {
+    let raw = unique("version");
+    format!("{raw:0<40}").chars().take(64).collect()
+}

@@ -1,0 +1,14 @@
+use iam_api::lambda::Error;
+use lambda_http::lambda_runtime::{self, LambdaEvent, service_fn};
+use rotate_signing_key::{RotationEvent, handle};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_http::tracing::init_default_subscriber();
+    let client = aws_sdk_secretsmanager::Client::new(&iam_api::aws::sdk_config().await);
+    lambda_runtime::run(service_fn(|event: LambdaEvent<RotationEvent>| {
+        let client = client.clone();
+        async move { handle(&client, event.payload).await.map_err(Error::from) }
+    }))
+    .await
+}

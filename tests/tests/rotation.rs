@@ -1,0 +1,140 @@
+//! Signing-key rotation against moto: the four Secrets Manager steps run while exchanges and
+//! verifications loop, and no verification fails.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use iam_api::state::build_state;
+use iam_shared::keys::{KeySource, RotationStep, SecretsManagerKeys, rotate};
+use iam_shared::store::EmbeddedStore;
+use iam_shared::token::SigningKeyDocument;
+use iam_tests::{AUDIENCE, ISSUER, RouterFetch, TestApp};
+use iam_verifier::{Expectations, RemoteVerifier};
+use serde_json::json;
+
+fn kid_of(token: &str) -> String {
+    jsonwebtoken::decode_header(token).unwrap().kid.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rotation_with_zero_failed_verifications() {
+    let initial = SigningKeyDocument::generate().unwrap();
+    let secret = iam_testkit::create_signing_secret(&initial).await;
+    let client = aws_sdk_secretsmanager::Client::new(&iam_testkit::sdk_config().await);
+    // No activation delay, and a 100 ms key cache: the whole rotation plays out in seconds.
+    let source: Arc<dyn KeySource> =
+        Arc::new(SecretsManagerKeys::new(client.clone(), secret.clone()).with_activation_delay(Duration::ZERO));
+    let mut config = iam_tests::config();
+    config.signing_key_ttl = Duration::from_millis(100);
+    let state = build_state(&config, Arc::new(EmbeddedStore::in_memory().unwrap()), source).await.unwrap();
+    let app = Arc::new(TestApp::with_state(state).await);
+    let verifier = Arc::new(
+        RemoteVerifier::new(
+            format!("{ISSUER}/.well-known/jwks.json"),
+            Expectations { issuer: ISSUER.into(), audience: AUDIENCE.into() },
+            RouterFetch(app.router.clone()),
+        )
+        .with_cache_times(Duration::from_secs(3600), Duration::from_millis(20)),
+    );
+    let before = app.admin().await;
+    assert_eq!(kid_of(&before), initial.kid);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (verified, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let signed_kids = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let looper = {
+        let (app, verifier, stop, verified, failed, signed_kids, before) =
+            (app.clone(), verifier.clone(), stop.clone(), verified.clone(), failed.clone(), signed_kids.clone(), before.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let r = app.exchange_json(json!({"apiKey": app.acme_key})).await;
+                let token = r.str("access_token").to_owned();
+                signed_kids.lock().unwrap().push(kid_of(&token));
+                for t in [&token, &before] {
+                    match verifier.verify(t).await {
+                        Ok(_) => verified.fetch_add(1, Ordering::Relaxed),
+                        Err(e) => {
+                            eprintln!("verification failed: {e}");
+                            failed.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                }
+            }
+        })
+    };
+
+    let token = iam_testkit::version_token();
+    rotate(&client, &secret, &token, RotationStep::Create).await.unwrap();
+    rotate(&client, &secret, &token, RotationStep::Create).await.unwrap(); // retried by Secrets Manager: idempotent
+    let pending = SecretsManagerKeys::new(client.clone(), secret.clone()).stage("AWSPENDING").await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let jwks = app.call(axum::http::Method::GET, "/iam/.well-known/jwks.json", None, None).await;
+    assert!(jwks.raw.contains(&pending.kid), "the pending key is published before it signs: {}", jwks.raw);
+    let signed_before_finish = signed_kids.lock().unwrap().clone();
+    assert!(!signed_before_finish.is_empty());
+    assert!(signed_before_finish.iter().all(|k| *k == initial.kid), "nothing is signed with the pending key");
+
+    rotate(&client, &secret, &token, RotationStep::Set).await.unwrap();
+    rotate(&client, &secret, &token, RotationStep::Test).await.unwrap();
+    rotate(&client, &secret, &token, RotationStep::Finish).await.unwrap();
+    rotate(&client, &secret, &token, RotationStep::Finish).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    stop.store(true, Ordering::Relaxed);
+    looper.await.unwrap();
+
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "zero failed verifications");
+    assert!(verified.load(Ordering::Relaxed) > 10);
+    let kids = signed_kids.lock().unwrap().clone();
+    assert_eq!(kids.last(), Some(&pending.kid), "the promoted key signs after finishSecret");
+    verifier.verify(&before).await.expect("a token signed before the rotation still verifies");
+    let jwks = app.call(axum::http::Method::GET, "/iam/.well-known/jwks.json", None, None).await;
+    assert!(jwks.raw.contains(&initial.kid) && jwks.raw.contains(&pending.kid), "current and previous published");
+}
+
+#[tokio::test]
+async fn a_new_key_waits_out_the_activation_delay_before_signing() {
+    let initial = SigningKeyDocument::generate().unwrap();
+    let secret = iam_testkit::create_signing_secret(&initial).await;
+    let client = aws_sdk_secretsmanager::Client::new(&iam_testkit::sdk_config().await);
+    let token = iam_testkit::version_token();
+    for step in [RotationStep::Create, RotationStep::Set, RotationStep::Test, RotationStep::Finish] {
+        rotate(&client, &secret, &token, step).await.unwrap();
+    }
+    let delayed = SecretsManagerKeys::new(client.clone(), secret.clone()).with_activation_delay(Duration::from_secs(3600));
+    let keys = delayed.load().await.unwrap();
+    assert_eq!(keys.current.kid, initial.kid, "the previous key keeps signing for now");
+    assert_eq!(keys.others.len(), 1, "the new key is published");
+    let immediate = SecretsManagerKeys::new(client, secret).with_activation_delay(Duration::ZERO).load().await.unwrap();
+    assert_ne!(immediate.current.kid, initial.kid);
+}
+
+#[tokio::test]
+async fn the_first_rotation_replaces_a_placeholder() {
+    let client = aws_sdk_secretsmanager::Client::new(&iam_testkit::sdk_config().await);
+    let secret = iam_testkit::unique("placeholder");
+    client.create_secret().name(&secret).secret_string(r#"{"placeholder": true}"#).send().await.unwrap();
+    let token = iam_testkit::version_token();
+    for step in [RotationStep::Create, RotationStep::Set, RotationStep::Test, RotationStep::Finish] {
+        rotate(&client, &secret, &token, step).await.unwrap();
+    }
+    let keys = SecretsManagerKeys::new(client, secret).load().await.unwrap();
+    assert!(keys.others.is_empty(), "the placeholder is not published");
+    iam_shared::token::self_test(&keys.current).unwrap();
+}
+
+#[tokio::test]
+async fn the_rotation_function_handles_secrets_manager_events() {
+    let client = aws_sdk_secretsmanager::Client::new(&iam_testkit::sdk_config().await);
+    let secret = iam_testkit::unique("event");
+    client.create_secret().name(&secret).secret_string("{}").send().await.unwrap();
+    let token = iam_testkit::version_token();
+    for step in ["createSecret", "setSecret", "testSecret", "finishSecret"] {
+        let event: rotate_signing_key::RotationEvent =
+            serde_json::from_value(json!({"Step": step, "SecretId": secret, "ClientRequestToken": token})).unwrap();
+        rotate_signing_key::handle(&client, event).await.unwrap();
+    }
+    let bad: rotate_signing_key::RotationEvent =
+        serde_json::from_value(json!({"Step": "dropSecret", "SecretId": secret, "ClientRequestToken": token})).unwrap();
+    assert!(rotate_signing_key::handle(&client, bad).await.is_err());
+}

@@ -1,0 +1,300 @@
+//! Verifies the access tokens of the IAM API-key service.
+//!
+//! The rules are fixed by the verifier, never by the token: RS256 only (RFC 8725 §3.1), a
+//! `kid` that the issuer publishes, `typ: at+jwt` (RFC 9068), no `jku`/`x5u`/`jwk`/`x5c`
+//! headers, tokens of at most 8 KiB, and `iss`, `aud`, `exp`, `nbf` enforced with 30 s of
+//! clock leeway. [`verify`] applies them with keys in hand (the service itself does this);
+//! [`RemoteVerifier`] fetches and caches the JWKS from the issuer's discovery document and
+//! refetches when it meets an unknown `kid` (downstream services do this).
+//!
+//! ```no_run
+//! # async fn example(token: &str) -> Result<(), iam_verifier::Rejection> {
+//! let verifier = iam_verifier::RemoteVerifier::discover("https://abc.execute-api.eu-west-1.amazonaws.com/iam", "infuse-api").await?;
+//! let claims = verifier.verify(token).await?;
+//! if claims.has_permission("iot:devices:provision") { /* … */ }
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::{Deserialize, Serialize};
+
+pub const TOKEN_TYPE: &str = "at+jwt";
+/// Tokens larger than this are refused before any parsing.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+/// Clock skew tolerated between the issuer and its verifiers.
+pub const LEEWAY_SECS: u64 = 30;
+
+/// The claims of an access token: RFC 9068 plus `org_id`, `principal_type` and `roles`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: String,
+    pub client_id: String,
+    pub org_id: String,
+    pub principal_type: String,
+    pub roles: Vec<String>,
+    pub scope: String,
+    pub iat: i64,
+    pub nbf: i64,
+    pub exp: i64,
+    pub jti: String,
+}
+
+impl AccessClaims {
+    pub fn permissions(&self) -> impl Iterator<Item = &str> {
+        self.scope.split(' ').filter(|s| !s.is_empty())
+    }
+
+    pub fn has_permission(&self, wanted: &str) -> bool {
+        self.permissions().any(|p| p == wanted)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("the token is too large")]
+    TooLarge,
+    #[error("the token is malformed")]
+    Malformed,
+    #[error("the token header is not acceptable")]
+    Header,
+    #[error("the token is signed with an unknown key")]
+    UnknownKey,
+    #[error("the token is invalid: {0}")]
+    Invalid(String),
+    #[error("the issuer's keys could not be fetched: {0}")]
+    Fetch(String),
+}
+
+/// Where a verifier finds the public key for a `kid`.
+pub trait KeyLookup {
+    fn key(&self, kid: &str) -> Option<&DecodingKey>;
+}
+
+impl KeyLookup for HashMap<String, DecodingKey> {
+    fn key(&self, kid: &str) -> Option<&DecodingKey> {
+        self.get(kid)
+    }
+}
+
+/// What a token must say to be accepted.
+#[derive(Debug, Clone)]
+pub struct Expectations {
+    pub issuer: String,
+    pub audience: String,
+}
+
+/// Verifies `token` against `keys` under the fixed rules above.
+pub fn verify(token: &str, keys: &impl KeyLookup, expect: &Expectations) -> Result<AccessClaims, Rejection> {
+    let kid = acceptable_kid(token)?;
+    let key = keys.key(&kid).ok_or(Rejection::UnknownKey)?;
+    check_signature_and_claims(token, key, expect)
+}
+
+/// The header checks, answering the `kid` to look up.
+fn acceptable_kid(token: &str) -> Result<String, Rejection> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(Rejection::TooLarge);
+    }
+    let header = jsonwebtoken::decode_header(token).map_err(|_| Rejection::Malformed)?;
+    let typ_ok = header.typ.as_deref().is_some_and(|t| t.eq_ignore_ascii_case(TOKEN_TYPE) || t.eq_ignore_ascii_case("application/at+jwt"));
+    if header.alg != Algorithm::RS256
+        || !typ_ok
+        || header.jku.is_some()
+        || header.x5u.is_some()
+        || header.jwk.is_some()
+        || header.x5c.is_some()
+        || header.cty.is_some()
+    {
+        return Err(Rejection::Header);
+    }
+    header.kid.ok_or(Rejection::UnknownKey)
+}
+
+fn check_signature_and_claims(token: &str, key: &DecodingKey, expect: &Expectations) -> Result<AccessClaims, Rejection> {
+    let mut validation = Validation::new(Algorithm::RS256);
+    validation.set_issuer(&[&expect.issuer]);
+    validation.set_audience(&[&expect.audience]);
+    validation.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub"]);
+    validation.validate_nbf = true;
+    validation.leeway = LEEWAY_SECS;
+    jsonwebtoken::decode::<AccessClaims>(token, key, &validation).map(|d| d.claims).map_err(|e| Rejection::Invalid(e.to_string()))
+}
+
+/// Parses a JWKS document into decoding keys, keeping only RSA signing keys for RS256.
+pub fn keys_from_jwks(raw: &[u8]) -> Result<HashMap<String, DecodingKey>, Rejection> {
+    let set: jsonwebtoken::jwk::JwkSet = serde_json::from_slice(raw).map_err(|e| Rejection::Fetch(format!("JWKS is not valid: {e}")))?;
+    let mut keys = HashMap::new();
+    for jwk in &set.keys {
+        let Some(kid) = jwk.common.key_id.clone() else { continue };
+        if !matches!(jwk.algorithm, jsonwebtoken::jwk::AlgorithmParameters::RSA(_)) {
+            continue;
+        }
+        if let Ok(key) = DecodingKey::from_jwk(jwk) {
+            keys.insert(kid, key);
+        }
+    }
+    Ok(keys)
+}
+
+/// Fetches a URL's body. The default is an HTTPS (and HTTP) client; tests may substitute.
+pub trait Fetch: Send + Sync + 'static {
+    fn get(&self, url: &str) -> impl std::future::Future<Output = Result<Vec<u8>, String>> + Send;
+}
+
+/// HTTPS with the platform's root certificates (plain HTTP allowed, for local issuers).
+pub struct HttpFetch {
+    client: hyper_util::client::legacy::Client<
+        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+        http_body_util::Empty<hyper::body::Bytes>,
+    >,
+}
+
+impl HttpFetch {
+    pub fn new() -> Result<Self, Rejection> {
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_native_roots(rustls::crypto::ring::default_provider())
+            .map_err(|e| Rejection::Fetch(format!("no root certificates: {e}")))?
+            .https_or_http()
+            .enable_http1()
+            .build();
+        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(https);
+        Ok(Self { client })
+    }
+}
+
+/// Responses larger than this are not a JWKS or discovery document.
+const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
+
+impl Fetch for HttpFetch {
+    async fn get(&self, url: &str) -> Result<Vec<u8>, String> {
+        use http_body_util::BodyExt;
+        let uri: hyper::Uri = url.parse().map_err(|e| format!("bad URL {url}: {e}"))?;
+        let response = tokio::time::timeout(Duration::from_secs(5), self.client.get(uri))
+            .await
+            .map_err(|_| format!("GET {url} timed out"))?
+            .map_err(|e| format!("GET {url}: {e}"))?;
+        if !response.status().is_success() {
+            return Err(format!("GET {url}: HTTP {}", response.status()));
+        }
+        let body = http_body_util::Limited::new(response.into_body(), MAX_DOCUMENT_BYTES);
+        let bytes = body.collect().await.map_err(|e| format!("GET {url}: {e}"))?.to_bytes();
+        Ok(bytes.to_vec())
+    }
+}
+
+struct Cached {
+    keys: HashMap<String, DecodingKey>,
+    fetched_at: Instant,
+}
+
+/// Verifies tokens with keys fetched from the issuer's JWKS: cached for `ttl`, refetched at
+/// most every `min_refresh` when a token names an unknown `kid` (so a newly published key is
+/// picked up at once, and garbage `kid`s cannot make it hammer the issuer).
+pub struct RemoteVerifier<F: Fetch = HttpFetch> {
+    jwks_uri: String,
+    expect: Expectations,
+    fetch: F,
+    ttl: Duration,
+    min_refresh: Duration,
+    cache: RwLock<Option<Cached>>,
+    refreshing: tokio::sync::Mutex<()>,
+}
+
+#[derive(Deserialize)]
+struct Discovery {
+    issuer: String,
+    jwks_uri: String,
+}
+
+impl RemoteVerifier<HttpFetch> {
+    /// Reads `{issuer}/.well-known/openid-configuration` and checks it names the same issuer.
+    pub async fn discover(issuer: &str, audience: &str) -> Result<Self, Rejection> {
+        Self::discover_with(issuer, audience, HttpFetch::new()?).await
+    }
+}
+
+impl<F: Fetch> RemoteVerifier<F> {
+    pub async fn discover_with(issuer: &str, audience: &str, fetch: F) -> Result<Self, Rejection> {
+        let issuer = issuer.trim_end_matches('/');
+        let raw = fetch.get(&format!("{issuer}/.well-known/openid-configuration")).await.map_err(Rejection::Fetch)?;
+        let doc: Discovery = serde_json::from_slice(&raw).map_err(|e| Rejection::Fetch(format!("discovery document: {e}")))?;
+        if doc.issuer != issuer {
+            return Err(Rejection::Fetch(format!("discovery names issuer {}, expected {issuer}", doc.issuer)));
+        }
+        Ok(Self::new(doc.jwks_uri, Expectations { issuer: issuer.to_owned(), audience: audience.to_owned() }, fetch))
+    }
+
+    pub fn new(jwks_uri: String, expect: Expectations, fetch: F) -> Self {
+        Self {
+            jwks_uri,
+            expect,
+            fetch,
+            ttl: Duration::from_secs(3600),
+            min_refresh: Duration::from_secs(30),
+            cache: RwLock::new(None),
+            refreshing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn with_cache_times(mut self, ttl: Duration, min_refresh: Duration) -> Self {
+        self.ttl = ttl;
+        self.min_refresh = min_refresh;
+        self
+    }
+
+    pub async fn verify(&self, token: &str) -> Result<AccessClaims, Rejection> {
+        let kid = acceptable_kid(token)?;
+        if let Some(result) = self.try_cached(token, &kid) {
+            return result;
+        }
+        if let Err(e) = self.refresh().await {
+            // The issuer is unreachable: keys we already hold still prove what they proved.
+            tracing::warn!(error = %e, "JWKS refresh failed; using the keys in hand");
+            return self.try_stale(token, &kid).unwrap_or(Err(e));
+        }
+        match self.try_cached(token, &kid) {
+            Some(result) => result,
+            None => Err(Rejection::UnknownKey),
+        }
+    }
+
+    fn try_stale(&self, token: &str, kid: &str) -> Option<Result<AccessClaims, Rejection>> {
+        let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
+        let key = cache.as_ref()?.keys.get(kid)?;
+        Some(check_signature_and_claims(token, key, &self.expect))
+    }
+
+    /// Verifies with the cached keys; `None` when the cache is cold, stale, or lacks `kid`
+    /// and may be refreshed.
+    fn try_cached(&self, token: &str, kid: &str) -> Option<Result<AccessClaims, Rejection>> {
+        let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
+        let cached = cache.as_ref()?;
+        let age = cached.fetched_at.elapsed();
+        match cached.keys.get(kid) {
+            Some(key) if age < self.ttl => Some(check_signature_and_claims(token, key, &self.expect)),
+            None if age < self.min_refresh => Some(Err(Rejection::UnknownKey)),
+            _ => None,
+        }
+    }
+
+    async fn refresh(&self) -> Result<(), Rejection> {
+        let _guard = self.refreshing.lock().await;
+        {
+            // Someone else may have refreshed while we waited.
+            let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
+            if cache.as_ref().is_some_and(|c| c.fetched_at.elapsed() < self.min_refresh) {
+                return Ok(());
+            }
+        }
+        let raw = self.fetch.get(&self.jwks_uri).await.map_err(Rejection::Fetch)?;
+        let keys = keys_from_jwks(&raw)?;
+        *self.cache.write().unwrap_or_else(|p| p.into_inner()) = Some(Cached { keys, fetched_at: Instant::now() });
+        Ok(())
+    }
+}
