@@ -108,6 +108,13 @@ def served_by_iam_local(binary, routes):
 
 
 def main():
+    from openapi_spec_validator import validate
+
+    try:
+        validate(yaml.safe_load((ROOT / "openapi.yaml").read_text()))
+        check(True, "")
+    except Exception as e:  # the validator raises several exception types
+        check(False, f"openapi.yaml is not valid OpenAPI: {e}")
     spec_routes = openapi_routes()
     resources = template()["Resources"]
     template_routes = {r["Properties"]["RouteKey"] for r in resources.values() if r["Type"] == "AWS::ApiGatewayV2::Route"}

@@ -30,6 +30,7 @@ pub fn routes() -> Router<AppState> {
         .merge(exchange_token::routes())
         .merge(jwks::routes())
         .merge(openid_configuration::routes())
+        .merge(whoami::routes())
 }
 
 pub fn app(state: AppState) -> Router {

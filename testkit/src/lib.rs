@@ -18,7 +18,8 @@ use iam_shared::store::DynamoStore;
 pub const REGION: &str = "eu-west-1";
 
 /// A moto server this process started, or one the test command started for everyone
-/// (`IAM_TEST_MOTO_ENDPOINT`).
+/// (`IAM_TEST_MOTO_ENDPOINT`). Either way it serves one request at a time, as real DynamoDB's
+/// per-request atomicity requires of a stand-in.
 pub struct Moto {
     pub endpoint: String,
     /// Held open for the life of the process: when it closes (the process exits, however it
@@ -26,11 +27,13 @@ pub struct Moto {
     _watchdog: Option<Mutex<(Child, ChildStdin)>>,
 }
 
-fn moto_server_path() -> PathBuf {
-    if let Ok(path) = std::env::var("MOTO_SERVER") {
-        return PathBuf::from(path);
-    }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/moto_server")
+fn venv_python() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python")
+}
+
+/// moto serving one request at a time: see `scripts/moto_serial.py` for why.
+fn moto_launcher() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/moto_serial.py")
 }
 
 fn free_port() -> u16 {
@@ -49,13 +52,14 @@ fn start_moto() -> Moto {
     if let Ok(endpoint) = std::env::var("IAM_TEST_MOTO_ENDPOINT") {
         return Moto { endpoint, _watchdog: None };
     }
-    let server = moto_server_path();
-    assert!(server.exists(), "{} is missing: run ./scripts/test (or ./scripts/python-tools) to install moto", server.display());
+    let python = venv_python();
+    assert!(python.exists(), "{} is missing: run ./scripts/test (or ./scripts/python-tools) to install moto", python.display());
     let port = free_port();
     let mut child = Command::new("sh")
         .arg("-c")
-        .arg(r#""$0" -H 127.0.0.1 -p "$1" >/dev/null 2>&1 & pid=$!; read _ignored; kill $pid"#)
-        .arg(&server)
+        .arg(r#""$0" "$1" 127.0.0.1 "$2" >/dev/null 2>&1 & pid=$!; read _ignored; kill $pid"#)
+        .arg(&python)
+        .arg(moto_launcher())
         .arg(port.to_string())
         .stdin(Stdio::piped())
         .spawn()

@@ -50,7 +50,10 @@ impl Forge {
         let mut hs = Header::new(Algorithm::HS256);
         hs.typ = Some("at+jwt".into());
         hs.kid = Some(self.kid.clone());
-        forged.push(("HS256 keyed with the RSA public key", jsonwebtoken::encode(&hs, &self.claims, &EncodingKey::from_secret(&self.public_pem).unwrap()).unwrap()));
+        forged.push((
+            "HS256 keyed with the RSA public key",
+            jsonwebtoken::encode(&hs, &self.claims, &EncodingKey::from_secret(&self.public_pem).unwrap()).unwrap(),
+        ));
         let mut unknown = self.header();
         unknown.kid = Some("no-such-key".into());
         forged.push(("unknown kid", jsonwebtoken::encode(&unknown, &self.claims, &self.other_key).unwrap()));
@@ -75,30 +78,66 @@ impl Forge {
         let mut jwk = self.header();
         jwk.jwk = Some(embedded);
         forged.push(("jwk header", self.with_real_key(jwk, &self.claims)));
-        forged.push(("missing exp", self.with_real_key(self.header(), &self.claims_with(|c| {
-            c.remove("exp");
-        }))));
-        forged.push(("expired", self.with_real_key(self.header(), &self.claims_with(|c| {
-            c.insert("exp".into(), json!(now - 120));
-        }))));
-        forged.push(("nbf in the future", self.with_real_key(self.header(), &self.claims_with(|c| {
-            c.insert("nbf".into(), json!(now + 600));
-        }))));
-        forged.push(("wrong iss", self.with_real_key(self.header(), &self.claims_with(|c| {
-            c.insert("iss".into(), json!("https://evil.example/iam"));
-        }))));
-        forged.push(("wrong aud", self.with_real_key(self.header(), &self.claims_with(|c| {
-            c.insert("aud".into(), json!("someone-else"));
-        }))));
+        forged.push((
+            "missing exp",
+            self.with_real_key(
+                self.header(),
+                &self.claims_with(|c| {
+                    c.remove("exp");
+                }),
+            ),
+        ));
+        forged.push((
+            "expired",
+            self.with_real_key(
+                self.header(),
+                &self.claims_with(|c| {
+                    c.insert("exp".into(), json!(now - 120));
+                }),
+            ),
+        ));
+        forged.push((
+            "nbf in the future",
+            self.with_real_key(
+                self.header(),
+                &self.claims_with(|c| {
+                    c.insert("nbf".into(), json!(now + 600));
+                }),
+            ),
+        ));
+        forged.push((
+            "wrong iss",
+            self.with_real_key(
+                self.header(),
+                &self.claims_with(|c| {
+                    c.insert("iss".into(), json!("https://evil.example/iam"));
+                }),
+            ),
+        ));
+        forged.push((
+            "wrong aud",
+            self.with_real_key(
+                self.header(),
+                &self.claims_with(|c| {
+                    c.insert("aud".into(), json!("someone-else"));
+                }),
+            ),
+        ));
         let mut typ = self.header();
         typ.typ = Some("JWT".into());
         forged.push(("wrong typ", self.with_real_key(typ, &self.claims)));
         let mut no_typ = self.header();
         no_typ.typ = None;
         forged.push(("no typ", self.with_real_key(no_typ, &self.claims)));
-        forged.push(("over 8 KiB", self.with_real_key(self.header(), &self.claims_with(|c| {
-            c.insert("padding".into(), json!("x".repeat(9000)));
-        }))));
+        forged.push((
+            "over 8 KiB",
+            self.with_real_key(
+                self.header(),
+                &self.claims_with(|c| {
+                    c.insert("padding".into(), json!("x".repeat(9000)));
+                }),
+            ),
+        ));
         let genuine = self.with_real_key(self.header(), &self.claims);
         let mut parts: Vec<&str> = genuine.split('.').collect();
         let tampered_claims = b64(&self.claims_with(|c| {

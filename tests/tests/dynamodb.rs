@@ -22,7 +22,9 @@ async fn signing_keys_follow_the_staging_labels() {
     let first = SigningKeyDocument::generate().unwrap();
     let secret = iam_testkit::create_signing_secret(&first).await;
     let client = secrets().await;
-    let source: Arc<dyn KeySource> = Arc::new(SecretsManagerKeys::new(client.clone(), secret.clone()));
+    // Labels only here; the activation delay has its own test (rotation.rs).
+    let source: Arc<dyn KeySource> =
+        Arc::new(SecretsManagerKeys::new(client.clone(), secret.clone()).with_activation_delay(std::time::Duration::ZERO));
 
     let only = source.load().await.unwrap();
     assert_eq!(only.current.kid, first.kid);
@@ -76,7 +78,8 @@ async fn the_keyring_reloads_after_its_ttl() {
     let first = SigningKeyDocument::generate().unwrap();
     let secret = iam_testkit::create_signing_secret(&first).await;
     let client = secrets().await;
-    let source: Arc<dyn KeySource> = Arc::new(SecretsManagerKeys::new(client.clone(), secret.clone()));
+    let source: Arc<dyn KeySource> =
+        Arc::new(SecretsManagerKeys::new(client.clone(), secret.clone()).with_activation_delay(std::time::Duration::ZERO));
     let keyring = Keyring::new(settings(), source, std::time::Duration::from_millis(200)).await.unwrap();
     assert_eq!(keyring.current().await.jwks().keys.len(), 1);
     let second = SigningKeyDocument::generate().unwrap();

@@ -133,6 +133,8 @@ async fn every_function_answers_an_api_gateway_v2_event() {
     let (status, _) = invoke(unassign_role::routes, s, Event::new("DELETE", format!("{assignments}/iam-viewer")).token(&admin)).await;
     assert_eq!(status, 204);
 
+    let (status, me) = invoke(whoami::routes, s, Event::new("GET", "/iam/whoami").token(&admin)).await;
+    assert_eq!((status, me["org_id"].as_str()), (200, Some("acme")));
     let (status, jwks) = invoke(jwks::routes, s, Event::new("GET", "/iam/.well-known/jwks.json")).await;
     assert_eq!((status, jwks["keys"][0]["kty"].as_str()), (200, Some("RSA")));
     let (status, discovery) = invoke(openid_configuration::routes, s, Event::new("GET", "/iam/.well-known/openid-configuration")).await;

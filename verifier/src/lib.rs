@@ -298,3 +298,69 @@ impl<F: Fetch> RemoteVerifier<F> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Serves a JWKS that the test can swap, counting fetches.
+    #[derive(Clone, Default)]
+    struct FakeIssuer {
+        jwks: Arc<std::sync::Mutex<Vec<u8>>>,
+        fetches: Arc<AtomicUsize>,
+        down: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl Fetch for FakeIssuer {
+        async fn get(&self, _url: &str) -> Result<Vec<u8>, String> {
+            self.fetches.fetch_add(1, Ordering::SeqCst);
+            if self.down.load(Ordering::SeqCst) {
+                return Err("issuer down".into());
+            }
+            Ok(self.jwks.lock().unwrap().clone())
+        }
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let keys: HashMap<String, DecodingKey> = HashMap::new();
+        let expect = Expectations { issuer: "i".into(), audience: "a".into() };
+        for token in ["", ".", "..", "a.b.c", "eyJhbGciOiJub25lIn0..", &"x".repeat(MAX_TOKEN_BYTES + 1)] {
+            assert!(verify(token, &keys, &expect).is_err());
+        }
+        assert!(keys_from_jwks(b"not json").is_err());
+        assert!(keys_from_jwks(br#"{"keys":[{"kty":"oct","k":"AA","kid":"x"}]}"#).unwrap().is_empty(), "only RSA keys are kept");
+    }
+
+    #[tokio::test]
+    async fn unknown_kid_refreshes_at_most_once_per_interval() {
+        let issuer = FakeIssuer::default();
+        *issuer.jwks.lock().unwrap() = br#"{"keys":[]}"#.to_vec();
+        let verifier =
+            RemoteVerifier::new("http://issuer/jwks".into(), Expectations { issuer: "i".into(), audience: "a".into() }, issuer.clone())
+                .with_cache_times(Duration::from_secs(3600), Duration::from_secs(3600));
+        // A well-formed header naming an unknown kid.
+        let header = r#"{"alg":"RS256","typ":"at+jwt","kid":"k-unknown"}"#;
+        let token = format!("{}.e30.c2ln", base64_url(header));
+        for _ in 0..20 {
+            assert_eq!(verifier.verify(&token).await.unwrap_err(), Rejection::UnknownKey);
+        }
+        assert_eq!(issuer.fetches.load(Ordering::SeqCst), 1, "garbage kids cannot make it hammer the issuer");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_issuer_is_a_fetch_error() {
+        let issuer = FakeIssuer::default();
+        issuer.down.store(true, Ordering::SeqCst);
+        let verifier = RemoteVerifier::new("http://issuer/jwks".into(), Expectations { issuer: "i".into(), audience: "a".into() }, issuer);
+        let token = format!("{}.e30.c2ln", base64_url(r#"{"alg":"RS256","typ":"at+jwt","kid":"k"}"#));
+        assert!(matches!(verifier.verify(&token).await, Err(Rejection::Fetch(_))));
+    }
+
+    fn base64_url(raw: &str) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+    }
+}
