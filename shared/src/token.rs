@@ -6,7 +6,7 @@ use std::fmt;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
+use jsonwebtoken::DecodingKey;
 use rsa::pkcs1::DecodeRsaPrivateKey;
 use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
 use rsa::traits::PublicKeyParts;
@@ -103,11 +103,22 @@ pub struct Jwks {
     pub keys: Vec<PublicJwk>,
 }
 
-/// A parsed key pair: parsed once at start, used for every signature.
+/// A parsed key pair: parsed once at start, used for every signature. `jsonwebtoken`'s
+/// pure-Rust backend re-parses the DER key on every signature, so signing uses the `rsa`
+/// crate's pre-parsed PKCS#1 v1.5 key directly (blinded, with the OS RNG); verification stays
+/// with `jsonwebtoken` (see `iam-verifier`).
 pub struct SigningKey {
     kid: String,
-    encoding: EncodingKey,
+    signer: rsa::pkcs1v15::SigningKey<rsa::sha2::Sha256>,
     public: PublicJwk,
+}
+
+/// The JOSE header of every access token. Field order is fixed by the struct.
+#[derive(Serialize)]
+struct JoseHeader<'a> {
+    alg: &'static str,
+    typ: &'static str,
+    kid: &'a str,
 }
 
 impl fmt::Debug for SigningKey {
@@ -128,8 +139,6 @@ impl SigningKey {
         let private = rsa::PrivateKey::from_pkcs8_pem(pem)
             .or_else(|_| rsa::PrivateKey::from_pkcs1_pem(pem))
             .map_err(|_| KeyError::Document("privateKeyPem is not an RSA private key in PKCS#8 or PKCS#1 PEM".into()))?;
-        let encoding =
-            EncodingKey::from_rsa_pem(pem.as_bytes()).map_err(|_| KeyError::Document("privateKeyPem rejected by the JWT signer".into()))?;
         let public = private.to_public_key();
         let public = PublicJwk {
             kty: "RSA".into(),
@@ -139,7 +148,7 @@ impl SigningKey {
             n: URL_SAFE_NO_PAD.encode(public.n().as_ref().to_be_bytes_trimmed_vartime()),
             e: URL_SAFE_NO_PAD.encode(public.e().to_be_bytes_trimmed_vartime()),
         };
-        Ok(Self { kid: doc.kid.clone(), encoding, public })
+        Ok(Self { kid: doc.kid.clone(), signer: rsa::pkcs1v15::SigningKey::new(private), public })
     }
 
     pub fn kid(&self) -> &str {
@@ -222,7 +231,7 @@ impl TokenService {
         Jwks { keys: self.published.clone() }
     }
 
-    pub fn sign(&self, grant: &Grant<'_>, now: DateTime<Utc>) -> Result<(String, AccessClaims), jsonwebtoken::errors::Error> {
+    pub fn sign(&self, grant: &Grant<'_>, now: DateTime<Utc>) -> Result<(String, AccessClaims), SignError> {
         let iat = now.timestamp();
         let claims = AccessClaims {
             iss: self.settings.issuer.clone(),
@@ -238,10 +247,13 @@ impl TokenService {
             exp: iat + self.settings.lifetime_secs as i64,
             jti: encode_u128(u128::from_be_bytes(random::bytes::<16>())),
         };
-        let mut header = Header::new(Algorithm::RS256);
-        header.typ = Some(TOKEN_TYPE.into());
-        header.kid = Some(self.current.kid.clone());
-        let token = jsonwebtoken::encode(&header, &claims, &self.current.encoding)?;
+        let header = JoseHeader { alg: ALGORITHM, typ: TOKEN_TYPE, kid: &self.current.kid };
+        let mut token = format!("{}.{}", b64_json(&header), b64_json(&claims));
+        use rsa::signature::{RandomizedSigner, SignatureEncoding};
+        let signature =
+            self.current.signer.try_sign_with_rng(&mut getrandom::SysRng, token.as_bytes()).map_err(|e| SignError(e.to_string()))?;
+        token.push('.');
+        token.push_str(&URL_SAFE_NO_PAD.encode(signature.to_bytes()));
         Ok((token, claims))
     }
 
@@ -251,6 +263,15 @@ impl TokenService {
         let expect = iam_verifier::Expectations { issuer: self.settings.issuer.clone(), audience: audience.to_owned() };
         iam_verifier::verify(token, &self.decoding, &expect)
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("signing failed: {0}")]
+pub struct SignError(String);
+
+/// A JWT segment: base64url of the JSON of a plain struct (which cannot fail to serialise).
+fn b64_json<T: Serialize>(value: &T) -> String {
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).expect("plain structs serialise"))
 }
 
 /// Signs a probe token with `doc` and verifies it: a key that passes can serve.

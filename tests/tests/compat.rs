@@ -138,5 +138,7 @@ async fn discovery_and_jwks_describe_what_the_token_endpoint_does() {
     for private in ["d", "p", "q", "dp", "dq", "qi"] {
         assert!(key.get(private).is_none());
     }
-    assert!(discovery["id_token_signing_alg_values_supported"].as_array().is_none_or(|a| a.iter().all(|v| v == "RS256")));
+    let header = jsonwebtoken::decode_header(token["access_token"].as_str().unwrap()).unwrap();
+    assert_eq!(discovery["access_token_signing_alg_values_supported"], serde_json::json!(["RS256"]));
+    assert_eq!(format!("{:?}", header.alg), "RS256", "tokens use the advertised algorithm");
 }

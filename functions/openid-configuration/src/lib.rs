@@ -28,6 +28,11 @@ async fn discovery(State(iam): State<AppState>) -> impl IntoResponse {
         "scopes_supported": scopes,
         // Only the token endpoint exists: no authorization endpoint, so no response types.
         "response_types_supported": [],
+        // Access tokens are RS256 JWTs. OIDC-discovery parsers insist on the ID-token field,
+        // so it says the same, though no ID token is ever issued.
+        "access_token_signing_alg_values_supported": ["RS256"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "subject_types_supported": ["public"],
     });
     ([(header::CACHE_CONTROL, "public, max-age=300")], Json(body))
 }
