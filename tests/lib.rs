@@ -117,6 +117,17 @@ impl TestApp {
         self.send(request).await
     }
 
+    /// A JSON exchange as if from `addr` (the TCP peer `iam-local` would see).
+    pub async fn exchange_from(&self, addr: &str, body: Value) -> Response {
+        let peer: std::net::SocketAddr = format!("{addr}:40000").parse().expect("an IPv4 address");
+        let request = Request::post("/iam/auth/token")
+            .header(header::CONTENT_TYPE, "application/json")
+            .extension(axum::extract::ConnectInfo(peer))
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        self.send(request).await
+    }
+
     pub async fn exchange_form(&self, form: &str, basic: Option<(&str, &str)>) -> Response {
         let mut builder = Request::post("/iam/auth/token").header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
         if let Some((id, secret)) = basic {

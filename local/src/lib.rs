@@ -114,7 +114,8 @@ pub async fn serve(
     }
     println!("iam-local listening on http://{addr} (issuer {})", config.tokens.issuer);
     tracing::info!(%addr, "iam-local started");
-    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await?;
+    // The peer address feeds the failed-attempt throttle on the token route.
+    axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(shutdown).await?;
     Ok(())
 }
 

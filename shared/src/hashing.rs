@@ -54,6 +54,9 @@ pub struct SecretHasher {
     /// Random per process: cache digests are useless outside this instance's memory.
     cache_key: [u8; 32],
     cache: Mutex<HashMap<KeyId, CacheEntry>>,
+    /// argon2 verifications run by this instance (decoys included): a metric, and the way tests
+    /// prove a path skipped argon2.
+    argon2_runs: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for SecretHasher {
@@ -71,7 +74,13 @@ impl SecretHasher {
         let params = Params::new(p.memory_kib, p.iterations, p.parallelism, None).map_err(|e| HashError::Params(e.to_string()))?;
         let decoy_secret = random::bytes::<32>();
         let decoy_hash = hash_blocking(&params, &decoy_secret)?;
-        Ok(Self { params, decoy_hash, cache_key: random::bytes::<32>(), cache: Mutex::new(HashMap::new()) })
+        Ok(Self {
+            params,
+            decoy_hash,
+            cache_key: random::bytes::<32>(),
+            cache: Mutex::new(HashMap::new()),
+            argon2_runs: std::sync::atomic::AtomicU64::new(0),
+        })
     }
 
     /// The argon2id PHC string for `secret`, computed on the blocking pool.
@@ -90,18 +99,30 @@ impl SecretHasher {
         if self.cached(key_id, &digest) {
             return Ok(true);
         }
+        self.argon2_runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let ok = verify_off_executor(secret.clone(), stored_hash.to_owned()).await?;
+        // A wrong guess leaves the owner's entry alone: evicting it would let anyone who knows a
+        // key id (it is public) push the owner back onto argon2 and into the throttle.
         if ok {
             self.remember(key_id.clone(), digest);
-        } else {
-            self.forget(key_id);
         }
         Ok(ok)
     }
 
     /// Spends the same work as a real verification, for a key id that does not exist.
     pub async fn verify_decoy(&self, secret: &SecretString) -> Result<(), HashError> {
+        self.argon2_runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         verify_off_executor(secret.clone(), self.decoy_hash.clone()).await.map(|_| ())
+    }
+
+    /// Whether `secret` is the one this instance already verified for this stored hash: a
+    /// constant-time digest comparison, no argon2.
+    pub fn is_warm(&self, key_id: &KeyId, secret: &SecretString, stored_hash: &str) -> bool {
+        self.cached(key_id, &self.digest(key_id, stored_hash, secret))
+    }
+
+    pub fn argon2_runs(&self) -> u64 {
+        self.argon2_runs.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn digest(&self, key_id: &KeyId, stored_hash: &str, secret: &SecretString) -> [u8; 32] {
@@ -129,10 +150,6 @@ impl SecretHasher {
             }
         }
         cache.insert(key_id, CacheEntry { digest, expires: Instant::now() + CACHE_TTL });
-    }
-
-    fn forget(&self, key_id: &KeyId) {
-        self.cache.lock().unwrap_or_else(|p| p.into_inner()).remove(key_id);
     }
 
     #[cfg(test)]
@@ -187,6 +204,36 @@ mod tests {
         let rehash = hasher.hash(&secret).await.unwrap();
         assert!(!hasher.cached(&key, &hasher.digest(&key, &rehash, &secret)));
         assert!(!hasher.cached(&key, &hasher.digest(&key, &hash, &SecretString::from("abd"))));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        /// A warm cache entry never vouches for another secret.
+        #[test]
+        fn the_cache_never_lets_a_wrong_secret_through(wrong in "[0-9A-Za-z]{1,60}") {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async {
+                let hasher = cached_hasher();
+                let (key, secret, hash) = &*CACHED;
+                proptest::prop_assume!(wrong != *secret);
+                assert!(hasher.verify(key, &SecretString::from(secret.clone()), hash).await.unwrap(), "warm");
+                assert!(!hasher.is_warm(key, &SecretString::from(wrong.clone()), hash));
+                assert!(!hasher.verify(key, &SecretString::from(wrong), hash).await.unwrap());
+                assert!(hasher.is_warm(key, &SecretString::from(secret.clone()), hash), "a wrong guess does not evict the owner");
+                Ok(())
+            })?;
+        }
+    }
+
+    static HASHER: std::sync::LazyLock<SecretHasher> = std::sync::LazyLock::new(fast);
+    static CACHED: std::sync::LazyLock<(KeyId, String, String)> = std::sync::LazyLock::new(|| {
+        let secret = "the-real-secret".to_owned();
+        let hash = hash_blocking(&HASHER.params, secret.as_bytes()).unwrap();
+        (KeyId::generate(), secret, hash)
+    });
+
+    fn cached_hasher() -> &'static SecretHasher {
+        &HASHER
     }
 
     #[test]

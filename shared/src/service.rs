@@ -71,6 +71,9 @@ pub enum ExchangeError {
     InvalidScope(String),
     #[error("{0}")]
     InvalidTarget(String),
+    /// Too many wrong secrets for this key from this source address in the current window.
+    #[error("too many failed attempts")]
+    Throttled { retry_after_secs: u64 },
     #[error("store unavailable")]
     Store(#[from] StoreError),
     #[error("hashing failed")]
@@ -83,7 +86,14 @@ pub struct ExchangeRequest {
     pub key: Result<ApiKey, KeyFormatError>,
     pub scope: Option<String>,
     pub audience: Option<String>,
+    /// The caller's network address, when known: failed attempts are counted per key and address.
+    pub source: Option<String>,
 }
+
+/// More wrong secrets than this for one key from one address within a window are refused
+/// without running argon2 until the window ends.
+pub const MAX_FAILED_ATTEMPTS: u32 = 10;
+pub const FAILED_ATTEMPT_WINDOW_SECS: i64 = 60;
 
 #[derive(Debug)]
 pub struct IssuedToken {
@@ -123,6 +133,30 @@ fn audited<T>(action: &str, caller: &Caller, target: &str, result: Result<T, Dom
     let outcome = result.as_ref().map(|_| ()).map_err(|e| e as &dyn std::fmt::Display);
     audit(action, caller.actor().0.as_str(), caller.org_id.as_str(), target, outcome);
     result
+}
+
+/// Where failed attempts for one key from one address are counted: fixed windows.
+struct AttemptCounter {
+    key: String,
+    window_start: i64,
+}
+
+impl AttemptCounter {
+    fn new(key_id: &KeyId, source: &str) -> Self {
+        let now = model::now().timestamp();
+        // Addresses are short; a longer string is not an address we trust to be one.
+        let source: String = source.chars().take(64).collect();
+        Self { key: format!("{key_id}|{source}"), window_start: now - now.rem_euclid(FAILED_ATTEMPT_WINDOW_SECS) }
+    }
+
+    fn expires_at(&self) -> i64 {
+        self.window_start + 2 * FAILED_ATTEMPT_WINDOW_SECS
+    }
+
+    fn retry_after_secs(&self) -> u64 {
+        let end = self.window_start + FAILED_ATTEMPT_WINDOW_SECS;
+        (end - model::now().timestamp()).clamp(1, FAILED_ATTEMPT_WINDOW_SECS) as u64
+    }
 }
 
 pub struct Iam {
@@ -359,13 +393,32 @@ impl Iam {
 
     async fn exchange_inner(&self, request: ExchangeRequest) -> Result<IssuedToken, ExchangeError> {
         let key = request.key.map_err(|_| ExchangeError::InvalidClient("malformed key"))?;
-        let Some(credential) = self.store.get_credential(key.key_id()).await? else {
-            self.hasher.verify_decoy(key.secret()).await?;
-            return Err(ExchangeError::InvalidClient("unknown key id"));
-        };
-        if !self.hasher.verify(key.key_id(), key.secret(), &credential.secret_hash).await? {
-            return Err(ExchangeError::InvalidClient("wrong secret"));
+        let credential = self.store.get_credential(key.key_id()).await?;
+        // A secret this instance already verified is never throttled: guessers sharing the
+        // owner's address cannot lock a warm owner out.
+        let warm = credential.as_ref().is_some_and(|c| self.hasher.is_warm(key.key_id(), key.secret(), &c.secret_hash));
+        let attempts = request.source.as_deref().map(|source| AttemptCounter::new(key.key_id(), source));
+        if !warm && let Some(counter) = &attempts {
+            let count = self.store.failed_attempts(&counter.key, counter.window_start).await?;
+            if count >= MAX_FAILED_ATTEMPTS {
+                return Err(ExchangeError::Throttled { retry_after_secs: counter.retry_after_secs() });
+            }
         }
+        let verified = match &credential {
+            Some(c) => self.hasher.verify(key.key_id(), key.secret(), &c.secret_hash).await?,
+            None => {
+                self.hasher.verify_decoy(key.secret()).await?;
+                false
+            }
+        };
+        let Some(credential) = credential.filter(|_| verified) else {
+            if let Some(counter) = &attempts
+                && let Err(e) = self.store.record_failed_attempt(&counter.key, counter.window_start, counter.expires_at()).await
+            {
+                tracing::warn!(error = %e, "could not count a failed attempt");
+            }
+            return Err(ExchangeError::InvalidClient("unknown key id or wrong secret"));
+        };
         // Only now, with the secret proved, may the caller learn why the key is refused.
         let principal = self
             .store

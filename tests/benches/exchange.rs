@@ -38,7 +38,7 @@ fn config() -> Config {
 }
 
 fn request(key: &str) -> ExchangeRequest {
-    ExchangeRequest { key: ApiKey::parse(key), scope: None, audience: None }
+    ExchangeRequest { key: ApiKey::parse(key), scope: None, audience: None, source: None }
 }
 
 #[tokio::main]

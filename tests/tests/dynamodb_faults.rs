@@ -115,7 +115,7 @@ async fn no_exchange_that_starts_after_a_revoke_returns_gets_a_token() {
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(i * 20)).await;
             let started = Instant::now();
-            let result = state.exchange(ExchangeRequest { key: ApiKey::parse(&key), scope: None, audience: None }).await;
+            let result = state.exchange(ExchangeRequest { key: ApiKey::parse(&key), scope: None, audience: None, source: None }).await;
             (started, result.is_ok())
         }));
     }

@@ -12,8 +12,8 @@ use axum::routing::post;
 use axum::{Json, Router};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use iam_api::AppState;
 use iam_api::extract::{content_type, read_body};
+use iam_api::{AppState, SourceAddress};
 use iam_shared::key::ApiKey;
 use iam_shared::service::{ExchangeError, ExchangeRequest};
 use secrecy::ExposeSecret;
@@ -34,6 +34,7 @@ pub struct OAuthError {
     status: StatusCode,
     error: &'static str,
     description: String,
+    retry_after: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -44,7 +45,7 @@ struct OAuthErrorBody<'a> {
 
 impl OAuthError {
     fn new(status: StatusCode, error: &'static str, description: impl Into<String>) -> Self {
-        Self { status, error, description: description.into() }
+        Self { status, error, description: description.into(), retry_after: None }
     }
 
     fn invalid_request(description: impl Into<String>) -> Self {
@@ -68,8 +69,8 @@ impl IntoResponse for OAuthError {
             StatusCode::UNAUTHORIZED => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(r#"Basic realm="iam""#));
             }
-            StatusCode::SERVICE_UNAVAILABLE => {
-                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(self.retry_after.unwrap_or(1)));
             }
             _ => {}
         }
@@ -84,6 +85,12 @@ impl From<ExchangeError> for OAuthError {
             ExchangeError::Refused(reason) => Self::new(StatusCode::BAD_REQUEST, "invalid_grant", reason.to_string()),
             ExchangeError::InvalidScope(msg) => Self::new(StatusCode::BAD_REQUEST, "invalid_scope", msg),
             ExchangeError::InvalidTarget(msg) => Self::new(StatusCode::BAD_REQUEST, "invalid_target", msg),
+            ExchangeError::Throttled { retry_after_secs } => Self {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                error: "slow_down",
+                description: format!("too many failed attempts for this key from this address; retry in {retry_after_secs} s"),
+                retry_after: Some(retry_after_secs),
+            },
             ExchangeError::Store(_) | ExchangeError::Hash(_) | ExchangeError::Sign(_) => {
                 tracing::error!(error = %e, "token exchange failed");
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "the service is temporarily unavailable; retry later")
@@ -117,11 +124,12 @@ pub struct ParsedRequest {
     pub token_exchange: bool,
 }
 
-async fn token(State(iam): State<AppState>, request: Request) -> Response {
-    let parsed = match parse(request).await {
+async fn token(State(iam): State<AppState>, SourceAddress(source): SourceAddress, request: Request) -> Response {
+    let mut parsed = match parse(request).await {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
+    parsed.exchange.source = source;
     match iam.exchange(parsed.exchange).await {
         Ok(issued) => {
             let body = TokenResponse {
@@ -157,7 +165,7 @@ fn parse_json(body: &[u8]) -> Result<ParsedRequest, OAuthError> {
         serde_json::from_slice(body).map_err(|_| OAuthError::invalid_request("the body must be a JSON object with a string apiKey"))?;
     let api_key = request.api_key.ok_or_else(|| OAuthError::invalid_request("apiKey is required"))?;
     Ok(ParsedRequest {
-        exchange: ExchangeRequest { key: ApiKey::parse(&api_key), scope: request.scope, audience: request.audience },
+        exchange: ExchangeRequest { key: ApiKey::parse(&api_key), scope: request.scope, audience: request.audience, source: None },
         token_exchange: false,
     })
 }
@@ -192,7 +200,7 @@ fn parse_form(parts: &Parts, body: &[u8]) -> Result<ParsedRequest, OAuthError> {
         CLIENT_CREDENTIALS => {
             let key = client_credentials(parts, &form)?;
             let audience = form.get("audience").or_else(|| form.get("resource")).map(str::to_owned);
-            Ok(ParsedRequest { exchange: ExchangeRequest { key, scope, audience }, token_exchange: false })
+            Ok(ParsedRequest { exchange: ExchangeRequest { key, scope, audience, source: None }, token_exchange: false })
         }
         TOKEN_EXCHANGE => {
             let subject = form.require("subject_token")?;
@@ -211,7 +219,10 @@ fn parse_form(parts: &Parts, body: &[u8]) -> Result<ParsedRequest, OAuthError> {
                 }
                 (a, r) => a.or(r).map(str::to_owned),
             };
-            Ok(ParsedRequest { exchange: ExchangeRequest { key: ApiKey::parse(subject), scope, audience }, token_exchange: true })
+            Ok(ParsedRequest {
+                exchange: ExchangeRequest { key: ApiKey::parse(subject), scope, audience, source: None },
+                token_exchange: true,
+            })
         }
         other => Err(OAuthError::new(
             StatusCode::BAD_REQUEST,

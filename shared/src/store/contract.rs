@@ -22,7 +22,7 @@ macro_rules! store_contract_tests {
             credential_insert_and_read, credential_insert_checks_principal, credential_limit_is_enforced,
             credential_limit_holds_under_concurrency, revoke_is_idempotent_and_scoped, revoke_wins_over_concurrent_reads,
             record_use_keeps_status, roles_are_scoped_and_unique, assignments_are_idempotent_and_scoped,
-            assignment_limit_and_revoked_principal, bootstrap_happens_once);
+            assignment_limit_and_revoked_principal, bootstrap_happens_once, failed_attempts_count_per_key_and_window);
     };
     (@cases $make:expr; $($case:ident),*) => {
         $(
@@ -326,4 +326,28 @@ pub async fn bootstrap_happens_once<S: Store + ?Sized>(store: Arc<S>) {
     assert_eq!(store.get_credential(&c2.key_id).await.unwrap(), None);
     store.bootstrap_org(&p2, &assignment(&p2, "iam-admin"), &c2, true).await.unwrap();
     assert_eq!(store.get_credential(&c2.key_id).await.unwrap(), Some(c2), "forced: a second admin");
+}
+
+pub async fn failed_attempts_count_per_key_and_window<S: Store + ?Sized>(store: Arc<S>) {
+    let (key, other) = (format!("{}|192.0.2.1", KeyId::generate()), format!("{}|192.0.2.1", KeyId::generate()));
+    let window = now().timestamp() / 60 * 60;
+    assert_eq!(store.failed_attempts(&key, window).await.unwrap(), 0);
+    for expected in 1..=3 {
+        assert_eq!(store.record_failed_attempt(&key, window, window + 120).await.unwrap(), expected);
+    }
+    assert_eq!(store.failed_attempts(&key, window).await.unwrap(), 3);
+    assert_eq!(store.failed_attempts(&other, window).await.unwrap(), 0, "counts are per key");
+    assert_eq!(store.failed_attempts(&key, window + 60).await.unwrap(), 0, "and per window");
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let (store, key) = (store.clone(), key.clone());
+        tasks.push(tokio::spawn(async move { store.record_failed_attempt(&key, window, window + 120).await.unwrap() }));
+    }
+    let mut seen: Vec<u32> = Vec::new();
+    for t in tasks {
+        seen.push(t.await.unwrap());
+    }
+    seen.sort();
+    assert_eq!(seen, (4..=13).collect::<Vec<_>>(), "increments are atomic");
+    assert_eq!(store.record_failed_attempt(&key, window + 60, window + 180).await.unwrap(), 1, "a new window starts at one");
 }

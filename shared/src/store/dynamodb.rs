@@ -7,6 +7,7 @@
 //!   consistent Query, never a GSI), organisation roles `R#<roleId>` with name markers
 //!   `RN#<name>` and a `ROLECOUNT` counter, and the `BOOTSTRAP` marker.
 //! - **credentials**, partition key `keyId`, so an exchange is one strongly consistent read.
+//!   Failed-attempt counters (`attempts#<keyId>|<source>#<window>`) share it, expiring by TTL.
 //!
 //! Every read the contract calls consistent uses `ConsistentRead`; every write that can race
 //! is a condition expression or a TransactWriteItems. Items are (de)serialised by hand, field
@@ -181,6 +182,12 @@ const BOOTSTRAP_SK: &str = "BOOTSTRAP";
 
 fn org_key(org: &OrgId, sk: String) -> Item {
     HashMap::from([("pk".to_owned(), s(org.as_str())), ("sk".to_owned(), s(sk))])
+}
+
+/// Failed-attempt counters live in the credentials table under a `keyId` no credential can
+/// have (key ids are 22 base62 characters), and expire through the table's `ttl` attribute.
+fn attempts_key(key: &str, window_start: i64) -> Item {
+    HashMap::from([("keyId".to_owned(), s(format!("attempts#{key}#{window_start}")))])
 }
 
 fn credential_key(key_id: &KeyId) -> Item {
@@ -908,6 +915,41 @@ impl Store for DynamoStore {
         force: bool,
     ) -> Result<(), StoreError> {
         self.bootstrap(principal, assignment, credential, force).await
+    }
+
+    async fn record_failed_attempt(&self, key: &str, window_start: i64, expires_at: i64) -> Result<u32, StoreError> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.credentials)
+            .set_key(Some(attempts_key(key, window_start)))
+            .update_expression("ADD #count :one SET #ttl = :ttl")
+            .expression_attribute_names("#count", "count")
+            .expression_attribute_names("#ttl", "ttl")
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":ttl", AttributeValue::N(expires_at.to_string()))
+            .return_values(ReturnValue::UpdatedNew)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let attributes = out.attributes().ok_or_else(|| corrupt("failed attempts", "count"))?;
+        Ok(Reader::new("failed attempts", attributes).num("count")?.try_into().unwrap_or(u32::MAX))
+    }
+
+    async fn failed_attempts(&self, key: &str, window_start: i64) -> Result<u32, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.credentials)
+            .set_key(Some(attempts_key(key, window_start)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        match out.item() {
+            None => Ok(0),
+            Some(item) => Ok(Reader::new("failed attempts", item).num("count")?.try_into().unwrap_or(u32::MAX)),
+        }
     }
 
     async fn is_bootstrapped(&self, org: &OrgId) -> Result<bool, StoreError> {

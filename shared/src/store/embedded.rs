@@ -29,6 +29,8 @@ const ROLES: Table = TableDefinition::new("roles");
 const ASSIGNMENTS: Table = TableDefinition::new("role_assignments");
 /// `org` → the bootstrap admin's principal id.
 const BOOTSTRAP: Table = TableDefinition::new("bootstrap");
+/// `key \0 window` → failed-attempt count (u32, big-endian).
+const FAILED_ATTEMPTS: Table = TableDefinition::new("failed_attempts");
 
 const SEP: char = '\0';
 
@@ -115,6 +117,10 @@ impl From<CredentialRecord> for Credential {
     }
 }
 
+fn decode_count(bytes: &[u8]) -> u32 {
+    bytes.try_into().map(u32::from_be_bytes).unwrap_or(u32::MAX)
+}
+
 fn decode_credential(bytes: &[u8]) -> Result<Credential, StoreError> {
     decode::<CredentialRecord>("credential", bytes).map(Credential::from)
 }
@@ -144,7 +150,7 @@ impl EmbeddedStore {
 
     fn init(db: Database) -> Result<Self, StoreError> {
         let txn = db.begin_write().map_err(unavailable)?;
-        for table in [PRINCIPALS, CREDENTIALS, PRINCIPAL_CREDENTIALS, ROLES, ASSIGNMENTS, BOOTSTRAP] {
+        for table in [PRINCIPALS, CREDENTIALS, PRINCIPAL_CREDENTIALS, ROLES, ASSIGNMENTS, BOOTSTRAP, FAILED_ATTEMPTS] {
             txn.open_table(table).map_err(unavailable)?;
         }
         txn.commit().map_err(unavailable)?;
@@ -530,6 +536,45 @@ impl Store for EmbeddedStore {
                     .map_err(unavailable)?;
             }
             txn.commit().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn record_failed_attempt(&self, key: &str, window_start: i64, _expires_at: i64) -> Result<u32, StoreError> {
+        let key = key.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            let count = {
+                let mut t = txn.open_table(FAILED_ATTEMPTS).map_err(unavailable)?;
+                // Earlier windows of this key are over: drop them as we go.
+                let (start, end) = prefix_range(&key);
+                let stale: Vec<String> = t
+                    .range(start.as_str()..end.as_str())
+                    .map_err(unavailable)?
+                    .filter_map(|e| e.ok().map(|(k, _)| k.value().to_owned()))
+                    .filter(|k| k.rsplit(SEP).next().and_then(|w| w.parse::<i64>().ok()).is_some_and(|w| w < window_start))
+                    .collect();
+                for k in stale {
+                    t.remove(k.as_str()).map_err(unavailable)?;
+                }
+                let k = key2(&key, &window_start.to_string());
+                let current = t.get(k.as_str()).map_err(unavailable)?.map(|v| decode_count(v.value())).unwrap_or(0);
+                let next = current.saturating_add(1);
+                t.insert(k.as_str(), next.to_be_bytes().as_slice()).map_err(unavailable)?;
+                next
+            };
+            txn.commit().map_err(unavailable)?;
+            Ok(count)
+        })
+        .await
+    }
+
+    async fn failed_attempts(&self, key: &str, window_start: i64) -> Result<u32, StoreError> {
+        let k = key2(key, &window_start.to_string());
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let t = txn.open_table(FAILED_ATTEMPTS).map_err(unavailable)?;
+            Ok(t.get(k.as_str()).map_err(unavailable)?.map(|v| decode_count(v.value())).unwrap_or(0))
         })
         .await
     }

@@ -92,4 +92,11 @@ pub trait Store: Send + Sync + 'static {
         force: bool,
     ) -> Result<(), StoreError>;
     async fn is_bootstrapped(&self, org: &OrgId) -> Result<bool, StoreError>;
+
+    /// Counts one failed secret for `key` (a key id and source address) in the window that
+    /// starts at `window_start` (Unix seconds), atomically; answers the count so far. The
+    /// count may be forgotten after `expires_at`.
+    async fn record_failed_attempt(&self, key: &str, window_start: i64, expires_at: i64) -> Result<u32, StoreError>;
+    /// Failed secrets counted for `key` in the window that starts at `window_start`.
+    async fn failed_attempts(&self, key: &str, window_start: i64) -> Result<u32, StoreError>;
 }
