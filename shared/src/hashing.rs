@@ -50,7 +50,8 @@ struct CacheEntry {
 pub struct SecretHasher {
     params: Params,
     /// Verified against when the key id is unknown, so unknown and wrong keys cost the same.
-    decoy_hash: String,
+    /// Made on first need, not at cold start: one argon2 hash would double a Lambda's init.
+    decoy_hash: tokio::sync::OnceCell<String>,
     /// Random per process: cache digests are useless outside this instance's memory.
     cache_key: [u8; 32],
     cache: Mutex<HashMap<KeyId, CacheEntry>>,
@@ -72,8 +73,7 @@ fn argon2(params: &Params) -> Argon2<'static> {
 impl SecretHasher {
     pub fn new(p: HashParams) -> Result<Self, HashError> {
         let params = Params::new(p.memory_kib, p.iterations, p.parallelism, None).map_err(|e| HashError::Params(e.to_string()))?;
-        let decoy_secret = random::bytes::<32>();
-        let decoy_hash = hash_blocking(&params, &decoy_secret)?;
+        let decoy_hash = tokio::sync::OnceCell::new();
         Ok(Self {
             params,
             decoy_hash,
@@ -112,7 +112,16 @@ impl SecretHasher {
     /// Spends the same work as a real verification, for a key id that does not exist.
     pub async fn verify_decoy(&self, secret: &SecretString) -> Result<(), HashError> {
         self.argon2_runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        verify_off_executor(secret.clone(), self.decoy_hash.clone()).await.map(|_| ())
+        let params = self.params.clone();
+        let decoy = self
+            .decoy_hash
+            .get_or_try_init(|| async move {
+                tokio::task::spawn_blocking(move || hash_blocking(&params, &random::bytes::<32>()))
+                    .await
+                    .map_err(|e| HashError::Join(e.to_string()))?
+            })
+            .await?;
+        verify_off_executor(secret.clone(), decoy.clone()).await.map(|_| ())
     }
 
     /// Whether `secret` is the one this instance already verified for this stored hash: a

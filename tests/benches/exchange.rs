@@ -96,6 +96,15 @@ async fn main() {
     }
     report("RS256 verify alone", verify);
 
+    let mut argon = Vec::new();
+    let probe = secrecy::SecretString::from("a-secret-that-never-matches".to_owned());
+    for _ in 0..30 {
+        let start = Instant::now();
+        state.hasher.verify_decoy(&probe).await.unwrap();
+        argon.push(start.elapsed());
+    }
+    report("argon2id verify alone", argon);
+
     let mut bad = Vec::new();
     let unknown = ApiKey::generate().to_secret_string().expose_secret().to_owned();
     for _ in 0..30 {
