@@ -55,9 +55,16 @@ pub fn validate_name(field: &str, raw: &str, max: usize) -> Result<String, Domai
     Ok(trimmed.to_owned())
 }
 
+/// Expiry dates further out than this are a typo, and beyond year 9999 they would not survive
+/// an RFC 3339 round trip.
+pub const MAX_EXPIRY_YEARS: i64 = 100;
+
 pub fn validate_future(field: &str, at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Result<(), DomainError> {
     match at {
         Some(t) if t <= now => Err(DomainError::invalid(format!("{field} must be in the future"))),
+        Some(t) if t > now + chrono::Duration::days(365 * MAX_EXPIRY_YEARS) => {
+            Err(DomainError::invalid(format!("{field} must be within {MAX_EXPIRY_YEARS} years")))
+        }
         _ => Ok(()),
     }
 }

@@ -33,6 +33,8 @@ pub struct Caller {
     pub org_id: OrgId,
     pub key_id: KeyId,
     pub claims: AccessClaims,
+    /// What the caller may do now: the token's scope, less anything its roles no longer grant.
+    pub permissions: BTreeSet<String>,
 }
 
 impl Caller {
@@ -41,7 +43,17 @@ impl Caller {
     }
 
     pub fn require(&self, permission: &str) -> Result<(), DomainError> {
-        if self.claims.has_permission(permission) { Ok(()) } else { Err(DomainError::Forbidden(permission.to_owned())) }
+        if self.permissions.contains(permission) { Ok(()) } else { Err(DomainError::Forbidden(permission.to_owned())) }
+    }
+
+    /// Nobody grants management power they lack: a role carrying `iam:` permissions may be
+    /// defined or assigned only by a caller who holds each of them. Permissions of other
+    /// services (`iot:devices:provision`, say) are the organisation's to hand out.
+    fn require_to_grant(&self, permissions: &[Permission]) -> Result<(), DomainError> {
+        match permissions.iter().find(|p| p.as_str().starts_with("iam:") && !self.permissions.contains(p.as_str())) {
+            Some(missing) => Err(DomainError::Forbidden(missing.to_string())),
+            None => Ok(()),
+        }
     }
 }
 
@@ -189,7 +201,10 @@ impl Iam {
         let credential = self.store.get_credential(&key_id).await?.ok_or(AuthError::UnknownCredential)?;
         let principal = self.store.get_principal(&org_id, &principal_id).await?.ok_or(AuthError::UnknownCredential)?;
         model::may_authenticate(&credential, &principal, model::now()).map_err(AuthError::Refused)?;
-        Ok(Caller { principal_id, org_id, key_id, claims })
+        // An unassigned role stops granting at once, not when the token expires.
+        let (_, held) = self.entitlements(&principal).await?;
+        let permissions = claims.permissions().filter(|p| held.iter().any(|h| h.as_str() == *p)).map(str::to_owned).collect();
+        Ok(Caller { principal_id, org_id, key_id, claims, permissions })
     }
 
     async fn principal_of(&self, caller: &Caller, id: &PrincipalId) -> Result<Principal, DomainError> {
@@ -294,6 +309,7 @@ impl Iam {
 
     pub async fn create_role(&self, caller: &Caller, input: NewRole) -> Result<Role, DomainError> {
         caller.require(PERM_ROLES_WRITE)?;
+        caller.require_to_grant(&input.permissions)?;
         let result = async {
             let role = Role::new_org_role(
                 caller.org_id.clone(),
@@ -335,6 +351,7 @@ impl Iam {
                 DomainError::unprocessable(format!("role '{role_id}' does not exist or is not available to this organisation"))
             })?;
             role.check_assignable(&caller.org_id)?;
+            caller.require_to_grant(&role.permissions)?;
             let assignment = RoleAssignment {
                 org_id: caller.org_id.clone(),
                 principal_id: id.clone(),
@@ -457,9 +474,17 @@ impl Iam {
             audience,
         };
         let (token, claims) = self.tokens.current().await.sign(&grant, now).map_err(|e| ExchangeError::Sign(e.to_string()))?;
-        if let Err(e) = self.store.record_credential_use(&credential.key_id, now).await {
-            // lastUsedAt is informational; a token already earned is not withheld for it.
-            tracing::warn!(key_id = %credential.key_id, error = %e, "could not record credential use");
+        // The last word before the token leaves: recording the use succeeds only while the
+        // credential and its principal are still Active, so a revoke or suspension that returned
+        // while this exchange was in flight (during argon2, say) still wins.
+        if !self.store.record_credential_use(&credential, now).await? {
+            let fresh_credential = self.store.get_credential(&credential.key_id).await?;
+            let fresh_principal = self.store.get_principal(&principal.org_id, &principal.id).await?;
+            let reason = match (fresh_credential, fresh_principal) {
+                (Some(c), Some(p)) => model::may_authenticate(&c, &p, model::now()).err(),
+                _ => None,
+            };
+            return Err(ExchangeError::Refused(reason.unwrap_or(Refusal::CredentialRevoked)));
         }
         Ok(IssuedToken {
             access_token: SecretString::from(token),

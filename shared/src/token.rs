@@ -289,7 +289,9 @@ pub fn parse_scope(raw: &str) -> Result<Vec<Permission>, String> {
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     for part in raw.split(' ').filter(|p| !p.is_empty()) {
-        let p = Permission::parse(part).map_err(|e| e.0)?;
+        // Never echo the value: a client that pastes its key into `scope` must not see it logged.
+        let p =
+            Permission::parse(part).map_err(|_| "scope contains a value that is not a permission (e.g. iam:api-keys:read)".to_owned())?;
         if seen.insert(p.clone()) {
             out.push(p);
         }

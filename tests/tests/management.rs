@@ -430,3 +430,68 @@ async fn malformed_paths_are_problems_too() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.raw);
     assert_eq!(r.header("content-type"), Some("application/problem+json"));
 }
+
+#[tokio::test]
+async fn nobody_grants_management_power_they_lack() {
+    let app = TestApp::new().await;
+    let admin = app.admin().await;
+    let assigner_role = app
+        .call(
+            Method::POST,
+            "/iam/roles",
+            Some(&admin),
+            Some(
+                json!({"name": "assigner", "permissions": ["iam:role-assignments:write", "iam:roles:write"], "principalTypes": ["ApiKey"]}),
+            ),
+        )
+        .await;
+    assert_eq!(assigner_role.status, StatusCode::CREATED, "{}", assigner_role.raw);
+    let me = app.create_principal(&admin, "assigner").await;
+    app.assign(&admin, &me, assigner_role.str("id")).await;
+    let (_, key) = app.issue(&admin, &me).await;
+    let token = app.token(&key).await;
+
+    let escalate = app.call(Method::PUT, &format!("/iam/api-keys/{me}/role-assignments/iam-admin"), Some(&token), None).await;
+    assert_eq!(escalate.status, StatusCode::FORBIDDEN, "{}", escalate.raw);
+    assert!(escalate.str("detail").contains("iam:"), "{}", escalate.raw);
+    let sneaky = app
+        .call(
+            Method::POST,
+            "/iam/roles",
+            Some(&token),
+            Some(json!({"name": "sneaky", "permissions": ["iam:api-keys:write"], "principalTypes": ["ApiKey"]})),
+        )
+        .await;
+    assert_eq!(sneaky.status, StatusCode::FORBIDDEN, "{}", sneaky.raw);
+    let assignments = app.call(Method::GET, &format!("/iam/api-keys/{me}/role-assignments"), Some(&admin), None).await;
+    assert_eq!(assignments.body["items"].as_array().unwrap().len(), 1, "nothing was granted");
+
+    // Other services' permissions are the organisation's to hand out.
+    let downstream = app.call(Method::PUT, &format!("/iam/api-keys/{me}/role-assignments/device-provisioner"), Some(&token), None).await;
+    assert_eq!(downstream.status, StatusCode::CREATED, "{}", downstream.raw);
+}
+
+#[tokio::test]
+async fn an_unassigned_role_stops_granting_before_the_token_expires() {
+    let app = TestApp::new().await;
+    let admin = app.admin().await;
+    let second = app.create_principal(&admin, "second admin").await;
+    app.assign(&admin, &second, "iam-admin").await;
+    let (_, key) = app.issue(&admin, &second).await;
+    let token = app.token(&key).await;
+    assert_eq!(app.call(Method::GET, "/iam/api-keys", Some(&token), None).await.status, StatusCode::OK);
+    let del = app.call(Method::DELETE, &format!("/iam/api-keys/{second}/role-assignments/iam-admin"), Some(&admin), None).await;
+    assert_eq!(del.status, StatusCode::NO_CONTENT);
+    let after = app.call(Method::GET, "/iam/api-keys", Some(&token), None).await;
+    assert_eq!(after.status, StatusCode::FORBIDDEN, "{}", after.raw);
+}
+
+#[tokio::test]
+async fn absurd_expiry_dates_are_refused() {
+    let app = TestApp::new().await;
+    let admin = app.admin().await;
+    for when in ["+10000-01-01T00:00:00Z", "2500-01-01T00:00:00Z"] {
+        let r = app.call(Method::POST, "/iam/api-keys", Some(&admin), Some(json!({"displayName": "x", "expiresAt": when}))).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{when}: {}", r.raw);
+    }
+}

@@ -239,12 +239,18 @@ pub async fn record_use_keeps_status<S: Store + ?Sized>(store: Arc<S>) {
     let c = credential(&p);
     store.insert_credential(&c, now()).await.unwrap();
     let at = now();
-    store.record_credential_use(&c.key_id, at).await.unwrap();
+    assert!(store.record_credential_use(&c, at).await.unwrap());
     assert_eq!(store.get_credential(&c.key_id).await.unwrap().unwrap().last_used_at, Some(at));
     store.revoke_credential(&p.org_id, &p.id, &c.key_id, &actor(), now()).await.unwrap();
-    store.record_credential_use(&c.key_id, at).await.unwrap();
+    assert!(!store.record_credential_use(&c, at).await.unwrap(), "a revoked credential is not used");
     assert_eq!(store.get_credential(&c.key_id).await.unwrap().unwrap().status, CredentialStatus::Revoked);
-    store.record_credential_use(&KeyId::generate(), at).await.unwrap();
+    let c2 = credential(&p);
+    store.insert_credential(&c2, now()).await.unwrap();
+    let suspended = p.apply(&PrincipalChange { status: Some(PrincipalStatus::Suspended), ..Default::default() }, now()).unwrap().unwrap();
+    store.update_principal(&suspended, p.version).await.unwrap();
+    assert!(!store.record_credential_use(&c2, at).await.unwrap(), "nor one of a suspended principal");
+    assert_eq!(store.get_credential(&c2.key_id).await.unwrap().unwrap().last_used_at, None, "nothing written");
+    assert!(!store.record_credential_use(&credential(&p), at).await.unwrap(), "nor a missing one");
 }
 
 fn role(org_name: &str, name: &str) -> Role {

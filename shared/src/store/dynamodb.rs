@@ -20,7 +20,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, Delete, KeySchemaElement, KeyType, KeysAndAttributes, Put, ReturnValue,
+    AttributeDefinition, BillingMode, ConditionCheck, Delete, KeySchemaElement, KeyType, KeysAndAttributes, Put, ReturnValue,
     ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TransactWriteItem, Update,
 };
 use chrono::{DateTime, Utc};
@@ -747,21 +747,38 @@ impl Store for DynamoStore {
         }
     }
 
-    async fn record_credential_use(&self, key_id: &KeyId, at: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn record_credential_use(&self, credential: &Credential, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        let touch = Update::builder()
+            .table_name(&self.credentials)
+            .set_key(Some(credential_key(&credential.key_id)))
+            .update_expression("SET lastUsedAt = :at")
+            .condition_expression("#status = :active")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":at", time(at))
+            .expression_attribute_values(":active", s("Active"))
+            .build()
+            .map_err(build_error)?;
+        let principal_active = ConditionCheck::builder()
+            .table_name(&self.principals)
+            .set_key(Some(org_key(&credential.org_id, principal_sk(&credential.principal_id))))
+            .condition_expression("#status = :active")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":active", s("Active"))
+            .build()
+            .map_err(build_error)?;
         let result = self
             .client
-            .update_item()
-            .table_name(&self.credentials)
-            .set_key(Some(credential_key(key_id)))
-            .update_expression("SET lastUsedAt = :at")
-            .condition_expression("attribute_exists(keyId)")
-            .expression_attribute_values(":at", time(at))
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().update(touch).build())
+            .transact_items(TransactWriteItem::builder().condition_check(principal_active).build())
             .send()
             .await;
         match result {
-            Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(()),
-            Err(e) => Err(unavailable(e)),
+            Ok(_) => Ok(true),
+            Err(e) => match cancellation_codes(&e) {
+                Some(codes) if failed(&codes, 0) || failed(&codes, 1) => Ok(false),
+                _ => Err(unavailable(e)),
+            },
         }
     }
 

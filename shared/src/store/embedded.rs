@@ -361,22 +361,28 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn record_credential_use(&self, key_id: &KeyId, at: DateTime<Utc>) -> Result<(), StoreError> {
-        let key_id = key_id.clone();
+    async fn record_credential_use(&self, credential: &Credential, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        let c = credential.clone();
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(unavailable)?;
             {
+                let principals = txn.open_table(PRINCIPALS).map_err(unavailable)?;
+                let principal_active = get_principal_in(&principals, c.org_id.as_str(), c.principal_id.as_str())?
+                    .is_some_and(|p| p.status == PrincipalStatus::Active);
                 let mut t = txn.open_table(CREDENTIALS).map_err(unavailable)?;
-                let current = match t.get(key_id.as_str()).map_err(unavailable)? {
+                let current = match t.get(c.key_id.as_str()).map_err(unavailable)? {
                     Some(v) => decode_credential(v.value())?,
-                    None => return Ok(()),
+                    None => return Ok(false),
                 };
-                // Only the timestamp moves; a concurrent revoke inside this transaction's view stays.
+                if !principal_active || current.status != CredentialStatus::Active {
+                    return Ok(false);
+                }
                 let mut next = current;
                 next.last_used_at = Some(at);
-                t.insert(key_id.as_str(), encode(&CredentialRecord::from(&next))?.as_slice()).map_err(unavailable)?;
+                t.insert(c.key_id.as_str(), encode(&CredentialRecord::from(&next))?.as_slice()).map_err(unavailable)?;
             }
-            txn.commit().map_err(unavailable)
+            txn.commit().map_err(unavailable)?;
+            Ok(true)
         })
         .await
     }

@@ -67,8 +67,10 @@ pub trait Store: Send + Sync + 'static {
         actor: &Actor,
         now: DateTime<Utc>,
     ) -> Result<Credential, StoreError>;
-    /// Best effort: records when a credential last authenticated.
-    async fn record_credential_use(&self, key_id: &KeyId, at: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Records that `credential` authenticated at `at`, atomically with the check that it and its
+    /// principal are still Active (an exchange's last step: a revoke that returned before this
+    /// wins). Answers false, writing nothing, when either no longer is.
+    async fn record_credential_use(&self, credential: &Credential, at: DateTime<Utc>) -> Result<bool, StoreError>;
 
     /// Fails with `Conflict` on a duplicate name in the organisation, `Limit` past `MAX_ORG_ROLES`.
     async fn create_role(&self, role: &Role) -> Result<(), StoreError>;
