@@ -34,6 +34,10 @@ const FAILED_ATTEMPTS: Table = TableDefinition::new("failed_attempts");
 
 const SEP: char = '\0';
 
+/// redb's default page cache may grow to 1 GiB; the local data set fits in far less, and a bound
+/// keeps a long-running local server's memory predictable.
+const CACHE_BYTES: usize = 16 * 1024 * 1024;
+
 fn key2(a: &str, b: &str) -> String {
     format!("{a}{SEP}{b}")
 }
@@ -139,12 +143,15 @@ impl std::fmt::Debug for EmbeddedStore {
 impl EmbeddedStore {
     /// Opens (or creates) the database file at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Database::create(path).map_err(unavailable)?;
+        let db = Database::builder().set_cache_size(CACHE_BYTES).create(path).map_err(unavailable)?;
         Self::init(db)
     }
 
     pub fn in_memory() -> Result<Self, StoreError> {
-        let db = Database::builder().create_with_backend(redb::backends::InMemoryBackend::new()).map_err(unavailable)?;
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(unavailable)?;
         Self::init(db)
     }
 
