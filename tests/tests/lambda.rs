@@ -153,3 +153,22 @@ async fn lambda_errors_are_the_same_problems() {
     let (status, _) = invoke(jwks::routes, &app.state, Event::new("GET", "/iam/api-keys")).await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test]
+async fn the_token_route_counts_failures_by_api_gateway_source_ip() {
+    let app = TestApp::new().await;
+    let (id, secret) = app.acme_key.split_once('.').unwrap();
+    // A well-formed guess for the same key id (checksum recomputed), from the fixture's sourceIp.
+    let body = format!("{}{}", &secret[..10], "1".repeat(34));
+    let sum = format!("{:0>6}", base62::encode(crc32fast::hash(format!("{id}.{body}").as_bytes())));
+    let guess = format!("{id}.{body}{sum}");
+    assert!(iam_shared::key::ApiKey::parse(&guess).is_ok(), "the guess is well-formed");
+    let mut statuses = Vec::new();
+    for _ in 0..11 {
+        let (status, _) =
+            invoke(exchange_token::routes, &app.state, Event::new("POST", "/iam/auth/token").json(json!({"apiKey": guess}))).await;
+        statuses.push(status);
+    }
+    assert_eq!(statuses[..10], [401; 10]);
+    assert_eq!(statuses[10], 429, "the 11th guess from 203.0.113.10 is throttled");
+}
