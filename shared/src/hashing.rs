@@ -2,7 +2,7 @@
 //! warm instance runs argon2 at most once per credential.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use argon2::{Algorithm, Argon2, Params, PasswordHasher, PasswordVerifier, Version};
@@ -55,6 +55,8 @@ pub struct SecretHasher {
     /// Random per process: cache digests are useless outside this instance's memory.
     cache_key: [u8; 32],
     cache: Mutex<HashMap<KeyId, CacheEntry>>,
+    /// One gate per digest being verified right now; empty when nothing is in flight.
+    inflight: Mutex<HashMap<[u8; 32], Arc<tokio::sync::Mutex<()>>>>,
     /// argon2 verifications run by this instance (decoys included): a metric, and the way tests
     /// prove a path skipped argon2.
     argon2_runs: std::sync::atomic::AtomicU64,
@@ -79,6 +81,7 @@ impl SecretHasher {
             decoy_hash,
             cache_key: random::bytes::<32>(),
             cache: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(HashMap::new()),
             argon2_runs: std::sync::atomic::AtomicU64::new(0),
         })
     }
@@ -99,14 +102,31 @@ impl SecretHasher {
         if self.cached(key_id, &digest) {
             return Ok(true);
         }
-        self.argon2_runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let ok = verify_off_executor(secret.clone(), stored_hash.to_owned()).await?;
-        // A wrong guess leaves the owner's entry alone: evicting it would let anyone who knows a
-        // key id (it is public) push the owner back onto argon2 and into the throttle.
-        if ok {
-            self.remember(key_id.clone(), digest);
+        // Single flight per (key, hash, secret): concurrent first exchanges of one key wait for
+        // one argon2 run instead of each taking 19 MiB and a core. Other secrets (guesses) have
+        // other digests, so they never queue the owner behind them.
+        let gate = self.inflight.lock().unwrap_or_else(|p| p.into_inner()).entry(digest).or_default().clone();
+        let result = async {
+            let _turn = gate.lock().await;
+            if self.cached(key_id, &digest) {
+                return Ok(true);
+            }
+            self.argon2_runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let ok = verify_off_executor(secret.clone(), stored_hash.to_owned()).await?;
+            // A wrong guess leaves the owner's entry alone: evicting it would let anyone who
+            // knows a key id (it is public) push the owner back onto argon2 and into the throttle.
+            if ok {
+                self.remember(key_id.clone(), digest);
+            }
+            Ok(ok)
         }
-        Ok(ok)
+        .await;
+        let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        // Ours and the map's: nobody else is waiting on this gate.
+        if Arc::strong_count(&gate) == 2 {
+            inflight.remove(&digest);
+        }
+        result
     }
 
     /// Spends the same work as a real verification, for a key id that does not exist.
@@ -243,6 +263,28 @@ mod tests {
 
     fn cached_hasher() -> &'static SecretHasher {
         &HASHER
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_first_verifications_of_one_secret_run_argon2_once() {
+        let hasher = Arc::new(fast());
+        let secret = SecretString::from("shared-secret");
+        let hash = hasher.hash(&secret).await.unwrap();
+        let key = KeyId::generate();
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let (hasher, secret, hash, key) = (hasher.clone(), secret.clone(), hash.clone(), key.clone());
+            tasks.push(tokio::spawn(async move { hasher.verify(&key, &secret, &hash).await.unwrap() }));
+        }
+        for t in tasks {
+            assert!(t.await.unwrap());
+        }
+        assert_eq!(hasher.argon2_runs(), 1);
+        assert!(hasher.inflight.lock().unwrap().is_empty(), "no gate left behind");
+        let wrong = SecretString::from("guess");
+        assert!(!hasher.verify(&key, &wrong, &hash).await.unwrap());
+        assert!(!hasher.verify(&key, &wrong, &hash).await.unwrap());
+        assert_eq!(hasher.argon2_runs(), 3, "wrong secrets are never cached");
     }
 
     #[test]
