@@ -21,11 +21,7 @@ pub const INITIAL_BACKOFF: Duration = Duration::from_millis(50);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 pub async fn sdk_config() -> SdkConfig {
-    sdk_config_with(OPERATION_TIMEOUT, ATTEMPT_TIMEOUT).await
-}
-
-pub async fn sdk_config_with(operation: Duration, attempt: Duration) -> SdkConfig {
-    loader(operation, attempt).load().await
+    loader(OPERATION_TIMEOUT, ATTEMPT_TIMEOUT).load().await
 }
 
 /// The configuration loader with this service's HTTP client, timeouts and retries; callers may

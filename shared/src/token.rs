@@ -150,14 +150,6 @@ impl SigningKey {
         };
         Ok(Self { kid: doc.kid.clone(), signer: rsa::pkcs1v15::SigningKey::new(private), public })
     }
-
-    pub fn kid(&self) -> &str {
-        &self.kid
-    }
-
-    pub fn public_jwk(&self) -> &PublicJwk {
-        &self.public
-    }
 }
 
 pub use iam_verifier::{AccessClaims, MAX_TOKEN_BYTES, Rejection as TokenRejection, TOKEN_TYPE};

@@ -4,7 +4,6 @@
 
 pub mod faults;
 
-use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -73,17 +72,6 @@ static MOTO: LazyLock<Moto> = LazyLock::new(start_moto);
 
 pub fn moto() -> &'static Moto {
     &MOTO
-}
-
-impl Moto {
-    /// Stops the server now (used by tests that need it gone); the watchdog kills it.
-    pub fn stop_now(&self) {
-        if let Some(w) = &self._watchdog {
-            let mut guard = w.lock().unwrap_or_else(|p| p.into_inner());
-            let _ = guard.1.write_all(b"\n");
-            let _ = guard.1.flush();
-        }
-    }
 }
 
 /// AWS configuration pointing at `endpoint`, with this service's HTTP client, timeouts and retries.
