@@ -9,7 +9,7 @@ use lambda_http::request::LambdaRequest;
 use lambda_http::{Adapter, Context, LambdaEvent, Service};
 use serde_json::{Value, json};
 
-const FIXTURE: &str = include_str!("../fixtures/apigw-http-v2.json");
+const FIXTURE: &str = include_str!("../../fixtures/apigw-http-v2.json");
 
 struct Event {
     method: &'static str,
