@@ -21,7 +21,9 @@ pub type AppState = Arc<Iam>;
 /// The state of one process: the hasher (with its decoy hash) and the signing keys, built once.
 pub async fn build_state(config: &Config, store: Arc<dyn Store>, keys: Arc<dyn KeySource>) -> Result<AppState, ConfigError> {
     let hasher = SecretHasher::new(config.hash).map_err(|e| ConfigError(e.to_string()))?;
-    let keyring = Keyring::new(config.tokens.clone(), keys, config.signing_key_ttl).await.map_err(|e| ConfigError(e.to_string()))?;
+    // Both reach the network on a cold start: side by side, init waits for the slower only.
+    let (keyring, ()) = tokio::join!(Keyring::new(config.tokens.clone(), keys, config.signing_key_ttl), store.warm_up());
+    let keyring = keyring.map_err(|e| ConfigError(e.to_string()))?;
     Ok(Arc::new(Iam::new(store, hasher, keyring)))
 }
 

@@ -101,4 +101,9 @@ pub trait Store: Send + Sync + 'static {
     async fn record_failed_attempt(&self, key: &str, window_start: i64, expires_at: i64) -> Result<u32, StoreError>;
     /// Failed secrets counted for `key` in the window that starts at `window_start`.
     async fn failed_attempts(&self, key: &str, window_start: i64) -> Result<u32, StoreError>;
+
+    /// Opens what the first request would otherwise open (a network store's connection and TLS
+    /// session), during a cold start rather than on a client's clock. Best effort: a failure
+    /// here is logged and the first request simply pays as before.
+    async fn warm_up(&self) {}
 }

@@ -35,6 +35,29 @@ fn org() -> iam_shared::ids::OrgId {
 }
 
 #[tokio::test]
+async fn building_the_state_opens_the_dynamodb_connection_before_any_request() {
+    let (_direct, tables) = iam_testkit::fresh_store_with_tables().await;
+    let proxy = FaultProxy::start(&iam_testkit::moto().endpoint).await;
+    let sdk = iam_testkit::sdk_config_for(&proxy.endpoint, OPERATION, ATTEMPT).await;
+    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), tables.principals, tables.credentials);
+    let _state = iam_tests::state_with(Arc::new(store)).await;
+    assert_eq!(proxy.seen(), vec!["GetItem".to_owned()], "one warm-up read during init, before any request");
+}
+
+#[tokio::test]
+async fn a_failed_warm_up_does_not_stop_the_cold_start() {
+    let (_direct, tables) = iam_testkit::fresh_store_with_tables().await;
+    let proxy = FaultProxy::start(&iam_testkit::moto().endpoint).await;
+    proxy.inject("*", Fault::Fail, Some(3));
+    let sdk = iam_testkit::sdk_config_for(&proxy.endpoint, OPERATION, ATTEMPT).await;
+    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), tables.principals, tables.credentials);
+    let app = TestApp::with_state(iam_tests::state_with(Arc::new(store)).await).await;
+    let admin = app.admin().await;
+    let r = app.call(Method::GET, "/iam/api-keys", Some(&admin), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+}
+
+#[tokio::test]
 async fn throttling_is_retried_and_succeeds() {
     let (app, proxy, direct) = faulty_app().await;
     let admin = app.admin().await;
