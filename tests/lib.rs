@@ -76,6 +76,16 @@ impl TestApp {
         Self::with_state(state).await
     }
 
+    /// The same, on the DynamoDB store against moto (fresh tables).
+    pub async fn on_dynamodb() -> Self {
+        Self::with_state(state_with(iam_testkit::fresh_store().await).await).await
+    }
+
+    /// One app per store, for suites that must hold on every store.
+    pub async fn on_every_store() -> Vec<(&'static str, Self)> {
+        vec![("embedded", Self::new().await), ("dynamodb", Self::on_dynamodb().await)]
+    }
+
     pub async fn with_state(state: AppState) -> Self {
         let acme_key = state.bootstrap(&OrgId::parse("acme").unwrap()).await.unwrap().expect("new org");
         let globex_key = state.bootstrap(&OrgId::parse("globex").unwrap()).await.unwrap().expect("new org");
@@ -100,7 +110,22 @@ impl TestApp {
 
     /// A management call with an optional bearer token and JSON body.
     pub async fn call(&self, method: Method, uri: &str, token: Option<&str>, body: Option<Value>) -> Response {
+        self.call_with(method, uri, token, body, &[]).await
+    }
+
+    /// [`Self::call`] with extra request headers.
+    pub async fn call_with(
+        &self,
+        method: Method,
+        uri: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Response {
         let mut builder = Request::builder().method(method).uri(uri);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
         if let Some(t) = token {
             builder = builder.header(header::AUTHORIZATION, format!("Bearer {t}"));
         }

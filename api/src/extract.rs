@@ -3,9 +3,10 @@
 use std::str::FromStr;
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::StatusCode;
 use axum::http::header;
 use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode};
+use iam_shared::idempotency::IdempotencyKey;
 use iam_shared::ids::IdError;
 use iam_shared::service::{AuthError, Caller};
 use serde::de::DeserializeOwned;
@@ -42,6 +43,59 @@ fn bearer_token(parts: &Parts) -> Option<&str> {
     let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+}
+
+/// The optional `Idempotency-Key` header of a creating request.
+pub struct IdempotencyKeyHeader(pub Option<IdempotencyKey>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKeyHeader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let mut values = parts.headers.get_all(IDEMPOTENCY_KEY).iter();
+        let Some(value) = values.next() else { return Ok(Self(None)) };
+        if values.next().is_some() {
+            return Err(ApiError::bad_request("send one Idempotency-Key header, not several"));
+        }
+        let raw = value.to_str().map_err(|_| ApiError::bad_request("Idempotency-Key must be visible ASCII"))?;
+        Ok(Self(Some(IdempotencyKey::parse(raw)?)))
+    }
+}
+
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// Set on a response that repeats the answer to an earlier request with the same key.
+pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+
+/// The strong ETag of an object at `version`.
+pub fn etag(version: u64) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{version}\"")).expect("digits and quotes are a valid header value")
+}
+
+/// The optional `If-Match` header: the version (from an earlier ETag) a change must apply to.
+/// `*` asks only that the object exists, which every route checks anyway.
+pub struct IfMatch(pub Option<u64>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let mut values = parts.headers.get_all(header::IF_MATCH).iter();
+        let Some(value) = values.next() else { return Ok(Self(None)) };
+        let invalid = || ApiError::bad_request("If-Match must be one ETag from this API (for example \"3\") or *");
+        if values.next().is_some() {
+            return Err(invalid());
+        }
+        let raw = value.to_str().map_err(|_| invalid())?.trim();
+        if raw == "*" {
+            return Ok(Self(None));
+        }
+        // Weak tags never match under If-Match's strong comparison (RFC 9110 §13.1.1).
+        if raw.starts_with("W/") {
+            return Err(ApiError::new(StatusCode::PRECONDITION_FAILED, "Precondition Failed", "If-Match needs a strong ETag"));
+        }
+        let version = raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')).and_then(|v| v.parse::<u64>().ok()).ok_or_else(invalid)?;
+        Ok(Self(Some(version)))
+    }
 }
 
 /// Reads a body of at most [`MAX_BODY_BYTES`].

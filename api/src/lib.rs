@@ -11,6 +11,6 @@ pub mod problem;
 pub mod state;
 pub mod views;
 
-pub use extract::{Authenticated, JsonBody, PathParams, Query, SourceAddress, nullable, parse_path};
+pub use extract::{Authenticated, IdempotencyKeyHeader, IfMatch, JsonBody, PathParams, Query, SourceAddress, etag, nullable, parse_path};
 pub use problem::ApiError;
 pub use state::{AppState, finish_router};

@@ -11,6 +11,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub title: &'static str,
     pub detail: String,
+    /// The credential an `Idempotency-Key` already issued (409 on a replayed issue).
+    pub key_id: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -20,11 +22,13 @@ struct Problem<'a> {
     title: &'a str,
     status: u16,
     detail: &'a str,
+    #[serde(rename = "keyId", skip_serializing_if = "Option::is_none")]
+    key_id: Option<&'a str>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, title: &'static str, detail: impl Into<String>) -> Self {
-        Self { status, title, detail: detail.into() }
+        Self { status, title, detail: detail.into(), key_id: None }
     }
 
     pub fn bad_request(detail: impl Into<String>) -> Self {
@@ -57,6 +61,11 @@ impl From<DomainError> for ApiError {
             }
             DomainError::NotFound(what) => Self::new(StatusCode::NOT_FOUND, "Not Found", format!("{what} not found")),
             DomainError::Conflict(msg) => Self::new(StatusCode::CONFLICT, "Conflict", msg),
+            DomainError::AlreadyIssued(key_id) => {
+                let detail = DomainError::AlreadyIssued(key_id.clone()).to_string();
+                Self { key_id: Some(key_id.to_string()), ..Self::new(StatusCode::CONFLICT, "Conflict", detail) }
+            }
+            DomainError::PreconditionFailed(msg) => Self::new(StatusCode::PRECONDITION_FAILED, "Precondition Failed", msg),
             DomainError::Unprocessable(msg) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "Unprocessable Content", msg),
             DomainError::Unavailable(cause) => {
                 tracing::error!(error = %cause, "store failure");
@@ -68,7 +77,13 @@ impl From<DomainError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Problem { kind: "about:blank", title: self.title, status: self.status.as_u16(), detail: &self.detail };
+        let body = Problem {
+            kind: "about:blank",
+            title: self.title,
+            status: self.status.as_u16(),
+            detail: &self.detail,
+            key_id: self.key_id.as_deref(),
+        };
         let body = serde_json::to_vec(&body).unwrap_or_default();
         let mut response = (self.status, body).into_response();
         let headers = response.headers_mut();

@@ -16,6 +16,14 @@ pub enum DomainError {
     /// The request conflicts with the object's current state (409).
     #[error("{0}")]
     Conflict(String),
+    /// An `Idempotency-Key` already issued this credential; its secret cannot be shown again (409).
+    #[error(
+        "this Idempotency-Key already issued credential {0}; its secret is shown only once: revoke it if the secret was lost, and retry with a new key"
+    )]
+    AlreadyIssued(crate::ids::KeyId),
+    /// The `If-Match` precondition does not hold: the object changed since it was read (412).
+    #[error("{0}")]
+    PreconditionFailed(String),
     /// Well-formed but refused by a rule (422).
     #[error("{0}")]
     Unprocessable(String),
@@ -42,6 +50,9 @@ impl From<StoreError> for DomainError {
             StoreError::Conflict(msg) => DomainError::Conflict(msg),
             StoreError::NotFound(what) => DomainError::NotFound(what),
             StoreError::Limit(msg) => DomainError::Conflict(msg),
+            StoreError::IdempotencyKeyTaken => {
+                DomainError::conflict("a concurrent request with this Idempotency-Key is in progress; retry")
+            }
             other => DomainError::Unavailable(other),
         }
     }

@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod hashing;
+pub mod idempotency;
 pub mod ids;
 pub mod key;
 pub mod keys;

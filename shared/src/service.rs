@@ -9,6 +9,7 @@ use secrecy::SecretString;
 
 use crate::error::DomainError;
 use crate::hashing::{HashError, SecretHasher};
+use crate::idempotency::{IdempotencyClaim, IdempotencyKey, IdempotentOutcome};
 use crate::ids::{KeyId, OrgId, Permission, PrincipalId, RoleId};
 use crate::key::{ApiKey, KeyFormatError};
 use crate::keys::Keyring;
@@ -115,17 +116,41 @@ pub struct IssuedToken {
     pub claims: AccessClaims,
 }
 
+#[derive(serde::Serialize)]
 pub struct NewPrincipal {
     pub display_name: String,
     pub status: Option<PrincipalStatus>,
     pub expires_at: Option<DateTime<Utc>>,
 }
 
+#[derive(serde::Serialize)]
 pub struct NewRole {
     pub name: String,
     pub description: Option<String>,
     pub permissions: Vec<Permission>,
     pub principal_types: Vec<PrincipalType>,
+}
+
+/// What a creating operation answers: the object, and whether this is the replay of an earlier
+/// request with the same `Idempotency-Key` (nothing was created this time).
+#[derive(Debug, Clone)]
+pub struct Created<T> {
+    pub value: T,
+    pub replayed: bool,
+}
+
+impl<T> Created<T> {
+    fn new(value: T) -> Self {
+        Self { value, replayed: false }
+    }
+    fn replay(value: T) -> Self {
+        Self { value, replayed: true }
+    }
+}
+
+/// The same key used on another route is another request.
+fn reused_elsewhere() -> DomainError {
+    DomainError::unprocessable("this Idempotency-Key was already used with a different request; use a new key for a new request")
 }
 
 /// One audit event per state change and per exchange. Never carries a secret: only ids.
@@ -211,16 +236,55 @@ impl Iam {
         self.store.get_principal(&caller.org_id, id).await?.ok_or(DomainError::NotFound("principal"))
     }
 
-    pub async fn create_principal(&self, caller: &Caller, input: NewPrincipal) -> Result<Principal, DomainError> {
+    /// The first outcome of a request with this claim's key, if there was one (and it was
+    /// this same request: otherwise 422).
+    async fn earlier_outcome(&self, claim: Option<&IdempotencyClaim>) -> Result<Option<IdempotentOutcome>, DomainError> {
+        let Some(claim) = claim else { return Ok(None) };
+        match self.store.get_idempotency_record(&claim.org_id, &claim.slot).await? {
+            Some(record) if record.is_live(model::now()) => claim.replay(record).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// After losing the race for a key to a concurrent request: its outcome, now stored.
+    async fn outcome_of_winner(&self, claim: Option<&IdempotencyClaim>) -> Result<IdempotentOutcome, DomainError> {
+        self.earlier_outcome(claim)
+            .await?
+            .ok_or_else(|| DomainError::conflict("a concurrent request with this Idempotency-Key did not finish; retry"))
+    }
+
+    pub async fn create_principal(
+        &self,
+        caller: &Caller,
+        input: NewPrincipal,
+        idempotency: Option<&IdempotencyKey>,
+    ) -> Result<Created<Principal>, DomainError> {
         caller.require(PERM_API_KEYS_WRITE)?;
+        let claim = idempotency.map(|k| IdempotencyClaim::new(&caller.org_id, &caller.principal_id, k, "principal.create", &input));
+        let replayed = |outcome| match outcome {
+            IdempotentOutcome::Principal { principal } => Ok(Created::replay(principal)),
+            _ => Err(reused_elsewhere()),
+        };
+        if let Some(outcome) = self.earlier_outcome(claim.as_ref()).await? {
+            return replayed(outcome);
+        }
         let result = async {
-            let p =
-                Principal::new(caller.org_id.clone(), &input.display_name, input.status, input.expires_at, caller.actor(), model::now())?;
-            self.store.create_principal(&p).await?;
-            Ok(p)
+            let now = model::now();
+            let p = Principal::new(caller.org_id.clone(), &input.display_name, input.status, input.expires_at, caller.actor(), now)?;
+            let record = claim.as_ref().map(|c| c.record(IdempotentOutcome::Principal { principal: p.clone() }, now));
+            match self.store.create_principal(&p, record.as_ref()).await {
+                Ok(()) => Ok(Created::new(p)),
+                Err(StoreError::IdempotencyKeyTaken) => replayed(self.outcome_of_winner(claim.as_ref()).await?),
+                Err(e) => Err(e.into()),
+            }
         }
         .await;
-        let target = result.as_ref().map(|p| p.id.to_string()).unwrap_or_default();
+        if let Ok(created) = &result
+            && created.replayed
+        {
+            return result;
+        }
+        let target = result.as_ref().map(|c| c.value.id.to_string()).unwrap_or_default();
         audited("principal.create", caller, &target, result)
     }
 
@@ -239,16 +303,30 @@ impl Iam {
         self.principal_of(caller, id).await
     }
 
-    pub async fn update_principal(&self, caller: &Caller, id: &PrincipalId, change: PrincipalChange) -> Result<Principal, DomainError> {
+    /// With `if_match` (the version the caller last read, from its ETag) the change applies only
+    /// to that version; a concurrent change in between fails it with 412 rather than being
+    /// silently overwritten.
+    pub async fn update_principal(
+        &self,
+        caller: &Caller,
+        id: &PrincipalId,
+        change: PrincipalChange,
+        if_match: Option<u64>,
+    ) -> Result<Principal, DomainError> {
         caller.require(PERM_API_KEYS_WRITE)?;
+        let stale = || DomainError::PreconditionFailed("the principal has changed since it was read (If-Match); read it again".into());
         let result = async {
             let current = self.principal_of(caller, id).await?;
+            if if_match.is_some_and(|v| v != current.version) {
+                return Err(stale());
+            }
             match current.apply(&change, model::now())? {
                 None => Ok(current),
-                Some(next) => {
-                    self.store.update_principal(&next, current.version).await?;
-                    Ok(next)
-                }
+                Some(next) => match self.store.update_principal(&next, current.version).await {
+                    Ok(()) => Ok(next),
+                    Err(StoreError::Conflict(_)) if if_match.is_some() => Err(stale()),
+                    Err(e) => Err(e.into()),
+                },
             }
         }
         .await;
@@ -261,8 +339,19 @@ impl Iam {
         id: &PrincipalId,
         name: &str,
         expires_at: Option<DateTime<Utc>>,
+        idempotency: Option<&IdempotencyKey>,
     ) -> Result<(Credential, ApiKey), DomainError> {
         caller.require(PERM_CREDENTIALS_WRITE)?;
+        let claim = idempotency
+            .map(|k| IdempotencyClaim::new(&caller.org_id, &caller.principal_id, k, "credential.issue", &(id, name, expires_at)));
+        // The secret of an earlier issue cannot be shown again: name it, so it can be revoked.
+        let already_issued = |outcome| match outcome {
+            IdempotentOutcome::Credential { key_id } => DomainError::AlreadyIssued(key_id),
+            _ => reused_elsewhere(),
+        };
+        if let Some(outcome) = self.earlier_outcome(claim.as_ref()).await? {
+            return Err(already_issued(outcome));
+        }
         let result = async {
             let principal = self.principal_of(caller, id).await?;
             let now = model::now();
@@ -272,10 +361,17 @@ impl Iam {
             let hash =
                 self.hasher.hash(key.secret()).await.map_err(|e| DomainError::Unavailable(StoreError::Unavailable(e.to_string())))?;
             let credential = Credential::new(&principal, key.key_id().clone(), name, expires_at, hash, caller.actor(), now)?;
-            self.store.insert_credential(&credential, now).await?;
-            Ok((credential, key))
+            let record = claim.as_ref().map(|c| c.record(IdempotentOutcome::Credential { key_id: credential.key_id.clone() }, now));
+            match self.store.insert_credential(&credential, now, record.as_ref()).await {
+                Ok(()) => Ok((credential, key)),
+                Err(StoreError::IdempotencyKeyTaken) => Err(already_issued(self.outcome_of_winner(claim.as_ref()).await?)),
+                Err(e) => Err(e.into()),
+            }
         }
         .await;
+        if let Err(DomainError::AlreadyIssued(_)) = &result {
+            return result;
+        }
         let target = result.as_ref().map(|(c, _)| c.key_id.to_string()).unwrap_or_else(|_| id.to_string());
         audited("credential.issue", caller, &target, result)
     }
@@ -307,10 +403,24 @@ impl Iam {
         Ok(all)
     }
 
-    pub async fn create_role(&self, caller: &Caller, input: NewRole) -> Result<Role, DomainError> {
+    pub async fn create_role(
+        &self,
+        caller: &Caller,
+        input: NewRole,
+        idempotency: Option<&IdempotencyKey>,
+    ) -> Result<Created<Role>, DomainError> {
         caller.require(PERM_ROLES_WRITE)?;
         caller.require_to_grant(&input.permissions)?;
+        let claim = idempotency.map(|k| IdempotencyClaim::new(&caller.org_id, &caller.principal_id, k, "role.create", &input));
+        let replayed = |outcome| match outcome {
+            IdempotentOutcome::Role { role } => Ok(Created::replay(role)),
+            _ => Err(reused_elsewhere()),
+        };
+        if let Some(outcome) = self.earlier_outcome(claim.as_ref()).await? {
+            return replayed(outcome);
+        }
         let result = async {
+            let now = model::now();
             let role = Role::new_org_role(
                 caller.org_id.clone(),
                 &input.name,
@@ -318,13 +428,22 @@ impl Iam {
                 input.permissions,
                 input.principal_types,
                 caller.actor(),
-                model::now(),
+                now,
             )?;
-            self.store.create_role(&role).await?;
-            Ok(role)
+            let record = claim.as_ref().map(|c| c.record(IdempotentOutcome::Role { role: role.clone() }, now));
+            match self.store.create_role(&role, record.as_ref()).await {
+                Ok(()) => Ok(Created::new(role)),
+                Err(StoreError::IdempotencyKeyTaken) => replayed(self.outcome_of_winner(claim.as_ref()).await?),
+                Err(e) => Err(e.into()),
+            }
         }
         .await;
-        let target = result.as_ref().map(|r| r.id.to_string()).unwrap_or_default();
+        if let Ok(created) = &result
+            && created.replayed
+        {
+            return result;
+        }
+        let target = result.as_ref().map(|c| c.value.id.to_string()).unwrap_or_default();
         audited("role.create", caller, &target, result)
     }
 

@@ -1,12 +1,17 @@
-//! `cargo bench -p iam-tests --bench exchange`: the exchange's cold path (argon2 verify),
-//! its warm path (verification cache hit), and RS256 signing alone, with production argon2
-//! parameters on the in-memory embedded store. Prints figures; asserts nothing about time.
+//! `cargo bench -p iam-tests --bench exchange`: criterion measurements of the exchange's cold
+//! path (argon2 verify on a fresh instance), its warm path (verification cache hit), RS256
+//! signing and verification alone, argon2id verify alone, and an unknown key id (decoy), with
+//! production argon2 parameters on the in-memory embedded store. After criterion's own report
+//! it prints the two ratios BENCHMARKS.md tracks, from criterion's `estimates.json`. Asserts
+//! nothing about time.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use criterion::{Criterion, SamplingMode};
 use iam_api::config::Config;
-use iam_api::state::build_state;
+use iam_api::state::{AppState, build_state};
 use iam_shared::hashing::HashParams;
 use iam_shared::ids::{KeyId, OrgId, Permission, PrincipalId, RoleId};
 use iam_shared::key::ApiKey;
@@ -16,20 +21,9 @@ use iam_shared::service::ExchangeRequest;
 use iam_shared::store::{EmbeddedStore, Store};
 use iam_shared::token::Grant;
 use secrecy::ExposeSecret;
+use tokio::runtime::Runtime;
 
-fn report(name: &str, mut samples: Vec<Duration>) {
-    samples.sort();
-    let n = samples.len();
-    let mean = samples.iter().sum::<Duration>() / n as u32;
-    let pct = |p: f64| samples[((n as f64 * p) as usize).min(n - 1)];
-    println!(
-        "{name:<34} n={n:<5} mean={:>9.3} ms  p50={:>9.3} ms  p95={:>9.3} ms  min={:>9.3} ms",
-        mean.as_secs_f64() * 1e3,
-        pct(0.50).as_secs_f64() * 1e3,
-        pct(0.95).as_secs_f64() * 1e3,
-        samples[0].as_secs_f64() * 1e3
-    );
-}
+const GROUP: &str = "exchange";
 
 fn config() -> Config {
     let mut config = iam_tests::config();
@@ -41,76 +35,94 @@ fn request(key: &str) -> ExchangeRequest {
     ExchangeRequest { key: ApiKey::parse(key), scope: None, audience: None, source: None }
 }
 
-#[tokio::main]
-async fn main() {
-    let config = config();
+struct Fixture {
+    config: Config,
+    store: Arc<dyn Store>,
+    keys: Arc<dyn KeySource>,
+    state: AppState,
+    key: String,
+}
+
+fn fixture(rt: &Runtime) -> Fixture {
+    rt.block_on(async {
+        let config = config();
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory().unwrap());
+        let keys: Arc<dyn KeySource> = Arc::new(StaticKey(iam_tests::signing_key()));
+        let state = build_state(&config, store.clone(), keys.clone()).await.unwrap();
+        let key = state.bootstrap(&OrgId::parse("bench").unwrap()).await.unwrap().unwrap();
+        let key = key.to_secret_string().expose_secret().to_owned();
+        Fixture { config, store, keys, state, key }
+    })
+}
+
+fn benches(c: &mut Criterion, rt: &Runtime, f: &Fixture) {
     println!(
         "argon2id m={} KiB t={} p={}; RS256 2048-bit; embedded store in memory",
-        config.hash.memory_kib, config.hash.iterations, config.hash.parallelism
+        f.config.hash.memory_kib, f.config.hash.iterations, f.config.hash.parallelism
     );
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory().unwrap());
-    let keys: Arc<dyn KeySource> = Arc::new(StaticKey(iam_tests::signing_key()));
-    let state = build_state(&config, store.clone(), keys.clone()).await.unwrap();
-    let key = state.bootstrap(&OrgId::parse("bench").unwrap()).await.unwrap().unwrap();
-    let key = key.to_secret_string().expose_secret().to_owned();
+    let mut group = c.benchmark_group(GROUP);
 
-    // Cold: a fresh instance (empty verification cache) for every exchange, as after a cold start.
-    let mut cold = Vec::new();
-    for _ in 0..30 {
-        let fresh = build_state(&config, store.clone(), keys.clone()).await.unwrap();
-        let start = Instant::now();
-        fresh.exchange(request(&key)).await.expect("exchange");
-        cold.push(start.elapsed());
-    }
-    report("exchange, cold (argon2 verify)", cold);
+    // Slow paths (~20 ms): flat sampling keeps the run to seconds.
+    group.sampling_mode(SamplingMode::Flat).sample_size(20).measurement_time(Duration::from_secs(8));
+    group.bench_function("cold", |b| {
+        // A fresh instance (empty verification cache) for every exchange, as after a cold start;
+        // building it is outside the measured time.
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let fresh = build_state(&f.config, f.store.clone(), f.keys.clone()).await.unwrap();
+                    let start = Instant::now();
+                    fresh.exchange(request(&f.key)).await.expect("exchange");
+                    total += start.elapsed();
+                }
+                total
+            })
+        })
+    });
+    let probe = secrecy::SecretString::from("a-secret-that-never-matches".to_owned());
+    group.bench_function("argon2_verify", |b| b.to_async(rt).iter(|| f.state.hasher.verify_decoy(&probe)));
+    let unknown = ApiKey::generate().to_secret_string().expose_secret().to_owned();
+    group.bench_function("unknown_key_decoy", |b| b.to_async(rt).iter(|| async { f.state.exchange(request(&unknown)).await.unwrap_err() }));
 
-    // Warm: one instance, the same key again and again.
-    state.exchange(request(&key)).await.unwrap();
-    let mut warm = Vec::new();
-    for _ in 0..500 {
-        let start = Instant::now();
-        state.exchange(request(&key)).await.expect("exchange");
-        warm.push(start.elapsed());
-    }
-    report("exchange, warm (cache hit)", warm);
+    group.sampling_mode(SamplingMode::Auto).sample_size(50).measurement_time(Duration::from_secs(5));
+    rt.block_on(f.state.exchange(request(&f.key))).unwrap();
+    group.bench_function("warm", |b| b.to_async(rt).iter(|| async { f.state.exchange(request(&f.key)).await.expect("exchange") }));
 
-    let tokens = state.tokens.current().await;
+    let tokens = rt.block_on(f.state.tokens.current());
     let (pid, org, kid) = (PrincipalId::generate(), OrgId::parse("bench").unwrap(), KeyId::generate());
     let roles = [RoleId::parse("iam-admin").unwrap()];
     let scope: Vec<Permission> = iam_shared::roles::IAM_PERMISSIONS.iter().map(|p| Permission::parse(p).unwrap()).collect();
     let grant = Grant { principal_id: &pid, org_id: &org, key_id: &kid, roles: &roles, scope: &scope, audience: "infuse-api" };
-    let mut sign = Vec::new();
-    for _ in 0..500 {
-        let start = Instant::now();
-        tokens.sign(&grant, model::now()).unwrap();
-        sign.push(start.elapsed());
-    }
-    report("RS256 sign alone", sign);
-
+    group.bench_function("rs256_sign", |b| b.iter(|| tokens.sign(&grant, model::now()).unwrap()));
     let (token, _) = tokens.sign(&grant, model::now()).unwrap();
-    let mut verify = Vec::new();
-    for _ in 0..500 {
-        let start = Instant::now();
-        tokens.verify(&token, "infuse-api").unwrap();
-        verify.push(start.elapsed());
-    }
-    report("RS256 verify alone", verify);
+    group.bench_function("rs256_verify", |b| b.iter(|| tokens.verify(&token, "infuse-api").unwrap()));
+    group.finish();
+}
 
-    let mut argon = Vec::new();
-    let probe = secrecy::SecretString::from("a-secret-that-never-matches".to_owned());
-    for _ in 0..30 {
-        let start = Instant::now();
-        state.hasher.verify_decoy(&probe).await.unwrap();
-        argon.push(start.elapsed());
-    }
-    report("argon2id verify alone", argon);
+/// Criterion's mean estimate for one benchmark of this run, in seconds.
+fn mean_seconds(bench: &str) -> Option<f64> {
+    let home = std::env::var_os("CRITERION_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).parent().expect("target dir").join("criterion"));
+    let raw = std::fs::read_to_string(home.join(GROUP).join(bench).join("new/estimates.json")).ok()?;
+    let estimates: serde_json::Value = serde_json::from_str(&raw).ok()?;
+    estimates["mean"]["point_estimate"].as_f64().map(|ns| ns / 1e9)
+}
 
-    let mut bad = Vec::new();
-    let unknown = ApiKey::generate().to_secret_string().expose_secret().to_owned();
-    for _ in 0..30 {
-        let start = Instant::now();
-        let _ = state.exchange(request(&unknown)).await;
-        bad.push(start.elapsed());
-    }
-    report("exchange, unknown key id (decoy)", bad);
+fn main() {
+    let rt = Runtime::new().unwrap();
+    let fixture = fixture(&rt);
+    let mut criterion = Criterion::default().configure_from_args();
+    benches(&mut criterion, &rt, &fixture);
+    criterion.final_summary();
+
+    let (Some(warm), Some(sign), Some(cold), Some(argon)) =
+        (mean_seconds("warm"), mean_seconds("rs256_sign"), mean_seconds("cold"), mean_seconds("argon2_verify"))
+    else {
+        // A filtered run (`cargo bench -- warm`) measures only some of them.
+        return;
+    };
+    println!("\nwarm exchange: {:.0}/s = {:.2} x the RS256-sign limit ({:.0}/s)", 1.0 / warm, sign / warm, 1.0 / sign);
+    println!("cold exchange: {:.1}/s = {:.2} x the argon2 limit ({:.1}/s)", 1.0 / cold, argon / cold, 1.0 / argon);
 }

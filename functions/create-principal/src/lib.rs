@@ -1,12 +1,13 @@
 //! `POST /iam/api-keys`: create an API-key principal.
 
 use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use iam_api::{ApiError, AppState, Authenticated, JsonBody};
+use iam_api::extract::IDEMPOTENT_REPLAYED;
+use iam_api::{ApiError, AppState, Authenticated, IdempotencyKeyHeader, JsonBody, etag};
 use iam_shared::model::PrincipalStatus;
 use iam_shared::service::NewPrincipal;
 use serde::Deserialize;
@@ -28,10 +29,19 @@ pub fn routes() -> Router<AppState> {
 async fn create_principal(
     State(iam): State<AppState>,
     Authenticated(caller): Authenticated,
+    IdempotencyKeyHeader(idempotency): IdempotencyKeyHeader,
     JsonBody(body): JsonBody<CreatePrincipal>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Response, ApiError> {
     let input = NewPrincipal { display_name: body.display_name, status: body.status, expires_at: body.expires_at };
-    let principal = iam.create_principal(&caller, input).await?;
-    let location = format!("/iam/api-keys/{}", principal.id);
-    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(principal)))
+    let created = iam.create_principal(&caller, input, idempotency.as_ref()).await?;
+    let principal = created.value;
+    let location = HeaderValue::from_str(&format!("/iam/api-keys/{}", principal.id)).expect("ids are header-safe");
+    let mut response = (StatusCode::CREATED, Json(&principal)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::LOCATION, location);
+    headers.insert(header::ETAG, etag(principal.version));
+    if created.replayed {
+        headers.insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    }
+    Ok(response)
 }

@@ -1,11 +1,12 @@
 //! `POST /iam/roles`: define a role for the organisation.
 
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use iam_api::{ApiError, AppState, Authenticated, JsonBody};
+use iam_api::extract::IDEMPOTENT_REPLAYED;
+use iam_api::{ApiError, AppState, Authenticated, IdempotencyKeyHeader, JsonBody};
 use iam_shared::ids::Permission;
 use iam_shared::model::PrincipalType;
 use iam_shared::service::NewRole;
@@ -28,10 +29,15 @@ pub fn routes() -> Router<AppState> {
 async fn create_role(
     State(iam): State<AppState>,
     Authenticated(caller): Authenticated,
+    IdempotencyKeyHeader(idempotency): IdempotencyKeyHeader,
     JsonBody(body): JsonBody<CreateRole>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Response, ApiError> {
     let input =
         NewRole { name: body.name, description: body.description, permissions: body.permissions, principal_types: body.principal_types };
-    let role = iam.create_role(&caller, input).await?;
-    Ok((StatusCode::CREATED, Json(role)))
+    let created = iam.create_role(&caller, input, idempotency.as_ref()).await?;
+    let mut response = (StatusCode::CREATED, Json(created.value)).into_response();
+    if created.replayed {
+        response.headers_mut().insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    }
+    Ok(response)
 }

@@ -1,10 +1,11 @@
 //! `GET /iam/api-keys/{principalId}`: one principal.
 
 use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use iam_api::{ApiError, AppState, Authenticated, PathParams, parse_path};
-use iam_shared::model::Principal;
+use iam_api::{ApiError, AppState, Authenticated, PathParams, etag, parse_path};
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/iam/api-keys/{principal_id}", get(get_principal))
@@ -14,7 +15,8 @@ async fn get_principal(
     State(iam): State<AppState>,
     Authenticated(caller): Authenticated,
     PathParams(principal_id): PathParams<String>,
-) -> Result<Json<Principal>, ApiError> {
+) -> Result<impl IntoResponse, ApiError> {
     let id = parse_path(&principal_id)?;
-    Ok(Json(iam.get_principal(&caller, &id).await?))
+    let principal = iam.get_principal(&caller, &id).await?;
+    Ok(([(header::ETAG, etag(principal.version))], Json(principal)))
 }

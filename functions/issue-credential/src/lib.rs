@@ -7,7 +7,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use iam_api::views::CredentialView;
-use iam_api::{ApiError, AppState, Authenticated, JsonBody, PathParams, parse_path};
+use iam_api::{ApiError, AppState, Authenticated, IdempotencyKeyHeader, JsonBody, PathParams, parse_path};
 use iam_shared::model;
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
@@ -35,10 +35,11 @@ async fn issue_credential(
     State(iam): State<AppState>,
     Authenticated(caller): Authenticated,
     PathParams(principal_id): PathParams<String>,
+    IdempotencyKeyHeader(idempotency): IdempotencyKeyHeader,
     JsonBody(body): JsonBody<IssueCredential>,
 ) -> Result<Response, ApiError> {
     let id = parse_path(&principal_id)?;
-    let (credential, key) = iam.issue_credential(&caller, &id, &body.name, body.expires_at).await?;
+    let (credential, key) = iam.issue_credential(&caller, &id, &body.name, body.expires_at, idempotency.as_ref()).await?;
     let full_key = key.to_secret_string();
     let body = Issued { credential: CredentialView::new(&credential, model::now()), api_key: full_key.expose_secret() };
     let mut response = (StatusCode::CREATED, Json(body)).into_response();

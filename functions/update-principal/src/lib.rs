@@ -1,11 +1,13 @@
 //! `PATCH /iam/api-keys/{principalId}`: change display name, status or expiry.
 
 use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
 use axum::routing::patch;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use iam_api::{ApiError, AppState, Authenticated, JsonBody, PathParams, nullable, parse_path};
-use iam_shared::model::{Principal, PrincipalChange, PrincipalStatus};
+use iam_api::{ApiError, AppState, Authenticated, IfMatch, JsonBody, PathParams, etag, nullable, parse_path};
+use iam_shared::model::{PrincipalChange, PrincipalStatus};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -28,9 +30,11 @@ async fn update_principal(
     State(iam): State<AppState>,
     Authenticated(caller): Authenticated,
     PathParams(principal_id): PathParams<String>,
+    IfMatch(if_match): IfMatch,
     JsonBody(body): JsonBody<UpdatePrincipal>,
-) -> Result<Json<Principal>, ApiError> {
+) -> Result<impl IntoResponse, ApiError> {
     let id = parse_path(&principal_id)?;
     let change = PrincipalChange { display_name: body.display_name, status: body.status, expires_at: body.expires_at };
-    Ok(Json(iam.update_principal(&caller, &id, change).await?))
+    let principal = iam.update_principal(&caller, &id, change, if_match).await?;
+    Ok(([(header::ETAG, etag(principal.version))], Json(principal)))
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use chrono::Duration;
 
 use super::{Store, StoreError};
+use crate::idempotency::{IDEMPOTENCY_TTL, IdempotencyClaim, IdempotencyKey, IdempotencyRecord, IdempotentOutcome};
 use crate::ids::{KeyId, OrgId, Permission, PrincipalId, RoleId};
 use crate::model::{
     Actor, Credential, CredentialStatus, MAX_ACTIVE_CREDENTIALS, MAX_ROLES_PER_PRINCIPAL, Principal, PrincipalChange, PrincipalStatus,
@@ -22,7 +23,8 @@ macro_rules! store_contract_tests {
             credential_insert_and_read, credential_insert_checks_principal, credential_limit_is_enforced,
             credential_limit_holds_under_concurrency, revoke_is_idempotent_and_scoped, revoke_wins_over_concurrent_reads,
             record_use_keeps_status, roles_are_scoped_and_unique, assignments_are_idempotent_and_scoped,
-            assignment_limit_and_revoked_principal, bootstrap_happens_once, failed_attempts_count_per_key_and_window);
+            assignment_limit_and_revoked_principal, bootstrap_happens_once, failed_attempts_count_per_key_and_window,
+            idempotency_records_are_written_with_the_object, idempotency_slot_is_taken_once_until_expiry);
     };
     (@cases $make:expr; $($case:ident),*) => {
         $(
@@ -70,9 +72,9 @@ async fn revoke_principal<S: Store + ?Sized>(store: &S, p: &Principal) -> Princi
 
 pub async fn principal_round_trip<S: Store + ?Sized>(store: Arc<S>) {
     let p = principal("acme");
-    store.create_principal(&p).await.unwrap();
+    store.create_principal(&p, None).await.unwrap();
     assert_eq!(store.get_principal(&p.org_id, &p.id).await.unwrap(), Some(p.clone()));
-    assert!(matches!(store.create_principal(&p).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(store.create_principal(&p, None).await, Err(StoreError::Conflict(_))));
     assert_eq!(store.get_principal(&org("other"), &p.id).await.unwrap(), None, "tenancy is in the key");
     assert_eq!(store.get_principal(&p.org_id, &PrincipalId::generate()).await.unwrap(), None);
 }
@@ -81,11 +83,11 @@ pub async fn principal_listing_paginates_within_org<S: Store + ?Sized>(store: Ar
     let mut ids = Vec::new();
     for _ in 0..5 {
         let p = principal("acme");
-        store.create_principal(&p).await.unwrap();
+        store.create_principal(&p, None).await.unwrap();
         ids.push(p.id);
     }
-    store.create_principal(&principal("other")).await.unwrap();
-    store.create_principal(&principal("acme-2")).await.unwrap();
+    store.create_principal(&principal("other"), None).await.unwrap();
+    store.create_principal(&principal("acme-2"), None).await.unwrap();
     let mut seen = Vec::new();
     let mut cursor = None;
     let mut pages = 0;
@@ -113,7 +115,7 @@ pub async fn principal_listing_paginates_within_org<S: Store + ?Sized>(store: Ar
 
 pub async fn principal_update_is_versioned<S: Store + ?Sized>(store: Arc<S>) {
     let p = principal("acme");
-    store.create_principal(&p).await.unwrap();
+    store.create_principal(&p, None).await.unwrap();
     let change = PrincipalChange { display_name: Some("renamed".into()), ..Default::default() };
     let next = p.apply(&change, now()).unwrap().unwrap();
     store.update_principal(&next, p.version).await.unwrap();
@@ -125,61 +127,61 @@ pub async fn principal_update_is_versioned<S: Store + ?Sized>(store: Arc<S>) {
 
 pub async fn credential_insert_and_read<S: Store + ?Sized>(store: Arc<S>) {
     let p = principal("acme");
-    store.create_principal(&p).await.unwrap();
+    store.create_principal(&p, None).await.unwrap();
     let c = credential(&p);
-    store.insert_credential(&c, now()).await.unwrap();
+    store.insert_credential(&c, now(), None).await.unwrap();
     assert_eq!(store.get_credential(&c.key_id).await.unwrap(), Some(c.clone()));
     assert_eq!(store.list_credentials(&p.org_id, &p.id).await.unwrap(), vec![c.clone()], "read-your-writes");
     assert!(store.list_credentials(&org("other"), &p.id).await.unwrap().is_empty());
-    assert!(matches!(store.insert_credential(&c, now()).await, Err(StoreError::Conflict(_))), "duplicate key id");
+    assert!(matches!(store.insert_credential(&c, now(), None).await, Err(StoreError::Conflict(_))), "duplicate key id");
     assert_eq!(store.get_credential(&KeyId::generate()).await.unwrap(), None);
 }
 
 pub async fn credential_insert_checks_principal<S: Store + ?Sized>(store: Arc<S>) {
     let ghost = principal("acme");
-    assert!(matches!(store.insert_credential(&credential(&ghost), now()).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(store.insert_credential(&credential(&ghost), now(), None).await, Err(StoreError::NotFound(_))));
     let p = principal("acme");
-    store.create_principal(&p).await.unwrap();
+    store.create_principal(&p, None).await.unwrap();
     let mut foreign = credential(&p);
     foreign.org_id = org("other");
-    assert!(matches!(store.insert_credential(&foreign, now()).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(store.insert_credential(&foreign, now(), None).await, Err(StoreError::NotFound(_))));
     let c = credential(&p);
     revoke_principal(&*store, &p).await;
-    assert!(matches!(store.insert_credential(&c, now()).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(store.insert_credential(&c, now(), None).await, Err(StoreError::Conflict(_))));
     assert_eq!(store.get_credential(&c.key_id).await.unwrap(), None, "nothing written");
 }
 
 pub async fn credential_limit_is_enforced<S: Store + ?Sized>(store: Arc<S>) {
     let p = principal("acme");
-    store.create_principal(&p).await.unwrap();
+    store.create_principal(&p, None).await.unwrap();
     let mut issued = Vec::new();
     for _ in 0..MAX_ACTIVE_CREDENTIALS {
         let c = credential(&p);
-        store.insert_credential(&c, now()).await.unwrap();
+        store.insert_credential(&c, now(), None).await.unwrap();
         issued.push(c);
     }
     let extra = credential(&p);
-    assert!(matches!(store.insert_credential(&extra, now()).await, Err(StoreError::Limit(_))));
+    assert!(matches!(store.insert_credential(&extra, now(), None).await, Err(StoreError::Limit(_))));
     store.revoke_credential(&p.org_id, &p.id, &issued[0].key_id, &actor(), now()).await.unwrap();
-    store.insert_credential(&extra, now()).await.unwrap();
+    store.insert_credential(&extra, now(), None).await.unwrap();
     // An expired credential no longer counts: look from a time after every expiry.
     let mut expiring = credential(&p);
     expiring.expires_at = Some(now() + Duration::seconds(60));
-    assert!(matches!(store.insert_credential(&expiring, now()).await, Err(StoreError::Limit(_))));
+    assert!(matches!(store.insert_credential(&expiring, now(), None).await, Err(StoreError::Limit(_))));
     let later = now() + Duration::days(1);
     store.revoke_credential(&p.org_id, &p.id, &issued[1].key_id, &actor(), now()).await.unwrap();
-    store.insert_credential(&expiring, now()).await.unwrap();
-    store.insert_credential(&credential(&p), later).await.unwrap();
+    store.insert_credential(&expiring, now(), None).await.unwrap();
+    store.insert_credential(&credential(&p), later, None).await.unwrap();
 }
 
 pub async fn credential_limit_holds_under_concurrency<S: Store + ?Sized>(store: Arc<S>) {
     let p = principal("acme");
-    store.create_principal(&p).await.unwrap();
+    store.create_principal(&p, None).await.unwrap();
     let mut tasks = Vec::new();
     for _ in 0..(MAX_ACTIVE_CREDENTIALS * 2) {
         let store = store.clone();
         let c = credential(&p);
-        tasks.push(tokio::spawn(async move { store.insert_credential(&c, now()).await }));
+        tasks.push(tokio::spawn(async move { store.insert_credential(&c, now(), None).await }));
     }
     let mut ok = 0;
     for t in tasks {
@@ -195,11 +197,11 @@ pub async fn credential_limit_holds_under_concurrency<S: Store + ?Sized>(store: 
 
 pub async fn revoke_is_idempotent_and_scoped<S: Store + ?Sized>(store: Arc<S>) {
     let p = principal("acme");
-    store.create_principal(&p).await.unwrap();
+    store.create_principal(&p, None).await.unwrap();
     let c = credential(&p);
     let sibling = credential(&p);
-    store.insert_credential(&c, now()).await.unwrap();
-    store.insert_credential(&sibling, now()).await.unwrap();
+    store.insert_credential(&c, now(), None).await.unwrap();
+    store.insert_credential(&sibling, now(), None).await.unwrap();
     assert!(matches!(store.revoke_credential(&org("other"), &p.id, &c.key_id, &actor(), now()).await, Err(StoreError::NotFound(_))));
     assert!(matches!(
         store.revoke_credential(&p.org_id, &PrincipalId::generate(), &c.key_id, &actor(), now()).await,
@@ -217,10 +219,10 @@ pub async fn revoke_is_idempotent_and_scoped<S: Store + ?Sized>(store: Arc<S>) {
 
 pub async fn revoke_wins_over_concurrent_reads<S: Store + ?Sized>(store: Arc<S>) {
     let p = principal("acme");
-    store.create_principal(&p).await.unwrap();
+    store.create_principal(&p, None).await.unwrap();
     for _ in 0..20 {
         let c = credential(&p);
-        store.insert_credential(&c, now()).await.unwrap();
+        store.insert_credential(&c, now(), None).await.unwrap();
         let reader = {
             let store = store.clone();
             let key = c.key_id.clone();
@@ -235,9 +237,9 @@ pub async fn revoke_wins_over_concurrent_reads<S: Store + ?Sized>(store: Arc<S>)
 
 pub async fn record_use_keeps_status<S: Store + ?Sized>(store: Arc<S>) {
     let p = principal("acme");
-    store.create_principal(&p).await.unwrap();
+    store.create_principal(&p, None).await.unwrap();
     let c = credential(&p);
-    store.insert_credential(&c, now()).await.unwrap();
+    store.insert_credential(&c, now(), None).await.unwrap();
     let at = now();
     assert!(store.record_credential_use(&c, at).await.unwrap());
     assert_eq!(store.get_credential(&c.key_id).await.unwrap().unwrap().last_used_at, Some(at));
@@ -245,7 +247,7 @@ pub async fn record_use_keeps_status<S: Store + ?Sized>(store: Arc<S>) {
     assert!(!store.record_credential_use(&c, at).await.unwrap(), "a revoked credential is not used");
     assert_eq!(store.get_credential(&c.key_id).await.unwrap().unwrap().status, CredentialStatus::Revoked);
     let c2 = credential(&p);
-    store.insert_credential(&c2, now()).await.unwrap();
+    store.insert_credential(&c2, now(), None).await.unwrap();
     let suspended = p.apply(&PrincipalChange { status: Some(PrincipalStatus::Suspended), ..Default::default() }, now()).unwrap().unwrap();
     store.update_principal(&suspended, p.version).await.unwrap();
     assert!(!store.record_credential_use(&c2, at).await.unwrap(), "nor one of a suspended principal");
@@ -268,17 +270,17 @@ fn role(org_name: &str, name: &str) -> Role {
 
 pub async fn roles_are_scoped_and_unique<S: Store + ?Sized>(store: Arc<S>) {
     let r = role("acme", "deployer");
-    store.create_role(&r).await.unwrap();
+    store.create_role(&r, None).await.unwrap();
     assert_eq!(store.get_org_role(&org("acme"), &r.id).await.unwrap(), Some(r.clone()));
     assert_eq!(store.get_org_role(&org("other"), &r.id).await.unwrap(), None);
-    assert!(matches!(store.create_role(&role("acme", "deployer")).await, Err(StoreError::Conflict(_))));
-    store.create_role(&role("other", "deployer")).await.unwrap();
+    assert!(matches!(store.create_role(&role("acme", "deployer"), None).await, Err(StoreError::Conflict(_))));
+    store.create_role(&role("other", "deployer"), None).await.unwrap();
     assert_eq!(store.list_org_roles(&org("acme")).await.unwrap(), vec![r]);
 }
 
 pub async fn assignments_are_idempotent_and_scoped<S: Store + ?Sized>(store: Arc<S>) {
     let p = principal("acme");
-    store.create_principal(&p).await.unwrap();
+    store.create_principal(&p, None).await.unwrap();
     let a = assignment(&p, "iam-viewer");
     let (stored, created) = store.assign_role(&a).await.unwrap();
     assert!(created);
@@ -300,7 +302,7 @@ pub async fn assignments_are_idempotent_and_scoped<S: Store + ?Sized>(store: Arc
 
 pub async fn assignment_limit_and_revoked_principal<S: Store + ?Sized>(store: Arc<S>) {
     let p = principal("acme");
-    store.create_principal(&p).await.unwrap();
+    store.create_principal(&p, None).await.unwrap();
     for i in 0..MAX_ROLES_PER_PRINCIPAL {
         store.assign_role(&assignment(&p, &format!("role-{i}"))).await.unwrap();
     }
@@ -308,7 +310,7 @@ pub async fn assignment_limit_and_revoked_principal<S: Store + ?Sized>(store: Ar
     let (_, created) = store.assign_role(&assignment(&p, "role-0")).await.unwrap();
     assert!(!created, "re-assigning at the limit is still idempotent");
     let q = principal("acme");
-    store.create_principal(&q).await.unwrap();
+    store.create_principal(&q, None).await.unwrap();
     revoke_principal(&*store, &q).await;
     assert!(matches!(store.assign_role(&assignment(&q, "iam-viewer")).await, Err(StoreError::Conflict(_))));
 }
@@ -356,4 +358,65 @@ pub async fn failed_attempts_count_per_key_and_window<S: Store + ?Sized>(store: 
     seen.sort();
     assert_eq!(seen, (4..=13).collect::<Vec<_>>(), "increments are atomic");
     assert_eq!(store.record_failed_attempt(&key, window + 60, window + 180).await.unwrap(), 1, "a new window starts at one");
+}
+
+fn claim(org_name: &str, key: &str) -> IdempotencyClaim {
+    IdempotencyClaim::new(&org(org_name), &PrincipalId::generate(), &IdempotencyKey::parse(key).unwrap(), "contract", &key)
+}
+
+pub async fn idempotency_records_are_written_with_the_object<S: Store + ?Sized>(store: Arc<S>) {
+    let p = principal("acme");
+    let c = claim("acme", "k-principal");
+    let record = c.record(IdempotentOutcome::Principal { principal: p.clone() }, now());
+    store.create_principal(&p, Some(&record)).await.unwrap();
+    assert_eq!(store.get_idempotency_record(&org("acme"), &c.slot).await.unwrap(), Some(record.clone()));
+    assert_eq!(store.get_idempotency_record(&org("other"), &c.slot).await.unwrap(), None, "slots are per organisation");
+
+    let cred = credential(&p);
+    let c2 = claim("acme", "k-credential");
+    let record2 = c2.record(IdempotentOutcome::Credential { key_id: cred.key_id.clone() }, now());
+    store.insert_credential(&cred, now(), Some(&record2)).await.unwrap();
+    assert_eq!(store.get_idempotency_record(&org("acme"), &c2.slot).await.unwrap(), Some(record2));
+
+    // A create that fails writes no record: the retry runs again.
+    let dup = c.record(IdempotentOutcome::Principal { principal: p.clone() }, now());
+    let c3 = claim("acme", "k-failed");
+    let failed = IdempotencyRecord { slot: c3.slot.clone(), ..dup };
+    assert!(matches!(store.create_principal(&p, Some(&failed)).await, Err(StoreError::Conflict(_))));
+    assert_eq!(store.get_idempotency_record(&org("acme"), &c3.slot).await.unwrap(), None);
+
+    let r = role("acme", "deployer");
+    let c4 = claim("acme", "k-role");
+    let record4 = c4.record(IdempotentOutcome::Role { role: r.clone() }, now());
+    store.create_role(&r, Some(&record4)).await.unwrap();
+    assert_eq!(store.get_idempotency_record(&org("acme"), &c4.slot).await.unwrap(), Some(record4));
+}
+
+pub async fn idempotency_slot_is_taken_once_until_expiry<S: Store + ?Sized>(store: Arc<S>) {
+    let c = claim("acme", "k");
+    let first = principal("acme");
+    store.create_principal(&first, Some(&c.record(IdempotentOutcome::Principal { principal: first.clone() }, now()))).await.unwrap();
+
+    // Same slot, live record: nothing of the second create is written, whichever store.
+    let second = principal("acme");
+    let taken = store.create_principal(&second, Some(&c.record(IdempotentOutcome::Principal { principal: second.clone() }, now()))).await;
+    assert!(matches!(taken, Err(StoreError::IdempotencyKeyTaken)), "{taken:?}");
+    assert_eq!(store.get_principal(&org("acme"), &second.id).await.unwrap(), None);
+    let cred = credential(&first);
+    let taken =
+        store.insert_credential(&cred, now(), Some(&c.record(IdempotentOutcome::Credential { key_id: cred.key_id.clone() }, now()))).await;
+    assert!(matches!(taken, Err(StoreError::IdempotencyKeyTaken)), "{taken:?}");
+    assert_eq!(store.get_credential(&cred.key_id).await.unwrap(), None);
+    assert!(store.list_credentials(&org("acme"), &first.id).await.unwrap().is_empty());
+    let r = role("acme", "deployer");
+    let taken = store.create_role(&r, Some(&c.record(IdempotentOutcome::Role { role: r.clone() }, now()))).await;
+    assert!(matches!(taken, Err(StoreError::IdempotencyKeyTaken)), "{taken:?}");
+    assert!(store.list_org_roles(&org("acme")).await.unwrap().is_empty());
+
+    // Once expired, the slot is free again.
+    let later = now() + IDEMPOTENCY_TTL + Duration::seconds(1);
+    let third = principal("acme");
+    let record = c.record(IdempotentOutcome::Principal { principal: third.clone() }, later);
+    store.create_principal(&third, Some(&record)).await.unwrap();
+    assert_eq!(store.get_idempotency_record(&org("acme"), &c.slot).await.unwrap(), Some(record));
 }

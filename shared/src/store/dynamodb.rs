@@ -28,6 +28,7 @@ use chrono::{DateTime, Utc};
 pub use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::{Page, Store, StoreError};
+use crate::idempotency::IdempotencyRecord;
 use crate::ids::{KeyId, OrgId, Permission, PrincipalId, RoleId};
 use crate::model::{
     Actor, Credential, CredentialStatus, MAX_ACTIVE_CREDENTIALS, MAX_ORG_ROLES, MAX_ROLES_PER_PRINCIPAL, Principal, PrincipalStatus,
@@ -188,6 +189,49 @@ fn org_key(org: &OrgId, sk: String) -> Item {
 /// have (key ids are 22 base62 characters), and expire through the table's `ttl` attribute.
 fn attempts_key(key: &str, window_start: i64) -> Item {
     HashMap::from([("keyId".to_owned(), s(format!("attempts#{key}#{window_start}")))])
+}
+
+/// Idempotency records sit beside the organisation's principals (a create's transaction writes
+/// both, and every creating function may already write this table) and expire through `ttl`.
+fn idempotency_sk(slot: &str) -> String {
+    format!("IDEM#{slot}")
+}
+
+fn idempotency_put(table: &str, r: &IdempotencyRecord) -> Result<TransactWriteItem, StoreError> {
+    let outcome = serde_json::to_string(&r.outcome).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let mut item = org_key(&r.org_id, idempotency_sk(&r.slot));
+    item.insert("kind".into(), s("idempotency"));
+    item.insert("fingerprint".into(), s(r.fingerprint.clone()));
+    item.insert("outcome".into(), s(outcome));
+    item.insert("createdAt".into(), time(r.created_at));
+    item.insert("expiresAt".into(), time(r.expires_at));
+    item.insert("ttl".into(), AttributeValue::N(r.expires_at.timestamp().to_string()));
+    let put = Put::builder()
+        .table_name(table)
+        .set_item(Some(item))
+        // A record past its expiry may linger until TTL sweeps it (up to days): it frees the slot.
+        .condition_expression("attribute_not_exists(sk) OR #ttl <= :now")
+        .expression_attribute_names("#ttl", "ttl")
+        .expression_attribute_values(":now", AttributeValue::N(r.created_at.timestamp().to_string()))
+        .build()
+        .map_err(build_error)?;
+    Ok(TransactWriteItem::builder().put(put).build())
+}
+
+fn idempotency_from_item(org: &OrgId, slot: &str, item: &Item) -> Result<IdempotencyRecord, StoreError> {
+    let r = Reader::new("idempotency record", item);
+    let outcome = serde_json::from_str(r.str("outcome")?).map_err(|e| {
+        let _ = e;
+        corrupt("idempotency record", "outcome")
+    })?;
+    Ok(IdempotencyRecord {
+        org_id: org.clone(),
+        slot: slot.to_owned(),
+        fingerprint: r.str("fingerprint")?.to_owned(),
+        outcome,
+        created_at: r.time("createdAt")?,
+        expires_at: r.time("expiresAt")?,
+    })
 }
 
 fn credential_key(key_id: &KeyId) -> Item {
@@ -548,7 +592,25 @@ impl DynamoStore {
 
 #[async_trait]
 impl Store for DynamoStore {
-    async fn create_principal(&self, principal: &Principal) -> Result<(), StoreError> {
+    async fn create_principal(&self, principal: &Principal, idempotency: Option<&IdempotencyRecord>) -> Result<(), StoreError> {
+        if let Some(record) = idempotency {
+            let result = self
+                .client
+                .transact_write_items()
+                .transact_items(put(&self.principals, principal_to_item(principal, 0, 0), Some("attribute_not_exists(pk)"))?)
+                .transact_items(idempotency_put(&self.principals, record)?)
+                .send()
+                .await;
+            return match result {
+                Ok(_) => Ok(()),
+                Err(e) => match cancellation_codes(&e) {
+                    Some(codes) if failed(&codes, 0) => Err(StoreError::Conflict("a principal with this id exists".into())),
+                    Some(codes) if failed(&codes, 1) => Err(StoreError::IdempotencyKeyTaken),
+                    Some(codes) if raced(&codes) => Err(StoreError::Conflict("a concurrent change interfered; retry".into())),
+                    _ => Err(unavailable(e)),
+                },
+            };
+        }
         let result = self
             .client
             .put_item()
@@ -641,7 +703,12 @@ impl Store for DynamoStore {
         }
     }
 
-    async fn insert_credential(&self, credential: &Credential, now: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn insert_credential(
+        &self,
+        credential: &Credential,
+        now: DateTime<Utc>,
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> Result<(), StoreError> {
         for _ in 0..MAX_TRANSACTION_ATTEMPTS {
             let (_, cred_seq, _) = self.live_principal(&credential.org_id, &credential.principal_id).await?;
             let live =
@@ -665,18 +732,21 @@ impl Store for DynamoStore {
                 .expression_attribute_values(":next", n(cred_seq + 1))
                 .build()
                 .map_err(build_error)?;
-            let result = self
+            let mut request = self
                 .client
                 .transact_write_items()
                 .transact_items(TransactWriteItem::builder().update(bump).build())
                 .transact_items(put(&self.credentials, credential_to_item(credential), Some("attribute_not_exists(keyId)"))?)
-                .transact_items(put(&self.principals, credential_ref_item(credential), None)?)
-                .send()
-                .await;
+                .transact_items(put(&self.principals, credential_ref_item(credential), None)?);
+            if let Some(record) = idempotency {
+                request = request.transact_items(idempotency_put(&self.principals, record)?);
+            }
+            let result = request.send().await;
             match result {
                 Ok(_) => return Ok(()),
                 Err(e) => match cancellation_codes(&e) {
                     Some(codes) if failed(&codes, 1) => return Err(StoreError::Conflict("a credential with this key id exists".into())),
+                    Some(codes) if failed(&codes, 3) => return Err(StoreError::IdempotencyKeyTaken),
                     Some(codes) if failed(&codes, 0) || raced(&codes) => continue,
                     _ => return Err(unavailable(e)),
                 },
@@ -689,13 +759,8 @@ impl Store for DynamoStore {
         // A read every function's policy allows (each authenticates a credential), for a key
         // that cannot exist: `keyId`s are base62, never containing '-'.
         let started = std::time::Instant::now();
-        let outcome = self
-            .client
-            .get_item()
-            .table_name(&self.credentials)
-            .key("keyId", AttributeValue::S("warm-up".to_owned()))
-            .send()
-            .await;
+        let outcome =
+            self.client.get_item().table_name(&self.credentials).key("keyId", AttributeValue::S("warm-up".to_owned())).send().await;
         match outcome {
             Ok(_) => tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "dynamodb connection warmed"),
             Err(e) => tracing::warn!(error = %DisplayErrorContext(&e), "dynamodb warm-up failed; the first request will connect"),
@@ -799,7 +864,7 @@ impl Store for DynamoStore {
         }
     }
 
-    async fn create_role(&self, role: &Role) -> Result<(), StoreError> {
+    async fn create_role(&self, role: &Role, idempotency: Option<&IdempotencyRecord>) -> Result<(), StoreError> {
         let Some(org) = role.org_id.as_ref() else {
             return Err(StoreError::Conflict("built-in roles are not stored".into()));
         };
@@ -818,14 +883,16 @@ impl Store for DynamoStore {
             .expression_attribute_values(":kind", s("roleCount"))
             .build()
             .map_err(build_error)?;
-        let result = self
+        let mut request = self
             .client
             .transact_write_items()
             .transact_items(put(&self.principals, role_to_item(role, org), Some("attribute_not_exists(sk)"))?)
             .transact_items(put(&self.principals, name_marker, Some("attribute_not_exists(sk)"))?)
-            .transact_items(TransactWriteItem::builder().update(count).build())
-            .send()
-            .await;
+            .transact_items(TransactWriteItem::builder().update(count).build());
+        if let Some(record) = idempotency {
+            request = request.transact_items(idempotency_put(&self.principals, record)?);
+        }
+        let result = request.send().await;
         match result {
             Ok(_) => Ok(()),
             Err(e) => match cancellation_codes(&e) {
@@ -834,6 +901,7 @@ impl Store for DynamoStore {
                 Some(codes) if failed(&codes, 2) => {
                     Err(StoreError::Limit(format!("an organisation can define at most {MAX_ORG_ROLES} roles")))
                 }
+                Some(codes) if failed(&codes, 3) => Err(StoreError::IdempotencyKeyTaken),
                 Some(codes) if raced(&codes) => Err(StoreError::Conflict("a concurrent change interfered; retry".into())),
                 _ => Err(unavailable(e)),
             },
@@ -984,6 +1052,19 @@ impl Store for DynamoStore {
             None => Ok(0),
             Some(item) => Ok(Reader::new("failed attempts", item).num("count")?.try_into().unwrap_or(u32::MAX)),
         }
+    }
+
+    async fn get_idempotency_record(&self, org: &OrgId, slot: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.principals)
+            .set_key(Some(org_key(org, idempotency_sk(slot))))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        out.item().map(|item| idempotency_from_item(org, slot, item)).transpose()
     }
 
     async fn is_bootstrapped(&self, org: &OrgId) -> Result<bool, StoreError> {

@@ -10,6 +10,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use super::{Page, Store, StoreError};
+use crate::idempotency::{IdempotencyRecord, IdempotentOutcome};
 use crate::ids::{KeyId, OrgId, PrincipalId, RoleId};
 use crate::model::{
     Actor, Credential, CredentialStatus, MAX_ACTIVE_CREDENTIALS, MAX_ORG_ROLES, MAX_ROLES_PER_PRINCIPAL, Principal, PrincipalStatus, Role,
@@ -31,6 +32,8 @@ const ASSIGNMENTS: Table = TableDefinition::new("role_assignments");
 const BOOTSTRAP: Table = TableDefinition::new("bootstrap");
 /// `key \0 window` → failed-attempt count (u32, big-endian).
 const FAILED_ATTEMPTS: Table = TableDefinition::new("failed_attempts");
+/// org \0 slot -> IdempotencyItem
+const IDEMPOTENCY: Table = TableDefinition::new("idempotency");
 
 const SEP: char = '\0';
 
@@ -129,6 +132,39 @@ fn decode_credential(bytes: &[u8]) -> Result<Credential, StoreError> {
     decode::<CredentialRecord>("credential", bytes).map(Credential::from)
 }
 
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct IdempotencyItem {
+    fingerprint: String,
+    outcome: IdempotentOutcome,
+    created_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+}
+
+/// Writes `record` inside `txn` unless its slot holds one still live; part of the create's
+/// transaction, so the record and the object exist together or not at all. An expired record
+/// is overwritten here rather than swept.
+fn claim_idempotency_in(txn: &redb::WriteTransaction, record: Option<&IdempotencyRecord>) -> Result<(), StoreError> {
+    let Some(r) = record else { return Ok(()) };
+    let mut t = txn.open_table(IDEMPOTENCY).map_err(unavailable)?;
+    let k = key2(r.org_id.as_str(), &r.slot);
+    let taken = match t.get(k.as_str()).map_err(unavailable)? {
+        Some(v) => r.created_at < decode::<IdempotencyItem>("idempotency record", v.value())?.expires_at,
+        None => false,
+    };
+    if taken {
+        return Err(StoreError::IdempotencyKeyTaken);
+    }
+    let item = IdempotencyItem {
+        fingerprint: r.fingerprint.clone(),
+        outcome: r.outcome.clone(),
+        created_at: r.created_at,
+        expires_at: r.expires_at,
+    };
+    t.insert(k.as_str(), encode(&item)?.as_slice()).map_err(unavailable)?;
+    Ok(())
+}
+
 #[derive(Clone)]
 pub struct EmbeddedStore {
     db: Arc<Database>,
@@ -157,7 +193,7 @@ impl EmbeddedStore {
 
     fn init(db: Database) -> Result<Self, StoreError> {
         let txn = db.begin_write().map_err(unavailable)?;
-        for table in [PRINCIPALS, CREDENTIALS, PRINCIPAL_CREDENTIALS, ROLES, ASSIGNMENTS, BOOTSTRAP, FAILED_ATTEMPTS] {
+        for table in [PRINCIPALS, CREDENTIALS, PRINCIPAL_CREDENTIALS, ROLES, ASSIGNMENTS, BOOTSTRAP, FAILED_ATTEMPTS, IDEMPOTENCY] {
             txn.open_table(table).map_err(unavailable)?;
         }
         txn.commit().map_err(unavailable)?;
@@ -192,8 +228,9 @@ fn live_principal_in(table: &impl ReadableTable<&'static str, &'static [u8]>, or
 
 #[async_trait]
 impl Store for EmbeddedStore {
-    async fn create_principal(&self, principal: &Principal) -> Result<(), StoreError> {
+    async fn create_principal(&self, principal: &Principal, idempotency: Option<&IdempotencyRecord>) -> Result<(), StoreError> {
         let p = principal.clone();
+        let idempotency = idempotency.cloned();
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(unavailable)?;
             {
@@ -204,6 +241,7 @@ impl Store for EmbeddedStore {
                 }
                 t.insert(k.as_str(), encode(&p)?.as_slice()).map_err(unavailable)?;
             }
+            claim_idempotency_in(&txn, idempotency.as_ref())?;
             txn.commit().map_err(unavailable)
         })
         .await
@@ -264,8 +302,14 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn insert_credential(&self, credential: &Credential, now: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn insert_credential(
+        &self,
+        credential: &Credential,
+        now: DateTime<Utc>,
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> Result<(), StoreError> {
         let c = credential.clone();
+        let idempotency = idempotency.cloned();
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(unavailable)?;
             {
@@ -297,6 +341,7 @@ impl Store for EmbeddedStore {
                     .insert(key3(c.org_id.as_str(), c.principal_id.as_str(), c.key_id.as_str()).as_str(), [].as_slice())
                     .map_err(unavailable)?;
             }
+            claim_idempotency_in(&txn, idempotency.as_ref())?;
             txn.commit().map_err(unavailable)
         })
         .await
@@ -394,8 +439,9 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn create_role(&self, role: &Role) -> Result<(), StoreError> {
+    async fn create_role(&self, role: &Role, idempotency: Option<&IdempotencyRecord>) -> Result<(), StoreError> {
         let role = role.clone();
+        let idempotency = idempotency.cloned();
         let Some(org) = role.org_id.clone() else {
             return Err(StoreError::Conflict("built-in roles are not stored".into()));
         };
@@ -422,6 +468,7 @@ impl Store for EmbeddedStore {
                 }
                 t.insert(k.as_str(), encode(&role)?.as_slice()).map_err(unavailable)?;
             }
+            claim_idempotency_in(&txn, idempotency.as_ref())?;
             txn.commit().map_err(unavailable)
         })
         .await
@@ -588,6 +635,25 @@ impl Store for EmbeddedStore {
             let txn = db.begin_read().map_err(unavailable)?;
             let t = txn.open_table(FAILED_ATTEMPTS).map_err(unavailable)?;
             Ok(t.get(k.as_str()).map_err(unavailable)?.map(|v| decode_count(v.value())).unwrap_or(0))
+        })
+        .await
+    }
+
+    async fn get_idempotency_record(&self, org: &OrgId, slot: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let (org, slot) = (org.clone(), slot.to_owned());
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let t = txn.open_table(IDEMPOTENCY).map_err(unavailable)?;
+            let Some(v) = t.get(key2(org.as_str(), &slot).as_str()).map_err(unavailable)? else { return Ok(None) };
+            let item: IdempotencyItem = decode("idempotency record", v.value())?;
+            Ok(Some(IdempotencyRecord {
+                org_id: org,
+                slot,
+                fingerprint: item.fingerprint,
+                outcome: item.outcome,
+                created_at: item.created_at,
+                expires_at: item.expires_at,
+            }))
         })
         .await
     }

@@ -4,6 +4,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use crate::idempotency::IdempotencyRecord;
 use crate::ids::{KeyId, OrgId, PrincipalId, RoleId};
 use crate::model::{Actor, Credential, Principal, Role, RoleAssignment};
 
@@ -26,6 +27,10 @@ pub enum StoreError {
     /// A per-principal or per-organisation limit would be exceeded.
     #[error("{0}")]
     Limit(String),
+    /// The create carried an idempotency record whose slot already holds a live one (another
+    /// request with the same key won); nothing was written.
+    #[error("the idempotency key is already in use")]
+    IdempotencyKeyTaken,
     /// The store could not be reached or failed; nothing was written.
     #[error("store unavailable: {0}")]
     Unavailable(String),
@@ -44,7 +49,11 @@ pub struct Page<T> {
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Fails with `Conflict` if the id exists.
-    async fn create_principal(&self, principal: &Principal) -> Result<(), StoreError>;
+    ///
+    /// Every create takes an optional idempotency record, written in the same atomic step;
+    /// `IdempotencyKeyTaken` (and nothing written) if its slot holds a record still live at the
+    /// record's `created_at`.
+    async fn create_principal(&self, principal: &Principal, idempotency: Option<&IdempotencyRecord>) -> Result<(), StoreError>;
     async fn get_principal(&self, org: &OrgId, id: &PrincipalId) -> Result<Option<Principal>, StoreError>;
     /// Principals of `org` ordered by id, starting after `after`.
     async fn list_principals(&self, org: &OrgId, limit: usize, after: Option<&PrincipalId>) -> Result<Page<Principal>, StoreError>;
@@ -53,7 +62,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Atomically: the principal exists in the credential's organisation and is not Revoked, it has
     /// fewer than `MAX_ACTIVE_CREDENTIALS` live credentials at `now`, and the key id is new.
-    async fn insert_credential(&self, credential: &Credential, now: DateTime<Utc>) -> Result<(), StoreError>;
+    async fn insert_credential(
+        &self,
+        credential: &Credential,
+        now: DateTime<Utc>,
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> Result<(), StoreError>;
     /// A strongly consistent read by key id.
     async fn get_credential(&self, key_id: &KeyId) -> Result<Option<Credential>, StoreError>;
     async fn list_credentials(&self, org: &OrgId, principal: &PrincipalId) -> Result<Vec<Credential>, StoreError>;
@@ -73,7 +87,7 @@ pub trait Store: Send + Sync + 'static {
     async fn record_credential_use(&self, credential: &Credential, at: DateTime<Utc>) -> Result<bool, StoreError>;
 
     /// Fails with `Conflict` on a duplicate name in the organisation, `Limit` past `MAX_ORG_ROLES`.
-    async fn create_role(&self, role: &Role) -> Result<(), StoreError>;
+    async fn create_role(&self, role: &Role, idempotency: Option<&IdempotencyRecord>) -> Result<(), StoreError>;
     async fn list_org_roles(&self, org: &OrgId) -> Result<Vec<Role>, StoreError>;
     async fn get_org_role(&self, org: &OrgId, id: &RoleId) -> Result<Option<Role>, StoreError>;
 
@@ -94,6 +108,9 @@ pub trait Store: Send + Sync + 'static {
         force: bool,
     ) -> Result<(), StoreError>;
     async fn is_bootstrapped(&self, org: &OrgId) -> Result<bool, StoreError>;
+
+    /// The record in an idempotency slot, live or not (expired ones may linger until swept).
+    async fn get_idempotency_record(&self, org: &OrgId, slot: &str) -> Result<Option<IdempotencyRecord>, StoreError>;
 
     /// Counts one failed secret for `key` (a key id and source address) in the window that
     /// starts at `window_start` (Unix seconds), atomically; answers the count so far. The

@@ -143,7 +143,7 @@ async fn plant_expired_credential(app: &TestApp, principal: &str) -> String {
     let hash = app.state.hasher.hash(key.secret()).await.unwrap();
     let mut c = Credential::new(&p, key.key_id().clone(), "old", None, hash, Actor::system("test"), model::now()).unwrap();
     c.expires_at = Some(model::now() - Duration::seconds(1));
-    store.insert_credential(&c, model::now()).await.unwrap();
+    store.insert_credential(&c, model::now(), None).await.unwrap();
     secrecy::ExposeSecret::expose_secret(&key.to_secret_string()).to_owned()
 }
 

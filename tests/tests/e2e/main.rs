@@ -7,6 +7,7 @@ mod compat;
 mod dynamodb;
 mod dynamodb_faults;
 mod exchange;
+mod idempotency;
 mod lambda;
 mod management;
 mod rotation;
