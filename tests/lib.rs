@@ -68,6 +68,8 @@ pub struct TestApp {
     pub router: Router,
     pub acme_key: String,
     pub globex_key: String,
+    /// Every answer this app gave: (request path, status, body), for the secret-hygiene scan.
+    pub transcript: Arc<std::sync::Mutex<Vec<(String, StatusCode, String)>>>,
 }
 
 impl TestApp {
@@ -95,16 +97,19 @@ impl TestApp {
             router,
             acme_key: acme_key.to_secret_string().expose_secret().to_owned(),
             globex_key: globex_key.to_secret_string().expose_secret().to_owned(),
+            transcript: Arc::default(),
         }
     }
 
     pub async fn send(&self, request: Request<Body>) -> Response {
+        let path = request.uri().path().to_owned();
         let response = self.router.clone().oneshot(request).await.expect("infallible");
         let status = response.status();
         let headers = response.headers().clone();
         let bytes = response.into_body().collect().await.expect("body").to_bytes();
         let raw = String::from_utf8_lossy(&bytes).into_owned();
         let body = if raw.is_empty() { Value::Null } else { serde_json::from_str(&raw).unwrap_or(Value::String(raw.clone())) };
+        self.transcript.lock().unwrap().push((path, status, raw.clone()));
         Response { status, headers, body, raw }
     }
 
@@ -172,6 +177,15 @@ impl TestApp {
 
     pub async fn admin(&self) -> String {
         self.token(&self.acme_key).await
+    }
+
+    /// An admin token for a newly bootstrapped organisation of its own.
+    pub async fn admin_of_new_org(&self) -> String {
+        let org =
+            OrgId::parse(&format!("org-{}", iam_shared::ids::PrincipalId::generate().as_str().to_ascii_lowercase().replace('_', "-")))
+                .expect("a valid org id");
+        let key = self.state.bootstrap(&org).await.expect("bootstrap").expect("a new organisation");
+        self.token(key.to_secret_string().expose_secret()).await
     }
 
     /// Creates a principal in the admin token's org and answers its id.

@@ -50,11 +50,32 @@ pub fn load_or_create_signing_key(dir: &Path) -> Result<SigningKeyDocument, Conf
 }
 
 /// What every deployment of a router adds: problem+json for unknown routes and methods, and the state.
+/// Request headers past either limit are refused with 431 before any route runs. API Gateway
+/// refuses more than 10 KiB of request line and headers itself; this holds the same line, a
+/// little wider, wherever the router runs (`iam-local` included).
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+pub const MAX_HEADERS: usize = 64;
+
+async fn limit_headers(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    let headers = request.headers();
+    let bytes: usize = headers.iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
+    if headers.len() > MAX_HEADERS || bytes > MAX_HEADER_BYTES {
+        let detail = format!("request headers are limited to {MAX_HEADERS} fields and {MAX_HEADER_BYTES} bytes in all");
+        return axum::response::IntoResponse::into_response(ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "Request Header Fields Too Large",
+            detail,
+        ));
+    }
+    next.run(request).await
+}
+
 pub fn finish_router(routes: Router<AppState>, state: AppState) -> Router {
     routes
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "Not Found", "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed", "this route does not accept that method")
         })
+        .layer(axum::middleware::from_fn(limit_headers))
         .with_state(state)
 }

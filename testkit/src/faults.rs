@@ -24,6 +24,8 @@ pub enum Fault {
 struct Rules {
     /// (operation name or "*", fault, how many more times; `None` = always)
     rules: Vec<(String, Fault, Option<usize>)>,
+    /// An outage: after this many more requests pass, every request fails.
+    outage_after: Option<usize>,
     seen: Vec<String>,
 }
 
@@ -53,8 +55,21 @@ impl FaultProxy {
         self.rules.lock().unwrap().rules.push((operation.to_owned(), fault, times));
     }
 
+    /// Lets `passing` more requests through, then fails every request (500) until `clear`:
+    /// the store going down at one chosen step of an operation.
+    pub fn outage_after(&self, passing: usize) {
+        self.rules.lock().unwrap().outage_after = Some(passing);
+    }
+
     pub fn clear(&self) {
-        self.rules.lock().unwrap().rules.clear();
+        let mut rules = self.rules.lock().unwrap();
+        rules.rules.clear();
+        rules.outage_after = None;
+    }
+
+    /// Forgets the operations seen so far.
+    pub fn reset_seen(&self) {
+        self.rules.lock().unwrap().seen.clear();
     }
 
     /// The operations seen so far, in order.
@@ -66,6 +81,11 @@ impl FaultProxy {
 fn decide(rules: &Mutex<Rules>, operation: &str) -> Option<Fault> {
     let mut rules = rules.lock().unwrap();
     rules.seen.push(operation.to_owned());
+    match rules.outage_after {
+        Some(0) => return Some(Fault::Fail),
+        Some(n) => rules.outage_after = Some(n - 1),
+        None => {}
+    }
     for (op, fault, times) in rules.rules.iter_mut() {
         if op == "*" || op == operation {
             match times {

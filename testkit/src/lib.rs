@@ -122,6 +122,15 @@ pub async fn fresh_store_with_tables() -> (Arc<DynamoStore>, Tables) {
     (Arc::new(store), tables)
 }
 
+/// Drops `tables` from moto. moto copies every table it holds on each TransactWriteItems (to
+/// roll back), so a long test keeps its data small by dropping what it no longer needs.
+pub async fn drop_tables(tables: &Tables) {
+    let client = aws_sdk_dynamodb::Client::new(&sdk_config().await);
+    for name in [&tables.principals, &tables.credentials] {
+        client.delete_table().table_name(name).send().await.expect("delete table in moto");
+    }
+}
+
 /// A Secrets Manager secret in moto holding `doc` as its AWSCURRENT version.
 pub async fn create_signing_secret(doc: &iam_shared::token::SigningKeyDocument) -> String {
     let sdk = sdk_config().await;

@@ -74,7 +74,11 @@ pub async fn principal_round_trip<S: Store + ?Sized>(store: Arc<S>) {
     let p = principal("acme");
     store.create_principal(&p, None).await.unwrap();
     assert_eq!(store.get_principal(&p.org_id, &p.id).await.unwrap(), Some(p.clone()));
-    assert!(matches!(store.create_principal(&p, None).await, Err(StoreError::Conflict(_))));
+    // Writing the identical principal again is what a retried write looks like: success.
+    store.create_principal(&p, None).await.unwrap();
+    let other = Principal { display_name: "someone else".into(), ..p.clone() };
+    assert!(matches!(store.create_principal(&other, None).await, Err(StoreError::Conflict(_))));
+    assert_eq!(store.get_principal(&p.org_id, &p.id).await.unwrap(), Some(p.clone()));
     assert_eq!(store.get_principal(&org("other"), &p.id).await.unwrap(), None, "tenancy is in the key");
     assert_eq!(store.get_principal(&p.org_id, &PrincipalId::generate()).await.unwrap(), None);
 }
@@ -382,7 +386,9 @@ pub async fn idempotency_records_are_written_with_the_object<S: Store + ?Sized>(
     let dup = c.record(IdempotentOutcome::Principal { principal: p.clone() }, now());
     let c3 = claim("acme", "k-failed");
     let failed = IdempotencyRecord { slot: c3.slot.clone(), ..dup };
-    assert!(matches!(store.create_principal(&p, Some(&failed)).await, Err(StoreError::Conflict(_))));
+    for existing in [p.clone(), Principal { display_name: "someone else".into(), ..p.clone() }] {
+        assert!(matches!(store.create_principal(&existing, Some(&failed)).await, Err(StoreError::Conflict(_))));
+    }
     assert_eq!(store.get_idempotency_record(&org("acme"), &c3.slot).await.unwrap(), None);
 
     let r = role("acme", "deployer");

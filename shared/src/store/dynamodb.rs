@@ -622,7 +622,12 @@ impl Store for DynamoStore {
         match result {
             Ok(_) => Ok(()),
             Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {
-                Err(StoreError::Conflict("a principal with this id exists".into()))
+                // An SDK retry after an attempt timeout finds the item its first attempt wrote
+                // (ids are 128 random bits, so an equal item is ours): that is success.
+                match self.get_principal(&principal.org_id, &principal.id).await? {
+                    Some(stored) if stored == *principal => Ok(()),
+                    _ => Err(StoreError::Conflict("a principal with this id exists".into())),
+                }
             }
             Err(e) => Err(unavailable(e)),
         }

@@ -236,8 +236,14 @@ impl Store for EmbeddedStore {
             {
                 let mut t = txn.open_table(PRINCIPALS).map_err(unavailable)?;
                 let k = key2(p.org_id.as_str(), p.id.as_str());
-                if t.get(k.as_str()).map_err(unavailable)?.is_some() {
-                    return Err(StoreError::Conflict("a principal with this id exists".into()));
+                // The identical principal again is a retried plain write (as the DynamoDB store
+                // sees it); a create carrying an idempotency record is never retried that way.
+                if let Some(stored) = get_principal_in(&t, p.org_id.as_str(), p.id.as_str())? {
+                    return if stored == p && idempotency.is_none() {
+                        Ok(())
+                    } else {
+                        Err(StoreError::Conflict("a principal with this id exists".into()))
+                    };
                 }
                 t.insert(k.as_str(), encode(&p)?.as_slice()).map_err(unavailable)?;
             }

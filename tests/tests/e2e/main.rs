@@ -1,14 +1,17 @@
 //! The end-to-end suites, as modules of one test binary: each integration-test file would
 //! otherwise be its own binary linking the whole AWS SDK, which costs minutes and gigabytes
-//! on a clean CI machine. `log_hygiene` stays separate because it owns the global subscriber.
+//! on a clean CI machine. `secret_hygiene` stays separate because it owns the global subscriber,
+//! and `races` because it loads moto for minutes.
 
 mod attacks;
 mod compat;
 mod dynamodb;
 mod dynamodb_faults;
 mod exchange;
+mod fault_steps;
 mod idempotency;
 mod lambda;
+mod limits;
 mod management;
 mod rotation;
 mod throttle;

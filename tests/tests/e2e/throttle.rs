@@ -74,6 +74,7 @@ async fn throttling_on_dynamodb_survives_a_new_instance() {
         state: second,
         acme_key: app.acme_key.clone(),
         globex_key: app.globex_key.clone(),
+        transcript: Default::default(),
     };
     let r = second.exchange_from(ATTACKER, json!({"apiKey": guess})).await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.raw);

@@ -1,0 +1,121 @@
+//! Every documented limit, enforced with a clear 4xx (problem+json naming the limit) and
+//! nothing written: page size, name and description lengths, permissions per role, roles per
+//! principal, roles per organisation, credentials per principal, body size, headers.
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use iam_api::state::{MAX_HEADER_BYTES, MAX_HEADERS};
+use iam_shared::model::{
+    CREDENTIAL_NAME_MAX, DISPLAY_NAME_MAX, MAX_ORG_ROLES, MAX_ROLES_PER_PRINCIPAL, ROLE_DESCRIPTION_MAX, ROLE_NAME_MAX,
+    ROLE_PERMISSIONS_MAX,
+};
+use iam_tests::{Response, TestApp};
+use serde_json::json;
+
+fn refused(r: &Response, status: StatusCode, mentions: &str) {
+    assert_eq!(r.status, status, "{}", r.raw);
+    assert_eq!(r.header("content-type"), Some("application/problem+json"), "{}", r.raw);
+    assert!(r.str("detail").contains(mentions), "the detail names the limit ({mentions}): {}", r.raw);
+}
+
+fn role(name: &str) -> serde_json::Value {
+    json!({"name": name, "permissions": ["ci:deploy"], "principalTypes": ["ApiKey"]})
+}
+
+#[tokio::test]
+async fn lengths_and_counts_in_bodies() {
+    let app = TestApp::new().await;
+    let admin = app.admin().await;
+    let at = |n: usize| "x".repeat(n);
+
+    let ok = app.call(Method::POST, "/iam/api-keys", Some(&admin), Some(json!({"displayName": at(DISPLAY_NAME_MAX)}))).await;
+    assert_eq!(ok.status, StatusCode::CREATED, "{}", ok.raw);
+    let long = app.call(Method::POST, "/iam/api-keys", Some(&admin), Some(json!({"displayName": at(DISPLAY_NAME_MAX + 1)}))).await;
+    refused(&long, StatusCode::BAD_REQUEST, &DISPLAY_NAME_MAX.to_string());
+    let p = ok.str("id").to_owned();
+    let patch =
+        app.call(Method::PATCH, &format!("/iam/api-keys/{p}"), Some(&admin), Some(json!({"displayName": at(DISPLAY_NAME_MAX + 1)}))).await;
+    refused(&patch, StatusCode::BAD_REQUEST, &DISPLAY_NAME_MAX.to_string());
+
+    let uri = format!("/iam/api-keys/{p}/credentials");
+    let long = app.call(Method::POST, &uri, Some(&admin), Some(json!({"name": at(CREDENTIAL_NAME_MAX + 1)}))).await;
+    refused(&long, StatusCode::BAD_REQUEST, &CREDENTIAL_NAME_MAX.to_string());
+
+    let long = app.call(Method::POST, "/iam/roles", Some(&admin), Some(role(&at(ROLE_NAME_MAX + 1)))).await;
+    refused(&long, StatusCode::BAD_REQUEST, &ROLE_NAME_MAX.to_string());
+    let mut described = role("described");
+    described["description"] = json!(at(ROLE_DESCRIPTION_MAX + 1));
+    refused(
+        &app.call(Method::POST, "/iam/roles", Some(&admin), Some(described)).await,
+        StatusCode::BAD_REQUEST,
+        &ROLE_DESCRIPTION_MAX.to_string(),
+    );
+    let mut many = role("many");
+    many["permissions"] = json!((0..=ROLE_PERMISSIONS_MAX).map(|i| format!("ci:p{i}")).collect::<Vec<_>>());
+    refused(
+        &app.call(Method::POST, "/iam/roles", Some(&admin), Some(many)).await,
+        StatusCode::BAD_REQUEST,
+        &ROLE_PERMISSIONS_MAX.to_string(),
+    );
+    let roles = app.call(Method::GET, "/iam/roles", Some(&admin), None).await;
+    assert!(roles.raw.find("\"many\"").is_none() && roles.raw.find("\"described\"").is_none(), "nothing written");
+}
+
+#[tokio::test]
+async fn page_size_is_capped() {
+    let app = TestApp::new().await;
+    let admin = app.admin().await;
+    assert_eq!(app.call(Method::GET, "/iam/api-keys?limit=100", Some(&admin), None).await.status, StatusCode::OK);
+    for bad in ["101", "0", "-1", "99999999999999999999"] {
+        let r = app.call(Method::GET, &format!("/iam/api-keys?limit={bad}"), Some(&admin), None).await;
+        refused(&r, StatusCode::BAD_REQUEST, "100");
+    }
+}
+
+#[tokio::test]
+async fn roles_per_principal_and_per_organisation() {
+    let app = TestApp::new().await;
+    let admin = app.admin().await;
+    let mut ids = Vec::new();
+    for i in 0..MAX_ORG_ROLES {
+        let r = app.call(Method::POST, "/iam/roles", Some(&admin), Some(role(&format!("r{i}")))).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.raw);
+        ids.push(r.str("id").to_owned());
+    }
+    let over = app.call(Method::POST, "/iam/roles", Some(&admin), Some(role("one-too-many"))).await;
+    refused(&over, StatusCode::CONFLICT, &MAX_ORG_ROLES.to_string());
+
+    let p = app.create_principal(&admin, "busy").await;
+    for id in &ids[..MAX_ROLES_PER_PRINCIPAL] {
+        app.assign(&admin, &p, id).await;
+    }
+    let over =
+        app.call(Method::PUT, &format!("/iam/api-keys/{p}/role-assignments/{}", ids[MAX_ROLES_PER_PRINCIPAL]), Some(&admin), None).await;
+    refused(&over, StatusCode::CONFLICT, &MAX_ROLES_PER_PRINCIPAL.to_string());
+    let held = app.call(Method::GET, &format!("/iam/api-keys/{p}/role-assignments"), Some(&admin), None).await;
+    assert_eq!(held.body["items"].as_array().unwrap().len(), MAX_ROLES_PER_PRINCIPAL);
+}
+
+#[tokio::test]
+async fn oversized_bodies_and_headers() {
+    let app = TestApp::new().await;
+    let admin = app.admin().await;
+    let big = json!({"displayName": "x".repeat(65 * 1024)});
+    refused(&app.call(Method::POST, "/iam/api-keys", Some(&admin), Some(big)).await, StatusCode::PAYLOAD_TOO_LARGE, "65536");
+
+    let huge = "h".repeat(MAX_HEADER_BYTES);
+    for request in [
+        Request::get("/iam/api-keys").header("authorization", format!("Bearer {admin}")).header("x-padding", huge.as_str()),
+        Request::post("/iam/auth/token").header("x-padding", huge.as_str()),
+    ] {
+        let r = app.send(request.body(Body::empty()).unwrap()).await;
+        refused(&r, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, &MAX_HEADER_BYTES.to_string());
+    }
+    let mut many = Request::get("/iam/api-keys").header("authorization", format!("Bearer {admin}"));
+    for i in 0..MAX_HEADERS {
+        many = many.header(format!("x-h{i}"), "v");
+    }
+    refused(&app.send(many.body(Body::empty()).unwrap()).await, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, &MAX_HEADERS.to_string());
+    // Ordinary requests are nowhere near either limit.
+    assert_eq!(app.call(Method::GET, "/iam/api-keys", Some(&admin), None).await.status, StatusCode::OK);
+}

@@ -1,0 +1,237 @@
+//! Races on every store (embedded, and DynamoDB on moto): revoke against exchange, issue
+//! against principal revoke, assign against unassign, and concurrent PATCHes under If-Match.
+//! Each prints what it ran and found, and fails on any violation.
+//!
+//! Its own test binary (cargo runs test binaries one after another): the thousand races keep
+//! the one serial moto busy, and tests sharing it at the same time would meet its queue.
+
+use std::sync::Arc;
+
+use axum::http::{Method, StatusCode};
+use chrono::{DateTime, Utc};
+use iam_shared::model::MAX_ROLES_PER_PRINCIPAL;
+use iam_tests::TestApp;
+use serde_json::json;
+
+const REVOKE_EXCHANGE_RACES: usize = 1000;
+/// Races run this many at a time, so the store sees concurrent transactions from several.
+const PARALLEL: usize = 10;
+
+fn time(value: &serde_json::Value) -> Option<DateTime<Utc>> {
+    value.as_str().map(|s| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc))
+}
+
+/// One race: two exchanges start with the revoke; one more starts after it returned.
+/// Answers (tokens issued by the racing exchanges, violations).
+async fn revoke_against_exchange(app: &TestApp, admin: &str, principal: &str) -> (usize, usize) {
+    let (key_id, key) = app.issue(admin, principal).await;
+    let exchange = || async { app.exchange_json(json!({ "apiKey": key })).await.status == StatusCode::OK };
+    let revoke = async {
+        let uri = format!("/iam/api-keys/{principal}/credentials/{key_id}/revoke");
+        let r = app.call(Method::POST, &uri, Some(admin), None).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    };
+    let (a, b, ()) = tokio::join!(exchange(), exchange(), revoke);
+    let mut violations = 0;
+    // Once revoke has returned, nothing may authenticate with the key.
+    if exchange().await {
+        violations += 1;
+    }
+    // Every token a racing exchange got was committed (its conditional lastUsedAt write) before
+    // the revocation, never after.
+    let key_id = iam_shared::ids::KeyId::parse(&key_id).unwrap();
+    let credential = app.state.store.get_credential(&key_id).await.unwrap().expect("the credential");
+    let revoked_at = credential.revoked_at.expect("revoked");
+    if credential.last_used_at.is_some_and(|used| used > revoked_at) {
+        violations += 1;
+    }
+    (usize::from(a) + usize::from(b), violations)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_token_is_issued_after_a_revoke_returns() {
+    /// Races per app: on DynamoDB each chunk gets fresh tables, dropped afterwards (see
+    /// `drop_tables`), so moto's cost per request stays what it was for the first race.
+    const CHUNK: usize = 100;
+    for store in ["embedded", "dynamodb"] {
+        let started = std::time::Instant::now();
+        let (mut tokens, mut violations) = (0, 0);
+        for _ in 0..REVOKE_EXCHANGE_RACES / CHUNK {
+            let (app, tables) = match store {
+                "embedded" => (TestApp::new().await, None),
+                _ => {
+                    let (dynamo, tables) = iam_testkit::fresh_store_with_tables().await;
+                    (TestApp::with_state(iam_tests::state_with(dynamo).await).await, Some(tables))
+                }
+            };
+            let app = Arc::new(app);
+            let admin = app.admin().await;
+            for _ in 0..CHUNK / PARALLEL {
+                // A principal per batch keeps each issue's count of live credentials small.
+                let principal = app.create_principal(&admin, "racer").await;
+                let mut batch = Vec::new();
+                for _ in 0..PARALLEL {
+                    let (app, admin, principal) = (app.clone(), admin.clone(), principal.clone());
+                    batch.push(tokio::spawn(async move { revoke_against_exchange(&app, &admin, &principal).await }));
+                }
+                for race in batch {
+                    let (t, v) = race.await.unwrap();
+                    tokens += t;
+                    violations += v;
+                }
+            }
+            if let Some(tables) = tables {
+                iam_testkit::drop_tables(&tables).await;
+            }
+        }
+        println!(
+            "{store}: {REVOKE_EXCHANGE_RACES} revoke/exchange races in {:.1} s: {tokens} tokens won before the revoke, {violations} violations",
+            started.elapsed().as_secs_f64()
+        );
+        assert_eq!(violations, 0, "{store}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_credential_is_issued_to_a_principal_once_its_revoke_returns() {
+    const ROUNDS: usize = 30;
+    for (store, app) in TestApp::on_every_store().await {
+        let app = Arc::new(app);
+        let admin = app.admin().await;
+        let (mut issued, mut violations) = (0, 0);
+        for _ in 0..ROUNDS {
+            let principal = app.create_principal(&admin, "doomed").await;
+            let issue = |app: Arc<TestApp>, admin: String, principal: String| async move {
+                let uri = format!("/iam/api-keys/{principal}/credentials");
+                let r = app.call(Method::POST, &uri, Some(&admin), Some(json!({"name": "late"}))).await;
+                assert!(matches!(r.status, StatusCode::CREATED | StatusCode::CONFLICT), "{}", r.raw);
+                (r.status == StatusCode::CREATED).then(|| r.str("apiKey").to_owned())
+            };
+            let racers: Vec<_> = (0..3).map(|_| tokio::spawn(issue(app.clone(), admin.clone(), principal.clone()))).collect();
+            let revoked =
+                app.call(Method::PATCH, &format!("/iam/api-keys/{principal}"), Some(&admin), Some(json!({"status": "Revoked"}))).await;
+            assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.raw);
+            let revoked_at = time(&revoked.body["updatedAt"]).expect("updatedAt");
+            if issue(app.clone(), admin.clone(), principal.clone()).await.is_some() {
+                violations += 1;
+            }
+            let mut keys = Vec::new();
+            for r in racers {
+                keys.extend(r.await.unwrap());
+            }
+            issued += keys.len();
+            // Whatever won the race cannot authenticate: its principal is revoked.
+            for key in keys {
+                if app.exchange_json(json!({ "apiKey": key })).await.status == StatusCode::OK {
+                    violations += 1;
+                }
+            }
+            let listed = app.call(Method::GET, &format!("/iam/api-keys/{principal}/credentials?include=all"), Some(&admin), None).await;
+            for c in listed.body["items"].as_array().unwrap() {
+                if time(&c["createdAt"]).unwrap() > revoked_at {
+                    violations += 1;
+                }
+            }
+        }
+        println!(
+            "{store}: {ROUNDS} issue/principal-revoke rounds (3 issues each): {issued} issued before the revoke, {violations} violations"
+        );
+        assert_eq!(violations, 0, "{store}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn assign_and_unassign_races_leave_the_role_limit_exact() {
+    const ROUNDS: usize = 40;
+    for (store, app) in TestApp::on_every_store().await {
+        let app = Arc::new(app);
+        let admin = app.admin().await;
+        let mut roles = Vec::new();
+        for i in 0..=MAX_ROLES_PER_PRINCIPAL {
+            let body = json!({"name": format!("r{i}"), "permissions": ["ci:deploy"], "principalTypes": ["ApiKey"]});
+            let r = app.call(Method::POST, "/iam/roles", Some(&admin), Some(body)).await;
+            assert_eq!(r.status, StatusCode::CREATED, "{}", r.raw);
+            roles.push(r.str("id").to_owned());
+        }
+        let principal = app.create_principal(&admin, "contested").await;
+        let uri = |role: &str| format!("/iam/api-keys/{principal}/role-assignments/{role}");
+        let mut violations = 0;
+        for round in 0..ROUNDS {
+            let role = &roles[round % 3];
+            let target = uri(role);
+            let (a, b, c, d) = tokio::join!(
+                app.call(Method::PUT, &target, Some(&admin), None),
+                app.call(Method::DELETE, &target, Some(&admin), None),
+                app.call(Method::PUT, &target, Some(&admin), None),
+                app.call(Method::DELETE, &target, Some(&admin), None),
+            );
+            for r in [a, b, c, d] {
+                assert!(r.status.is_success() || r.status == StatusCode::NOT_FOUND || r.status == StatusCode::CONFLICT, "{}", r.raw);
+            }
+            let listed = app.call(Method::GET, &format!("/iam/api-keys/{principal}/role-assignments"), Some(&admin), None).await;
+            let held = listed.body["items"].as_array().unwrap().iter().filter(|a| a["roleId"] == role.as_str()).count();
+            if held > 1 {
+                violations += 1;
+            }
+        }
+        // Clear whatever the races left, then the limit must be exactly 20: a drifted count
+        // would refuse earlier or admit a 21st.
+        for role in &roles {
+            app.call(Method::DELETE, &uri(role), Some(&admin), None).await;
+        }
+        for role in &roles[..MAX_ROLES_PER_PRINCIPAL] {
+            let r = app.call(Method::PUT, &uri(role), Some(&admin), None).await;
+            if !r.status.is_success() {
+                violations += 1;
+            }
+        }
+        let over = app.call(Method::PUT, &uri(&roles[MAX_ROLES_PER_PRINCIPAL]), Some(&admin), None).await;
+        if over.status.is_success() {
+            violations += 1;
+        }
+        println!(
+            "{store}: {ROUNDS} assign/unassign rounds (2 assigns + 2 unassigns each), then the 20-role limit: {violations} violations"
+        );
+        assert_eq!(violations, 0, "{store}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn of_concurrent_patches_under_one_etag_exactly_one_wins() {
+    const ROUNDS: usize = 25;
+    const WRITERS: usize = 4;
+    for (store, app) in TestApp::on_every_store().await {
+        let app = Arc::new(app);
+        let admin = app.admin().await;
+        let principal = app.create_principal(&admin, "contested").await;
+        let uri = format!("/iam/api-keys/{principal}");
+        let mut violations = 0;
+        for round in 0..ROUNDS {
+            let etag = app.call(Method::GET, &uri, Some(&admin), None).await.header("etag").unwrap().to_owned();
+            let writers: Vec<_> = (0..WRITERS)
+                .map(|w| {
+                    let (app, admin, uri, etag) = (app.clone(), admin.clone(), uri.clone(), etag.clone());
+                    tokio::spawn(async move {
+                        let body = json!({"displayName": format!("round {round} writer {w}")});
+                        app.call_with(Method::PATCH, &uri, Some(&admin), Some(body), &[("if-match", &etag)]).await
+                    })
+                })
+                .collect();
+            let mut won = Vec::new();
+            for w in writers {
+                let r = w.await.unwrap();
+                match r.status {
+                    StatusCode::OK => won.push(r.body["displayName"].clone()),
+                    StatusCode::PRECONDITION_FAILED => {}
+                    other => panic!("{store}: {other}: {}", r.raw),
+                }
+            }
+            let now = app.call(Method::GET, &uri, Some(&admin), None).await;
+            if won.len() != 1 || now.body["displayName"] != won[0] {
+                violations += 1;
+            }
+        }
+        println!("{store}: {ROUNDS} rounds of {WRITERS} PATCHes under one If-Match: {violations} violations");
+        assert_eq!(violations, 0, "{store}");
+    }
+}
