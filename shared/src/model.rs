@@ -43,11 +43,13 @@ impl std::fmt::Display for Actor {
 
 /// Trims and checks a human-readable name; control characters are refused so names cannot
 /// forge log lines or break terminals.
+///
+/// The length is counted before trimming, as the published schema's `maxLength` counts it.
 pub fn validate_name(field: &str, raw: &str, max: usize) -> Result<String, DomainError> {
     let trimmed = raw.trim();
-    let len = trimmed.chars().count();
-    if len == 0 || len > max {
-        return Err(DomainError::invalid(format!("{field} must be 1-{max} characters, got {len}")));
+    let len = raw.chars().count();
+    if trimmed.is_empty() || len > max {
+        return Err(DomainError::invalid(format!("{field} must be 1-{max} characters and not only spaces, got {len}")));
     }
     if trimmed.chars().any(char::is_control) {
         return Err(DomainError::invalid(format!("{field} must not contain control characters")));
