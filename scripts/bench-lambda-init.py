@@ -7,7 +7,6 @@ Usage: python3 scripts/bench-lambda-init.py [RUNS]   (after `cargo build --relea
 """
 
 import http.server
-import os
 import statistics
 import subprocess
 import sys
@@ -15,6 +14,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from lambda_bench_env import lambda_env
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = int(sys.argv[1]) if len(sys.argv) > 1 else 7
@@ -41,20 +42,7 @@ def main():
     port = server.server_address[1]
     data_dir = tempfile.mkdtemp()
     functions = sorted(p.name for p in (ROOT / "functions").iterdir() if (p / "src/main.rs").exists())
-    env = dict(
-        os.environ,
-        AWS_LAMBDA_RUNTIME_API=f"127.0.0.1:{port}",
-        AWS_LAMBDA_FUNCTION_NAME="bench",
-        AWS_LAMBDA_FUNCTION_MEMORY_SIZE="256",
-        AWS_LAMBDA_FUNCTION_VERSION="1",
-        AWS_LAMBDA_LOG_GROUP_NAME="bench",
-        AWS_LAMBDA_LOG_STREAM_NAME="bench",
-        AWS_REGION="eu-west-1",
-        IAM_STORE="embedded",
-        IAM_DATA_DIR=data_dir,
-        IAM_ISSUER="http://bench/iam",
-        RUST_LOG="warn",
-    )
+    env = lambda_env(port, data_dir)
     print(f"{'function':<24} {'p50 ms':>8} {'min ms':>8} {'max ms':>8}  size")
     for name in functions:
         binary = ROOT / "target/release" / name

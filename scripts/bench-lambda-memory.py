@@ -10,7 +10,6 @@ Usage: python3 scripts/bench-lambda-memory.py [EXCHANGES]
 
 import http.server
 import json
-import os
 import re
 import subprocess
 import sys
@@ -18,6 +17,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from lambda_bench_env import lambda_env
 
 ROOT = Path(__file__).resolve().parent.parent
 EXCHANGES = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
@@ -100,20 +101,7 @@ def main():
     runtime = Runtime(event(api_key), EXCHANGES)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler_for(runtime))
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    env = dict(
-        os.environ,
-        AWS_LAMBDA_RUNTIME_API=f"127.0.0.1:{server.server_address[1]}",
-        AWS_LAMBDA_FUNCTION_NAME="bench",
-        AWS_LAMBDA_FUNCTION_MEMORY_SIZE="256",
-        AWS_LAMBDA_FUNCTION_VERSION="1",
-        AWS_LAMBDA_LOG_GROUP_NAME="bench",
-        AWS_LAMBDA_LOG_STREAM_NAME="bench",
-        AWS_REGION="eu-west-1",
-        IAM_STORE="embedded",
-        IAM_DATA_DIR=data_dir,
-        IAM_ISSUER="http://bench/iam",
-        RUST_LOG="warn",
-    )
+    env = lambda_env(server.server_address[1], data_dir)
     # Hold the first invocation back until init is measured.
     with runtime.cond:
         runtime.total = 0

@@ -179,15 +179,6 @@ impl TestApp {
         self.token(&self.acme_key).await
     }
 
-    /// An admin token for a newly bootstrapped organisation of its own.
-    pub async fn admin_of_new_org(&self) -> String {
-        let org =
-            OrgId::parse(&format!("org-{}", iam_shared::ids::PrincipalId::generate().as_str().to_ascii_lowercase().replace('_', "-")))
-                .expect("a valid org id");
-        let key = self.state.bootstrap(&org).await.expect("bootstrap").expect("a new organisation");
-        self.token(key.to_secret_string().expose_secret()).await
-    }
-
     /// Creates a principal in the admin token's org and answers its id.
     pub async fn create_principal(&self, admin: &str, name: &str) -> String {
         let r = self.call(Method::POST, "/iam/api-keys", Some(admin), Some(json!({ "displayName": name }))).await;

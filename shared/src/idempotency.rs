@@ -92,12 +92,15 @@ impl IdempotencyClaim {
     /// The first outcome, if `record` (read back from the slot) was made by the same request.
     pub fn replay(&self, record: IdempotencyRecord) -> Result<IdempotentOutcome, DomainError> {
         if record.fingerprint != self.fingerprint {
-            return Err(DomainError::unprocessable(
-                "this Idempotency-Key was already used with a different request; use a new key for a new request",
-            ));
+            return Err(key_reused());
         }
         Ok(record.outcome)
     }
+}
+
+/// The answer (422) to a key reused for a different request, on this route or another.
+pub fn key_reused() -> DomainError {
+    DomainError::unprocessable("this Idempotency-Key was already used with a different request; use a new key for a new request")
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -9,7 +9,7 @@ use secrecy::SecretString;
 
 use crate::error::DomainError;
 use crate::hashing::{HashError, SecretHasher};
-use crate::idempotency::{IdempotencyClaim, IdempotencyKey, IdempotentOutcome};
+use crate::idempotency::{IdempotencyClaim, IdempotencyKey, IdempotentOutcome, key_reused};
 use crate::ids::{KeyId, OrgId, Permission, PrincipalId, RoleId};
 use crate::key::{ApiKey, KeyFormatError};
 use crate::keys::Keyring;
@@ -148,11 +148,6 @@ impl<T> Created<T> {
     }
 }
 
-/// The same key used on another route is another request.
-fn reused_elsewhere() -> DomainError {
-    DomainError::unprocessable("this Idempotency-Key was already used with a different request; use a new key for a new request")
-}
-
 /// One audit event per state change and per exchange. Never carries a secret: only ids.
 fn audit(action: &str, actor: &str, org: &str, target: &str, outcome: Result<(), &dyn std::fmt::Display>) {
     match outcome {
@@ -263,7 +258,7 @@ impl Iam {
         let claim = idempotency.map(|k| IdempotencyClaim::new(&caller.org_id, &caller.principal_id, k, "principal.create", &input));
         let replayed = |outcome| match outcome {
             IdempotentOutcome::Principal { principal } => Ok(Created::replay(principal)),
-            _ => Err(reused_elsewhere()),
+            _ => Err(key_reused()),
         };
         if let Some(outcome) = self.earlier_outcome(claim.as_ref()).await? {
             return replayed(outcome);
@@ -347,7 +342,7 @@ impl Iam {
         // The secret of an earlier issue cannot be shown again: name it, so it can be revoked.
         let already_issued = |outcome| match outcome {
             IdempotentOutcome::Credential { key_id } => DomainError::AlreadyIssued(key_id),
-            _ => reused_elsewhere(),
+            _ => key_reused(),
         };
         if let Some(outcome) = self.earlier_outcome(claim.as_ref()).await? {
             return Err(already_issued(outcome));
@@ -414,7 +409,7 @@ impl Iam {
         let claim = idempotency.map(|k| IdempotencyClaim::new(&caller.org_id, &caller.principal_id, k, "role.create", &input));
         let replayed = |outcome| match outcome {
             IdempotentOutcome::Role { role } => Ok(Created::replay(role)),
-            _ => Err(reused_elsewhere()),
+            _ => Err(key_reused()),
         };
         if let Some(outcome) = self.earlier_outcome(claim.as_ref()).await? {
             return replayed(outcome);
