@@ -39,14 +39,26 @@ impl DynamoSettings {
             principals_table: required("IAM_PRINCIPALS_TABLE")?,
             credentials_table: required("IAM_CREDENTIALS_TABLE")?,
             signing_secret_id: required("IAM_SIGNING_SECRET_ID")?,
-            key_activation_delay: match std::env::var("IAM_KEY_ACTIVATION_DELAY_SECS") {
-                Ok(raw) if !raw.trim().is_empty() => std::time::Duration::from_secs(
-                    raw.trim().parse().map_err(|_| ConfigError(format!("IAM_KEY_ACTIVATION_DELAY_SECS must be a number, got '{raw}'")))?,
-                ),
-                _ => iam_shared::keys::DEFAULT_ACTIVATION_DELAY,
-            },
+            key_activation_delay: key_activation_delay()?,
         })
     }
+}
+
+fn key_activation_delay() -> Result<std::time::Duration, ConfigError> {
+    let default = iam_shared::keys::DEFAULT_ACTIVATION_DELAY.as_secs();
+    Ok(std::time::Duration::from_secs(crate::config::number("IAM_KEY_ACTIVATION_DELAY_SECS", default)?))
+}
+
+/// The shortest time between two signing-key rotations under this deployment's activation
+/// delay and signer key cache. Tokens are assumed to live the longest lifetime allowed, as
+/// some may predate a change of `IAM_TOKEN_LIFETIME_SECS`.
+pub fn min_rotation_interval_from_env() -> Result<std::time::Duration, ConfigError> {
+    let signer_key_cache = crate::config::number("IAM_SIGNING_KEY_TTL_SECS", crate::config::DEFAULT_SIGNING_KEY_TTL_SECS)?;
+    Ok(iam_shared::keys::min_rotation_interval(
+        key_activation_delay()?,
+        std::time::Duration::from_secs(signer_key_cache),
+        std::time::Duration::from_secs(iam_shared::token::MAX_LIFETIME_SECS),
+    ))
 }
 
 /// `IAM_STORE`, or `default` when unset.

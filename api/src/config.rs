@@ -22,7 +22,7 @@ fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
-fn number<T: std::str::FromStr>(name: &str, default: T) -> Result<T, ConfigError> {
+pub(crate) fn number<T: std::str::FromStr>(name: &str, default: T) -> Result<T, ConfigError> {
     match var(name) {
         None => Ok(default),
         Some(raw) => raw.trim().parse().map_err(|_| ConfigError(format!("{name} must be a number, got '{raw}'"))),
@@ -37,6 +37,12 @@ impl Config {
     pub fn from_env(default_issuer: Option<&str>) -> Result<Self, ConfigError> {
         let issuer =
             var("IAM_ISSUER").or_else(|| default_issuer.map(str::to_owned)).ok_or_else(|| ConfigError("IAM_ISSUER is required".into()))?;
+        // Tokens, discovery and verifiers must spell the issuer identically; a trailing '/' would
+        // otherwise appear in some of them only.
+        let issuer = issuer.trim().trim_end_matches('/').to_owned();
+        if issuer.is_empty() {
+            return Err(ConfigError("IAM_ISSUER must not be empty".into()));
+        }
         let audiences: Vec<String> = var("IAM_AUDIENCES")
             .unwrap_or_else(|| DEFAULT_AUDIENCE.to_owned())
             .split(',')

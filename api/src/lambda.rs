@@ -5,13 +5,13 @@ use axum::Router;
 
 use crate::backend::{self, DynamoSettings};
 use crate::config::{Config, ConfigError};
-use crate::state::{AppState, build_state, finish_router};
+use crate::state::{AppState, build_state, build_state_for_public_routes, finish_router};
 
 pub use lambda_http::Error;
 
 /// Lambdas run on DynamoDB and Secrets Manager; `IAM_STORE=embedded` (with `IAM_DATA_DIR`,
 /// default `/tmp/iam`) exists for running a function binary by hand.
-async fn state_from_env() -> Result<AppState, ConfigError> {
+async fn state_from_env(warm_store: bool) -> Result<AppState, ConfigError> {
     let config = Config::from_env(None)?;
     let backend = match backend::store_kind("dynamodb")?.as_str() {
         "dynamodb" => backend::dynamodb(&DynamoSettings::from_env()?).await,
@@ -20,12 +20,27 @@ async fn state_from_env() -> Result<AppState, ConfigError> {
             backend::embedded(Some(std::path::Path::new(&dir)))?
         }
     };
-    build_state(&config, backend.store, backend.keys).await
+    if warm_store {
+        build_state(&config, backend.store, backend.keys).await
+    } else {
+        build_state_for_public_routes(&config, backend.store, backend.keys).await
+    }
 }
 
+/// Runs a function whose routes use the store.
 pub async fn run(routes: fn() -> Router<AppState>) -> Result<(), Error> {
+    serve(routes, true).await
+}
+
+/// Runs a function whose routes only publish key material or configuration: its cold start
+/// reads no table, as its policy grants none.
+pub async fn run_public(routes: fn() -> Router<AppState>) -> Result<(), Error> {
+    serve(routes, false).await
+}
+
+async fn serve(routes: fn() -> Router<AppState>, warm_store: bool) -> Result<(), Error> {
     // The runtime's subscriber honours AWS_LAMBDA_LOG_FORMAT (JSON) and AWS_LAMBDA_LOG_LEVEL.
     lambda_http::tracing::init_default_subscriber();
-    let state = state_from_env().await?;
+    let state = state_from_env(warm_store).await?;
     lambda_http::run(finish_router(routes(), state)).await
 }

@@ -14,15 +14,37 @@ use iam_shared::store::Store;
 use iam_shared::token::SigningKeyDocument;
 
 use crate::config::{Config, ConfigError};
+use crate::extract::MAX_BODY_BYTES;
+use crate::oauth::{OAuthError, TOKEN_PATH};
 use crate::problem::ApiError;
 
 pub type AppState = Arc<Iam>;
 
-/// The state of one process: the hasher (with its decoy hash) and the signing keys, built once.
+/// The state of one process: the hasher (with its decoy hash) and the signing keys, built once,
+/// and the store's connection warmed.
 pub async fn build_state(config: &Config, store: Arc<dyn Store>, keys: Arc<dyn KeySource>) -> Result<AppState, ConfigError> {
+    build(config, store, keys, true).await
+}
+
+/// [`build_state`] for routes that never touch the store (the JWKS and discovery): no warm-up
+/// read, so their functions' policies need no table at all.
+pub async fn build_state_for_public_routes(
+    config: &Config,
+    store: Arc<dyn Store>,
+    keys: Arc<dyn KeySource>,
+) -> Result<AppState, ConfigError> {
+    build(config, store, keys, false).await
+}
+
+async fn build(config: &Config, store: Arc<dyn Store>, keys: Arc<dyn KeySource>, warm_store: bool) -> Result<AppState, ConfigError> {
     let hasher = SecretHasher::new(config.hash).map_err(|e| ConfigError(e.to_string()))?;
+    let warm_up = async {
+        if warm_store {
+            store.warm_up().await;
+        }
+    };
     // Both reach the network on a cold start: side by side, init waits for the slower only.
-    let (keyring, ()) = tokio::join!(Keyring::new(config.tokens.clone(), keys, config.signing_key_ttl), store.warm_up());
+    let (keyring, ()) = tokio::join!(Keyring::new(config.tokens.clone(), keys, config.signing_key_ttl), warm_up);
     let keyring = keyring.map_err(|e| ConfigError(e.to_string()))?;
     Ok(Arc::new(Iam::new(store, hasher, keyring)))
 }
@@ -56,16 +78,31 @@ pub fn load_or_create_signing_key(dir: &Path) -> Result<SigningKeyDocument, Conf
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 pub const MAX_HEADERS: usize = 64;
 
-async fn limit_headers(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+/// A refusal the router makes before any route runs, in the error shape of the route asked
+/// for: RFC 6749 on the token route, problem+json elsewhere.
+fn refusal(path: &str, status: StatusCode, title: &'static str, detail: String) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if path == TOKEN_PATH {
+        OAuthError::new(status, "invalid_request", detail).into_response()
+    } else {
+        ApiError::new(status, title, detail).into_response()
+    }
+}
+
+/// Refuses headers past either limit (431), and a declared body past [`MAX_BODY_BYTES`] (413)
+/// on every route, including those that never read a body.
+async fn limit_request(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
     let headers = request.headers();
+    let path = request.uri().path();
     let bytes: usize = headers.iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
     if headers.len() > MAX_HEADERS || bytes > MAX_HEADER_BYTES {
         let detail = format!("request headers are limited to {MAX_HEADERS} fields and {MAX_HEADER_BYTES} bytes in all");
-        return axum::response::IntoResponse::into_response(ApiError::new(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "Request Header Fields Too Large",
-            detail,
-        ));
+        return refusal(path, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "Request Header Fields Too Large", detail);
+    }
+    let declared = headers.get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|length| length > MAX_BODY_BYTES as u64) {
+        let detail = format!("the request body must be at most {MAX_BODY_BYTES} bytes");
+        return refusal(path, StatusCode::PAYLOAD_TOO_LARGE, "Content Too Large", detail);
     }
     next.run(request).await
 }
@@ -76,6 +113,6 @@ pub fn finish_router(routes: Router<AppState>, state: AppState) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed", "this route does not accept that method")
         })
-        .layer(axum::middleware::from_fn(limit_headers))
+        .layer(axum::middleware::from_fn(limit_request))
         .with_state(state)
 }

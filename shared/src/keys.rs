@@ -42,6 +42,18 @@ pub const AWSPENDING: &str = "AWSPENDING";
 /// keys (5 min). Tokens signed with a key no verifier can have seen yet would fail.
 pub const DEFAULT_ACTIVATION_DELAY: Duration = Duration::from_secs(2 * 3600 + 5 * 60);
 
+/// The longest a verifier may keep a JWKS that this service allows for (API Gateway JWT
+/// authorizers: 2 h).
+pub const VERIFIER_JWKS_CACHE: Duration = Duration::from_secs(2 * 3600);
+
+/// The shortest time between two rotations that keeps every token verifiable. A rotation
+/// unpublishes `AWSPREVIOUS`, which signed until `AWSCURRENT` activated (the activation delay
+/// after its creation, seen by every signer within its key cache); the last token it signed
+/// must expire, and every verifier's cached JWKS with it, before it goes.
+pub fn min_rotation_interval(activation_delay: Duration, signer_key_cache: Duration, max_token_lifetime: Duration) -> Duration {
+    activation_delay + signer_key_cache + max_token_lifetime + VERIFIER_JWKS_CACHE
+}
+
 /// A Secrets Manager secret holding a signing-key document, read by staging label.
 ///
 /// `AWSCURRENT` signs once it has existed for the activation delay; until then (right after a
@@ -170,9 +182,39 @@ fn sm_error<E: std::error::Error + 'static, R: std::fmt::Debug>(what: &str, e: a
     KeyError::Source(format!("{what}: {}", DisplayErrorContext(&e)))
 }
 
+/// Refuses to start a rotation that would unpublish a key whose tokens may still be valid: one
+/// while `AWSPREVIOUS` is a key and `AWSCURRENT` is younger than `min_interval` (see
+/// [`min_rotation_interval`]). With no previous key, or a placeholder, nothing is unpublished.
+async fn refuse_early_rotation(client: &aws_sdk_secretsmanager::Client, secret_id: &str, min_interval: Duration) -> Result<(), KeyError> {
+    let keys = SecretsManagerKeys::new(client.clone(), secret_id);
+    let current = match keys.stage_with_age(AWSCURRENT).await {
+        Ok(current) => current,
+        Err(KeyError::Document(_)) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let previous = match keys.stage(AWSPREVIOUS).await {
+        Ok(previous) => previous,
+        Err(KeyError::Document(_)) => None,
+        Err(e) => return Err(e),
+    };
+    match (current, previous) {
+        (Some((current, age)), Some(previous)) if previous.kid != current.kid && age < min_interval => {
+            Err(KeyError::RotationTooSoon { current_age_secs: age.as_secs(), min_interval_secs: min_interval.as_secs() })
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Runs one rotation step for version `token` of `secret_id`. Each step is idempotent, as
-/// Secrets Manager may retry it.
-pub async fn rotate(client: &aws_sdk_secretsmanager::Client, secret_id: &str, token: &str, step: RotationStep) -> Result<(), KeyError> {
+/// Secrets Manager may retry it. `createSecret` refuses while the current key is younger than
+/// `min_interval` and a previous key would be unpublished.
+pub async fn rotate(
+    client: &aws_sdk_secretsmanager::Client,
+    secret_id: &str,
+    token: &str,
+    step: RotationStep,
+    min_interval: Duration,
+) -> Result<(), KeyError> {
     let described = client.describe_secret().secret_id(secret_id).send().await.map_err(|e| sm_error("DescribeSecret", e))?;
     let stages = described.version_ids_to_stages().cloned().unwrap_or_default();
     let token_stages = stages.get(token).cloned().unwrap_or_default();
@@ -181,6 +223,10 @@ pub async fn rotate(client: &aws_sdk_secretsmanager::Client, secret_id: &str, to
             let exists = client.get_secret_value().secret_id(secret_id).version_id(token).version_stage(AWSPENDING).send().await.is_ok();
             if exists {
                 return Ok(());
+            }
+            if let Err(refused) = refuse_early_rotation(client, secret_id, min_interval).await {
+                tracing::warn!(target: "audit", action = "signing_key.create", outcome = "refused", reason = %refused, "audit");
+                return Err(refused);
             }
             let doc = SigningKeyDocument::generate()?;
             client

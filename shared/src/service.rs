@@ -514,15 +514,22 @@ impl Iam {
     /// Exchanges an API key for an access token.
     pub async fn exchange(&self, request: ExchangeRequest) -> Result<IssuedToken, ExchangeError> {
         let key_id = request.key.as_ref().map(|k| k.key_id().to_string()).unwrap_or_default();
-        let result = self.exchange_inner(request).await;
-        match &result {
-            Ok(t) => audit("token.exchange", &t.claims.sub, &t.claims.org_id, &key_id, Ok(())),
-            Err(e) => audit("token.exchange", "anonymous", "", &key_id, Err(e)),
+        // Who is asking is known only once the secret is proved; until then the caller is anonymous.
+        let mut proved = None;
+        let result = self.exchange_inner(request, &mut proved).await;
+        match (&result, proved) {
+            (Ok(t), _) => audit("token.exchange", &t.claims.sub, &t.claims.org_id, &key_id, Ok(())),
+            (Err(e), Some((principal, org))) => audit("token.exchange", principal.as_str(), org.as_str(), &key_id, Err(e)),
+            (Err(e), None) => audit("token.exchange", "anonymous", "", &key_id, Err(e)),
         }
         result
     }
 
-    async fn exchange_inner(&self, request: ExchangeRequest) -> Result<IssuedToken, ExchangeError> {
+    async fn exchange_inner(
+        &self,
+        request: ExchangeRequest,
+        proved: &mut Option<(PrincipalId, OrgId)>,
+    ) -> Result<IssuedToken, ExchangeError> {
         let key = request.key.map_err(|_| ExchangeError::InvalidClient("malformed key"))?;
         let credential = self.store.get_credential(key.key_id()).await?;
         // A secret this instance already verified is never throttled: guessers sharing the
@@ -550,6 +557,7 @@ impl Iam {
             }
             return Err(ExchangeError::InvalidClient("unknown key id or wrong secret"));
         };
+        *proved = Some((credential.principal_id.clone(), credential.org_id.clone()));
         // Only now, with the secret proved, may the caller learn why the key is refused.
         let principal = self
             .store

@@ -30,6 +30,10 @@ pub enum KeyError {
     Generate(String),
     #[error("signing key source: {0}")]
     Source(String),
+    #[error(
+        "rotation refused: the current signing key is {current_age_secs} s old, and rotating before {min_interval_secs} s would unpublish the previous key while tokens it signed may still be valid"
+    )]
+    RotationTooSoon { current_age_secs: u64, min_interval_secs: u64 },
 }
 
 /// The signing key as stored (a Secrets Manager secret, or a 0600 file locally).
@@ -259,7 +263,7 @@ impl TokenService {
     /// Verifies a token for `audience` under the verifier crate's rules (the same ones every
     /// downstream service applies), against every published key.
     pub fn verify(&self, token: &str, audience: &str) -> Result<AccessClaims, TokenRejection> {
-        let expect = iam_verifier::Expectations { issuer: self.settings.issuer.clone(), audience: audience.to_owned() };
+        let expect = iam_verifier::Expectations::new(self.settings.issuer.clone(), audience);
         iam_verifier::verify(token, &self.decoding, &expect)
     }
 }

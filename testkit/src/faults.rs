@@ -27,6 +27,18 @@ struct Rules {
     /// An outage: after this many more requests pass, every request fails.
     outage_after: Option<usize>,
     seen: Vec<String>,
+    calls: Vec<IamCall>,
+    /// When the first fault since the last `clear` was injected.
+    first_fault_at: Option<std::time::Instant>,
+}
+
+/// What one request asks of AWS in IAM's terms: the action a policy must allow, and the
+/// resource (table name or secret id) it acts on. A TransactWriteItems is one call per item,
+/// as IAM authorizes each item's own action.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct IamCall {
+    pub action: String,
+    pub resource: String,
 }
 
 pub struct FaultProxy {
@@ -65,6 +77,13 @@ impl FaultProxy {
         let mut rules = self.rules.lock().unwrap();
         rules.rules.clear();
         rules.outage_after = None;
+        rules.first_fault_at = None;
+    }
+
+    /// When the first fault since the last [`Self::clear`] was injected: the start of the
+    /// operation that failed, so a test can bound how long that operation took to give up.
+    pub fn first_fault_at(&self) -> Option<std::time::Instant> {
+        self.rules.lock().unwrap().first_fault_at
     }
 
     /// Forgets the operations seen so far.
@@ -76,10 +95,55 @@ impl FaultProxy {
     pub fn seen(&self) -> Vec<String> {
         self.rules.lock().unwrap().seen.clone()
     }
+
+    /// The IAM actions asked for since the last call, and forgets them.
+    pub fn take_calls(&self) -> Vec<IamCall> {
+        std::mem::take(&mut self.rules.lock().unwrap().calls)
+    }
+}
+
+/// The IAM actions one AWS JSON-protocol request needs (`X-Amz-Target` and its body).
+pub fn iam_calls_of(request: &[u8]) -> Vec<IamCall> {
+    let Some(target) = target_of(request) else { return Vec::new() };
+    let Some((service, operation)) = target.split_once('.') else { return Vec::new() };
+    let body: serde_json::Value =
+        find(request, b"\r\n\r\n").and_then(|i| serde_json::from_slice(&request[i + 4..]).ok()).unwrap_or(serde_json::Value::Null);
+    let call = |action: String, resource: &serde_json::Value| IamCall { action, resource: resource.as_str().unwrap_or("?").to_owned() };
+    if service.starts_with("DynamoDB") {
+        let items = body["TransactItems"].as_array().cloned().unwrap_or_default();
+        match operation {
+            "TransactWriteItems" | "TransactGetItems" => items
+                .iter()
+                .filter_map(|item| item.as_object()?.iter().next().map(|(kind, spec)| (kind.clone(), spec["TableName"].clone())))
+                .map(|(kind, table)| {
+                    let action = match kind.as_str() {
+                        "ConditionCheck" => "ConditionCheckItem".to_owned(),
+                        other => format!("{other}Item"),
+                    };
+                    call(format!("dynamodb:{action}"), &table)
+                })
+                .collect(),
+            "BatchGetItem" | "BatchWriteItem" => body["RequestItems"]
+                .as_object()
+                .map(|tables| tables.keys().map(|t| call(format!("dynamodb:{operation}"), &serde_json::Value::from(t.as_str()))).collect())
+                .unwrap_or_default(),
+            _ => vec![call(format!("dynamodb:{operation}"), &body["TableName"])],
+        }
+    } else {
+        vec![call(format!("{}:{operation}", service.to_ascii_lowercase()), &body["SecretId"])]
+    }
 }
 
 fn decide(rules: &Mutex<Rules>, operation: &str) -> Option<Fault> {
-    let mut rules = rules.lock().unwrap();
+    let mut guard = rules.lock().unwrap();
+    let fault = decide_locked(&mut guard, operation);
+    if fault.is_some() {
+        guard.first_fault_at.get_or_insert_with(std::time::Instant::now);
+    }
+    fault
+}
+
+fn decide_locked(rules: &mut Rules, operation: &str) -> Option<Fault> {
     rules.seen.push(operation.to_owned());
     match rules.outage_after {
         Some(0) => return Some(Fault::Fail),
@@ -129,16 +193,17 @@ async fn read_request(stream: &mut TcpStream) -> Option<Vec<u8>> {
     Some(buf)
 }
 
+fn target_of(request: &[u8]) -> Option<String> {
+    let head_end = find(request, b"\r\n\r\n").unwrap_or(request.len());
+    let head = String::from_utf8_lossy(&request[..head_end]);
+    head.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.trim().eq_ignore_ascii_case("x-amz-target").then(|| value.trim().to_owned())
+    })
+}
+
 fn operation_of(request: &[u8]) -> String {
-    let text = String::from_utf8_lossy(request);
-    for line in text.lines() {
-        let lower = line.to_ascii_lowercase();
-        if let Some(value) = lower.strip_prefix("x-amz-target:") {
-            let raw = &line[line.len() - value.len()..];
-            return raw.trim().rsplit('.').next().unwrap_or_default().to_owned();
-        }
-    }
-    "unknown".to_owned()
+    target_of(request).map(|t| t.rsplit('.').next().unwrap_or_default().to_owned()).unwrap_or_else(|| "unknown".to_owned())
 }
 
 /// Forces `Connection: close` on a request or response head.
@@ -164,6 +229,7 @@ fn canned(status: &str, kind: &str, message: &str) -> Vec<u8> {
 async fn handle(mut client: TcpStream, upstream: SocketAddr, rules: Arc<Mutex<Rules>>) {
     let Some(request) = read_request(&mut client).await else { return };
     let operation = operation_of(&request);
+    rules.lock().unwrap().calls.extend(iam_calls_of(&request));
     match decide(&rules, &operation) {
         Some(Fault::Throttle) => {
             let _ = client

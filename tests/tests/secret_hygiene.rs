@@ -52,7 +52,10 @@ async fn full_flow(app: &TestApp) -> Vec<(String, String)> {
     app.call(Method::GET, "/iam/.well-known/jwks.json", None, None).await;
     app.call(Method::GET, "/iam/.well-known/openid-configuration", None, None).await;
     let role = json!({"name": "deployer", "permissions": ["ci:deploy"], "principalTypes": ["ApiKey"]});
-    app.call_with(Method::POST, "/iam/roles", Some(&admin), Some(role), &[("idempotency-key", "hygiene")]).await;
+    let role = app.call_with(Method::POST, "/iam/roles", Some(&admin), Some(role), &[("idempotency-key", "hygiene")]).await;
+    let assignment = format!("/iam/api-keys/{p}/role-assignments/{}", role.str("id"));
+    assert!(app.call(Method::PUT, &assignment, Some(&admin), None).await.status.is_success());
+    assert!(app.call(Method::DELETE, &assignment, Some(&admin), None).await.status.is_success());
     app.call(Method::PATCH, &format!("/iam/api-keys/{p}"), Some(&admin), Some(json!({"displayName": "billing-2"}))).await;
     app.exchange_form(&format!("grant_type=client_credentials&client_id={id}&client_secret={secret}"), None).await;
     app.exchange_form("grant_type=client_credentials", Some((id, secret))).await;
@@ -156,6 +159,7 @@ async fn no_secret_reaches_a_log_a_response_or_a_stored_item() {
         "principal.update",
         "role.create",
         "role_assignment.assign",
+        "role_assignment.unassign",
         "credential.issue",
         "token.exchange",
         "credential.revoke",
@@ -163,6 +167,13 @@ async fn no_secret_reaches_a_log_a_response_or_a_stored_item() {
         assert!(logs.contains(&format!("\"action\":\"{action}\"")), "missing audit event {action}");
     }
     assert!(logs.contains("\"outcome\":\"failure\"") && logs.contains("\"actor\":\"akp_"));
+    // A refusal after the secret was proved names who was refused; a bad key names no one.
+    let exchanges: Vec<&str> = logs.lines().filter(|l| l.contains("\"action\":\"token.exchange\"")).collect();
+    assert!(
+        exchanges.iter().any(|l| l.contains("revoked") && l.contains("\"actor\":\"akp_") && l.contains("\"org\":\"acme\"")),
+        "the refused exchange of a revoked key is audited with its principal and organisation"
+    );
+    assert!(exchanges.iter().any(|l| l.contains("invalid client") && l.contains("\"actor\":\"anonymous\"")));
     assert_clean("the logs", &logs, &forbidden, false);
     assert!(logs.len() > 1000, "the capture saw the flow");
     println!(

@@ -2,8 +2,8 @@
 //!
 //! The rules are fixed by the verifier, never by the token: RS256 only (RFC 8725 §3.1), a
 //! `kid` that the issuer publishes, `typ: at+jwt` (RFC 9068), no `jku`/`x5u`/`jwk`/`x5c`
-//! headers, tokens of at most 8 KiB, and `iss`, `aud`, `exp`, `nbf` enforced with 30 s of
-//! clock leeway. [`verify`] applies them with keys in hand (the service itself does this);
+//! headers, tokens of at most 8 KiB, `iss`, `aud`, `exp`, `nbf` enforced with 30 s of clock
+//! leeway, and optionally one organisation (`org_id`). [`verify`] applies them with keys in hand (the service itself does this);
 //! [`RemoteVerifier`] fetches and caches the JWKS from the issuer's discovery document and
 //! refetches when it meets an unknown `kid` (downstream services do this).
 //!
@@ -67,6 +67,8 @@ pub enum Rejection {
     UnknownKey,
     #[error("the token is invalid: {0}")]
     Invalid(String),
+    #[error("the token belongs to another organisation")]
+    OtherOrganisation,
     #[error("the issuer's keys could not be fetched: {0}")]
     Fetch(String),
 }
@@ -87,6 +89,21 @@ impl KeyLookup for HashMap<String, DecodingKey> {
 pub struct Expectations {
     pub issuer: String,
     pub audience: String,
+    /// When set, only tokens of this organisation (`org_id`) are accepted. A service that holds
+    /// one organisation's data sets it; one that serves many must instead scope every lookup
+    /// by the token's `org_id`, as a token of any organisation verifies.
+    pub organisation: Option<String>,
+}
+
+impl Expectations {
+    pub fn new(issuer: impl Into<String>, audience: impl Into<String>) -> Self {
+        Self { issuer: issuer.into(), audience: audience.into(), organisation: None }
+    }
+
+    pub fn for_organisation(mut self, organisation: impl Into<String>) -> Self {
+        self.organisation = Some(organisation.into());
+        self
+    }
 }
 
 /// Verifies `token` against `keys` under the fixed rules above.
@@ -123,7 +140,12 @@ fn check_signature_and_claims(token: &str, key: &DecodingKey, expect: &Expectati
     validation.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub"]);
     validation.validate_nbf = true;
     validation.leeway = LEEWAY_SECS;
-    jsonwebtoken::decode::<AccessClaims>(token, key, &validation).map(|d| d.claims).map_err(|e| Rejection::Invalid(e.to_string()))
+    let claims =
+        jsonwebtoken::decode::<AccessClaims>(token, key, &validation).map(|d| d.claims).map_err(|e| Rejection::Invalid(e.to_string()))?;
+    match &expect.organisation {
+        Some(organisation) if *organisation != claims.org_id => Err(Rejection::OtherOrganisation),
+        _ => Ok(claims),
+    }
 }
 
 /// Parses a JWKS document into decoding keys, keeping only RSA signing keys for RS256.
@@ -227,7 +249,7 @@ impl<F: Fetch> RemoteVerifier<F> {
         if doc.issuer != issuer {
             return Err(Rejection::Fetch(format!("discovery names issuer {}, expected {issuer}", doc.issuer)));
         }
-        Ok(Self::new(doc.jwks_uri, Expectations { issuer: issuer.to_owned(), audience: audience.to_owned() }, fetch))
+        Ok(Self::new(doc.jwks_uri, Expectations::new(issuer, audience), fetch))
     }
 
     pub fn new(jwks_uri: String, expect: Expectations, fetch: F) -> Self {
@@ -240,6 +262,12 @@ impl<F: Fetch> RemoteVerifier<F> {
             cache: RwLock::new(None),
             refreshing: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Accepts only tokens of `organisation` (see [`Expectations::organisation`]).
+    pub fn for_organisation(mut self, organisation: impl Into<String>) -> Self {
+        self.expect = self.expect.for_organisation(organisation);
+        self
     }
 
     pub fn with_cache_times(mut self, ttl: Duration, min_refresh: Duration) -> Self {
@@ -326,7 +354,7 @@ mod tests {
     #[test]
     fn garbage_never_panics() {
         let keys: HashMap<String, DecodingKey> = HashMap::new();
-        let expect = Expectations { issuer: "i".into(), audience: "a".into() };
+        let expect = Expectations::new("i", "a");
         for token in ["", ".", "..", "a.b.c", "eyJhbGciOiJub25lIn0..", &"x".repeat(MAX_TOKEN_BYTES + 1)] {
             assert!(verify(token, &keys, &expect).is_err());
         }
@@ -338,9 +366,8 @@ mod tests {
     async fn unknown_kid_refreshes_at_most_once_per_interval() {
         let issuer = FakeIssuer::default();
         *issuer.jwks.lock().unwrap() = br#"{"keys":[]}"#.to_vec();
-        let verifier =
-            RemoteVerifier::new("http://issuer/jwks".into(), Expectations { issuer: "i".into(), audience: "a".into() }, issuer.clone())
-                .with_cache_times(Duration::from_secs(3600), Duration::from_secs(3600));
+        let verifier = RemoteVerifier::new("http://issuer/jwks".into(), Expectations::new("i", "a"), issuer.clone())
+            .with_cache_times(Duration::from_secs(3600), Duration::from_secs(3600));
         // A well-formed header naming an unknown kid.
         let header = r#"{"alg":"RS256","typ":"at+jwt","kid":"k-unknown"}"#;
         let token = format!("{}.e30.c2ln", base64_url(header));
@@ -354,7 +381,7 @@ mod tests {
     async fn an_unreachable_issuer_is_a_fetch_error() {
         let issuer = FakeIssuer::default();
         issuer.down.store(true, Ordering::SeqCst);
-        let verifier = RemoteVerifier::new("http://issuer/jwks".into(), Expectations { issuer: "i".into(), audience: "a".into() }, issuer);
+        let verifier = RemoteVerifier::new("http://issuer/jwks".into(), Expectations::new("i", "a"), issuer);
         let token = format!("{}.e30.c2ln", base64_url(r#"{"alg":"RS256","typ":"at+jwt","kid":"k"}"#));
         assert!(matches!(verifier.verify(&token).await, Err(Rejection::Fetch(_))));
     }

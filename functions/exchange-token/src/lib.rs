@@ -13,9 +13,10 @@ use axum::{Json, Router};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use iam_api::extract::{content_type, read_body};
+use iam_api::oauth::{OAuthError, TOKEN_PATH};
 use iam_api::{AppState, SourceAddress};
 use iam_shared::key::ApiKey;
-use iam_shared::service::{ExchangeError, ExchangeRequest};
+use iam_shared::service::ExchangeRequest;
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
@@ -25,78 +26,14 @@ pub const API_KEY_TOKEN_TYPE: &str = "urn:infuse:params:oauth:token-type:api-key
 pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/iam/auth/token", post(token))
+    Router::new().route(TOKEN_PATH, post(token).fallback(only_post))
 }
 
-/// An RFC 6749 §5.2 error.
-#[derive(Debug)]
-pub struct OAuthError {
-    status: StatusCode,
-    error: &'static str,
-    description: String,
-    retry_after: Option<u64>,
-}
-
-#[derive(Serialize)]
-struct OAuthErrorBody<'a> {
-    error: &'a str,
-    error_description: &'a str,
-}
-
-impl OAuthError {
-    fn new(status: StatusCode, error: &'static str, description: impl Into<String>) -> Self {
-        Self { status, error, description: description.into(), retry_after: None }
-    }
-
-    fn invalid_request(description: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_request", description)
-    }
-
-    /// The one answer for an unknown, wrong, mistyped or malformed key.
-    fn invalid_client() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "invalid_client", "the API key is not valid")
-    }
-}
-
-impl IntoResponse for OAuthError {
-    fn into_response(self) -> Response {
-        let body = OAuthErrorBody { error: self.error, error_description: &self.description };
-        let mut response = (self.status, Json(body)).into_response();
-        let headers = response.headers_mut();
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-        match self.status {
-            StatusCode::UNAUTHORIZED => {
-                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(r#"Basic realm="iam""#));
-            }
-            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS => {
-                headers.insert(header::RETRY_AFTER, HeaderValue::from(self.retry_after.unwrap_or(1)));
-            }
-            _ => {}
-        }
-        response
-    }
-}
-
-impl From<ExchangeError> for OAuthError {
-    fn from(e: ExchangeError) -> Self {
-        match e {
-            ExchangeError::InvalidClient(_) => Self::invalid_client(),
-            ExchangeError::Refused(reason) => Self::new(StatusCode::BAD_REQUEST, "invalid_grant", reason.to_string()),
-            ExchangeError::InvalidScope(msg) => Self::new(StatusCode::BAD_REQUEST, "invalid_scope", msg),
-            ExchangeError::InvalidTarget(msg) => Self::new(StatusCode::BAD_REQUEST, "invalid_target", msg),
-            ExchangeError::Throttled { retry_after_secs } => Self {
-                status: StatusCode::TOO_MANY_REQUESTS,
-                error: "slow_down",
-                description: format!("too many failed attempts for this key from this address; retry in {retry_after_secs} s"),
-                retry_after: Some(retry_after_secs),
-            },
-            ExchangeError::Store(_) | ExchangeError::Hash(_) | ExchangeError::Sign(_) => {
-                tracing::error!(error = %e, "token exchange failed");
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "the service is temporarily unavailable; retry later")
-            }
-        }
-    }
+async fn only_post() -> Response {
+    let mut response =
+        OAuthError::new(StatusCode::METHOD_NOT_ALLOWED, "invalid_request", "the token endpoint accepts only POST").into_response();
+    response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+    response
 }
 
 #[derive(Serialize)]
@@ -210,13 +147,24 @@ impl Form {
     }
 }
 
+/// The audience asked for, by `audience` or `resource` (RFC 8693 §2.1, RFC 8707): both may be
+/// given, but must then name the same target.
+fn target(form: &Form) -> Result<Option<String>, OAuthError> {
+    match (form.get("audience"), form.get("resource")) {
+        (Some(a), Some(r)) if a != r => {
+            Err(OAuthError::new(StatusCode::BAD_REQUEST, "invalid_target", "audience and resource name different targets"))
+        }
+        (a, r) => Ok(a.or(r).map(str::to_owned)),
+    }
+}
+
 fn parse_form(parts: &Parts, body: &[u8]) -> Result<ParsedRequest, OAuthError> {
     let form = Form::parse(body)?;
     let scope = form.get("scope").map(str::to_owned);
     match form.require("grant_type")? {
         CLIENT_CREDENTIALS => {
             let key = client_credentials(parts, &form)?;
-            let audience = form.get("audience").or_else(|| form.get("resource")).map(str::to_owned);
+            let audience = target(&form)?;
             Ok(ParsedRequest { exchange: ExchangeRequest { key, scope, audience, source: None }, token_exchange: false })
         }
         TOKEN_EXCHANGE => {
@@ -230,12 +178,7 @@ fn parse_form(parts: &Parts, body: &[u8]) -> Result<ParsedRequest, OAuthError> {
             if form.get("actor_token").is_some() {
                 return Err(OAuthError::invalid_request("actor_token is not supported"));
             }
-            let audience = match (form.get("audience"), form.get("resource")) {
-                (Some(a), Some(r)) if a != r => {
-                    return Err(OAuthError::new(StatusCode::BAD_REQUEST, "invalid_target", "audience and resource name different targets"));
-                }
-                (a, r) => a.or(r).map(str::to_owned),
-            };
+            let audience = target(&form)?;
             Ok(ParsedRequest {
                 exchange: ExchangeRequest { key: ApiKey::parse(subject), scope, audience, source: None },
                 token_exchange: true,

@@ -1,4 +1,4 @@
 #[tokio::main]
 async fn main() -> Result<(), iam_api::lambda::Error> {
-    iam_api::lambda::run(jwks::routes).await
+    iam_api::lambda::run_public(jwks::routes).await
 }

@@ -1,4 +1,4 @@
 #[tokio::main]
 async fn main() -> Result<(), iam_api::lambda::Error> {
-    iam_api::lambda::run(openid_configuration::routes).await
+    iam_api::lambda::run_public(openid_configuration::routes).await
 }

@@ -2,6 +2,8 @@
 //! once per step (`createSecret`, `setSecret`, `testSecret`, `finishSecret`); the steps are in
 //! `iam_shared::keys::rotate`.
 
+use std::time::Duration;
+
 use iam_shared::keys::{RotationStep, rotate};
 use serde::Deserialize;
 
@@ -14,9 +16,11 @@ pub struct RotationEvent {
     pub client_request_token: String,
 }
 
-pub async fn handle(client: &aws_sdk_secretsmanager::Client, event: RotationEvent) -> Result<(), String> {
+/// Runs one step; `min_interval` is the shortest time between two rotations (see
+/// `iam_shared::keys::min_rotation_interval`).
+pub async fn handle(client: &aws_sdk_secretsmanager::Client, event: RotationEvent, min_interval: Duration) -> Result<(), String> {
     let step = RotationStep::parse(&event.step).ok_or_else(|| format!("unknown rotation step '{}'", event.step))?;
-    rotate(client, &event.secret_id, &event.client_request_token, step).await.map_err(|e| {
+    rotate(client, &event.secret_id, &event.client_request_token, step, min_interval).await.map_err(|e| {
         tracing::error!(step = %event.step, error = %e, "rotation step failed");
         e.to_string()
     })

@@ -761,8 +761,8 @@ impl Store for DynamoStore {
     }
 
     async fn warm_up(&self) {
-        // A read every function's policy allows (each authenticates a credential), for a key
-        // that cannot exist: `keyId`s are base62, never containing '-'.
+        // A read the policy of every function that uses the store allows (each authenticates a
+        // credential), for a key that cannot exist: `keyId`s are base62, never containing '-'.
         let started = std::time::Instant::now();
         let outcome =
             self.client.get_item().table_name(&self.credentials).key("keyId", AttributeValue::S("warm-up".to_owned())).send().await;

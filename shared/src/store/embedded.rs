@@ -696,8 +696,10 @@ mod tests {
 
     mod on_disk {
         crate::store_contract_tests!(async {
-            let dir = tempfile::tempdir().unwrap().keep();
-            std::sync::Arc::new(super::EmbeddedStore::open(&dir.join("iam.redb")).unwrap())
+            // The open database keeps its file (on Unix) after the directory is removed, so
+            // nothing is left behind once the test ends.
+            let dir = tempfile::tempdir().unwrap();
+            std::sync::Arc::new(super::EmbeddedStore::open(&dir.path().join("iam.redb")).unwrap())
         });
     }
 }

@@ -171,7 +171,7 @@ async fn the_verifier_refuses_every_attack() {
     let forge = forge(&app).await;
     let jwks = app.call(Method::GET, "/iam/.well-known/jwks.json", None, None).await;
     let keys = iam_verifier::keys_from_jwks(jwks.raw.as_bytes()).unwrap();
-    let expect = Expectations { issuer: ISSUER.into(), audience: AUDIENCE.into() };
+    let expect = Expectations::new(ISSUER, AUDIENCE).for_organisation("acme");
     // The control: a genuine token passes, so the refusals below are about the attacks.
     let genuine = app.admin().await;
     assert!(iam_verifier::verify(&genuine, &keys, &expect).is_ok());
@@ -180,6 +180,11 @@ async fn the_verifier_refuses_every_attack() {
     for (name, token) in attacks {
         assert!(iam_verifier::verify(&token, &keys, &expect).is_err(), "the verifier accepted: {name}");
     }
+    // A genuine token of another organisation, for a service that holds acme's data only.
+    let globex = app.token(&app.globex_key).await;
+    assert_eq!(iam_verifier::verify(&globex, &keys, &expect).unwrap_err(), iam_verifier::Rejection::OtherOrganisation);
+    let any_organisation = Expectations::new(ISSUER, AUDIENCE);
+    assert_eq!(iam_verifier::verify(&globex, &keys, &any_organisation).unwrap().org_id, "globex", "unset, any organisation verifies");
 }
 
 #[tokio::test]

@@ -63,6 +63,7 @@ async fn a_token_verifies_with_only_the_published_jwks_and_carries_the_claims() 
     let jwks = app.call(Method::GET, &jwks_path, None, None).await;
     assert_eq!(jwks.status, StatusCode::OK);
     assert!(jwks.header("cache-control").unwrap().contains("max-age"));
+    assert_eq!(discovery.header("cache-control"), jwks.header("cache-control"), "discovery is cached like the JWKS");
     assert!(!jwks.raw.contains("\"d\""), "no private parameters");
     let set: jsonwebtoken::jwk::JwkSet = serde_json::from_value(jwks.body.clone()).unwrap();
 
@@ -153,7 +154,6 @@ async fn refusals_are_specific_only_after_the_secret_is_proved() {
     let admin = app.admin().await;
     let p = app.create_principal(&admin, "svc").await;
     let (key_id, key) = app.issue(&admin, &p).await;
-    let (id, _) = split(&key);
 
     let revoke = format!("/iam/api-keys/{p}/credentials/{key_id}/revoke");
     assert_eq!(app.call(Method::POST, &revoke, Some(&admin), None).await.status, StatusCode::OK);
@@ -161,18 +161,32 @@ async fn refusals_are_specific_only_after_the_secret_is_proved() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(r.str("error"), "invalid_grant");
     assert_eq!(r.str("error_description"), "the credential has been revoked");
-    let wrong = app.exchange_form("grant_type=client_credentials", Some((id, "x"))).await;
-    assert_eq!(wrong.str("error"), "invalid_client", "a guesser learns nothing about revocation");
+    // Each refusal below is specific for the key's holder; a wrong secret for the same key id
+    // gets the answer an unknown key gets, so a guesser learns nothing of the key's state.
+    let unknown = app.exchange_form("grant_type=client_credentials", Some(("ik_0000000000000000000000", "x"))).await;
+    assert_eq!((unknown.status, unknown.str("error")), (StatusCode::UNAUTHORIZED, "invalid_client"));
+    let anonymous = |key: String| {
+        let app = &app;
+        let unknown = unknown.raw.clone();
+        async move {
+            let (id, _) = split(&key);
+            let wrong = app.exchange_form("grant_type=client_credentials", Some((id, "x"))).await;
+            assert_eq!((wrong.status, wrong.raw), (StatusCode::UNAUTHORIZED, unknown), "a wrong secret for {id}");
+        }
+    };
+    anonymous(key.clone()).await;
 
     let expired = plant_expired_credential(&app, &p).await;
     let r = app.exchange_json(json!({"apiKey": expired})).await;
     assert_eq!(r.str("error_description"), "the credential has expired");
+    anonymous(expired.clone()).await;
 
     let (_, live) = app.issue(&admin, &p).await;
     let patch = |status: &'static str| json!({ "status": status });
     app.call(Method::PATCH, &format!("/iam/api-keys/{p}"), Some(&admin), Some(patch("Suspended"))).await;
     let r = app.exchange_json(json!({"apiKey": live})).await;
     assert_eq!((r.str("error"), r.str("error_description")), ("invalid_grant", "the principal is suspended"));
+    anonymous(live.clone()).await;
     app.call(Method::PATCH, &format!("/iam/api-keys/{p}"), Some(&admin), Some(patch("Active"))).await;
     assert_eq!(app.exchange_json(json!({"apiKey": live})).await.status, StatusCode::OK, "reactivated");
 
@@ -186,6 +200,7 @@ async fn refusals_are_specific_only_after_the_secret_is_proved() {
     app.state.store.update_principal(&aged, current.version).await.unwrap();
     let r = app.exchange_json(json!({"apiKey": live})).await;
     assert_eq!(r.str("error_description"), "the principal has expired");
+    anonymous(live.clone()).await;
     let fresh = aged.apply(&PrincipalChange { expires_at: Some(None), ..Default::default() }, model::now()).unwrap().unwrap();
     app.state.store.update_principal(&fresh, aged.version).await.unwrap();
     assert_eq!(app.exchange_json(json!({"apiKey": live})).await.status, StatusCode::OK);
@@ -193,6 +208,7 @@ async fn refusals_are_specific_only_after_the_secret_is_proved() {
     app.call(Method::PATCH, &format!("/iam/api-keys/{p}"), Some(&admin), Some(patch("Revoked"))).await;
     let r = app.exchange_json(json!({"apiKey": live})).await;
     assert_eq!(r.str("error_description"), "the principal has been revoked");
+    anonymous(live.clone()).await;
 }
 
 #[tokio::test]
@@ -241,6 +257,16 @@ async fn scope_and_audience_rules() {
         )
         .await;
     assert_eq!(form.str("error"), "invalid_target");
+    let (id, secret) = split(&key);
+    let both = |resource: &str| format!("grant_type=client_credentials&audience={OTHER_AUDIENCE}&resource={resource}");
+    let disagree = app.exchange_form(&both(AUDIENCE), Some((id, secret))).await;
+    assert_eq!((disagree.status, disagree.str("error")), (StatusCode::BAD_REQUEST, "invalid_target"), "{}", disagree.raw);
+    let agree = app.exchange_form(&both(OTHER_AUDIENCE), Some((id, secret))).await;
+    assert_eq!(agree.status, StatusCode::OK, "{}", agree.raw);
+    // Refusals are not cached either (RFC 6749 §5.1 asks it of every token response).
+    for refusal in [&bad_aud, &form, &disagree, &wider] {
+        assert_eq!((refusal.header("cache-control"), refusal.header("pragma")), (Some("no-store"), Some("no-cache")), "{}", refusal.raw);
+    }
 }
 
 #[tokio::test]

@@ -11,6 +11,27 @@ use serde_json::{Value, json};
 
 const FIXTURE: &str = include_str!("../../fixtures/apigw-http-v2.json");
 
+/// The route keys of `template.yaml` (the route check keeps it, `openapi.yaml` and the
+/// workspace in agreement).
+const ROUTES: [&str; 16] = [
+    "POST /iam/api-keys",
+    "GET /iam/api-keys",
+    "GET /iam/api-keys/{principalId}",
+    "PATCH /iam/api-keys/{principalId}",
+    "POST /iam/api-keys/{principalId}/credentials",
+    "GET /iam/api-keys/{principalId}/credentials",
+    "POST /iam/api-keys/{principalId}/credentials/{keyId}/revoke",
+    "GET /iam/roles",
+    "POST /iam/roles",
+    "GET /iam/api-keys/{principalId}/role-assignments",
+    "PUT /iam/api-keys/{principalId}/role-assignments/{roleId}",
+    "DELETE /iam/api-keys/{principalId}/role-assignments/{roleId}",
+    "POST /iam/auth/token",
+    "GET /iam/.well-known/jwks.json",
+    "GET /iam/.well-known/openid-configuration",
+    "GET /iam/whoami",
+];
+
 struct Event {
     method: &'static str,
     path: String,
@@ -43,8 +64,42 @@ impl Event {
         self
     }
 
+    /// The route this service's API declares for the request, and the path parameters API
+    /// Gateway fills in from it (it sends both; the handlers route by path regardless).
+    fn route(&self) -> (String, Value) {
+        let segments: Vec<&str> = self.path.split('/').collect();
+        for template in ROUTES {
+            let (method, pattern) = template.split_once(' ').unwrap();
+            let parts: Vec<&str> = pattern.split('/').collect();
+            if method != self.method || parts.len() != segments.len() {
+                continue;
+            }
+            let mut parameters = serde_json::Map::new();
+            let matched = parts.iter().zip(&segments).all(|(part, segment)| match part.strip_prefix('{') {
+                Some(name) => {
+                    parameters.insert(name.trim_end_matches('}').to_owned(), json!(segment));
+                    !segment.is_empty()
+                }
+                None => part == segment,
+            });
+            if matched {
+                return (template.to_string(), if parameters.is_empty() { Value::Null } else { Value::Object(parameters) });
+            }
+        }
+        ("$default".into(), Value::Null)
+    }
+
     fn to_json(&self) -> Value {
         let mut event: Value = serde_json::from_str(FIXTURE).unwrap();
+        let (route_key, path_parameters) = self.route();
+        event["routeKey"] = json!(route_key);
+        event["requestContext"]["routeKey"] = json!(route_key);
+        event["pathParameters"] = path_parameters;
+        if !self.query.is_empty() {
+            let pairs: serde_json::Map<String, Value> =
+                self.query.split('&').filter_map(|pair| pair.split_once('=')).map(|(k, v)| (k.to_owned(), json!(v))).collect();
+            event["queryStringParameters"] = Value::Object(pairs);
+        }
         event["rawPath"] = json!(self.path);
         event["rawQueryString"] = json!(self.query);
         event["requestContext"]["http"]["method"] = json!(self.method);
@@ -164,6 +219,7 @@ async fn the_token_route_counts_failures_by_api_gateway_source_ip() {
     let guess = format!("{id}.{body}{sum}");
     assert!(iam_shared::key::ApiKey::parse(&guess).is_ok(), "the guess is well-formed");
     let mut statuses = Vec::new();
+    iam_tests::start_early_in_a_throttle_window().await;
     for _ in 0..11 {
         let (status, _) =
             invoke(exchange_token::routes, &app.state, Event::new("POST", "/iam/auth/token").json(json!({"apiKey": guess}))).await;

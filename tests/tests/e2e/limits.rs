@@ -103,14 +103,54 @@ async fn oversized_bodies_and_headers() {
     let big = json!({"displayName": "x".repeat(65 * 1024)});
     refused(&app.call(Method::POST, "/iam/api-keys", Some(&admin), Some(big)).await, StatusCode::PAYLOAD_TOO_LARGE, "65536");
 
-    let huge = "h".repeat(MAX_HEADER_BYTES);
-    for request in [
-        Request::get("/iam/api-keys").header("authorization", format!("Bearer {admin}")).header("x-padding", huge.as_str()),
-        Request::post("/iam/auth/token").header("x-padding", huge.as_str()),
+    // Routes that never read a body refuse a declared oversized one too, and change nothing.
+    let p = app.create_principal(&admin, "bystander").await;
+    let padded = |method: Method, uri: String| {
+        Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("authorization", format!("Bearer {admin}"))
+            .header("content-length", (65 * 1024).to_string())
+            .body(Body::from(vec![b'x'; 65 * 1024]))
+            .unwrap()
+    };
+    for (method, uri) in [
+        (Method::GET, "/iam/api-keys".to_owned()),
+        (Method::PUT, format!("/iam/api-keys/{p}/role-assignments/iam-viewer")),
+        (Method::DELETE, format!("/iam/api-keys/{p}/role-assignments/iam-viewer")),
     ] {
-        let r = app.send(request.body(Body::empty()).unwrap()).await;
-        refused(&r, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, &MAX_HEADER_BYTES.to_string());
+        refused(&app.send(padded(method, uri)).await, StatusCode::PAYLOAD_TOO_LARGE, "65536");
     }
+    let held = app.call(Method::GET, &format!("/iam/api-keys/{p}/role-assignments"), Some(&admin), None).await;
+    assert_eq!(held.body["items"].as_array().unwrap().len(), 0, "{}", held.raw);
+
+    let huge = "h".repeat(MAX_HEADER_BYTES);
+    let r = app
+        .send(
+            Request::get("/iam/api-keys")
+                .header("authorization", format!("Bearer {admin}"))
+                .header("x-padding", huge.as_str())
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    refused(&r, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, &MAX_HEADER_BYTES.to_string());
+    // The token route refuses in its own (RFC 6749) shape.
+    let oauth_refused = |r: &Response, status: StatusCode, mentions: &str| {
+        assert_eq!(r.status, status, "{}", r.raw);
+        assert_eq!(r.header("content-type"), Some("application/json"), "{}", r.raw);
+        assert_eq!(r.header("cache-control"), Some("no-store"), "{}", r.raw);
+        assert_eq!(r.str("error"), "invalid_request", "{}", r.raw);
+        assert!(r.str("error_description").contains(mentions), "{}", r.raw);
+    };
+    let token = |request: axum::http::request::Builder, body: Vec<u8>| request.uri("/iam/auth/token").body(Body::from(body)).unwrap();
+    let r = app.send(token(Request::post("/").header("x-padding", huge.as_str()), Vec::new())).await;
+    oauth_refused(&r, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, &MAX_HEADER_BYTES.to_string());
+    let r = app.send(token(Request::post("/").header("content-type", "application/x-www-form-urlencoded"), vec![b'a'; 65 * 1024])).await;
+    oauth_refused(&r, StatusCode::PAYLOAD_TOO_LARGE, "");
+    let r = app.send(token(Request::get("/"), Vec::new())).await;
+    oauth_refused(&r, StatusCode::METHOD_NOT_ALLOWED, "POST");
+    assert_eq!(r.header("allow"), Some("POST"));
     let mut many = Request::get("/iam/api-keys").header("authorization", format!("Bearer {admin}"));
     for i in 0..MAX_HEADERS {
         many = many.header(format!("x-h{i}"), "v");

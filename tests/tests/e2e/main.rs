@@ -9,6 +9,7 @@ mod dynamodb;
 mod dynamodb_faults;
 mod exchange;
 mod fault_steps;
+mod iam_policies;
 mod idempotency;
 mod lambda;
 mod limits;

@@ -3,7 +3,7 @@
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use iam_tests::TestApp;
-use serde_json::json;
+use serde_json::{Value, json};
 
 #[tokio::test]
 async fn principal_lifecycle() {
@@ -146,32 +146,67 @@ async fn authentication_and_permission_failures() {
     );
 }
 
+/// Every management route: (method, path, the permission it needs, a valid body).
+fn management_routes(p: &str, key_id: &str) -> Vec<(Method, String, &'static str, Option<Value>)> {
+    let role = json!({"name": "x", "permissions": ["a:b"], "principalTypes": ["ApiKey"]});
+    vec![
+        (Method::POST, "/iam/api-keys".into(), "iam:api-keys:write", Some(json!({"displayName": "x"}))),
+        (Method::GET, "/iam/api-keys".into(), "iam:api-keys:read", None),
+        (Method::GET, format!("/iam/api-keys/{p}"), "iam:api-keys:read", None),
+        (Method::PATCH, format!("/iam/api-keys/{p}"), "iam:api-keys:write", Some(json!({"displayName": "y"}))),
+        (Method::POST, format!("/iam/api-keys/{p}/credentials"), "iam:credentials:write", Some(json!({"name": "x"}))),
+        (Method::GET, format!("/iam/api-keys/{p}/credentials"), "iam:api-keys:read", None),
+        (Method::POST, format!("/iam/api-keys/{p}/credentials/{key_id}/revoke"), "iam:credentials:write", None),
+        (Method::GET, "/iam/roles".into(), "iam:api-keys:read", None),
+        (Method::POST, "/iam/roles".into(), "iam:roles:write", Some(role)),
+        (Method::GET, format!("/iam/api-keys/{p}/role-assignments"), "iam:api-keys:read", None),
+        (Method::PUT, format!("/iam/api-keys/{p}/role-assignments/iam-viewer"), "iam:role-assignments:write", None),
+        (Method::DELETE, format!("/iam/api-keys/{p}/role-assignments/iam-viewer"), "iam:role-assignments:write", None),
+    ]
+}
+
 #[tokio::test]
 async fn principal_without_roles_gets_a_token_and_403_everywhere() {
     let app = TestApp::new().await;
     let admin = app.admin().await;
     let p = app.create_principal(&admin, "bare").await;
-    let (_, key) = app.issue(&admin, &p).await;
+    let (key_id, key) = app.issue(&admin, &p).await;
     let r = app.exchange_json(json!({"apiKey": key})).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.str("scope"), "");
     let token = r.str("access_token").to_owned();
-    let routes = [
-        (Method::GET, "/iam/api-keys".to_owned(), "iam:api-keys:read"),
-        (Method::POST, "/iam/roles".to_owned(), "iam:roles:write"),
-        (Method::POST, format!("/iam/api-keys/{p}/credentials"), "iam:credentials:write"),
-        (Method::PUT, format!("/iam/api-keys/{p}/role-assignments/iam-viewer"), "iam:role-assignments:write"),
-    ];
-    for (method, uri, perm) in routes {
-        let body = match uri.as_str() {
-            "/iam/roles" => Some(json!({"name": "x", "permissions": ["a:b"], "principalTypes": ["ApiKey"]})),
-            _ if method == Method::POST => Some(json!({"name": "x"})),
-            _ => None,
-        };
-        let r = app.call(method, &uri, Some(&token), body).await;
-        assert_eq!(r.status, StatusCode::FORBIDDEN, "{uri}: {}", r.raw);
-        assert!(r.str("detail").contains(perm), "{}", r.raw);
+    let claims = jsonwebtoken::dangerous::insecure_decode::<Value>(&token).unwrap().claims;
+    assert_eq!((claims["scope"].as_str(), claims["roles"].as_array().map(Vec::len)), (Some(""), Some(0)), "{claims}");
+    for (method, uri, perm, body) in management_routes(&p, &key_id) {
+        let r = app.call(method.clone(), &uri, Some(&token), body).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{method} {uri}: {}", r.raw);
+        assert!(r.str("detail").contains(perm), "{method} {uri}: {}", r.raw);
     }
+    // The token still says who it is.
+    let whoami = app.call(Method::GET, "/iam/whoami", Some(&token), None).await;
+    assert_eq!((whoami.status, whoami.str("sub")), (StatusCode::OK, p.as_str()), "{}", whoami.raw);
+    let credentials = app.call(Method::GET, &format!("/iam/api-keys/{p}/credentials"), Some(&admin), None).await;
+    assert_eq!(credentials.body["items"].as_array().unwrap().len(), 1, "the refused revoke changed nothing");
+}
+
+#[tokio::test]
+async fn every_management_route_answers_401_without_a_valid_token() {
+    let app = TestApp::new().await;
+    let admin = app.admin().await;
+    let p = app.create_principal(&admin, "target").await;
+    let (key_id, _) = app.issue(&admin, &p).await;
+    let mut routes = management_routes(&p, &key_id);
+    routes.push((Method::GET, "/iam/whoami".into(), "", None));
+    for (method, uri, _, body) in routes {
+        for token in [None, Some("not-a-token")] {
+            let r = app.call(method.clone(), &uri, token, body.clone()).await;
+            assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{method} {uri} with {token:?}: {}", r.raw);
+            assert!(r.header("www-authenticate").is_some_and(|v| v.starts_with("Bearer")), "{method} {uri}");
+            assert_eq!(r.header("content-type"), Some("application/problem+json"), "{method} {uri}");
+        }
+    }
+    let list = app.call(Method::GET, "/iam/api-keys", Some(&admin), None).await;
+    assert_eq!(list.body["items"].as_array().unwrap().len(), 2, "nothing was created: {}", list.raw);
 }
 
 #[tokio::test]

@@ -1,0 +1,84 @@
+//! The error answers of the token route, in the RFC 6749 §5.2 shape: `{error,
+//! error_description}`, never cached, `WWW-Authenticate` on 401 and `Retry-After` on 429/503.
+//! The route's handler and the router's own refusals on that route (headers too large, body
+//! too large, wrong method) all answer with it.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use iam_shared::service::ExchangeError;
+use serde::Serialize;
+
+/// The token endpoint's path.
+pub const TOKEN_PATH: &str = "/iam/auth/token";
+
+/// An RFC 6749 §5.2 error.
+#[derive(Debug)]
+pub struct OAuthError {
+    status: StatusCode,
+    error: &'static str,
+    description: String,
+    retry_after: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct OAuthErrorBody<'a> {
+    error: &'a str,
+    error_description: &'a str,
+}
+
+impl OAuthError {
+    pub fn new(status: StatusCode, error: &'static str, description: impl Into<String>) -> Self {
+        Self { status, error, description: description.into(), retry_after: None }
+    }
+
+    pub fn invalid_request(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", description)
+    }
+
+    /// The one answer for an unknown, wrong, mistyped or malformed key.
+    pub fn invalid_client() -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "invalid_client", "the API key is not valid")
+    }
+}
+
+impl IntoResponse for OAuthError {
+    fn into_response(self) -> Response {
+        let body = OAuthErrorBody { error: self.error, error_description: &self.description };
+        let mut response = (self.status, Json(body)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+        match self.status {
+            StatusCode::UNAUTHORIZED => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(r#"Basic realm="iam""#));
+            }
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(self.retry_after.unwrap_or(1)));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+impl From<ExchangeError> for OAuthError {
+    fn from(e: ExchangeError) -> Self {
+        match e {
+            ExchangeError::InvalidClient(_) => Self::invalid_client(),
+            ExchangeError::Refused(reason) => Self::new(StatusCode::BAD_REQUEST, "invalid_grant", reason.to_string()),
+            ExchangeError::InvalidScope(msg) => Self::new(StatusCode::BAD_REQUEST, "invalid_scope", msg),
+            ExchangeError::InvalidTarget(msg) => Self::new(StatusCode::BAD_REQUEST, "invalid_target", msg),
+            ExchangeError::Throttled { retry_after_secs } => Self {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                error: "slow_down",
+                description: format!("too many failed attempts for this key from this address; retry in {retry_after_secs} s"),
+                retry_after: Some(retry_after_secs),
+            },
+            ExchangeError::Store(_) | ExchangeError::Hash(_) | ExchangeError::Sign(_) => {
+                tracing::error!(error = %e, "token exchange failed");
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "the service is temporarily unavailable; retry later")
+            }
+        }
+    }
+}

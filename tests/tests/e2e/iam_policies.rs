@@ -1,0 +1,300 @@
+//! Every function's IAM policy in `template.yaml` against what its code asks of AWS. moto does
+//! not enforce IAM, so without this a policy that denies a call the code makes would only show
+//! up in a real deployment, as 503s.
+//!
+//! Every route runs (its successes and the refusals that take other store paths) against moto
+//! behind a recording proxy. Each DynamoDB and Secrets Manager action observed, with the table or
+//! secret it acted on, must be granted by the policy of the function that serves the route; and
+//! each action a policy grants must have been observed for that function (least privilege: no
+//! grant the code never uses). A cold start's own calls count for every function that makes them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use axum::http::{Method, StatusCode};
+use iam_api::state::{build_state, build_state_for_public_routes};
+use iam_shared::keys::{KeySource, RotationStep, SecretsManagerKeys, rotate};
+use iam_shared::store::DynamoStore;
+use iam_testkit::faults::{FaultProxy, IamCall};
+use iam_tests::{Response, TestApp};
+use serde_json::{Value, json};
+use serde_norway::Value as Yaml;
+
+type Grants = BTreeSet<(String, String)>;
+
+/// `(action, logical resource)` pairs each function's policy grants, by function directory.
+fn granted_by_template() -> (BTreeMap<String, Grants>, BTreeMap<String, String>) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml");
+    let template: Yaml = serde_norway::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let resources = template["Resources"].as_mapping().unwrap();
+    let logical_of = |value: &Yaml| -> String {
+        match value {
+            Yaml::Tagged(tagged) => {
+                let target = tagged.value.as_str().unwrap_or_else(|| panic!("a policy resource this test cannot read: {value:?}"));
+                target.split('.').next().unwrap().to_owned()
+            }
+            other => panic!("a policy resource this test cannot read: {other:?}"),
+        }
+    };
+    let listed = |value: &Yaml| -> Vec<Yaml> { value.as_sequence().cloned().unwrap_or_else(|| vec![value.clone()]) };
+
+    let mut policies = BTreeMap::new();
+    let mut function_of_integration = BTreeMap::new();
+    for (logical, resource) in resources {
+        let logical = logical.as_str().unwrap();
+        let properties = &resource["Properties"];
+        match resource["Type"].as_str() {
+            Some("AWS::Serverless::Function") => {
+                let dir = properties["CodeUri"].as_str().unwrap().trim_start_matches("functions/").to_owned();
+                let mut grants = Grants::new();
+                for policy in properties["Policies"].as_sequence().into_iter().flatten() {
+                    assert!(policy.get("Statement").is_some(), "{logical}: only inline statements are checked, not {policy:?}");
+                    for statement in policy["Statement"].as_sequence().unwrap() {
+                        assert_eq!(statement["Effect"].as_str(), Some("Allow"), "{logical}");
+                        for action in listed(&statement["Action"]) {
+                            for resource in listed(&statement["Resource"]) {
+                                grants.insert((action.as_str().unwrap().to_owned(), logical_of(&resource)));
+                            }
+                        }
+                    }
+                }
+                policies.insert(logical.to_owned(), (dir, grants));
+            }
+            Some("AWS::ApiGatewayV2::Integration") => {
+                let uri = logical_of(&properties["IntegrationUri"]);
+                function_of_integration.insert(logical.to_owned(), uri);
+            }
+            _ => {}
+        }
+    }
+    let mut route_functions = BTreeMap::new();
+    for resource in resources.values().filter(|r| r["Type"].as_str() == Some("AWS::ApiGatewayV2::Route")) {
+        let properties = &resource["Properties"];
+        let Yaml::Tagged(target) = &properties["Target"] else { panic!("a route target this test cannot read") };
+        let integration = target.value.as_str().unwrap().trim_start_matches("integrations/${").trim_end_matches('}');
+        let function = &function_of_integration[integration];
+        route_functions.insert(properties["RouteKey"].as_str().unwrap().to_owned(), policies[function].0.clone());
+    }
+    (policies.into_values().collect(), route_functions)
+}
+
+/// Whether a function's cold start reads the store (see `iam_api::lambda`).
+fn warms_the_store(function: &str) -> bool {
+    let main = std::fs::read_to_string(format!("{}/../functions/{function}/src/main.rs", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    main.contains("lambda::run(")
+}
+
+struct Recorder {
+    app: TestApp,
+    proxy: FaultProxy,
+    names: BTreeMap<String, &'static str>,
+    observed: BTreeMap<String, Grants>,
+}
+
+impl Recorder {
+    fn logical(&self, calls: Vec<IamCall>) -> Grants {
+        calls
+            .into_iter()
+            .map(|c| {
+                let logical = self.names.get(&c.resource).unwrap_or_else(|| panic!("a call on an unknown resource: {c:?}"));
+                (c.action, (*logical).to_owned())
+            })
+            .collect()
+    }
+
+    async fn hit(&mut self, route: &str, uri: &str, token: Option<&str>, body: Option<Value>, headers: &[(&str, &str)]) -> Response {
+        let method: Method = route.split(' ').next().unwrap().parse().unwrap();
+        self.proxy.take_calls();
+        let response = self.app.call_with(method, uri, token, body, headers).await;
+        assert!(!response.status.is_server_error(), "{route} ({uri}) answered {}: {}", response.status, response.raw);
+        let calls = self.logical(self.proxy.take_calls());
+        self.observed.entry(route.to_owned()).or_default().extend(calls);
+        response
+    }
+
+    async fn token_form(&mut self, form: &str, basic: Option<(&str, &str)>) -> Response {
+        self.proxy.take_calls();
+        let response = self.app.exchange_form(form, basic).await;
+        self.token_calls(response)
+    }
+
+    /// A JSON exchange from a client address, as API Gateway reports one: failures are counted.
+    async fn token_from(&mut self, address: &str, body: Value) -> Response {
+        self.proxy.take_calls();
+        let response = self.app.exchange_from(address, body).await;
+        self.token_calls(response)
+    }
+
+    fn token_calls(&mut self, response: Response) -> Response {
+        assert!(!response.status.is_server_error(), "token route answered {}: {}", response.status, response.raw);
+        let calls = self.logical(self.proxy.take_calls());
+        self.observed.entry("POST /iam/auth/token".into()).or_default().extend(calls);
+        response
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_policy_grants_exactly_what_its_function_calls() {
+    let (granted, route_functions) = granted_by_template();
+    let (_, tables) = iam_testkit::fresh_store_with_tables().await;
+    let secret = iam_testkit::create_signing_secret(&iam_tests::signing_key()).await;
+    let proxy = FaultProxy::start(&iam_testkit::moto().endpoint).await;
+    let sdk = iam_testkit::sdk_config_for(&proxy.endpoint, iam_api::aws::OPERATION_TIMEOUT, iam_api::aws::ATTEMPT_TIMEOUT).await;
+    let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+    let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
+    let store = || Arc::new(DynamoStore::new(dynamodb.clone(), tables.principals.clone(), tables.credentials.clone()));
+    let keys = || -> Arc<dyn KeySource> { Arc::new(SecretsManagerKeys::new(secrets.clone(), secret.clone())) };
+    let names = BTreeMap::from([
+        (tables.principals.clone(), "PrincipalsTable"),
+        (tables.credentials.clone(), "CredentialsTable"),
+        (secret.clone(), "SigningKeySecret"),
+    ]);
+
+    let config = iam_tests::config();
+    build_state_for_public_routes(&config, store(), keys()).await.unwrap();
+    let public_cold_start = proxy.take_calls();
+    let state = build_state(&config, store(), keys()).await.unwrap();
+    let cold_start = proxy.take_calls();
+    let app = TestApp::with_state(state).await; // bootstraps two organisations: not a route
+    proxy.take_calls();
+    let mut r = Recorder { app, proxy, names, observed: BTreeMap::new() };
+    let public_cold_start = r.logical(public_cold_start);
+    let cold_start = r.logical(cold_start);
+    assert!(cold_start.iter().any(|(a, _)| a.starts_with("dynamodb:")), "the store is warmed at a cold start: {cold_start:?}");
+    assert!(public_cold_start.iter().all(|(a, _)| a.starts_with("secretsmanager:")), "{public_cold_start:?}");
+
+    // The token route: every request form, and the refusals.
+    let acme_key = r.app.acme_key.clone();
+    let admin = r.hit("POST /iam/auth/token", "/iam/auth/token", None, Some(json!({"apiKey": acme_key})), &[]).await;
+    let admin = admin.str("access_token").to_owned();
+    let (admin_id, admin_secret) = acme_key.split_once('.').unwrap();
+    r.token_form("grant_type=client_credentials", Some((admin_id, "wrong"))).await;
+    // Wrong secrets from one address are counted, and past the limit refused (429).
+    let guess = |key_id: &str| {
+        let body = "1".repeat(44);
+        let sum = format!("{:0>6}", base62::encode(crc32fast::hash(format!("{key_id}.{body}").as_bytes())));
+        json!({"apiKey": format!("{key_id}.{body}{sum}")})
+    };
+    let mut throttled = false;
+    // Up to 25: the count restarts with each one-minute window.
+    for _ in 0..25 {
+        throttled = r.token_from("198.51.100.7", guess(admin_id)).await.status == StatusCode::TOO_MANY_REQUESTS;
+        if throttled {
+            break;
+        }
+    }
+    assert!(throttled, "the guesses were counted and refused");
+    r.token_from("198.51.100.8", guess("ik_0000000000000000000000")).await;
+    let exchanged = r
+        .token_form(
+            &format!(
+                "grant_type=urn:ietf:params:oauth:grant-type:token-exchange&subject_token={acme_key}&subject_token_type=urn:infuse:params:oauth:token-type:api-key&scope=iam:api-keys:read"
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(exchanged.status, StatusCode::OK, "{}", exchanged.raw);
+    r.token_form("grant_type=client_credentials", Some((admin_id, admin_secret))).await;
+
+    // Principals.
+    let created = r.hit("POST /iam/api-keys", "/iam/api-keys", Some(&admin), Some(json!({"displayName": "svc"})), &[]).await;
+    let principal = created.str("id").to_owned();
+    let idem = [("Idempotency-Key", "policy-check-principal")];
+    for _ in 0..2 {
+        r.hit("POST /iam/api-keys", "/iam/api-keys", Some(&admin), Some(json!({"displayName": "svc2"})), &idem).await;
+    }
+    let page = r.hit("GET /iam/api-keys", "/iam/api-keys?limit=1", Some(&admin), None, &[]).await;
+    let cursor = page.str("nextCursor").to_owned();
+    r.hit("GET /iam/api-keys", &format!("/iam/api-keys?limit=1&cursor={cursor}"), Some(&admin), None, &[]).await;
+    let one = format!("/iam/api-keys/{principal}");
+    let got = r.hit("GET /iam/api-keys/{principalId}", &one, Some(&admin), None, &[]).await;
+    let etag = got.header("etag").unwrap().to_owned();
+    r.hit("GET /iam/api-keys/{principalId}", "/iam/api-keys/akp_0000000000000000000000", Some(&admin), None, &[]).await;
+    let patch = "PATCH /iam/api-keys/{principalId}";
+    r.hit(patch, &one, Some(&admin), Some(json!({"displayName": "svc-renamed"})), &[("If-Match", etag.as_str())]).await;
+    r.hit(patch, &one, Some(&admin), Some(json!({"displayName": "stale"})), &[("If-Match", etag.as_str())]).await;
+    r.hit(patch, &one, Some(&admin), Some(json!({"status": "Suspended"})), &[]).await;
+    r.hit(patch, &one, Some(&admin), Some(json!({"status": "Active"})), &[]).await;
+
+    // Roles and assignments.
+    let role_body = json!({"name": "deployer", "permissions": ["ci:deploy"], "principalTypes": ["ApiKey"]});
+    let role_idem = [("Idempotency-Key", "policy-check-role")];
+    let role = r.hit("POST /iam/roles", "/iam/roles", Some(&admin), Some(role_body.clone()), &role_idem).await.str("id").to_owned();
+    r.hit("POST /iam/roles", "/iam/roles", Some(&admin), Some(role_body.clone()), &role_idem).await;
+    r.hit("POST /iam/roles", "/iam/roles", Some(&admin), Some(role_body), &[]).await;
+    r.hit("GET /iam/roles", "/iam/roles", Some(&admin), None, &[]).await;
+    let assign = "PUT /iam/api-keys/{principalId}/role-assignments/{roleId}";
+    let unassign = "DELETE /iam/api-keys/{principalId}/role-assignments/{roleId}";
+    let assignment = format!("{one}/role-assignments/{role}");
+    r.hit(assign, &assignment, Some(&admin), None, &[]).await;
+    r.hit(assign, &assignment, Some(&admin), None, &[]).await;
+    r.hit(assign, &format!("{one}/role-assignments/no-such-role"), Some(&admin), None, &[]).await;
+    r.hit("GET /iam/api-keys/{principalId}/role-assignments", &format!("{one}/role-assignments"), Some(&admin), None, &[]).await;
+    r.hit(unassign, &assignment, Some(&admin), None, &[]).await;
+    r.hit(unassign, &assignment, Some(&admin), None, &[]).await;
+    r.hit(assign, &format!("{one}/role-assignments/iam-viewer"), Some(&admin), None, &[]).await;
+
+    // Credentials, and the principal's own token.
+    let issue = "POST /iam/api-keys/{principalId}/credentials";
+    let credentials = format!("{one}/credentials");
+    let issued = r.hit(issue, &credentials, Some(&admin), Some(json!({"name": "prod"})), &[]).await;
+    let key_id = issued.body["credential"]["keyId"].as_str().unwrap().to_owned();
+    let api_key = issued.str("apiKey").to_owned();
+    let issue_idem = [("Idempotency-Key", "policy-check-credential")];
+    for _ in 0..2 {
+        r.hit(issue, &credentials, Some(&admin), Some(json!({"name": "ci"})), &issue_idem).await;
+    }
+    r.hit("GET /iam/api-keys/{principalId}/credentials", &credentials, Some(&admin), None, &[]).await;
+    r.hit("GET /iam/api-keys/{principalId}/credentials", &format!("{credentials}?include=all"), Some(&admin), None, &[]).await;
+    let (id, key_secret) = api_key.split_once('.').unwrap();
+    let token = r.token_form("grant_type=client_credentials", Some((id, key_secret))).await.str("access_token").to_owned();
+    r.hit("GET /iam/whoami", "/iam/whoami", Some(&token), None, &[]).await;
+    r.hit("GET /iam/.well-known/jwks.json", "/iam/.well-known/jwks.json", None, None, &[]).await;
+    r.hit("GET /iam/.well-known/openid-configuration", "/iam/.well-known/openid-configuration", None, None, &[]).await;
+
+    // Revocation, and what it refuses afterwards.
+    let revoke = "POST /iam/api-keys/{principalId}/credentials/{keyId}/revoke";
+    r.hit(revoke, &format!("{credentials}/{key_id}/revoke"), Some(&admin), None, &[]).await;
+    r.hit(revoke, &format!("{credentials}/{key_id}/revoke"), Some(&admin), None, &[]).await;
+    r.token_form("grant_type=client_credentials", Some((id, key_secret))).await;
+    r.hit(patch, &one, Some(&admin), Some(json!({"status": "Revoked"})), &[]).await;
+    r.hit(issue, &credentials, Some(&admin), Some(json!({"name": "late"})), &[]).await;
+
+    let mut failures = Vec::new();
+    let mut observed_by_function: BTreeMap<String, Grants> = BTreeMap::new();
+    for (route, calls) in &r.observed {
+        let function = route_functions.get(route).unwrap_or_else(|| panic!("{route} is not a route of template.yaml"));
+        let init = if warms_the_store(function) { &cold_start } else { &public_cold_start };
+        let needed: Grants = calls.iter().chain(init).cloned().collect();
+        for call in needed.difference(&granted[function]) {
+            failures.push(format!("{function} ({route}) calls {} on {} but its policy does not allow it", call.0, call.1));
+        }
+        observed_by_function.entry(function.clone()).or_default().extend(needed);
+    }
+    for route in route_functions.keys() {
+        assert!(r.observed.contains_key(route), "{route} was not exercised");
+    }
+
+    // The rotation function: all four steps, as Secrets Manager drives them.
+    let rotated = iam_testkit::unique("rotated");
+    secrets.create_secret().name(&rotated).secret_string(r#"{"placeholder": true}"#).send().await.unwrap();
+    r.names.insert(rotated.clone(), "SigningKeySecret");
+    r.proxy.take_calls();
+    let version = iam_testkit::version_token();
+    for step in [RotationStep::Create, RotationStep::Set, RotationStep::Test, RotationStep::Finish] {
+        rotate(&secrets, &rotated, &version, step, std::time::Duration::from_secs(3600)).await.unwrap();
+    }
+    let calls = r.logical(r.proxy.take_calls());
+    for call in calls.difference(&granted["rotate-signing-key"]) {
+        failures.push(format!("rotate-signing-key calls {} on {} but its policy does not allow it", call.0, call.1));
+    }
+    observed_by_function.insert("rotate-signing-key".into(), calls);
+
+    for (function, grants) in &granted {
+        let observed = observed_by_function.get(function).cloned().unwrap_or_default();
+        for grant in grants.difference(&observed) {
+            failures.push(format!("{function}'s policy allows {} on {}, which it never calls", grant.0, grant.1));
+        }
+    }
+    assert!(failures.is_empty(), "template.yaml policies disagree with the code:\n{}", failures.join("\n"));
+}
