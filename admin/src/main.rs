@@ -6,7 +6,9 @@
 //!   twice for one organisation unless `--force`.
 //! - `iam-admin init-signing-key [--force]`: writes a freshly generated RSA signing key into the
 //!   secret as its AWSCURRENT version (creating the secret if it does not exist); refuses if the
-//!   secret already holds a valid key.
+//!   secret already holds a valid key. `--force` replaces it outside the rotation rules: the
+//!   old `AWSPREVIOUS` is unpublished at once and tokens it signed stop verifying. Rotate
+//!   (`aws secretsmanager rotate-secret`) instead whenever that matters.
 //! - `iam-admin create-tables`: creates both tables (for local servers; the template creates
 //!   the real ones).
 //!
@@ -26,7 +28,8 @@ use secrecy::ExposeSecret;
 
 const USAGE: &str = "usage:
   iam-admin bootstrap --org ORG [--force]
-  iam-admin init-signing-key [--force]
+  iam-admin init-signing-key [--force]   (--force unpublishes AWSPREVIOUS at once: tokens it
+                                          signed stop verifying; prefer rotating the secret)
   iam-admin create-tables
 
 Environment: IAM_PRINCIPALS_TABLE, IAM_CREDENTIALS_TABLE, IAM_SIGNING_SECRET_ID, AWS_* (region,

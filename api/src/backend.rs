@@ -49,12 +49,12 @@ fn key_activation_delay() -> Result<std::time::Duration, ConfigError> {
     Ok(std::time::Duration::from_secs(crate::config::number("IAM_KEY_ACTIVATION_DELAY_SECS", default)?))
 }
 
-/// The shortest time between two signing-key rotations under this deployment's activation
-/// delay and signer key cache. Tokens are assumed to live the longest lifetime allowed, as
-/// some may predate a change of `IAM_TOKEN_LIFETIME_SECS`.
-pub fn min_rotation_interval_from_env() -> Result<std::time::Duration, ConfigError> {
+/// The rotation function's timing under this deployment's activation delay and signer key
+/// cache. Tokens are assumed to live the longest lifetime allowed, as some may predate a
+/// change of `IAM_TOKEN_LIFETIME_SECS`.
+pub fn rotation_timing_from_env() -> Result<iam_shared::keys::RotationTiming, ConfigError> {
     let signer_key_cache = crate::config::number("IAM_SIGNING_KEY_TTL_SECS", crate::config::DEFAULT_SIGNING_KEY_TTL_SECS)?;
-    Ok(iam_shared::keys::min_rotation_interval(
+    Ok(iam_shared::keys::RotationTiming::new(
         key_activation_delay()?,
         std::time::Duration::from_secs(signer_key_cache),
         std::time::Duration::from_secs(iam_shared::token::MAX_LIFETIME_SECS),

@@ -98,16 +98,17 @@ impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
     }
 }
 
+/// What a refusal of an oversized body says, on every route.
+pub fn body_limit_detail() -> String {
+    format!("the request body must be at most {MAX_BODY_BYTES} bytes")
+}
+
 /// Reads a body of at most [`MAX_BODY_BYTES`].
 pub async fn read_body(request: Request) -> Result<(Parts, axum::body::Bytes), ApiError> {
     let (parts, body) = request.into_parts();
-    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "Content Too Large",
-            format!("the request body must be at most {MAX_BODY_BYTES} bytes"),
-        )
-    })?;
+    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Content Too Large", body_limit_detail()))?;
     Ok((parts, bytes))
 }
 

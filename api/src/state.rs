@@ -101,8 +101,7 @@ async fn limit_request(request: axum::extract::Request, next: axum::middleware::
     }
     let declared = headers.get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
     if declared.is_some_and(|length| length > MAX_BODY_BYTES as u64) {
-        let detail = format!("the request body must be at most {MAX_BODY_BYTES} bytes");
-        return refusal(path, StatusCode::PAYLOAD_TOO_LARGE, "Content Too Large", detail);
+        return refusal(path, StatusCode::PAYLOAD_TOO_LARGE, "Content Too Large", crate::extract::body_limit_detail());
     }
     next.run(request).await
 }

@@ -46,12 +46,46 @@ pub const DEFAULT_ACTIVATION_DELAY: Duration = Duration::from_secs(2 * 3600 + 5 
 /// authorizers: 2 h).
 pub const VERIFIER_JWKS_CACHE: Duration = Duration::from_secs(2 * 3600);
 
-/// The shortest time between two rotations that keeps every token verifiable. A rotation
-/// unpublishes `AWSPREVIOUS`, which signed until `AWSCURRENT` activated (the activation delay
-/// after its creation, seen by every signer within its key cache); the last token it signed
-/// must expire, and every verifier's cached JWKS with it, before it goes.
-pub fn min_rotation_interval(activation_delay: Duration, signer_key_cache: Duration, max_token_lifetime: Duration) -> Duration {
-    activation_delay + signer_key_cache + max_token_lifetime + VERIFIER_JWKS_CACHE
+/// The tag a finished rotation leaves on the secret: when (Unix seconds) it promoted a key.
+pub const PROMOTED_AT_TAG: &str = "iam:signing-key-promoted-at";
+
+/// What the rotation function must wait for before it unpublishes a key.
+///
+/// A rotation unpublishes `AWSPREVIOUS`. That key signed until `AWSCURRENT` took over: the
+/// activation delay after `AWSCURRENT` was created, or its promotion if that came later, and
+/// every signer sees the change within its key cache. The last token it signed must then
+/// expire, and every verifier's cached JWKS with it, before it may go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RotationTiming {
+    pub activation_delay: Duration,
+    /// How long a key stays published after it last signed: signer key cache, the longest
+    /// token lifetime and the verifier JWKS cache.
+    pub retirement: Duration,
+}
+
+impl RotationTiming {
+    /// No waiting: for tests, and for a key no token has been signed with.
+    pub const IMMEDIATE: Self = Self { activation_delay: Duration::ZERO, retirement: Duration::ZERO };
+
+    pub fn new(activation_delay: Duration, signer_key_cache: Duration, max_token_lifetime: Duration) -> Self {
+        Self { activation_delay, retirement: signer_key_cache + max_token_lifetime + VERIFIER_JWKS_CACHE }
+    }
+
+    /// How much longer a rotation must wait, given how long ago `AWSCURRENT` was created and
+    /// (when known) promoted; zero when it may run now.
+    fn wait(&self, current_age: Duration, promoted_ago: Option<Duration>) -> Duration {
+        let activated_ago = current_age.saturating_sub(self.activation_delay);
+        let stopped_signing_ago = if current_age < self.activation_delay {
+            None // AWSPREVIOUS still signs; it stops in activation_delay - current_age
+        } else {
+            // A promotion after the activation delay is when AWSPREVIOUS really stopped.
+            Some(promoted_ago.filter(|p| *p <= current_age).map_or(activated_ago, |p| p.min(activated_ago)))
+        };
+        match stopped_signing_ago {
+            Some(ago) => self.retirement.saturating_sub(ago),
+            None => self.activation_delay - current_age + self.retirement,
+        }
+    }
 }
 
 /// A Secrets Manager secret holding a signing-key document, read by staging label.
@@ -182,10 +216,14 @@ fn sm_error<E: std::error::Error + 'static, R: std::fmt::Debug>(what: &str, e: a
     KeyError::Source(format!("{what}: {}", DisplayErrorContext(&e)))
 }
 
-/// Refuses to start a rotation that would unpublish a key whose tokens may still be valid: one
-/// while `AWSPREVIOUS` is a key and `AWSCURRENT` is younger than `min_interval` (see
-/// [`min_rotation_interval`]). With no previous key, or a placeholder, nothing is unpublished.
-async fn refuse_early_rotation(client: &aws_sdk_secretsmanager::Client, secret_id: &str, min_interval: Duration) -> Result<(), KeyError> {
+/// Refuses to start a rotation that would unpublish a key whose tokens may still be valid (see
+/// [`RotationTiming`]). With no previous key, or a placeholder, nothing is unpublished.
+async fn refuse_early_rotation(
+    client: &aws_sdk_secretsmanager::Client,
+    secret_id: &str,
+    described: &aws_sdk_secretsmanager::operation::describe_secret::DescribeSecretOutput,
+    timing: RotationTiming,
+) -> Result<(), KeyError> {
     let keys = SecretsManagerKeys::new(client.clone(), secret_id);
     let current = match keys.stage_with_age(AWSCURRENT).await {
         Ok(current) => current,
@@ -197,23 +235,30 @@ async fn refuse_early_rotation(client: &aws_sdk_secretsmanager::Client, secret_i
         Err(KeyError::Document(_)) => None,
         Err(e) => return Err(e),
     };
-    match (current, previous) {
-        (Some((current, age)), Some(previous)) if previous.kid != current.kid && age < min_interval => {
-            Err(KeyError::RotationTooSoon { current_age_secs: age.as_secs(), min_interval_secs: min_interval.as_secs() })
-        }
-        _ => Ok(()),
+    let (Some((current, current_age)), Some(previous)) = (current, previous) else { return Ok(()) };
+    if previous.kid == current.kid {
+        return Ok(());
     }
+    let promoted_ago = described
+        .tags()
+        .iter()
+        .find(|t| t.key() == Some(PROMOTED_AT_TAG))
+        .and_then(|t| t.value()?.parse::<u64>().ok())
+        .map(|at| std::time::UNIX_EPOCH + Duration::from_secs(at))
+        .map(|at| at.elapsed().unwrap_or(Duration::ZERO));
+    let wait = timing.wait(current_age, promoted_ago);
+    if wait.is_zero() { Ok(()) } else { Err(KeyError::RotationTooSoon { retry_after_secs: wait.as_secs().max(1) }) }
 }
 
 /// Runs one rotation step for version `token` of `secret_id`. Each step is idempotent, as
-/// Secrets Manager may retry it. `createSecret` refuses while the current key is younger than
-/// `min_interval` and a previous key would be unpublished.
+/// Secrets Manager may retry it. `createSecret` refuses while `timing` says the previous key
+/// may still have valid tokens; `finishSecret` records when it promoted (a tag).
 pub async fn rotate(
     client: &aws_sdk_secretsmanager::Client,
     secret_id: &str,
     token: &str,
     step: RotationStep,
-    min_interval: Duration,
+    timing: RotationTiming,
 ) -> Result<(), KeyError> {
     let described = client.describe_secret().secret_id(secret_id).send().await.map_err(|e| sm_error("DescribeSecret", e))?;
     let stages = described.version_ids_to_stages().cloned().unwrap_or_default();
@@ -224,7 +269,7 @@ pub async fn rotate(
             if exists {
                 return Ok(());
             }
-            if let Err(refused) = refuse_early_rotation(client, secret_id, min_interval).await {
+            if let Err(refused) = refuse_early_rotation(client, secret_id, &described, timing).await {
                 tracing::warn!(target: "audit", action = "signing_key.create", outcome = "refused", reason = %refused, "audit");
                 return Err(refused);
             }
@@ -261,6 +306,11 @@ pub async fn rotate(
             if token_stages.iter().any(|s| s == AWSCURRENT) {
                 return Ok(());
             }
+            // Recorded before the move, so it never postdates a promotion that happened: a late
+            // promotion is when the previous key stopped signing (see RotationTiming).
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+            let tag = aws_sdk_secretsmanager::types::Tag::builder().key(PROMOTED_AT_TAG).value(now.to_string()).build();
+            client.tag_resource().secret_id(secret_id).tags(tag).send().await.map_err(|e| sm_error("TagResource", e))?;
             let current = stages.iter().find(|(_, s)| s.iter().any(|s| s == AWSCURRENT)).map(|(v, _)| v.clone());
             let mut request = client.update_secret_version_stage().secret_id(secret_id).version_stage(AWSCURRENT).move_to_version_id(token);
             if let Some(current) = current {

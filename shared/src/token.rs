@@ -31,9 +31,9 @@ pub enum KeyError {
     #[error("signing key source: {0}")]
     Source(String),
     #[error(
-        "rotation refused: the current signing key is {current_age_secs} s old, and rotating before {min_interval_secs} s would unpublish the previous key while tokens it signed may still be valid"
+        "rotation refused: it would unpublish the previous signing key while tokens it signed may still be valid; retry in {retry_after_secs} s"
     )]
-    RotationTooSoon { current_age_secs: u64, min_interval_secs: u64 },
+    RotationTooSoon { retry_after_secs: u64 },
 }
 
 /// The signing key as stored (a Secrets Manager secret, or a 0600 file locally).

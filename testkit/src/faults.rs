@@ -127,7 +127,14 @@ pub fn iam_calls_of(request: &[u8]) -> Vec<IamCall> {
                 .as_object()
                 .map(|tables| tables.keys().map(|t| call(format!("dynamodb:{operation}"), &serde_json::Value::from(t.as_str()))).collect())
                 .unwrap_or_default(),
-            _ => vec![call(format!("dynamodb:{operation}"), &body["TableName"])],
+            // A query of an index needs a grant on the index's ARN, not the table's.
+            _ => match body["IndexName"].as_str() {
+                Some(index) => vec![IamCall {
+                    action: format!("dynamodb:{operation}"),
+                    resource: format!("{}/index/{index}", body["TableName"].as_str().unwrap_or("?")),
+                }],
+                None => vec![call(format!("dynamodb:{operation}"), &body["TableName"])],
+            },
         }
     } else {
         vec![call(format!("{}:{operation}", service.to_ascii_lowercase()), &body["SecretId"])]

@@ -55,7 +55,9 @@ impl AccessClaims {
     }
 }
 
+/// Why a token was refused. More reasons may come: match with a wildcard arm.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum Rejection {
     #[error("the token is too large")]
     TooLarge,
@@ -84,8 +86,10 @@ impl KeyLookup for HashMap<String, DecodingKey> {
     }
 }
 
-/// What a token must say to be accepted.
+/// What a token must say to be accepted. Build it with [`Expectations::new`]; more
+/// expectations may come.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Expectations {
     pub issuer: String,
     pub audience: String,
@@ -96,8 +100,10 @@ pub struct Expectations {
 }
 
 impl Expectations {
+    /// A trailing `/` on `issuer` is dropped: the issuer never carries one.
     pub fn new(issuer: impl Into<String>, audience: impl Into<String>) -> Self {
-        Self { issuer: issuer.into(), audience: audience.into(), organisation: None }
+        let issuer = issuer.into().trim_end_matches('/').to_owned();
+        Self { issuer, audience: audience.into(), organisation: None }
     }
 
     pub fn for_organisation(mut self, organisation: impl Into<String>) -> Self {

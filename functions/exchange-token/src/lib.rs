@@ -88,7 +88,7 @@ async fn token(State(iam): State<AppState>, SourceAddress(source): SourceAddress
 pub async fn parse(request: Request) -> Result<ParsedRequest, OAuthError> {
     let (parts, body) = read_body(request)
         .await
-        .map_err(|_| OAuthError::new(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", "the request body is too large"))?;
+        .map_err(|_| OAuthError::new(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", iam_api::extract::body_limit_detail()))?;
     match content_type(&parts).as_deref() {
         Some("application/json") => parse_json(&body),
         Some("application/x-www-form-urlencoded") => parse_form(&parts, &body),

@@ -2,9 +2,7 @@
 //! once per step (`createSecret`, `setSecret`, `testSecret`, `finishSecret`); the steps are in
 //! `iam_shared::keys::rotate`.
 
-use std::time::Duration;
-
-use iam_shared::keys::{RotationStep, rotate};
+use iam_shared::keys::{RotationStep, RotationTiming, rotate};
 use serde::Deserialize;
 
 /// The event Secrets Manager sends a rotation function.
@@ -16,11 +14,10 @@ pub struct RotationEvent {
     pub client_request_token: String,
 }
 
-/// Runs one step; `min_interval` is the shortest time between two rotations (see
-/// `iam_shared::keys::min_rotation_interval`).
-pub async fn handle(client: &aws_sdk_secretsmanager::Client, event: RotationEvent, min_interval: Duration) -> Result<(), String> {
+/// Runs one step under `timing` (see `iam_shared::keys::RotationTiming`).
+pub async fn handle(client: &aws_sdk_secretsmanager::Client, event: RotationEvent, timing: RotationTiming) -> Result<(), String> {
     let step = RotationStep::parse(&event.step).ok_or_else(|| format!("unknown rotation step '{}'", event.step))?;
-    rotate(client, &event.secret_id, &event.client_request_token, step, min_interval).await.map_err(|e| {
+    rotate(client, &event.secret_id, &event.client_request_token, step, timing).await.map_err(|e| {
         tracing::error!(step = %event.step, error = %e, "rotation step failed");
         e.to_string()
     })

@@ -5,11 +5,11 @@ use rotate_signing_key::{RotationEvent, handle};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_http::tracing::init_default_subscriber();
-    let min_interval = iam_api::backend::min_rotation_interval_from_env()?;
+    let timing = iam_api::backend::rotation_timing_from_env()?;
     let client = aws_sdk_secretsmanager::Client::new(&iam_api::aws::sdk_config().await);
     lambda_runtime::run(service_fn(|event: LambdaEvent<RotationEvent>| {
         let client = client.clone();
-        async move { handle(&client, event.payload, min_interval).await.map_err(Error::from) }
+        async move { handle(&client, event.payload, timing).await.map_err(Error::from) }
     }))
     .await
 }

@@ -185,6 +185,15 @@ async fn the_verifier_refuses_every_attack() {
     assert_eq!(iam_verifier::verify(&globex, &keys, &expect).unwrap_err(), iam_verifier::Rejection::OtherOrganisation);
     let any_organisation = Expectations::new(ISSUER, AUDIENCE);
     assert_eq!(iam_verifier::verify(&globex, &keys, &any_organisation).unwrap().org_id, "globex", "unset, any organisation verifies");
+    // The same through the JWKS-fetching verifier a downstream service uses.
+    let remote = iam_verifier::RemoteVerifier::new(
+        format!("{ISSUER}/.well-known/jwks.json"),
+        Expectations::new(format!("{ISSUER}/"), AUDIENCE),
+        iam_tests::RouterFetch(app.router.clone()),
+    )
+    .for_organisation("acme");
+    assert_eq!(remote.verify(&genuine).await.unwrap().org_id, "acme", "a trailing '/' on the issuer is no different");
+    assert_eq!(remote.verify(&globex).await.unwrap_err(), iam_verifier::Rejection::OtherOrganisation);
 }
 
 #[tokio::test]

@@ -10,10 +10,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
 use iam_api::state::{build_state, build_state_for_public_routes};
-use iam_shared::keys::{KeySource, RotationStep, SecretsManagerKeys, rotate};
+use iam_shared::keys::{KeySource, RotationStep, RotationTiming, SecretsManagerKeys, rotate};
 use iam_shared::store::DynamoStore;
 use iam_testkit::faults::{FaultProxy, IamCall};
 use iam_tests::{Response, TestApp};
@@ -282,7 +283,9 @@ async fn every_policy_grants_exactly_what_its_function_calls() {
     r.proxy.take_calls();
     let version = iam_testkit::version_token();
     for step in [RotationStep::Create, RotationStep::Set, RotationStep::Test, RotationStep::Finish] {
-        rotate(&secrets, &rotated, &version, step, std::time::Duration::from_secs(3600)).await.unwrap();
+        rotate(&secrets, &rotated, &version, step, RotationTiming::new(Duration::ZERO, Duration::ZERO, Duration::from_secs(3600)))
+            .await
+            .unwrap();
     }
     let calls = r.logical(r.proxy.take_calls());
     for call in calls.difference(&granted["rotate-signing-key"]) {

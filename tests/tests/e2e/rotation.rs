@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use iam_api::state::build_state;
-use iam_shared::keys::{KeySource, RotationStep, SecretsManagerKeys, rotate};
+use iam_shared::keys::{KeySource, RotationStep, RotationTiming, SecretsManagerKeys, rotate};
 use iam_shared::store::EmbeddedStore;
 use iam_shared::token::{KeyError, SigningKeyDocument};
 use iam_tests::{AUDIENCE, ISSUER, RouterFetch, TestApp};
@@ -65,8 +65,8 @@ async fn rotation_with_zero_failed_verifications() {
     };
 
     let token = iam_testkit::version_token();
-    rotate(&client, &secret, &token, RotationStep::Create, Duration::ZERO).await.unwrap();
-    rotate(&client, &secret, &token, RotationStep::Create, Duration::ZERO).await.unwrap(); // retried by Secrets Manager: idempotent
+    rotate(&client, &secret, &token, RotationStep::Create, RotationTiming::IMMEDIATE).await.unwrap();
+    rotate(&client, &secret, &token, RotationStep::Create, RotationTiming::IMMEDIATE).await.unwrap(); // retried by Secrets Manager: idempotent
     let pending = SecretsManagerKeys::new(client.clone(), secret.clone()).stage("AWSPENDING").await.unwrap().unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
     let jwks = app.call(axum::http::Method::GET, "/iam/.well-known/jwks.json", None, None).await;
@@ -75,10 +75,10 @@ async fn rotation_with_zero_failed_verifications() {
     assert!(!signed_before_finish.is_empty());
     assert!(signed_before_finish.iter().all(|k| *k == initial.kid), "nothing is signed with the pending key");
 
-    rotate(&client, &secret, &token, RotationStep::Set, Duration::ZERO).await.unwrap();
-    rotate(&client, &secret, &token, RotationStep::Test, Duration::ZERO).await.unwrap();
-    rotate(&client, &secret, &token, RotationStep::Finish, Duration::ZERO).await.unwrap();
-    rotate(&client, &secret, &token, RotationStep::Finish, Duration::ZERO).await.unwrap();
+    rotate(&client, &secret, &token, RotationStep::Set, RotationTiming::IMMEDIATE).await.unwrap();
+    rotate(&client, &secret, &token, RotationStep::Test, RotationTiming::IMMEDIATE).await.unwrap();
+    rotate(&client, &secret, &token, RotationStep::Finish, RotationTiming::IMMEDIATE).await.unwrap();
+    rotate(&client, &secret, &token, RotationStep::Finish, RotationTiming::IMMEDIATE).await.unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
     stop.store(true, Ordering::Relaxed);
     looper.await.unwrap();
@@ -99,7 +99,7 @@ async fn a_new_key_waits_out_the_activation_delay_before_signing() {
     let client = aws_sdk_secretsmanager::Client::new(&iam_testkit::sdk_config().await);
     let token = iam_testkit::version_token();
     for step in [RotationStep::Create, RotationStep::Set, RotationStep::Test, RotationStep::Finish] {
-        rotate(&client, &secret, &token, step, Duration::ZERO).await.unwrap();
+        rotate(&client, &secret, &token, step, RotationTiming::IMMEDIATE).await.unwrap();
     }
     let delayed = SecretsManagerKeys::new(client.clone(), secret.clone()).with_activation_delay(Duration::from_secs(3600));
     let keys = delayed.load().await.unwrap();
@@ -116,7 +116,7 @@ async fn the_first_rotation_replaces_a_placeholder() {
     client.create_secret().name(&secret).secret_string(r#"{"placeholder": true}"#).send().await.unwrap();
     let token = iam_testkit::version_token();
     for step in [RotationStep::Create, RotationStep::Set, RotationStep::Test, RotationStep::Finish] {
-        rotate(&client, &secret, &token, step, Duration::ZERO).await.unwrap();
+        rotate(&client, &secret, &token, step, RotationTiming::IMMEDIATE).await.unwrap();
     }
     let keys = SecretsManagerKeys::new(client, secret).load().await.unwrap();
     assert!(keys.others.is_empty(), "the placeholder is not published");
@@ -132,11 +132,11 @@ async fn the_rotation_function_handles_secrets_manager_events() {
     for step in ["createSecret", "setSecret", "testSecret", "finishSecret"] {
         let event: rotate_signing_key::RotationEvent =
             serde_json::from_value(json!({"Step": step, "SecretId": secret, "ClientRequestToken": token})).unwrap();
-        rotate_signing_key::handle(&client, event, Duration::ZERO).await.unwrap();
+        rotate_signing_key::handle(&client, event, RotationTiming::IMMEDIATE).await.unwrap();
     }
     let bad: rotate_signing_key::RotationEvent =
         serde_json::from_value(json!({"Step": "dropSecret", "SecretId": secret, "ClientRequestToken": token})).unwrap();
-    assert!(rotate_signing_key::handle(&client, bad, Duration::ZERO).await.is_err());
+    assert!(rotate_signing_key::handle(&client, bad, RotationTiming::IMMEDIATE).await.is_err());
 }
 
 #[tokio::test]
@@ -144,12 +144,12 @@ async fn a_second_rotation_waits_until_the_previous_keys_tokens_are_gone() {
     let initial = SigningKeyDocument::generate().unwrap();
     let secret = iam_testkit::create_signing_secret(&initial).await;
     let client = aws_sdk_secretsmanager::Client::new(&iam_testkit::sdk_config().await);
-    let min_interval = Duration::from_secs(3600);
+    let timing = RotationTiming { activation_delay: Duration::ZERO, retirement: Duration::from_secs(3600) };
     let steps = [RotationStep::Create, RotationStep::Set, RotationStep::Test, RotationStep::Finish];
     // With no previous key, a rotation unpublishes nothing: it may run at once.
     let first = iam_testkit::version_token();
     for step in steps {
-        rotate(&client, &secret, &first, step, min_interval).await.unwrap();
+        rotate(&client, &secret, &first, step, timing).await.unwrap();
     }
     let published = || async {
         let keys = SecretsManagerKeys::new(client.clone(), secret.clone()).with_activation_delay(Duration::ZERO).load().await.unwrap();
@@ -162,16 +162,40 @@ async fn a_second_rotation_waits_until_the_previous_keys_tokens_are_gone() {
 
     // A second one now would unpublish the initial key, whose tokens may still be valid.
     let second = iam_testkit::version_token();
-    let refused = rotate(&client, &secret, &second, RotationStep::Create, min_interval).await.unwrap_err();
-    assert!(matches!(refused, KeyError::RotationTooSoon { .. }), "{refused}");
-    assert!(refused.to_string().contains("3600 s"), "the refusal says when a rotation may run: {refused}");
+    let refused = rotate(&client, &secret, &second, RotationStep::Create, timing).await.unwrap_err();
+    let KeyError::RotationTooSoon { retry_after_secs } = refused else { panic!("{refused}") };
+    assert!((3500..=3600).contains(&retry_after_secs), "it says when a rotation may run: {retry_after_secs}");
     let versions = client.describe_secret().secret_id(&secret).send().await.unwrap();
     assert!(!versions.version_ids_to_stages().unwrap().contains_key(&second), "a refused rotation stages nothing");
     assert_eq!(published().await, before, "a refused rotation publishes and unpublishes nothing");
 
-    // Once the current key is old enough (here: no minimum), it runs.
+    // Once the previous key's tokens are gone (here: no wait), it runs.
     for step in steps {
-        rotate(&client, &secret, &second, step, Duration::ZERO).await.unwrap();
+        rotate(&client, &secret, &second, step, RotationTiming::IMMEDIATE).await.unwrap();
     }
     assert!(!published().await.contains(&initial.kid));
+}
+
+#[tokio::test]
+async fn a_late_promotion_restarts_the_wait() {
+    let initial = SigningKeyDocument::generate().unwrap();
+    let secret = iam_testkit::create_signing_secret(&initial).await;
+    let client = aws_sdk_secretsmanager::Client::new(&iam_testkit::sdk_config().await);
+    let steps = [RotationStep::Create, RotationStep::Set, RotationStep::Test, RotationStep::Finish];
+    let first = iam_testkit::version_token();
+    for step in steps {
+        rotate(&client, &secret, &first, step, RotationTiming::IMMEDIATE).await.unwrap();
+    }
+    // The second rotation's key is created, but promoted only after the wait has passed
+    // (a rotation stuck in testSecret, retried later): the initial key signed until then.
+    let timing = RotationTiming { activation_delay: Duration::ZERO, retirement: Duration::from_secs(3) };
+    let second = iam_testkit::version_token();
+    for step in &steps[..3] {
+        rotate(&client, &secret, &second, *step, RotationTiming::IMMEDIATE).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    rotate(&client, &secret, &second, RotationStep::Finish, timing).await.unwrap();
+    let third = iam_testkit::version_token();
+    let refused = rotate(&client, &secret, &third, RotationStep::Create, timing).await.unwrap_err();
+    assert!(matches!(refused, KeyError::RotationTooSoon { .. }), "counted from the promotion, not the key's creation: {refused}");
 }
