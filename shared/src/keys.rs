@@ -37,14 +37,16 @@ pub const AWSCURRENT: &str = "AWSCURRENT";
 pub const AWSPREVIOUS: &str = "AWSPREVIOUS";
 pub const AWSPENDING: &str = "AWSPENDING";
 
-/// How long a new key is published before it signs, by default: the longest a verifier may
-/// cache a JWKS (API Gateway JWT authorizers: 2 h) plus how long a warm instance caches its
-/// keys (5 min). Tokens signed with a key no verifier can have seen yet would fail.
-pub const DEFAULT_ACTIVATION_DELAY: Duration = Duration::from_secs(2 * 3600 + 5 * 60);
-
 /// The longest a verifier may keep a JWKS that this service allows for (API Gateway JWT
 /// authorizers: 2 h).
 pub const VERIFIER_JWKS_CACHE: Duration = Duration::from_secs(2 * 3600);
+
+/// How long a new key is published before it signs, by default: the JWKS function may serve
+/// its cached keys for one signer key cache (5 min) after the key appears, a verifier may then
+/// keep that JWKS for [`VERIFIER_JWKS_CACHE`], and 5 min more absorb clock skew and the
+/// whole-second creation times Secrets Manager reports. Tokens signed with a key no verifier
+/// can have seen yet would fail.
+pub const DEFAULT_ACTIVATION_DELAY: Duration = Duration::from_secs(2 * 3600 + 5 * 60 + 5 * 60);
 
 /// The tag a finished rotation leaves on the secret: when (Unix seconds) it promoted a key.
 pub const PROMOTED_AT_TAG: &str = "iam:signing-key-promoted-at";

@@ -312,9 +312,15 @@ impl<F: Fetch> RemoteVerifier<F> {
         let age = cached.fetched_at.elapsed();
         match cached.keys.get(kid) {
             Some(key) if age < self.ttl => Some(check_signature_and_claims(token, key, &self.expect)),
-            None if age < self.min_refresh => Some(Err(Rejection::UnknownKey)),
+            None if !self.may_refetch(age) => Some(Err(Rejection::UnknownKey)),
             _ => None,
         }
+    }
+
+    /// A JWKS fetched `age` ago may be fetched again once it is stale, or once `min_refresh`
+    /// has passed (for a `kid` it lacks), whichever comes first.
+    fn may_refetch(&self, age: Duration) -> bool {
+        age >= self.min_refresh.min(self.ttl)
     }
 
     async fn refresh(&self) -> Result<(), Rejection> {
@@ -322,7 +328,7 @@ impl<F: Fetch> RemoteVerifier<F> {
         {
             // Someone else may have refreshed while we waited.
             let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
-            if cache.as_ref().is_some_and(|c| c.fetched_at.elapsed() < self.min_refresh) {
+            if cache.as_ref().is_some_and(|c| !self.may_refetch(c.fetched_at.elapsed())) {
                 return Ok(());
             }
         }

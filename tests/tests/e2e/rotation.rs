@@ -199,3 +199,58 @@ async fn a_late_promotion_restarts_the_wait() {
     let refused = rotate(&client, &secret, &third, RotationStep::Create, timing).await.unwrap_err();
     assert!(matches!(refused, KeyError::RotationTooSoon { .. }), "counted from the promotion, not the key's creation: {refused}");
 }
+
+/// One rotation watched by a verifier that behaves like API Gateway's JWT authorizer, scaled
+/// down: it keeps a JWKS for `cache` and never refetches sooner, even for an unknown `kid`,
+/// and it fetched its JWKS just before the new key existed (the worst moment). Returns the
+/// failed verifications and whether the new key signed during the watch.
+async fn watch_rotation_with_a_strict_verifier(activation_delay: Duration, cache: Duration) -> (usize, bool) {
+    let initial = SigningKeyDocument::generate().unwrap();
+    let secret = iam_testkit::create_signing_secret(&initial).await;
+    let client = aws_sdk_secretsmanager::Client::new(&iam_testkit::sdk_config().await);
+    let source: Arc<dyn KeySource> =
+        Arc::new(SecretsManagerKeys::new(client.clone(), secret.clone()).with_activation_delay(activation_delay));
+    let mut config = iam_tests::config();
+    config.signing_key_ttl = Duration::from_millis(100);
+    let state = build_state(&config, Arc::new(EmbeddedStore::in_memory().unwrap()), source).await.unwrap();
+    let app = TestApp::with_state(state).await;
+    let verifier = RemoteVerifier::new(
+        format!("{ISSUER}/.well-known/jwks.json"),
+        Expectations::new(ISSUER, AUDIENCE),
+        RouterFetch(app.router.clone()),
+    )
+    .with_cache_times(cache, cache);
+    verifier.verify(&app.admin().await).await.expect("the verifier's JWKS holds the initial key");
+
+    let token = iam_testkit::version_token();
+    for step in [RotationStep::Create, RotationStep::Set, RotationStep::Test, RotationStep::Finish] {
+        rotate(&client, &secret, &token, step, RotationTiming::IMMEDIATE).await.unwrap();
+    }
+    let watch_until = std::time::Instant::now() + activation_delay + cache + Duration::from_millis(500);
+    let (mut failed, mut new_key_signed) = (0, false);
+    while std::time::Instant::now() < watch_until {
+        let signed = app.admin().await;
+        new_key_signed |= kid_of(&signed) != initial.kid;
+        if verifier.verify(&signed).await.is_err() {
+            failed += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (failed, new_key_signed)
+}
+
+#[tokio::test]
+async fn a_verifier_that_caches_the_jwks_never_meets_an_unknown_kid() {
+    // Verifier cache 2 s, signer cache 0.1 s, and 1.4 s more for moto's whole-second creation
+    // times: the scaled-down form of the 2 h + 5 min + 5 min default. The cache outlasts the
+    // rotation steps (RSA key generation included) even on a loaded machine, which the control
+    // below needs.
+    let cache = Duration::from_secs(2);
+    let (failed, new_key_signed) = watch_rotation_with_a_strict_verifier(Duration::from_millis(3500), cache).await;
+    assert!(new_key_signed, "the watch lasted until the new key signed");
+    assert_eq!(failed, 0, "every token verified with the JWKS the verifier held");
+    // The control: without the activation delay, the same verifier refuses the new key's
+    // first tokens, so the delay is what the zero above rests on.
+    let (failed, _) = watch_rotation_with_a_strict_verifier(Duration::ZERO, cache).await;
+    assert!(failed > 0, "with no activation delay a caching verifier meets an unknown kid");
+}
