@@ -39,9 +39,26 @@ impl DynamoSettings {
             principals_table: required("IAM_PRINCIPALS_TABLE")?,
             credentials_table: required("IAM_CREDENTIALS_TABLE")?,
             signing_secret_id: required("IAM_SIGNING_SECRET_ID")?,
-            key_activation_delay: key_activation_delay()?,
+            key_activation_delay: checked_activation_delay()?,
         })
     }
+}
+
+/// The activation delay, with a warning when it cannot cover what the README's overlap rule
+/// needs: it is allowed (a deployment whose verifiers cache less may want it), never silent.
+fn checked_activation_delay() -> Result<std::time::Duration, ConfigError> {
+    let delay = key_activation_delay()?;
+    let signer_key_cache = crate::config::number("IAM_SIGNING_KEY_TTL_SECS", crate::config::DEFAULT_SIGNING_KEY_TTL_SECS)?;
+    let needed = iam_shared::keys::VERIFIER_JWKS_CACHE + std::time::Duration::from_secs(signer_key_cache);
+    if delay < needed {
+        tracing::warn!(
+            activation_delay_secs = delay.as_secs(),
+            needed_secs = needed.as_secs(),
+            "IAM_KEY_ACTIVATION_DELAY_SECS is shorter than a verifier's JWKS cache (2 h) plus the signer key cache: \
+             after a rotation, verifiers that cache the JWKS that long may refuse new tokens"
+        );
+    }
+    Ok(delay)
 }
 
 fn key_activation_delay() -> Result<std::time::Duration, ConfigError> {

@@ -241,16 +241,40 @@ async fn refuse_early_rotation(
     if previous.kid == current.kid {
         return Ok(());
     }
-    let promoted_ago = described
-        .tags()
-        .iter()
-        .find(|t| t.key() == Some(PROMOTED_AT_TAG))
-        .and_then(|t| t.value()?.parse::<u64>().ok())
-        .map(|at| std::time::UNIX_EPOCH + Duration::from_secs(at))
-        .map(|at| at.elapsed().unwrap_or(Duration::ZERO));
+    let promoted_at = described.tags().iter().find(|t| t.key() == Some(PROMOTED_AT_TAG)).map(|t| t.value().unwrap_or_default());
+    let promoted_ago = match promoted_at {
+        None => None,
+        Some(raw) => Some(promoted_ago(raw, std::time::SystemTime::now())?),
+    };
     let wait = timing.wait(current_age, promoted_ago);
-    if wait.is_zero() { Ok(()) } else { Err(KeyError::RotationTooSoon { retry_after_secs: wait.as_secs().max(1) }) }
+    if wait.is_zero() {
+        Ok(())
+    } else {
+        Err(KeyError::RotationTooSoon { retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0) })
+    }
 }
+
+/// How long ago the promotion tag's time was. A tag that does not parse, or lies in the future
+/// beyond the clock skew allowed, is refused rather than ignored: without it a late promotion
+/// would be under-counted, and a far-future one would block every rotation until then.
+fn promoted_ago(raw: &str, now: std::time::SystemTime) -> Result<Duration, KeyError> {
+    let bad =
+        || KeyError::Source(format!("the secret's {PROMOTED_AT_TAG} tag is not a plausible Unix time ('{raw}'); correct or delete it"));
+    let at =
+        raw.trim().parse::<u64>().ok().and_then(|secs| std::time::UNIX_EPOCH.checked_add(Duration::from_secs(secs))).ok_or_else(bad)?;
+    match now.duration_since(at) {
+        Ok(ago) => Ok(ago),
+        Err(ahead) if ahead.duration() <= PROMOTION_ALLOWANCE + CLOCK_SKEW => Ok(Duration::ZERO),
+        Err(_) => Err(bad()),
+    }
+}
+
+/// How much later than the moment it is written the promotion tag says: the promotion that
+/// follows it may take this long (the AWS call's own retries), and erring late only makes the
+/// next rotation wait a little longer.
+const PROMOTION_ALLOWANCE: Duration = Duration::from_secs(10);
+/// Clock skew tolerated between the rotation function's clock and the next reader's.
+const CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
 
 /// Runs one rotation step for version `token` of `secret_id`. Each step is idempotent, as
 /// Secrets Manager may retry it. `createSecret` refuses while `timing` says the previous key
@@ -308,10 +332,11 @@ pub async fn rotate(
             if token_stages.iter().any(|s| s == AWSCURRENT) {
                 return Ok(());
             }
-            // Recorded before the move, so it never postdates a promotion that happened: a late
-            // promotion is when the previous key stopped signing (see RotationTiming).
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
-            let tag = aws_sdk_secretsmanager::types::Tag::builder().key(PROMOTED_AT_TAG).value(now.to_string()).build();
+            // A late promotion is when the previous key stopped signing (see RotationTiming).
+            // Recorded before the move, so no promotion goes unrecorded, and dated
+            // PROMOTION_ALLOWANCE ahead, so the record never precedes the move it stands for.
+            let at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default() + PROMOTION_ALLOWANCE;
+            let tag = aws_sdk_secretsmanager::types::Tag::builder().key(PROMOTED_AT_TAG).value(at.as_secs().to_string()).build();
             client.tag_resource().secret_id(secret_id).tags(tag).send().await.map_err(|e| sm_error("TagResource", e))?;
             let current = stages.iter().find(|(_, s)| s.iter().any(|s| s == AWSCURRENT)).map(|(v, _)| v.clone());
             let mut request = client.update_secret_version_stage().secret_id(secret_id).version_stage(AWSCURRENT).move_to_version_id(token);
@@ -405,6 +430,51 @@ impl Keyring {
                 cached.loaded_at = Instant::now() - self.ttl + RETRY_AFTER_FAILED_RELOAD.min(self.ttl);
                 service
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: Duration = Duration::from_secs(60);
+
+    fn timing() -> RotationTiming {
+        RotationTiming { activation_delay: 10 * MIN, retirement: 60 * MIN }
+    }
+
+    #[test]
+    fn a_rotation_waits_for_the_previous_key_to_stop_signing_and_its_tokens_to_go() {
+        let t = timing();
+        // (current key's age, promoted how long ago, expected wait)
+        let cases = [
+            (Duration::ZERO, None, 70 * MIN),           // just created: 10 min of signing left, then 60
+            (5 * MIN, None, 65 * MIN),                  // still in its activation delay
+            (10 * MIN, None, 60 * MIN),                 // the previous key just stopped signing
+            (40 * MIN, None, 30 * MIN),                 // counted from activation
+            (70 * MIN, None, Duration::ZERO),           // its tokens are gone
+            (70 * MIN, Some(65 * MIN), Duration::ZERO), // promoted within the delay: activation counts
+            (70 * MIN, Some(50 * MIN), 10 * MIN),       // promoted after it: the promotion counts
+            (70 * MIN, Some(20 * MIN), 40 * MIN),       // promoted late: counted from the promotion
+            (70 * MIN, Some(Duration::ZERO), 60 * MIN), // promoted just now
+            (70 * MIN, Some(80 * MIN), Duration::ZERO), // a tag older than the key is another key's
+            (Duration::MAX, None, Duration::ZERO),      // unknown creation time: old enough
+            (Duration::MAX, Some(5 * MIN), 55 * MIN),   // ... but a recorded promotion still counts
+        ];
+        for (age, promoted, expected) in cases {
+            assert_eq!(t.wait(age, promoted), expected, "age {age:?}, promoted {promoted:?} ago");
+        }
+        assert_eq!(RotationTiming::IMMEDIATE.wait(Duration::ZERO, Some(Duration::ZERO)), Duration::ZERO);
+    }
+
+    #[test]
+    fn the_promotion_tag_is_read_strictly() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        assert_eq!(promoted_ago("1799999400", now).unwrap(), 10 * MIN);
+        assert_eq!(promoted_ago("1800000010", now).unwrap(), Duration::ZERO, "the allowance ahead of the move");
+        for bad in ["", "soon", "-5", "18446744073709551615", "1800003600"] {
+            assert!(promoted_ago(bad, now).is_err(), "{bad:?} is refused, not ignored");
         }
     }
 }

@@ -251,11 +251,14 @@ impl Credential {
         self.status_at(now) == CredentialStatus::Active
     }
 
+    /// Revoked by `actor` at `now`, or at its last use if that is recorded later: an exchange
+    /// that committed just before the revocation may have read the clock just after the
+    /// revoke did, and the record must still read use-then-revoke, the order they committed in.
     pub fn revoked(&self, actor: Actor, now: DateTime<Utc>) -> Self {
         let mut next = self.clone();
         if next.status != CredentialStatus::Revoked {
             next.status = CredentialStatus::Revoked;
-            next.revoked_at = Some(now);
+            next.revoked_at = Some(self.last_used_at.map_or(now, |used| used.max(now)));
             next.revoked_by = Some(actor);
         }
         next

@@ -35,6 +35,7 @@ async fn revoke_against_exchange(app: &TestApp, admin: &str, principal: &str) ->
     let mut violations = 0;
     // Once revoke has returned, nothing may authenticate with the key.
     if exchange().await {
+        eprintln!("violation: an exchange that started after the revoke returned got a token ({key_id})");
         violations += 1;
     }
     // Every token a racing exchange got was committed (its conditional lastUsedAt write) before
@@ -42,7 +43,8 @@ async fn revoke_against_exchange(app: &TestApp, admin: &str, principal: &str) ->
     let key_id = iam_shared::ids::KeyId::parse(&key_id).unwrap();
     let credential = app.state.store.get_credential(&key_id).await.unwrap().expect("the credential");
     let revoked_at = credential.revoked_at.expect("revoked");
-    if credential.last_used_at.is_some_and(|used| used > revoked_at) {
+    if let Some(used) = credential.last_used_at.filter(|used| *used > revoked_at) {
+        eprintln!("violation: {key_id} was last used at {used}, after its revocation at {revoked_at}");
         violations += 1;
     }
     (usize::from(a) + usize::from(b), violations)

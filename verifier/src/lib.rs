@@ -221,9 +221,10 @@ struct Cached {
     fetched_at: Instant,
 }
 
-/// Verifies tokens with keys fetched from the issuer's JWKS: cached for `ttl`, refetched at
-/// most every `min_refresh` when a token names an unknown `kid` (so a newly published key is
-/// picked up at once, and garbage `kid`s cannot make it hammer the issuer).
+/// Verifies tokens with keys fetched from the issuer's JWKS: cached for `ttl`, and refetched
+/// when a token names an unknown `kid` once `min_refresh` (or `ttl`, if shorter) has passed
+/// since the last fetch (so a newly published key is picked up soon, and garbage `kid`s
+/// cannot make it hammer the issuer).
 pub struct RemoteVerifier<F: Fetch = HttpFetch> {
     jwks_uri: String,
     expect: Expectations,
@@ -387,6 +388,21 @@ mod tests {
             assert_eq!(verifier.verify(&token).await.unwrap_err(), Rejection::UnknownKey);
         }
         assert_eq!(issuer.fetches.load(Ordering::SeqCst), 1, "garbage kids cannot make it hammer the issuer");
+    }
+
+    #[tokio::test]
+    async fn a_stale_jwks_is_refetched_even_when_the_refresh_interval_is_longer() {
+        let issuer = FakeIssuer::default();
+        *issuer.jwks.lock().unwrap() = br#"{"keys":[]}"#.to_vec();
+        let verifier = RemoteVerifier::new("http://issuer/jwks".into(), Expectations::new("i", "a"), issuer.clone())
+            .with_cache_times(Duration::from_millis(50), Duration::from_secs(3600));
+        let token = format!("{}.e30.c2ln", base64_url(r#"{"alg":"RS256","typ":"at+jwt","kid":"k-new"}"#));
+        assert_eq!(verifier.verify(&token).await.unwrap_err(), Rejection::UnknownKey);
+        assert_eq!(verifier.verify(&token).await.unwrap_err(), Rejection::UnknownKey);
+        assert_eq!(issuer.fetches.load(Ordering::SeqCst), 1, "a fresh cache is not refetched for an unknown kid");
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert_eq!(verifier.verify(&token).await.unwrap_err(), Rejection::UnknownKey);
+        assert_eq!(issuer.fetches.load(Ordering::SeqCst), 2, "once stale, the JWKS is fetched again");
     }
 
     #[tokio::test]

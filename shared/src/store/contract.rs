@@ -219,6 +219,16 @@ pub async fn revoke_is_idempotent_and_scoped<S: Store + ?Sized>(store: Arc<S>) {
     assert_eq!(store.get_credential(&c.key_id).await.unwrap().unwrap().status, CredentialStatus::Revoked);
     assert_eq!(store.get_credential(&sibling.key_id).await.unwrap().unwrap().status, CredentialStatus::Active, "siblings untouched");
     assert_eq!(store.get_principal(&p.org_id, &p.id).await.unwrap().unwrap().status, PrincipalStatus::Active, "principal untouched");
+
+    // An exchange that committed first but read the clock after the revoke did: the record
+    // still reads use, then revocation.
+    let used = credential(&p);
+    store.insert_credential(&used, now(), None).await.unwrap();
+    assert!(store.record_credential_use(&used, now() + Duration::seconds(30)).await.unwrap());
+    let revoked = store.revoke_credential(&p.org_id, &p.id, &used.key_id, &actor(), now()).await.unwrap();
+    let (used_at, revoked_at) = (revoked.last_used_at.unwrap(), revoked.revoked_at.unwrap());
+    assert!(revoked_at >= used_at, "revoked at {revoked_at}, last used at {used_at}");
+    assert_eq!(store.get_credential(&used.key_id).await.unwrap().unwrap().revoked_at, Some(revoked_at));
 }
 
 pub async fn revoke_wins_over_concurrent_reads<S: Store + ?Sized>(store: Arc<S>) {

@@ -797,41 +797,60 @@ impl Store for DynamoStore {
         actor: &Actor,
         now: DateTime<Utc>,
     ) -> Result<Credential, StoreError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.credentials)
-            .set_key(Some(credential_key(key_id)))
-            .update_expression("SET #status = :revoked, revokedAt = :at, revokedBy = :by")
-            .condition_expression("orgId = :org AND principalId = :principal AND #status = :active")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":revoked", s("Revoked"))
-            .expression_attribute_values(":active", s("Active"))
-            .expression_attribute_values(":at", time(now))
-            .expression_attribute_values(":by", s(&actor.0))
-            .expression_attribute_values(":org", s(org.as_str()))
-            .expression_attribute_values(":principal", s(principal.as_str()))
-            .return_values(ReturnValue::AllNew)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        match result {
-            Ok(out) => credential_from_item(out.attributes().ok_or_else(|| corrupt("credential", "attributes"))?),
-            Err(e) => match e.as_service_error() {
-                Some(aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c)) => {
-                    let Some(item) = c.item().filter(|i| !i.is_empty()) else {
-                        return Err(StoreError::NotFound("credential"));
-                    };
-                    let current = credential_from_item(item)?;
-                    if current.org_id != *org || current.principal_id != *principal {
-                        return Err(StoreError::NotFound("credential"));
+        // `revokedAt` is never earlier than a `lastUsedAt` committed before it (see
+        // `Credential::revoked`): the write also requires that, and when an exchange recorded a
+        // later use, it is retried at that time. Times are fixed-width RFC 3339 strings, so
+        // they compare as strings.
+        let mut at = now;
+        for attempt in 0..4 {
+            // A key in constant use could move `lastUsedAt` ahead of every retry: the last
+            // attempt revokes regardless, as revocation must win.
+            let condition = if attempt < 3 {
+                "orgId = :org AND principalId = :principal AND #status = :active AND (attribute_not_exists(lastUsedAt) OR lastUsedAt <= :at)"
+            } else {
+                "orgId = :org AND principalId = :principal AND #status = :active"
+            };
+            let result = self
+                .client
+                .update_item()
+                .table_name(&self.credentials)
+                .set_key(Some(credential_key(key_id)))
+                .update_expression("SET #status = :revoked, revokedAt = :at, revokedBy = :by")
+                .condition_expression(condition)
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":revoked", s("Revoked"))
+                .expression_attribute_values(":active", s("Active"))
+                .expression_attribute_values(":at", time(at))
+                .expression_attribute_values(":by", s(&actor.0))
+                .expression_attribute_values(":org", s(org.as_str()))
+                .expression_attribute_values(":principal", s(principal.as_str()))
+                .return_values(ReturnValue::AllNew)
+                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+                .send()
+                .await;
+            match result {
+                Ok(out) => return credential_from_item(out.attributes().ok_or_else(|| corrupt("credential", "attributes"))?),
+                Err(e) => match e.as_service_error() {
+                    Some(aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c)) => {
+                        let Some(item) = c.item().filter(|i| !i.is_empty()) else {
+                            return Err(StoreError::NotFound("credential"));
+                        };
+                        let current = credential_from_item(item)?;
+                        if current.org_id != *org || current.principal_id != *principal {
+                            return Err(StoreError::NotFound("credential"));
+                        }
+                        match current.last_used_at {
+                            Some(used) if current.status == CredentialStatus::Active && used > at => at = used,
+                            // Already revoked: idempotent, the first revocation stands.
+                            _ => return Ok(current),
+                        }
                     }
-                    // Already revoked: idempotent, the first revocation stands.
-                    Ok(current)
-                }
-                _ => Err(unavailable(e)),
-            },
+                    _ => return Err(unavailable(e)),
+                },
+            }
         }
+        // Not reached: the last attempt has no condition a use can fail.
+        Err(StoreError::Conflict("the credential changed while it was being revoked; retry".into()))
     }
 
     async fn record_credential_use(&self, credential: &Credential, at: DateTime<Utc>) -> Result<bool, StoreError> {

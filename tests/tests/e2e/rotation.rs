@@ -188,12 +188,15 @@ async fn a_late_promotion_restarts_the_wait() {
     }
     // The second rotation's key is created, but promoted only after the wait has passed
     // (a rotation stuck in testSecret, retried later): the initial key signed until then.
-    let timing = RotationTiming { activation_delay: Duration::ZERO, retirement: Duration::from_secs(3) };
+    // The tag's allowance dates the promotion 10 s ahead; whole-second creation times may
+    // age the key by up to 1 s. A 6 s retirement still tells "counted from the promotion"
+    // (wait ≈ 16 s) from "counted from creation" (6.2 s old: no wait), with seconds of slack.
+    let timing = RotationTiming { activation_delay: Duration::ZERO, retirement: Duration::from_secs(6) };
     let second = iam_testkit::version_token();
     for step in &steps[..3] {
         rotate(&client, &secret, &second, *step, RotationTiming::IMMEDIATE).await.unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(3200)).await;
+    tokio::time::sleep(Duration::from_millis(6200)).await;
     rotate(&client, &secret, &second, RotationStep::Finish, timing).await.unwrap();
     let third = iam_testkit::version_token();
     let refused = rotate(&client, &secret, &third, RotationStep::Create, timing).await.unwrap_err();
@@ -202,9 +205,9 @@ async fn a_late_promotion_restarts_the_wait() {
 
 /// One rotation watched by a verifier that behaves like API Gateway's JWT authorizer, scaled
 /// down: it keeps a JWKS for `cache` and never refetches sooner, even for an unknown `kid`,
-/// and it fetched its JWKS just before the new key existed (the worst moment). Returns the
-/// failed verifications and whether the new key signed during the watch.
-async fn watch_rotation_with_a_strict_verifier(activation_delay: Duration, cache: Duration) -> (usize, bool) {
+/// and it fetched its JWKS just before the rotation began. Returns the failed verifications
+/// and whether the new key signed during the watch.
+async fn watch_rotation_with_a_strict_verifier(activation_delay: Duration, cache: Duration, stop_at_first_failure: bool) -> (usize, bool) {
     let initial = SigningKeyDocument::generate().unwrap();
     let secret = iam_testkit::create_signing_secret(&initial).await;
     let client = aws_sdk_secretsmanager::Client::new(&iam_testkit::sdk_config().await);
@@ -233,6 +236,9 @@ async fn watch_rotation_with_a_strict_verifier(activation_delay: Duration, cache
         new_key_signed |= kid_of(&signed) != initial.kid;
         if verifier.verify(&signed).await.is_err() {
             failed += 1;
+            if stop_at_first_failure {
+                break;
+            }
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -241,16 +247,15 @@ async fn watch_rotation_with_a_strict_verifier(activation_delay: Duration, cache
 
 #[tokio::test]
 async fn a_verifier_that_caches_the_jwks_never_meets_an_unknown_kid() {
-    // Verifier cache 2 s, signer cache 0.1 s, and 1.4 s more for moto's whole-second creation
-    // times: the scaled-down form of the 2 h + 5 min + 5 min default. The cache outlasts the
-    // rotation steps (RSA key generation included) even on a loaded machine, which the control
-    // below needs.
-    let cache = Duration::from_secs(2);
-    let (failed, new_key_signed) = watch_rotation_with_a_strict_verifier(Duration::from_millis(3500), cache).await;
+    // Verifier cache 2 s, signer cache 0.1 s, and almost 3 s more for moto's whole-second
+    // creation times and a loaded machine: the scaled-down form of the 2 h + 5 min + 5 min
+    // default.
+    let (failed, new_key_signed) = watch_rotation_with_a_strict_verifier(Duration::from_secs(5), Duration::from_secs(2), false).await;
     assert!(new_key_signed, "the watch lasted until the new key signed");
     assert_eq!(failed, 0, "every token verified with the JWKS the verifier held");
-    // The control: without the activation delay, the same verifier refuses the new key's
-    // first tokens, so the delay is what the zero above rests on.
-    let (failed, _) = watch_rotation_with_a_strict_verifier(Duration::ZERO, cache).await;
+    // The control: without the activation delay, the same kind of verifier (its cache long
+    // enough to outlast the rotation steps on any machine) refuses the new key's first
+    // tokens, so the delay is what the zero above rests on.
+    let (failed, _) = watch_rotation_with_a_strict_verifier(Duration::ZERO, Duration::from_secs(10), true).await;
     assert!(failed > 0, "with no activation delay a caching verifier meets an unknown kid");
 }
