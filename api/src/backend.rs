@@ -48,8 +48,7 @@ impl DynamoSettings {
 /// needs: it is allowed (a deployment whose verifiers cache less may want it), never silent.
 fn checked_activation_delay() -> Result<std::time::Duration, ConfigError> {
     let delay = key_activation_delay()?;
-    let signer_key_cache = crate::config::number("IAM_SIGNING_KEY_TTL_SECS", crate::config::DEFAULT_SIGNING_KEY_TTL_SECS)?;
-    let needed = iam_shared::keys::VERIFIER_JWKS_CACHE + std::time::Duration::from_secs(signer_key_cache);
+    let needed = iam_shared::keys::VERIFIER_JWKS_CACHE + crate::config::signing_key_ttl()?;
     if delay < needed {
         tracing::warn!(
             activation_delay_secs = delay.as_secs(),
@@ -70,10 +69,9 @@ fn key_activation_delay() -> Result<std::time::Duration, ConfigError> {
 /// cache. Tokens are assumed to live the longest lifetime allowed, as some may predate a
 /// change of `IAM_TOKEN_LIFETIME_SECS`.
 pub fn rotation_timing_from_env() -> Result<iam_shared::keys::RotationTiming, ConfigError> {
-    let signer_key_cache = crate::config::number("IAM_SIGNING_KEY_TTL_SECS", crate::config::DEFAULT_SIGNING_KEY_TTL_SECS)?;
     Ok(iam_shared::keys::RotationTiming::new(
         key_activation_delay()?,
-        std::time::Duration::from_secs(signer_key_cache),
+        crate::config::signing_key_ttl()?,
         std::time::Duration::from_secs(iam_shared::token::MAX_LIFETIME_SECS),
     ))
 }

@@ -22,6 +22,12 @@ fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
+/// `IAM_SIGNING_KEY_TTL_SECS`: how long a warm instance keeps its signing keys. The rotation
+/// rules depend on it too (see `backend`).
+pub(crate) fn signing_key_ttl() -> Result<std::time::Duration, ConfigError> {
+    Ok(std::time::Duration::from_secs(number("IAM_SIGNING_KEY_TTL_SECS", DEFAULT_SIGNING_KEY_TTL_SECS)?))
+}
+
 pub(crate) fn number<T: std::str::FromStr>(name: &str, default: T) -> Result<T, ConfigError> {
     match var(name) {
         None => Ok(default),
@@ -60,7 +66,7 @@ impl Config {
                 iterations: number("IAM_ARGON2_ITERATIONS", defaults.iterations)?,
                 parallelism: number("IAM_ARGON2_PARALLELISM", defaults.parallelism)?,
             },
-            signing_key_ttl: std::time::Duration::from_secs(number("IAM_SIGNING_KEY_TTL_SECS", DEFAULT_SIGNING_KEY_TTL_SECS)?),
+            signing_key_ttl: signing_key_ttl()?,
         })
     }
 }
