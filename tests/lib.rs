@@ -215,14 +215,3 @@ impl iam_verifier::Fetch for RouterFetch {
         Ok(response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes().to_vec())
     }
 }
-
-/// Failed attempts count per fixed one-minute window, so eleven guesses that straddle a
-/// boundary are counted in two windows. Under a loaded test machine they can take seconds:
-/// a test of the limit starts early in a window.
-pub async fn start_early_in_a_throttle_window() {
-    let window = iam_shared::service::FAILED_ATTEMPT_WINDOW_SECS;
-    let into = chrono::Utc::now().timestamp().rem_euclid(window);
-    if into > window / 2 {
-        tokio::time::sleep(std::time::Duration::from_secs((window - into) as u64 + 1)).await;
-    }
-}

@@ -69,12 +69,6 @@ impl From<ExchangeError> for OAuthError {
             ExchangeError::Refused(reason) => Self::new(StatusCode::BAD_REQUEST, "invalid_grant", reason.to_string()),
             ExchangeError::InvalidScope(msg) => Self::new(StatusCode::BAD_REQUEST, "invalid_scope", msg),
             ExchangeError::InvalidTarget(msg) => Self::new(StatusCode::BAD_REQUEST, "invalid_target", msg),
-            ExchangeError::Throttled { retry_after_secs } => Self {
-                status: StatusCode::TOO_MANY_REQUESTS,
-                error: "slow_down",
-                description: format!("too many failed attempts for this key from this address; retry in {retry_after_secs} s"),
-                retry_after: Some(retry_after_secs),
-            },
             ExchangeError::Store(_) | ExchangeError::Hash(_) | ExchangeError::Sign(_) => {
                 tracing::error!(error = %e, "token exchange failed");
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "the service is temporarily unavailable; retry later")

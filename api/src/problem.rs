@@ -59,6 +59,8 @@ impl From<DomainError> for ApiError {
             DomainError::Forbidden(perm) => {
                 Self::new(StatusCode::FORBIDDEN, "Forbidden", format!("this operation needs the permission {perm}"))
             }
+            DomainError::BeyondAuthority(rule) => Self::new(StatusCode::FORBIDDEN, "Forbidden", rule.to_string()),
+            DomainError::LastAdministrator(rule) => Self::new(StatusCode::CONFLICT, "Conflict", rule.to_string()),
             DomainError::NotFound(what) => Self::new(StatusCode::NOT_FOUND, "Not Found", format!("{what} not found")),
             DomainError::Conflict(msg) => Self::new(StatusCode::CONFLICT, "Conflict", msg),
             DomainError::AlreadyIssued(key_id) => {

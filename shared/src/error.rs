@@ -10,6 +10,12 @@ pub enum DomainError {
     /// The caller's token lacks the permission the operation needs (403).
     #[error("this operation needs the permission {0}")]
     Forbidden(String),
+    /// The caller holds the route's permission, but the authority rule refuses this use of it (403).
+    #[error("{0}")]
+    BeyondAuthority(#[from] crate::authority::AuthorityRule),
+    /// The write would leave the organisation without a usable administrator (409).
+    #[error("{0}")]
+    LastAdministrator(#[from] crate::authority::LastAdministrator),
     /// The object does not exist in the caller's organisation (404).
     #[error("{0} not found")]
     NotFound(&'static str),
@@ -50,6 +56,8 @@ impl From<StoreError> for DomainError {
             StoreError::Conflict(msg) => DomainError::Conflict(msg),
             StoreError::NotFound(what) => DomainError::NotFound(what),
             StoreError::Limit(msg) => DomainError::Conflict(msg),
+            // Only reached when retries ran out: every witness found was removed concurrently.
+            StoreError::WitnessGone => DomainError::LastAdministrator(crate::authority::LastAdministrator),
             StoreError::IdempotencyKeyTaken => {
                 DomainError::conflict("a concurrent request with this Idempotency-Key is in progress; retry")
             }

@@ -1,5 +1,6 @@
-//! argon2id hashing of key secrets, run on the blocking pool, with a per-instance cache so a
-//! warm instance runs argon2 at most once per credential.
+//! argon2id hashing of key secrets, run on the blocking pool behind a concurrency limit, with a
+//! per-instance cache so a warm instance runs argon2 at most once per credential, and the fast
+//! secret check that keeps argon2 for callers who know the secret.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -11,8 +12,23 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::ids::KeyId;
+use crate::ids::{KeyId, OrgId};
 use crate::random;
+
+/// The fast check stored beside the argon2 hash: the first 32 bits of the secret's SHA-256, in
+/// hex. Secrets carry at least 256 random bits, so the 224 it leaves unknown are still far
+/// beyond any search, online or offline; what it buys is that a wrong or forged secret is
+/// refused for one hash instead of an argon2 run (tens of milliseconds and 19 MiB).
+pub fn secret_check(secret: &SecretString) -> String {
+    use sha2::Digest;
+    let digest = Sha256::digest(secret.expose_secret().as_bytes());
+    digest[..4].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether `secret` passes a stored [`secret_check`], compared in constant time.
+pub fn passes_secret_check(secret: &SecretString, stored: &str) -> bool {
+    bool::from(secret_check(secret).as_bytes().ct_eq(stored.as_bytes()))
+}
 
 /// argon2id cost. The default is OWASP's first recommendation (m=19 MiB, t=2, p=1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,26 +54,85 @@ pub enum HashError {
     Join(String),
 }
 
+/// Verified secrets remembered per instance, at most this many in all…
 const CACHE_CAPACITY: usize = 10_000;
-const CACHE_TTL: Duration = Duration::from_secs(15 * 60);
+/// …and at most this many per organisation, so one tenant's flood evicts only its own.
+const CACHE_CAPACITY_PER_ORG: usize = 1_000;
+/// Longer than the longest token lifetime (an hour), and renewed on every hit: a client that
+/// re-exchanges at expiry still finds its entry. Safe because every exchange re-reads the
+/// credential and principal, and an entry is bound to the stored hash.
+const CACHE_TTL: Duration = Duration::from_secs(65 * 60);
 
 struct CacheEntry {
     digest: [u8; 32],
     expires: Instant,
 }
 
+/// The warm cache, bucketed by organisation. Eviction is fair: an organisation at its own cap
+/// evicts its own oldest entry; when the whole cache is full, the largest organisation gives
+/// one up. No wholesale clear, so a flood never pushes another tenant back onto argon2.
+#[derive(Default)]
+struct WarmCache {
+    buckets: HashMap<OrgId, HashMap<KeyId, CacheEntry>>,
+    len: usize,
+}
+
+impl WarmCache {
+    /// Whether `digest` is the remembered one for this key; a hit slides the entry's expiry.
+    fn hit(&mut self, org: &OrgId, key_id: &KeyId, digest: &[u8; 32]) -> bool {
+        let now = Instant::now();
+        match self.buckets.get_mut(org).and_then(|b| b.get_mut(key_id)) {
+            Some(e) if e.expires > now && bool::from(e.digest.ct_eq(digest)) => {
+                e.expires = now + CACHE_TTL;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn insert(&mut self, org: OrgId, key_id: KeyId, digest: [u8; 32]) {
+        let bucket_len = self.buckets.get(&org).map_or(0, HashMap::len);
+        let replacing = self.buckets.get(&org).is_some_and(|b| b.contains_key(&key_id));
+        if !replacing {
+            if bucket_len >= CACHE_CAPACITY_PER_ORG {
+                self.evict_oldest(&org);
+            } else if self.len >= CACHE_CAPACITY
+                && let Some(largest) = self.buckets.iter().max_by_key(|(_, b)| b.len()).map(|(o, _)| o.clone())
+            {
+                self.evict_oldest(&largest);
+            }
+        }
+        let entry = CacheEntry { digest, expires: Instant::now() + CACHE_TTL };
+        if self.buckets.entry(org).or_default().insert(key_id, entry).is_none() {
+            self.len += 1;
+        }
+    }
+
+    /// Drops the entry of `org` closest to expiry (the least recently used, as hits slide it).
+    fn evict_oldest(&mut self, org: &OrgId) {
+        let Some(bucket) = self.buckets.get_mut(org) else { return };
+        if let Some(oldest) = bucket.iter().min_by_key(|(_, e)| e.expires).map(|(k, _)| k.clone()) {
+            bucket.remove(&oldest);
+            self.len -= 1;
+        }
+        if bucket.is_empty() {
+            self.buckets.remove(org);
+        }
+    }
+}
+
 /// Hashes and verifies key secrets. Build once per process: it holds the cache and its key.
 pub struct SecretHasher {
     params: Params,
-    /// Verified against when the key id is unknown, so unknown and wrong keys cost the same.
-    /// Made on first need, not at cold start: one argon2 hash would double a Lambda's init.
-    decoy_hash: tokio::sync::OnceCell<String>,
     /// Random per process: cache digests are useless outside this instance's memory.
     cache_key: [u8; 32],
-    cache: Mutex<HashMap<KeyId, CacheEntry>>,
+    cache: Mutex<WarmCache>,
+    /// argon2 runs at once, at most one per core: further callers wait here (a few hundred
+    /// bytes each) instead of each holding 19 MiB on the blocking pool.
+    argon2_slots: tokio::sync::Semaphore,
     /// One gate per digest being verified right now; empty when nothing is in flight.
     inflight: Mutex<HashMap<[u8; 32], Arc<tokio::sync::Mutex<()>>>>,
-    /// argon2 verifications run by this instance (decoys included): a metric, and the way tests
+    /// argon2 verifications run by this instance: a metric, and the way tests
     /// prove a path skipped argon2.
     argon2_runs: std::sync::atomic::AtomicU64,
 }
@@ -75,12 +150,12 @@ fn argon2(params: &Params) -> Argon2<'static> {
 impl SecretHasher {
     pub fn new(p: HashParams) -> Result<Self, HashError> {
         let params = Params::new(p.memory_kib, p.iterations, p.parallelism, None).map_err(|e| HashError::Params(e.to_string()))?;
-        let decoy_hash = tokio::sync::OnceCell::new();
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         Ok(Self {
             params,
-            decoy_hash,
             cache_key: random::bytes::<32>(),
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(WarmCache::default()),
+            argon2_slots: tokio::sync::Semaphore::new(cores),
             inflight: Mutex::new(HashMap::new()),
             argon2_runs: std::sync::atomic::AtomicU64::new(0),
         })
@@ -88,6 +163,7 @@ impl SecretHasher {
 
     /// The argon2id PHC string for `secret`, computed on the blocking pool.
     pub async fn hash(&self, secret: &SecretString) -> Result<String, HashError> {
+        let _slot = self.argon2_slots.acquire().await.map_err(|e| HashError::Join(e.to_string()))?;
         let params = self.params.clone();
         let secret = secret.clone();
         tokio::task::spawn_blocking(move || hash_blocking(&params, secret.expose_secret().as_bytes()))
@@ -97,9 +173,9 @@ impl SecretHasher {
 
     /// Whether `secret` matches `stored_hash`. A hit in the warm cache skips argon2; the cache
     /// entry is bound to the stored hash, so a changed hash misses.
-    pub async fn verify(&self, key_id: &KeyId, secret: &SecretString, stored_hash: &str) -> Result<bool, HashError> {
+    pub async fn verify(&self, org: &OrgId, key_id: &KeyId, secret: &SecretString, stored_hash: &str) -> Result<bool, HashError> {
         let digest = self.digest(key_id, stored_hash, secret);
-        if self.cached(key_id, &digest) {
+        if self.cached(org, key_id, &digest) {
             return Ok(true);
         }
         // Single flight per (key, hash, secret): concurrent first exchanges of one key wait for
@@ -108,15 +184,16 @@ impl SecretHasher {
         let gate = self.inflight.lock().unwrap_or_else(|p| p.into_inner()).entry(digest).or_default().clone();
         let result = async {
             let _turn = gate.lock().await;
-            if self.cached(key_id, &digest) {
+            if self.cached(org, key_id, &digest) {
                 return Ok(true);
             }
+            let _slot = self.argon2_slots.acquire().await.map_err(|e| HashError::Join(e.to_string()))?;
             self.argon2_runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let ok = verify_off_executor(secret.clone(), stored_hash.to_owned()).await?;
             // A wrong guess leaves the owner's entry alone: evicting it would let anyone who
-            // knows a key id (it is public) push the owner back onto argon2 and into the throttle.
+            // knows a key id (it is public) push the owner back onto argon2.
             if ok {
-                self.remember(key_id.clone(), digest);
+                self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(org.clone(), key_id.clone(), digest);
             }
             Ok(ok)
         }
@@ -129,25 +206,10 @@ impl SecretHasher {
         result
     }
 
-    /// Spends the same work as a real verification, for a key id that does not exist.
-    pub async fn verify_decoy(&self, secret: &SecretString) -> Result<(), HashError> {
-        self.argon2_runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let params = self.params.clone();
-        let decoy = self
-            .decoy_hash
-            .get_or_try_init(|| async move {
-                tokio::task::spawn_blocking(move || hash_blocking(&params, &random::bytes::<32>()))
-                    .await
-                    .map_err(|e| HashError::Join(e.to_string()))?
-            })
-            .await?;
-        verify_off_executor(secret.clone(), decoy.clone()).await.map(|_| ())
-    }
-
     /// Whether `secret` is the one this instance already verified for this stored hash: a
     /// constant-time digest comparison, no argon2.
-    pub fn is_warm(&self, key_id: &KeyId, secret: &SecretString, stored_hash: &str) -> bool {
-        self.cached(key_id, &self.digest(key_id, stored_hash, secret))
+    pub fn is_warm(&self, org: &OrgId, key_id: &KeyId, secret: &SecretString, stored_hash: &str) -> bool {
+        self.cached(org, key_id, &self.digest(key_id, stored_hash, secret))
     }
 
     pub fn argon2_runs(&self) -> u64 {
@@ -163,27 +225,13 @@ impl SecretHasher {
         mac.finalize().into_bytes().into()
     }
 
-    fn cached(&self, key_id: &KeyId, digest: &[u8; 32]) -> bool {
-        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        cache.get(key_id).is_some_and(|e| e.expires > Instant::now() && bool::from(e.digest.ct_eq(digest)))
-    }
-
-    fn remember(&self, key_id: KeyId, digest: [u8; 32]) {
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= CACHE_CAPACITY {
-            let now = Instant::now();
-            cache.retain(|_, e| e.expires > now);
-            if cache.len() >= CACHE_CAPACITY {
-                // Bounded memory beats perfect hit rates: start over rather than grow.
-                cache.clear();
-            }
-        }
-        cache.insert(key_id, CacheEntry { digest, expires: Instant::now() + CACHE_TTL });
+    fn cached(&self, org: &OrgId, key_id: &KeyId, digest: &[u8; 32]) -> bool {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).hit(org, key_id, digest)
     }
 
     #[cfg(test)]
     fn cache_len(&self) -> usize {
-        self.cache.lock().unwrap().len()
+        self.cache.lock().unwrap().len
     }
 }
 
@@ -205,6 +253,10 @@ async fn verify_off_executor(secret: SecretString, hash: String) -> Result<bool,
 mod tests {
     use super::*;
 
+    fn org() -> OrgId {
+        OrgId::parse("acme").unwrap()
+    }
+
     fn fast() -> SecretHasher {
         SecretHasher::new(HashParams { memory_kib: 1024, iterations: 1, parallelism: 1 }).unwrap()
     }
@@ -217,8 +269,8 @@ mod tests {
         assert!(hash.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"), "{hash}");
         assert!(!hash.contains("s3cret-value"));
         let key = KeyId::generate();
-        assert!(hasher.verify(&key, &secret, &hash).await.unwrap());
-        assert!(!hasher.verify(&key, &SecretString::from("wrong"), &hash).await.unwrap());
+        assert!(hasher.verify(&org(), &key, &secret, &hash).await.unwrap());
+        assert!(!hasher.verify(&org(), &key, &SecretString::from("wrong"), &hash).await.unwrap());
     }
 
     #[tokio::test]
@@ -227,12 +279,12 @@ mod tests {
         let secret = SecretString::from("abc");
         let key = KeyId::generate();
         let hash = hasher.hash(&secret).await.unwrap();
-        assert!(hasher.verify(&key, &secret, &hash).await.unwrap());
+        assert!(hasher.verify(&org(), &key, &secret, &hash).await.unwrap());
         assert_eq!(hasher.cache_len(), 1);
-        assert!(hasher.cached(&key, &hasher.digest(&key, &hash, &secret)));
+        assert!(hasher.cached(&org(), &key, &hasher.digest(&key, &hash, &secret)));
         let rehash = hasher.hash(&secret).await.unwrap();
-        assert!(!hasher.cached(&key, &hasher.digest(&key, &rehash, &secret)));
-        assert!(!hasher.cached(&key, &hasher.digest(&key, &hash, &SecretString::from("abd"))));
+        assert!(!hasher.cached(&org(), &key, &hasher.digest(&key, &rehash, &secret)));
+        assert!(!hasher.cached(&org(), &key, &hasher.digest(&key, &hash, &SecretString::from("abd"))));
     }
 
     proptest::proptest! {
@@ -245,10 +297,10 @@ mod tests {
                 let hasher = cached_hasher();
                 let (key, secret, hash) = &*CACHED;
                 proptest::prop_assume!(wrong != *secret);
-                assert!(hasher.verify(key, &SecretString::from(secret.clone()), hash).await.unwrap(), "warm");
-                assert!(!hasher.is_warm(key, &SecretString::from(wrong.clone()), hash));
-                assert!(!hasher.verify(key, &SecretString::from(wrong), hash).await.unwrap());
-                assert!(hasher.is_warm(key, &SecretString::from(secret.clone()), hash), "a wrong guess does not evict the owner");
+                assert!(hasher.verify(&org(), key, &SecretString::from(secret.clone()), hash).await.unwrap(), "warm");
+                assert!(!hasher.is_warm(&org(), key, &SecretString::from(wrong.clone()), hash));
+                assert!(!hasher.verify(&org(), key, &SecretString::from(wrong), hash).await.unwrap());
+                assert!(hasher.is_warm(&org(), key, &SecretString::from(secret.clone()), hash), "a wrong guess does not evict the owner");
                 Ok(())
             })?;
         }
@@ -274,7 +326,7 @@ mod tests {
         let mut tasks = Vec::new();
         for _ in 0..8 {
             let (hasher, secret, hash, key) = (hasher.clone(), secret.clone(), hash.clone(), key.clone());
-            tasks.push(tokio::spawn(async move { hasher.verify(&key, &secret, &hash).await.unwrap() }));
+            tasks.push(tokio::spawn(async move { hasher.verify(&org(), &key, &secret, &hash).await.unwrap() }));
         }
         for t in tasks {
             assert!(t.await.unwrap());
@@ -282,9 +334,48 @@ mod tests {
         assert_eq!(hasher.argon2_runs(), 1);
         assert!(hasher.inflight.lock().unwrap().is_empty(), "no gate left behind");
         let wrong = SecretString::from("guess");
-        assert!(!hasher.verify(&key, &wrong, &hash).await.unwrap());
-        assert!(!hasher.verify(&key, &wrong, &hash).await.unwrap());
+        assert!(!hasher.verify(&org(), &key, &wrong, &hash).await.unwrap());
+        assert!(!hasher.verify(&org(), &key, &wrong, &hash).await.unwrap());
         assert_eq!(hasher.argon2_runs(), 3, "wrong secrets are never cached");
+    }
+
+    #[test]
+    fn one_organisations_flood_never_evicts_another_organisations_warm_entry() {
+        let mut cache = WarmCache::default();
+        let (b, b_key) = (OrgId::parse("org-b").unwrap(), KeyId::generate());
+        cache.insert(b.clone(), b_key.clone(), [7; 32]);
+        let a = OrgId::parse("org-a").unwrap();
+        for _ in 0..3 * CACHE_CAPACITY {
+            cache.insert(a.clone(), KeyId::generate(), [1; 32]);
+        }
+        assert!(cache.hit(&b, &b_key, &[7; 32]), "org B's warm entry survives org A's flood");
+        assert_eq!(cache.buckets[&a].len(), CACHE_CAPACITY_PER_ORG, "org A is held to its own share");
+        assert!(cache.len <= CACHE_CAPACITY);
+    }
+
+    #[test]
+    fn a_full_cache_gives_up_an_entry_of_its_largest_organisation() {
+        let mut cache = WarmCache::default();
+        let orgs: Vec<OrgId> = (0..CACHE_CAPACITY / CACHE_CAPACITY_PER_ORG).map(|i| OrgId::parse(&format!("org-{i}")).unwrap()).collect();
+        for org in &orgs {
+            for _ in 0..CACHE_CAPACITY_PER_ORG {
+                cache.insert(org.clone(), KeyId::generate(), [1; 32]);
+            }
+        }
+        let (late, late_key) = (OrgId::parse("late").unwrap(), KeyId::generate());
+        cache.insert(late.clone(), late_key.clone(), [2; 32]);
+        assert_eq!(cache.len, CACHE_CAPACITY, "bounded");
+        assert!(cache.hit(&late, &late_key, &[2; 32]));
+    }
+
+    #[test]
+    fn the_secret_check_tells_the_right_secret_from_a_wrong_one_and_reveals_32_bits() {
+        let secret = SecretString::from("the-real-secret");
+        let check = secret_check(&secret);
+        assert_eq!(check.len(), 8, "32 bits in hex");
+        assert!(passes_secret_check(&secret, &check));
+        assert!(!passes_secret_check(&SecretString::from("the-real-secreT"), &check));
+        assert!(!check.contains("real"));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The domain crate: model and rules, key format, hashing, tokens, and the `Store` contract with
 //! its embedded store. The model and rules do no I/O and know nothing of HTTP.
 
+pub mod authority;
 pub mod error;
 pub mod hashing;
 pub mod idempotency;
@@ -8,6 +9,7 @@ pub mod ids;
 pub mod key;
 pub mod keys;
 pub mod model;
+pub mod names;
 mod random;
 pub mod roles;
 pub mod service;

@@ -16,6 +16,8 @@ pub const CREDENTIAL_NAME_MAX: usize = 64;
 pub const ROLE_NAME_MAX: usize = 64;
 pub const ROLE_DESCRIPTION_MAX: usize = 512;
 pub const ROLE_PERMISSIONS_MAX: usize = 50;
+/// Principals per organisation unless configured otherwise (`IAM_MAX_PRINCIPALS_PER_ORG`).
+pub const DEFAULT_MAX_PRINCIPALS_PER_ORG: usize = 1_000;
 /// Credentials that are neither revoked nor expired, per principal.
 pub const MAX_ACTIVE_CREDENTIALS: usize = 10;
 pub const MAX_ROLES_PER_PRINCIPAL: usize = 20;
@@ -41,21 +43,8 @@ impl std::fmt::Display for Actor {
     }
 }
 
-/// Trims and checks a human-readable name; control characters are refused so names cannot
-/// forge log lines or break terminals.
-///
-/// The length is counted before trimming, as the published schema's `maxLength` counts it.
-pub fn validate_name(field: &str, raw: &str, max: usize) -> Result<String, DomainError> {
-    let trimmed = raw.trim();
-    let len = raw.chars().count();
-    if trimmed.is_empty() || len > max {
-        return Err(DomainError::invalid(format!("{field} must be 1-{max} characters and not only spaces, got {len}")));
-    }
-    if trimmed.chars().any(char::is_control) {
-        return Err(DomainError::invalid(format!("{field} must not contain control characters")));
-    }
-    Ok(trimmed.to_owned())
-}
+/// Moved to [`crate::names`], with the rest of the rules for names; re-exported for callers.
+pub use crate::names::validate_name;
 
 /// Expiry dates further out than this are a typo, and beyond year 9999 they would not survive
 /// an RFC 3339 round trip.
@@ -206,6 +195,11 @@ pub struct Credential {
     pub last_used_at: Option<DateTime<Utc>>,
     /// argon2id PHC string of the key secret. Never the secret.
     pub secret_hash: String,
+    /// The first 32 bits of the secret's SHA-256, hex ([`crate::hashing::secret_check`]): lets
+    /// an exchange refuse a wrong or forged secret without running argon2. The 224 bits it
+    /// leaves unknown of a 256-bit secret are far beyond any search. `None` on credentials
+    /// issued before it existed, until their next proved use.
+    pub secret_check: Option<String>,
 }
 
 impl Credential {
@@ -236,7 +230,12 @@ impl Credential {
             revoked_by: None,
             last_used_at: None,
             secret_hash,
+            secret_check: None,
         })
+    }
+
+    pub fn with_secret_check(self, check: String) -> Self {
+        Self { secret_check: Some(check), ..self }
     }
 
     pub fn status_at(&self, now: DateTime<Utc>) -> CredentialStatus {
@@ -335,12 +334,14 @@ impl Role {
         if crate::roles::builtin(&name).is_some() {
             return Err(DomainError::conflict(format!("'{name}' is the name of a built-in role")));
         }
+        if let Some(builtin) = crate::names::imitates_builtin_role(&name) {
+            return Err(DomainError::conflict(format!(
+                "name imitates the built-in role '{builtin}' (the same after case folding, NFKC and the Unicode confusable skeleton)"
+            )));
+        }
         let description = match description {
             None => String::new(),
-            Some(d) if d.chars().count() > ROLE_DESCRIPTION_MAX => {
-                return Err(DomainError::invalid(format!("description must be at most {ROLE_DESCRIPTION_MAX} characters")));
-            }
-            Some(d) => d.trim().to_owned(),
+            Some(d) => crate::names::validate_description("description", d, ROLE_DESCRIPTION_MAX)?,
         };
         if permissions.is_empty() || permissions.len() > ROLE_PERMISSIONS_MAX {
             return Err(DomainError::invalid(format!("permissions must list 1-{ROLE_PERMISSIONS_MAX} permissions")));

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 
+use crate::authority::{self, AdminWitness, Authority, AuthorityRule, LastAdministrator, Standing};
 use crate::error::DomainError;
-use crate::hashing::{HashError, SecretHasher};
+use crate::hashing::{self, HashError, SecretHasher};
 use crate::idempotency::{IdempotencyClaim, IdempotencyKey, IdempotentOutcome, key_reused};
 use crate::ids::{KeyId, OrgId, Permission, PrincipalId, RoleId};
 use crate::key::{ApiKey, KeyFormatError};
@@ -35,7 +36,12 @@ pub struct Caller {
     pub key_id: KeyId,
     pub claims: AccessClaims,
     /// What the caller may do now: the token's scope, less anything its roles no longer grant.
+    /// This is its authority (see [`Authority`]).
     pub permissions: BTreeSet<String>,
+    /// The caller's principal and granting roles as read when it authenticated: what makes it
+    /// a witness that the organisation keeps an administrator.
+    pub principal: Principal,
+    pub roles: Vec<Role>,
 }
 
 impl Caller {
@@ -47,16 +53,25 @@ impl Caller {
         if self.permissions.contains(permission) { Ok(()) } else { Err(DomainError::Forbidden(permission.to_owned())) }
     }
 
-    /// Nobody grants management power they lack: a role carrying `iam:` permissions may be
-    /// defined or assigned only by a caller who holds each of them. Permissions of other
-    /// services (`iot:devices:provision`, say) are the organisation's to hand out.
-    fn require_to_grant(&self, permissions: &[Permission]) -> Result<(), DomainError> {
-        match permissions.iter().find(|p| p.as_str().starts_with("iam:") && !self.permissions.contains(p.as_str())) {
-            Some(missing) => Err(DomainError::Forbidden(missing.to_string())),
-            None => Ok(()),
-        }
+    pub fn authority(&self) -> Authority<'_> {
+        Authority::new(&self.permissions)
+    }
+
+    fn is(&self, id: &PrincipalId) -> bool {
+        self.principal_id == *id
+    }
+
+    /// The caller as a usable administrator, if it is one: it authenticated just now with an
+    /// Active credential, so its principal and that credential are usable.
+    fn as_witness(&self) -> Option<AdminWitness> {
+        Standing { principal: self.principal.clone(), roles: self.roles.clone(), credentials: Vec::new() }
+            .usable_administrator_with(&self.key_id, model::now())
     }
 }
+
+/// Guarded writes retry this many times when their witness was removed concurrently, each time
+/// with a fresh read, before answering that no usable administrator would remain.
+const WITNESS_ATTEMPTS: usize = 3;
 
 /// Why a bearer token was not accepted. Logged, never sent: the client sees one 401.
 #[derive(Debug, thiserror::Error)]
@@ -84,9 +99,6 @@ pub enum ExchangeError {
     InvalidScope(String),
     #[error("{0}")]
     InvalidTarget(String),
-    /// Too many wrong secrets for this key from this source address in the current window.
-    #[error("too many failed attempts")]
-    Throttled { retry_after_secs: u64 },
     #[error("store unavailable")]
     Store(#[from] StoreError),
     #[error("hashing failed")]
@@ -99,14 +111,9 @@ pub struct ExchangeRequest {
     pub key: Result<ApiKey, KeyFormatError>,
     pub scope: Option<String>,
     pub audience: Option<String>,
-    /// The caller's network address, when known: failed attempts are counted per key and address.
+    /// The caller's network address, when known: recorded in the audit line of a refusal.
     pub source: Option<String>,
 }
-
-/// More wrong secrets than this for one key from one address within a window are refused
-/// without running argon2 until the window ends.
-pub const MAX_FAILED_ATTEMPTS: u32 = 10;
-pub const FAILED_ATTEMPT_WINDOW_SECS: i64 = 60;
 
 #[derive(Debug)]
 pub struct IssuedToken {
@@ -161,40 +168,31 @@ fn audit(action: &str, actor: &str, org: &str, target: &str, outcome: Result<(),
     }
 }
 
+/// Records the outcome of a management operation, refusals included: a 403 or a 409 names its
+/// rule in `reason`, so an escalation attempt leaves a trace.
 fn audited<T>(action: &str, caller: &Caller, target: &str, result: Result<T, DomainError>) -> Result<T, DomainError> {
     let outcome = result.as_ref().map(|_| ()).map_err(|e| e as &dyn std::fmt::Display);
     audit(action, caller.actor().0.as_str(), caller.org_id.as_str(), target, outcome);
     result
 }
 
-/// Where failed attempts for one key from one address are counted: fixed windows.
-struct AttemptCounter {
-    key: String,
-    window_start: i64,
-}
-
-impl AttemptCounter {
-    fn new(key_id: &KeyId, source: &str) -> Self {
-        let now = model::now().timestamp();
-        // Addresses are short; a longer string is not an address we trust to be one.
-        let source: String = source.chars().take(64).collect();
-        Self { key: format!("{key_id}|{source}"), window_start: now - now.rem_euclid(FAILED_ATTEMPT_WINDOW_SECS) }
-    }
-
-    fn expires_at(&self) -> i64 {
-        self.window_start + 2 * FAILED_ATTEMPT_WINDOW_SECS
-    }
-
-    fn retry_after_secs(&self) -> u64 {
-        let end = self.window_start + FAILED_ATTEMPT_WINDOW_SECS;
-        (end - model::now().timestamp()).clamp(1, FAILED_ATTEMPT_WINDOW_SECS) as u64
-    }
-}
-
 pub struct Iam {
     pub store: Arc<dyn Store>,
     pub hasher: SecretHasher,
     pub tokens: Keyring,
+    pub limits: Limits,
+}
+
+/// Per-organisation caps an operator may set (`IAM_MAX_PRINCIPALS_PER_ORG`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_principals_per_org: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_principals_per_org: model::DEFAULT_MAX_PRINCIPALS_PER_ORG }
+    }
 }
 
 impl std::fmt::Debug for Iam {
@@ -205,7 +203,11 @@ impl std::fmt::Debug for Iam {
 
 impl Iam {
     pub fn new(store: Arc<dyn Store>, hasher: SecretHasher, tokens: Keyring) -> Self {
-        Self { store, hasher, tokens }
+        Self { store, hasher, tokens, limits: Limits::default() }
+    }
+
+    pub fn with_limits(self, limits: Limits) -> Self {
+        Self { limits, ..self }
     }
 
     /// Verifies a management bearer token and re-reads its credential and principal, so a
@@ -222,9 +224,10 @@ impl Iam {
         let principal = self.store.get_principal(&org_id, &principal_id).await?.ok_or(AuthError::UnknownCredential)?;
         model::may_authenticate(&credential, &principal, model::now()).map_err(AuthError::Refused)?;
         // An unassigned role stops granting at once, not when the token expires.
-        let (_, held) = self.entitlements(&principal).await?;
-        let permissions = claims.permissions().filter(|p| held.iter().any(|h| h.as_str() == *p)).map(str::to_owned).collect();
-        Ok(Caller { principal_id, org_id, key_id, claims, permissions })
+        let roles = self.granting_roles(&principal).await?;
+        let held: BTreeSet<&str> = roles.iter().flat_map(|r| r.permissions.iter().map(Permission::as_str)).collect();
+        let permissions = claims.permissions().filter(|p| held.contains(p)).map(str::to_owned).collect();
+        Ok(Caller { principal_id, org_id, key_id, claims, permissions, principal, roles })
     }
 
     async fn principal_of(&self, caller: &Caller, id: &PrincipalId) -> Result<Principal, DomainError> {
@@ -254,7 +257,9 @@ impl Iam {
         input: NewPrincipal,
         idempotency: Option<&IdempotencyKey>,
     ) -> Result<Created<Principal>, DomainError> {
-        caller.require(PERM_API_KEYS_WRITE)?;
+        if let Err(e) = caller.require(PERM_API_KEYS_WRITE) {
+            return audited("principal.create", caller, "", Err(e));
+        }
         let claim = idempotency.map(|k| IdempotencyClaim::new(&caller.org_id, &caller.principal_id, k, "principal.create", &input));
         let replayed = |outcome| match outcome {
             IdempotentOutcome::Principal { principal } => Ok(Created::replay(principal)),
@@ -267,7 +272,7 @@ impl Iam {
             let now = model::now();
             let p = Principal::new(caller.org_id.clone(), &input.display_name, input.status, input.expires_at, caller.actor(), now)?;
             let record = claim.as_ref().map(|c| c.record(IdempotentOutcome::Principal { principal: p.clone() }, now));
-            match self.store.create_principal(&p, record.as_ref()).await {
+            match self.store.create_principal(&p, self.limits.max_principals_per_org, record.as_ref()).await {
                 Ok(()) => Ok(Created::new(p)),
                 Err(StoreError::IdempotencyKeyTaken) => replayed(self.outcome_of_winner(claim.as_ref()).await?),
                 Err(e) => Err(e.into()),
@@ -298,6 +303,49 @@ impl Iam {
         self.principal_of(caller, id).await
     }
 
+    /// A principal of the caller's organisation with its roles and credentials, read for an
+    /// authority decision.
+    async fn standing_of(&self, caller: &Caller, id: &PrincipalId) -> Result<Standing, DomainError> {
+        let principal = self.principal_of(caller, id).await?;
+        Ok(self.standing(principal).await?)
+    }
+
+    async fn standing(&self, principal: Principal) -> Result<Standing, StoreError> {
+        let roles = self.granting_roles(&principal).await?;
+        let credentials = self.store.list_credentials(&principal.org_id, &principal.id).await?;
+        Ok(Standing { principal, roles, credentials })
+    }
+
+    /// What a write that may leave the organisation without a usable administrator must
+    /// condition on (see [`authority::guard_for`]): the target's own remaining means, else the
+    /// caller, else any other usable administrator of the organisation. The search reads the
+    /// organisation's principals only when the caller cannot serve: in practice when an
+    /// administrator removes its own last means of use.
+    async fn witness_for(&self, caller: &Caller, before: &Standing, after: &Standing) -> Result<Option<AdminWitness>, DomainError> {
+        let now = model::now();
+        let caller_witness = caller.as_witness().filter(|_| !caller.is(&before.principal.id));
+        match authority::guard_for(before, after, caller_witness, now) {
+            Err(LastAdministrator) => {}
+            decided => return Ok(decided?),
+        }
+        let mut after_id = None;
+        loop {
+            let page = self.store.list_principals(&caller.org_id, 100, after_id.as_ref()).await?;
+            for p in page.items {
+                if p.id == before.principal.id || p.id == caller.principal_id || p.status != PrincipalStatus::Active {
+                    continue;
+                }
+                if let Some(w) = self.standing(p).await?.usable_administrator(now) {
+                    return Ok(Some(w));
+                }
+            }
+            match page.next {
+                Some(next) => after_id = Some(next),
+                None => return Err(LastAdministrator.into()),
+            }
+        }
+    }
+
     /// With `if_match` (the version the caller last read, from its ETag) the change applies only
     /// to that version; a concurrent change in between fails it with 412 rather than being
     /// silently overwritten.
@@ -308,21 +356,34 @@ impl Iam {
         change: PrincipalChange,
         if_match: Option<u64>,
     ) -> Result<Principal, DomainError> {
-        caller.require(PERM_API_KEYS_WRITE)?;
         let stale = || DomainError::PreconditionFailed("the principal has changed since it was read (If-Match); read it again".into());
         let result = async {
-            let current = self.principal_of(caller, id).await?;
-            if if_match.is_some_and(|v| v != current.version) {
-                return Err(stale());
+            caller.require(PERM_API_KEYS_WRITE)?;
+            if caller.is(id) && (change.status.is_some() || change.expires_at.is_some()) {
+                return Err(AuthorityRule::OwnStatusOrExpiry.into());
             }
-            match current.apply(&change, model::now())? {
-                None => Ok(current),
-                Some(next) => match self.store.update_principal(&next, current.version).await {
-                    Ok(()) => Ok(next),
-                    Err(StoreError::Conflict(_)) if if_match.is_some() => Err(stale()),
-                    Err(e) => Err(e.into()),
-                },
+            for attempt in 1..=WITNESS_ATTEMPTS {
+                let before = self.standing_of(caller, id).await?;
+                caller.authority().may_act_on(&before.permissions())?;
+                let current = &before.principal;
+                if if_match.is_some_and(|v| v != current.version) {
+                    return Err(stale());
+                }
+                let Some(next) = current.apply(&change, model::now())? else { return Ok(current.clone()) };
+                // Only a status change can take a usable administrator out now; an expiry is in
+                // the future, and takes effect when it comes, as a security measure should.
+                let witness = match next.status == current.status {
+                    true => None,
+                    false => self.witness_for(caller, &before, &before.with_principal(next.clone())).await?,
+                };
+                match self.store.update_principal(&next, current.version, witness.as_ref()).await {
+                    Ok(()) => return Ok(next),
+                    Err(StoreError::WitnessGone) if attempt < WITNESS_ATTEMPTS => continue,
+                    Err(StoreError::Conflict(_)) if if_match.is_some() => return Err(stale()),
+                    Err(e) => return Err(e.into()),
+                }
             }
+            Err(LastAdministrator.into())
         }
         .await;
         audited("principal.update", caller, id.as_str(), result)
@@ -336,7 +397,9 @@ impl Iam {
         expires_at: Option<DateTime<Utc>>,
         idempotency: Option<&IdempotencyKey>,
     ) -> Result<(Credential, ApiKey), DomainError> {
-        caller.require(PERM_CREDENTIALS_WRITE)?;
+        if let Err(e) = caller.require(PERM_CREDENTIALS_WRITE) {
+            return audited("credential.issue", caller, id.as_str(), Err(e));
+        }
         let claim = idempotency
             .map(|k| IdempotencyClaim::new(&caller.org_id, &caller.principal_id, k, "credential.issue", &(id, name, expires_at)));
         // The secret of an earlier issue cannot be shown again: name it, so it can be revoked.
@@ -348,14 +411,18 @@ impl Iam {
             return Err(already_issued(outcome));
         }
         let result = async {
-            let principal = self.principal_of(caller, id).await?;
+            let target = self.standing_of(caller, id).await?;
+            // A key for a principal is that principal's power: issuing one is acting on it.
+            caller.authority().may_act_on(&target.permissions())?;
+            let principal = target.principal;
             let now = model::now();
             // Validate before paying for argon2.
             Credential::new(&principal, KeyId::generate(), name, expires_at, String::new(), caller.actor(), now)?;
             let key = ApiKey::generate();
             let hash =
                 self.hasher.hash(key.secret()).await.map_err(|e| DomainError::Unavailable(StoreError::Unavailable(e.to_string())))?;
-            let credential = Credential::new(&principal, key.key_id().clone(), name, expires_at, hash, caller.actor(), now)?;
+            let credential = Credential::new(&principal, key.key_id().clone(), name, expires_at, hash, caller.actor(), now)?
+                .with_secret_check(hashing::secret_check(key.secret()));
             let record = claim.as_ref().map(|c| c.record(IdempotentOutcome::Credential { key_id: credential.key_id.clone() }, now));
             match self.store.insert_credential(&credential, now, record.as_ref()).await {
                 Ok(()) => Ok((credential, key)),
@@ -383,8 +450,20 @@ impl Iam {
     }
 
     pub async fn revoke_credential(&self, caller: &Caller, id: &PrincipalId, key_id: &KeyId) -> Result<Credential, DomainError> {
-        caller.require(PERM_CREDENTIALS_WRITE)?;
-        let result = async { Ok(self.store.revoke_credential(&caller.org_id, id, key_id, &caller.actor(), model::now()).await?) }.await;
+        let result = async {
+            caller.require(PERM_CREDENTIALS_WRITE)?;
+            for attempt in 1..=WITNESS_ATTEMPTS {
+                let before = self.standing_of(caller, id).await?;
+                caller.authority().may_act_on(&before.permissions())?;
+                let witness = self.witness_for(caller, &before, &before.without_credential(key_id)).await?;
+                match self.store.revoke_credential(&caller.org_id, id, key_id, &caller.actor(), model::now(), witness.as_ref()).await {
+                    Err(StoreError::WitnessGone) if attempt < WITNESS_ATTEMPTS => continue,
+                    done => return Ok(done?),
+                }
+            }
+            Err(LastAdministrator.into())
+        }
+        .await;
         audited("credential.revoke", caller, key_id.as_str(), result)
     }
 
@@ -404,8 +483,12 @@ impl Iam {
         input: NewRole,
         idempotency: Option<&IdempotencyKey>,
     ) -> Result<Created<Role>, DomainError> {
-        caller.require(PERM_ROLES_WRITE)?;
-        caller.require_to_grant(&input.permissions)?;
+        // A role is a grant waiting to happen: defining one needs the authority to grant all
+        // of it, so nobody mints a role they could not hand out themselves.
+        let allowed = caller.require(PERM_ROLES_WRITE).and_then(|()| Ok(caller.authority().may_grant(&input.permissions)?));
+        if let Err(e) = allowed {
+            return audited("role.create", caller, "", Err(e));
+        }
         let claim = idempotency.map(|k| IdempotencyClaim::new(&caller.org_id, &caller.principal_id, k, "role.create", &input));
         let replayed = |outcome| match outcome {
             IdempotentOutcome::Role { role } => Ok(Created::replay(role)),
@@ -458,14 +541,18 @@ impl Iam {
     }
 
     pub async fn assign_role(&self, caller: &Caller, id: &PrincipalId, role_id: &RoleId) -> Result<(RoleAssignment, bool), DomainError> {
-        caller.require(PERM_ROLE_ASSIGNMENTS_WRITE)?;
         let result = async {
-            self.principal_of(caller, id).await?;
+            caller.require(PERM_ROLE_ASSIGNMENTS_WRITE)?;
+            if caller.is(id) {
+                return Err(AuthorityRule::SelfGrant.into());
+            }
+            let target = self.standing_of(caller, id).await?;
             let role = self.role_for(&caller.org_id, role_id).await?.ok_or_else(|| {
                 DomainError::unprocessable(format!("role '{role_id}' does not exist or is not available to this organisation"))
             })?;
             role.check_assignable(&caller.org_id)?;
-            caller.require_to_grant(&role.permissions)?;
+            caller.authority().may_act_on(&target.permissions())?;
+            caller.authority().may_grant(&role.permissions)?;
             let assignment = RoleAssignment {
                 org_id: caller.org_id.clone(),
                 principal_id: id.clone(),
@@ -480,47 +567,61 @@ impl Iam {
     }
 
     pub async fn unassign_role(&self, caller: &Caller, id: &PrincipalId, role_id: &RoleId) -> Result<(), DomainError> {
-        caller.require(PERM_ROLE_ASSIGNMENTS_WRITE)?;
         let result = async {
-            self.principal_of(caller, id).await?;
-            if self.store.unassign_role(&caller.org_id, id, role_id).await? {
-                Ok(())
-            } else {
-                Err(DomainError::NotFound("role assignment"))
+            caller.require(PERM_ROLE_ASSIGNMENTS_WRITE)?;
+            for attempt in 1..=WITNESS_ATTEMPTS {
+                let before = self.standing_of(caller, id).await?;
+                caller.authority().may_act_on(&before.permissions())?;
+                let witness = self.witness_for(caller, &before, &before.without_role(role_id)).await?;
+                match self.store.unassign_role(&caller.org_id, id, role_id, witness.as_ref()).await {
+                    Ok(true) => return Ok(()),
+                    Ok(false) => return Err(DomainError::NotFound("role assignment")),
+                    Err(StoreError::WitnessGone) if attempt < WITNESS_ATTEMPTS => continue,
+                    Err(e) => return Err(e.into()),
+                }
             }
+            Err(LastAdministrator.into())
         }
         .await;
         audited("role_assignment.unassign", caller, &format!("{id}/{role_id}"), result)
     }
 
-    /// The roles and permissions a principal holds now. Roles that no longer exist or no longer
-    /// support API keys grant nothing.
-    async fn entitlements(&self, principal: &Principal) -> Result<(Vec<RoleId>, BTreeSet<Permission>), StoreError> {
-        let mut roles = Vec::new();
-        let mut permissions = BTreeSet::new();
+    /// The roles that grant a principal something now. Roles that no longer exist or no longer
+    /// support its type grant nothing.
+    async fn granting_roles(&self, principal: &Principal) -> Result<Vec<Role>, StoreError> {
+        let mut granting = Vec::new();
         for a in self.store.list_role_assignments(&principal.org_id, &principal.id).await? {
             if let Some(role) = self.role_for(&principal.org_id, &a.role_id).await?
-                && role.is_available_to(&principal.org_id)
-                && role.supports(PrincipalType::ApiKey)
+                && authority::granting(&role, &principal.org_id, principal.principal_type)
             {
-                permissions.extend(role.permissions.iter().cloned());
-                roles.push(a.role_id);
+                granting.push(role);
             }
         }
-        roles.sort();
-        Ok((roles, permissions))
+        granting.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(granting)
+    }
+
+    /// The roles and permissions a principal holds now.
+    async fn entitlements(&self, principal: &Principal) -> Result<(Vec<RoleId>, BTreeSet<Permission>), StoreError> {
+        let roles = self.granting_roles(principal).await?;
+        let permissions = roles.iter().flat_map(|r| r.permissions.iter().cloned()).collect();
+        Ok((roles.into_iter().map(|r| r.id).collect(), permissions))
     }
 
     /// Exchanges an API key for an access token.
     pub async fn exchange(&self, request: ExchangeRequest) -> Result<IssuedToken, ExchangeError> {
         let key_id = request.key.as_ref().map(|k| k.key_id().to_string()).unwrap_or_default();
+        let source = request.source.clone();
         // Who is asking is known only once the secret is proved; until then the caller is anonymous.
         let mut proved = None;
         let result = self.exchange_inner(request, &mut proved).await;
         match (&result, proved) {
             (Ok(t), _) => audit("token.exchange", &t.claims.sub, &t.claims.org_id, &key_id, Ok(())),
             (Err(e), Some((principal, org))) => audit("token.exchange", principal.as_str(), org.as_str(), &key_id, Err(e)),
-            (Err(e), None) => audit("token.exchange", "anonymous", "", &key_id, Err(e)),
+            (Err(e), None) => {
+                let source = source.as_deref().unwrap_or("unknown");
+                tracing::info!(target: "audit", action = "token.exchange", actor = "anonymous", org = "", target_id = key_id, source, outcome = "failure", reason = %e, "audit")
+            }
         }
         result
     }
@@ -531,32 +632,21 @@ impl Iam {
         proved: &mut Option<(PrincipalId, OrgId)>,
     ) -> Result<IssuedToken, ExchangeError> {
         let key = request.key.map_err(|_| ExchangeError::InvalidClient("malformed key"))?;
-        let credential = self.store.get_credential(key.key_id()).await?;
-        // A secret this instance already verified is never throttled: guessers sharing the
-        // owner's address cannot lock a warm owner out.
-        let warm = credential.as_ref().is_some_and(|c| self.hasher.is_warm(key.key_id(), key.secret(), &c.secret_hash));
-        let attempts = request.source.as_deref().map(|source| AttemptCounter::new(key.key_id(), source));
-        if !warm && let Some(counter) = &attempts {
-            let count = self.store.failed_attempts(&counter.key, counter.window_start).await?;
-            if count >= MAX_FAILED_ATTEMPTS {
-                return Err(ExchangeError::Throttled { retry_after_secs: counter.retry_after_secs() });
-            }
-        }
-        let verified = match &credential {
-            Some(c) => self.hasher.verify(key.key_id(), key.secret(), &c.secret_hash).await?,
-            None => {
-                self.hasher.verify_decoy(key.secret()).await?;
-                false
-            }
-        };
-        let Some(credential) = credential.filter(|_| verified) else {
-            if let Some(counter) = &attempts
-                && let Err(e) = self.store.record_failed_attempt(&counter.key, counter.window_start, counter.expires_at()).await
-            {
-                tracing::warn!(error = %e, "could not count a failed attempt");
-            }
+        // Refusing a wrong or forged secret costs one read and one SHA-256: no argon2 for an
+        // unknown key id (so no decoy is needed either) nor for a secret that fails the stored
+        // check. Only a caller who knows the secret (or the 32 bits the check keeps, and then
+        // only for one key id at a time) reaches argon2, which is bounded by the hasher's slots.
+        let Some(credential) = self.store.get_credential(key.key_id()).await? else {
             return Err(ExchangeError::InvalidClient("unknown key id or wrong secret"));
         };
+        if credential.secret_check.as_deref().is_some_and(|check| !hashing::passes_secret_check(key.secret(), check)) {
+            return Err(ExchangeError::InvalidClient("unknown key id or wrong secret"));
+        }
+        if !self.hasher.verify(&credential.org_id, key.key_id(), key.secret(), &credential.secret_hash).await? {
+            return Err(ExchangeError::InvalidClient("unknown key id or wrong secret"));
+        }
+        // Credentials issued before the check existed gain it with this proved use.
+        let secret_check = credential.secret_check.is_none().then(|| hashing::secret_check(key.secret()));
         *proved = Some((credential.principal_id.clone(), credential.org_id.clone()));
         // Only now, with the secret proved, may the caller learn why the key is refused.
         let principal = self
@@ -599,7 +689,7 @@ impl Iam {
         // The last word before the token leaves: recording the use succeeds only while the
         // credential and its principal are still Active, so a revoke or suspension that returned
         // while this exchange was in flight (during argon2, say) still wins.
-        if !self.store.record_credential_use(&credential, now).await? {
+        if !self.store.record_credential_use(&credential, now, secret_check.as_deref()).await? {
             let fresh_credential = self.store.get_credential(&credential.key_id).await?;
             let fresh_principal = self.store.get_principal(&principal.org_id, &principal.id).await?;
             let reason = match (fresh_credential, fresh_principal) {
@@ -642,7 +732,8 @@ pub async fn bootstrap_admin(store: &dyn Store, hasher: &SecretHasher, org: &Org
     };
     let key = ApiKey::generate();
     let hash = hasher.hash(key.secret()).await.map_err(|e| DomainError::Unavailable(StoreError::Unavailable(e.to_string())))?;
-    let credential = Credential::new(&principal, key.key_id().clone(), "bootstrap", None, hash, actor.clone(), now)?;
+    let credential = Credential::new(&principal, key.key_id().clone(), "bootstrap", None, hash, actor.clone(), now)?
+        .with_secret_check(hashing::secret_check(key.secret()));
     let result = store.bootstrap_org(&principal, &assignment, &credential, force).await;
     let outcome = result.as_ref().map(|_| ()).map_err(|e| e as &dyn std::fmt::Display);
     audit("org.bootstrap", &actor.0, org.as_str(), principal.id.as_str(), outcome);

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use chrono::Duration;
 
 use super::{Store, StoreError};
+use crate::authority::AdminWitness;
 use crate::idempotency::{IDEMPOTENCY_TTL, IdempotencyClaim, IdempotencyKey, IdempotencyRecord, IdempotentOutcome};
 use crate::ids::{KeyId, OrgId, Permission, PrincipalId, RoleId};
 use crate::model::{
@@ -23,7 +24,8 @@ macro_rules! store_contract_tests {
             credential_insert_and_read, credential_insert_checks_principal, credential_limit_is_enforced,
             credential_limit_holds_under_concurrency, revoke_is_idempotent_and_scoped, revoke_wins_over_concurrent_reads,
             record_use_keeps_status, roles_are_scoped_and_unique, assignments_are_idempotent_and_scoped,
-            assignment_limit_and_revoked_principal, bootstrap_happens_once, failed_attempts_count_per_key_and_window,
+            assignment_limit_and_revoked_principal, bootstrap_happens_once, principal_cap_is_enforced_per_org,
+            guarded_writes_commit_only_while_their_witness_is_usable, secret_check_is_stored_and_gained_on_first_use,
             idempotency_records_are_written_with_the_object, idempotency_slot_is_taken_once_until_expiry);
     };
     (@cases $make:expr; $($case:ident),*) => {
@@ -66,18 +68,18 @@ fn assignment(p: &Principal, role: &str) -> RoleAssignment {
 async fn revoke_principal<S: Store + ?Sized>(store: &S, p: &Principal) -> Principal {
     let change = PrincipalChange { status: Some(PrincipalStatus::Revoked), ..Default::default() };
     let revoked = p.apply(&change, now()).unwrap().unwrap();
-    store.update_principal(&revoked, p.version).await.unwrap();
+    store.update_principal(&revoked, p.version, None).await.unwrap();
     revoked
 }
 
 pub async fn principal_round_trip<S: Store + ?Sized>(store: Arc<S>) {
     let p = principal("acme");
-    store.create_principal(&p, None).await.unwrap();
+    store.create_principal(&p, MAX, None).await.unwrap();
     assert_eq!(store.get_principal(&p.org_id, &p.id).await.unwrap(), Some(p.clone()));
     // Writing the identical principal again is what a retried write looks like: success.
-    store.create_principal(&p, None).await.unwrap();
+    store.create_principal(&p, MAX, None).await.unwrap();
     let other = Principal { display_name: "someone else".into(), ..p.clone() };
-    assert!(matches!(store.create_principal(&other, None).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(store.create_principal(&other, MAX, None).await, Err(StoreError::Conflict(_))));
     assert_eq!(store.get_principal(&p.org_id, &p.id).await.unwrap(), Some(p.clone()));
     assert_eq!(store.get_principal(&org("other"), &p.id).await.unwrap(), None, "tenancy is in the key");
     assert_eq!(store.get_principal(&p.org_id, &PrincipalId::generate()).await.unwrap(), None);
@@ -87,11 +89,11 @@ pub async fn principal_listing_paginates_within_org<S: Store + ?Sized>(store: Ar
     let mut ids = Vec::new();
     for _ in 0..5 {
         let p = principal("acme");
-        store.create_principal(&p, None).await.unwrap();
+        store.create_principal(&p, MAX, None).await.unwrap();
         ids.push(p.id);
     }
-    store.create_principal(&principal("other"), None).await.unwrap();
-    store.create_principal(&principal("acme-2"), None).await.unwrap();
+    store.create_principal(&principal("other"), MAX, None).await.unwrap();
+    store.create_principal(&principal("acme-2"), MAX, None).await.unwrap();
     let mut seen = Vec::new();
     let mut cursor = None;
     let mut pages = 0;
@@ -119,19 +121,19 @@ pub async fn principal_listing_paginates_within_org<S: Store + ?Sized>(store: Ar
 
 pub async fn principal_update_is_versioned<S: Store + ?Sized>(store: Arc<S>) {
     let p = principal("acme");
-    store.create_principal(&p, None).await.unwrap();
+    store.create_principal(&p, MAX, None).await.unwrap();
     let change = PrincipalChange { display_name: Some("renamed".into()), ..Default::default() };
     let next = p.apply(&change, now()).unwrap().unwrap();
-    store.update_principal(&next, p.version).await.unwrap();
+    store.update_principal(&next, p.version, None).await.unwrap();
     assert_eq!(store.get_principal(&p.org_id, &p.id).await.unwrap().unwrap().display_name, "renamed");
-    assert!(matches!(store.update_principal(&next, p.version).await, Err(StoreError::Conflict(_))), "stale version");
+    assert!(matches!(store.update_principal(&next, p.version, None).await, Err(StoreError::Conflict(_))), "stale version");
     let ghost = principal("acme");
-    assert!(matches!(store.update_principal(&ghost, 1).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(store.update_principal(&ghost, 1, None).await, Err(StoreError::NotFound(_))));
 }
 
 pub async fn credential_insert_and_read<S: Store + ?Sized>(store: Arc<S>) {
     let p = principal("acme");
-    store.create_principal(&p, None).await.unwrap();
+    store.create_principal(&p, MAX, None).await.unwrap();
     let c = credential(&p);
     store.insert_credential(&c, now(), None).await.unwrap();
     assert_eq!(store.get_credential(&c.key_id).await.unwrap(), Some(c.clone()));
@@ -145,7 +147,7 @@ pub async fn credential_insert_checks_principal<S: Store + ?Sized>(store: Arc<S>
     let ghost = principal("acme");
     assert!(matches!(store.insert_credential(&credential(&ghost), now(), None).await, Err(StoreError::NotFound(_))));
     let p = principal("acme");
-    store.create_principal(&p, None).await.unwrap();
+    store.create_principal(&p, MAX, None).await.unwrap();
     let mut foreign = credential(&p);
     foreign.org_id = org("other");
     assert!(matches!(store.insert_credential(&foreign, now(), None).await, Err(StoreError::NotFound(_))));
@@ -157,7 +159,7 @@ pub async fn credential_insert_checks_principal<S: Store + ?Sized>(store: Arc<S>
 
 pub async fn credential_limit_is_enforced<S: Store + ?Sized>(store: Arc<S>) {
     let p = principal("acme");
-    store.create_principal(&p, None).await.unwrap();
+    store.create_principal(&p, MAX, None).await.unwrap();
     let mut issued = Vec::new();
     for _ in 0..MAX_ACTIVE_CREDENTIALS {
         let c = credential(&p);
@@ -166,21 +168,21 @@ pub async fn credential_limit_is_enforced<S: Store + ?Sized>(store: Arc<S>) {
     }
     let extra = credential(&p);
     assert!(matches!(store.insert_credential(&extra, now(), None).await, Err(StoreError::Limit(_))));
-    store.revoke_credential(&p.org_id, &p.id, &issued[0].key_id, &actor(), now()).await.unwrap();
+    store.revoke_credential(&p.org_id, &p.id, &issued[0].key_id, &actor(), now(), None).await.unwrap();
     store.insert_credential(&extra, now(), None).await.unwrap();
     // An expired credential no longer counts: look from a time after every expiry.
     let mut expiring = credential(&p);
     expiring.expires_at = Some(now() + Duration::seconds(60));
     assert!(matches!(store.insert_credential(&expiring, now(), None).await, Err(StoreError::Limit(_))));
     let later = now() + Duration::days(1);
-    store.revoke_credential(&p.org_id, &p.id, &issued[1].key_id, &actor(), now()).await.unwrap();
+    store.revoke_credential(&p.org_id, &p.id, &issued[1].key_id, &actor(), now(), None).await.unwrap();
     store.insert_credential(&expiring, now(), None).await.unwrap();
     store.insert_credential(&credential(&p), later, None).await.unwrap();
 }
 
 pub async fn credential_limit_holds_under_concurrency<S: Store + ?Sized>(store: Arc<S>) {
     let p = principal("acme");
-    store.create_principal(&p, None).await.unwrap();
+    store.create_principal(&p, MAX, None).await.unwrap();
     let mut tasks = Vec::new();
     for _ in 0..(MAX_ACTIVE_CREDENTIALS * 2) {
         let store = store.clone();
@@ -201,20 +203,21 @@ pub async fn credential_limit_holds_under_concurrency<S: Store + ?Sized>(store: 
 
 pub async fn revoke_is_idempotent_and_scoped<S: Store + ?Sized>(store: Arc<S>) {
     let p = principal("acme");
-    store.create_principal(&p, None).await.unwrap();
+    store.create_principal(&p, MAX, None).await.unwrap();
     let c = credential(&p);
     let sibling = credential(&p);
     store.insert_credential(&c, now(), None).await.unwrap();
     store.insert_credential(&sibling, now(), None).await.unwrap();
-    assert!(matches!(store.revoke_credential(&org("other"), &p.id, &c.key_id, &actor(), now()).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(store.revoke_credential(&org("other"), &p.id, &c.key_id, &actor(), now(), None).await, Err(StoreError::NotFound(_))));
     assert!(matches!(
-        store.revoke_credential(&p.org_id, &PrincipalId::generate(), &c.key_id, &actor(), now()).await,
+        store.revoke_credential(&p.org_id, &PrincipalId::generate(), &c.key_id, &actor(), now(), None).await,
         Err(StoreError::NotFound(_))
     ));
-    let first = store.revoke_credential(&p.org_id, &p.id, &c.key_id, &actor(), now()).await.unwrap();
+    let first = store.revoke_credential(&p.org_id, &p.id, &c.key_id, &actor(), now(), None).await.unwrap();
     assert_eq!(first.status, CredentialStatus::Revoked);
     assert!(first.revoked_at.is_some());
-    let again = store.revoke_credential(&p.org_id, &p.id, &c.key_id, &Actor::system("later"), now() + Duration::seconds(5)).await.unwrap();
+    let again =
+        store.revoke_credential(&p.org_id, &p.id, &c.key_id, &Actor::system("later"), now() + Duration::seconds(5), None).await.unwrap();
     assert_eq!(again, first, "the first revocation is kept");
     assert_eq!(store.get_credential(&c.key_id).await.unwrap().unwrap().status, CredentialStatus::Revoked);
     assert_eq!(store.get_credential(&sibling.key_id).await.unwrap().unwrap().status, CredentialStatus::Active, "siblings untouched");
@@ -224,8 +227,8 @@ pub async fn revoke_is_idempotent_and_scoped<S: Store + ?Sized>(store: Arc<S>) {
     // still reads use, then revocation.
     let used = credential(&p);
     store.insert_credential(&used, now(), None).await.unwrap();
-    assert!(store.record_credential_use(&used, now() + Duration::seconds(30)).await.unwrap());
-    let revoked = store.revoke_credential(&p.org_id, &p.id, &used.key_id, &actor(), now()).await.unwrap();
+    assert!(store.record_credential_use(&used, now() + Duration::seconds(30), None).await.unwrap());
+    let revoked = store.revoke_credential(&p.org_id, &p.id, &used.key_id, &actor(), now(), None).await.unwrap();
     let (used_at, revoked_at) = (revoked.last_used_at.unwrap(), revoked.revoked_at.unwrap());
     assert!(revoked_at >= used_at, "revoked at {revoked_at}, last used at {used_at}");
     assert_eq!(store.get_credential(&used.key_id).await.unwrap().unwrap().revoked_at, Some(revoked_at));
@@ -233,7 +236,7 @@ pub async fn revoke_is_idempotent_and_scoped<S: Store + ?Sized>(store: Arc<S>) {
 
 pub async fn revoke_wins_over_concurrent_reads<S: Store + ?Sized>(store: Arc<S>) {
     let p = principal("acme");
-    store.create_principal(&p, None).await.unwrap();
+    store.create_principal(&p, MAX, None).await.unwrap();
     for _ in 0..20 {
         let c = credential(&p);
         store.insert_credential(&c, now(), None).await.unwrap();
@@ -242,7 +245,7 @@ pub async fn revoke_wins_over_concurrent_reads<S: Store + ?Sized>(store: Arc<S>)
             let key = c.key_id.clone();
             tokio::spawn(async move { store.get_credential(&key).await })
         };
-        store.revoke_credential(&p.org_id, &p.id, &c.key_id, &actor(), now()).await.unwrap();
+        store.revoke_credential(&p.org_id, &p.id, &c.key_id, &actor(), now(), None).await.unwrap();
         // Once revoke has returned, every read sees it.
         assert_eq!(store.get_credential(&c.key_id).await.unwrap().unwrap().status, CredentialStatus::Revoked);
         reader.await.unwrap().unwrap();
@@ -251,22 +254,22 @@ pub async fn revoke_wins_over_concurrent_reads<S: Store + ?Sized>(store: Arc<S>)
 
 pub async fn record_use_keeps_status<S: Store + ?Sized>(store: Arc<S>) {
     let p = principal("acme");
-    store.create_principal(&p, None).await.unwrap();
+    store.create_principal(&p, MAX, None).await.unwrap();
     let c = credential(&p);
     store.insert_credential(&c, now(), None).await.unwrap();
     let at = now();
-    assert!(store.record_credential_use(&c, at).await.unwrap());
+    assert!(store.record_credential_use(&c, at, None).await.unwrap());
     assert_eq!(store.get_credential(&c.key_id).await.unwrap().unwrap().last_used_at, Some(at));
-    store.revoke_credential(&p.org_id, &p.id, &c.key_id, &actor(), now()).await.unwrap();
-    assert!(!store.record_credential_use(&c, at).await.unwrap(), "a revoked credential is not used");
+    store.revoke_credential(&p.org_id, &p.id, &c.key_id, &actor(), now(), None).await.unwrap();
+    assert!(!store.record_credential_use(&c, at, None).await.unwrap(), "a revoked credential is not used");
     assert_eq!(store.get_credential(&c.key_id).await.unwrap().unwrap().status, CredentialStatus::Revoked);
     let c2 = credential(&p);
     store.insert_credential(&c2, now(), None).await.unwrap();
     let suspended = p.apply(&PrincipalChange { status: Some(PrincipalStatus::Suspended), ..Default::default() }, now()).unwrap().unwrap();
-    store.update_principal(&suspended, p.version).await.unwrap();
-    assert!(!store.record_credential_use(&c2, at).await.unwrap(), "nor one of a suspended principal");
+    store.update_principal(&suspended, p.version, None).await.unwrap();
+    assert!(!store.record_credential_use(&c2, at, None).await.unwrap(), "nor one of a suspended principal");
     assert_eq!(store.get_credential(&c2.key_id).await.unwrap().unwrap().last_used_at, None, "nothing written");
-    assert!(!store.record_credential_use(&credential(&p), at).await.unwrap(), "nor a missing one");
+    assert!(!store.record_credential_use(&credential(&p), at, None).await.unwrap(), "nor a missing one");
 }
 
 fn role(org_name: &str, name: &str) -> Role {
@@ -294,7 +297,7 @@ pub async fn roles_are_scoped_and_unique<S: Store + ?Sized>(store: Arc<S>) {
 
 pub async fn assignments_are_idempotent_and_scoped<S: Store + ?Sized>(store: Arc<S>) {
     let p = principal("acme");
-    store.create_principal(&p, None).await.unwrap();
+    store.create_principal(&p, MAX, None).await.unwrap();
     let a = assignment(&p, "iam-viewer");
     let (stored, created) = store.assign_role(&a).await.unwrap();
     assert!(created);
@@ -306,9 +309,9 @@ pub async fn assignments_are_idempotent_and_scoped<S: Store + ?Sized>(store: Arc
     assert_eq!(again, a, "the first assignment is kept");
     assert_eq!(store.list_role_assignments(&p.org_id, &p.id).await.unwrap(), vec![a.clone()]);
     assert!(store.list_role_assignments(&org("other"), &p.id).await.unwrap().is_empty());
-    assert!(!store.unassign_role(&org("other"), &p.id, &a.role_id).await.unwrap());
-    assert!(store.unassign_role(&p.org_id, &p.id, &a.role_id).await.unwrap());
-    assert!(!store.unassign_role(&p.org_id, &p.id, &a.role_id).await.unwrap());
+    assert!(!store.unassign_role(&org("other"), &p.id, &a.role_id, None).await.unwrap());
+    assert!(store.unassign_role(&p.org_id, &p.id, &a.role_id, None).await.unwrap());
+    assert!(!store.unassign_role(&p.org_id, &p.id, &a.role_id, None).await.unwrap());
     assert!(store.list_role_assignments(&p.org_id, &p.id).await.unwrap().is_empty());
     let ghost = principal("acme");
     assert!(matches!(store.assign_role(&assignment(&ghost, "iam-viewer")).await, Err(StoreError::NotFound(_))));
@@ -316,7 +319,7 @@ pub async fn assignments_are_idempotent_and_scoped<S: Store + ?Sized>(store: Arc
 
 pub async fn assignment_limit_and_revoked_principal<S: Store + ?Sized>(store: Arc<S>) {
     let p = principal("acme");
-    store.create_principal(&p, None).await.unwrap();
+    store.create_principal(&p, MAX, None).await.unwrap();
     for i in 0..MAX_ROLES_PER_PRINCIPAL {
         store.assign_role(&assignment(&p, &format!("role-{i}"))).await.unwrap();
     }
@@ -324,7 +327,7 @@ pub async fn assignment_limit_and_revoked_principal<S: Store + ?Sized>(store: Ar
     let (_, created) = store.assign_role(&assignment(&p, "role-0")).await.unwrap();
     assert!(!created, "re-assigning at the limit is still idempotent");
     let q = principal("acme");
-    store.create_principal(&q, None).await.unwrap();
+    store.create_principal(&q, MAX, None).await.unwrap();
     revoke_principal(&*store, &q).await;
     assert!(matches!(store.assign_role(&assignment(&q, "iam-viewer")).await, Err(StoreError::Conflict(_))));
 }
@@ -350,28 +353,87 @@ pub async fn bootstrap_happens_once<S: Store + ?Sized>(store: Arc<S>) {
     assert_eq!(store.get_credential(&c2.key_id).await.unwrap(), Some(c2), "forced: a second admin");
 }
 
-pub async fn failed_attempts_count_per_key_and_window<S: Store + ?Sized>(store: Arc<S>) {
-    let (key, other) = (format!("{}|192.0.2.1", KeyId::generate()), format!("{}|192.0.2.1", KeyId::generate()));
-    let window = now().timestamp() / 60 * 60;
-    assert_eq!(store.failed_attempts(&key, window).await.unwrap(), 0);
-    for expected in 1..=3 {
-        assert_eq!(store.record_failed_attempt(&key, window, window + 120).await.unwrap(), expected);
+/// The principal cap the contract cases create under (the service passes its configured one).
+const MAX: usize = 1_000;
+
+pub async fn principal_cap_is_enforced_per_org<S: Store + ?Sized>(store: Arc<S>) {
+    for _ in 0..3 {
+        store.create_principal(&principal("capped"), 3, None).await.unwrap();
     }
-    assert_eq!(store.failed_attempts(&key, window).await.unwrap(), 3);
-    assert_eq!(store.failed_attempts(&other, window).await.unwrap(), 0, "counts are per key");
-    assert_eq!(store.failed_attempts(&key, window + 60).await.unwrap(), 0, "and per window");
-    let mut tasks = Vec::new();
-    for _ in 0..10 {
-        let (store, key) = (store.clone(), key.clone());
-        tasks.push(tokio::spawn(async move { store.record_failed_attempt(&key, window, window + 120).await.unwrap() }));
-    }
-    let mut seen: Vec<u32> = Vec::new();
-    for t in tasks {
-        seen.push(t.await.unwrap());
-    }
-    seen.sort();
-    assert_eq!(seen, (4..=13).collect::<Vec<_>>(), "increments are atomic");
-    assert_eq!(store.record_failed_attempt(&key, window + 60, window + 180).await.unwrap(), 1, "a new window starts at one");
+    let refused = store.create_principal(&principal("capped"), 3, None).await;
+    assert!(matches!(&refused, Err(StoreError::Limit(msg)) if msg.contains("at most 3 principals")), "{refused:?}");
+    assert_eq!(store.list_principals(&org("capped"), 10, None).await.unwrap().items.len(), 3, "nothing written");
+    store.create_principal(&principal("uncapped"), 3, None).await.unwrap();
+}
+
+/// An administrator: principal, `iam-admin` assignment and one credential, and its witness.
+async fn admin<S: Store + ?Sized>(store: &S, org_name: &str) -> (Principal, Credential, AdminWitness) {
+    let p = principal(org_name);
+    let c = credential(&p);
+    store.bootstrap_org(&p, &assignment(&p, "iam-admin"), &c, true).await.unwrap();
+    let witness = AdminWitness {
+        org_id: p.org_id.clone(),
+        principal_id: p.id.clone(),
+        principal_version: p.version,
+        key_id: c.key_id.clone(),
+        roles: vec![RoleId::parse("iam-admin").unwrap()],
+    };
+    (p, c, witness)
+}
+
+pub async fn guarded_writes_commit_only_while_their_witness_is_usable<S: Store + ?Sized>(store: Arc<S>) {
+    let (a, a_key, a_witness) = admin(&*store, "guarded").await;
+    let (b, b_key, b_witness) = admin(&*store, "guarded").await;
+    let target = principal("guarded");
+    store.create_principal(&target, MAX, None).await.unwrap();
+    let t_key = credential(&target);
+    store.insert_credential(&t_key, now(), None).await.unwrap();
+    store.assign_role(&assignment(&target, "iam-viewer")).await.unwrap();
+
+    // A usable witness lets each kind of guarded write through.
+    store.revoke_credential(&target.org_id, &target.id, &t_key.key_id, &actor(), now(), Some(&a_witness)).await.unwrap();
+    assert!(store.unassign_role(&target.org_id, &target.id, &RoleId::parse("iam-viewer").unwrap(), Some(&a_witness)).await.unwrap());
+    let suspended =
+        target.apply(&PrincipalChange { status: Some(PrincipalStatus::Suspended), ..Default::default() }, now()).unwrap().unwrap();
+    store.update_principal(&suspended, target.version, Some(&a_witness)).await.unwrap();
+
+    // B revokes A's only key with B as witness; then A's revocation of B's key, witnessed by
+    // A, must fail and write nothing.
+    store.revoke_credential(&a.org_id, &a.id, &a_key.key_id, &actor(), now(), Some(&b_witness)).await.unwrap();
+    let refused = store.revoke_credential(&b.org_id, &b.id, &b_key.key_id, &actor(), now(), Some(&a_witness)).await;
+    assert!(matches!(refused, Err(StoreError::WitnessGone)), "{refused:?}");
+    assert_eq!(store.get_credential(&b_key.key_id).await.unwrap().unwrap().status, CredentialStatus::Active, "nothing written");
+
+    // A witness whose role was unassigned, or whose principal changed, no longer serves.
+    let (c, _, c_witness) = admin(&*store, "guarded").await;
+    assert!(store.unassign_role(&c.org_id, &c.id, &RoleId::parse("iam-admin").unwrap(), Some(&b_witness)).await.unwrap());
+    let refused = store.unassign_role(&b.org_id, &b.id, &RoleId::parse("iam-admin").unwrap(), Some(&c_witness)).await;
+    assert!(matches!(refused, Err(StoreError::WitnessGone)), "{refused:?}");
+    let (d, _, d_witness) = admin(&*store, "guarded").await;
+    let renamed = d.apply(&PrincipalChange { display_name: Some("renamed".into()), ..Default::default() }, now()).unwrap().unwrap();
+    store.update_principal(&renamed, d.version, None).await.unwrap();
+    let b_suspended = b.apply(&PrincipalChange { status: Some(PrincipalStatus::Suspended), ..Default::default() }, now()).unwrap().unwrap();
+    let refused = store.update_principal(&b_suspended, b.version, Some(&d_witness)).await;
+    assert!(matches!(refused, Err(StoreError::WitnessGone)), "{refused:?}");
+    assert_eq!(store.get_principal(&b.org_id, &b.id).await.unwrap().unwrap().status, PrincipalStatus::Active, "nothing written");
+}
+
+pub async fn secret_check_is_stored_and_gained_on_first_use<S: Store + ?Sized>(store: Arc<S>) {
+    let p = principal("checks");
+    store.create_principal(&p, MAX, None).await.unwrap();
+    let checked = credential(&p).with_secret_check("0a1b2c3d".into());
+    store.insert_credential(&checked, now(), None).await.unwrap();
+    assert_eq!(store.get_credential(&checked.key_id).await.unwrap().unwrap().secret_check.as_deref(), Some("0a1b2c3d"));
+    let legacy = credential(&p);
+    store.insert_credential(&legacy, now(), None).await.unwrap();
+    assert!(store.record_credential_use(&legacy, now(), Some("11223344")).await.unwrap());
+    assert_eq!(store.get_credential(&legacy.key_id).await.unwrap().unwrap().secret_check.as_deref(), Some("11223344"));
+    assert!(store.record_credential_use(&legacy, now(), Some("55667788")).await.unwrap());
+    assert_eq!(
+        store.get_credential(&legacy.key_id).await.unwrap().unwrap().secret_check.as_deref(),
+        Some("11223344"),
+        "a stored check is never replaced"
+    );
 }
 
 fn claim(org_name: &str, key: &str) -> IdempotencyClaim {
@@ -382,7 +444,7 @@ pub async fn idempotency_records_are_written_with_the_object<S: Store + ?Sized>(
     let p = principal("acme");
     let c = claim("acme", "k-principal");
     let record = c.record(IdempotentOutcome::Principal { principal: p.clone() }, now());
-    store.create_principal(&p, Some(&record)).await.unwrap();
+    store.create_principal(&p, MAX, Some(&record)).await.unwrap();
     assert_eq!(store.get_idempotency_record(&org("acme"), &c.slot).await.unwrap(), Some(record.clone()));
     assert_eq!(store.get_idempotency_record(&org("other"), &c.slot).await.unwrap(), None, "slots are per organisation");
 
@@ -397,7 +459,7 @@ pub async fn idempotency_records_are_written_with_the_object<S: Store + ?Sized>(
     let c3 = claim("acme", "k-failed");
     let failed = IdempotencyRecord { slot: c3.slot.clone(), ..dup };
     for existing in [p.clone(), Principal { display_name: "someone else".into(), ..p.clone() }] {
-        assert!(matches!(store.create_principal(&existing, Some(&failed)).await, Err(StoreError::Conflict(_))));
+        assert!(matches!(store.create_principal(&existing, MAX, Some(&failed)).await, Err(StoreError::Conflict(_))));
     }
     assert_eq!(store.get_idempotency_record(&org("acme"), &c3.slot).await.unwrap(), None);
 
@@ -411,11 +473,12 @@ pub async fn idempotency_records_are_written_with_the_object<S: Store + ?Sized>(
 pub async fn idempotency_slot_is_taken_once_until_expiry<S: Store + ?Sized>(store: Arc<S>) {
     let c = claim("acme", "k");
     let first = principal("acme");
-    store.create_principal(&first, Some(&c.record(IdempotentOutcome::Principal { principal: first.clone() }, now()))).await.unwrap();
+    store.create_principal(&first, MAX, Some(&c.record(IdempotentOutcome::Principal { principal: first.clone() }, now()))).await.unwrap();
 
     // Same slot, live record: nothing of the second create is written, whichever store.
     let second = principal("acme");
-    let taken = store.create_principal(&second, Some(&c.record(IdempotentOutcome::Principal { principal: second.clone() }, now()))).await;
+    let taken =
+        store.create_principal(&second, MAX, Some(&c.record(IdempotentOutcome::Principal { principal: second.clone() }, now()))).await;
     assert!(matches!(taken, Err(StoreError::IdempotencyKeyTaken)), "{taken:?}");
     assert_eq!(store.get_principal(&org("acme"), &second.id).await.unwrap(), None);
     let cred = credential(&first);
@@ -433,6 +496,6 @@ pub async fn idempotency_slot_is_taken_once_until_expiry<S: Store + ?Sized>(stor
     let later = now() + IDEMPOTENCY_TTL + Duration::seconds(1);
     let third = principal("acme");
     let record = c.record(IdempotentOutcome::Principal { principal: third.clone() }, later);
-    store.create_principal(&third, Some(&record)).await.unwrap();
+    store.create_principal(&third, MAX, Some(&record)).await.unwrap();
     assert_eq!(store.get_idempotency_record(&org("acme"), &c.slot).await.unwrap(), Some(record));
 }

@@ -5,9 +5,9 @@
 //!   is a Query: principals `P#<principalId>`, role assignments `A#<principalId>#<roleId>`,
 //!   credential references `C#<principalId>#<keyId>` (so a principal's credentials list with a
 //!   consistent Query, never a GSI), organisation roles `R#<roleId>` with name markers
-//!   `RN#<name>` and a `ROLECOUNT` counter, and the `BOOTSTRAP` marker.
+//!   `RN#<name>` and a `ROLECOUNT` counter, a `PRINCIPALCOUNT` counter (for the principal
+//!   cap), and the `BOOTSTRAP` marker.
 //! - **credentials**, partition key `keyId`, so an exchange is one strongly consistent read.
-//!   Failed-attempt counters (`attempts#<keyId>|<source>#<window>`) share it, expiring by TTL.
 //!
 //! Every read the contract calls consistent uses `ConsistentRead`; every write that can race
 //! is a condition expression or a TransactWriteItems. Items are (de)serialised by hand, field
@@ -27,7 +27,8 @@ use chrono::{DateTime, Utc};
 
 pub use aws_sdk_dynamodb::types::AttributeValue;
 
-use super::{Page, Store, StoreError};
+use super::{Page, Store, StoreError, principal_limit};
+use crate::authority::AdminWitness;
 use crate::idempotency::IdempotencyRecord;
 use crate::ids::{KeyId, OrgId, Permission, PrincipalId, RoleId};
 use crate::model::{
@@ -179,16 +180,13 @@ fn role_name_sk(name: &str) -> String {
 }
 
 const ROLE_COUNT_SK: &str = "ROLECOUNT";
+/// Counts the principals created since the cap existed: organisations older than it start
+/// from zero, and the cap bounds their growth from then on.
+const PRINCIPAL_COUNT_SK: &str = "PRINCIPALCOUNT";
 const BOOTSTRAP_SK: &str = "BOOTSTRAP";
 
 fn org_key(org: &OrgId, sk: String) -> Item {
     HashMap::from([("pk".to_owned(), s(org.as_str())), ("sk".to_owned(), s(sk))])
-}
-
-/// Failed-attempt counters live in the credentials table under a `keyId` no credential can
-/// have (key ids are 22 base62 characters), and expire through the table's `ttl` attribute.
-fn attempts_key(key: &str, window_start: i64) -> Item {
-    HashMap::from([("keyId".to_owned(), s(format!("attempts#{key}#{window_start}")))])
 }
 
 /// Idempotency records sit beside the organisation's principals (a create's transaction writes
@@ -303,6 +301,9 @@ pub fn credential_to_item(c: &Credential) -> Item {
         item.insert("lastUsedAt".into(), time(t));
     }
     item.insert("secretHash".into(), s(&c.secret_hash));
+    if let Some(check) = &c.secret_check {
+        item.insert("secretCheck".into(), s(check));
+    }
     item
 }
 
@@ -326,6 +327,7 @@ pub fn credential_from_item(item: &Item) -> Result<Credential, StoreError> {
         revoked_by: r.opt_str("revokedBy")?.map(|a| Actor(a.to_owned())),
         last_used_at: r.opt_time("lastUsedAt")?,
         secret_hash: r.str("secretHash")?.to_owned(),
+        secret_check: r.opt_str("secretCheck")?.map(str::to_owned),
     })
 }
 
@@ -442,6 +444,76 @@ fn put(table: &str, item: Item, condition: Option<&str>) -> Result<TransactWrite
         .build()
         .map_err(build_error)?;
     Ok(TransactWriteItem::builder().put(put).build())
+}
+
+/// The condition checks that keep a guarded write's administrator witness usable until it
+/// commits (see `AdminWitness`): its principal unchanged and Active, its credential Active,
+/// each of its roles assigned. Appended after the write's own items.
+const PRINCIPAL_UPDATE_CONDITION: &str = "attribute_exists(pk) AND #version = :expected";
+
+/// The update expression, names and values that replace a principal's mutable fields, for a
+/// plain UpdateItem and for the same update inside a transaction.
+fn principal_update(p: &Principal, expected_version: u64) -> (String, HashMap<String, String>, Item) {
+    let names = HashMap::from(
+        [("#version", "version"), ("#status", "status"), ("#name", "displayName"), ("#updated", "updatedAt"), ("#expires", "expiresAt")]
+            .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
+    let mut values = HashMap::from([
+        (":expected".to_owned(), n(expected_version)),
+        (":version".to_owned(), n(p.version)),
+        (":status".to_owned(), s(status_name(p.status))),
+        (":name".to_owned(), s(&p.display_name)),
+        (":updated".to_owned(), time(p.updated_at)),
+    ]);
+    let set = "SET #version = :version, #status = :status, #name = :name, #updated = :updated";
+    let update = match p.expires_at {
+        Some(t) => {
+            values.insert(":expires".to_owned(), time(t));
+            format!("{set}, #expires = :expires")
+        }
+        None => format!("{set} REMOVE #expires"),
+    };
+    (update, names, values)
+}
+
+fn witness_checks(principals: &str, credentials: &str, w: &AdminWitness) -> Result<Vec<TransactWriteItem>, StoreError> {
+    let mut checks = vec![
+        ConditionCheck::builder()
+            .table_name(principals)
+            .set_key(Some(org_key(&w.org_id, principal_sk(&w.principal_id))))
+            .condition_expression("#version = :version AND #status = :active")
+            .expression_attribute_names("#version", "version")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":version", n(w.principal_version))
+            .expression_attribute_values(":active", s("Active"))
+            .build()
+            .map_err(build_error)?,
+        ConditionCheck::builder()
+            .table_name(credentials)
+            .set_key(Some(credential_key(&w.key_id)))
+            .condition_expression("#status = :active AND principalId = :principal")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":active", s("Active"))
+            .expression_attribute_values(":principal", s(w.principal_id.as_str()))
+            .build()
+            .map_err(build_error)?,
+    ];
+    for role in &w.roles {
+        checks.push(
+            ConditionCheck::builder()
+                .table_name(principals)
+                .set_key(Some(org_key(&w.org_id, assignment_sk(&w.principal_id, role))))
+                .condition_expression("attribute_exists(sk)")
+                .build()
+                .map_err(build_error)?,
+        );
+    }
+    Ok(checks.into_iter().map(|c| TransactWriteItem::builder().condition_check(c).build()).collect())
+}
+
+/// Whether a cancelled transaction failed on one of the witness checks that start at `from`.
+fn witness_failed(codes: &[String], from: usize) -> bool {
+    (from..codes.len()).any(|i| failed(codes, i))
 }
 
 impl DynamoStore {
@@ -592,44 +664,49 @@ impl DynamoStore {
 
 #[async_trait]
 impl Store for DynamoStore {
-    async fn create_principal(&self, principal: &Principal, idempotency: Option<&IdempotencyRecord>) -> Result<(), StoreError> {
-        if let Some(record) = idempotency {
-            let result = self
-                .client
-                .transact_write_items()
-                .transact_items(put(&self.principals, principal_to_item(principal, 0, 0), Some("attribute_not_exists(pk)"))?)
-                .transact_items(idempotency_put(&self.principals, record)?)
-                .send()
-                .await;
-            return match result {
-                Ok(_) => Ok(()),
-                Err(e) => match cancellation_codes(&e) {
-                    Some(codes) if failed(&codes, 0) => Err(StoreError::Conflict("a principal with this id exists".into())),
-                    Some(codes) if failed(&codes, 1) => Err(StoreError::IdempotencyKeyTaken),
-                    Some(codes) if raced(&codes) => Err(StoreError::Conflict("a concurrent change interfered; retry".into())),
-                    _ => Err(unavailable(e)),
-                },
-            };
-        }
-        let result = self
-            .client
-            .put_item()
+    async fn create_principal(
+        &self,
+        principal: &Principal,
+        max_principals: usize,
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> Result<(), StoreError> {
+        let count = Update::builder()
             .table_name(&self.principals)
-            .set_item(Some(principal_to_item(principal, 0, 0)))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await;
-        match result {
+            .set_key(Some(org_key(&principal.org_id, PRINCIPAL_COUNT_SK.to_owned())))
+            .update_expression("SET #count = if_not_exists(#count, :zero) + :one, kind = :kind")
+            .condition_expression("attribute_not_exists(#count) OR #count < :max")
+            .expression_attribute_names("#count", "count")
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":max", n(max_principals as u64))
+            .expression_attribute_values(":kind", s("principalCount"))
+            .build()
+            .map_err(build_error)?;
+        let mut request = self
+            .client
+            .transact_write_items()
+            .transact_items(put(&self.principals, principal_to_item(principal, 0, 0), Some("attribute_not_exists(pk)"))?)
+            .transact_items(TransactWriteItem::builder().update(count).build());
+        if let Some(record) = idempotency {
+            request = request.transact_items(idempotency_put(&self.principals, record)?);
+        }
+        match request.send().await {
             Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {
-                // An SDK retry after an attempt timeout finds the item its first attempt wrote
-                // (ids are 128 random bits, so an equal item is ours): that is success.
-                match self.get_principal(&principal.org_id, &principal.id).await? {
-                    Some(stored) if stored == *principal => Ok(()),
-                    _ => Err(StoreError::Conflict("a principal with this id exists".into())),
+            Err(e) => match cancellation_codes(&e) {
+                Some(codes) if failed(&codes, 0) => {
+                    // An SDK retry after an attempt timeout finds the item its first attempt
+                    // wrote (ids are 128 random bits, so an equal item is ours): that is success,
+                    // unless the create carried an idempotency record (never retried that way).
+                    match self.get_principal(&principal.org_id, &principal.id).await? {
+                        Some(stored) if stored == *principal && idempotency.is_none() => Ok(()),
+                        _ => Err(StoreError::Conflict("a principal with this id exists".into())),
+                    }
                 }
-            }
-            Err(e) => Err(unavailable(e)),
+                Some(codes) if failed(&codes, 1) => Err(StoreError::Limit(principal_limit(max_principals))),
+                Some(codes) if failed(&codes, 2) => Err(StoreError::IdempotencyKeyTaken),
+                Some(codes) if raced(&codes) => Err(StoreError::Conflict("a concurrent change interfered; retry".into())),
+                _ => Err(unavailable(e)),
+            },
         }
     }
 
@@ -670,29 +747,26 @@ impl Store for DynamoStore {
         Ok(Page { items, next })
     }
 
-    async fn update_principal(&self, principal: &Principal, expected_version: u64) -> Result<(), StoreError> {
-        let mut request = self
+    async fn update_principal(
+        &self,
+        principal: &Principal,
+        expected_version: u64,
+        witness: Option<&AdminWitness>,
+    ) -> Result<(), StoreError> {
+        if let Some(w) = witness {
+            return self.update_principal_witnessed(principal, expected_version, w).await;
+        }
+        let (update, names, values) = principal_update(principal, expected_version);
+        let request = self
             .client
             .update_item()
             .table_name(&self.principals)
             .set_key(Some(org_key(&principal.org_id, principal_sk(&principal.id))))
-            .condition_expression("attribute_exists(pk) AND #version = :expected")
-            .expression_attribute_names("#version", "version")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_names("#name", "displayName")
-            .expression_attribute_names("#updated", "updatedAt")
-            .expression_attribute_names("#expires", "expiresAt")
-            .expression_attribute_values(":expected", n(expected_version))
-            .expression_attribute_values(":version", n(principal.version))
-            .expression_attribute_values(":status", s(status_name(principal.status)))
-            .expression_attribute_values(":name", s(&principal.display_name))
-            .expression_attribute_values(":updated", time(principal.updated_at))
+            .condition_expression(PRINCIPAL_UPDATE_CONDITION)
+            .update_expression(update)
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-        let set = "SET #version = :version, #status = :status, #name = :name, #updated = :updated";
-        request = match principal.expires_at {
-            Some(t) => request.update_expression(format!("{set}, #expires = :expires")).expression_attribute_values(":expires", time(t)),
-            None => request.update_expression(format!("{set} REMOVE #expires")),
-        };
         match request.send().await {
             Ok(_) => Ok(()),
             Err(e) => match e.as_service_error() {
@@ -796,6 +870,7 @@ impl Store for DynamoStore {
         key_id: &KeyId,
         actor: &Actor,
         now: DateTime<Utc>,
+        witness: Option<&AdminWitness>,
     ) -> Result<Credential, StoreError> {
         // `revokedAt` is never earlier than a `lastUsedAt` committed before it (see
         // `Credential::revoked`): the write also requires that, and when an exchange recorded a
@@ -810,60 +885,109 @@ impl Store for DynamoStore {
             } else {
                 "orgId = :org AND principalId = :principal AND #status = :active"
             };
-            let result = self
-                .client
-                .update_item()
-                .table_name(&self.credentials)
-                .set_key(Some(credential_key(key_id)))
-                .update_expression("SET #status = :revoked, revokedAt = :at, revokedBy = :by")
-                .condition_expression(condition)
-                .expression_attribute_names("#status", "status")
-                .expression_attribute_values(":revoked", s("Revoked"))
-                .expression_attribute_values(":active", s("Active"))
-                .expression_attribute_values(":at", time(at))
-                .expression_attribute_values(":by", s(&actor.0))
-                .expression_attribute_values(":org", s(org.as_str()))
-                .expression_attribute_values(":principal", s(principal.as_str()))
-                .return_values(ReturnValue::AllNew)
-                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-                .send()
-                .await;
-            match result {
-                Ok(out) => return credential_from_item(out.attributes().ok_or_else(|| corrupt("credential", "attributes"))?),
-                Err(e) => match e.as_service_error() {
-                    Some(aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c)) => {
-                        let Some(item) = c.item().filter(|i| !i.is_empty()) else {
-                            return Err(StoreError::NotFound("credential"));
-                        };
-                        let current = credential_from_item(item)?;
-                        if current.org_id != *org || current.principal_id != *principal {
-                            return Err(StoreError::NotFound("credential"));
-                        }
-                        match current.last_used_at {
-                            Some(used) if current.status == CredentialStatus::Active && used > at => at = used,
-                            // Already revoked: idempotent, the first revocation stands.
-                            _ => return Ok(current),
-                        }
+            let values = HashMap::from([
+                (":revoked".to_owned(), s("Revoked")),
+                (":active".to_owned(), s("Active")),
+                (":at".to_owned(), time(at)),
+                (":by".to_owned(), s(&actor.0)),
+                (":org".to_owned(), s(org.as_str())),
+                (":principal".to_owned(), s(principal.as_str())),
+            ]);
+            const UPDATE: &str = "SET #status = :revoked, revokedAt = :at, revokedBy = :by";
+            // `None`: the condition failed, and this is the credential as it stands.
+            let refused: Option<Item> = match witness {
+                None => {
+                    let result = self
+                        .client
+                        .update_item()
+                        .table_name(&self.credentials)
+                        .set_key(Some(credential_key(key_id)))
+                        .update_expression(UPDATE)
+                        .condition_expression(condition)
+                        .expression_attribute_names("#status", "status")
+                        .set_expression_attribute_values(Some(values))
+                        .return_values(ReturnValue::AllNew)
+                        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+                        .send()
+                        .await;
+                    match result {
+                        Ok(out) => return credential_from_item(out.attributes().ok_or_else(|| corrupt("credential", "attributes"))?),
+                        Err(e) => match e.as_service_error() {
+                            Some(aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c)) => {
+                                Some(c.item().cloned().unwrap_or_default())
+                            }
+                            _ => return Err(unavailable(e)),
+                        },
                     }
-                    _ => return Err(unavailable(e)),
-                },
+                }
+                Some(w) => {
+                    let write = Update::builder()
+                        .table_name(&self.credentials)
+                        .set_key(Some(credential_key(key_id)))
+                        .update_expression(UPDATE)
+                        .condition_expression(condition)
+                        .expression_attribute_names("#status", "status")
+                        .set_expression_attribute_values(Some(values))
+                        .build()
+                        .map_err(build_error)?;
+                    let mut request = self.client.transact_write_items().transact_items(TransactWriteItem::builder().update(write).build());
+                    for check in witness_checks(&self.principals, &self.credentials, w)? {
+                        request = request.transact_items(check);
+                    }
+                    match request.send().await {
+                        Ok(_) => match self.get_credential(key_id).await? {
+                            Some(c) => return Ok(c),
+                            None => return Err(StoreError::NotFound("credential")),
+                        },
+                        Err(e) => match cancellation_codes(&e) {
+                            Some(codes) if failed(&codes, 0) => {
+                                Some(self.get_credential(key_id).await?.map(|c| credential_to_item(&c)).unwrap_or_default())
+                            }
+                            Some(codes) if witness_failed(&codes, 1) => return Err(StoreError::WitnessGone),
+                            Some(codes) if raced(&codes) => continue,
+                            _ => return Err(unavailable(e)),
+                        },
+                    }
+                }
+            };
+            let Some(item) = refused.filter(|i| !i.is_empty()) else {
+                return Err(StoreError::NotFound("credential"));
+            };
+            let current = credential_from_item(&item)?;
+            if current.org_id != *org || current.principal_id != *principal {
+                return Err(StoreError::NotFound("credential"));
+            }
+            match current.last_used_at {
+                Some(used) if current.status == CredentialStatus::Active && used > at => at = used,
+                // Already revoked: idempotent, the first revocation stands.
+                _ => return Ok(current),
             }
         }
         // Not reached: the last attempt has no condition a use can fail.
         Err(StoreError::Conflict("the credential changed while it was being revoked; retry".into()))
     }
 
-    async fn record_credential_use(&self, credential: &Credential, at: DateTime<Utc>) -> Result<bool, StoreError> {
+    async fn record_credential_use(
+        &self,
+        credential: &Credential,
+        at: DateTime<Utc>,
+        secret_check: Option<&str>,
+    ) -> Result<bool, StoreError> {
         let touch = Update::builder()
             .table_name(&self.credentials)
             .set_key(Some(credential_key(&credential.key_id)))
-            .update_expression("SET lastUsedAt = :at")
             .condition_expression("#status = :active")
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":at", time(at))
-            .expression_attribute_values(":active", s("Active"))
-            .build()
-            .map_err(build_error)?;
+            .expression_attribute_values(":active", s("Active"));
+        let touch = match secret_check {
+            Some(check) => touch
+                .update_expression("SET lastUsedAt = :at, secretCheck = if_not_exists(secretCheck, :check)")
+                .expression_attribute_values(":check", s(check)),
+            None => touch.update_expression("SET lastUsedAt = :at"),
+        }
+        .build()
+        .map_err(build_error)?;
         let principal_active = ConditionCheck::builder()
             .table_name(&self.principals)
             .set_key(Some(org_key(&credential.org_id, principal_sk(&credential.principal_id))))
@@ -996,7 +1120,13 @@ impl Store for DynamoStore {
         Err(StoreError::Conflict("too many concurrent changes to this principal; retry".into()))
     }
 
-    async fn unassign_role(&self, org: &OrgId, principal: &PrincipalId, role: &RoleId) -> Result<bool, StoreError> {
+    async fn unassign_role(
+        &self,
+        org: &OrgId,
+        principal: &PrincipalId,
+        role: &RoleId,
+        witness: Option<&AdminWitness>,
+    ) -> Result<bool, StoreError> {
         for _ in 0..MAX_TRANSACTION_ATTEMPTS {
             let delete = Delete::builder()
                 .table_name(&self.principals)
@@ -1013,17 +1143,21 @@ impl Store for DynamoStore {
                 .expression_attribute_values(":one", n(1))
                 .build()
                 .map_err(build_error)?;
-            let result = self
+            let mut request = self
                 .client
                 .transact_write_items()
                 .transact_items(TransactWriteItem::builder().delete(delete).build())
-                .transact_items(TransactWriteItem::builder().update(count).build())
-                .send()
-                .await;
-            match result {
+                .transact_items(TransactWriteItem::builder().update(count).build());
+            if let Some(w) = witness {
+                for check in witness_checks(&self.principals, &self.credentials, w)? {
+                    request = request.transact_items(check);
+                }
+            }
+            match request.send().await {
                 Ok(_) => return Ok(true),
                 Err(e) => match cancellation_codes(&e) {
                     Some(codes) if failed(&codes, 0) => return Ok(false),
+                    Some(codes) if witness_failed(&codes, 2) => return Err(StoreError::WitnessGone),
                     Some(codes) if raced(&codes) => continue,
                     Some(codes) if failed(&codes, 1) => return Err(StoreError::Corrupt("principal role count is out of step".into())),
                     _ => return Err(unavailable(e)),
@@ -1041,41 +1175,6 @@ impl Store for DynamoStore {
         force: bool,
     ) -> Result<(), StoreError> {
         self.bootstrap(principal, assignment, credential, force).await
-    }
-
-    async fn record_failed_attempt(&self, key: &str, window_start: i64, expires_at: i64) -> Result<u32, StoreError> {
-        let out = self
-            .client
-            .update_item()
-            .table_name(&self.credentials)
-            .set_key(Some(attempts_key(key, window_start)))
-            .update_expression("ADD #count :one SET #ttl = :ttl")
-            .expression_attribute_names("#count", "count")
-            .expression_attribute_names("#ttl", "ttl")
-            .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":ttl", AttributeValue::N(expires_at.to_string()))
-            .return_values(ReturnValue::UpdatedNew)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        let attributes = out.attributes().ok_or_else(|| corrupt("failed attempts", "count"))?;
-        Ok(Reader::new("failed attempts", attributes).num("count")?.try_into().unwrap_or(u32::MAX))
-    }
-
-    async fn failed_attempts(&self, key: &str, window_start: i64) -> Result<u32, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.credentials)
-            .set_key(Some(attempts_key(key, window_start)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        match out.item() {
-            None => Ok(0),
-            Some(item) => Ok(Reader::new("failed attempts", item).num("count")?.try_into().unwrap_or(u32::MAX)),
-        }
     }
 
     async fn get_idempotency_record(&self, org: &OrgId, slot: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
@@ -1106,6 +1205,36 @@ impl Store for DynamoStore {
 }
 
 impl DynamoStore {
+    async fn update_principal_witnessed(&self, principal: &Principal, expected_version: u64, w: &AdminWitness) -> Result<(), StoreError> {
+        let (update, names, values) = principal_update(principal, expected_version);
+        let write = Update::builder()
+            .table_name(&self.principals)
+            .set_key(Some(org_key(&principal.org_id, principal_sk(&principal.id))))
+            .condition_expression(PRINCIPAL_UPDATE_CONDITION)
+            .update_expression(update)
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .build()
+            .map_err(build_error)?;
+        let mut request = self.client.transact_write_items().transact_items(TransactWriteItem::builder().update(write).build());
+        for check in witness_checks(&self.principals, &self.credentials, w)? {
+            request = request.transact_items(check);
+        }
+        let result = request.send().await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) => match cancellation_codes(&e) {
+                Some(codes) if failed(&codes, 0) => match self.get_principal(&principal.org_id, &principal.id).await? {
+                    None => Err(StoreError::NotFound("principal")),
+                    Some(_) => Err(StoreError::Conflict("the principal was changed concurrently; read it again and retry".into())),
+                },
+                Some(codes) if witness_failed(&codes, 1) => Err(StoreError::WitnessGone),
+                Some(codes) if raced(&codes) => Err(StoreError::Conflict("a concurrent change interfered; retry".into())),
+                _ => Err(unavailable(e)),
+            },
+        }
+    }
+
     /// Writes an organisation's first admin in one transaction. With `force`, writes another
     /// admin even if the organisation was bootstrapped before (the operator's escape hatch when
     /// every admin key is lost).
@@ -1120,11 +1249,23 @@ impl DynamoStore {
         marker.insert("kind".into(), s("bootstrap"));
         marker.insert("principalId".into(), s(principal.id.as_str()));
         let marker_condition = (!force).then_some("attribute_not_exists(sk)");
+        // The bootstrap admin counts toward the principal cap, but is never refused by it.
+        let bootstrap_count = Update::builder()
+            .table_name(&self.principals)
+            .set_key(Some(org_key(&principal.org_id, PRINCIPAL_COUNT_SK.to_owned())))
+            .update_expression("SET #count = if_not_exists(#count, :zero) + :one, kind = :kind")
+            .expression_attribute_names("#count", "count")
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":kind", s("principalCount"))
+            .build()
+            .map_err(build_error)?;
         let result = self
             .client
             .transact_write_items()
             .transact_items(put(&self.principals, marker, marker_condition)?)
             .transact_items(put(&self.principals, principal_to_item(principal, 1, 1), Some("attribute_not_exists(sk)"))?)
+            .transact_items(TransactWriteItem::builder().update(bootstrap_count).build())
             .transact_items(put(&self.principals, assignment_to_item(assignment), None)?)
             .transact_items(put(&self.credentials, credential_to_item(credential), Some("attribute_not_exists(keyId)"))?)
             .transact_items(put(&self.principals, credential_ref_item(credential), None)?)

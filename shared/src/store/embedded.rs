@@ -9,7 +9,8 @@ use chrono::{DateTime, Utc};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use super::{Page, Store, StoreError};
+use super::{Page, Store, StoreError, principal_limit};
+use crate::authority::AdminWitness;
 use crate::idempotency::{IdempotencyRecord, IdempotentOutcome};
 use crate::ids::{KeyId, OrgId, PrincipalId, RoleId};
 use crate::model::{
@@ -31,7 +32,6 @@ const ASSIGNMENTS: Table = TableDefinition::new("role_assignments");
 /// `org` → the bootstrap admin's principal id.
 const BOOTSTRAP: Table = TableDefinition::new("bootstrap");
 /// `key \0 window` → failed-attempt count (u32, big-endian).
-const FAILED_ATTEMPTS: Table = TableDefinition::new("failed_attempts");
 /// org \0 slot -> IdempotencyItem
 const IDEMPOTENCY: Table = TableDefinition::new("idempotency");
 
@@ -84,6 +84,8 @@ struct CredentialRecord {
     revoked_by: Option<Actor>,
     last_used_at: Option<DateTime<Utc>>,
     secret_hash: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    secret_check: Option<String>,
 }
 
 impl From<&Credential> for CredentialRecord {
@@ -101,6 +103,7 @@ impl From<&Credential> for CredentialRecord {
             revoked_by: c.revoked_by.clone(),
             last_used_at: c.last_used_at,
             secret_hash: c.secret_hash.clone(),
+            secret_check: c.secret_check.clone(),
         }
     }
 }
@@ -120,12 +123,9 @@ impl From<CredentialRecord> for Credential {
             revoked_by: r.revoked_by,
             last_used_at: r.last_used_at,
             secret_hash: r.secret_hash,
+            secret_check: r.secret_check,
         }
     }
-}
-
-fn decode_count(bytes: &[u8]) -> u32 {
-    bytes.try_into().map(u32::from_be_bytes).unwrap_or(u32::MAX)
 }
 
 fn decode_credential(bytes: &[u8]) -> Result<Credential, StoreError> {
@@ -193,7 +193,7 @@ impl EmbeddedStore {
 
     fn init(db: Database) -> Result<Self, StoreError> {
         let txn = db.begin_write().map_err(unavailable)?;
-        for table in [PRINCIPALS, CREDENTIALS, PRINCIPAL_CREDENTIALS, ROLES, ASSIGNMENTS, BOOTSTRAP, FAILED_ATTEMPTS, IDEMPOTENCY] {
+        for table in [PRINCIPALS, CREDENTIALS, PRINCIPAL_CREDENTIALS, ROLES, ASSIGNMENTS, BOOTSTRAP, IDEMPOTENCY] {
             txn.open_table(table).map_err(unavailable)?;
         }
         txn.commit().map_err(unavailable)?;
@@ -226,9 +226,39 @@ fn live_principal_in(table: &impl ReadableTable<&'static str, &'static [u8]>, or
     Ok(p)
 }
 
+/// Whether `witness` is still a usable administrator inside `txn`: its principal unchanged since
+/// it was judged usable, its credential Active, each of its roles still assigned. Part of the
+/// guarded write's own transaction, so nothing can change it in between.
+fn check_witness_in(txn: &redb::WriteTransaction, witness: Option<&AdminWitness>) -> Result<(), StoreError> {
+    let Some(w) = witness else { return Ok(()) };
+    let (org, id) = (w.org_id.as_str(), w.principal_id.as_str());
+    let principals = txn.open_table(PRINCIPALS).map_err(unavailable)?;
+    let principal_unchanged =
+        get_principal_in(&principals, org, id)?.is_some_and(|p| p.version == w.principal_version && p.status == PrincipalStatus::Active);
+    let credentials = txn.open_table(CREDENTIALS).map_err(unavailable)?;
+    let credential_active = match credentials.get(w.key_id.as_str()).map_err(unavailable)? {
+        Some(v) => {
+            let c = decode_credential(v.value())?;
+            c.status == CredentialStatus::Active && c.principal_id == w.principal_id
+        }
+        None => false,
+    };
+    let assignments = txn.open_table(ASSIGNMENTS).map_err(unavailable)?;
+    let mut roles_assigned = true;
+    for role in &w.roles {
+        roles_assigned &= assignments.get(key3(org, id, role.as_str()).as_str()).map_err(unavailable)?.is_some();
+    }
+    if principal_unchanged && credential_active && roles_assigned { Ok(()) } else { Err(StoreError::WitnessGone) }
+}
+
 #[async_trait]
 impl Store for EmbeddedStore {
-    async fn create_principal(&self, principal: &Principal, idempotency: Option<&IdempotencyRecord>) -> Result<(), StoreError> {
+    async fn create_principal(
+        &self,
+        principal: &Principal,
+        max_principals: usize,
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> Result<(), StoreError> {
         let p = principal.clone();
         let idempotency = idempotency.cloned();
         self.blocking(move |db| {
@@ -244,6 +274,10 @@ impl Store for EmbeddedStore {
                     } else {
                         Err(StoreError::Conflict("a principal with this id exists".into()))
                     };
+                }
+                let (start, end) = prefix_range(p.org_id.as_str());
+                if t.range(start.as_str()..end.as_str()).map_err(unavailable)?.count() >= max_principals {
+                    return Err(StoreError::Limit(principal_limit(max_principals)));
                 }
                 t.insert(k.as_str(), encode(&p)?.as_slice()).map_err(unavailable)?;
             }
@@ -291,10 +325,17 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn update_principal(&self, principal: &Principal, expected_version: u64) -> Result<(), StoreError> {
+    async fn update_principal(
+        &self,
+        principal: &Principal,
+        expected_version: u64,
+        witness: Option<&AdminWitness>,
+    ) -> Result<(), StoreError> {
         let p = principal.clone();
+        let witness = witness.cloned();
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(unavailable)?;
+            check_witness_in(&txn, witness.as_ref())?;
             {
                 let mut t = txn.open_table(PRINCIPALS).map_err(unavailable)?;
                 let current = get_principal_in(&t, p.org_id.as_str(), p.id.as_str())?.ok_or(StoreError::NotFound("principal"))?;
@@ -394,12 +435,14 @@ impl Store for EmbeddedStore {
         key_id: &KeyId,
         actor: &Actor,
         now: DateTime<Utc>,
+        witness: Option<&AdminWitness>,
     ) -> Result<Credential, StoreError> {
         let (org, principal, key_id, actor) = (org.clone(), principal.clone(), key_id.clone(), actor.clone());
+        let witness = witness.cloned();
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(unavailable)?;
             let revoked = {
-                let mut t = txn.open_table(CREDENTIALS).map_err(unavailable)?;
+                let t = txn.open_table(CREDENTIALS).map_err(unavailable)?;
                 let current = match t.get(key_id.as_str()).map_err(unavailable)? {
                     Some(v) => decode_credential(v.value())?,
                     None => return Err(StoreError::NotFound("credential")),
@@ -409,6 +452,9 @@ impl Store for EmbeddedStore {
                 }
                 let revoked = current.revoked(actor, now);
                 if revoked != current {
+                    drop(t);
+                    check_witness_in(&txn, witness.as_ref())?;
+                    let mut t = txn.open_table(CREDENTIALS).map_err(unavailable)?;
                     t.insert(key_id.as_str(), encode(&CredentialRecord::from(&revoked))?.as_slice()).map_err(unavailable)?;
                 }
                 revoked
@@ -419,8 +465,14 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn record_credential_use(&self, credential: &Credential, at: DateTime<Utc>) -> Result<bool, StoreError> {
+    async fn record_credential_use(
+        &self,
+        credential: &Credential,
+        at: DateTime<Utc>,
+        secret_check: Option<&str>,
+    ) -> Result<bool, StoreError> {
         let c = credential.clone();
+        let secret_check = secret_check.map(str::to_owned);
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(unavailable)?;
             {
@@ -437,6 +489,9 @@ impl Store for EmbeddedStore {
                 }
                 let mut next = current;
                 next.last_used_at = Some(at);
+                if next.secret_check.is_none() {
+                    next.secret_check = secret_check;
+                }
                 t.insert(c.key_id.as_str(), encode(&CredentialRecord::from(&next))?.as_slice()).map_err(unavailable)?;
             }
             txn.commit().map_err(unavailable)?;
@@ -554,10 +609,18 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn unassign_role(&self, org: &OrgId, principal: &PrincipalId, role: &RoleId) -> Result<bool, StoreError> {
+    async fn unassign_role(
+        &self,
+        org: &OrgId,
+        principal: &PrincipalId,
+        role: &RoleId,
+        witness: Option<&AdminWitness>,
+    ) -> Result<bool, StoreError> {
         let k = key3(org.as_str(), principal.as_str(), role.as_str());
+        let witness = witness.cloned();
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(unavailable)?;
+            check_witness_in(&txn, witness.as_ref())?;
             let removed = {
                 let mut t = txn.open_table(ASSIGNMENTS).map_err(unavailable)?;
                 t.remove(k.as_str()).map_err(unavailable)?.is_some()
@@ -602,45 +665,6 @@ impl Store for EmbeddedStore {
                     .map_err(unavailable)?;
             }
             txn.commit().map_err(unavailable)
-        })
-        .await
-    }
-
-    async fn record_failed_attempt(&self, key: &str, window_start: i64, _expires_at: i64) -> Result<u32, StoreError> {
-        let key = key.to_owned();
-        self.blocking(move |db| {
-            let txn = db.begin_write().map_err(unavailable)?;
-            let count = {
-                let mut t = txn.open_table(FAILED_ATTEMPTS).map_err(unavailable)?;
-                // Earlier windows of this key are over: drop them as we go.
-                let (start, end) = prefix_range(&key);
-                let stale: Vec<String> = t
-                    .range(start.as_str()..end.as_str())
-                    .map_err(unavailable)?
-                    .filter_map(|e| e.ok().map(|(k, _)| k.value().to_owned()))
-                    .filter(|k| k.rsplit(SEP).next().and_then(|w| w.parse::<i64>().ok()).is_some_and(|w| w < window_start))
-                    .collect();
-                for k in stale {
-                    t.remove(k.as_str()).map_err(unavailable)?;
-                }
-                let k = key2(&key, &window_start.to_string());
-                let current = t.get(k.as_str()).map_err(unavailable)?.map(|v| decode_count(v.value())).unwrap_or(0);
-                let next = current.saturating_add(1);
-                t.insert(k.as_str(), next.to_be_bytes().as_slice()).map_err(unavailable)?;
-                next
-            };
-            txn.commit().map_err(unavailable)?;
-            Ok(count)
-        })
-        .await
-    }
-
-    async fn failed_attempts(&self, key: &str, window_start: i64) -> Result<u32, StoreError> {
-        let k = key2(key, &window_start.to_string());
-        self.blocking(move |db| {
-            let txn = db.begin_read().map_err(unavailable)?;
-            let t = txn.open_table(FAILED_ATTEMPTS).map_err(unavailable)?;
-            Ok(t.get(k.as_str()).map_err(unavailable)?.map(|v| decode_count(v.value())).unwrap_or(0))
         })
         .await
     }

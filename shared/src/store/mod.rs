@@ -4,6 +4,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use crate::authority::AdminWitness;
 use crate::idempotency::IdempotencyRecord;
 use crate::ids::{KeyId, OrgId, PrincipalId, RoleId};
 use crate::model::{Actor, Credential, Principal, Role, RoleAssignment};
@@ -31,12 +32,23 @@ pub enum StoreError {
     /// request with the same key won); nothing was written.
     #[error("the idempotency key is already in use")]
     IdempotencyKeyTaken,
+    /// A guarded write's administrator witness was no longer usable when it would have
+    /// committed (changed, revoked or unassigned concurrently); nothing was written.
+    #[error("the administrator witness changed concurrently")]
+    WitnessGone,
     /// The store could not be reached or failed; nothing was written.
     #[error("store unavailable: {0}")]
     Unavailable(String),
     /// A stored item could not be read back (corrupt or from an unknown schema).
     #[error("corrupt item: {0}")]
     Corrupt(String),
+}
+
+/// The one wording of the principal cap, for both stores.
+pub(crate) fn principal_limit(max: usize) -> String {
+    format!(
+        "an organisation can have at most {max} principals; revoked principals count too (the operator sets the limit with IAM_MAX_PRINCIPALS_PER_ORG)"
+    )
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,17 +60,30 @@ pub struct Page<T> {
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Fails with `Conflict` if the id exists.
+    /// Fails with `Conflict` if the id exists, `Limit` if the organisation already has
+    /// `max_principals` principals.
     ///
     /// Every create takes an optional idempotency record, written in the same atomic step;
     /// `IdempotencyKeyTaken` (and nothing written) if its slot holds a record still live at the
     /// record's `created_at`.
-    async fn create_principal(&self, principal: &Principal, idempotency: Option<&IdempotencyRecord>) -> Result<(), StoreError>;
+    async fn create_principal(
+        &self,
+        principal: &Principal,
+        max_principals: usize,
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> Result<(), StoreError>;
     async fn get_principal(&self, org: &OrgId, id: &PrincipalId) -> Result<Option<Principal>, StoreError>;
     /// Principals of `org` ordered by id, starting after `after`.
     async fn list_principals(&self, org: &OrgId, limit: usize, after: Option<&PrincipalId>) -> Result<Page<Principal>, StoreError>;
-    /// Replaces the principal only if the stored version is still `expected_version`.
-    async fn update_principal(&self, principal: &Principal, expected_version: u64) -> Result<(), StoreError>;
+    /// Replaces the principal only if the stored version is still `expected_version`, and
+    /// (when given) the witness is still a usable administrator (`WitnessGone` otherwise), in
+    /// one atomic step.
+    async fn update_principal(
+        &self,
+        principal: &Principal,
+        expected_version: u64,
+        witness: Option<&AdminWitness>,
+    ) -> Result<(), StoreError>;
 
     /// Atomically: the principal exists in the credential's organisation and is not Revoked, it has
     /// fewer than `MAX_ACTIVE_CREDENTIALS` live credentials at `now`, and the key id is new.
@@ -72,7 +97,8 @@ pub trait Store: Send + Sync + 'static {
     async fn get_credential(&self, key_id: &KeyId) -> Result<Option<Credential>, StoreError>;
     async fn list_credentials(&self, org: &OrgId, principal: &PrincipalId) -> Result<Vec<Credential>, StoreError>;
     /// Marks the credential Revoked unless it already is; answers the stored credential. Once this
-    /// returns, no read sees the credential Active.
+    /// returns, no read sees the credential Active. With a witness, the revocation commits only
+    /// while the witness is still a usable administrator (`WitnessGone` otherwise).
     async fn revoke_credential(
         &self,
         org: &OrgId,
@@ -80,11 +106,19 @@ pub trait Store: Send + Sync + 'static {
         key_id: &KeyId,
         actor: &Actor,
         now: DateTime<Utc>,
+        witness: Option<&AdminWitness>,
     ) -> Result<Credential, StoreError>;
     /// Records that `credential` authenticated at `at`, atomically with the check that it and its
     /// principal are still Active (an exchange's last step: a revoke that returned before this
-    /// wins). Answers false, writing nothing, when either no longer is.
-    async fn record_credential_use(&self, credential: &Credential, at: DateTime<Utc>) -> Result<bool, StoreError>;
+    /// wins). Answers false, writing nothing, when either no longer is. `secret_check`, when
+    /// given, is stored as the credential's fast secret check (credentials issued before it
+    /// existed gain it on their first proved use).
+    async fn record_credential_use(
+        &self,
+        credential: &Credential,
+        at: DateTime<Utc>,
+        secret_check: Option<&str>,
+    ) -> Result<bool, StoreError>;
 
     /// Fails with `Conflict` on a duplicate name in the organisation, `Limit` past `MAX_ORG_ROLES`.
     async fn create_role(&self, role: &Role, idempotency: Option<&IdempotencyRecord>) -> Result<(), StoreError>;
@@ -95,8 +129,15 @@ pub trait Store: Send + Sync + 'static {
     /// Atomically: the principal exists and is not Revoked, and is under `MAX_ROLES_PER_PRINCIPAL`.
     /// Idempotent: answers the stored assignment and whether this call created it.
     async fn assign_role(&self, assignment: &RoleAssignment) -> Result<(RoleAssignment, bool), StoreError>;
-    /// Whether an assignment was removed.
-    async fn unassign_role(&self, org: &OrgId, principal: &PrincipalId, role: &RoleId) -> Result<bool, StoreError>;
+    /// Whether an assignment was removed. With a witness, the removal commits only while the
+    /// witness is still a usable administrator (`WitnessGone` otherwise).
+    async fn unassign_role(
+        &self,
+        org: &OrgId,
+        principal: &PrincipalId,
+        role: &RoleId,
+        witness: Option<&AdminWitness>,
+    ) -> Result<bool, StoreError>;
 
     /// Atomically writes an organisation's first admin (principal, role assignment, credential)
     /// and marks the organisation bootstrapped; `Conflict` if it already was, unless `force`.
@@ -111,13 +152,6 @@ pub trait Store: Send + Sync + 'static {
 
     /// The record in an idempotency slot, live or not (expired ones may linger until swept).
     async fn get_idempotency_record(&self, org: &OrgId, slot: &str) -> Result<Option<IdempotencyRecord>, StoreError>;
-
-    /// Counts one failed secret for `key` (a key id and source address) in the window that
-    /// starts at `window_start` (Unix seconds), atomically; answers the count so far. The
-    /// count may be forgotten after `expires_at`.
-    async fn record_failed_attempt(&self, key: &str, window_start: i64, expires_at: i64) -> Result<u32, StoreError>;
-    /// Failed secrets counted for `key` in the window that starts at `window_start`.
-    async fn failed_attempts(&self, key: &str, window_start: i64) -> Result<u32, StoreError>;
 
     /// Opens what the first request would otherwise open (a network store's connection and TLS
     /// session), during a cold start rather than on a client's clock. Best effort: a failure

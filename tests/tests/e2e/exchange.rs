@@ -197,12 +197,12 @@ async fn refusals_are_specific_only_after_the_secret_is_proved() {
     let mut aged = current.clone();
     aged.expires_at = Some(model::now() - Duration::seconds(1));
     aged.version += 1;
-    app.state.store.update_principal(&aged, current.version).await.unwrap();
+    app.state.store.update_principal(&aged, current.version, None).await.unwrap();
     let r = app.exchange_json(json!({"apiKey": live})).await;
     assert_eq!(r.str("error_description"), "the principal has expired");
     anonymous(live.clone()).await;
     let fresh = aged.apply(&PrincipalChange { expires_at: Some(None), ..Default::default() }, model::now()).unwrap().unwrap();
-    app.state.store.update_principal(&fresh, aged.version).await.unwrap();
+    app.state.store.update_principal(&fresh, aged.version, None).await.unwrap();
     assert_eq!(app.exchange_json(json!({"apiKey": live})).await.status, StatusCode::OK);
 
     app.call(Method::PATCH, &format!("/iam/api-keys/{p}"), Some(&admin), Some(patch("Revoked"))).await;

@@ -15,4 +15,4 @@ mod lambda;
 mod limits;
 mod management;
 mod rotation;
-mod throttle;
+mod wrong_keys;

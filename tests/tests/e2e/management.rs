@@ -501,9 +501,13 @@ async fn nobody_grants_management_power_they_lack() {
     let assignments = app.call(Method::GET, &format!("/iam/api-keys/{me}/role-assignments"), Some(&admin), None).await;
     assert_eq!(assignments.body["items"].as_array().unwrap().len(), 1, "nothing was granted");
 
-    // Other services' permissions are the organisation's to hand out.
+    // Other services' permissions too: nobody grants itself a role, nor what it does not hold.
     let downstream = app.call(Method::PUT, &format!("/iam/api-keys/{me}/role-assignments/device-provisioner"), Some(&token), None).await;
-    assert_eq!(downstream.status, StatusCode::CREATED, "{}", downstream.raw);
+    assert_eq!(downstream.status, StatusCode::FORBIDDEN, "{}", downstream.raw);
+    let other = app.create_principal(&admin, "other").await;
+    let downstream = app.call(Method::PUT, &format!("/iam/api-keys/{other}/role-assignments/device-provisioner"), Some(&token), None).await;
+    assert_eq!(downstream.status, StatusCode::FORBIDDEN, "{}", downstream.raw);
+    assert!(downstream.str("detail").contains("iot:devices:provision"), "{}", downstream.raw);
 }
 
 #[tokio::test]

@@ -1,0 +1,275 @@
+//! The authority rule: nobody acts on, or hands out, more than they hold, and the organisation
+//! never loses its last usable administrator. Pure decisions over what the service read; the
+//! service does the reading and the store makes the guarded write atomic.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+
+use crate::ids::{KeyId, OrgId, Permission, PrincipalId, RoleId};
+use crate::model::{Credential, Principal, PrincipalStatus, PrincipalType, Role};
+use crate::roles::IAM_PERMISSIONS;
+
+/// Why an authenticated caller may not do what it asked, although it holds the route's
+/// permission. Each names the rule, so a refused admin knows what to change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthorityRule {
+    #[error(
+        "the principal holds '{0}', which is beyond your authority: you may act on a principal only if you hold every permission it holds"
+    )]
+    TargetBeyondAuthority(Permission),
+    #[error("granting '{0}' is beyond your authority: you may grant only permissions you hold (an administrator may grant any)")]
+    GrantBeyondAuthority(Permission),
+    #[error("a principal never changes its own status or expiry")]
+    OwnStatusOrExpiry,
+    #[error("a principal never grants itself a role")]
+    SelfGrant,
+}
+
+/// Whether `permissions` hold every `iam:` permission: an organisation administrator.
+pub fn is_administrator<'a>(permissions: impl IntoIterator<Item = &'a str>) -> bool {
+    let held: BTreeSet<&str> = permissions.into_iter().collect();
+    IAM_PERMISSIONS.iter().all(|p| held.contains(p))
+}
+
+/// What a caller may act on and hand out: its effective permissions (its current roles'
+/// permissions, narrowed by its token's scope). An administrator's authority covers every
+/// permission available to the organisation; since a principal's permissions only ever come
+/// from roles available to its organisation, that is every permission a target can hold.
+#[derive(Debug, Clone)]
+pub struct Authority<'a> {
+    effective: &'a BTreeSet<String>,
+}
+
+impl<'a> Authority<'a> {
+    pub fn new(effective: &'a BTreeSet<String>) -> Self {
+        Self { effective }
+    }
+
+    pub fn is_administrator(&self) -> bool {
+        is_administrator(self.effective.iter().map(String::as_str))
+    }
+
+    fn first_uncovered<'p>(&self, permissions: impl IntoIterator<Item = &'p Permission>) -> Option<&'p Permission> {
+        if self.is_administrator() {
+            return None;
+        }
+        permissions.into_iter().find(|p| !self.effective.contains(p.as_str()))
+    }
+
+    /// Acting on a principal: everything it holds must be within this authority.
+    pub fn may_act_on<'p>(&self, target: impl IntoIterator<Item = &'p Permission>) -> Result<(), AuthorityRule> {
+        match self.first_uncovered(target) {
+            Some(p) => Err(AuthorityRule::TargetBeyondAuthority(p.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Defining or assigning a role: everything it grants, downstream permissions included.
+    pub fn may_grant<'p>(&self, granted: impl IntoIterator<Item = &'p Permission>) -> Result<(), AuthorityRule> {
+        match self.first_uncovered(granted) {
+            Some(p) => Err(AuthorityRule::GrantBeyondAuthority(p.clone())),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A usable administrator that a guarded write leaves in place, condition-checked in the
+/// write's own atomic step: the write commits only if, at that moment, the witness principal is
+/// still at `principal_version` (so still Active), `key_id` is still Active, and every one of
+/// `roles` is still assigned to it. Two administrators removing each other therefore cannot
+/// both succeed: each write checks what the other changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminWitness {
+    pub org_id: OrgId,
+    pub principal_id: PrincipalId,
+    pub principal_version: u64,
+    pub key_id: KeyId,
+    pub roles: Vec<RoleId>,
+}
+
+/// A principal as read for a decision: its record, its roles (those still available to its
+/// organisation and supporting its type) and its credentials.
+#[derive(Debug, Clone)]
+pub struct Standing {
+    pub principal: Principal,
+    pub roles: Vec<Role>,
+    pub credentials: Vec<Credential>,
+}
+
+impl Standing {
+    /// Everything the principal holds through its roles.
+    pub fn permissions(&self) -> BTreeSet<Permission> {
+        self.roles.iter().flat_map(|r| r.permissions.iter().cloned()).collect()
+    }
+
+    fn holds_every_iam_permission(&self) -> bool {
+        is_administrator(self.roles.iter().flat_map(|r| r.permissions.iter().map(Permission::as_str)))
+    }
+
+    /// A usable administrator: Active, unexpired, holding every `iam:` permission through its
+    /// roles, and able to authenticate now (an Active, unexpired credential). Answers the
+    /// witness that proves it, naming only the roles that carry `iam:` permissions.
+    pub fn usable_administrator(&self, now: DateTime<Utc>) -> Option<AdminWitness> {
+        let credential = self.credentials.iter().find(|c| c.is_live(now))?;
+        self.usable_administrator_with(&credential.key_id, now)
+    }
+
+    /// As [`Standing::usable_administrator`], given a credential known to be usable now (the
+    /// one a caller has just authenticated with).
+    pub fn usable_administrator_with(&self, key_id: &KeyId, now: DateTime<Utc>) -> Option<AdminWitness> {
+        let p = &self.principal;
+        if p.status != PrincipalStatus::Active || p.is_expired(now) || !self.holds_every_iam_permission() {
+            return None;
+        }
+        let mut roles: Vec<RoleId> =
+            self.roles.iter().filter(|r| r.permissions.iter().any(|p| p.as_str().starts_with("iam:"))).map(|r| r.id.clone()).collect();
+        roles.sort();
+        Some(AdminWitness {
+            org_id: p.org_id.clone(),
+            principal_id: p.id.clone(),
+            principal_version: p.version,
+            key_id: key_id.clone(),
+            roles,
+        })
+    }
+
+    /// This principal without one credential (its revocation).
+    pub fn without_credential(&self, key_id: &KeyId) -> Self {
+        Self { credentials: self.credentials.iter().filter(|c| c.key_id != *key_id).cloned().collect(), ..self.clone() }
+    }
+
+    /// This principal without one role (its unassignment).
+    pub fn without_role(&self, role: &RoleId) -> Self {
+        Self { roles: self.roles.iter().filter(|r| r.id != *role).cloned().collect(), ..self.clone() }
+    }
+
+    /// This principal with another record (a status change, say).
+    pub fn with_principal(&self, principal: Principal) -> Self {
+        Self { principal, ..self.clone() }
+    }
+}
+
+/// What a write that may remove a usable administrator needs: `Ok(None)` when the target was
+/// not one (nothing to guard), `Ok(Some(witness))` when a usable administrator survives it, and
+/// `Err(())` when none would. `after` is the target as the write leaves it; `others` are other
+/// usable administrators found so far (the caller first), each already checked usable.
+pub fn guard_for(
+    before: &Standing,
+    after: &Standing,
+    others: impl IntoIterator<Item = AdminWitness>,
+    now: DateTime<Utc>,
+) -> Result<Option<AdminWitness>, LastAdministrator> {
+    if before.usable_administrator(now).is_none() {
+        return Ok(None);
+    }
+    if let Some(witness) = after.usable_administrator(now) {
+        // The target stays usable through another credential or role: that state is the witness,
+        // so two writes removing its last two means of use cannot both commit.
+        return Ok(Some(witness));
+    }
+    others.into_iter().find(|w| w.principal_id != before.principal.id).map(Some).ok_or(LastAdministrator)
+}
+
+/// The write would leave the organisation without a usable administrator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "this change would leave the organisation without a usable administrator (Active, unexpired, holding every iam: permission, with an active credential); make another principal one first"
+)]
+pub struct LastAdministrator;
+
+/// Roles that grant a principal of `kind` in `org` anything: available to the organisation and
+/// supporting the principal type. Others (a role since made unavailable) grant nothing.
+pub fn granting(role: &Role, org: &OrgId, kind: PrincipalType) -> bool {
+    role.is_available_to(org) && role.supports(kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Actor, now};
+    use crate::roles;
+
+    fn org() -> OrgId {
+        OrgId::parse("acme").unwrap()
+    }
+
+    fn standing(role_ids: &[&str], credentials: usize) -> Standing {
+        let principal = Principal::new(org(), "p", None, None, Actor::system("t"), now()).unwrap();
+        let credentials = (0..credentials)
+            .map(|_| Credential::new(&principal, KeyId::generate(), "k", None, "hash".into(), Actor::system("t"), now()).unwrap())
+            .collect();
+        let roles = role_ids.iter().map(|id| roles::builtin(id).unwrap().clone()).collect();
+        Standing { principal, roles, credentials }
+    }
+
+    fn perms(list: &[&str]) -> BTreeSet<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_non_administrator_may_not_act_on_a_principal_holding_more() {
+        let held = perms(&["iam:credentials:write"]);
+        let admin = standing(&["iam-admin"], 1);
+        let refused = Authority::new(&held).may_act_on(&admin.permissions());
+        assert!(matches!(refused, Err(AuthorityRule::TargetBeyondAuthority(_))));
+        assert!(Authority::new(&held).may_act_on(&standing(&[], 1).permissions()).is_ok());
+    }
+
+    #[test]
+    fn granting_a_downstream_permission_needs_holding_it_unless_administrator() {
+        let provision = Permission::parse("iot:devices:provision").unwrap();
+        let writer = perms(&["iam:role-assignments:write"]);
+        assert!(matches!(Authority::new(&writer).may_grant([&provision]), Err(AuthorityRule::GrantBeyondAuthority(_))));
+        let admin = perms(roles::IAM_PERMISSIONS);
+        assert!(Authority::new(&admin).may_grant([&provision]).is_ok());
+    }
+
+    #[test]
+    fn a_usable_administrator_needs_status_roles_and_a_live_credential() {
+        let t = now();
+        assert!(standing(&["iam-admin"], 1).usable_administrator(t).is_some());
+        assert!(standing(&["iam-admin"], 0).usable_administrator(t).is_none(), "no credential");
+        assert!(standing(&["iam-viewer"], 1).usable_administrator(t).is_none(), "not every iam: permission");
+        let mut suspended = standing(&["iam-admin"], 1);
+        suspended.principal.status = PrincipalStatus::Suspended;
+        assert!(suspended.usable_administrator(t).is_none());
+    }
+
+    #[test]
+    fn removing_the_last_administrators_last_credential_is_refused_without_another() {
+        let t = now();
+        let admin = standing(&["iam-admin"], 1);
+        let key = admin.credentials[0].key_id.clone();
+        assert_eq!(guard_for(&admin, &admin.without_credential(&key), [], t), Err(LastAdministrator));
+        let other = standing(&["iam-admin"], 1).usable_administrator(t).unwrap();
+        assert_eq!(guard_for(&admin, &admin.without_credential(&key), [other.clone()], t), Ok(Some(other)));
+    }
+
+    #[test]
+    fn an_administrator_keeping_another_credential_is_its_own_witness() {
+        let t = now();
+        let admin = standing(&["iam-admin"], 2);
+        let first = admin.credentials[0].key_id.clone();
+        let witness = guard_for(&admin, &admin.without_credential(&first), [], t).unwrap().unwrap();
+        assert_eq!(witness.principal_id, admin.principal.id);
+        assert_ne!(witness.key_id, first);
+    }
+
+    #[test]
+    fn changes_to_non_administrators_need_no_guard() {
+        let t = now();
+        let viewer = standing(&["iam-viewer"], 1);
+        let key = viewer.credentials[0].key_id.clone();
+        assert_eq!(guard_for(&viewer, &viewer.without_credential(&key), [], t), Ok(None));
+    }
+
+    #[test]
+    fn the_target_is_never_its_own_outside_witness() {
+        let t = now();
+        let admin = standing(&["iam-admin"], 1);
+        let own = admin.usable_administrator(t).unwrap();
+        let role = RoleId::parse("iam-admin").unwrap();
+        assert_eq!(guard_for(&admin, &admin.without_role(&role), [own], t), Err(LastAdministrator));
+    }
+}
