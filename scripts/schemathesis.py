@@ -2,8 +2,8 @@
 
 Usage: scripts/schemathesis.py IAM_LOCAL_BINARY [extra schemathesis arguments]
 
-Starts iam-local on a free port, exchanges its bootstrap key for a token (scope: every iam
-permission), and runs every schemathesis check on every operation; exits with schemathesis'
+Starts iam-local on a free port, exchanges its bootstrap key for a management token (scope:
+every iam permission), and runs every schemathesis check on every operation; exits with schemathesis'
 status. A 5xx, a status or header the spec does not document, or a body that does not match
 its schema fails the run.
 """
@@ -46,7 +46,10 @@ def main():
         if key is None:
             sys.exit("iam-local printed no bootstrap key")
         request = urllib.request.Request(
-            f"{base}/iam/auth/token", data=json.dumps({"apiKey": key}).encode(), headers={"Content-Type": "application/json"}
+            f"{base}/iam/auth/token",
+            # The management API accepts only tokens for its own audience (issuer + /management).
+            data=json.dumps({"apiKey": key, "audience": f"{base}/iam/management"}).encode(),
+            headers={"Content-Type": "application/json"},
         )
         token = json.load(urllib.request.urlopen(request, timeout=10))["access_token"]
         command = [

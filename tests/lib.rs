@@ -22,6 +22,7 @@ use tower::ServiceExt;
 pub const ISSUER: &str = "http://iam.test/iam";
 pub const AUDIENCE: &str = "infuse-api";
 pub const OTHER_AUDIENCE: &str = "iot-api";
+pub const MANAGEMENT_AUDIENCE: &str = "http://iam.test/iam/management";
 
 /// RSA key generation is slow: one key per test binary, serialised so each app parses its own.
 static SIGNING_KEY_JSON: LazyLock<String> =
@@ -33,7 +34,13 @@ pub fn signing_key() -> SigningKeyDocument {
 
 pub fn config() -> Config {
     Config {
-        tokens: TokenSettings { issuer: ISSUER.into(), audiences: vec![AUDIENCE.into(), OTHER_AUDIENCE.into()], lifetime_secs: 900 },
+        tokens: TokenSettings {
+            issuer: ISSUER.into(),
+            audiences: vec![AUDIENCE.into(), OTHER_AUDIENCE.into()],
+            management_audience: MANAGEMENT_AUDIENCE.into(),
+            lifetime_secs: 900,
+        },
+        limits: Default::default(),
         // Cheaper than production so the suite stays fast; the format and code path are the same.
         hash: HashParams { memory_kib: 4096, iterations: 1, parallelism: 1 },
         signing_key_ttl: std::time::Duration::from_secs(300),
@@ -168,8 +175,15 @@ impl TestApp {
         self.send(builder.body(Body::from(form.to_owned())).unwrap()).await
     }
 
-    /// An access token for `key`, or a panic saying why not.
+    /// A management access token for `key`, or a panic saying why not.
     pub async fn token(&self, key: &str) -> String {
+        let r = self.exchange_json(json!({ "apiKey": key, "audience": MANAGEMENT_AUDIENCE })).await;
+        assert_eq!(r.status, StatusCode::OK, "exchange failed: {}", r.raw);
+        r.str("access_token").to_owned()
+    }
+
+    /// A token for the default (downstream) audience: what a downstream API receives.
+    pub async fn downstream_token(&self, key: &str) -> String {
         let r = self.exchange_json(json!({ "apiKey": key })).await;
         assert_eq!(r.status, StatusCode::OK, "exchange failed: {}", r.raw);
         r.str("access_token").to_owned()

@@ -1,6 +1,8 @@
 //! Configuration from the environment, read once per cold start.
 
 use iam_shared::hashing::HashParams;
+use iam_shared::model::DEFAULT_MAX_PRINCIPALS_PER_ORG;
+use iam_shared::service::Limits;
 use iam_shared::token::{DEFAULT_LIFETIME_SECS, TokenSettings};
 
 #[derive(Debug, thiserror::Error)]
@@ -13,6 +15,7 @@ pub const DEFAULT_SIGNING_KEY_TTL_SECS: u64 = 300;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub tokens: TokenSettings,
+    pub limits: Limits,
     pub hash: HashParams,
     /// How long a warm instance keeps its signing keys before reading them again.
     pub signing_key_ttl: std::time::Duration,
@@ -36,8 +39,10 @@ pub(crate) fn number<T: std::str::FromStr>(name: &str, default: T) -> Result<T, 
 }
 
 impl Config {
-    /// `IAM_ISSUER` (else `default_issuer`), `IAM_AUDIENCES` (comma-separated; the first is the
-    /// default and the management API's own), `IAM_TOKEN_LIFETIME_SECS`, and the argon2 cost
+    /// `IAM_ISSUER` (else `default_issuer`), `IAM_AUDIENCES` (comma-separated downstream
+    /// audiences; the first is an exchange's default), `IAM_MANAGEMENT_AUDIENCE` (default
+    /// `<issuer>/management`), `IAM_TOKEN_LIFETIME_SECS`, `IAM_MAX_PRINCIPALS_PER_ORG` (default
+    /// 1,000), and the argon2 cost
     /// `IAM_ARGON2_MEMORY_KIB`, `IAM_ARGON2_ITERATIONS`, `IAM_ARGON2_PARALLELISM`, and
     /// `IAM_SIGNING_KEY_TTL_SECS` (default 300).
     pub fn from_env(default_issuer: Option<&str>) -> Result<Self, ConfigError> {
@@ -58,9 +63,27 @@ impl Config {
         if audiences.is_empty() {
             return Err(ConfigError("IAM_AUDIENCES must name at least one audience".into()));
         }
+        let management_audience = var("IAM_MANAGEMENT_AUDIENCE")
+            .map(|a| a.trim().to_owned())
+            .unwrap_or_else(|| TokenSettings::default_management_audience(&issuer));
+        if audiences.contains(&management_audience) {
+            return Err(ConfigError(format!(
+                "IAM_MANAGEMENT_AUDIENCE '{management_audience}' must not also be a downstream audience in IAM_AUDIENCES"
+            )));
+        }
+        let max_principals_per_org = number("IAM_MAX_PRINCIPALS_PER_ORG", DEFAULT_MAX_PRINCIPALS_PER_ORG)?;
+        if max_principals_per_org == 0 {
+            return Err(ConfigError("IAM_MAX_PRINCIPALS_PER_ORG must be at least 1".into()));
+        }
         let defaults = HashParams::default();
         Ok(Self {
-            tokens: TokenSettings { issuer, audiences, lifetime_secs: number("IAM_TOKEN_LIFETIME_SECS", DEFAULT_LIFETIME_SECS)? },
+            tokens: TokenSettings {
+                issuer,
+                audiences,
+                management_audience,
+                lifetime_secs: number("IAM_TOKEN_LIFETIME_SECS", DEFAULT_LIFETIME_SECS)?,
+            },
+            limits: Limits { max_principals_per_org },
             hash: HashParams {
                 memory_kib: number("IAM_ARGON2_MEMORY_KIB", defaults.memory_kib)?,
                 iterations: number("IAM_ARGON2_ITERATIONS", defaults.iterations)?,

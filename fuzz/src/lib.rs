@@ -28,7 +28,13 @@ pub static INSTANCE: LazyLock<Instance> = LazyLock::new(|| {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let (router, api_key, admin_token, principal) = runtime.block_on(async {
         let config = Config {
-            tokens: TokenSettings { issuer: "http://iam.fuzz/iam".into(), audiences: vec!["infuse-api".into()], lifetime_secs: 900 },
+            tokens: TokenSettings {
+                issuer: "http://iam.fuzz/iam".into(),
+                audiences: vec!["infuse-api".into()],
+                management_audience: "http://iam.fuzz/iam/management".into(),
+                lifetime_secs: 900,
+            },
+            limits: Default::default(),
             // Cheap argon2: the fuzzer is after parsers, not hashing cost.
             hash: HashParams { memory_kib: 64, iterations: 1, parallelism: 1 },
             signing_key_ttl: std::time::Duration::from_secs(3600),
@@ -39,7 +45,7 @@ pub static INSTANCE: LazyLock<Instance> = LazyLock::new(|| {
         let key = state.bootstrap(&OrgId::parse("fuzz").unwrap()).await.unwrap().unwrap();
         let api_key = key.to_secret_string().expose_secret().to_owned();
         let router = iam_local::app(state);
-        let body = serde_json::json!({ "apiKey": api_key }).to_string();
+        let body = serde_json::json!({ "apiKey": api_key, "audience": "http://iam.fuzz/iam/management" }).to_string();
         let request = Request::post("/iam/auth/token").header("content-type", "application/json").body(Body::from(body)).unwrap();
         let (_, token) = call(&router, request).await;
         let admin_token = serde_json::from_slice::<serde_json::Value>(&token).unwrap()["access_token"].as_str().unwrap().to_owned();

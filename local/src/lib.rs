@@ -43,6 +43,9 @@ pub struct Options {
     pub data_dir: PathBuf,
     pub in_memory: bool,
     pub orgs: Vec<OrgId>,
+    /// Break-glass: add an administrator to this organisation of the data directory, print
+    /// its key, and exit, instead of serving.
+    pub recover_admin: Option<OrgId>,
 }
 
 pub const USAGE: &str = "usage: iam-local [--listen ADDR] [--data-dir DIR] [--in-memory] [--org ORG]...
@@ -51,18 +54,28 @@ pub const USAGE: &str = "usage: iam-local [--listen ADDR] [--data-dir DIR] [--in
   --data-dir DIR   where the embedded store and signing key live (default ./.iam-local)
   --in-memory      keep everything in memory; nothing survives a restart
   --org ORG        organisation to bootstrap an admin key for (repeatable, default dev)
+  --recover-admin ORG
+                   break-glass: add a new administrator (iam-admin and one key) to ORG in the
+                   data directory, print its key once, and exit; for when every administrator
+                   key of ORG is lost. Stop the server first (the store is locked while it runs)
 
 Environment: IAM_STORE=dynamodb (with IAM_PRINCIPALS_TABLE, IAM_CREDENTIALS_TABLE,
 IAM_SIGNING_SECRET_ID and the usual AWS_* variables, AWS_ENDPOINT_URL included) serves from
 DynamoDB and Secrets Manager instead of the embedded store.
-IAM_ISSUER (default http://ADDR/iam), IAM_AUDIENCES, IAM_TOKEN_LIFETIME_SECS,
+IAM_ISSUER (default http://ADDR/iam), IAM_AUDIENCES, IAM_MANAGEMENT_AUDIENCE (default
+ISSUER/management), IAM_MAX_PRINCIPALS_PER_ORG, IAM_TOKEN_LIFETIME_SECS,
 IAM_ARGON2_MEMORY_KIB, IAM_ARGON2_ITERATIONS, IAM_ARGON2_PARALLELISM, IAM_LOG_FORMAT=json, RUST_LOG.";
 
 impl Options {
     /// `Ok(None)` means `--help` was asked for.
     pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Self>, String> {
-        let mut opts =
-            Options { listen: "127.0.0.1:8080".into(), data_dir: PathBuf::from("./.iam-local"), in_memory: false, orgs: Vec::new() };
+        let mut opts = Options {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("./.iam-local"),
+            in_memory: false,
+            orgs: Vec::new(),
+            recover_admin: None,
+        };
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
             let (flag, inline) = match arg.split_once('=') {
@@ -81,15 +94,30 @@ impl Options {
                         opts.orgs.push(org);
                     }
                 }
+                "--recover-admin" => opts.recover_admin = Some(OrgId::parse(&value("--recover-admin")?).map_err(|e| e.0)?),
                 "-h" | "--help" => return Ok(None),
                 other => return Err(format!("unknown argument '{other}'")),
             }
+        }
+        if opts.recover_admin.is_some() && opts.in_memory {
+            return Err("--recover-admin works on a data directory, not --in-memory".into());
         }
         if opts.orgs.is_empty() {
             opts.orgs.push(OrgId::parse("dev").expect("valid org id"));
         }
         Ok(Some(opts))
     }
+}
+
+/// The embedded store's break-glass recovery (DynamoDB's is `iam-admin bootstrap --force`):
+/// writes a new administrator to `org` in the data directory, as the first bootstrap does,
+/// and answers its key, to be shown once. The server must be stopped: redb locks its file.
+pub async fn recover_admin(opts: &Options, org: &OrgId) -> Result<String, Box<dyn std::error::Error>> {
+    let backend = backend::embedded(Some(opts.data_dir.as_path()))?;
+    let hasher = iam_shared::hashing::SecretHasher::new(iam_shared::hashing::HashParams::default())?;
+    let key =
+        iam_shared::service::bootstrap_admin(backend.store.as_ref(), &hasher, org, true).await?.ok_or("the recovery wrote nothing")?;
+    Ok(key.to_secret_string().expose_secret().to_owned())
 }
 
 /// Binds, bootstraps each organisation that has no admin yet (printing its key once), and

@@ -16,6 +16,19 @@ async fn main() -> ExitCode {
         }
     };
     init_tracing();
+    if let Some(org) = opts.recover_admin.clone() {
+        return match iam_local::recover_admin(&opts, &org).await {
+            Ok(key) => {
+                // Printed once, on its own line, like a bootstrap key.
+                println!("Recovery API key for {org}: {key}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("iam-local: recovery failed: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match iam_local::serve(opts, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

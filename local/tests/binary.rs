@@ -83,8 +83,10 @@ fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &s
     (status, serde_json::from_str(body).unwrap_or(Value::Null))
 }
 
+/// A management token, for the pinned issuer `http://iam.test/iam`.
 fn exchange(addr: &str, key: &str) -> (u16, Value) {
-    http(addr, "POST", "/iam/auth/token", &[("Content-Type", "application/json")], &format!("{{\"apiKey\":\"{key}\"}}"))
+    let body = format!("{{\"apiKey\":\"{key}\",\"audience\":\"http://iam.test/iam/management\"}}");
+    http(addr, "POST", "/iam/auth/token", &[("Content-Type", "application/json")], &body)
 }
 
 #[test]
@@ -128,6 +130,37 @@ fn in_memory_mode_forgets_everything() {
     let (status, body) = http(&server.addr, "GET", "/iam/.well-known/openid-configuration", &[], "");
     assert_eq!(status, 200);
     assert_eq!(body["issuer"], format!("http://{}/iam", server.addr));
+}
+
+#[test]
+fn a_locked_out_embedded_organisation_is_recovered_with_recover_admin() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_arg = dir.path().join("data");
+    let data_arg = data_arg.to_str().unwrap();
+    let issuer = [("IAM_ISSUER", "http://iam.test/iam")];
+    let first = start_with(&["--data-dir", data_arg, "--org", "acme"], &issuer);
+    let lost = bootstrap_key(&first.bootstrap[0], "acme");
+    drop(first);
+
+    let out = Command::new(env!("CARGO_BIN_EXE_iam-local"))
+        .args(["--data-dir", data_arg, "--recover-admin", "acme"])
+        .env("IAM_ARGON2_MEMORY_KIB", "4096")
+        .env("IAM_ARGON2_ITERATIONS", "1")
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let recovered = stdout.trim().strip_prefix("Recovery API key for acme: ").expect("the key line").to_owned();
+    assert!(recovered.starts_with("ik_") && recovered != lost);
+
+    let second = start_with(&["--data-dir", data_arg, "--org", "acme"], &issuer);
+    assert!(second.bootstrap.is_empty(), "the organisation was already bootstrapped");
+    let (status, token) = exchange(&second.addr, &recovered);
+    assert_eq!(status, 200, "{token}");
+    let auth = format!("Bearer {}", token["access_token"].as_str().unwrap());
+    let (status, list) = http(&second.addr, "GET", "/iam/api-keys", &[("Authorization", &auth)], "");
+    assert_eq!(status, 200, "the recovered administrator manages the organisation: {list}");
 }
 
 #[test]

@@ -213,8 +213,7 @@ impl Iam {
     /// Verifies a management bearer token and re-reads its credential and principal, so a
     /// revoked or suspended admin loses access at once rather than at token expiry.
     pub async fn authenticate_bearer(&self, token: &str) -> Result<Caller, AuthError> {
-        let audience = &self.tokens.settings().audiences[0];
-        let claims = self.tokens.current().await.verify(token, audience)?;
+        let claims = self.tokens.current().await.verify(token, &self.tokens.settings().management_audience)?;
         let (Some(key_id), Ok(org_id), Ok(principal_id)) =
             (key_id_of(&claims), OrgId::parse(&claims.org_id), PrincipalId::parse(&claims.sub))
         else {
@@ -657,20 +656,33 @@ impl Iam {
         let now = model::now();
         model::may_authenticate(&credential, &principal, now).map_err(ExchangeError::Refused)?;
 
-        let audiences = &self.tokens.settings().audiences;
+        let settings = self.tokens.settings();
         let audience = match request.audience.as_deref() {
-            None => audiences[0].as_str(),
-            Some(a) => audiences
+            None => settings.audiences[0].as_str(),
+            Some(a) if settings.is_management(a) => settings.management_audience.as_str(),
+            Some(a) => settings
+                .audiences
                 .iter()
                 .find(|allowed| *allowed == a)
                 .map(String::as_str)
                 .ok_or_else(|| ExchangeError::InvalidTarget("the requested audience is not allowed".into()))?,
         };
-        let (roles, held) = self.entitlements(&principal).await?;
+        let (roles, mut held) = self.entitlements(&principal).await?;
+        // Management power travels only to the management API.
+        let management = settings.is_management(audience);
+        if !management {
+            held.retain(|p| !p.as_str().starts_with("iam:"));
+        }
         let scope: Vec<Permission> = match request.scope.as_deref() {
             None => held.into_iter().collect(),
             Some(raw) => {
                 let wanted = parse_scope(raw).map_err(ExchangeError::InvalidScope)?;
+                if let Some(iam) = wanted.iter().find(|p| !management && p.as_str().starts_with("iam:")) {
+                    return Err(ExchangeError::InvalidScope(format!(
+                        "'{iam}' is granted only in tokens for the management audience '{}'",
+                        settings.management_audience
+                    )));
+                }
                 if let Some(missing) = wanted.iter().find(|p| !held.contains(*p)) {
                     return Err(ExchangeError::InvalidScope(format!("the principal does not hold '{missing}'")));
                 }

@@ -181,9 +181,25 @@ pub struct Grant<'a> {
 #[derive(Debug, Clone)]
 pub struct TokenSettings {
     pub issuer: String,
-    /// The first is the default audience and the one the management API accepts.
+    /// The downstream APIs' audiences; the first is an exchange's default.
     pub audiences: Vec<String>,
+    /// The management API's own audience, never a downstream one: a token a downstream service
+    /// received (or logged) cannot be replayed against IAM, and `iam:` permissions appear only
+    /// in tokens for this audience.
+    pub management_audience: String,
     pub lifetime_secs: u64,
+}
+
+impl TokenSettings {
+    /// The management audience when none is configured: derived from the issuer, so it is
+    /// unique per deployment and stable as long as the issuer is.
+    pub fn default_management_audience(issuer: &str) -> String {
+        format!("{}/management", issuer.trim_end_matches('/'))
+    }
+
+    pub fn is_management(&self, audience: &str) -> bool {
+        self.management_audience == audience
+    }
 }
 
 /// Signs with the current key; verifies against every published key.
@@ -206,6 +222,9 @@ impl TokenService {
     pub fn new(settings: TokenSettings, current: SigningKey, others: Vec<SigningKey>) -> Result<Self, KeyError> {
         if settings.audiences.is_empty() {
             return Err(KeyError::Document("at least one audience must be configured".into()));
+        }
+        if settings.management_audience.is_empty() || settings.audiences.contains(&settings.management_audience) {
+            return Err(KeyError::Document("the management audience must be set and differ from every downstream audience".into()));
         }
         if settings.lifetime_secs == 0 || settings.lifetime_secs > MAX_LIFETIME_SECS {
             return Err(KeyError::Document(format!("token lifetime must be 1-{MAX_LIFETIME_SECS} seconds")));
@@ -279,7 +298,12 @@ fn b64_json<T: Serialize>(value: &T) -> String {
 
 /// Signs a probe token with `doc` and verifies it: a key that passes can serve.
 pub fn self_test(doc: &SigningKeyDocument) -> Result<(), KeyError> {
-    let settings = TokenSettings { issuer: "urn:iam:self-test".into(), audiences: vec!["urn:iam:self-test".into()], lifetime_secs: 60 };
+    let settings = TokenSettings {
+        issuer: "urn:iam:self-test".into(),
+        audiences: vec!["urn:iam:self-test".into()],
+        management_audience: "urn:iam:management".into(),
+        lifetime_secs: 60,
+    };
     let service = TokenService::new(settings, SigningKey::from_document(doc)?, vec![])?;
     let (pid, org, kid) = (PrincipalId::generate(), OrgId::parse("self-test").expect("valid org id"), KeyId::generate());
     let grant = Grant { principal_id: &pid, org_id: &org, key_id: &kid, roles: &[], scope: &[], audience: "urn:iam:self-test" };
@@ -315,7 +339,12 @@ pub(crate) mod tests {
     }
 
     fn service() -> TokenService {
-        let settings = TokenSettings { issuer: "https://iam.test/iam".into(), audiences: vec!["api".into()], lifetime_secs: 900 };
+        let settings = TokenSettings {
+            issuer: "https://iam.test/iam".into(),
+            audiences: vec!["api".into()],
+            management_audience: "urn:iam:management".into(),
+            lifetime_secs: 900,
+        };
         TokenService::new(settings, SigningKey::from_document(&doc_clone()).unwrap(), vec![]).unwrap()
     }
 
@@ -361,14 +390,24 @@ pub(crate) mod tests {
     fn jwks_lists_current_then_others_once() {
         let current = SigningKey::from_document(&doc_clone()).unwrap();
         let again = SigningKey::from_document(&doc_clone()).unwrap();
-        let settings = TokenSettings { issuer: "i".into(), audiences: vec!["a".into()], lifetime_secs: 60 };
+        let settings = TokenSettings {
+            issuer: "i".into(),
+            audiences: vec!["a".into()],
+            management_audience: "urn:iam:management".into(),
+            lifetime_secs: 60,
+        };
         let svc = TokenService::new(settings, current, vec![again]).unwrap();
         assert_eq!(svc.jwks().keys.len(), 1);
     }
 
     #[test]
     fn lifetime_is_capped_at_one_hour() {
-        let settings = TokenSettings { issuer: "i".into(), audiences: vec!["a".into()], lifetime_secs: 3601 };
+        let settings = TokenSettings {
+            issuer: "i".into(),
+            audiences: vec!["a".into()],
+            management_audience: "urn:iam:management".into(),
+            lifetime_secs: 3601,
+        };
         assert!(TokenService::new(settings, SigningKey::from_document(&doc_clone()).unwrap(), vec![]).is_err());
     }
 

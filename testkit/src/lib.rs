@@ -115,7 +115,13 @@ pub async fn fresh_store() -> Arc<DynamoStore> {
 }
 
 pub async fn fresh_store_with_tables() -> (Arc<DynamoStore>, Tables) {
-    let sdk = sdk_config().await;
+    fresh_store_with_timeouts(iam_api::aws::OPERATION_TIMEOUT, iam_api::aws::ATTEMPT_TIMEOUT).await
+}
+
+/// [`fresh_store_with_tables`] with other SDK timeouts: for suites that queue many concurrent
+/// requests on the one serial moto, where production timeouts would measure moto's queue.
+pub async fn fresh_store_with_timeouts(operation: Duration, attempt: Duration) -> (Arc<DynamoStore>, Tables) {
+    let sdk = sdk_config_for(&moto().endpoint, operation, attempt).await;
     let tables = Tables::unique();
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), tables.principals.clone(), tables.credentials.clone());
     store.create_tables().await.expect("create tables in moto");

@@ -14,6 +14,38 @@ use iam_tests::TestApp;
 use serde_json::json;
 
 const REVOKE_EXCHANGE_RACES: usize = 1000;
+
+/// The tests of this binary take turns: each loads the one serial moto to its limit, and two at
+/// once would queue requests past the SDK's production timeouts (503s that test nothing).
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A DynamoDB store on moto whose SDK waits out moto's queue: these races are about the order
+/// of commits, and thirty concurrent requests on the one serial moto can queue past the
+/// production attempt timeout (1.5 s), which would answer 503 and test nothing.
+async fn patient_store() -> (Arc<iam_shared::store::DynamoStore>, iam_testkit::Tables) {
+    iam_testkit::fresh_store_with_timeouts(std::time::Duration::from_secs(60), std::time::Duration::from_secs(30)).await
+}
+
+/// Every store, the DynamoDB one with [`patient_store`].
+async fn every_store() -> Vec<(&'static str, TestApp)> {
+    let (dynamo, _) = patient_store().await;
+    vec![("embedded", TestApp::new().await), ("dynamodb", TestApp::with_state(iam_tests::state_with(dynamo).await).await)]
+}
+
+/// Takes this binary's turn on moto. The first turn empties moto: cargo runs test binaries one
+/// after another, and moto copies every table it holds on each TransactWriteItems, so the
+/// tables the suites before this one left behind would slow every race to the SDK's timeouts.
+async fn turn() -> tokio::sync::MutexGuard<'static, ()> {
+    static EMPTIED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    let guard = ONE_AT_A_TIME.lock().await;
+    EMPTIED
+        .get_or_init(|| async {
+            let reset = format!("{}/moto-api/reset", iam_testkit::moto().endpoint);
+            reqwest::Client::new().post(reset).send().await.expect("moto reset").error_for_status().expect("moto reset");
+        })
+        .await;
+    guard
+}
 /// Races run this many at a time, so the store sees concurrent transactions from several.
 const PARALLEL: usize = 10;
 
@@ -52,6 +84,7 @@ async fn revoke_against_exchange(app: &TestApp, admin: &str, principal: &str) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn no_token_is_issued_after_a_revoke_returns() {
+    let _turn = turn().await;
     /// Races per app: on DynamoDB each chunk gets fresh tables, dropped afterwards (see
     /// `drop_tables`), so moto's cost per request stays what it was for the first race.
     const CHUNK: usize = 100;
@@ -62,7 +95,7 @@ async fn no_token_is_issued_after_a_revoke_returns() {
             let (app, tables) = match store {
                 "embedded" => (TestApp::new().await, None),
                 _ => {
-                    let (dynamo, tables) = iam_testkit::fresh_store_with_tables().await;
+                    let (dynamo, tables) = patient_store().await;
                     (TestApp::with_state(iam_tests::state_with(dynamo).await).await, Some(tables))
                 }
             };
@@ -96,8 +129,9 @@ async fn no_token_is_issued_after_a_revoke_returns() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn no_credential_is_issued_to_a_principal_once_its_revoke_returns() {
+    let _turn = turn().await;
     const ROUNDS: usize = 30;
-    for (store, app) in TestApp::on_every_store().await {
+    for (store, app) in every_store().await {
         let app = Arc::new(app);
         let admin = app.admin().await;
         let (mut issued, mut violations) = (0, 0);
@@ -144,8 +178,9 @@ async fn no_credential_is_issued_to_a_principal_once_its_revoke_returns() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn assign_and_unassign_races_leave_the_role_limit_exact() {
+    let _turn = turn().await;
     const ROUNDS: usize = 40;
-    for (store, app) in TestApp::on_every_store().await {
+    for (store, app) in every_store().await {
         let app = Arc::new(app);
         let admin = app.admin().await;
         let mut roles = Vec::new();
@@ -200,9 +235,10 @@ async fn assign_and_unassign_races_leave_the_role_limit_exact() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn of_concurrent_patches_under_one_etag_exactly_one_wins() {
+    let _turn = turn().await;
     const ROUNDS: usize = 25;
     const WRITERS: usize = 4;
-    for (store, app) in TestApp::on_every_store().await {
+    for (store, app) in every_store().await {
         let app = Arc::new(app);
         let admin = app.admin().await;
         let principal = app.create_principal(&admin, "contested").await;
@@ -235,5 +271,72 @@ async fn of_concurrent_patches_under_one_etag_exactly_one_wins() {
         }
         println!("{store}: {ROUNDS} rounds of {WRITERS} PATCHes under one If-Match: {violations} violations");
         assert_eq!(violations, 0, "{store}");
+    }
+}
+
+/// Two administrators, each with one key, revoke each other's key at the same moment: exactly
+/// one wins, the other is refused (409, the last-administrator rule), and the organisation
+/// keeps a usable administrator. Answers the violations (0 or 1).
+async fn administrators_revoking_each_other(app: &TestApp, round: usize) -> usize {
+    let org = iam_shared::ids::OrgId::parse(&format!("duel-{round}")).unwrap();
+    let a_key = app.state.bootstrap(&org).await.unwrap().expect("a new organisation");
+    let a_key = secrecy::ExposeSecret::expose_secret(&a_key.to_secret_string()).to_owned();
+    let a_token = app.token(&a_key).await;
+    let a_key_id = a_key.split_once('.').unwrap().0.trim_start_matches("ik_").to_owned();
+    let a = app.state.store.list_principals(&org, 1, None).await.unwrap().items[0].id.to_string();
+    let b = app.create_principal(&a_token, "second admin").await;
+    app.assign(&a_token, &b, "iam-admin").await;
+    let (b_key_id, b_key) = app.issue(&a_token, &b).await;
+    let b_token = app.token(&b_key).await;
+    let revoke = |token: String, principal: String, key_id: String| async move {
+        app.call(Method::POST, &format!("/iam/api-keys/{principal}/credentials/{key_id}/revoke"), Some(&token), None).await
+    };
+    let (by_a, by_b) = tokio::join!(revoke(a_token.clone(), b.clone(), b_key_id.clone()), revoke(b_token, a.clone(), a_key_id.clone()));
+    // The loser is refused by the last-administrator rule (409), or, when the winner committed
+    // before the loser authenticated, by having no key left (401). Either way its revoke wrote
+    // nothing: exactly one of the two keys is revoked.
+    let mut statuses = [by_a.status, by_b.status];
+    statuses.sort();
+    let one_refused = matches!(statuses, [StatusCode::OK, StatusCode::UNAUTHORIZED | StatusCode::CONFLICT]);
+    let mut revoked = 0;
+    for key_id in [&a_key_id, &b_key_id] {
+        let key_id = iam_shared::ids::KeyId::parse(key_id).unwrap();
+        let credential = app.state.store.get_credential(&key_id).await.unwrap().expect("the credential");
+        revoked += usize::from(credential.status == iam_shared::model::CredentialStatus::Revoked);
+    }
+    if !one_refused || revoked != 1 {
+        eprintln!(
+            "violation in round {round}: {revoked} keys revoked; A's revoke answered {} ({}), B's {} ({})",
+            by_a.status, by_a.raw, by_b.status, by_b.raw
+        );
+        return 1;
+    }
+    0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_administrators_revoking_each_other_leave_exactly_one() {
+    let _turn = turn().await;
+    const ROUNDS: usize = 100;
+    // Four duels at a time: each loser searches its organisation for another administrator,
+    // and more would queue the one serial moto past the SDK's production timeouts (a 503,
+    // which says nothing about who won).
+    const DUELS: usize = 4;
+    for (store, app) in every_store().await {
+        let started = std::time::Instant::now();
+        let app = Arc::new(app);
+        let mut violations = 0;
+        for chunk in 0..ROUNDS / DUELS {
+            let mut batch = Vec::new();
+            for i in 0..DUELS {
+                let app = app.clone();
+                batch.push(tokio::spawn(async move { administrators_revoking_each_other(&app, chunk * DUELS + i).await }));
+            }
+            for round in batch {
+                violations += round.await.unwrap();
+            }
+        }
+        println!("{store}: {ROUNDS} rounds of two administrators revoking each other, {violations} violations, {:?}", started.elapsed());
+        assert_eq!(violations, 0, "{store}: each round must have exactly one winner");
     }
 }

@@ -42,6 +42,22 @@ async fn full_flow(app: &TestApp) -> Vec<(String, String)> {
     let (id, secret) = key.split_once('.').unwrap();
     let token = app.token(&key).await;
     assert_eq!(app.call(Method::GET, "/iam/api-keys", Some(&token), None).await.status, StatusCode::OK);
+    // A viewer tries six escalations; each is refused, and each refusal is audited.
+    let escalations = [
+        (
+            Method::POST,
+            "/iam/roles".to_owned(),
+            Some(json!({"name": "mine", "permissions": ["iam:roles:write"], "principalTypes": ["ApiKey"]})),
+        ),
+        (Method::PUT, format!("/iam/api-keys/{p}/role-assignments/iam-admin"), None),
+        (Method::DELETE, format!("/iam/api-keys/{p}/role-assignments/iam-viewer"), None),
+        (Method::PATCH, format!("/iam/api-keys/{p}"), Some(json!({"expiresAt": null}))),
+        (Method::POST, format!("/iam/api-keys/{p}/credentials"), Some(json!({"name": "more"}))),
+        (Method::POST, format!("/iam/api-keys/{p}/credentials/{key_id}/revoke"), None),
+    ];
+    for (method, uri, body) in escalations {
+        assert_eq!(app.call(method, &uri, Some(&token), body).await.status, StatusCode::FORBIDDEN, "{uri}");
+    }
     for path in
         [format!("/iam/api-keys/{p}"), format!("/iam/api-keys/{p}/credentials?include=all"), format!("/iam/api-keys/{p}/role-assignments")]
     {
@@ -167,6 +183,16 @@ async fn no_secret_reaches_a_log_a_response_or_a_stored_item() {
         assert!(logs.contains(&format!("\"action\":\"{action}\"")), "missing audit event {action}");
     }
     assert!(logs.contains("\"outcome\":\"failure\"") && logs.contains("\"actor\":\"akp_"));
+    for action in
+        ["role.create", "role_assignment.assign", "role_assignment.unassign", "principal.update", "credential.issue", "credential.revoke"]
+    {
+        assert!(
+            logs.lines().any(|l| l.contains(&format!("\"action\":\"{action}\""))
+                && l.contains("\"outcome\":\"failure\"")
+                && l.contains("needs the permission")),
+            "the refused {action} is audited with its reason"
+        );
+    }
     // A refusal after the secret was proved names who was refused; a bad key names no one.
     let exchanges: Vec<&str> = logs.lines().filter(|l| l.contains("\"action\":\"token.exchange\"")).collect();
     assert!(

@@ -152,7 +152,7 @@ impl Forge {
 }
 
 async fn forge(app: &TestApp) -> Forge {
-    let genuine = app.admin().await;
+    let genuine = app.downstream_token(&app.acme_key).await;
     let claims = jsonwebtoken::dangerous::insecure_decode::<Value>(&genuine).unwrap().claims;
     let kid = jsonwebtoken::decode_header(&genuine).unwrap().kid.unwrap();
     let doc = iam_tests::signing_key();
@@ -173,7 +173,7 @@ async fn the_verifier_refuses_every_attack() {
     let keys = iam_verifier::keys_from_jwks(jwks.raw.as_bytes()).unwrap();
     let expect = Expectations::new(ISSUER, AUDIENCE).for_organisation("acme");
     // The control: a genuine token passes, so the refusals below are about the attacks.
-    let genuine = app.admin().await;
+    let genuine = app.downstream_token(&app.acme_key).await;
     assert!(iam_verifier::verify(&genuine, &keys, &expect).is_ok());
     let attacks = forge.all();
     assert!(attacks.len() >= 25);
@@ -181,7 +181,7 @@ async fn the_verifier_refuses_every_attack() {
         assert!(iam_verifier::verify(&token, &keys, &expect).is_err(), "the verifier accepted: {name}");
     }
     // A genuine token of another organisation, for a service that holds acme's data only.
-    let globex = app.token(&app.globex_key).await;
+    let globex = app.downstream_token(&app.globex_key).await;
     assert_eq!(iam_verifier::verify(&globex, &keys, &expect).unwrap_err(), iam_verifier::Rejection::OtherOrganisation);
     let any_organisation = Expectations::new(ISSUER, AUDIENCE);
     assert_eq!(iam_verifier::verify(&globex, &keys, &any_organisation).unwrap().org_id, "globex", "unset, any organisation verifies");

@@ -45,6 +45,7 @@ async fn oauth2_crate_client_credentials_then_jsonwebtoken_from_discovery() {
         let token = client
             .exchange_client_credentials()
             .add_scope(Scope::new("iam:api-keys:read".into()))
+            .add_extra_param("audience", iam_tests::MANAGEMENT_AUDIENCE)
             .request_async(&http)
             .await
             .expect("client-credentials grant");
@@ -60,14 +61,14 @@ async fn oauth2_crate_client_credentials_then_jsonwebtoken_from_discovery() {
         let kid = jsonwebtoken::decode_header(&access).unwrap().kid.unwrap();
         let mut validation = Validation::new(Algorithm::RS256);
         validation.set_issuer(&[issuer]);
-        validation.set_audience(&[iam_tests::AUDIENCE]);
+        validation.set_audience(&[iam_tests::MANAGEMENT_AUDIENCE]);
         let claims =
             jsonwebtoken::decode::<Value>(&access, &DecodingKey::from_jwk(jwks.find(&kid).unwrap()).unwrap(), &validation).unwrap().claims;
         assert_eq!(claims["scope"], "iam:api-keys:read");
         assert_eq!(claims["client_id"], client_id);
 
         // The verifier crate, over real HTTP, from the issuer alone.
-        let verifier = RemoteVerifier::discover(issuer, iam_tests::AUDIENCE).await.unwrap();
+        let verifier = RemoteVerifier::discover(issuer, iam_tests::MANAGEMENT_AUDIENCE).await.unwrap();
         assert!(verifier.verify(&access).await.unwrap().has_permission("iam:api-keys:read"));
     }
 
@@ -116,7 +117,7 @@ async fn discovery_and_jwks_describe_what_the_token_endpoint_does() {
         let r = http
             .post(token_endpoint)
             .basic_auth(id, Some(secret))
-            .form(&[("grant_type", "client_credentials"), ("scope", scope)])
+            .form(&[("grant_type", "client_credentials"), ("scope", scope), ("audience", iam_tests::MANAGEMENT_AUDIENCE)])
             .send()
             .await
             .unwrap();

@@ -61,10 +61,11 @@ async fn a_failed_warm_up_does_not_stop_the_cold_start() {
 async fn throttling_is_retried_and_succeeds() {
     let (app, proxy, direct) = faulty_app().await;
     let admin = app.admin().await;
-    proxy.inject("PutItem", Fault::Throttle, Some(2));
+    proxy.reset_seen();
+    proxy.inject("TransactWriteItems", Fault::Throttle, Some(2));
     let r = app.call(Method::POST, "/iam/api-keys", Some(&admin), Some(json!({"displayName": "throttled"}))).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.raw);
-    assert_eq!(proxy.seen().iter().filter(|op| *op == "PutItem").count(), 3, "two throttled attempts, then success");
+    assert_eq!(proxy.seen().iter().filter(|op| *op == "TransactWriteItems").count(), 3, "two throttled attempts, then success");
     let id = iam_shared::ids::PrincipalId::parse(r.str("id")).unwrap();
     assert!(direct.get_principal(&org(), &id).await.unwrap().is_some());
 }
@@ -133,11 +134,13 @@ async fn no_exchange_that_starts_after_a_revoke_returns_gets_a_token() {
     app.token(&key).await;
 
     let mut tasks = Vec::new();
-    for i in 0..50u64 {
+    // Spread over 3 s: the revoke reads the target and its witness first, behind the
+    // exchanges' requests on the one serial moto.
+    for i in 0..100u64 {
         let state = app.state.clone();
         let key = key.clone();
         tasks.push(tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(i * 20)).await;
+            tokio::time::sleep(Duration::from_millis(i * 30)).await;
             let started = Instant::now();
             let result = state.exchange(ExchangeRequest { key: ApiKey::parse(&key), scope: None, audience: None, source: None }).await;
             (started, result.is_ok())

@@ -8,7 +8,7 @@ use chrono::Duration;
 use iam_shared::ids::{KeyId, OrgId, PrincipalId};
 use iam_shared::model::{self, Actor, Credential, PrincipalChange};
 use iam_shared::store::Store;
-use iam_tests::{AUDIENCE, ISSUER, OTHER_AUDIENCE, TestApp};
+use iam_tests::{AUDIENCE, ISSUER, MANAGEMENT_AUDIENCE, OTHER_AUDIENCE, TestApp};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Value, json};
 
@@ -29,11 +29,21 @@ async fn all_three_request_forms_issue_tokens() {
     let key = app.acme_key.clone();
     let (id, secret) = split(&key);
 
-    let json_form = app.exchange_json(json!({"apiKey": key})).await;
-    let basic = app.exchange_form("grant_type=client_credentials", Some((id, secret))).await;
-    let post = app.exchange_form(&format!("grant_type=client_credentials&client_id={id}&client_secret={secret}"), None).await;
+    let management = enc(MANAGEMENT_AUDIENCE);
+    let json_form = app.exchange_json(json!({"apiKey": key, "audience": MANAGEMENT_AUDIENCE})).await;
+    let basic = app.exchange_form(&format!("grant_type=client_credentials&audience={management}"), Some((id, secret))).await;
+    let post = app
+        .exchange_form(&format!("grant_type=client_credentials&client_id={id}&client_secret={secret}&audience={management}"), None)
+        .await;
     let exchange = app
-        .exchange_form(&format!("grant_type={}&subject_token={key}&subject_token_type={}", enc(TOKEN_EXCHANGE), enc(API_KEY_TYPE)), None)
+        .exchange_form(
+            &format!(
+                "grant_type={}&subject_token={key}&subject_token_type={}&audience={management}",
+                enc(TOKEN_EXCHANGE),
+                enc(API_KEY_TYPE)
+            ),
+            None,
+        )
         .await;
     for r in [&json_form, &basic, &post, &exchange] {
         assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
@@ -53,7 +63,7 @@ async fn a_token_verifies_with_only_the_published_jwks_and_carries_the_claims() 
     let p = app.create_principal(&admin, "provisioner").await;
     app.assign(&admin, &p, "device-provisioner").await;
     let (key_id, key) = app.issue(&admin, &p).await;
-    let token = app.token(&key).await;
+    let token = app.downstream_token(&key).await;
 
     let discovery = app.call(Method::GET, "/iam/.well-known/openid-configuration", None, None).await;
     assert_eq!(discovery.str("issuer"), ISSUER);
@@ -233,7 +243,8 @@ async fn a_revoked_credential_never_gets_a_token_after_revoke_returns() {
 async fn scope_and_audience_rules() {
     let app = TestApp::new().await;
     let key = app.acme_key.clone();
-    let narrowed = app.exchange_json(json!({"apiKey": key, "scope": "iam:api-keys:read iam:roles:write"})).await;
+    let narrowed =
+        app.exchange_json(json!({"apiKey": key, "scope": "iam:api-keys:read iam:roles:write", "audience": MANAGEMENT_AUDIENCE})).await;
     assert_eq!(narrowed.status, StatusCode::OK);
     assert_eq!(narrowed.str("scope"), "iam:api-keys:read iam:roles:write");
     let wider = app.exchange_json(json!({"apiKey": key, "scope": "iam:api-keys:read iot:devices:provision"})).await;

@@ -166,7 +166,15 @@ async fn every_policy_grants_exactly_what_its_function_calls() {
 
     // The token route: every request form, and the refusals.
     let acme_key = r.app.acme_key.clone();
-    let admin = r.hit("POST /iam/auth/token", "/iam/auth/token", None, Some(json!({"apiKey": acme_key})), &[]).await;
+    let admin = r
+        .hit(
+            "POST /iam/auth/token",
+            "/iam/auth/token",
+            None,
+            Some(json!({"apiKey": acme_key, "audience": iam_tests::MANAGEMENT_AUDIENCE})),
+            &[],
+        )
+        .await;
     let admin = admin.str("access_token").to_owned();
     let (admin_id, admin_secret) = acme_key.split_once('.').unwrap();
     r.token_form("grant_type=client_credentials", Some((admin_id, "wrong"))).await;
@@ -181,7 +189,8 @@ async fn every_policy_grants_exactly_what_its_function_calls() {
     let exchanged = r
         .token_form(
             &format!(
-                "grant_type=urn:ietf:params:oauth:grant-type:token-exchange&subject_token={acme_key}&subject_token_type=urn:infuse:params:oauth:token-type:api-key&scope=iam:api-keys:read"
+                "grant_type=urn:ietf:params:oauth:grant-type:token-exchange&subject_token={acme_key}&subject_token_type=urn:infuse:params:oauth:token-type:api-key&scope=iam:api-keys:read&audience={}",
+                iam_tests::MANAGEMENT_AUDIENCE.replace(':', "%3A").replace('/', "%2F")
             ),
             None,
         )
@@ -240,7 +249,12 @@ async fn every_policy_grants_exactly_what_its_function_calls() {
     r.hit("GET /iam/api-keys/{principalId}/credentials", &credentials, Some(&admin), None, &[]).await;
     r.hit("GET /iam/api-keys/{principalId}/credentials", &format!("{credentials}?include=all"), Some(&admin), None, &[]).await;
     let (id, key_secret) = api_key.split_once('.').unwrap();
-    let token = r.token_form("grant_type=client_credentials", Some((id, key_secret))).await.str("access_token").to_owned();
+    let management = iam_tests::MANAGEMENT_AUDIENCE.replace(':', "%3A").replace('/', "%2F");
+    let token = r
+        .token_form(&format!("grant_type=client_credentials&audience={management}"), Some((id, key_secret)))
+        .await
+        .str("access_token")
+        .to_owned();
     r.hit("GET /iam/whoami", "/iam/whoami", Some(&token), None, &[]).await;
     r.hit("GET /iam/.well-known/jwks.json", "/iam/.well-known/jwks.json", None, None, &[]).await;
     r.hit("GET /iam/.well-known/openid-configuration", "/iam/.well-known/openid-configuration", None, None, &[]).await;
@@ -252,6 +266,27 @@ async fn every_policy_grants_exactly_what_its_function_calls() {
     r.token_form("grant_type=client_credentials", Some((id, key_secret))).await;
     r.hit(patch, &one, Some(&admin), Some(json!({"status": "Revoked"})), &[]).await;
     r.hit(issue, &credentials, Some(&admin), Some(json!({"name": "late"})), &[]).await;
+
+    // Changes to another administrator: each is guarded by the caller as witness, checked in
+    // the write's own transaction. And the last administrator's own removal, refused after a
+    // search of the organisation for another.
+    let second = r.hit("POST /iam/api-keys", "/iam/api-keys", Some(&admin), Some(json!({"displayName": "second admin"})), &[]).await;
+    let second = format!("/iam/api-keys/{}", second.str("id"));
+    r.hit(assign, &format!("{second}/role-assignments/iam-admin"), Some(&admin), None, &[]).await;
+    let second_key = r.hit(issue, &format!("{second}/credentials"), Some(&admin), Some(json!({"name": "k"})), &[]).await;
+    let second_key = second_key.body["credential"]["keyId"].as_str().unwrap().to_owned();
+    r.hit(revoke, &format!("{second}/credentials/{second_key}/revoke"), Some(&admin), None, &[]).await;
+    r.hit(issue, &format!("{second}/credentials"), Some(&admin), Some(json!({"name": "k2"})), &[]).await;
+    r.hit(unassign, &format!("{second}/role-assignments/iam-admin"), Some(&admin), None, &[]).await;
+    r.hit(assign, &format!("{second}/role-assignments/iam-admin"), Some(&admin), None, &[]).await;
+    r.hit(patch, &second, Some(&admin), Some(json!({"status": "Suspended"})), &[]).await;
+    let (admin_key_id, _) = acme_key.split_once('.').unwrap();
+    let root = r.hit("GET /iam/api-keys", "/iam/api-keys", Some(&admin), None, &[]).await;
+    let root = root.body["items"].as_array().unwrap().iter().find(|p| p["createdBy"] == "system:bootstrap").unwrap()["id"].clone();
+    let root = format!("/iam/api-keys/{}", root.as_str().unwrap());
+    let refused =
+        r.hit(revoke, &format!("{root}/credentials/{}/revoke", admin_key_id.trim_start_matches("ik_")), Some(&admin), None, &[]).await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.raw);
 
     let mut failures = Vec::new();
     let mut observed_by_function: BTreeMap<String, Grants> = BTreeMap::new();

@@ -137,8 +137,12 @@ async fn invoke(routes: fn() -> Router<AppState>, state: &AppState, event: Event
 async fn every_function_answers_an_api_gateway_v2_event() {
     let app = TestApp::new().await;
     let s = &app.state;
-    let (status, body) =
-        invoke(exchange_token::routes, s, Event::new("POST", "/iam/auth/token").json(json!({"apiKey": app.acme_key}))).await;
+    let (status, body) = invoke(
+        exchange_token::routes,
+        s,
+        Event::new("POST", "/iam/auth/token").json(json!({"apiKey": app.acme_key, "audience": iam_tests::MANAGEMENT_AUDIENCE})),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     let admin = body["access_token"].as_str().unwrap().to_owned();
     let (id, secret) = app.acme_key.split_once('.').unwrap();

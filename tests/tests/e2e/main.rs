@@ -4,6 +4,7 @@
 //! and `races` because it loads moto for minutes.
 
 mod attacks;
+mod authority;
 mod compat;
 mod dynamodb;
 mod dynamodb_faults;

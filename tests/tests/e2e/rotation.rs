@@ -37,7 +37,7 @@ async fn rotation_with_zero_failed_verifications() {
         )
         .with_cache_times(Duration::from_secs(3600), Duration::from_millis(20)),
     );
-    let before = app.admin().await;
+    let before = app.downstream_token(&app.acme_key).await;
     assert_eq!(kid_of(&before), initial.kid);
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -223,7 +223,7 @@ async fn watch_rotation_with_a_strict_verifier(activation_delay: Duration, cache
         RouterFetch(app.router.clone()),
     )
     .with_cache_times(cache, cache);
-    verifier.verify(&app.admin().await).await.expect("the verifier's JWKS holds the initial key");
+    verifier.verify(&app.downstream_token(&app.acme_key).await).await.expect("the verifier's JWKS holds the initial key");
 
     let token = iam_testkit::version_token();
     for step in [RotationStep::Create, RotationStep::Set, RotationStep::Test, RotationStep::Finish] {
@@ -232,7 +232,7 @@ async fn watch_rotation_with_a_strict_verifier(activation_delay: Duration, cache
     let watch_until = std::time::Instant::now() + activation_delay + cache + Duration::from_millis(500);
     let (mut failed, mut new_key_signed) = (0, false);
     while std::time::Instant::now() < watch_until {
-        let signed = app.admin().await;
+        let signed = app.downstream_token(&app.acme_key).await;
         new_key_signed |= kid_of(&signed) != initial.kid;
         if verifier.verify(&signed).await.is_err() {
             failed += 1;
