@@ -179,10 +179,11 @@ fn role_name_sk(name: &str) -> String {
     format!("RN#{name}")
 }
 
-const ROLE_COUNT_SK: &str = "ROLECOUNT";
+/// Counter items: sort key and `kind`.
+const ROLE_COUNT: (&str, &str) = ("ROLECOUNT", "roleCount");
 /// Counts the principals created since the cap existed: organisations older than it start
 /// from zero, and the cap bounds their growth from then on.
-const PRINCIPAL_COUNT_SK: &str = "PRINCIPALCOUNT";
+const PRINCIPAL_COUNT: (&str, &str) = ("PRINCIPALCOUNT", "principalCount");
 const BOOTSTRAP_SK: &str = "BOOTSTRAP";
 
 fn org_key(org: &OrgId, sk: String) -> Item {
@@ -449,6 +450,27 @@ fn put(table: &str, item: Item, condition: Option<&str>) -> Result<TransactWrite
 /// The condition checks that keep a guarded write's administrator witness usable until it
 /// commits (see `AdminWitness`): its principal unchanged and Active, its credential Active,
 /// each of its roles assigned. Appended after the write's own items.
+/// Adds one to an organisation's counter item ([`ROLE_COUNT`], [`PRINCIPAL_COUNT`]), on
+/// condition that it stays within `max` when one is given: a transaction item, so the count
+/// moves with the object it counts.
+fn count_one(table: &str, org: &OrgId, (sk, kind): (&str, &str), max: Option<usize>) -> Result<TransactWriteItem, StoreError> {
+    let update = Update::builder()
+        .table_name(table)
+        .set_key(Some(org_key(org, sk.to_owned())))
+        .update_expression("SET #count = if_not_exists(#count, :zero) + :one, kind = :kind")
+        .expression_attribute_names("#count", "count")
+        .expression_attribute_values(":zero", n(0))
+        .expression_attribute_values(":one", n(1))
+        .expression_attribute_values(":kind", s(kind));
+    let update = match max {
+        Some(max) => {
+            update.condition_expression("attribute_not_exists(#count) OR #count < :max").expression_attribute_values(":max", n(max as u64))
+        }
+        None => update,
+    };
+    Ok(TransactWriteItem::builder().update(update.build().map_err(build_error)?).build())
+}
+
 const PRINCIPAL_UPDATE_CONDITION: &str = "attribute_exists(pk) AND #version = :expected";
 
 /// The update expression, names and values that replace a principal's mutable fields, for a
@@ -670,23 +692,12 @@ impl Store for DynamoStore {
         max_principals: usize,
         idempotency: Option<&IdempotencyRecord>,
     ) -> Result<(), StoreError> {
-        let count = Update::builder()
-            .table_name(&self.principals)
-            .set_key(Some(org_key(&principal.org_id, PRINCIPAL_COUNT_SK.to_owned())))
-            .update_expression("SET #count = if_not_exists(#count, :zero) + :one, kind = :kind")
-            .condition_expression("attribute_not_exists(#count) OR #count < :max")
-            .expression_attribute_names("#count", "count")
-            .expression_attribute_values(":zero", n(0))
-            .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":max", n(max_principals as u64))
-            .expression_attribute_values(":kind", s("principalCount"))
-            .build()
-            .map_err(build_error)?;
+        let count = count_one(&self.principals, &principal.org_id, PRINCIPAL_COUNT, Some(max_principals))?;
         let mut request = self
             .client
             .transact_write_items()
             .transact_items(put(&self.principals, principal_to_item(principal, 0, 0), Some("attribute_not_exists(pk)"))?)
-            .transact_items(TransactWriteItem::builder().update(count).build());
+            .transact_items(count);
         if let Some(record) = idempotency {
             request = request.transact_items(idempotency_put(&self.principals, record)?);
         }
@@ -1019,24 +1030,13 @@ impl Store for DynamoStore {
         let mut name_marker = org_key(org, role_name_sk(&role.name));
         name_marker.insert("kind".into(), s("roleName"));
         name_marker.insert("roleId".into(), s(role.id.as_str()));
-        let count = Update::builder()
-            .table_name(&self.principals)
-            .set_key(Some(org_key(org, ROLE_COUNT_SK.to_owned())))
-            .update_expression("SET #count = if_not_exists(#count, :zero) + :one, kind = :kind")
-            .condition_expression("attribute_not_exists(#count) OR #count < :max")
-            .expression_attribute_names("#count", "count")
-            .expression_attribute_values(":zero", n(0))
-            .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":max", n(MAX_ORG_ROLES as u64))
-            .expression_attribute_values(":kind", s("roleCount"))
-            .build()
-            .map_err(build_error)?;
+        let count = count_one(&self.principals, org, ROLE_COUNT, Some(MAX_ORG_ROLES))?;
         let mut request = self
             .client
             .transact_write_items()
             .transact_items(put(&self.principals, role_to_item(role, org), Some("attribute_not_exists(sk)"))?)
             .transact_items(put(&self.principals, name_marker, Some("attribute_not_exists(sk)"))?)
-            .transact_items(TransactWriteItem::builder().update(count).build());
+            .transact_items(count);
         if let Some(record) = idempotency {
             request = request.transact_items(idempotency_put(&self.principals, record)?);
         }
@@ -1250,22 +1250,13 @@ impl DynamoStore {
         marker.insert("principalId".into(), s(principal.id.as_str()));
         let marker_condition = (!force).then_some("attribute_not_exists(sk)");
         // The bootstrap admin counts toward the principal cap, but is never refused by it.
-        let bootstrap_count = Update::builder()
-            .table_name(&self.principals)
-            .set_key(Some(org_key(&principal.org_id, PRINCIPAL_COUNT_SK.to_owned())))
-            .update_expression("SET #count = if_not_exists(#count, :zero) + :one, kind = :kind")
-            .expression_attribute_names("#count", "count")
-            .expression_attribute_values(":zero", n(0))
-            .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":kind", s("principalCount"))
-            .build()
-            .map_err(build_error)?;
+        let bootstrap_count = count_one(&self.principals, &principal.org_id, PRINCIPAL_COUNT, None)?;
         let result = self
             .client
             .transact_write_items()
             .transact_items(put(&self.principals, marker, marker_condition)?)
             .transact_items(put(&self.principals, principal_to_item(principal, 1, 1), Some("attribute_not_exists(sk)"))?)
-            .transact_items(TransactWriteItem::builder().update(bootstrap_count).build())
+            .transact_items(bootstrap_count)
             .transact_items(put(&self.principals, assignment_to_item(assignment), None)?)
             .transact_items(put(&self.credentials, credential_to_item(credential), Some("attribute_not_exists(keyId)"))?)
             .transact_items(put(&self.principals, credential_ref_item(credential), None)?)
