@@ -4,15 +4,19 @@
 //! - `iam-admin bootstrap --org ORG [--force]`: creates the organisation's first admin
 //!   principal (role `iam-admin`) and one credential, and prints the key once. Refuses to run
 //!   twice for one organisation unless `--force`.
-//! - `iam-admin init-signing-key [--force]`: writes a freshly generated RSA signing key into the
-//!   secret as its AWSCURRENT version (creating the secret if it does not exist); refuses if the
-//!   secret already holds a valid key. `--force` replaces it outside the rotation rules: the
-//!   old `AWSPREVIOUS` is unpublished at once and tokens it signed stop verifying. Rotate
-//!   (`aws secretsmanager rotate-secret`) instead whenever that matters.
+//! - `iam-admin init-signing-key [--force]`: publishes a freshly generated RSA signing key in the
+//!   public key set, then writes it into the private secret as its AWSCURRENT version (creating
+//!   either secret if it does not exist); refuses if the secret already holds a valid key.
+//!   `--force` replaces it outside the rotation rules: the old `AWSPREVIOUS` is unpublished at
+//!   once and tokens it signed stop verifying (the old current key keeps signing until the new
+//!   one is active). Rotate (`aws secretsmanager rotate-secret`) instead whenever that matters.
+//! - `iam-admin publish-signing-keys`: rewrites the public key set from the private secret's
+//!   staged keys; what a stack upgraded from a release without the set needs once.
 //! - `iam-admin create-tables`: creates both tables (for local servers; the template creates
 //!   the real ones).
 //!
 //! Configuration: `IAM_PRINCIPALS_TABLE`, `IAM_CREDENTIALS_TABLE`, `IAM_SIGNING_SECRET_ID`,
+//! `IAM_SIGNING_PUBLIC_KEYS_SECRET_ID`, `IAM_KEY_ACTIVATION_DELAY_SECS`,
 //! `AWS_REGION`/`AWS_PROFILE`/`AWS_ENDPOINT_URL`, and the `IAM_ARGON2_*` cost.
 
 use std::process::ExitCode;
@@ -21,7 +25,7 @@ use iam_api::backend::DynamoSettings;
 use iam_api::config::Config;
 use iam_shared::hashing::SecretHasher;
 use iam_shared::ids::OrgId;
-use iam_shared::keys::{AWSCURRENT, SecretsManagerKeys};
+use iam_shared::keys::{AWSCURRENT, SecretsManagerKeys, publish_staged_keys, put_or_create_secret};
 use iam_shared::store::DynamoStore;
 use iam_shared::token::{SigningKey, SigningKeyDocument};
 use secrecy::ExposeSecret;
@@ -30,15 +34,18 @@ const USAGE: &str = "usage:
   iam-admin bootstrap --org ORG [--force]
   iam-admin init-signing-key [--force]   (--force unpublishes AWSPREVIOUS at once: tokens it
                                           signed stop verifying; prefer rotating the secret)
+  iam-admin publish-signing-keys          (rewrites the public key set from the staged keys)
   iam-admin create-tables
 
-Environment: IAM_PRINCIPALS_TABLE, IAM_CREDENTIALS_TABLE, IAM_SIGNING_SECRET_ID, AWS_* (region,
-credentials, AWS_ENDPOINT_URL for a local server), IAM_ARGON2_MEMORY_KIB/ITERATIONS/PARALLELISM.";
+Environment: IAM_PRINCIPALS_TABLE, IAM_CREDENTIALS_TABLE, IAM_SIGNING_SECRET_ID,
+IAM_SIGNING_PUBLIC_KEYS_SECRET_ID, IAM_KEY_ACTIVATION_DELAY_SECS, AWS_* (region, credentials,
+AWS_ENDPOINT_URL for a local server), IAM_ARGON2_MEMORY_KIB/ITERATIONS/PARALLELISM.";
 
 #[derive(Debug, PartialEq, Eq)]
 enum Command {
     Bootstrap { org: OrgId, force: bool },
     InitSigningKey { force: bool },
+    PublishSigningKeys,
     CreateTables,
     Help,
 }
@@ -60,6 +67,7 @@ fn parse(args: &[String]) -> Result<Command, String> {
             Ok(Command::Bootstrap { org, force })
         }
         Some("init-signing-key") if args[1..].iter().all(|a| a == "--force") => Ok(Command::InitSigningKey { force }),
+        Some("publish-signing-keys") if args.len() == 1 => Ok(Command::PublishSigningKeys),
         Some("create-tables") if args.len() == 1 => Ok(Command::CreateTables),
         Some("-h" | "--help" | "help") | None => Ok(Command::Help),
         Some(other) => Err(format!("unknown command or arguments: '{other}'")),
@@ -84,29 +92,31 @@ async fn run(command: Command) -> Result<(), String> {
             }
         }
         Command::InitSigningKey { force } => {
-            let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
-            let current = SecretsManagerKeys::new(secrets.clone(), settings.signing_secret_id.clone()).stage(AWSCURRENT).await;
+            let secrets = settings.signing_secrets().map_err(|e| e.to_string())?;
+            let delay = iam_api::backend::checked_activation_delay().map_err(|e| e.to_string())?;
+            let client = aws_sdk_secretsmanager::Client::new(&sdk);
+            let current = SecretsManagerKeys::new(client.clone(), secrets.clone()).stage(AWSCURRENT).await;
             let valid = matches!(&current, Ok(Some(doc)) if SigningKey::from_document(doc).is_ok());
             if valid && !force {
                 return Err("the secret already holds a valid signing key; use --force to replace it".into());
             }
             let doc = SigningKeyDocument::generate().map_err(|e| e.to_string())?;
-            let put = secrets.put_secret_value().secret_id(&settings.signing_secret_id).secret_string(doc.to_json()).send().await;
-            match put {
-                Ok(_) => {}
-                // A local server with no secret yet: create it (in AWS the template does).
-                Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => {
-                    secrets
-                        .create_secret()
-                        .name(&settings.signing_secret_id)
-                        .secret_string(doc.to_json())
-                        .send()
-                        .await
-                        .map_err(|e| format!("CreateSecret: {}", aws_sdk_secretsmanager::error::DisplayErrorContext(&e)))?;
-                }
-                Err(e) => return Err(format!("PutSecretValue: {}", aws_sdk_secretsmanager::error::DisplayErrorContext(&e))),
-            }
-            println!("Signing key {} is now AWSCURRENT in {}", doc.kid, settings.signing_secret_id);
+            let key = SigningKey::from_document(&doc).map_err(|e| e.to_string())?;
+            // Public first: from the moment the private key exists, verifiers can find it.
+            publish_staged_keys(&client, &secrets, Some(&key), delay).await.map_err(|e| e.to_string())?;
+            put_or_create_secret(&client, &secrets.private, &doc.to_json()).await.map_err(|e| e.to_string())?;
+            // The key that lost AWSPREVIOUS is no longer staged: unpublish it.
+            publish_staged_keys(&client, &secrets, None, delay).await.map_err(|e| e.to_string())?;
+            println!("Signing key {} is now AWSCURRENT in {} and published in {}", doc.kid, secrets.private, secrets.public);
+            Ok(())
+        }
+        Command::PublishSigningKeys => {
+            let secrets = settings.signing_secrets().map_err(|e| e.to_string())?;
+            let delay = iam_api::backend::checked_activation_delay().map_err(|e| e.to_string())?;
+            let client = aws_sdk_secretsmanager::Client::new(&sdk);
+            let set = publish_staged_keys(&client, &secrets, None, delay).await.map_err(|e| e.to_string())?;
+            let kids: Vec<&str> = set.keys.iter().map(|k| k.kid()).collect();
+            println!("Published {} key(s) in {}: {}", kids.len(), secrets.public, kids.join(", "));
             Ok(())
         }
         Command::CreateTables => {
@@ -155,6 +165,8 @@ mod tests {
         assert_eq!(parse(&args(&["bootstrap", "--force", "--org", "acme"])), Ok(Command::Bootstrap { org: acme, force: true }));
         assert_eq!(parse(&args(&["init-signing-key"])), Ok(Command::InitSigningKey { force: false }));
         assert_eq!(parse(&args(&["create-tables"])), Ok(Command::CreateTables));
+        assert_eq!(parse(&args(&["publish-signing-keys"])), Ok(Command::PublishSigningKeys));
+        assert!(parse(&args(&["publish-signing-keys", "--force"])).is_err());
         assert_eq!(parse(&args(&[])), Ok(Command::Help));
         assert!(parse(&args(&["bootstrap"])).is_err());
         assert!(parse(&args(&["bootstrap", "--org", "Bad Org"])).is_err());

@@ -8,6 +8,7 @@ fn admin(args: &[&str], tables: &iam_testkit::Tables, secret: &str) -> Output {
         .env("IAM_PRINCIPALS_TABLE", &tables.principals)
         .env("IAM_CREDENTIALS_TABLE", &tables.credentials)
         .env("IAM_SIGNING_SECRET_ID", secret)
+        .env("IAM_SIGNING_PUBLIC_KEYS_SECRET_ID", public_set_of(secret))
         .env("AWS_ENDPOINT_URL", &iam_testkit::moto().endpoint)
         .env("AWS_REGION", iam_testkit::REGION)
         .env("AWS_ACCESS_KEY_ID", "testing")
@@ -16,6 +17,22 @@ fn admin(args: &[&str], tables: &iam_testkit::Tables, secret: &str) -> Output {
         .env("IAM_ARGON2_ITERATIONS", "1")
         .output()
         .expect("run iam-admin")
+}
+
+fn public_set_of(secret: &str) -> String {
+    format!("{secret}-public")
+}
+
+/// The kids the public key set publishes, and the kid a signer signs with now.
+fn published_and_signing(runtime: &tokio::runtime::Runtime, secret: &str) -> (Vec<String>, String) {
+    use iam_shared::keys::{KeySource, SecretsManagerKeys, SigningSecrets, read_public_set};
+    runtime.block_on(async {
+        let client = aws_sdk_secretsmanager::Client::new(&iam_testkit::sdk_config().await);
+        let set = read_public_set(&client, &public_set_of(secret)).await.unwrap().expect("a public key set");
+        let secrets = SigningSecrets { private: secret.to_owned(), public: public_set_of(secret) };
+        let signer = SecretsManagerKeys::new(client, secrets).load().await.unwrap().signer.unwrap();
+        (set.keys.iter().map(|k| k.kid().to_owned()).collect(), signer.kid().to_owned())
+    })
 }
 
 fn text(out: &Output) -> String {
@@ -53,10 +70,19 @@ fn bootstrap_runs_once_unless_forced_and_the_signing_key_is_set_once() {
     let key = admin(&["init-signing-key"], &tables, &secret);
     assert!(key.status.success(), "{}", text(&key));
     assert!(!text(&key).contains("PRIVATE KEY"));
+    let (published, first) = published_and_signing(&runtime, &secret);
+    assert_eq!(published, vec![first.clone()], "the placeholder is not published; the first key signs at once");
     let again = admin(&["init-signing-key"], &tables, &secret);
     assert_eq!(again.status.code(), Some(1), "{}", text(&again));
     let replaced = admin(&["init-signing-key", "--force"], &tables, &secret);
     assert!(replaced.status.success(), "{}", text(&replaced));
+    let (published, signing) = published_and_signing(&runtime, &secret);
+    assert_eq!(published.len(), 2, "the replacement and the key it replaced: {published:?}");
+    assert!(published.contains(&first));
+    assert_eq!(signing, first, "the replaced key signs until the replacement is active");
+    let republished = admin(&["publish-signing-keys"], &tables, &secret);
+    assert!(republished.status.success(), "{}", text(&republished));
+    assert_eq!(published_and_signing(&runtime, &secret).0, published, "publishing again changes nothing");
 
     let fresh = iam_testkit::unique("created-by-admin");
     let created = admin(&["init-signing-key"], &tables, &fresh);

@@ -1,12 +1,13 @@
 //! Which store and which signing keys a process uses, chosen by `IAM_STORE`:
-//! `dynamodb` (tables `IAM_PRINCIPALS_TABLE`, `IAM_CREDENTIALS_TABLE`, signing key in the
-//! Secrets Manager secret `IAM_SIGNING_SECRET_ID`) or `embedded` (redb under a data directory,
+//! `dynamodb` (tables `IAM_PRINCIPALS_TABLE`, `IAM_CREDENTIALS_TABLE`; the public key set in the
+//! Secrets Manager secret `IAM_SIGNING_PUBLIC_KEYS_SECRET_ID`, and for the processes that sign,
+//! the private keys in `IAM_SIGNING_SECRET_ID`) or `embedded` (redb under a data directory,
 //! signing key in a 0600 file beside it).
 
 use std::path::Path;
 use std::sync::Arc;
 
-use iam_shared::keys::{KeySource, SecretsManagerKeys, StaticKey};
+use iam_shared::keys::{KeySource, PublishedKeys, SecretsManagerKeys, SigningSecrets, StaticKey};
 use iam_shared::store::{DynamoStore, EmbeddedStore, Store};
 
 use crate::config::ConfigError;
@@ -28,9 +29,10 @@ fn required(name: &str) -> Result<String, ConfigError> {
 pub struct DynamoSettings {
     pub principals_table: String,
     pub credentials_table: String,
-    pub signing_secret_id: String,
-    /// How long a rotated-in key is published before it signs (`IAM_KEY_ACTIVATION_DELAY_SECS`).
-    pub key_activation_delay: std::time::Duration,
+    /// The public key set (`IAM_SIGNING_PUBLIC_KEYS_SECRET_ID`), which every function reads.
+    pub public_keys_secret_id: String,
+    /// The private keys (`IAM_SIGNING_SECRET_ID`): set only for the functions that sign.
+    pub signing_secret_id: Option<String>,
 }
 
 impl DynamoSettings {
@@ -38,15 +40,31 @@ impl DynamoSettings {
         Ok(Self {
             principals_table: required("IAM_PRINCIPALS_TABLE")?,
             credentials_table: required("IAM_CREDENTIALS_TABLE")?,
-            signing_secret_id: required("IAM_SIGNING_SECRET_ID")?,
-            key_activation_delay: checked_activation_delay()?,
+            public_keys_secret_id: required("IAM_SIGNING_PUBLIC_KEYS_SECRET_ID")?,
+            signing_secret_id: std::env::var("IAM_SIGNING_SECRET_ID").ok().filter(|v| !v.trim().is_empty()),
         })
     }
+
+    /// Both secrets, for a process that signs or rotates.
+    pub fn signing_secrets(&self) -> Result<SigningSecrets, ConfigError> {
+        let private = self.signing_secret_id.clone().ok_or_else(|| {
+            ConfigError("IAM_SIGNING_SECRET_ID is required where tokens are signed (the exchange, iam-local, iam-admin)".into())
+        })?;
+        Ok(SigningSecrets { private, public: self.public_keys_secret_id.clone() })
+    }
+}
+
+/// Whether a process signs tokens or only verifies them. Only the exchange (and `iam-local`,
+/// which serves it) signs; every other function is given the public key set alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyUse {
+    Sign,
+    Verify,
 }
 
 /// The activation delay, with a warning when it cannot cover what the README's overlap rule
 /// needs: it is allowed (a deployment whose verifiers cache less may want it), never silent.
-fn checked_activation_delay() -> Result<std::time::Duration, ConfigError> {
+pub fn checked_activation_delay() -> Result<std::time::Duration, ConfigError> {
     let delay = key_activation_delay()?;
     let needed = iam_shared::keys::VERIFIER_JWKS_CACHE + crate::config::signing_key_ttl()?;
     if delay < needed {
@@ -70,7 +88,7 @@ fn key_activation_delay() -> Result<std::time::Duration, ConfigError> {
 /// change of `IAM_TOKEN_LIFETIME_SECS`.
 pub fn rotation_timing_from_env() -> Result<iam_shared::keys::RotationTiming, ConfigError> {
     Ok(iam_shared::keys::RotationTiming::new(
-        key_activation_delay()?,
+        checked_activation_delay()?,
         crate::config::signing_key_ttl()?,
         std::time::Duration::from_secs(iam_shared::token::MAX_LIFETIME_SECS),
     ))
@@ -85,13 +103,16 @@ pub fn store_kind(default: &str) -> Result<String, ConfigError> {
     }
 }
 
-pub async fn dynamodb(settings: &DynamoSettings) -> Backend {
+pub async fn dynamodb(settings: &DynamoSettings, key_use: KeyUse) -> Result<Backend, ConfigError> {
     let sdk = crate::aws::sdk_config().await;
     let store =
         DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), settings.principals_table.clone(), settings.credentials_table.clone());
-    let keys = SecretsManagerKeys::new(aws_sdk_secretsmanager::Client::new(&sdk), settings.signing_secret_id.clone())
-        .with_activation_delay(settings.key_activation_delay);
-    Backend { store: Arc::new(store), keys: Arc::new(keys) }
+    let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
+    let keys: Arc<dyn KeySource> = match key_use {
+        KeyUse::Sign => Arc::new(SecretsManagerKeys::new(secrets, settings.signing_secrets()?)),
+        KeyUse::Verify => Arc::new(PublishedKeys::new(secrets, settings.public_keys_secret_id.clone())),
+    };
+    Ok(Backend { store: Arc::new(store), keys })
 }
 
 /// The embedded store under `dir` (created 0700), or in memory with a fresh key when `dir` is `None`.

@@ -3,7 +3,7 @@
 
 use axum::Router;
 
-use crate::backend::{self, DynamoSettings};
+use crate::backend::{self, DynamoSettings, KeyUse};
 use crate::config::{Config, ConfigError};
 use crate::state::{AppState, build_state, build_state_for_public_routes, finish_router};
 
@@ -11,10 +11,10 @@ pub use lambda_http::Error;
 
 /// Lambdas run on DynamoDB and Secrets Manager; `IAM_STORE=embedded` (with `IAM_DATA_DIR`,
 /// default `/tmp/iam`) exists for running a function binary by hand.
-async fn state_from_env(warm_store: bool) -> Result<AppState, ConfigError> {
+async fn state_from_env(warm_store: bool, key_use: KeyUse) -> Result<AppState, ConfigError> {
     let config = Config::from_env(None)?;
     let backend = match backend::store_kind("dynamodb")?.as_str() {
-        "dynamodb" => backend::dynamodb(&DynamoSettings::from_env()?).await,
+        "dynamodb" => backend::dynamodb(&DynamoSettings::from_env()?, key_use).await?,
         _ => {
             let dir = std::env::var("IAM_DATA_DIR").unwrap_or_else(|_| "/tmp/iam".into());
             backend::embedded(Some(std::path::Path::new(&dir)))?
@@ -27,20 +27,25 @@ async fn state_from_env(warm_store: bool) -> Result<AppState, ConfigError> {
     }
 }
 
-/// Runs a function whose routes use the store.
+/// Runs a function whose routes use the store and verify tokens from the public key set.
 pub async fn run(routes: fn() -> Router<AppState>) -> Result<(), Error> {
-    serve(routes, true).await
+    serve(routes, true, KeyUse::Verify).await
+}
+
+/// Runs the function that signs tokens: the only HTTP function given the private keys.
+pub async fn run_signer(routes: fn() -> Router<AppState>) -> Result<(), Error> {
+    serve(routes, true, KeyUse::Sign).await
 }
 
 /// Runs a function whose routes only publish key material or configuration: its cold start
 /// reads no table, as its policy grants none.
 pub async fn run_public(routes: fn() -> Router<AppState>) -> Result<(), Error> {
-    serve(routes, false).await
+    serve(routes, false, KeyUse::Verify).await
 }
 
-async fn serve(routes: fn() -> Router<AppState>, warm_store: bool) -> Result<(), Error> {
+async fn serve(routes: fn() -> Router<AppState>, warm_store: bool, key_use: KeyUse) -> Result<(), Error> {
     // The runtime's subscriber honours AWS_LAMBDA_LOG_FORMAT (JSON) and AWS_LAMBDA_LOG_LEVEL.
     lambda_http::tracing::init_default_subscriber();
-    let state = state_from_env(warm_store).await?;
+    let state = state_from_env(warm_store, key_use).await?;
     lambda_http::run(finish_router(routes(), state)).await
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use axum::Router;
 use iam_api::AppState;
-use iam_api::backend::{self, DynamoSettings};
+use iam_api::backend::{self, DynamoSettings, KeyUse};
 use iam_api::config::Config;
 use iam_api::state::{build_state, finish_router};
 use iam_shared::ids::OrgId;
@@ -60,8 +60,8 @@ pub const USAGE: &str = "usage: iam-local [--listen ADDR] [--data-dir DIR] [--in
                    key of ORG is lost. Stop the server first (the store is locked while it runs)
 
 Environment: IAM_STORE=dynamodb (with IAM_PRINCIPALS_TABLE, IAM_CREDENTIALS_TABLE,
-IAM_SIGNING_SECRET_ID and the usual AWS_* variables, AWS_ENDPOINT_URL included) serves from
-DynamoDB and Secrets Manager instead of the embedded store.
+IAM_SIGNING_SECRET_ID, IAM_SIGNING_PUBLIC_KEYS_SECRET_ID and the usual AWS_* variables,
+AWS_ENDPOINT_URL included) serves from DynamoDB and Secrets Manager instead of the embedded store.
 IAM_ISSUER (default http://ADDR/iam), IAM_AUDIENCES, IAM_MANAGEMENT_AUDIENCE (default
 ISSUER/management), IAM_MAX_PRINCIPALS_PER_ORG, IAM_TOKEN_LIFETIME_SECS,
 IAM_ARGON2_MEMORY_KIB, IAM_ARGON2_ITERATIONS, IAM_ARGON2_PARALLELISM, IAM_LOG_FORMAT=json, RUST_LOG.";
@@ -130,7 +130,7 @@ pub async fn serve(
     let addr: SocketAddr = listener.local_addr()?;
     let config = Config::from_env(Some(&format!("http://{addr}/iam")))?;
     let backend = match backend::store_kind("embedded")?.as_str() {
-        "dynamodb" => backend::dynamodb(&DynamoSettings::from_env()?).await,
+        "dynamodb" => backend::dynamodb(&DynamoSettings::from_env()?, KeyUse::Sign).await?,
         _ => backend::embedded((!opts.in_memory).then_some(opts.data_dir.as_path()))?,
     };
     let state = build_state(&config, backend.store, backend.keys).await?;

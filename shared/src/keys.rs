@@ -1,8 +1,10 @@
 //! Where signing keys come from, and the keyring that caches them per warm instance.
 //!
-//! Production reads a Secrets Manager secret (`{kid, alg, privateKeyPem}`): `AWSCURRENT` signs,
-//! and `AWSPREVIOUS` and `AWSPENDING` (when present) are published in the JWKS and accepted,
-//! so no verifier meets an unknown `kid` during a rotation. Locally one key never changes.
+//! Production keeps two Secrets Manager secrets. The private one (`{kid, alg, privateKeyPem}`,
+//! readable only by the exchange and the rotation function) stages keys as `AWSCURRENT`,
+//! `AWSPREVIOUS` and `AWSPENDING`; the public one holds the [`PublicKeySet`], which every other
+//! function verifies from and the JWKS publishes. A signer signs with `AWSCURRENT` once the set
+//! says it is active, with `AWSPREVIOUS` until then. Locally one key never changes.
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -10,12 +12,15 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use aws_sdk_secretsmanager::error::{DisplayErrorContext, ProvideErrorMetadata};
 
-use crate::token::{KeyError, SigningKey, SigningKeyDocument, TokenService, TokenSettings};
+use crate::public_key_set::{PublicKeySet, PublishedKey, StagedKey};
+use crate::token::{KeyError, PublicJwk, SigningKey, SigningKeyDocument, TokenService, TokenSettings};
 
-/// The keys to use now: one to sign with, others only to publish and accept.
+/// The keys to use now.
 pub struct KeySet {
-    pub current: SigningKeyDocument,
-    pub others: Vec<SigningKeyDocument>,
+    /// The key to sign with: only where signing happens.
+    pub signer: Option<SigningKey>,
+    /// Every key to publish and accept (the signer's is added if missing).
+    pub published: Vec<PublicJwk>,
 }
 
 #[async_trait]
@@ -23,14 +28,23 @@ pub trait KeySource: Send + Sync + 'static {
     async fn load(&self) -> Result<KeySet, KeyError>;
 }
 
-/// One key for the life of the process (the local server's).
+/// One key for the life of the process (the local server's, which signs and verifies).
 pub struct StaticKey(pub SigningKeyDocument);
 
 #[async_trait]
 impl KeySource for StaticKey {
     async fn load(&self) -> Result<KeySet, KeyError> {
-        Ok(KeySet { current: self.0.clone(), others: Vec::new() })
+        Ok(KeySet { signer: Some(SigningKey::from_document(&self.0)?), published: Vec::new() })
     }
+}
+
+/// The two secrets of a deployment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigningSecrets {
+    /// The private keys, by staging label: for the exchange and the rotation function only.
+    pub private: String,
+    /// The [`PublicKeySet`]: for everyone.
+    pub public: String,
 }
 
 pub const AWSCURRENT: &str = "AWSCURRENT";
@@ -90,25 +104,61 @@ impl RotationTiming {
     }
 }
 
-/// A Secrets Manager secret holding a signing-key document, read by staging label.
-///
-/// `AWSCURRENT` signs once it has existed for the activation delay; until then (right after a
-/// rotation) `AWSPREVIOUS` keeps signing, so every verifier has had the chance to fetch the new
-/// key before a token needs it. All staged keys are published.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or_default()
+}
+
+fn delay_secs(delay: Duration) -> i64 {
+    i64::try_from(delay.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// Reads the public key set. `None` when the secret holds no set yet (the template's
+/// placeholder, or no secret at all on a local server).
+pub async fn read_public_set(client: &aws_sdk_secretsmanager::Client, secret_id: &str) -> Result<Option<PublicKeySet>, KeyError> {
+    match client.get_secret_value().secret_id(secret_id).send().await {
+        Ok(out) => Ok(PublicKeySet::from_json(out.secret_string().unwrap_or_default()).ok()),
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => Ok(None),
+        Err(e) => Err(sm_error("GetSecretValue (public key set)", e)),
+    }
+}
+
+/// The public key set as a verifier needs it: present and not empty.
+async fn required_public_set(client: &aws_sdk_secretsmanager::Client, secret_id: &str) -> Result<PublicKeySet, KeyError> {
+    let set = read_public_set(client, secret_id).await?.unwrap_or_default();
+    set.jwks()?;
+    Ok(set)
+}
+
+/// The key source of every function that only verifies: the public key set, nothing private.
+pub struct PublishedKeys {
+    client: aws_sdk_secretsmanager::Client,
+    public_set_id: String,
+}
+
+impl PublishedKeys {
+    pub fn new(client: aws_sdk_secretsmanager::Client, public_set_id: impl Into<String>) -> Self {
+        Self { client, public_set_id: public_set_id.into() }
+    }
+}
+
+#[async_trait]
+impl KeySource for PublishedKeys {
+    async fn load(&self) -> Result<KeySet, KeyError> {
+        let set = required_public_set(&self.client, &self.public_set_id).await?;
+        Ok(KeySet { signer: None, published: set.jwks()? })
+    }
+}
+
+/// The key source of the functions that sign: the private secret, read by staging label, and
+/// the public key set, which says from when each key may sign.
 pub struct SecretsManagerKeys {
     client: aws_sdk_secretsmanager::Client,
-    secret_id: String,
-    activation_delay: Duration,
+    secrets: SigningSecrets,
 }
 
 impl SecretsManagerKeys {
-    pub fn new(client: aws_sdk_secretsmanager::Client, secret_id: impl Into<String>) -> Self {
-        Self { client, secret_id: secret_id.into(), activation_delay: DEFAULT_ACTIVATION_DELAY }
-    }
-
-    pub fn with_activation_delay(mut self, delay: Duration) -> Self {
-        self.activation_delay = delay;
-        self
+    pub fn new(client: aws_sdk_secretsmanager::Client, secrets: SigningSecrets) -> Self {
+        Self { client, secrets }
     }
 
     /// The document at `stage`, or `None` when no version carries that label.
@@ -118,7 +168,7 @@ impl SecretsManagerKeys {
 
     /// The document at `stage` and how long ago that version was created.
     async fn stage_with_age(&self, stage: &str) -> Result<Option<(SigningKeyDocument, Duration)>, KeyError> {
-        let result = self.client.get_secret_value().secret_id(&self.secret_id).version_stage(stage).send().await;
+        let result = self.client.get_secret_value().secret_id(&self.secrets.private).version_stage(stage).send().await;
         match result {
             Ok(out) => {
                 let raw = out.secret_string().ok_or_else(|| KeyError::Document(format!("{stage} has no SecretString")))?;
@@ -139,54 +189,95 @@ impl SecretsManagerKeys {
             }
         }
     }
+
+    /// The staged key at `stage` when it is a usable signing key, with its version's creation
+    /// time. Anything else (the template's placeholder, say) is skipped: it must not stop the
+    /// service or the rotation.
+    async fn staged_key(&self, stage: &str) -> Result<Option<(SigningKey, i64)>, KeyError> {
+        match self.stage_with_age(stage).await {
+            Ok(Some((doc, age))) => match SigningKey::from_document(&doc) {
+                Ok(key) => {
+                    let created_at = if age == Duration::MAX { 0 } else { unix_now() - delay_secs(age) };
+                    Ok(Some((key, created_at)))
+                }
+                Err(e) => {
+                    tracing::warn!(stage, error = %e, "ignoring a staged secret version that is not a signing key");
+                    Ok(None)
+                }
+            },
+            Ok(None) => Ok(None),
+            Err(KeyError::Document(e)) => {
+                tracing::warn!(stage, error = %e, "ignoring a staged secret version that is not a signing key");
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
 }
 
 #[async_trait]
 impl KeySource for SecretsManagerKeys {
     async fn load(&self) -> Result<KeySet, KeyError> {
-        let (current, age) =
-            self.stage_with_age(AWSCURRENT).await?.ok_or_else(|| KeyError::Source("the secret has no AWSCURRENT version".into()))?;
-        let mut previous = None;
-        let mut pending = None;
-        for stage in [AWSPREVIOUS, AWSPENDING] {
-            let doc = match self.stage(stage).await {
-                Ok(doc) => doc.filter(|d| SigningKey::from_document(d).is_ok()),
-                // Only published, never required: a version that is not a key (the
-                // template's placeholder, say) must not stop the service.
-                Err(KeyError::Document(e)) => {
-                    tracing::warn!(stage, error = %e, "ignoring a staged secret version that is not a signing key");
-                    None
-                }
-                Err(e) => return Err(e),
-            };
-            if stage == AWSPREVIOUS {
-                previous = doc;
-            } else {
-                pending = doc;
-            }
-        }
-        let mut others = Vec::new();
-        let signing = match previous {
-            Some(previous) if age < self.activation_delay && previous.kid != current.kid => {
-                others.push(current);
-                previous
-            }
-            Some(previous) => {
-                others.push(previous);
-                current
-            }
-            None => current,
+        let set = required_public_set(&self.client, &self.secrets.public).await?;
+        let (current, _) = self.staged_key(AWSCURRENT).await?.ok_or_else(|| KeyError::Source("AWSCURRENT is not a signing key".into()))?;
+        let previous = self.staged_key(AWSPREVIOUS).await?.map(|(key, _)| key);
+        let chosen = set.signer_at(&current, previous.as_ref(), unix_now())?.kid().to_owned();
+        let signer = match previous {
+            Some(previous) if previous.kid() == chosen => previous,
+            _ => current,
         };
-        others.extend(pending);
-        // A version can carry two labels (AWSPENDING lingers on the promoted version): publish each key once.
-        let mut seen = vec![signing.kid.clone()];
-        others.retain(|doc| {
-            let fresh = !seen.contains(&doc.kid);
-            seen.push(doc.kid.clone());
-            fresh
-        });
-        Ok(KeySet { current: signing, others })
+        Ok(KeySet { signer: Some(signer), published: set.jwks()? })
     }
+}
+
+/// Writes `value` as the new AWSCURRENT version of `secret_id`, creating the secret when it
+/// does not exist (a local server; in AWS the template creates both secrets). The error never
+/// carries the value.
+pub async fn put_or_create_secret(client: &aws_sdk_secretsmanager::Client, secret_id: &str, value: &str) -> Result<(), KeyError> {
+    match client.put_secret_value().secret_id(secret_id).secret_string(value).send().await {
+        Ok(_) => Ok(()),
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => {
+            client.create_secret().name(secret_id).secret_string(value).send().await.map_err(|e| sm_error("CreateSecret", e))?;
+            Ok(())
+        }
+        Err(e) => Err(sm_error("PutSecretValue", e)),
+    }
+}
+
+/// Rewrites the public key set to publish exactly the private secret's staged keys (current,
+/// previous, pending) and `new`, which becomes active `activation_delay` from now. Writes only
+/// when something changed, so a retried step adds no version. Returns the set as written.
+pub async fn publish_staged_keys(
+    client: &aws_sdk_secretsmanager::Client,
+    secrets: &SigningSecrets,
+    new: Option<&SigningKey>,
+    activation_delay: Duration,
+) -> Result<PublicKeySet, KeyError> {
+    let keys = SecretsManagerKeys::new(client.clone(), secrets.clone());
+    let mut staged = Vec::new();
+    for stage in [AWSCURRENT, AWSPREVIOUS, AWSPENDING] {
+        let found = match keys.staged_key(stage).await {
+            Ok(found) => found,
+            // A secret with no AWSCURRENT yet (a first init on a local server): nothing staged.
+            Err(KeyError::Source(_)) if stage == AWSCURRENT => None,
+            Err(e) => return Err(e),
+        };
+        if let Some((key, created_at)) = found {
+            staged.push(StagedKey { jwk: key.public_jwk().clone(), created_at });
+        }
+    }
+    let existing = read_public_set(client, &secrets.public).await?;
+    let now = unix_now();
+    let delay = delay_secs(activation_delay);
+    let new = new.map(|key| PublishedKey { jwk: key.public_jwk().clone(), published_at: now, activates_at: now.saturating_add(delay) });
+    let rebuilt = existing.clone().unwrap_or_default().rebuilt(&staged, new, delay);
+    if existing.as_ref() == Some(&rebuilt) {
+        return Ok(rebuilt);
+    }
+    put_or_create_secret(client, &secrets.public, &rebuilt.to_json()).await?;
+    let kids: Vec<&str> = rebuilt.keys.iter().map(|k| k.kid()).collect();
+    tracing::info!(target: "audit", action = "signing_key.publish", kids = ?kids, outcome = "success", "audit");
+    Ok(rebuilt)
 }
 
 /// One step of a Secrets Manager rotation of the signing key.
@@ -222,11 +313,11 @@ fn sm_error<E: std::error::Error + 'static, R: std::fmt::Debug>(what: &str, e: a
 /// [`RotationTiming`]). With no previous key, or a placeholder, nothing is unpublished.
 async fn refuse_early_rotation(
     client: &aws_sdk_secretsmanager::Client,
-    secret_id: &str,
+    secrets: &SigningSecrets,
     described: &aws_sdk_secretsmanager::operation::describe_secret::DescribeSecretOutput,
     timing: RotationTiming,
 ) -> Result<(), KeyError> {
-    let keys = SecretsManagerKeys::new(client.clone(), secret_id);
+    let keys = SecretsManagerKeys::new(client.clone(), secrets.clone());
     let current = match keys.stage_with_age(AWSCURRENT).await {
         Ok(current) => current,
         Err(KeyError::Document(_)) => return Ok(()),
@@ -237,10 +328,17 @@ async fn refuse_early_rotation(
         Err(KeyError::Document(_)) => None,
         Err(e) => return Err(e),
     };
-    let (Some((current, current_age)), Some(previous)) = (current, previous) else { return Ok(()) };
+    let (Some((current, version_age)), Some(previous)) = (current, previous) else { return Ok(()) };
     if previous.kid == current.kid {
         return Ok(());
     }
+    // The activation delay counts from publication; a key the set does not know yet (staged
+    // before the set existed) was published by the JWKS when its version was created.
+    let published = read_public_set(client, &secrets.public).await?.and_then(|set| set.get(&current.kid).map(|k| k.published_at));
+    let current_age = match published {
+        Some(at) => Duration::from_secs(u64::try_from(unix_now().saturating_sub(at)).unwrap_or(0)),
+        None => version_age,
+    };
     let promoted_at = described.tags().iter().find(|t| t.key() == Some(PROMOTED_AT_TAG)).map(|t| t.value().unwrap_or_default());
     let promoted_ago = match promoted_at {
         None => None,
@@ -276,16 +374,19 @@ const PROMOTION_ALLOWANCE: Duration = Duration::from_secs(10);
 /// Clock skew tolerated between the rotation function's clock and the next reader's.
 const CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
 
-/// Runs one rotation step for version `token` of `secret_id`. Each step is idempotent, as
-/// Secrets Manager may retry it. `createSecret` refuses while `timing` says the previous key
-/// may still have valid tokens; `finishSecret` records when it promoted (a tag).
+/// Runs one rotation step for version `token` of the private secret. Each step is idempotent,
+/// as Secrets Manager may retry it. `createSecret` refuses while `timing` says the previous key
+/// may still have valid tokens, and publishes the new key in the public set before it stages
+/// the private key; `finishSecret` records when it promoted (a tag) and then unpublishes the
+/// key that is no longer staged.
 pub async fn rotate(
     client: &aws_sdk_secretsmanager::Client,
-    secret_id: &str,
+    secrets: &SigningSecrets,
     token: &str,
     step: RotationStep,
     timing: RotationTiming,
 ) -> Result<(), KeyError> {
+    let secret_id = secrets.private.as_str();
     let described = client.describe_secret().secret_id(secret_id).send().await.map_err(|e| sm_error("DescribeSecret", e))?;
     let stages = described.version_ids_to_stages().cloned().unwrap_or_default();
     let token_stages = stages.get(token).cloned().unwrap_or_default();
@@ -295,11 +396,13 @@ pub async fn rotate(
             if exists {
                 return Ok(());
             }
-            if let Err(refused) = refuse_early_rotation(client, secret_id, &described, timing).await {
+            if let Err(refused) = refuse_early_rotation(client, secrets, &described, timing).await {
                 tracing::warn!(target: "audit", action = "signing_key.create", outcome = "refused", reason = %refused, "audit");
                 return Err(refused);
             }
             let doc = SigningKeyDocument::generate()?;
+            // Public first: from the moment the private key exists, verifiers can find it.
+            publish_staged_keys(client, secrets, Some(&SigningKey::from_document(&doc)?), timing.activation_delay).await?;
             client
                 .put_secret_value()
                 .secret_id(secret_id)
@@ -323,28 +426,37 @@ pub async fn rotate(
                 .await
                 .map_err(|e| sm_error("GetSecretValue", e))?;
             let doc = SigningKeyDocument::from_json(out.secret_string().unwrap_or_default())?;
-            crate::token::self_test(&doc)
+            crate::token::self_test(&doc)?;
+            let published = read_public_set(client, &secrets.public).await?.unwrap_or_default();
+            let key = SigningKey::from_document(&doc)?;
+            match published.get(&doc.kid) {
+                Some(entry) if entry.jwk == *key.public_jwk() => Ok(()),
+                _ => Err(KeyError::Source(format!("the pending key '{}' is not in the public key set", doc.kid))),
+            }
         }
         RotationStep::Finish => {
             if token_stages.is_empty() {
                 return Err(KeyError::Source(format!("version {token} is not a version of the secret")));
             }
-            if token_stages.iter().any(|s| s == AWSCURRENT) {
-                return Ok(());
+            if !token_stages.iter().any(|s| s == AWSCURRENT) {
+                // A late promotion is when the previous key stopped signing (see RotationTiming).
+                // Recorded before the move, so no promotion goes unrecorded, and dated
+                // PROMOTION_ALLOWANCE ahead, so the record never precedes the move it stands for.
+                let at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default() + PROMOTION_ALLOWANCE;
+                let tag = aws_sdk_secretsmanager::types::Tag::builder().key(PROMOTED_AT_TAG).value(at.as_secs().to_string()).build();
+                client.tag_resource().secret_id(secret_id).tags(tag).send().await.map_err(|e| sm_error("TagResource", e))?;
+                let current = stages.iter().find(|(_, s)| s.iter().any(|s| s == AWSCURRENT)).map(|(v, _)| v.clone());
+                let mut request =
+                    client.update_secret_version_stage().secret_id(secret_id).version_stage(AWSCURRENT).move_to_version_id(token);
+                if let Some(current) = current {
+                    request = request.remove_from_version_id(current);
+                }
+                request.send().await.map_err(|e| sm_error("UpdateSecretVersionStage", e))?;
+                tracing::info!(target: "audit", action = "signing_key.promote", version = token, outcome = "success", "audit");
             }
-            // A late promotion is when the previous key stopped signing (see RotationTiming).
-            // Recorded before the move, so no promotion goes unrecorded, and dated
-            // PROMOTION_ALLOWANCE ahead, so the record never precedes the move it stands for.
-            let at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default() + PROMOTION_ALLOWANCE;
-            let tag = aws_sdk_secretsmanager::types::Tag::builder().key(PROMOTED_AT_TAG).value(at.as_secs().to_string()).build();
-            client.tag_resource().secret_id(secret_id).tags(tag).send().await.map_err(|e| sm_error("TagResource", e))?;
-            let current = stages.iter().find(|(_, s)| s.iter().any(|s| s == AWSCURRENT)).map(|(v, _)| v.clone());
-            let mut request = client.update_secret_version_stage().secret_id(secret_id).version_stage(AWSCURRENT).move_to_version_id(token);
-            if let Some(current) = current {
-                request = request.remove_from_version_id(current);
-            }
-            request.send().await.map_err(|e| sm_error("UpdateSecretVersionStage", e))?;
-            tracing::info!(target: "audit", action = "signing_key.promote", version = token, outcome = "success", "audit");
+            // The key that lost AWSPREVIOUS is unpublished only now, after the move: until then
+            // it was still staged. Also on a retried step, in case this part did not run.
+            publish_staged_keys(client, secrets, None, timing.activation_delay).await?;
             Ok(())
         }
     }
@@ -374,19 +486,7 @@ impl std::fmt::Debug for Keyring {
 const RETRY_AFTER_FAILED_RELOAD: Duration = Duration::from_secs(30);
 
 fn build(settings: &TokenSettings, keys: KeySet) -> Result<TokenService, KeyError> {
-    let current = SigningKey::from_document(&keys.current)?;
-    let others = keys
-        .others
-        .iter()
-        .filter_map(|doc| match SigningKey::from_document(doc) {
-            Ok(key) => Some(key),
-            Err(e) => {
-                tracing::warn!(kid = %doc.kid, error = %e, "not publishing a staged key that does not parse");
-                None
-            }
-        })
-        .collect();
-    TokenService::new(settings.clone(), current, others)
+    TokenService::new(settings.clone(), keys.signer, keys.published)
 }
 
 impl Keyring {

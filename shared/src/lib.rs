@@ -10,6 +10,7 @@ pub mod key;
 pub mod keys;
 pub mod model;
 pub mod names;
+pub mod public_key_set;
 mod random;
 pub mod roles;
 pub mod service;

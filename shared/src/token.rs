@@ -159,6 +159,15 @@ impl SigningKey {
         };
         Ok(Self { kid: doc.kid.clone(), signer, public })
     }
+
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The public half, as the JWKS and the public key set publish it.
+    pub fn public_jwk(&self) -> &PublicJwk {
+        &self.public
+    }
 }
 
 pub use iam_verifier::{AccessClaims, MAX_TOKEN_BYTES, Rejection as TokenRejection, TOKEN_TYPE};
@@ -202,10 +211,12 @@ impl TokenSettings {
     }
 }
 
-/// Signs with the current key; verifies against every published key.
+/// Signs with its signing key, when it holds one; verifies against every published key.
 pub struct TokenService {
     settings: TokenSettings,
-    current: SigningKey,
+    /// Only in the processes that sign (the exchange, the rotation's self-test, `iam-local`):
+    /// every other function verifies from the public key set and never holds a private key.
+    signer: Option<SigningKey>,
     /// In JWKS order: the signing key first.
     published: Vec<PublicJwk>,
     decoding: HashMap<String, DecodingKey>,
@@ -213,13 +224,15 @@ pub struct TokenService {
 
 impl fmt::Debug for TokenService {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TokenService").field("settings", &self.settings).field("kid", &self.current.kid).finish()
+        let kid = self.signer.as_ref().map(|s| s.kid.as_str());
+        f.debug_struct("TokenService").field("settings", &self.settings).field("signing_kid", &kid).finish()
     }
 }
 
 impl TokenService {
-    /// `current` signs; `others` (previous or pending keys) are only published and accepted.
-    pub fn new(settings: TokenSettings, current: SigningKey, others: Vec<SigningKey>) -> Result<Self, KeyError> {
+    /// `signer` (when given) signs and is published first; `published` (previous, pending or,
+    /// without a signer, every key) are only published and accepted.
+    pub fn new(settings: TokenSettings, signer: Option<SigningKey>, published: Vec<PublicJwk>) -> Result<Self, KeyError> {
         if settings.audiences.is_empty() {
             return Err(KeyError::Document("at least one audience must be configured".into()));
         }
@@ -229,18 +242,20 @@ impl TokenService {
         if settings.lifetime_secs == 0 || settings.lifetime_secs > MAX_LIFETIME_SECS {
             return Err(KeyError::Document(format!("token lifetime must be 1-{MAX_LIFETIME_SECS} seconds")));
         }
-        let mut published = Vec::new();
+        let mut in_order = Vec::new();
         let mut decoding = HashMap::new();
-        for key in std::iter::once(&current).chain(others.iter()) {
-            if decoding.contains_key(&key.kid) {
+        for jwk in signer.iter().map(|s| &s.public).chain(published.iter()) {
+            if decoding.contains_key(&jwk.kid) {
                 continue;
             }
-            let decoder = DecodingKey::from_rsa_components(&key.public.n, &key.public.e)
-                .map_err(|e| KeyError::Document(format!("public key: {e}")))?;
-            decoding.insert(key.kid.clone(), decoder);
-            published.push(key.public.clone());
+            if jwk.kty != "RSA" || jwk.alg != ALGORITHM {
+                return Err(KeyError::Document(format!("published key '{}' is not an RS256 RSA key", jwk.kid)));
+            }
+            let decoder = DecodingKey::from_rsa_components(&jwk.n, &jwk.e).map_err(|e| KeyError::Document(format!("public key: {e}")))?;
+            decoding.insert(jwk.kid.clone(), decoder);
+            in_order.push(jwk.clone());
         }
-        Ok(Self { settings, current, published, decoding })
+        Ok(Self { settings, signer, published: in_order, decoding })
     }
 
     pub fn settings(&self) -> &TokenSettings {
@@ -267,13 +282,14 @@ impl TokenService {
             exp: iat + self.settings.lifetime_secs as i64,
             jti: encode_u128(u128::from_be_bytes(random::bytes::<16>())),
         };
-        let header = JoseHeader { alg: ALGORITHM, typ: TOKEN_TYPE, kid: &self.current.kid };
+        let Some(signer) = &self.signer else { return Err(SignError::NoSigningKey) };
+        let header = JoseHeader { alg: ALGORITHM, typ: TOKEN_TYPE, kid: &signer.kid };
         let mut token = format!("{}.{}", b64_json(&header), b64_json(&claims));
-        let mut signature = vec![0; self.current.signer.public().modulus_len()];
-        self.current
+        let mut signature = vec![0; signer.signer.public().modulus_len()];
+        signer
             .signer
             .sign(&ring::signature::RSA_PKCS1_SHA256, &ring::rand::SystemRandom::new(), token.as_bytes(), &mut signature)
-            .map_err(|e| SignError(e.to_string()))?;
+            .map_err(|e| SignError::Failed(e.to_string()))?;
         token.push('.');
         token.push_str(&URL_SAFE_NO_PAD.encode(&signature));
         Ok((token, claims))
@@ -288,8 +304,13 @@ impl TokenService {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("signing failed: {0}")]
-pub struct SignError(String);
+pub enum SignError {
+    #[error("signing failed: {0}")]
+    Failed(String),
+    /// A deployment mistake: a function that only verifies was asked to sign.
+    #[error("this process holds no signing key (only the exchange and the rotation function do)")]
+    NoSigningKey,
+}
 
 /// A JWT segment: base64url of the JSON of a plain struct (which cannot fail to serialise).
 fn b64_json<T: Serialize>(value: &T) -> String {
@@ -304,7 +325,7 @@ pub fn self_test(doc: &SigningKeyDocument) -> Result<(), KeyError> {
         management_audience: "urn:iam:management".into(),
         lifetime_secs: 60,
     };
-    let service = TokenService::new(settings, SigningKey::from_document(doc)?, vec![])?;
+    let service = TokenService::new(settings, Some(SigningKey::from_document(doc)?), vec![])?;
     let (pid, org, kid) = (PrincipalId::generate(), OrgId::parse("self-test").expect("valid org id"), KeyId::generate());
     let grant = Grant { principal_id: &pid, org_id: &org, key_id: &kid, roles: &[], scope: &[], audience: "urn:iam:self-test" };
     let (token, _) = service.sign(&grant, crate::model::now()).map_err(|e| KeyError::Document(format!("cannot sign: {e}")))?;
@@ -345,7 +366,7 @@ pub(crate) mod tests {
             management_audience: "urn:iam:management".into(),
             lifetime_secs: 900,
         };
-        TokenService::new(settings, SigningKey::from_document(&doc_clone()).unwrap(), vec![]).unwrap()
+        TokenService::new(settings, Some(SigningKey::from_document(&doc_clone()).unwrap()), vec![]).unwrap()
     }
 
     #[test]
@@ -396,8 +417,15 @@ pub(crate) mod tests {
             management_audience: "urn:iam:management".into(),
             lifetime_secs: 60,
         };
-        let svc = TokenService::new(settings, current, vec![again]).unwrap();
+        let svc = TokenService::new(settings.clone(), Some(current), vec![again.public_jwk().clone()]).unwrap();
         assert_eq!(svc.jwks().keys.len(), 1);
+        let verifying = TokenService::new(settings, None, vec![again.public_jwk().clone()]).unwrap();
+        assert_eq!(verifying.jwks().keys.len(), 1);
+        let (pid, org, kid) = (PrincipalId::generate(), OrgId::parse("acme").unwrap(), KeyId::generate());
+        let grant = Grant { principal_id: &pid, org_id: &org, key_id: &kid, roles: &[], scope: &[], audience: "a" };
+        let (token, _) = svc.sign(&grant, crate::model::now()).unwrap();
+        verifying.verify(&token, "a").expect("a verifier from the public key set accepts the signer's tokens");
+        assert!(matches!(verifying.sign(&grant, crate::model::now()), Err(SignError::NoSigningKey)));
     }
 
     #[test]
@@ -408,7 +436,7 @@ pub(crate) mod tests {
             management_audience: "urn:iam:management".into(),
             lifetime_secs: 3601,
         };
-        assert!(TokenService::new(settings, SigningKey::from_document(&doc_clone()).unwrap(), vec![]).is_err());
+        assert!(TokenService::new(settings, Some(SigningKey::from_document(&doc_clone()).unwrap()), vec![]).is_err());
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The Secrets Manager rotation function for the token-signing key. Secrets Manager invokes it
-//! once per step (`createSecret`, `setSecret`, `testSecret`, `finishSecret`); the steps are in
-//! `iam_shared::keys::rotate`.
+//! once per step (`createSecret`, `setSecret`, `testSecret`, `finishSecret`) on the private
+//! secret; the steps are in `iam_shared::keys::rotate`, and they keep the public key set
+//! (`IAM_SIGNING_PUBLIC_KEYS_SECRET_ID`) in step with it.
 
-use iam_shared::keys::{RotationStep, RotationTiming, rotate};
+use iam_shared::keys::{RotationStep, RotationTiming, SigningSecrets, rotate};
 use serde::Deserialize;
 
 /// The event Secrets Manager sends a rotation function.
@@ -14,10 +15,17 @@ pub struct RotationEvent {
     pub client_request_token: String,
 }
 
-/// Runs one step under `timing` (see `iam_shared::keys::RotationTiming`).
-pub async fn handle(client: &aws_sdk_secretsmanager::Client, event: RotationEvent, timing: RotationTiming) -> Result<(), String> {
+/// Runs one step under `timing` (see `iam_shared::keys::RotationTiming`), publishing into the
+/// public key set `public_set_id`.
+pub async fn handle(
+    client: &aws_sdk_secretsmanager::Client,
+    event: RotationEvent,
+    public_set_id: &str,
+    timing: RotationTiming,
+) -> Result<(), String> {
     let step = RotationStep::parse(&event.step).ok_or_else(|| format!("unknown rotation step '{}'", event.step))?;
-    rotate(client, &event.secret_id, &event.client_request_token, step, timing).await.map_err(|e| {
+    let secrets = SigningSecrets { private: event.secret_id.clone(), public: public_set_id.to_owned() };
+    rotate(client, &secrets, &event.client_request_token, step, timing).await.map_err(|e| {
         tracing::error!(step = %event.step, error = %e, "rotation step failed");
         e.to_string()
     })

@@ -6,10 +6,11 @@ use rotate_signing_key::{RotationEvent, handle};
 async fn main() -> Result<(), Error> {
     lambda_http::tracing::init_default_subscriber();
     let timing = iam_api::backend::rotation_timing_from_env()?;
+    let public_set = std::env::var("IAM_SIGNING_PUBLIC_KEYS_SECRET_ID").map_err(|_| "IAM_SIGNING_PUBLIC_KEYS_SECRET_ID is required")?;
     let client = aws_sdk_secretsmanager::Client::new(&iam_api::aws::sdk_config().await);
     lambda_runtime::run(service_fn(|event: LambdaEvent<RotationEvent>| {
-        let client = client.clone();
-        async move { handle(&client, event.payload, timing).await.map_err(Error::from) }
+        let (client, public_set) = (client.clone(), public_set.clone());
+        async move { handle(&client, event.payload, &public_set, timing).await.map_err(Error::from) }
     }))
     .await
 }

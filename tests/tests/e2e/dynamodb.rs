@@ -1,8 +1,9 @@
 //! The DynamoDB store and the Secrets Manager key source, over HTTP against moto.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use iam_shared::keys::{AWSCURRENT, AWSPENDING, KeySource, Keyring, SecretsManagerKeys};
+use iam_shared::keys::{AWSPENDING, KeySource, Keyring, PublishedKeys, SecretsManagerKeys, SigningSecrets, publish_staged_keys};
 use iam_shared::token::{SigningKey, SigningKeyDocument, TokenService};
 
 mod contract {
@@ -13,62 +14,78 @@ fn settings() -> iam_shared::token::TokenSettings {
     iam_tests::config().tokens
 }
 
-async fn secrets() -> aws_sdk_secretsmanager::Client {
+async fn secrets_client() -> aws_sdk_secretsmanager::Client {
     aws_sdk_secretsmanager::Client::new(&iam_testkit::sdk_config().await)
 }
 
 #[tokio::test]
 async fn signing_keys_follow_the_staging_labels() {
     let first = SigningKeyDocument::generate().unwrap();
-    let secret = iam_testkit::create_signing_secret(&first).await;
-    let client = secrets().await;
-    // Labels only here; the activation delay has its own test (rotation.rs).
-    let source: Arc<dyn KeySource> =
-        Arc::new(SecretsManagerKeys::new(client.clone(), secret.clone()).with_activation_delay(std::time::Duration::ZERO));
+    let secrets = iam_testkit::create_signing_secret(&first).await;
+    let client = secrets_client().await;
+    let source: Arc<dyn KeySource> = Arc::new(SecretsManagerKeys::new(client.clone(), secrets.clone()));
+    let verifying: Arc<dyn KeySource> = Arc::new(PublishedKeys::new(client.clone(), secrets.public.clone()));
 
     let only = source.load().await.unwrap();
-    assert_eq!(only.current.kid, first.kid);
-    assert!(only.others.is_empty(), "no AWSPREVIOUS or AWSPENDING yet");
+    assert_eq!(only.signer.as_ref().map(|k| k.kid().to_owned()), Some(first.kid.clone()));
+    assert_eq!(kids(&only.published), vec![first.kid.clone()], "no AWSPREVIOUS or AWSPENDING yet");
+    assert!(verifying.load().await.unwrap().signer.is_none(), "a verifier is given no private key");
 
     // A token signed while `first` was current...
-    let old_service = TokenService::new(settings(), SigningKey::from_document(&first).unwrap(), vec![]).unwrap();
+    let old_service = TokenService::new(settings(), Some(SigningKey::from_document(&first).unwrap()), vec![]).unwrap();
     let (pid, org, kid) =
         (iam_shared::ids::PrincipalId::generate(), iam_shared::ids::OrgId::parse("acme").unwrap(), iam_shared::ids::KeyId::generate());
     let grant =
         iam_shared::token::Grant { principal_id: &pid, org_id: &org, key_id: &kid, roles: &[], scope: &[], audience: iam_tests::AUDIENCE };
     let (old_token, _) = old_service.sign(&grant, iam_shared::model::now()).unwrap();
 
-    // ...a new version becomes AWSCURRENT and `first` becomes AWSPREVIOUS.
+    // ...a new version becomes AWSCURRENT and `first` becomes AWSPREVIOUS. Until it is in the
+    // public key set it never signs: verifiers could not check its tokens.
     let second = SigningKeyDocument::generate().unwrap();
-    client.put_secret_value().secret_id(&secret).secret_string(second.to_json()).send().await.unwrap();
-    let keyring = Keyring::new(settings(), source.clone(), std::time::Duration::from_secs(300)).await.unwrap();
+    client.put_secret_value().secret_id(&secrets.private).secret_string(second.to_json()).send().await.unwrap();
+    let unpublished = source.load().await.unwrap();
+    assert_eq!(unpublished.signer.as_ref().map(|k| k.kid().to_owned()), Some(first.kid.clone()), "the published previous key signs");
+    publish_staged_keys(&client, &secrets, None, Duration::ZERO).await.unwrap();
+    let keyring = Keyring::new(settings(), source.clone(), Duration::from_secs(300)).await.unwrap();
     let service = keyring.current().await;
-    let kids: Vec<String> = service.jwks().keys.into_iter().map(|k| k.kid).collect();
-    assert_eq!(kids, vec![second.kid.clone(), first.kid.clone()], "current first, then previous");
+    let mut published = kids(&service.jwks().keys);
+    assert_eq!(published.remove(0), second.kid, "the signing key first");
+    assert_eq!(published, vec![first.kid.clone()]);
     let (new_token, _) = service.sign(&grant, iam_shared::model::now()).unwrap();
     assert_eq!(jsonwebtoken::decode_header(&new_token).unwrap().kid.as_deref(), Some(second.kid.as_str()), "signs with AWSCURRENT");
     service.verify(&old_token, iam_tests::AUDIENCE).expect("a token signed with the previous key still verifies");
+    let verifier = Keyring::new(settings(), verifying.clone(), Duration::from_secs(300)).await.unwrap().current().await;
+    verifier.verify(&new_token, iam_tests::AUDIENCE).expect("a verifier from the public key set accepts the new key");
+    verifier.verify(&old_token, iam_tests::AUDIENCE).expect("... and the previous one");
+    assert!(verifier.sign(&grant, iam_shared::model::now()).is_err(), "and cannot sign");
 
     // A pending version is published before it signs anything.
     let third = SigningKeyDocument::generate().unwrap();
-    client.put_secret_value().secret_id(&secret).secret_string(third.to_json()).version_stages(AWSPENDING).send().await.unwrap();
+    client.put_secret_value().secret_id(&secrets.private).secret_string(third.to_json()).version_stages(AWSPENDING).send().await.unwrap();
+    publish_staged_keys(&client, &secrets, None, Duration::ZERO).await.unwrap();
     let keys = source.load().await.unwrap();
-    assert_eq!(keys.current.kid, second.kid);
-    let all: Vec<String> = keys.others.iter().map(|d| d.kid.clone()).collect();
-    assert_eq!(all, vec![first.kid.clone(), third.kid.clone()]);
-    let _ = AWSCURRENT;
+    assert_eq!(keys.signer.as_ref().map(|k| k.kid().to_owned()), Some(second.kid.clone()));
+    assert_eq!(kids(&keys.published), vec![second.kid.clone(), first.kid.clone(), third.kid.clone()]);
+    assert_eq!(kids(&verifying.load().await.unwrap().published), kids(&keys.published), "both read the one public set");
+}
+
+fn kids(keys: &[iam_shared::token::PublicJwk]) -> Vec<String> {
+    keys.iter().map(|k| k.kid.clone()).collect()
 }
 
 #[tokio::test]
 async fn a_missing_or_corrupt_secret_is_an_error_that_names_no_secret() {
-    let client = secrets().await;
-    let ttl = std::time::Duration::from_secs(1);
-    let missing = Arc::new(SecretsManagerKeys::new(client.clone(), iam_testkit::unique("absent")));
-    assert!(Keyring::new(settings(), missing, ttl).await.is_err());
+    let client = secrets_client().await;
+    let ttl = Duration::from_secs(1);
+    let absent = SigningSecrets { private: iam_testkit::unique("absent"), public: iam_testkit::unique("absent") };
+    assert!(Keyring::new(settings(), Arc::new(SecretsManagerKeys::new(client.clone(), absent.clone())), ttl).await.is_err());
+    assert!(Keyring::new(settings(), Arc::new(PublishedKeys::new(client.clone(), absent.public)), ttl).await.is_err());
+    let published = iam_testkit::create_signing_secret(&SigningKeyDocument::generate().unwrap()).await.public;
     for body in [r#"{"kid":"k1","alg":"RS256","privateKeyPem":"MIIsecretmaterial"}"#, r#"{"kid":"k1","privateKeyPem":"MIIsecretmaterial"#] {
         let name = iam_testkit::unique("corrupt");
         client.create_secret().name(&name).secret_string(body).send().await.unwrap();
-        let err = Keyring::new(settings(), Arc::new(SecretsManagerKeys::new(client.clone(), name)), ttl).await.unwrap_err().to_string();
+        let secrets = SigningSecrets { private: name, public: published.clone() };
+        let err = Keyring::new(settings(), Arc::new(SecretsManagerKeys::new(client.clone(), secrets)), ttl).await.unwrap_err().to_string();
         assert!(!err.contains("MIIsecretmaterial"), "{err}");
     }
 }
@@ -76,16 +93,17 @@ async fn a_missing_or_corrupt_secret_is_an_error_that_names_no_secret() {
 #[tokio::test]
 async fn the_keyring_reloads_after_its_ttl() {
     let first = SigningKeyDocument::generate().unwrap();
-    let secret = iam_testkit::create_signing_secret(&first).await;
-    let client = secrets().await;
-    let source: Arc<dyn KeySource> =
-        Arc::new(SecretsManagerKeys::new(client.clone(), secret.clone()).with_activation_delay(std::time::Duration::ZERO));
-    let keyring = Keyring::new(settings(), source, std::time::Duration::from_millis(200)).await.unwrap();
+    let secrets = iam_testkit::create_signing_secret(&first).await;
+    let client = secrets_client().await;
+    let source: Arc<dyn KeySource> = Arc::new(SecretsManagerKeys::new(client.clone(), secrets.clone()));
+    // Long enough for the writes below to finish well inside it on a loaded machine.
+    let keyring = Keyring::new(settings(), source, Duration::from_secs(2)).await.unwrap();
     assert_eq!(keyring.current().await.jwks().keys.len(), 1);
     let second = SigningKeyDocument::generate().unwrap();
-    client.put_secret_value().secret_id(&secret).secret_string(second.to_json()).send().await.unwrap();
+    client.put_secret_value().secret_id(&secrets.private).secret_string(second.to_json()).send().await.unwrap();
+    publish_staged_keys(&client, &secrets, None, Duration::ZERO).await.unwrap();
     assert_eq!(keyring.current().await.jwks().keys.len(), 1, "cached until the TTL passes");
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     let kids: Vec<String> = keyring.current().await.jwks().keys.into_iter().map(|k| k.kid).collect();
     assert_eq!(kids, vec![second.kid, first.kid]);
 }

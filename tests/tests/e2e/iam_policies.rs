@@ -10,11 +10,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
 use iam_api::state::{build_state, build_state_for_public_routes};
-use iam_shared::keys::{KeySource, RotationStep, RotationTiming, SecretsManagerKeys, rotate};
+use iam_shared::keys::{KeySource, PublishedKeys, RotationStep, RotationTiming, SecretsManagerKeys, SigningSecrets, rotate};
 use iam_shared::store::DynamoStore;
 use iam_testkit::faults::{FaultProxy, IamCall};
 use iam_tests::{Response, TestApp};
@@ -25,8 +24,7 @@ type Grants = BTreeSet<(String, String)>;
 
 /// `(action, logical resource)` pairs each function's policy grants, by function directory.
 fn granted_by_template() -> (BTreeMap<String, Grants>, BTreeMap<String, String>) {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml");
-    let template: Yaml = serde_norway::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let template = template();
     let resources = template["Resources"].as_mapping().unwrap();
     let logical_of = |value: &Yaml| -> String {
         match value {
@@ -37,7 +35,27 @@ fn granted_by_template() -> (BTreeMap<String, Grants>, BTreeMap<String, String>)
             other => panic!("a policy resource this test cannot read: {other:?}"),
         }
     };
-    let listed = |value: &Yaml| -> Vec<Yaml> { value.as_sequence().cloned().unwrap_or_else(|| vec![value.clone()]) };
+
+    let grants_of = |logical: &str, statements: &Yaml| -> Grants {
+        let mut grants = Grants::new();
+        for statement in statements.as_sequence().unwrap() {
+            assert_eq!(statement["Effect"].as_str(), Some("Allow"), "{logical}");
+            for action in listed(&statement["Action"]) {
+                for resource in listed(&statement["Resource"]) {
+                    grants.insert((action.as_str().unwrap().to_owned(), logical_of(&resource)));
+                }
+            }
+        }
+        grants
+    };
+    // Roles declared apart from their functions (the ones a KMS key policy names) get their
+    // grants from AWS::IAM::RolePolicy resources.
+    let mut role_grants: BTreeMap<String, Grants> = BTreeMap::new();
+    for (logical, resource) in resources.iter().filter(|(_, r)| r["Type"].as_str() == Some("AWS::IAM::RolePolicy")) {
+        let role = logical_of(&resource["Properties"]["RoleName"]);
+        let grants = grants_of(logical.as_str().unwrap(), &resource["Properties"]["PolicyDocument"]["Statement"]);
+        role_grants.entry(role).or_default().extend(grants);
+    }
 
     let mut policies = BTreeMap::new();
     let mut function_of_integration = BTreeMap::new();
@@ -48,16 +66,13 @@ fn granted_by_template() -> (BTreeMap<String, Grants>, BTreeMap<String, String>)
             Some("AWS::Serverless::Function") => {
                 let dir = properties["CodeUri"].as_str().unwrap().trim_start_matches("functions/").to_owned();
                 let mut grants = Grants::new();
+                if let Some(role) = properties.get("Role") {
+                    assert!(properties.get("Policies").is_none(), "{logical}: SAM ignores Policies beside a Role");
+                    grants.extend(role_grants.remove(&logical_of(role)).unwrap_or_default());
+                }
                 for policy in properties["Policies"].as_sequence().into_iter().flatten() {
                     assert!(policy.get("Statement").is_some(), "{logical}: only inline statements are checked, not {policy:?}");
-                    for statement in policy["Statement"].as_sequence().unwrap() {
-                        assert_eq!(statement["Effect"].as_str(), Some("Allow"), "{logical}");
-                        for action in listed(&statement["Action"]) {
-                            for resource in listed(&statement["Resource"]) {
-                                grants.insert((action.as_str().unwrap().to_owned(), logical_of(&resource)));
-                            }
-                        }
-                    }
+                    grants.extend(grants_of(logical, &policy["Statement"]));
                 }
                 policies.insert(logical.to_owned(), (dir, grants));
             }
@@ -76,13 +91,29 @@ fn granted_by_template() -> (BTreeMap<String, Grants>, BTreeMap<String, String>)
         let function = &function_of_integration[integration];
         route_functions.insert(properties["RouteKey"].as_str().unwrap().to_owned(), policies[function].0.clone());
     }
+    assert!(role_grants.is_empty(), "role policies of no function: {role_grants:?}");
     (policies.into_values().collect(), route_functions)
 }
 
-/// Whether a function's cold start reads the store (see `iam_api::lambda`).
-fn warms_the_store(function: &str) -> bool {
+/// What a function's cold start does (see `iam_api::lambda`): read the store or not, sign or
+/// only verify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ColdStart {
+    Signer,
+    Verifier,
+    Public,
+}
+
+fn cold_start_of(function: &str) -> ColdStart {
     let main = std::fs::read_to_string(format!("{}/../functions/{function}/src/main.rs", env!("CARGO_MANIFEST_DIR"))).unwrap();
-    main.contains("lambda::run(")
+    if main.contains("lambda::run_signer(") {
+        ColdStart::Signer
+    } else if main.contains("lambda::run(") {
+        ColdStart::Verifier
+    } else {
+        assert!(main.contains("lambda::run_public("), "{function}: an unknown kind of function");
+        ColdStart::Public
+    }
 }
 
 struct Recorder {
@@ -144,25 +175,43 @@ async fn every_policy_grants_exactly_what_its_function_calls() {
     let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
     let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
     let store = || Arc::new(DynamoStore::new(dynamodb.clone(), tables.principals.clone(), tables.credentials.clone()));
-    let keys = || -> Arc<dyn KeySource> { Arc::new(SecretsManagerKeys::new(secrets.clone(), secret.clone())) };
+    let signing_keys = || -> Arc<dyn KeySource> { Arc::new(SecretsManagerKeys::new(secrets.clone(), secret.clone())) };
+    let public_keys = || -> Arc<dyn KeySource> { Arc::new(PublishedKeys::new(secrets.clone(), secret.public.clone())) };
     let names = BTreeMap::from([
         (tables.principals.clone(), "PrincipalsTable"),
         (tables.credentials.clone(), "CredentialsTable"),
-        (secret.clone(), "SigningKeySecret"),
+        (secret.private.clone(), "SigningKeySecret"),
+        (secret.public.clone(), "SigningPublicKeysSecret"),
     ]);
 
+    // Each kind of function's cold start, as `iam_api::lambda` builds it.
     let config = iam_tests::config();
-    build_state_for_public_routes(&config, store(), keys()).await.unwrap();
+    build_state_for_public_routes(&config, store(), public_keys()).await.unwrap();
     let public_cold_start = proxy.take_calls();
-    let state = build_state(&config, store(), keys()).await.unwrap();
-    let cold_start = proxy.take_calls();
+    build_state(&config, store(), public_keys()).await.unwrap();
+    let verifier_cold_start = proxy.take_calls();
+    let state = build_state(&config, store(), signing_keys()).await.unwrap();
+    let signer_cold_start = proxy.take_calls();
+    // One app serves every route: after a cold start, routes call only the tables.
     let app = TestApp::with_state(state).await; // bootstraps two organisations: not a route
     proxy.take_calls();
     let mut r = Recorder { app, proxy, names, observed: BTreeMap::new() };
-    let public_cold_start = r.logical(public_cold_start);
-    let cold_start = r.logical(cold_start);
-    assert!(cold_start.iter().any(|(a, _)| a.starts_with("dynamodb:")), "the store is warmed at a cold start: {cold_start:?}");
-    assert!(public_cold_start.iter().all(|(a, _)| a.starts_with("secretsmanager:")), "{public_cold_start:?}");
+    let cold_starts = BTreeMap::from([
+        ("signer", r.logical(signer_cold_start)),
+        ("verifier", r.logical(verifier_cold_start)),
+        ("public", r.logical(public_cold_start)),
+    ]);
+    for kind in ["signer", "verifier"] {
+        assert!(cold_starts[kind].iter().any(|(a, _)| a.starts_with("dynamodb:")), "the store is warmed: {cold_starts:?}");
+    }
+    assert!(cold_starts["public"].iter().all(|(a, _)| a.starts_with("secretsmanager:")), "{cold_starts:?}");
+    for kind in ["verifier", "public"] {
+        assert!(
+            cold_starts[kind].iter().all(|(_, resource)| resource != "SigningKeySecret"),
+            "a function that only verifies never reads the private keys: {cold_starts:?}"
+        );
+    }
+    assert!(cold_starts["signer"].contains(&("secretsmanager:GetSecretValue".to_owned(), "SigningKeySecret".to_owned())));
 
     // The token route: every request form, and the refusals.
     let acme_key = r.app.acme_key.clone();
@@ -292,7 +341,11 @@ async fn every_policy_grants_exactly_what_its_function_calls() {
     let mut observed_by_function: BTreeMap<String, Grants> = BTreeMap::new();
     for (route, calls) in &r.observed {
         let function = route_functions.get(route).unwrap_or_else(|| panic!("{route} is not a route of template.yaml"));
-        let init = if warms_the_store(function) { &cold_start } else { &public_cold_start };
+        let init = match cold_start_of(function) {
+            ColdStart::Signer => &cold_starts["signer"],
+            ColdStart::Verifier => &cold_starts["verifier"],
+            ColdStart::Public => &cold_starts["public"],
+        };
         let needed: Grants = calls.iter().chain(init).cloned().collect();
         for call in needed.difference(&granted[function]) {
             failures.push(format!("{function} ({route}) calls {} on {} but its policy does not allow it", call.0, call.1));
@@ -304,15 +357,18 @@ async fn every_policy_grants_exactly_what_its_function_calls() {
     }
 
     // The rotation function: all four steps, as Secrets Manager drives them.
-    let rotated = iam_testkit::unique("rotated");
-    secrets.create_secret().name(&rotated).secret_string(r#"{"placeholder": true}"#).send().await.unwrap();
-    r.names.insert(rotated.clone(), "SigningKeySecret");
+    let rotated = SigningSecrets { private: iam_testkit::unique("rotated"), public: iam_testkit::unique("rotated-public") };
+    secrets.create_secret().name(&rotated.private).secret_string(r#"{"placeholder": true}"#).send().await.unwrap();
+    secrets.create_secret().name(&rotated.public).secret_string(r#"{"keys": []}"#).send().await.unwrap();
+    r.names.insert(rotated.private.clone(), "SigningKeySecret");
+    r.names.insert(rotated.public.clone(), "SigningPublicKeysSecret");
     r.proxy.take_calls();
-    let version = iam_testkit::version_token();
-    for step in [RotationStep::Create, RotationStep::Set, RotationStep::Test, RotationStep::Finish] {
-        rotate(&secrets, &rotated, &version, step, RotationTiming::new(Duration::ZERO, Duration::ZERO, Duration::from_secs(3600)))
-            .await
-            .unwrap();
+    // Two rotations: the second also unpublishes a key.
+    for _ in 0..2 {
+        let version = iam_testkit::version_token();
+        for step in [RotationStep::Create, RotationStep::Set, RotationStep::Test, RotationStep::Finish] {
+            rotate(&secrets, &rotated, &version, step, RotationTiming::IMMEDIATE).await.unwrap();
+        }
     }
     let calls = r.logical(r.proxy.take_calls());
     for call in calls.difference(&granted["rotate-signing-key"]) {
@@ -327,4 +383,105 @@ async fn every_policy_grants_exactly_what_its_function_calls() {
         }
     }
     assert!(failures.is_empty(), "template.yaml policies disagree with the code:\n{}", failures.join("\n"));
+}
+
+fn template() -> Yaml {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml");
+    serde_norway::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// `!GetAtt X.Arn`, `!Ref X` or a plain string, as text to compare.
+fn reference(value: &Yaml) -> String {
+    match value {
+        Yaml::Tagged(tagged) => format!("{} {}", tagged.tag, tagged.value.as_str().unwrap_or_default()),
+        Yaml::String(s) => s.clone(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn listed(value: &Yaml) -> Vec<Yaml> {
+    value.as_sequence().cloned().unwrap_or_else(|| vec![value.clone()])
+}
+
+/// Whether an IAM action pattern (`kms:*`, `kms:Decrypt*`) covers `action`.
+fn covers(pattern: &str, action: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => action.to_ascii_lowercase().starts_with(&prefix.to_ascii_lowercase()),
+        None => pattern.eq_ignore_ascii_case(action),
+    }
+}
+
+/// The KMS side of "the private key only where it signs", which no test can run (Secrets
+/// Manager, not our code, calls KMS; moto enforces neither key nor resource policies): read
+/// from template.yaml. The Secrets Manager side is `every_policy_grants_exactly_what_its_function_calls`.
+#[test]
+fn only_the_signing_functions_can_read_the_private_keys() {
+    let template = template();
+    let resources = &template["Resources"];
+    let (granted, _) = granted_by_template();
+    let mut readers: Vec<&str> =
+        granted.iter().filter(|(_, grants)| grants.iter().any(|(_, r)| r == "SigningKeySecret")).map(|(f, _)| f.as_str()).collect();
+    readers.sort();
+    assert_eq!(readers, ["exchange-token", "rotate-signing-key"], "only these are granted anything on the private keys");
+    assert_eq!(cold_start_of("exchange-token"), ColdStart::Signer);
+
+    // The roles of exactly those two functions.
+    let role_of = |function: &str| reference(&resources[function]["Properties"]["Role"]);
+    let signers = BTreeSet::from([role_of("ExchangeTokenFunction"), role_of("RotateSigningKeyFunction")]);
+    assert_eq!(signers, BTreeSet::from(["!GetAtt ExchangeTokenRole.Arn".to_owned(), "!GetAtt RotateSigningKeyRole.Arn".to_owned()]));
+    assert!(template["Globals"]["Function"]["Environment"]["Variables"].get("IAM_SIGNING_SECRET_ID").is_none());
+    for (logical, resource) in resources.as_mapping().unwrap() {
+        let names_private = resource["Properties"]["Environment"]["Variables"].get("IAM_SIGNING_SECRET_ID").is_some();
+        let signer = ["ExchangeTokenFunction", "RotateSigningKeyFunction"].contains(&logical.as_str().unwrap());
+        assert_eq!(names_private, signer, "{logical:?}: only the signers are told where the private keys are");
+    }
+
+    // The secret is encrypted under our key, and its resource policy refuses every other reader.
+    let secret = &resources["SigningKeySecret"]["Properties"];
+    assert_eq!(reference(&secret["KmsKeyId"]), "!Ref SigningKeyEncryptionKey");
+    let policy = &resources["SigningKeySecretPolicy"]["Properties"];
+    assert_eq!(reference(&policy["SecretId"]), "!Ref SigningKeySecret");
+    assert_eq!(policy["BlockPublicPolicy"].as_bool(), Some(true));
+    let deny = policy["ResourcePolicy"]["Statement"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|s| s["Effect"].as_str() == Some("Deny"))
+        .expect("a Deny statement");
+    assert_eq!(deny["Principal"].as_str(), Some("*"));
+    assert!(listed(&deny["Action"]).iter().any(|a| covers(a.as_str().unwrap(), "secretsmanager:GetSecretValue")));
+    let allowed: BTreeSet<String> = listed(&deny["Condition"]["StringNotEquals"]["aws:PrincipalArn"]).iter().map(reference).collect();
+    assert_eq!(allowed, signers, "everyone but the two signers is refused");
+
+    // The key's policy: every statement that lets anyone use the key names only the signers,
+    // through Secrets Manager; one statement keeps the key manageable without using it.
+    let key = &resources["SigningKeyEncryptionKey"]["Properties"];
+    let uses = [
+        "kms:Decrypt",
+        "kms:Encrypt",
+        "kms:GenerateDataKey",
+        "kms:GenerateDataKeyWithoutPlaintext",
+        "kms:ReEncryptFrom",
+        "kms:ReEncryptTo",
+    ];
+    let mut decrypters = BTreeSet::new();
+    let mut administered = false;
+    for statement in key["KeyPolicy"]["Statement"].as_sequence().unwrap() {
+        assert_eq!(statement["Effect"].as_str(), Some("Allow"));
+        let actions: Vec<String> = listed(&statement["Action"]).iter().map(|a| a.as_str().unwrap().to_owned()).collect();
+        let principals: BTreeSet<String> = listed(&statement["Principal"]["AWS"]).iter().map(reference).collect();
+        let grants_use = uses.iter().any(|u| actions.iter().any(|a| covers(a, u)));
+        if grants_use {
+            assert!(principals.is_subset(&signers), "a key use granted to {principals:?}: {actions:?}");
+            let via = reference(&statement["Condition"]["StringEquals"]["kms:ViaService"]);
+            assert!(via.contains("secretsmanager."), "only through Secrets Manager: {via}");
+            if actions.iter().any(|a| covers(a, "kms:Decrypt")) {
+                decrypters.extend(principals);
+            }
+        } else if actions.iter().any(|a| covers(a, "kms:PutKeyPolicy")) {
+            administered = true;
+        }
+    }
+    assert_eq!(decrypters, signers, "both signers, and nobody else, may decrypt");
+    assert!(administered, "a key-administrator statement keeps the key manageable");
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use iam_api::state::build_state;
-use iam_shared::keys::{KeySource, RotationStep, RotationTiming, SecretsManagerKeys, rotate};
+use iam_shared::keys::{KeySource, RotationStep, RotationTiming, SecretsManagerKeys, SigningSecrets, read_public_set, rotate};
 use iam_shared::store::EmbeddedStore;
 use iam_shared::token::{KeyError, SigningKeyDocument};
 use iam_tests::{AUDIENCE, ISSUER, RouterFetch, TestApp};
@@ -23,8 +23,7 @@ async fn rotation_with_zero_failed_verifications() {
     let secret = iam_testkit::create_signing_secret(&initial).await;
     let client = aws_sdk_secretsmanager::Client::new(&iam_testkit::sdk_config().await);
     // No activation delay, and a 100 ms key cache: the whole rotation plays out in seconds.
-    let source: Arc<dyn KeySource> =
-        Arc::new(SecretsManagerKeys::new(client.clone(), secret.clone()).with_activation_delay(Duration::ZERO));
+    let source: Arc<dyn KeySource> = Arc::new(SecretsManagerKeys::new(client.clone(), secret.clone()));
     let mut config = iam_tests::config();
     config.signing_key_ttl = Duration::from_millis(100);
     let state = build_state(&config, Arc::new(EmbeddedStore::in_memory().unwrap()), source).await.unwrap();
@@ -98,45 +97,57 @@ async fn a_new_key_waits_out_the_activation_delay_before_signing() {
     let secret = iam_testkit::create_signing_secret(&initial).await;
     let client = aws_sdk_secretsmanager::Client::new(&iam_testkit::sdk_config().await);
     let token = iam_testkit::version_token();
+    let timing = RotationTiming { activation_delay: Duration::from_secs(3600), retirement: Duration::ZERO };
     for step in [RotationStep::Create, RotationStep::Set, RotationStep::Test, RotationStep::Finish] {
-        rotate(&client, &secret, &token, step, RotationTiming::IMMEDIATE).await.unwrap();
+        rotate(&client, &secret, &token, step, timing).await.unwrap();
     }
-    let delayed = SecretsManagerKeys::new(client.clone(), secret.clone()).with_activation_delay(Duration::from_secs(3600));
-    let keys = delayed.load().await.unwrap();
-    assert_eq!(keys.current.kid, initial.kid, "the previous key keeps signing for now");
-    assert_eq!(keys.others.len(), 1, "the new key is published");
-    let immediate = SecretsManagerKeys::new(client, secret).with_activation_delay(Duration::ZERO).load().await.unwrap();
-    assert_ne!(immediate.current.kid, initial.kid);
+    let keys = SecretsManagerKeys::new(client.clone(), secret.clone()).load().await.unwrap();
+    assert_eq!(keys.signer.unwrap().kid(), initial.kid, "the previous key keeps signing for now");
+    assert_eq!(keys.published.len(), 2, "the new key is published");
+    let set = read_public_set(&client, &secret.public).await.unwrap().unwrap();
+    let new = set.keys.iter().find(|k| k.kid() != initial.kid).unwrap();
+    assert_eq!(new.activates_at - new.published_at, 3600, "active one activation delay after its publication");
+    let initial_entry = set.get(&initial.kid).unwrap();
+    assert!(initial_entry.activates_at <= new.published_at, "the initial key keeps its own entry");
 }
 
 #[tokio::test]
 async fn the_first_rotation_replaces_a_placeholder() {
     let client = aws_sdk_secretsmanager::Client::new(&iam_testkit::sdk_config().await);
-    let secret = iam_testkit::unique("placeholder");
-    client.create_secret().name(&secret).secret_string(r#"{"placeholder": true}"#).send().await.unwrap();
+    let secret = SigningSecrets { private: iam_testkit::unique("placeholder"), public: iam_testkit::unique("public-placeholder") };
+    client.create_secret().name(&secret.private).secret_string(r#"{"placeholder": true}"#).send().await.unwrap();
+    client.create_secret().name(&secret.public).secret_string(r#"{"keys": []}"#).send().await.unwrap();
     let token = iam_testkit::version_token();
+    // With the template's activation delay: the first key signs at once all the same, as no
+    // verifier can hold tokens from any other.
+    let timing = RotationTiming { activation_delay: iam_shared::keys::DEFAULT_ACTIVATION_DELAY, retirement: Duration::ZERO };
     for step in [RotationStep::Create, RotationStep::Set, RotationStep::Test, RotationStep::Finish] {
-        rotate(&client, &secret, &token, step, RotationTiming::IMMEDIATE).await.unwrap();
+        rotate(&client, &secret, &token, step, timing).await.unwrap();
     }
-    let keys = SecretsManagerKeys::new(client, secret).load().await.unwrap();
-    assert!(keys.others.is_empty(), "the placeholder is not published");
-    iam_shared::token::self_test(&keys.current).unwrap();
+    let keys = SecretsManagerKeys::new(client.clone(), secret.clone()).load().await.unwrap();
+    assert_eq!(keys.published.len(), 1, "the placeholder is not published");
+    let current = SecretsManagerKeys::new(client, secret).stage("AWSCURRENT").await.unwrap().unwrap();
+    assert_eq!(keys.signer.unwrap().kid(), current.kid);
+    iam_shared::token::self_test(&current).unwrap();
 }
 
 #[tokio::test]
 async fn the_rotation_function_handles_secrets_manager_events() {
     let client = aws_sdk_secretsmanager::Client::new(&iam_testkit::sdk_config().await);
     let secret = iam_testkit::unique("event");
+    let public = iam_testkit::unique("event-public");
     client.create_secret().name(&secret).secret_string("{}").send().await.unwrap();
     let token = iam_testkit::version_token();
     for step in ["createSecret", "setSecret", "testSecret", "finishSecret"] {
         let event: rotate_signing_key::RotationEvent =
             serde_json::from_value(json!({"Step": step, "SecretId": secret, "ClientRequestToken": token})).unwrap();
-        rotate_signing_key::handle(&client, event, RotationTiming::IMMEDIATE).await.unwrap();
+        rotate_signing_key::handle(&client, event, &public, RotationTiming::IMMEDIATE).await.unwrap();
     }
+    let set = read_public_set(&client, &public).await.unwrap().expect("the rotation published the key");
+    assert_eq!(set.keys.len(), 1);
     let bad: rotate_signing_key::RotationEvent =
         serde_json::from_value(json!({"Step": "dropSecret", "SecretId": secret, "ClientRequestToken": token})).unwrap();
-    assert!(rotate_signing_key::handle(&client, bad, RotationTiming::IMMEDIATE).await.is_err());
+    assert!(rotate_signing_key::handle(&client, bad, &public, RotationTiming::IMMEDIATE).await.is_err());
 }
 
 #[tokio::test]
@@ -152,8 +163,8 @@ async fn a_second_rotation_waits_until_the_previous_keys_tokens_are_gone() {
         rotate(&client, &secret, &first, step, timing).await.unwrap();
     }
     let published = || async {
-        let keys = SecretsManagerKeys::new(client.clone(), secret.clone()).with_activation_delay(Duration::ZERO).load().await.unwrap();
-        let mut kids: Vec<String> = keys.others.iter().map(|k| k.kid.clone()).chain([keys.current.kid]).collect();
+        let keys = SecretsManagerKeys::new(client.clone(), secret.clone()).load().await.unwrap();
+        let mut kids: Vec<String> = keys.published.iter().map(|k| k.kid.clone()).collect();
         kids.sort();
         kids
     };
@@ -165,7 +176,7 @@ async fn a_second_rotation_waits_until_the_previous_keys_tokens_are_gone() {
     let refused = rotate(&client, &secret, &second, RotationStep::Create, timing).await.unwrap_err();
     let KeyError::RotationTooSoon { retry_after_secs } = refused else { panic!("{refused}") };
     assert!((3500..=3600).contains(&retry_after_secs), "it says when a rotation may run: {retry_after_secs}");
-    let versions = client.describe_secret().secret_id(&secret).send().await.unwrap();
+    let versions = client.describe_secret().secret_id(&secret.private).send().await.unwrap();
     assert!(!versions.version_ids_to_stages().unwrap().contains_key(&second), "a refused rotation stages nothing");
     assert_eq!(published().await, before, "a refused rotation publishes and unpublishes nothing");
 
@@ -211,8 +222,7 @@ async fn watch_rotation_with_a_strict_verifier(activation_delay: Duration, cache
     let initial = SigningKeyDocument::generate().unwrap();
     let secret = iam_testkit::create_signing_secret(&initial).await;
     let client = aws_sdk_secretsmanager::Client::new(&iam_testkit::sdk_config().await);
-    let source: Arc<dyn KeySource> =
-        Arc::new(SecretsManagerKeys::new(client.clone(), secret.clone()).with_activation_delay(activation_delay));
+    let source: Arc<dyn KeySource> = Arc::new(SecretsManagerKeys::new(client.clone(), secret.clone()));
     let mut config = iam_tests::config();
     config.signing_key_ttl = Duration::from_millis(100);
     let state = build_state(&config, Arc::new(EmbeddedStore::in_memory().unwrap()), source).await.unwrap();
@@ -226,8 +236,9 @@ async fn watch_rotation_with_a_strict_verifier(activation_delay: Duration, cache
     verifier.verify(&app.downstream_token(&app.acme_key).await).await.expect("the verifier's JWKS holds the initial key");
 
     let token = iam_testkit::version_token();
+    let timing = RotationTiming { activation_delay, retirement: Duration::ZERO };
     for step in [RotationStep::Create, RotationStep::Set, RotationStep::Test, RotationStep::Finish] {
-        rotate(&client, &secret, &token, step, RotationTiming::IMMEDIATE).await.unwrap();
+        rotate(&client, &secret, &token, step, timing).await.unwrap();
     }
     let watch_until = std::time::Instant::now() + activation_delay + cache + Duration::from_millis(500);
     let (mut failed, mut new_key_signed) = (0, false);
