@@ -5,7 +5,8 @@ Usage: scripts/schemathesis.py IAM_LOCAL_BINARY [extra schemathesis arguments]
 Starts iam-local on a free port, exchanges its bootstrap key for a management token (scope:
 every iam permission), and runs every schemathesis check on every operation; exits with schemathesis'
 status. A 5xx, a status or header the spec does not document, or a body that does not match
-its schema fails the run.
+its schema fails the run. schemathesis-hooks/iam_hooks.py keeps it from revoking its own administrator's
+key (see there); the stand-in principal it redirects to is created here.
 """
 
 import json
@@ -15,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 EXAMPLES = os.environ.get("IAM_SCHEMATHESIS_EXAMPLES", "100")
@@ -24,6 +26,16 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def call(base, method, path, token, body=None):
+    request = urllib.request.Request(
+        f"{base}{path}",
+        method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    return json.load(urllib.request.urlopen(request, timeout=10))
 
 
 def main():
@@ -52,6 +64,17 @@ def main():
             headers={"Content-Type": "application/json"},
         )
         token = json.load(urllib.request.urlopen(request, timeout=10))["access_token"]
+        whoami = call(base, "GET", "/iam/whoami", token)
+        stand_in = call(base, "POST", "/iam/api-keys", token, {"displayName": "schemathesis stand-in"})
+        call(base, "POST", f"/iam/api-keys/{stand_in['id']}/credentials", token, {"name": "stand-in"})
+        hooks_env = dict(
+            os.environ,
+            # Its own directory: this script's name would shadow the schemathesis package.
+            SCHEMATHESIS_HOOKS="iam_hooks",
+            PYTHONPATH=os.path.join(os.path.dirname(os.path.abspath(__file__)), "schemathesis-hooks"),
+            IAM_SCHEMATHESIS_GUARDED_PRINCIPAL=whoami["sub"],
+            IAM_SCHEMATHESIS_STAND_IN_PRINCIPAL=stand_in["id"],
+        )
         command = [
             os.path.join(os.path.dirname(sys.executable), "schemathesis"),
             "--config-file",
@@ -76,7 +99,14 @@ def main():
             "examples,fuzzing,stateful",
             *extra,
         ]
-        sys.exit(subprocess.call(command))
+        status = subprocess.call(command, env=hooks_env)
+        # Had it locked its own administrator out, everything after that point was fuzzing a
+        # 401 and proved nothing: the run fails.
+        try:
+            call(base, "GET", "/iam/whoami", token)
+        except urllib.error.HTTPError as e:
+            sys.exit(f"schemathesis' administrator token stopped working during the run ({e.code}): the hooks failed")
+        sys.exit(status)
     finally:
         server.terminate()
         server.wait(timeout=10)
