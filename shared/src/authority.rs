@@ -88,6 +88,70 @@ pub struct AdminWitness {
     pub roles: Vec<RoleId>,
 }
 
+/// A principal whose standing an authority decision read, at the version read. A principal's
+/// version advances with every change to it and to its role assignments, so "still at this
+/// version" means "still holds what the decision saw".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecidedOn {
+    pub org_id: OrgId,
+    pub principal_id: PrincipalId,
+    pub version: u64,
+}
+
+/// What a management write must find unchanged when it commits, checked in its own atomic
+/// step: the principals its authority was decided on (the caller and the target), so that
+/// authority is judged at the moment of the change, and, when it could take a usable
+/// administrator out, a witness that one remains.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Guard {
+    pub decided_on: Vec<DecidedOn>,
+    pub witness: Option<AdminWitness>,
+}
+
+impl Guard {
+    /// Nothing to check: bootstrap, and tests of the store alone.
+    pub const NONE: Guard = Guard { decided_on: Vec::new(), witness: None };
+
+    pub fn decided_on(principals: impl IntoIterator<Item = DecidedOn>) -> Self {
+        Self { decided_on: principals.into_iter().collect(), witness: None }
+    }
+
+    pub fn with_witness(self, witness: Option<AdminWitness>) -> Self {
+        Self { witness, ..self }
+    }
+
+    /// The version `principal` must still be at, if the guard names it. `Err` when the guard
+    /// names it at two versions (the caller's and the target's reads of one principal straddled
+    /// a change): it cannot hold, so the write must not be tried.
+    pub fn version_of(&self, principal: &PrincipalId) -> Result<Option<u64>, GuardBroken> {
+        let witness = self.witness.iter().filter(|w| w.principal_id == *principal).map(|w| w.principal_version);
+        let mut versions = self.decided_on.iter().filter(|d| d.principal_id == *principal).map(|d| d.version).chain(witness);
+        let first = versions.next();
+        match first {
+            Some(v) if versions.any(|other| other != v) => Err(GuardBroken),
+            _ => Ok(first),
+        }
+    }
+
+    /// Each decided-on principal once, at its one version, except those in `skip` (whose
+    /// condition the write carries itself); `Err` as for [`Guard::version_of`].
+    pub fn principals_to_check(&self, skip: &[&PrincipalId]) -> Result<Vec<DecidedOn>, GuardBroken> {
+        let mut out: Vec<DecidedOn> = Vec::new();
+        for d in &self.decided_on {
+            self.version_of(&d.principal_id)?;
+            if skip.contains(&&d.principal_id) || out.iter().any(|o| o.principal_id == d.principal_id) {
+                continue;
+            }
+            out.push(d.clone());
+        }
+        Ok(out)
+    }
+}
+
+/// A guard that names one principal at two versions: it can never hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuardBroken;
+
 /// A principal as read for a decision: its record, its roles (those still available to its
 /// organisation and supporting its type) and its credentials.
 #[derive(Debug, Clone)]

@@ -58,6 +58,10 @@ impl From<StoreError> for DomainError {
             StoreError::Limit(msg) => DomainError::Conflict(msg),
             // Only reached when retries ran out: every witness found was removed concurrently.
             StoreError::WitnessGone => DomainError::LastAdministrator(crate::authority::LastAdministrator),
+            // A principal the decision read (the caller or the target) changed before the write.
+            StoreError::AuthorityChanged => DomainError::conflict(
+                "the roles or status of the caller or the target changed while this change was decided; read again and retry",
+            ),
             StoreError::IdempotencyKeyTaken => {
                 DomainError::conflict("a concurrent request with this Idempotency-Key is in progress; retry")
             }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 
-use crate::authority::{self, AdminWitness, Authority, AuthorityRule, LastAdministrator, Standing};
+use crate::authority::{self, AdminWitness, Authority, AuthorityRule, DecidedOn, Guard, LastAdministrator, Standing};
 use crate::error::DomainError;
 use crate::hashing::{self, HashError, SecretHasher};
 use crate::idempotency::{IdempotencyClaim, IdempotencyKey, IdempotentOutcome, key_reused};
@@ -61,12 +61,27 @@ impl Caller {
         self.principal_id == *id
     }
 
+    /// The caller as its authority was read (at authentication): a write it decides commits
+    /// only while the caller is still at this version (see [`Guard`]).
+    fn as_decided_on(&self) -> DecidedOn {
+        decided_on(&self.principal)
+    }
+
+    /// What a write on `target` must find unchanged: the caller, and the target as read.
+    fn guard_for_write_on(&self, target: &Principal) -> Guard {
+        Guard::decided_on([self.as_decided_on(), decided_on(target)])
+    }
+
     /// The caller as a usable administrator, if it is one: it authenticated just now with an
     /// Active credential, so its principal and that credential are usable.
     fn as_witness(&self) -> Option<AdminWitness> {
         Standing { principal: self.principal.clone(), roles: self.roles.clone(), credentials: Vec::new() }
             .usable_administrator_with(&self.key_id, model::now())
     }
+}
+
+fn decided_on(p: &Principal) -> DecidedOn {
+    DecidedOn { org_id: p.org_id.clone(), principal_id: p.id.clone(), version: p.version }
 }
 
 /// Guarded writes retry this many times when their witness was removed concurrently, each time
@@ -375,7 +390,8 @@ impl Iam {
                     true => None,
                     false => self.witness_for(caller, &before, &before.with_principal(next.clone())).await?,
                 };
-                match self.store.update_principal(&next, current.version, witness.as_ref()).await {
+                let guard = caller.guard_for_write_on(current).with_witness(witness);
+                match self.store.update_principal(&next, current.version, &guard).await {
                     Ok(()) => return Ok(next),
                     Err(StoreError::WitnessGone) if attempt < WITNESS_ATTEMPTS => continue,
                     Err(StoreError::Conflict(_)) if if_match.is_some() => return Err(stale()),
@@ -423,7 +439,8 @@ impl Iam {
             let credential = Credential::new(&principal, key.key_id().clone(), name, expires_at, hash, caller.actor(), now)?
                 .with_secret_check(hashing::secret_check(key.secret()));
             let record = claim.as_ref().map(|c| c.record(IdempotentOutcome::Credential { key_id: credential.key_id.clone() }, now));
-            match self.store.insert_credential(&credential, now, record.as_ref()).await {
+            let guard = caller.guard_for_write_on(&principal);
+            match self.store.insert_credential(&credential, now, record.as_ref(), &guard).await {
                 Ok(()) => Ok((credential, key)),
                 Err(StoreError::IdempotencyKeyTaken) => Err(already_issued(self.outcome_of_winner(claim.as_ref()).await?)),
                 Err(e) => Err(e.into()),
@@ -455,7 +472,8 @@ impl Iam {
                 let before = self.standing_of(caller, id).await?;
                 caller.authority().may_act_on(&before.permissions())?;
                 let witness = self.witness_for(caller, &before, &before.without_credential(key_id)).await?;
-                match self.store.revoke_credential(&caller.org_id, id, key_id, &caller.actor(), model::now(), witness.as_ref()).await {
+                let guard = caller.guard_for_write_on(&before.principal).with_witness(witness);
+                match self.store.revoke_credential(&caller.org_id, id, key_id, &caller.actor(), model::now(), &guard).await {
                     Err(StoreError::WitnessGone) if attempt < WITNESS_ATTEMPTS => continue,
                     done => return Ok(done?),
                 }
@@ -508,7 +526,8 @@ impl Iam {
                 now,
             )?;
             let record = claim.as_ref().map(|c| c.record(IdempotentOutcome::Role { role: role.clone() }, now));
-            match self.store.create_role(&role, record.as_ref()).await {
+            let guard = Guard::decided_on([caller.as_decided_on()]);
+            match self.store.create_role(&role, record.as_ref(), &guard).await {
                 Ok(()) => Ok(Created::new(role)),
                 Err(StoreError::IdempotencyKeyTaken) => replayed(self.outcome_of_winner(claim.as_ref()).await?),
                 Err(e) => Err(e.into()),
@@ -559,7 +578,7 @@ impl Iam {
                 assigned_at: model::now(),
                 assigned_by: caller.actor(),
             };
-            Ok(self.store.assign_role(&assignment).await?)
+            Ok(self.store.assign_role(&assignment, &caller.guard_for_write_on(&target.principal)).await?)
         }
         .await;
         audited("role_assignment.assign", caller, &format!("{id}/{role_id}"), result)
@@ -572,7 +591,8 @@ impl Iam {
                 let before = self.standing_of(caller, id).await?;
                 caller.authority().may_act_on(&before.permissions())?;
                 let witness = self.witness_for(caller, &before, &before.without_role(role_id)).await?;
-                match self.store.unassign_role(&caller.org_id, id, role_id, witness.as_ref()).await {
+                let guard = caller.guard_for_write_on(&before.principal).with_witness(witness);
+                match self.store.unassign_role(&caller.org_id, id, role_id, &guard).await {
                     Ok(true) => return Ok(()),
                     Ok(false) => return Err(DomainError::NotFound("role assignment")),
                     Err(StoreError::WitnessGone) if attempt < WITNESS_ATTEMPTS => continue,

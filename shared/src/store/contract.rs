@@ -6,7 +6,7 @@ use std::sync::Arc;
 use chrono::Duration;
 
 use super::{Store, StoreError};
-use crate::authority::AdminWitness;
+use crate::authority::{AdminWitness, DecidedOn, Guard};
 use crate::idempotency::{IDEMPOTENCY_TTL, IdempotencyClaim, IdempotencyKey, IdempotencyRecord, IdempotentOutcome};
 use crate::ids::{KeyId, OrgId, Permission, PrincipalId, RoleId};
 use crate::model::{
@@ -26,6 +26,7 @@ macro_rules! store_contract_tests {
             record_use_keeps_status, roles_are_scoped_and_unique, assignments_are_idempotent_and_scoped,
             assignment_limit_and_revoked_principal, bootstrap_happens_once, principal_cap_is_enforced_per_org,
             guarded_writes_commit_only_while_their_witness_is_usable, secret_check_is_stored_and_gained_on_first_use,
+            writes_commit_only_while_the_principals_decided_on_are_unchanged,
             idempotency_records_are_written_with_the_object, idempotency_slot_is_taken_once_until_expiry);
     };
     (@cases $make:expr; $($case:ident),*) => {
@@ -68,7 +69,7 @@ fn assignment(p: &Principal, role: &str) -> RoleAssignment {
 async fn revoke_principal<S: Store + ?Sized>(store: &S, p: &Principal) -> Principal {
     let change = PrincipalChange { status: Some(PrincipalStatus::Revoked), ..Default::default() };
     let revoked = p.apply(&change, now()).unwrap().unwrap();
-    store.update_principal(&revoked, p.version, None).await.unwrap();
+    store.update_principal(&revoked, p.version, &Guard::NONE).await.unwrap();
     revoked
 }
 
@@ -124,36 +125,36 @@ pub async fn principal_update_is_versioned<S: Store + ?Sized>(store: Arc<S>) {
     store.create_principal(&p, MAX, None).await.unwrap();
     let change = PrincipalChange { display_name: Some("renamed".into()), ..Default::default() };
     let next = p.apply(&change, now()).unwrap().unwrap();
-    store.update_principal(&next, p.version, None).await.unwrap();
+    store.update_principal(&next, p.version, &Guard::NONE).await.unwrap();
     assert_eq!(store.get_principal(&p.org_id, &p.id).await.unwrap().unwrap().display_name, "renamed");
-    assert!(matches!(store.update_principal(&next, p.version, None).await, Err(StoreError::Conflict(_))), "stale version");
+    assert!(matches!(store.update_principal(&next, p.version, &Guard::NONE).await, Err(StoreError::Conflict(_))), "stale version");
     let ghost = principal("acme");
-    assert!(matches!(store.update_principal(&ghost, 1, None).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(store.update_principal(&ghost, 1, &Guard::NONE).await, Err(StoreError::NotFound(_))));
 }
 
 pub async fn credential_insert_and_read<S: Store + ?Sized>(store: Arc<S>) {
     let p = principal("acme");
     store.create_principal(&p, MAX, None).await.unwrap();
     let c = credential(&p);
-    store.insert_credential(&c, now(), None).await.unwrap();
+    store.insert_credential(&c, now(), None, &Guard::NONE).await.unwrap();
     assert_eq!(store.get_credential(&c.key_id).await.unwrap(), Some(c.clone()));
     assert_eq!(store.list_credentials(&p.org_id, &p.id).await.unwrap(), vec![c.clone()], "read-your-writes");
     assert!(store.list_credentials(&org("other"), &p.id).await.unwrap().is_empty());
-    assert!(matches!(store.insert_credential(&c, now(), None).await, Err(StoreError::Conflict(_))), "duplicate key id");
+    assert!(matches!(store.insert_credential(&c, now(), None, &Guard::NONE).await, Err(StoreError::Conflict(_))), "duplicate key id");
     assert_eq!(store.get_credential(&KeyId::generate()).await.unwrap(), None);
 }
 
 pub async fn credential_insert_checks_principal<S: Store + ?Sized>(store: Arc<S>) {
     let ghost = principal("acme");
-    assert!(matches!(store.insert_credential(&credential(&ghost), now(), None).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(store.insert_credential(&credential(&ghost), now(), None, &Guard::NONE).await, Err(StoreError::NotFound(_))));
     let p = principal("acme");
     store.create_principal(&p, MAX, None).await.unwrap();
     let mut foreign = credential(&p);
     foreign.org_id = org("other");
-    assert!(matches!(store.insert_credential(&foreign, now(), None).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(store.insert_credential(&foreign, now(), None, &Guard::NONE).await, Err(StoreError::NotFound(_))));
     let c = credential(&p);
     revoke_principal(&*store, &p).await;
-    assert!(matches!(store.insert_credential(&c, now(), None).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(store.insert_credential(&c, now(), None, &Guard::NONE).await, Err(StoreError::Conflict(_))));
     assert_eq!(store.get_credential(&c.key_id).await.unwrap(), None, "nothing written");
 }
 
@@ -163,21 +164,21 @@ pub async fn credential_limit_is_enforced<S: Store + ?Sized>(store: Arc<S>) {
     let mut issued = Vec::new();
     for _ in 0..MAX_ACTIVE_CREDENTIALS {
         let c = credential(&p);
-        store.insert_credential(&c, now(), None).await.unwrap();
+        store.insert_credential(&c, now(), None, &Guard::NONE).await.unwrap();
         issued.push(c);
     }
     let extra = credential(&p);
-    assert!(matches!(store.insert_credential(&extra, now(), None).await, Err(StoreError::Limit(_))));
-    store.revoke_credential(&p.org_id, &p.id, &issued[0].key_id, &actor(), now(), None).await.unwrap();
-    store.insert_credential(&extra, now(), None).await.unwrap();
+    assert!(matches!(store.insert_credential(&extra, now(), None, &Guard::NONE).await, Err(StoreError::Limit(_))));
+    store.revoke_credential(&p.org_id, &p.id, &issued[0].key_id, &actor(), now(), &Guard::NONE).await.unwrap();
+    store.insert_credential(&extra, now(), None, &Guard::NONE).await.unwrap();
     // An expired credential no longer counts: look from a time after every expiry.
     let mut expiring = credential(&p);
     expiring.expires_at = Some(now() + Duration::seconds(60));
-    assert!(matches!(store.insert_credential(&expiring, now(), None).await, Err(StoreError::Limit(_))));
+    assert!(matches!(store.insert_credential(&expiring, now(), None, &Guard::NONE).await, Err(StoreError::Limit(_))));
     let later = now() + Duration::days(1);
-    store.revoke_credential(&p.org_id, &p.id, &issued[1].key_id, &actor(), now(), None).await.unwrap();
-    store.insert_credential(&expiring, now(), None).await.unwrap();
-    store.insert_credential(&credential(&p), later, None).await.unwrap();
+    store.revoke_credential(&p.org_id, &p.id, &issued[1].key_id, &actor(), now(), &Guard::NONE).await.unwrap();
+    store.insert_credential(&expiring, now(), None, &Guard::NONE).await.unwrap();
+    store.insert_credential(&credential(&p), later, None, &Guard::NONE).await.unwrap();
 }
 
 pub async fn credential_limit_holds_under_concurrency<S: Store + ?Sized>(store: Arc<S>) {
@@ -187,7 +188,7 @@ pub async fn credential_limit_holds_under_concurrency<S: Store + ?Sized>(store: 
     for _ in 0..(MAX_ACTIVE_CREDENTIALS * 2) {
         let store = store.clone();
         let c = credential(&p);
-        tasks.push(tokio::spawn(async move { store.insert_credential(&c, now(), None).await }));
+        tasks.push(tokio::spawn(async move { store.insert_credential(&c, now(), None, &Guard::NONE).await }));
     }
     let mut ok = 0;
     for t in tasks {
@@ -206,18 +207,23 @@ pub async fn revoke_is_idempotent_and_scoped<S: Store + ?Sized>(store: Arc<S>) {
     store.create_principal(&p, MAX, None).await.unwrap();
     let c = credential(&p);
     let sibling = credential(&p);
-    store.insert_credential(&c, now(), None).await.unwrap();
-    store.insert_credential(&sibling, now(), None).await.unwrap();
-    assert!(matches!(store.revoke_credential(&org("other"), &p.id, &c.key_id, &actor(), now(), None).await, Err(StoreError::NotFound(_))));
+    store.insert_credential(&c, now(), None, &Guard::NONE).await.unwrap();
+    store.insert_credential(&sibling, now(), None, &Guard::NONE).await.unwrap();
     assert!(matches!(
-        store.revoke_credential(&p.org_id, &PrincipalId::generate(), &c.key_id, &actor(), now(), None).await,
+        store.revoke_credential(&org("other"), &p.id, &c.key_id, &actor(), now(), &Guard::NONE).await,
         Err(StoreError::NotFound(_))
     ));
-    let first = store.revoke_credential(&p.org_id, &p.id, &c.key_id, &actor(), now(), None).await.unwrap();
+    assert!(matches!(
+        store.revoke_credential(&p.org_id, &PrincipalId::generate(), &c.key_id, &actor(), now(), &Guard::NONE).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let first = store.revoke_credential(&p.org_id, &p.id, &c.key_id, &actor(), now(), &Guard::NONE).await.unwrap();
     assert_eq!(first.status, CredentialStatus::Revoked);
     assert!(first.revoked_at.is_some());
-    let again =
-        store.revoke_credential(&p.org_id, &p.id, &c.key_id, &Actor::system("later"), now() + Duration::seconds(5), None).await.unwrap();
+    let again = store
+        .revoke_credential(&p.org_id, &p.id, &c.key_id, &Actor::system("later"), now() + Duration::seconds(5), &Guard::NONE)
+        .await
+        .unwrap();
     assert_eq!(again, first, "the first revocation is kept");
     assert_eq!(store.get_credential(&c.key_id).await.unwrap().unwrap().status, CredentialStatus::Revoked);
     assert_eq!(store.get_credential(&sibling.key_id).await.unwrap().unwrap().status, CredentialStatus::Active, "siblings untouched");
@@ -226,9 +232,9 @@ pub async fn revoke_is_idempotent_and_scoped<S: Store + ?Sized>(store: Arc<S>) {
     // An exchange that committed first but read the clock after the revoke did: the record
     // still reads use, then revocation.
     let used = credential(&p);
-    store.insert_credential(&used, now(), None).await.unwrap();
+    store.insert_credential(&used, now(), None, &Guard::NONE).await.unwrap();
     assert!(store.record_credential_use(&used, now() + Duration::seconds(30), None).await.unwrap());
-    let revoked = store.revoke_credential(&p.org_id, &p.id, &used.key_id, &actor(), now(), None).await.unwrap();
+    let revoked = store.revoke_credential(&p.org_id, &p.id, &used.key_id, &actor(), now(), &Guard::NONE).await.unwrap();
     let (used_at, revoked_at) = (revoked.last_used_at.unwrap(), revoked.revoked_at.unwrap());
     assert!(revoked_at >= used_at, "revoked at {revoked_at}, last used at {used_at}");
     assert_eq!(store.get_credential(&used.key_id).await.unwrap().unwrap().revoked_at, Some(revoked_at));
@@ -239,13 +245,13 @@ pub async fn revoke_wins_over_concurrent_reads<S: Store + ?Sized>(store: Arc<S>)
     store.create_principal(&p, MAX, None).await.unwrap();
     for _ in 0..20 {
         let c = credential(&p);
-        store.insert_credential(&c, now(), None).await.unwrap();
+        store.insert_credential(&c, now(), None, &Guard::NONE).await.unwrap();
         let reader = {
             let store = store.clone();
             let key = c.key_id.clone();
             tokio::spawn(async move { store.get_credential(&key).await })
         };
-        store.revoke_credential(&p.org_id, &p.id, &c.key_id, &actor(), now(), None).await.unwrap();
+        store.revoke_credential(&p.org_id, &p.id, &c.key_id, &actor(), now(), &Guard::NONE).await.unwrap();
         // Once revoke has returned, every read sees it.
         assert_eq!(store.get_credential(&c.key_id).await.unwrap().unwrap().status, CredentialStatus::Revoked);
         reader.await.unwrap().unwrap();
@@ -256,17 +262,17 @@ pub async fn record_use_keeps_status<S: Store + ?Sized>(store: Arc<S>) {
     let p = principal("acme");
     store.create_principal(&p, MAX, None).await.unwrap();
     let c = credential(&p);
-    store.insert_credential(&c, now(), None).await.unwrap();
+    store.insert_credential(&c, now(), None, &Guard::NONE).await.unwrap();
     let at = now();
     assert!(store.record_credential_use(&c, at, None).await.unwrap());
     assert_eq!(store.get_credential(&c.key_id).await.unwrap().unwrap().last_used_at, Some(at));
-    store.revoke_credential(&p.org_id, &p.id, &c.key_id, &actor(), now(), None).await.unwrap();
+    store.revoke_credential(&p.org_id, &p.id, &c.key_id, &actor(), now(), &Guard::NONE).await.unwrap();
     assert!(!store.record_credential_use(&c, at, None).await.unwrap(), "a revoked credential is not used");
     assert_eq!(store.get_credential(&c.key_id).await.unwrap().unwrap().status, CredentialStatus::Revoked);
     let c2 = credential(&p);
-    store.insert_credential(&c2, now(), None).await.unwrap();
+    store.insert_credential(&c2, now(), None, &Guard::NONE).await.unwrap();
     let suspended = p.apply(&PrincipalChange { status: Some(PrincipalStatus::Suspended), ..Default::default() }, now()).unwrap().unwrap();
-    store.update_principal(&suspended, p.version, None).await.unwrap();
+    store.update_principal(&suspended, p.version, &Guard::NONE).await.unwrap();
     assert!(!store.record_credential_use(&c2, at, None).await.unwrap(), "nor one of a suspended principal");
     assert_eq!(store.get_credential(&c2.key_id).await.unwrap().unwrap().last_used_at, None, "nothing written");
     assert!(!store.record_credential_use(&credential(&p), at, None).await.unwrap(), "nor a missing one");
@@ -287,11 +293,11 @@ fn role(org_name: &str, name: &str) -> Role {
 
 pub async fn roles_are_scoped_and_unique<S: Store + ?Sized>(store: Arc<S>) {
     let r = role("acme", "deployer");
-    store.create_role(&r, None).await.unwrap();
+    store.create_role(&r, None, &Guard::NONE).await.unwrap();
     assert_eq!(store.get_org_role(&org("acme"), &r.id).await.unwrap(), Some(r.clone()));
     assert_eq!(store.get_org_role(&org("other"), &r.id).await.unwrap(), None);
-    assert!(matches!(store.create_role(&role("acme", "deployer"), None).await, Err(StoreError::Conflict(_))));
-    store.create_role(&role("other", "deployer"), None).await.unwrap();
+    assert!(matches!(store.create_role(&role("acme", "deployer"), None, &Guard::NONE).await, Err(StoreError::Conflict(_))));
+    store.create_role(&role("other", "deployer"), None, &Guard::NONE).await.unwrap();
     assert_eq!(store.list_org_roles(&org("acme")).await.unwrap(), vec![r]);
 }
 
@@ -299,37 +305,37 @@ pub async fn assignments_are_idempotent_and_scoped<S: Store + ?Sized>(store: Arc
     let p = principal("acme");
     store.create_principal(&p, MAX, None).await.unwrap();
     let a = assignment(&p, "iam-viewer");
-    let (stored, created) = store.assign_role(&a).await.unwrap();
+    let (stored, created) = store.assign_role(&a, &Guard::NONE).await.unwrap();
     assert!(created);
     assert_eq!(stored, a);
     let mut later = a.clone();
     later.assigned_at = now() + Duration::seconds(10);
-    let (again, created) = store.assign_role(&later).await.unwrap();
+    let (again, created) = store.assign_role(&later, &Guard::NONE).await.unwrap();
     assert!(!created);
     assert_eq!(again, a, "the first assignment is kept");
     assert_eq!(store.list_role_assignments(&p.org_id, &p.id).await.unwrap(), vec![a.clone()]);
     assert!(store.list_role_assignments(&org("other"), &p.id).await.unwrap().is_empty());
-    assert!(!store.unassign_role(&org("other"), &p.id, &a.role_id, None).await.unwrap());
-    assert!(store.unassign_role(&p.org_id, &p.id, &a.role_id, None).await.unwrap());
-    assert!(!store.unassign_role(&p.org_id, &p.id, &a.role_id, None).await.unwrap());
+    assert!(!store.unassign_role(&org("other"), &p.id, &a.role_id, &Guard::NONE).await.unwrap());
+    assert!(store.unassign_role(&p.org_id, &p.id, &a.role_id, &Guard::NONE).await.unwrap());
+    assert!(!store.unassign_role(&p.org_id, &p.id, &a.role_id, &Guard::NONE).await.unwrap());
     assert!(store.list_role_assignments(&p.org_id, &p.id).await.unwrap().is_empty());
     let ghost = principal("acme");
-    assert!(matches!(store.assign_role(&assignment(&ghost, "iam-viewer")).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(store.assign_role(&assignment(&ghost, "iam-viewer"), &Guard::NONE).await, Err(StoreError::NotFound(_))));
 }
 
 pub async fn assignment_limit_and_revoked_principal<S: Store + ?Sized>(store: Arc<S>) {
     let p = principal("acme");
     store.create_principal(&p, MAX, None).await.unwrap();
     for i in 0..MAX_ROLES_PER_PRINCIPAL {
-        store.assign_role(&assignment(&p, &format!("role-{i}"))).await.unwrap();
+        store.assign_role(&assignment(&p, &format!("role-{i}")), &Guard::NONE).await.unwrap();
     }
-    assert!(matches!(store.assign_role(&assignment(&p, "one-too-many")).await, Err(StoreError::Limit(_))));
-    let (_, created) = store.assign_role(&assignment(&p, "role-0")).await.unwrap();
+    assert!(matches!(store.assign_role(&assignment(&p, "one-too-many"), &Guard::NONE).await, Err(StoreError::Limit(_))));
+    let (_, created) = store.assign_role(&assignment(&p, "role-0"), &Guard::NONE).await.unwrap();
     assert!(!created, "re-assigning at the limit is still idempotent");
     let q = principal("acme");
     store.create_principal(&q, MAX, None).await.unwrap();
     revoke_principal(&*store, &q).await;
-    assert!(matches!(store.assign_role(&assignment(&q, "iam-viewer")).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(store.assign_role(&assignment(&q, "iam-viewer"), &Guard::NONE).await, Err(StoreError::Conflict(_))));
 }
 
 pub async fn bootstrap_happens_once<S: Store + ?Sized>(store: Arc<S>) {
@@ -387,45 +393,131 @@ pub async fn guarded_writes_commit_only_while_their_witness_is_usable<S: Store +
     let target = principal("guarded");
     store.create_principal(&target, MAX, None).await.unwrap();
     let t_key = credential(&target);
-    store.insert_credential(&t_key, now(), None).await.unwrap();
-    store.assign_role(&assignment(&target, "iam-viewer")).await.unwrap();
+    store.insert_credential(&t_key, now(), None, &Guard::NONE).await.unwrap();
+    store.assign_role(&assignment(&target, "iam-viewer"), &Guard::NONE).await.unwrap();
 
     // A usable witness lets each kind of guarded write through.
-    store.revoke_credential(&target.org_id, &target.id, &t_key.key_id, &actor(), now(), Some(&a_witness)).await.unwrap();
-    assert!(store.unassign_role(&target.org_id, &target.id, &RoleId::parse("iam-viewer").unwrap(), Some(&a_witness)).await.unwrap());
+    store
+        .revoke_credential(&target.org_id, &target.id, &t_key.key_id, &actor(), now(), &Guard::NONE.with_witness(Some(a_witness.clone())))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .unassign_role(
+                &target.org_id,
+                &target.id,
+                &RoleId::parse("iam-viewer").unwrap(),
+                &Guard::NONE.with_witness(Some(a_witness.clone()))
+            )
+            .await
+            .unwrap()
+    );
+    // The role changes above advanced the target's version: read it again.
+    let target = store.get_principal(&target.org_id, &target.id).await.unwrap().unwrap();
     let suspended =
         target.apply(&PrincipalChange { status: Some(PrincipalStatus::Suspended), ..Default::default() }, now()).unwrap().unwrap();
-    store.update_principal(&suspended, target.version, Some(&a_witness)).await.unwrap();
+    store.update_principal(&suspended, target.version, &Guard::NONE.with_witness(Some(a_witness.clone()))).await.unwrap();
 
     // B revokes A's only key with B as witness; then A's revocation of B's key, witnessed by
     // A, must fail and write nothing.
-    store.revoke_credential(&a.org_id, &a.id, &a_key.key_id, &actor(), now(), Some(&b_witness)).await.unwrap();
-    let refused = store.revoke_credential(&b.org_id, &b.id, &b_key.key_id, &actor(), now(), Some(&a_witness)).await;
+    store
+        .revoke_credential(&a.org_id, &a.id, &a_key.key_id, &actor(), now(), &Guard::NONE.with_witness(Some(b_witness.clone())))
+        .await
+        .unwrap();
+    let refused =
+        store.revoke_credential(&b.org_id, &b.id, &b_key.key_id, &actor(), now(), &Guard::NONE.with_witness(Some(a_witness.clone()))).await;
     assert!(matches!(refused, Err(StoreError::WitnessGone)), "{refused:?}");
     assert_eq!(store.get_credential(&b_key.key_id).await.unwrap().unwrap().status, CredentialStatus::Active, "nothing written");
 
     // A witness whose role was unassigned, or whose principal changed, no longer serves.
     let (c, _, c_witness) = admin(&*store, "guarded").await;
-    assert!(store.unassign_role(&c.org_id, &c.id, &RoleId::parse("iam-admin").unwrap(), Some(&b_witness)).await.unwrap());
-    let refused = store.unassign_role(&b.org_id, &b.id, &RoleId::parse("iam-admin").unwrap(), Some(&c_witness)).await;
+    assert!(
+        store
+            .unassign_role(&c.org_id, &c.id, &RoleId::parse("iam-admin").unwrap(), &Guard::NONE.with_witness(Some(b_witness.clone())))
+            .await
+            .unwrap()
+    );
+    let refused = store
+        .unassign_role(&b.org_id, &b.id, &RoleId::parse("iam-admin").unwrap(), &Guard::NONE.with_witness(Some(c_witness.clone())))
+        .await;
     assert!(matches!(refused, Err(StoreError::WitnessGone)), "{refused:?}");
     let (d, _, d_witness) = admin(&*store, "guarded").await;
     let renamed = d.apply(&PrincipalChange { display_name: Some("renamed".into()), ..Default::default() }, now()).unwrap().unwrap();
-    store.update_principal(&renamed, d.version, None).await.unwrap();
+    store.update_principal(&renamed, d.version, &Guard::NONE).await.unwrap();
     let b_suspended = b.apply(&PrincipalChange { status: Some(PrincipalStatus::Suspended), ..Default::default() }, now()).unwrap().unwrap();
-    let refused = store.update_principal(&b_suspended, b.version, Some(&d_witness)).await;
+    let refused = store.update_principal(&b_suspended, b.version, &Guard::NONE.with_witness(Some(d_witness.clone()))).await;
     assert!(matches!(refused, Err(StoreError::WitnessGone)), "{refused:?}");
     assert_eq!(store.get_principal(&b.org_id, &b.id).await.unwrap().unwrap().status, PrincipalStatus::Active, "nothing written");
+}
+
+/// Authority is judged at the moment of the change: a write commits only while the caller and
+/// the target are still at the versions its decision read, and a role change advances them.
+pub async fn writes_commit_only_while_the_principals_decided_on_are_unchanged<S: Store + ?Sized>(store: Arc<S>) {
+    let decided = |p: &Principal| DecidedOn { org_id: p.org_id.clone(), principal_id: p.id.clone(), version: p.version };
+    let read = |p: &Principal| {
+        let (store, org_id, id) = (store.clone(), p.org_id.clone(), p.id.clone());
+        async move { store.get_principal(&org_id, &id).await.unwrap().unwrap() }
+    };
+    let (caller, _, _) = admin(&*store, "decided").await;
+    let target = principal("decided");
+    store.create_principal(&target, MAX, None).await.unwrap();
+    let viewer = RoleId::parse("iam-viewer").unwrap();
+
+    // Assigning a role advances the version; assigning it again changes nothing.
+    let (_, created) = store.assign_role(&assignment(&target, "iam-viewer"), &Guard::NONE).await.unwrap();
+    assert!(created);
+    let assigned = read(&target).await;
+    assert_eq!(assigned.version, target.version + 1, "a new role is a new version");
+    store.assign_role(&assignment(&target, "iam-viewer"), &Guard::NONE).await.unwrap();
+    assert_eq!(read(&target).await.version, assigned.version, "an assignment that exists changes nothing");
+
+    // Every guarded write decided on the target as it was before: refused, nothing written.
+    let stale = Guard::decided_on([decided(&caller), decided(&target)]);
+    let current = Guard::decided_on([decided(&caller), decided(&assigned)]);
+    let c = credential(&target);
+    assert!(matches!(store.insert_credential(&c, now(), None, &stale).await, Err(StoreError::AuthorityChanged)));
+    assert!(store.get_credential(&c.key_id).await.unwrap().is_none(), "nothing written");
+    store.insert_credential(&c, now(), None, &current).await.unwrap();
+    let refused = store.revoke_credential(&target.org_id, &target.id, &c.key_id, &actor(), now(), &stale).await;
+    assert!(matches!(refused, Err(StoreError::AuthorityChanged)), "{refused:?}");
+    assert_eq!(store.get_credential(&c.key_id).await.unwrap().unwrap().status, CredentialStatus::Active);
+    let refused = store.assign_role(&assignment(&target, "role-x"), &stale).await;
+    assert!(matches!(refused, Err(StoreError::AuthorityChanged)), "{refused:?}");
+    let refused = store.unassign_role(&target.org_id, &target.id, &viewer, &stale).await;
+    assert!(matches!(refused, Err(StoreError::AuthorityChanged)), "{refused:?}");
+    let renamed = assigned.apply(&PrincipalChange { display_name: Some("renamed".into()), ..Default::default() }, now()).unwrap().unwrap();
+    let refused = store.update_principal(&renamed, assigned.version, &stale).await;
+    assert!(matches!(refused, Err(StoreError::AuthorityChanged)), "{refused:?}");
+    let unchanged = read(&target).await;
+    assert_eq!((unchanged.version, unchanged.display_name.as_str()), (assigned.version, target.display_name.as_str()), "nothing written");
+    let roles: Vec<RoleId> =
+        store.list_role_assignments(&target.org_id, &target.id).await.unwrap().into_iter().map(|a| a.role_id).collect();
+    assert_eq!(roles, vec![viewer.clone()], "nothing assigned or unassigned");
+
+    // Decided on the current versions, each commits; unassigning advances the version too.
+    assert!(store.unassign_role(&target.org_id, &target.id, &viewer, &current).await.unwrap());
+    assert_eq!(read(&target).await.version, assigned.version + 1, "a removed role is a new version");
+
+    // The caller counts as much as the target: a caller whose roles changed decides nothing.
+    let before = Guard::decided_on([decided(&caller)]);
+    store.assign_role(&assignment(&caller, "role-y"), &Guard::NONE).await.unwrap();
+    let r = role("decided", "deployer");
+    assert!(matches!(store.create_role(&r, None, &before).await, Err(StoreError::AuthorityChanged)));
+    assert!(store.list_org_roles(&r.org_id.clone().unwrap()).await.unwrap().is_empty(), "nothing written");
+    // One principal named at two versions can never hold: refused without a write.
+    let split = Guard::decided_on([decided(&caller), decided(&read(&caller).await)]);
+    assert!(matches!(store.create_role(&r, None, &split).await, Err(StoreError::AuthorityChanged)));
+    store.create_role(&r, None, &Guard::decided_on([decided(&read(&caller).await)])).await.unwrap();
 }
 
 pub async fn secret_check_is_stored_and_gained_on_first_use<S: Store + ?Sized>(store: Arc<S>) {
     let p = principal("checks");
     store.create_principal(&p, MAX, None).await.unwrap();
     let checked = credential(&p).with_secret_check("0a1b2c3d".into());
-    store.insert_credential(&checked, now(), None).await.unwrap();
+    store.insert_credential(&checked, now(), None, &Guard::NONE).await.unwrap();
     assert_eq!(store.get_credential(&checked.key_id).await.unwrap().unwrap().secret_check.as_deref(), Some("0a1b2c3d"));
     let legacy = credential(&p);
-    store.insert_credential(&legacy, now(), None).await.unwrap();
+    store.insert_credential(&legacy, now(), None, &Guard::NONE).await.unwrap();
     assert!(store.record_credential_use(&legacy, now(), Some("11223344")).await.unwrap());
     assert_eq!(store.get_credential(&legacy.key_id).await.unwrap().unwrap().secret_check.as_deref(), Some("11223344"));
     assert!(store.record_credential_use(&legacy, now(), Some("55667788")).await.unwrap());
@@ -451,7 +543,7 @@ pub async fn idempotency_records_are_written_with_the_object<S: Store + ?Sized>(
     let cred = credential(&p);
     let c2 = claim("acme", "k-credential");
     let record2 = c2.record(IdempotentOutcome::Credential { key_id: cred.key_id.clone() }, now());
-    store.insert_credential(&cred, now(), Some(&record2)).await.unwrap();
+    store.insert_credential(&cred, now(), Some(&record2), &Guard::NONE).await.unwrap();
     assert_eq!(store.get_idempotency_record(&org("acme"), &c2.slot).await.unwrap(), Some(record2));
 
     // A create that fails writes no record: the retry runs again.
@@ -466,7 +558,7 @@ pub async fn idempotency_records_are_written_with_the_object<S: Store + ?Sized>(
     let r = role("acme", "deployer");
     let c4 = claim("acme", "k-role");
     let record4 = c4.record(IdempotentOutcome::Role { role: r.clone() }, now());
-    store.create_role(&r, Some(&record4)).await.unwrap();
+    store.create_role(&r, Some(&record4), &Guard::NONE).await.unwrap();
     assert_eq!(store.get_idempotency_record(&org("acme"), &c4.slot).await.unwrap(), Some(record4));
 }
 
@@ -482,13 +574,19 @@ pub async fn idempotency_slot_is_taken_once_until_expiry<S: Store + ?Sized>(stor
     assert!(matches!(taken, Err(StoreError::IdempotencyKeyTaken)), "{taken:?}");
     assert_eq!(store.get_principal(&org("acme"), &second.id).await.unwrap(), None);
     let cred = credential(&first);
-    let taken =
-        store.insert_credential(&cred, now(), Some(&c.record(IdempotentOutcome::Credential { key_id: cred.key_id.clone() }, now()))).await;
+    let taken = store
+        .insert_credential(
+            &cred,
+            now(),
+            Some(&c.record(IdempotentOutcome::Credential { key_id: cred.key_id.clone() }, now())),
+            &Guard::NONE,
+        )
+        .await;
     assert!(matches!(taken, Err(StoreError::IdempotencyKeyTaken)), "{taken:?}");
     assert_eq!(store.get_credential(&cred.key_id).await.unwrap(), None);
     assert!(store.list_credentials(&org("acme"), &first.id).await.unwrap().is_empty());
     let r = role("acme", "deployer");
-    let taken = store.create_role(&r, Some(&c.record(IdempotentOutcome::Role { role: r.clone() }, now()))).await;
+    let taken = store.create_role(&r, Some(&c.record(IdempotentOutcome::Role { role: r.clone() }, now())), &Guard::NONE).await;
     assert!(matches!(taken, Err(StoreError::IdempotencyKeyTaken)), "{taken:?}");
     assert!(store.list_org_roles(&org("acme")).await.unwrap().is_empty());
 

@@ -28,7 +28,7 @@ use chrono::{DateTime, Utc};
 pub use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::{Page, Store, StoreError, principal_limit};
-use crate::authority::AdminWitness;
+use crate::authority::{AdminWitness, Guard};
 use crate::idempotency::IdempotencyRecord;
 use crate::ids::{KeyId, OrgId, Permission, PrincipalId, RoleId};
 use crate::model::{
@@ -498,18 +498,31 @@ fn principal_update(p: &Principal, expected_version: u64) -> (String, HashMap<St
     (update, names, values)
 }
 
-fn witness_checks(principals: &str, credentials: &str, w: &AdminWitness) -> Result<Vec<TransactWriteItem>, StoreError> {
-    let mut checks = vec![
-        ConditionCheck::builder()
-            .table_name(principals)
-            .set_key(Some(org_key(&w.org_id, principal_sk(&w.principal_id))))
-            .condition_expression("#version = :version AND #status = :active")
-            .expression_attribute_names("#version", "version")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":version", n(w.principal_version))
-            .expression_attribute_values(":active", s("Active"))
-            .build()
-            .map_err(build_error)?,
+/// The witness's condition checks. Its principal item is left out when the write itself
+/// updates that item: the write's own condition then carries the version (an item may appear
+/// only once in a transaction), and an unchanged version means an unchanged, Active principal.
+fn witness_checks(
+    principals: &str,
+    credentials: &str,
+    w: &AdminWitness,
+    principal_written: bool,
+) -> Result<Vec<TransactWriteItem>, StoreError> {
+    let mut checks = Vec::new();
+    if !principal_written {
+        checks.push(
+            ConditionCheck::builder()
+                .table_name(principals)
+                .set_key(Some(org_key(&w.org_id, principal_sk(&w.principal_id))))
+                .condition_expression("#version = :version AND #status = :active")
+                .expression_attribute_names("#version", "version")
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":version", n(w.principal_version))
+                .expression_attribute_values(":active", s("Active"))
+                .build()
+                .map_err(build_error)?,
+        );
+    }
+    checks.push(
         ConditionCheck::builder()
             .table_name(credentials)
             .set_key(Some(credential_key(&w.key_id)))
@@ -519,7 +532,7 @@ fn witness_checks(principals: &str, credentials: &str, w: &AdminWitness) -> Resu
             .expression_attribute_values(":principal", s(w.principal_id.as_str()))
             .build()
             .map_err(build_error)?,
-    ];
+    );
     for role in &w.roles {
         checks.push(
             ConditionCheck::builder()
@@ -533,9 +546,63 @@ fn witness_checks(principals: &str, credentials: &str, w: &AdminWitness) -> Resu
     Ok(checks.into_iter().map(|c| TransactWriteItem::builder().condition_check(c).build()).collect())
 }
 
-/// Whether a cancelled transaction failed on one of the witness checks that start at `from`.
-fn witness_failed(codes: &[String], from: usize) -> bool {
-    (from..codes.len()).any(|i| failed(codes, i))
+/// A guard's condition checks, to append to a transaction after the write's own `from` items.
+struct GuardChecks {
+    items: Vec<TransactWriteItem>,
+    witness: std::ops::Range<usize>,
+    decided_on: std::ops::Range<usize>,
+}
+
+impl GuardChecks {
+    /// `written`: the principal whose item the write itself updates, conditioned on
+    /// `guard.version_of(written)` by the caller.
+    fn new(store: &DynamoStore, guard: &Guard, from: usize, written: Option<&PrincipalId>) -> Result<Self, StoreError> {
+        let mut items = match &guard.witness {
+            Some(w) => witness_checks(&store.principals, &store.credentials, w, written == Some(&w.principal_id))?,
+            None => Vec::new(),
+        };
+        let witness = from..from + items.len();
+        let mut skip: Vec<&PrincipalId> = written.into_iter().collect();
+        skip.extend(guard.witness.iter().map(|w| &w.principal_id));
+        for d in guard.principals_to_check(&skip)? {
+            let check = ConditionCheck::builder()
+                .table_name(&store.principals)
+                .set_key(Some(org_key(&d.org_id, principal_sk(&d.principal_id))))
+                .condition_expression("#version = :version")
+                .expression_attribute_names("#version", "version")
+                .expression_attribute_values(":version", n(d.version))
+                .build()
+                .map_err(build_error)?;
+            items.push(TransactWriteItem::builder().condition_check(check).build());
+        }
+        let decided_on = witness.end..from + items.len();
+        Ok(Self { items, witness, decided_on })
+    }
+
+    fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    fn append(
+        &self,
+        mut request: aws_sdk_dynamodb::operation::transact_write_items::builders::TransactWriteItemsFluentBuilder,
+    ) -> aws_sdk_dynamodb::operation::transact_write_items::builders::TransactWriteItemsFluentBuilder {
+        for item in &self.items {
+            request = request.transact_items(item.clone());
+        }
+        request
+    }
+
+    /// The guard's failure, if one of its checks is what cancelled the transaction.
+    fn failure(&self, codes: &[String]) -> Option<StoreError> {
+        if self.witness.clone().any(|i| failed(codes, i)) {
+            Some(StoreError::WitnessGone)
+        } else if self.decided_on.clone().any(|i| failed(codes, i)) {
+            Some(StoreError::AuthorityChanged)
+        } else {
+            None
+        }
+    }
 }
 
 impl DynamoStore {
@@ -758,14 +825,14 @@ impl Store for DynamoStore {
         Ok(Page { items, next })
     }
 
-    async fn update_principal(
-        &self,
-        principal: &Principal,
-        expected_version: u64,
-        witness: Option<&AdminWitness>,
-    ) -> Result<(), StoreError> {
-        if let Some(w) = witness {
-            return self.update_principal_witnessed(principal, expected_version, w).await;
+    async fn update_principal(&self, principal: &Principal, expected_version: u64, guard: &Guard) -> Result<(), StoreError> {
+        // The update's own condition is the target's version: the guard's must be the same.
+        if guard.version_of(&principal.id)?.is_some_and(|v| v != expected_version) {
+            return Err(StoreError::AuthorityChanged);
+        }
+        let checks = GuardChecks::new(self, guard, 1, Some(&principal.id))?;
+        if !checks.is_empty() {
+            return self.update_principal_guarded(principal, expected_version, &checks).await;
         }
         let (update, names, values) = principal_update(principal, expected_version);
         let request = self
@@ -798,9 +865,16 @@ impl Store for DynamoStore {
         credential: &Credential,
         now: DateTime<Utc>,
         idempotency: Option<&IdempotencyRecord>,
+        guard: &Guard,
     ) -> Result<(), StoreError> {
+        let decided = guard.version_of(&credential.principal_id)?;
+        let own_items = 3 + usize::from(idempotency.is_some());
+        let checks = GuardChecks::new(self, guard, own_items, Some(&credential.principal_id))?;
         for _ in 0..MAX_TRANSACTION_ATTEMPTS {
-            let (_, cred_seq, _) = self.live_principal(&credential.org_id, &credential.principal_id).await?;
+            let (current, cred_seq, _) = self.live_principal(&credential.org_id, &credential.principal_id).await?;
+            if decided.is_some_and(|v| v != current.version) {
+                return Err(StoreError::AuthorityChanged);
+            }
             let live =
                 self.principal_credentials(&credential.org_id, &credential.principal_id).await?.iter().filter(|c| c.is_live(now)).count();
             if live >= MAX_ACTIVE_CREDENTIALS {
@@ -810,18 +884,26 @@ impl Store for DynamoStore {
             }
             // The principal's credSeq moves with every issue: if another issue committed since we
             // counted, this transaction fails and we count again.
+            const SEQ_CONDITION: &str =
+                "attribute_exists(pk) AND #status <> :revoked AND (credSeq = :seen OR (attribute_not_exists(credSeq) AND :seen = :zero))";
             let bump = Update::builder()
                 .table_name(&self.principals)
                 .set_key(Some(org_key(&credential.org_id, principal_sk(&credential.principal_id))))
                 .update_expression("SET credSeq = :next")
-                .condition_expression("attribute_exists(pk) AND #status <> :revoked AND (credSeq = :seen OR (attribute_not_exists(credSeq) AND :seen = :zero))")
                 .expression_attribute_names("#status", "status")
                 .expression_attribute_values(":revoked", s("Revoked"))
                 .expression_attribute_values(":seen", n(cred_seq))
                 .expression_attribute_values(":zero", n(0))
-                .expression_attribute_values(":next", n(cred_seq + 1))
-                .build()
-                .map_err(build_error)?;
+                .expression_attribute_values(":next", n(cred_seq + 1));
+            let bump = match decided {
+                Some(v) => bump
+                    .condition_expression(format!("{SEQ_CONDITION} AND #version = :decided"))
+                    .expression_attribute_names("#version", "version")
+                    .expression_attribute_values(":decided", n(v)),
+                None => bump.condition_expression(SEQ_CONDITION),
+            }
+            .build()
+            .map_err(build_error)?;
             let mut request = self
                 .client
                 .transact_write_items()
@@ -831,12 +913,16 @@ impl Store for DynamoStore {
             if let Some(record) = idempotency {
                 request = request.transact_items(idempotency_put(&self.principals, record)?);
             }
-            let result = request.send().await;
+            let result = checks.append(request).send().await;
             match result {
                 Ok(_) => return Ok(()),
                 Err(e) => match cancellation_codes(&e) {
                     Some(codes) if failed(&codes, 1) => return Err(StoreError::Conflict("a credential with this key id exists".into())),
-                    Some(codes) if failed(&codes, 3) => return Err(StoreError::IdempotencyKeyTaken),
+                    Some(codes) if idempotency.is_some() && failed(&codes, 3) => return Err(StoreError::IdempotencyKeyTaken),
+                    Some(codes) if checks.failure(&codes).is_some() => {
+                        return Err(checks.failure(&codes).unwrap_or(StoreError::AuthorityChanged));
+                    }
+                    // The loop's read tells a concurrent issue from a change to the principal.
                     Some(codes) if failed(&codes, 0) || raced(&codes) => continue,
                     _ => return Err(unavailable(e)),
                 },
@@ -881,8 +967,16 @@ impl Store for DynamoStore {
         key_id: &KeyId,
         actor: &Actor,
         now: DateTime<Utc>,
-        witness: Option<&AdminWitness>,
+        guard: &Guard,
     ) -> Result<Credential, StoreError> {
+        let checks = GuardChecks::new(self, guard, 1, None)?;
+        // A transaction answers no item, and a read after it commits could fail when the
+        // revocation already stands: the answer is built from this read instead (the write's
+        // conditions keep it true, `lastUsedAt` aside).
+        let before = match checks.is_empty() {
+            true => None,
+            false => Some(self.get_credential(key_id).await?.ok_or(StoreError::NotFound("credential"))?),
+        };
         // `revokedAt` is never earlier than a `lastUsedAt` committed before it (see
         // `Credential::revoked`): the write also requires that, and when an exchange recorded a
         // later use, it is retried at that time. Times are fixed-width RFC 3339 strings, so
@@ -906,8 +1000,8 @@ impl Store for DynamoStore {
             ]);
             const UPDATE: &str = "SET #status = :revoked, revokedAt = :at, revokedBy = :by";
             // `None`: the condition failed, and this is the credential as it stands.
-            let refused: Option<Item> = match witness {
-                None => {
+            let refused: Option<Item> = match checks.is_empty() {
+                true => {
                     let result = self
                         .client
                         .update_item()
@@ -931,7 +1025,7 @@ impl Store for DynamoStore {
                         },
                     }
                 }
-                Some(w) => {
+                false => {
                     let write = Update::builder()
                         .table_name(&self.credentials)
                         .set_key(Some(credential_key(key_id)))
@@ -941,20 +1035,23 @@ impl Store for DynamoStore {
                         .set_expression_attribute_values(Some(values))
                         .build()
                         .map_err(build_error)?;
-                    let mut request = self.client.transact_write_items().transact_items(TransactWriteItem::builder().update(write).build());
-                    for check in witness_checks(&self.principals, &self.credentials, w)? {
-                        request = request.transact_items(check);
-                    }
-                    match request.send().await {
-                        Ok(_) => match self.get_credential(key_id).await? {
-                            Some(c) => return Ok(c),
+                    let request = self.client.transact_write_items().transact_items(TransactWriteItem::builder().update(write).build());
+                    match checks.append(request).send().await {
+                        Ok(_) => match &before {
+                            Some(before) => {
+                                let mut revoked = before.revoked(actor.clone(), at);
+                                revoked.revoked_at = Some(at);
+                                return Ok(revoked);
+                            }
                             None => return Err(StoreError::NotFound("credential")),
                         },
                         Err(e) => match cancellation_codes(&e) {
                             Some(codes) if failed(&codes, 0) => {
                                 Some(self.get_credential(key_id).await?.map(|c| credential_to_item(&c)).unwrap_or_default())
                             }
-                            Some(codes) if witness_failed(&codes, 1) => return Err(StoreError::WitnessGone),
+                            Some(codes) if checks.failure(&codes).is_some() => {
+                                return Err(checks.failure(&codes).unwrap_or(StoreError::WitnessGone));
+                            }
                             Some(codes) if raced(&codes) => continue,
                             _ => return Err(unavailable(e)),
                         },
@@ -1023,10 +1120,11 @@ impl Store for DynamoStore {
         }
     }
 
-    async fn create_role(&self, role: &Role, idempotency: Option<&IdempotencyRecord>) -> Result<(), StoreError> {
+    async fn create_role(&self, role: &Role, idempotency: Option<&IdempotencyRecord>, guard: &Guard) -> Result<(), StoreError> {
         let Some(org) = role.org_id.as_ref() else {
             return Err(StoreError::Conflict("built-in roles are not stored".into()));
         };
+        let checks = GuardChecks::new(self, guard, 3 + usize::from(idempotency.is_some()), None)?;
         let mut name_marker = org_key(org, role_name_sk(&role.name));
         name_marker.insert("kind".into(), s("roleName"));
         name_marker.insert("roleId".into(), s(role.id.as_str()));
@@ -1040,16 +1138,17 @@ impl Store for DynamoStore {
         if let Some(record) = idempotency {
             request = request.transact_items(idempotency_put(&self.principals, record)?);
         }
-        let result = request.send().await;
+        let result = checks.append(request).send().await;
         match result {
             Ok(_) => Ok(()),
             Err(e) => match cancellation_codes(&e) {
+                Some(codes) if checks.failure(&codes).is_some() => Err(checks.failure(&codes).unwrap_or(StoreError::AuthorityChanged)),
                 Some(codes) if failed(&codes, 0) => Err(StoreError::Conflict("a role with this id exists".into())),
                 Some(codes) if failed(&codes, 1) => Err(StoreError::Conflict(format!("a role named '{}' already exists", role.name))),
                 Some(codes) if failed(&codes, 2) => {
                     Err(StoreError::Limit(format!("an organisation can define at most {MAX_ORG_ROLES} roles")))
                 }
-                Some(codes) if failed(&codes, 3) => Err(StoreError::IdempotencyKeyTaken),
+                Some(codes) if idempotency.is_some() && failed(&codes, 3) => Err(StoreError::IdempotencyKeyTaken),
                 Some(codes) if raced(&codes) => Err(StoreError::Conflict("a concurrent change interfered; retry".into())),
                 _ => Err(unavailable(e)),
             },
@@ -1077,42 +1176,52 @@ impl Store for DynamoStore {
         self.query_prefix(org, &format!("A#{principal}#")).await?.iter().map(assignment_from_item).collect()
     }
 
-    async fn assign_role(&self, assignment: &RoleAssignment) -> Result<(RoleAssignment, bool), StoreError> {
+    async fn assign_role(&self, assignment: &RoleAssignment, guard: &Guard) -> Result<(RoleAssignment, bool), StoreError> {
+        let (org, id) = (&assignment.org_id, &assignment.principal_id);
+        let decided = guard.version_of(id)?;
+        let checks = GuardChecks::new(self, guard, 2, Some(id))?;
         for _ in 0..MAX_TRANSACTION_ATTEMPTS {
-            self.live_principal(&assignment.org_id, &assignment.principal_id).await?;
-            if let Some(existing) = self.get_assignment(&assignment.org_id, &assignment.principal_id, &assignment.role_id).await? {
+            let (current, _, role_count) = self.live_principal(org, id).await?;
+            if let Some(existing) = self.get_assignment(org, id, &assignment.role_id).await? {
                 return Ok((existing, false));
             }
+            if decided.is_some_and(|v| v != current.version) {
+                return Err(StoreError::AuthorityChanged);
+            }
+            if role_count >= MAX_ROLES_PER_PRINCIPAL as u64 {
+                return Err(StoreError::Limit(format!("a principal can hold at most {MAX_ROLES_PER_PRINCIPAL} roles")));
+            }
+            // Conditioned on the version just read, and advancing it: what the principal holds
+            // changes, and every decision made on the old version must fail (see Guard).
             let count = Update::builder()
                 .table_name(&self.principals)
-                .set_key(Some(org_key(&assignment.org_id, principal_sk(&assignment.principal_id))))
-                .update_expression("SET roleCount = if_not_exists(roleCount, :zero) + :one")
+                .set_key(Some(org_key(org, principal_sk(id))))
+                .update_expression("SET roleCount = if_not_exists(roleCount, :zero) + :one, #version = #version + :one")
                 .condition_expression(
-                    "attribute_exists(pk) AND #status <> :revoked AND (attribute_not_exists(roleCount) OR roleCount < :max)",
+                    "attribute_exists(pk) AND #status <> :revoked AND #version = :seen AND (attribute_not_exists(roleCount) OR roleCount < :max)",
                 )
                 .expression_attribute_names("#status", "status")
+                .expression_attribute_names("#version", "version")
                 .expression_attribute_values(":revoked", s("Revoked"))
+                .expression_attribute_values(":seen", n(current.version))
                 .expression_attribute_values(":zero", n(0))
                 .expression_attribute_values(":one", n(1))
                 .expression_attribute_values(":max", n(MAX_ROLES_PER_PRINCIPAL as u64))
                 .build()
                 .map_err(build_error)?;
-            let result = self
+            let request = self
                 .client
                 .transact_write_items()
                 .transact_items(TransactWriteItem::builder().update(count).build())
-                .transact_items(put(&self.principals, assignment_to_item(assignment), Some("attribute_not_exists(sk)"))?)
-                .send()
-                .await;
-            match result {
+                .transact_items(put(&self.principals, assignment_to_item(assignment), Some("attribute_not_exists(sk)"))?);
+            match checks.append(request).send().await {
                 Ok(_) => return Ok((assignment.clone(), true)),
                 Err(e) => match cancellation_codes(&e) {
-                    // Assigned concurrently: the loop answers the stored one.
-                    Some(codes) if failed(&codes, 1) || raced(&codes) => continue,
-                    Some(codes) if failed(&codes, 0) => {
-                        self.live_principal(&assignment.org_id, &assignment.principal_id).await?;
-                        return Err(StoreError::Limit(format!("a principal can hold at most {MAX_ROLES_PER_PRINCIPAL} roles")));
+                    Some(codes) if checks.failure(&codes).is_some() => {
+                        return Err(checks.failure(&codes).unwrap_or(StoreError::AuthorityChanged));
                     }
+                    // Assigned, or the principal changed, concurrently: the loop reads again.
+                    Some(codes) if failed(&codes, 0) || failed(&codes, 1) || raced(&codes) => continue,
                     _ => return Err(unavailable(e)),
                 },
             }
@@ -1120,14 +1229,14 @@ impl Store for DynamoStore {
         Err(StoreError::Conflict("too many concurrent changes to this principal; retry".into()))
     }
 
-    async fn unassign_role(
-        &self,
-        org: &OrgId,
-        principal: &PrincipalId,
-        role: &RoleId,
-        witness: Option<&AdminWitness>,
-    ) -> Result<bool, StoreError> {
+    async fn unassign_role(&self, org: &OrgId, principal: &PrincipalId, role: &RoleId, guard: &Guard) -> Result<bool, StoreError> {
+        let decided = guard.version_of(principal)?;
+        let checks = GuardChecks::new(self, guard, 2, Some(principal))?;
         for _ in 0..MAX_TRANSACTION_ATTEMPTS {
+            let Some((current, _, _)) = self.get_principal_item(org, principal).await? else { return Ok(false) };
+            if decided.is_some_and(|v| v != current.version) {
+                return Err(StoreError::AuthorityChanged);
+            }
             let delete = Delete::builder()
                 .table_name(&self.principals)
                 .set_key(Some(org_key(org, assignment_sk(principal, role))))
@@ -1137,29 +1246,28 @@ impl Store for DynamoStore {
             let count = Update::builder()
                 .table_name(&self.principals)
                 .set_key(Some(org_key(org, principal_sk(principal))))
-                .update_expression("SET roleCount = roleCount - :one")
-                .condition_expression("attribute_exists(pk) AND roleCount > :zero")
+                .update_expression("SET roleCount = roleCount - :one, #version = #version + :one")
+                .condition_expression("attribute_exists(pk) AND roleCount > :zero AND #version = :seen")
+                .expression_attribute_names("#version", "version")
+                .expression_attribute_values(":seen", n(current.version))
                 .expression_attribute_values(":zero", n(0))
                 .expression_attribute_values(":one", n(1))
                 .build()
                 .map_err(build_error)?;
-            let mut request = self
+            let request = self
                 .client
                 .transact_write_items()
                 .transact_items(TransactWriteItem::builder().delete(delete).build())
                 .transact_items(TransactWriteItem::builder().update(count).build());
-            if let Some(w) = witness {
-                for check in witness_checks(&self.principals, &self.credentials, w)? {
-                    request = request.transact_items(check);
-                }
-            }
-            match request.send().await {
+            match checks.append(request).send().await {
                 Ok(_) => return Ok(true),
                 Err(e) => match cancellation_codes(&e) {
                     Some(codes) if failed(&codes, 0) => return Ok(false),
-                    Some(codes) if witness_failed(&codes, 2) => return Err(StoreError::WitnessGone),
-                    Some(codes) if raced(&codes) => continue,
-                    Some(codes) if failed(&codes, 1) => return Err(StoreError::Corrupt("principal role count is out of step".into())),
+                    Some(codes) if checks.failure(&codes).is_some() => {
+                        return Err(checks.failure(&codes).unwrap_or(StoreError::AuthorityChanged));
+                    }
+                    // The principal changed since the read (its version): the loop reads again.
+                    Some(codes) if failed(&codes, 1) || raced(&codes) => continue,
                     _ => return Err(unavailable(e)),
                 },
             }
@@ -1205,7 +1313,7 @@ impl Store for DynamoStore {
 }
 
 impl DynamoStore {
-    async fn update_principal_witnessed(&self, principal: &Principal, expected_version: u64, w: &AdminWitness) -> Result<(), StoreError> {
+    async fn update_principal_guarded(&self, principal: &Principal, expected_version: u64, checks: &GuardChecks) -> Result<(), StoreError> {
         let (update, names, values) = principal_update(principal, expected_version);
         let write = Update::builder()
             .table_name(&self.principals)
@@ -1216,11 +1324,8 @@ impl DynamoStore {
             .set_expression_attribute_values(Some(values))
             .build()
             .map_err(build_error)?;
-        let mut request = self.client.transact_write_items().transact_items(TransactWriteItem::builder().update(write).build());
-        for check in witness_checks(&self.principals, &self.credentials, w)? {
-            request = request.transact_items(check);
-        }
-        let result = request.send().await;
+        let request = self.client.transact_write_items().transact_items(TransactWriteItem::builder().update(write).build());
+        let result = checks.append(request).send().await;
         match result {
             Ok(_) => Ok(()),
             Err(e) => match cancellation_codes(&e) {
@@ -1228,7 +1333,7 @@ impl DynamoStore {
                     None => Err(StoreError::NotFound("principal")),
                     Some(_) => Err(StoreError::Conflict("the principal was changed concurrently; read it again and retry".into())),
                 },
-                Some(codes) if witness_failed(&codes, 1) => Err(StoreError::WitnessGone),
+                Some(codes) if checks.failure(&codes).is_some() => Err(checks.failure(&codes).unwrap_or(StoreError::WitnessGone)),
                 Some(codes) if raced(&codes) => Err(StoreError::Conflict("a concurrent change interfered; retry".into())),
                 _ => Err(unavailable(e)),
             },

@@ -10,7 +10,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use super::{Page, Store, StoreError, principal_limit};
-use crate::authority::AdminWitness;
+use crate::authority::Guard;
 use crate::idempotency::{IdempotencyRecord, IdempotentOutcome};
 use crate::ids::{KeyId, OrgId, PrincipalId, RoleId};
 use crate::model::{
@@ -226,13 +226,20 @@ fn live_principal_in(table: &impl ReadableTable<&'static str, &'static [u8]>, or
     Ok(p)
 }
 
-/// Whether `witness` is still a usable administrator inside `txn`: its principal unchanged since
-/// it was judged usable, its credential Active, each of its roles still assigned. Part of the
-/// guarded write's own transaction, so nothing can change it in between.
-fn check_witness_in(txn: &redb::WriteTransaction, witness: Option<&AdminWitness>) -> Result<(), StoreError> {
-    let Some(w) = witness else { return Ok(()) };
-    let (org, id) = (w.org_id.as_str(), w.principal_id.as_str());
+/// Whether `guard` holds inside `txn`: each principal it was decided on still at the version
+/// read, and the witness still a usable administrator (its principal unchanged since it was
+/// judged usable, its credential Active, each of its roles still assigned). Part of the write's
+/// own transaction, so nothing can change them in between.
+fn check_guard_in(txn: &redb::WriteTransaction, guard: &Guard) -> Result<(), StoreError> {
     let principals = txn.open_table(PRINCIPALS).map_err(unavailable)?;
+    for d in guard.principals_to_check(&[])? {
+        let current = get_principal_in(&principals, d.org_id.as_str(), d.principal_id.as_str())?;
+        if current.is_none_or(|p| p.version != d.version) {
+            return Err(StoreError::AuthorityChanged);
+        }
+    }
+    let Some(w) = &guard.witness else { return Ok(()) };
+    let (org, id) = (w.org_id.as_str(), w.principal_id.as_str());
     let principal_unchanged =
         get_principal_in(&principals, org, id)?.is_some_and(|p| p.version == w.principal_version && p.status == PrincipalStatus::Active);
     let credentials = txn.open_table(CREDENTIALS).map_err(unavailable)?;
@@ -249,6 +256,16 @@ fn check_witness_in(txn: &redb::WriteTransaction, witness: Option<&AdminWitness>
         roles_assigned &= assignments.get(key3(org, id, role.as_str()).as_str()).map_err(unavailable)?.is_some();
     }
     if principal_unchanged && credential_active && roles_assigned { Ok(()) } else { Err(StoreError::WitnessGone) }
+}
+
+/// Advances a principal's version inside `txn`: its role assignments changed, and with them
+/// what it holds.
+fn advance_version_in(txn: &redb::WriteTransaction, org: &str, id: &str) -> Result<(), StoreError> {
+    let mut principals = txn.open_table(PRINCIPALS).map_err(unavailable)?;
+    let mut p = get_principal_in(&principals, org, id)?.ok_or(StoreError::NotFound("principal"))?;
+    p.version += 1;
+    principals.insert(key2(org, id).as_str(), encode(&p)?.as_slice()).map_err(unavailable)?;
+    Ok(())
 }
 
 #[async_trait]
@@ -325,17 +342,12 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn update_principal(
-        &self,
-        principal: &Principal,
-        expected_version: u64,
-        witness: Option<&AdminWitness>,
-    ) -> Result<(), StoreError> {
+    async fn update_principal(&self, principal: &Principal, expected_version: u64, guard: &Guard) -> Result<(), StoreError> {
         let p = principal.clone();
-        let witness = witness.cloned();
+        let guard = guard.clone();
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(unavailable)?;
-            check_witness_in(&txn, witness.as_ref())?;
+            check_guard_in(&txn, &guard)?;
             {
                 let mut t = txn.open_table(PRINCIPALS).map_err(unavailable)?;
                 let current = get_principal_in(&t, p.org_id.as_str(), p.id.as_str())?.ok_or(StoreError::NotFound("principal"))?;
@@ -354,11 +366,14 @@ impl Store for EmbeddedStore {
         credential: &Credential,
         now: DateTime<Utc>,
         idempotency: Option<&IdempotencyRecord>,
+        guard: &Guard,
     ) -> Result<(), StoreError> {
         let c = credential.clone();
         let idempotency = idempotency.cloned();
+        let guard = guard.clone();
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(unavailable)?;
+            check_guard_in(&txn, &guard)?;
             {
                 let principals = txn.open_table(PRINCIPALS).map_err(unavailable)?;
                 live_principal_in(&principals, c.org_id.as_str(), c.principal_id.as_str())?;
@@ -435,10 +450,10 @@ impl Store for EmbeddedStore {
         key_id: &KeyId,
         actor: &Actor,
         now: DateTime<Utc>,
-        witness: Option<&AdminWitness>,
+        guard: &Guard,
     ) -> Result<Credential, StoreError> {
         let (org, principal, key_id, actor) = (org.clone(), principal.clone(), key_id.clone(), actor.clone());
-        let witness = witness.cloned();
+        let guard = guard.clone();
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(unavailable)?;
             let revoked = {
@@ -453,7 +468,7 @@ impl Store for EmbeddedStore {
                 let revoked = current.revoked(actor, now);
                 if revoked != current {
                     drop(t);
-                    check_witness_in(&txn, witness.as_ref())?;
+                    check_guard_in(&txn, &guard)?;
                     let mut t = txn.open_table(CREDENTIALS).map_err(unavailable)?;
                     t.insert(key_id.as_str(), encode(&CredentialRecord::from(&revoked))?.as_slice()).map_err(unavailable)?;
                 }
@@ -500,14 +515,16 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn create_role(&self, role: &Role, idempotency: Option<&IdempotencyRecord>) -> Result<(), StoreError> {
+    async fn create_role(&self, role: &Role, idempotency: Option<&IdempotencyRecord>, guard: &Guard) -> Result<(), StoreError> {
         let role = role.clone();
         let idempotency = idempotency.cloned();
+        let guard = guard.clone();
         let Some(org) = role.org_id.clone() else {
             return Err(StoreError::Conflict("built-in roles are not stored".into()));
         };
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(unavailable)?;
+            check_guard_in(&txn, &guard)?;
             {
                 let mut t = txn.open_table(ROLES).map_err(unavailable)?;
                 let (start, end) = prefix_range(org.as_str());
@@ -580,14 +597,15 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn assign_role(&self, assignment: &RoleAssignment) -> Result<(RoleAssignment, bool), StoreError> {
+    async fn assign_role(&self, assignment: &RoleAssignment, guard: &Guard) -> Result<(RoleAssignment, bool), StoreError> {
         let a = assignment.clone();
+        let guard = guard.clone();
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(unavailable)?;
             let result = {
                 let principals = txn.open_table(PRINCIPALS).map_err(unavailable)?;
                 live_principal_in(&principals, a.org_id.as_str(), a.principal_id.as_str())?;
-                let mut t = txn.open_table(ASSIGNMENTS).map_err(unavailable)?;
+                let t = txn.open_table(ASSIGNMENTS).map_err(unavailable)?;
                 let k = key3(a.org_id.as_str(), a.principal_id.as_str(), a.role_id.as_str());
                 let existing =
                     t.get(k.as_str()).map_err(unavailable)?.map(|v| decode::<RoleAssignment>("role assignment", v.value())).transpose()?;
@@ -598,7 +616,13 @@ impl Store for EmbeddedStore {
                         if t.range(start.as_str()..end.as_str()).map_err(unavailable)?.count() >= MAX_ROLES_PER_PRINCIPAL {
                             return Err(StoreError::Limit(format!("a principal can hold at most {MAX_ROLES_PER_PRINCIPAL} roles")));
                         }
-                        t.insert(k.as_str(), encode(&a)?.as_slice()).map_err(unavailable)?;
+                        drop((t, principals));
+                        check_guard_in(&txn, &guard)?;
+                        txn.open_table(ASSIGNMENTS)
+                            .map_err(unavailable)?
+                            .insert(k.as_str(), encode(&a)?.as_slice())
+                            .map_err(unavailable)?;
+                        advance_version_in(&txn, a.org_id.as_str(), a.principal_id.as_str())?;
                         (a, true)
                     }
                 }
@@ -609,22 +633,20 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn unassign_role(
-        &self,
-        org: &OrgId,
-        principal: &PrincipalId,
-        role: &RoleId,
-        witness: Option<&AdminWitness>,
-    ) -> Result<bool, StoreError> {
+    async fn unassign_role(&self, org: &OrgId, principal: &PrincipalId, role: &RoleId, guard: &Guard) -> Result<bool, StoreError> {
         let k = key3(org.as_str(), principal.as_str(), role.as_str());
-        let witness = witness.cloned();
+        let (org, principal) = (org.clone(), principal.clone());
+        let guard = guard.clone();
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(unavailable)?;
-            check_witness_in(&txn, witness.as_ref())?;
+            check_guard_in(&txn, &guard)?;
             let removed = {
                 let mut t = txn.open_table(ASSIGNMENTS).map_err(unavailable)?;
                 t.remove(k.as_str()).map_err(unavailable)?.is_some()
             };
+            if removed {
+                advance_version_in(&txn, org.as_str(), principal.as_str())?;
+            }
             txn.commit().map_err(unavailable)?;
             Ok(removed)
         })

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::authority::AdminWitness;
+use crate::authority::{Guard, GuardBroken};
 use crate::idempotency::IdempotencyRecord;
 use crate::ids::{KeyId, OrgId, PrincipalId, RoleId};
 use crate::model::{Actor, Credential, Principal, Role, RoleAssignment};
@@ -36,12 +36,22 @@ pub enum StoreError {
     /// committed (changed, revoked or unassigned concurrently); nothing was written.
     #[error("the administrator witness changed concurrently")]
     WitnessGone,
+    /// A principal the write's authority was decided on (the caller or the target) changed
+    /// (its status, expiry, name or roles) before the write could commit; nothing was written.
+    #[error("a principal this change was decided on changed concurrently")]
+    AuthorityChanged,
     /// The store could not be reached or failed; nothing was written.
     #[error("store unavailable: {0}")]
     Unavailable(String),
     /// A stored item could not be read back (corrupt or from an unknown schema).
     #[error("corrupt item: {0}")]
     Corrupt(String),
+}
+
+impl From<GuardBroken> for StoreError {
+    fn from(_: GuardBroken) -> Self {
+        StoreError::AuthorityChanged
+    }
 }
 
 /// The one wording of the principal cap, for both stores.
@@ -75,15 +85,14 @@ pub trait Store: Send + Sync + 'static {
     async fn get_principal(&self, org: &OrgId, id: &PrincipalId) -> Result<Option<Principal>, StoreError>;
     /// Principals of `org` ordered by id, starting after `after`.
     async fn list_principals(&self, org: &OrgId, limit: usize, after: Option<&PrincipalId>) -> Result<Page<Principal>, StoreError>;
-    /// Replaces the principal only if the stored version is still `expected_version`, and
-    /// (when given) the witness is still a usable administrator (`WitnessGone` otherwise), in
-    /// one atomic step.
-    async fn update_principal(
-        &self,
-        principal: &Principal,
-        expected_version: u64,
-        witness: Option<&AdminWitness>,
-    ) -> Result<(), StoreError>;
+    /// Replaces the principal only if the stored version is still `expected_version`, and the
+    /// guard holds, in one atomic step.
+    ///
+    /// Every write a management request decides on takes a [`Guard`], checked in the write's
+    /// own atomic step: each principal it was decided on still at the version read
+    /// (`AuthorityChanged` otherwise) and the witness, when given, still a usable administrator
+    /// (`WitnessGone` otherwise). Nothing is written when either fails.
+    async fn update_principal(&self, principal: &Principal, expected_version: u64, guard: &Guard) -> Result<(), StoreError>;
 
     /// Atomically: the principal exists in the credential's organisation and is not Revoked, it has
     /// fewer than `MAX_ACTIVE_CREDENTIALS` live credentials at `now`, and the key id is new.
@@ -92,13 +101,14 @@ pub trait Store: Send + Sync + 'static {
         credential: &Credential,
         now: DateTime<Utc>,
         idempotency: Option<&IdempotencyRecord>,
+        guard: &Guard,
     ) -> Result<(), StoreError>;
     /// A strongly consistent read by key id.
     async fn get_credential(&self, key_id: &KeyId) -> Result<Option<Credential>, StoreError>;
     async fn list_credentials(&self, org: &OrgId, principal: &PrincipalId) -> Result<Vec<Credential>, StoreError>;
     /// Marks the credential Revoked unless it already is; answers the stored credential. Once this
-    /// returns, no read sees the credential Active. With a witness, the revocation commits only
-    /// while the witness is still a usable administrator (`WitnessGone` otherwise).
+    /// returns, no read sees the credential Active. The revocation commits only while the guard
+    /// holds; one already revoked is answered as stored.
     async fn revoke_credential(
         &self,
         org: &OrgId,
@@ -106,7 +116,7 @@ pub trait Store: Send + Sync + 'static {
         key_id: &KeyId,
         actor: &Actor,
         now: DateTime<Utc>,
-        witness: Option<&AdminWitness>,
+        guard: &Guard,
     ) -> Result<Credential, StoreError>;
     /// Records that `credential` authenticated at `at`, atomically with the check that it and its
     /// principal are still Active (an exchange's last step: a revoke that returned before this
@@ -121,23 +131,18 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
 
     /// Fails with `Conflict` on a duplicate name in the organisation, `Limit` past `MAX_ORG_ROLES`.
-    async fn create_role(&self, role: &Role, idempotency: Option<&IdempotencyRecord>) -> Result<(), StoreError>;
+    async fn create_role(&self, role: &Role, idempotency: Option<&IdempotencyRecord>, guard: &Guard) -> Result<(), StoreError>;
     async fn list_org_roles(&self, org: &OrgId) -> Result<Vec<Role>, StoreError>;
     async fn get_org_role(&self, org: &OrgId, id: &RoleId) -> Result<Option<Role>, StoreError>;
 
     async fn list_role_assignments(&self, org: &OrgId, principal: &PrincipalId) -> Result<Vec<RoleAssignment>, StoreError>;
-    /// Atomically: the principal exists and is not Revoked, and is under `MAX_ROLES_PER_PRINCIPAL`.
-    /// Idempotent: answers the stored assignment and whether this call created it.
-    async fn assign_role(&self, assignment: &RoleAssignment) -> Result<(RoleAssignment, bool), StoreError>;
-    /// Whether an assignment was removed. With a witness, the removal commits only while the
-    /// witness is still a usable administrator (`WitnessGone` otherwise).
-    async fn unassign_role(
-        &self,
-        org: &OrgId,
-        principal: &PrincipalId,
-        role: &RoleId,
-        witness: Option<&AdminWitness>,
-    ) -> Result<bool, StoreError>;
+    /// Atomically: the principal exists and is not Revoked, and is under `MAX_ROLES_PER_PRINCIPAL`,
+    /// and the guard holds. Idempotent: answers the stored assignment and whether this call
+    /// created it. A new assignment advances the principal's version.
+    async fn assign_role(&self, assignment: &RoleAssignment, guard: &Guard) -> Result<(RoleAssignment, bool), StoreError>;
+    /// Whether an assignment was removed (which advances the principal's version). Commits only
+    /// while the guard holds.
+    async fn unassign_role(&self, org: &OrgId, principal: &PrincipalId, role: &RoleId, guard: &Guard) -> Result<bool, StoreError>;
 
     /// Atomically writes an organisation's first admin (principal, role assignment, credential)
     /// and marks the organisation bootstrapped; `Conflict` if it already was, unless `force`.

@@ -8,6 +8,12 @@ use serde_json::json;
 /// A principal holding exactly `permissions` (through an organisation role the administrator
 /// defines), with a management token.
 async fn holder_of(app: &TestApp, admin: &str, name: &str, permissions: &[&str]) -> (String, String) {
+    let (me, token, _) = holder_with_role(app, admin, name, permissions).await;
+    (me, token)
+}
+
+/// As [`holder_of`], also answering the role's id.
+pub(crate) async fn holder_with_role(app: &TestApp, admin: &str, name: &str, permissions: &[&str]) -> (String, String, String) {
     let role = app
         .call(
             Method::POST,
@@ -20,7 +26,7 @@ async fn holder_of(app: &TestApp, admin: &str, name: &str, permissions: &[&str])
     let me = app.create_principal(admin, name).await;
     app.assign(admin, &me, role.str("id")).await;
     let (_, key) = app.issue(admin, &me).await;
-    (me, app.token(&key).await)
+    (me, app.token(&key).await, role.str("id").to_owned())
 }
 
 async fn bootstrap_admin_id(app: &TestApp, admin: &str) -> String {

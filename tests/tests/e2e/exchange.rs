@@ -5,6 +5,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use chrono::Duration;
+use iam_shared::authority::Guard;
 use iam_shared::ids::{KeyId, OrgId, PrincipalId};
 use iam_shared::model::{self, Actor, Credential, PrincipalChange};
 use iam_shared::store::Store;
@@ -154,7 +155,7 @@ async fn plant_expired_credential(app: &TestApp, principal: &str) -> String {
     let hash = app.state.hasher.hash(key.secret()).await.unwrap();
     let mut c = Credential::new(&p, key.key_id().clone(), "old", None, hash, Actor::system("test"), model::now()).unwrap();
     c.expires_at = Some(model::now() - Duration::seconds(1));
-    store.insert_credential(&c, model::now(), None).await.unwrap();
+    store.insert_credential(&c, model::now(), None, &Guard::NONE).await.unwrap();
     secrecy::ExposeSecret::expose_secret(&key.to_secret_string()).to_owned()
 }
 
@@ -207,12 +208,12 @@ async fn refusals_are_specific_only_after_the_secret_is_proved() {
     let mut aged = current.clone();
     aged.expires_at = Some(model::now() - Duration::seconds(1));
     aged.version += 1;
-    app.state.store.update_principal(&aged, current.version, None).await.unwrap();
+    app.state.store.update_principal(&aged, current.version, &Guard::NONE).await.unwrap();
     let r = app.exchange_json(json!({"apiKey": live})).await;
     assert_eq!(r.str("error_description"), "the principal has expired");
     anonymous(live.clone()).await;
     let fresh = aged.apply(&PrincipalChange { expires_at: Some(None), ..Default::default() }, model::now()).unwrap().unwrap();
-    app.state.store.update_principal(&fresh, aged.version, None).await.unwrap();
+    app.state.store.update_principal(&fresh, aged.version, &Guard::NONE).await.unwrap();
     assert_eq!(app.exchange_json(json!({"apiKey": live})).await.status, StatusCode::OK);
 
     app.call(Method::PATCH, &format!("/iam/api-keys/{p}"), Some(&admin), Some(patch("Revoked"))).await;

@@ -5,6 +5,7 @@
 
 mod attacks;
 mod authority;
+mod authority_at_commit;
 mod compat;
 mod dynamodb;
 mod dynamodb_faults;

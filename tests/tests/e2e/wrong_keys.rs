@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use axum::http::StatusCode;
+use iam_shared::authority::Guard;
 use iam_shared::ids::{OrgId, PrincipalId};
 use iam_shared::key::ApiKey;
 use iam_shared::model::{Actor, Credential, now};
@@ -91,7 +92,7 @@ async fn a_credential_issued_before_the_secret_check_gains_it_on_its_next_use() 
     let legacy =
         Credential::new(&principal, api_key.key_id().clone(), "legacy", None, hash, Actor::system("first-release"), now()).unwrap();
     assert!(legacy.secret_check.is_none());
-    app.state.store.insert_credential(&legacy, now(), None).await.unwrap();
+    app.state.store.insert_credential(&legacy, now(), None, &Guard::NONE).await.unwrap();
     let key_id = legacy.key_id.clone();
     let key = secrecy::ExposeSecret::expose_secret(&api_key.to_secret_string()).to_owned();
 
