@@ -494,6 +494,15 @@ pub async fn writes_commit_only_while_the_principals_decided_on_are_unchanged<S:
         store.list_role_assignments(&target.org_id, &target.id).await.unwrap().into_iter().map(|a| a.role_id).collect();
     assert_eq!(roles, vec![viewer.clone()], "nothing assigned or unassigned");
 
+    // A change to the target itself, under a guard that read it before, is a stale version (a
+    // Conflict, 412 under If-Match), the same as without a guard.
+    let first = assigned.apply(&PrincipalChange { display_name: Some("first".into()), ..Default::default() }, now()).unwrap().unwrap();
+    store.update_principal(&first, assigned.version, &current).await.unwrap();
+    let refused = store.update_principal(&renamed, assigned.version, &current).await;
+    assert!(matches!(refused, Err(StoreError::Conflict(_))), "{refused:?}");
+    let assigned = read(&target).await;
+    let current = Guard::decided_on([decided(&caller), decided(&assigned)]);
+
     // Decided on the current versions, each commits; unassigning advances the version too.
     assert!(store.unassign_role(&target.org_id, &target.id, &viewer, &current).await.unwrap());
     assert_eq!(read(&target).await.version, assigned.version + 1, "a removed role is a new version");

@@ -347,13 +347,18 @@ impl Store for EmbeddedStore {
         let guard = guard.clone();
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(unavailable)?;
-            check_guard_in(&txn, &guard)?;
+            // The version first: a concurrent change to the principal itself is a stale read
+            // (412 under If-Match), whatever else the guard names.
             {
-                let mut t = txn.open_table(PRINCIPALS).map_err(unavailable)?;
+                let t = txn.open_table(PRINCIPALS).map_err(unavailable)?;
                 let current = get_principal_in(&t, p.org_id.as_str(), p.id.as_str())?.ok_or(StoreError::NotFound("principal"))?;
                 if current.version != expected_version {
                     return Err(StoreError::Conflict("the principal was changed concurrently; read it again and retry".into()));
                 }
+            }
+            check_guard_in(&txn, &guard)?;
+            {
+                let mut t = txn.open_table(PRINCIPALS).map_err(unavailable)?;
                 t.insert(key2(p.org_id.as_str(), p.id.as_str()).as_str(), encode(&p)?.as_slice()).map_err(unavailable)?;
             }
             txn.commit().map_err(unavailable)
