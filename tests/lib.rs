@@ -12,7 +12,7 @@ use iam_api::config::Config;
 use iam_api::state::build_state;
 use iam_shared::hashing::HashParams;
 use iam_shared::ids::OrgId;
-use iam_shared::keys::{KeySource, StaticKey};
+use iam_shared::signing_keys::{KeySource, StaticKey};
 use iam_shared::store::{EmbeddedStore, Store};
 use iam_shared::token::{SigningKeyDocument, TokenSettings};
 use secrecy::ExposeSecret;

@@ -25,7 +25,7 @@ use iam_api::backend::DynamoSettings;
 use iam_api::config::Config;
 use iam_shared::hashing::SecretHasher;
 use iam_shared::ids::OrgId;
-use iam_shared::keys::{AWSCURRENT, SecretsManagerKeys, publish_staged_keys, put_or_create_secret};
+use iam_shared::signing_keys::{AWSCURRENT, SecretsManagerKeys, publish_staged_keys, put_or_create_secret};
 use iam_shared::store::DynamoStore;
 use iam_shared::token::{SigningKey, SigningKeyDocument};
 use secrecy::ExposeSecret;

@@ -25,7 +25,7 @@ fn public_set_of(secret: &str) -> String {
 
 /// The kids the public key set publishes, and the kid a signer signs with now.
 fn published_and_signing(runtime: &tokio::runtime::Runtime, secret: &str) -> (Vec<String>, String) {
-    use iam_shared::keys::{KeySource, SecretsManagerKeys, SigningSecrets, read_public_set};
+    use iam_shared::signing_keys::{KeySource, SecretsManagerKeys, SigningSecrets, read_public_set};
     runtime.block_on(async {
         let client = aws_sdk_secretsmanager::Client::new(&iam_testkit::sdk_config().await);
         let set = read_public_set(&client, &public_set_of(secret)).await.unwrap().expect("a public key set");

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use iam_shared::keys::{KeySource, PublishedKeys, SecretsManagerKeys, SigningSecrets, StaticKey};
+use iam_shared::signing_keys::{KeySource, PublishedKeys, SecretsManagerKeys, SigningSecrets, StaticKey};
 use iam_shared::store::{DynamoStore, EmbeddedStore, Store};
 
 use crate::config::ConfigError;
@@ -66,7 +66,7 @@ pub enum KeyUse {
 /// needs: it is allowed (a deployment whose verifiers cache less may want it), never silent.
 pub fn checked_activation_delay() -> Result<std::time::Duration, ConfigError> {
     let delay = key_activation_delay()?;
-    let needed = iam_shared::keys::VERIFIER_JWKS_CACHE + crate::config::signing_key_ttl()?;
+    let needed = iam_shared::signing_keys::VERIFIER_JWKS_CACHE + crate::config::signing_key_ttl()?;
     if delay < needed {
         tracing::warn!(
             activation_delay_secs = delay.as_secs(),
@@ -79,15 +79,15 @@ pub fn checked_activation_delay() -> Result<std::time::Duration, ConfigError> {
 }
 
 fn key_activation_delay() -> Result<std::time::Duration, ConfigError> {
-    let default = iam_shared::keys::DEFAULT_ACTIVATION_DELAY.as_secs();
+    let default = iam_shared::signing_keys::DEFAULT_ACTIVATION_DELAY.as_secs();
     Ok(std::time::Duration::from_secs(crate::config::number("IAM_KEY_ACTIVATION_DELAY_SECS", default)?))
 }
 
 /// The rotation function's timing under this deployment's activation delay and signer key
 /// cache. Tokens are assumed to live the longest lifetime allowed, as some may predate a
 /// change of `IAM_TOKEN_LIFETIME_SECS`.
-pub fn rotation_timing_from_env() -> Result<iam_shared::keys::RotationTiming, ConfigError> {
-    Ok(iam_shared::keys::RotationTiming::new(
+pub fn rotation_timing_from_env() -> Result<iam_shared::signing_keys::RotationTiming, ConfigError> {
+    Ok(iam_shared::signing_keys::RotationTiming::new(
         checked_activation_delay()?,
         crate::config::signing_key_ttl()?,
         std::time::Duration::from_secs(iam_shared::token::MAX_LIFETIME_SECS),

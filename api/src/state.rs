@@ -8,8 +8,8 @@ use std::sync::Arc;
 use axum::Router;
 use axum::http::StatusCode;
 use iam_shared::hashing::SecretHasher;
-use iam_shared::keys::{KeySource, Keyring};
 use iam_shared::service::Iam;
+use iam_shared::signing_keys::{KeySource, Keyring};
 use iam_shared::store::Store;
 use iam_shared::token::SigningKeyDocument;
 

@@ -33,7 +33,7 @@ impl CredentialView {
     pub fn new(c: &Credential, now: DateTime<Utc>) -> Self {
         Self {
             key_id: c.key_id.clone(),
-            client_id: iam_shared::key::client_id(&c.key_id),
+            client_id: iam_shared::api_key::client_id(&c.key_id),
             principal_id: c.principal_id.clone(),
             org_id: c.org_id.clone(),
             name: c.name.clone(),

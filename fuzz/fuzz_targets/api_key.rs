@@ -1,7 +1,7 @@
 //! The API-key parser: never panics; whatever parses re-serialises to the same text.
 #![no_main]
 
-use iam_shared::key::ApiKey;
+use iam_shared::api_key::ApiKey;
 use libfuzzer_sys::fuzz_target;
 use secrecy::ExposeSecret;
 

@@ -10,7 +10,7 @@ use http_body_util::BodyExt;
 use iam_api::config::Config;
 use iam_shared::hashing::HashParams;
 use iam_shared::ids::OrgId;
-use iam_shared::keys::StaticKey;
+use iam_shared::signing_keys::StaticKey;
 use iam_shared::store::EmbeddedStore;
 use iam_shared::token::{SigningKeyDocument, TokenSettings};
 use secrecy::ExposeSecret;

@@ -1,19 +1,19 @@
 //! The domain crate: model and rules, key format, hashing, tokens, and the `Store` contract with
 //! its embedded store. The model and rules do no I/O and know nothing of HTTP.
 
+pub mod api_key;
 pub mod authority;
 pub mod error;
 pub mod hashing;
 pub mod idempotency;
 pub mod ids;
-pub mod key;
-pub mod keys;
 pub mod model;
 pub mod names;
 pub mod public_key_set;
 mod random;
 pub mod roles;
 pub mod service;
+pub mod signing_keys;
 pub mod store;
 pub mod token;
 

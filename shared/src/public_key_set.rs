@@ -7,7 +7,7 @@
 //! The rotation function writes a key here before it stages the private key, and a key may
 //! sign only from `activatesAt` (its publication plus the activation delay), so no verifier
 //! meets a `kid` it could not have fetched. The decisions are here, without I/O; reading and
-//! writing the set is in [`crate::keys`].
+//! writing the set is in [`crate::signing_keys`].
 
 use serde::{Deserialize, Serialize};
 

@@ -7,17 +7,17 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 
+use crate::api_key::{ApiKey, KeyFormatError};
 use crate::authority::{self, AdminWitness, Authority, AuthorityRule, DecidedOn, Guard, LastAdministrator, Standing};
 use crate::error::DomainError;
 use crate::hashing::{self, HashError, SecretHasher};
 use crate::idempotency::{IdempotencyClaim, IdempotencyKey, IdempotentOutcome, key_reused};
 use crate::ids::{KeyId, OrgId, Permission, PrincipalId, RoleId};
-use crate::key::{ApiKey, KeyFormatError};
-use crate::keys::Keyring;
 use crate::model::{
     self, Actor, Credential, CredentialStatus, Principal, PrincipalChange, PrincipalStatus, PrincipalType, Refusal, Role, RoleAssignment,
 };
 use crate::roles;
+use crate::signing_keys::Keyring;
 use crate::store::{Page, Store, StoreError};
 use crate::token::{AccessClaims, Grant, TokenRejection, key_id_of, parse_scope};
 

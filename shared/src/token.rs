@@ -13,8 +13,8 @@ use rsa::traits::PublicKeyParts;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
+use crate::api_key::client_id;
 use crate::ids::{KeyId, OrgId, Permission, PrincipalId, RoleId, encode_u128};
-use crate::key::client_id;
 use crate::random;
 
 pub const ALGORITHM: &str = "RS256";
@@ -174,7 +174,7 @@ pub use iam_verifier::{AccessClaims, MAX_TOKEN_BYTES, Rejection as TokenRejectio
 
 /// The credential a token was minted from (its `client_id`).
 pub fn key_id_of(claims: &AccessClaims) -> Option<KeyId> {
-    claims.client_id.strip_prefix(crate::key::KEY_PREFIX).and_then(|k| KeyId::parse(k).ok())
+    claims.client_id.strip_prefix(crate::api_key::KEY_PREFIX).and_then(|k| KeyId::parse(k).ok())
 }
 
 /// What a token is minted for.

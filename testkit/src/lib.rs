@@ -138,13 +138,15 @@ pub async fn drop_tables(tables: &Tables) {
 }
 
 /// A deployment's two secrets in moto: `doc` as the private AWSCURRENT version, and its public key set.
-pub async fn create_signing_secret(doc: &iam_shared::token::SigningKeyDocument) -> iam_shared::keys::SigningSecrets {
+pub async fn create_signing_secret(doc: &iam_shared::token::SigningKeyDocument) -> iam_shared::signing_keys::SigningSecrets {
     let sdk = sdk_config().await;
     let client = aws_sdk_secretsmanager::Client::new(&sdk);
-    let secrets = iam_shared::keys::SigningSecrets { private: unique("signing-key"), public: unique("signing-public-keys") };
+    let secrets = iam_shared::signing_keys::SigningSecrets { private: unique("signing-key"), public: unique("signing-public-keys") };
     client.create_secret().name(&secrets.private).secret_string(doc.to_json()).send().await.expect("create secret in moto");
     // Published as of its creation and active at once, as after `iam-admin publish-signing-keys`.
-    iam_shared::keys::publish_staged_keys(&client, &secrets, None, std::time::Duration::ZERO).await.expect("publish the key in moto");
+    iam_shared::signing_keys::publish_staged_keys(&client, &secrets, None, std::time::Duration::ZERO)
+        .await
+        .expect("publish the key in moto");
     secrets
 }
 

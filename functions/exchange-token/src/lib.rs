@@ -15,7 +15,7 @@ use base64::engine::general_purpose::STANDARD;
 use iam_api::extract::{content_type, read_body};
 use iam_api::oauth::{OAuthError, TOKEN_PATH};
 use iam_api::{AppState, SourceAddress};
-use iam_shared::key::ApiKey;
+use iam_shared::api_key::ApiKey;
 use iam_shared::service::ExchangeRequest;
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
@@ -197,7 +197,7 @@ fn parse_form(parts: &Parts, body: &[u8]) -> Result<ParsedRequest, OAuthError> {
 
 /// Client authentication: HTTP Basic (RFC 6749 §2.3.1, each part form-encoded) or the
 /// `client_id`/`client_secret` form fields, but not both.
-fn client_credentials(parts: &Parts, form: &Form) -> Result<Result<ApiKey, iam_shared::key::KeyFormatError>, OAuthError> {
+fn client_credentials(parts: &Parts, form: &Form) -> Result<Result<ApiKey, iam_shared::api_key::KeyFormatError>, OAuthError> {
     let basic = parts.headers.get(header::AUTHORIZATION).map(|h| h.to_str().unwrap_or_default());
     let in_form = form.get("client_secret").is_some();
     match basic {

@@ -1,9 +1,9 @@
 //! The Secrets Manager rotation function for the token-signing key. Secrets Manager invokes it
 //! once per step (`createSecret`, `setSecret`, `testSecret`, `finishSecret`) on the private
-//! secret; the steps are in `iam_shared::keys::rotate`, and they keep the public key set
+//! secret; the steps are in `iam_shared::signing_keys::rotate`, and they keep the public key set
 //! (`IAM_SIGNING_PUBLIC_KEYS_SECRET_ID`) in step with it.
 
-use iam_shared::keys::{RotationStep, RotationTiming, SigningSecrets, rotate};
+use iam_shared::signing_keys::{RotationStep, RotationTiming, SigningSecrets, rotate};
 use serde::Deserialize;
 
 /// The event Secrets Manager sends a rotation function.
@@ -15,7 +15,7 @@ pub struct RotationEvent {
     pub client_request_token: String,
 }
 
-/// Runs one step under `timing` (see `iam_shared::keys::RotationTiming`), publishing into the
+/// Runs one step under `timing` (see `iam_shared::signing_keys::RotationTiming`), publishing into the
 /// public key set `public_set_id`.
 pub async fn handle(
     client: &aws_sdk_secretsmanager::Client,

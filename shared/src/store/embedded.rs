@@ -58,6 +58,19 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
+/// Every redb error means the same to a caller: the store could not do it, and the write
+/// transaction it happened in is dropped, so nothing was written.
+macro_rules! unavailable_from {
+    ($($error:ty),* $(,)?) => {
+        $(impl From<$error> for StoreError {
+            fn from(e: $error) -> Self {
+                unavailable(e)
+            }
+        })*
+    };
+}
+unavailable_from!(redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
+
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(value).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
@@ -146,9 +159,9 @@ struct IdempotencyItem {
 /// is overwritten here rather than swept.
 fn claim_idempotency_in(txn: &redb::WriteTransaction, record: Option<&IdempotencyRecord>) -> Result<(), StoreError> {
     let Some(r) = record else { return Ok(()) };
-    let mut t = txn.open_table(IDEMPOTENCY).map_err(unavailable)?;
+    let mut t = txn.open_table(IDEMPOTENCY)?;
     let k = key2(r.org_id.as_str(), &r.slot);
-    let taken = match t.get(k.as_str()).map_err(unavailable)? {
+    let taken = match t.get(k.as_str())? {
         Some(v) => r.created_at < decode::<IdempotencyItem>("idempotency record", v.value())?.expires_at,
         None => false,
     };
@@ -161,7 +174,7 @@ fn claim_idempotency_in(txn: &redb::WriteTransaction, record: Option<&Idempotenc
         created_at: r.created_at,
         expires_at: r.expires_at,
     };
-    t.insert(k.as_str(), encode(&item)?.as_slice()).map_err(unavailable)?;
+    t.insert(k.as_str(), encode(&item)?.as_slice())?;
     Ok(())
 }
 
@@ -179,24 +192,21 @@ impl std::fmt::Debug for EmbeddedStore {
 impl EmbeddedStore {
     /// Opens (or creates) the database file at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Database::builder().set_cache_size(CACHE_BYTES).create(path).map_err(unavailable)?;
+        let db = Database::builder().set_cache_size(CACHE_BYTES).create(path)?;
         Self::init(db)
     }
 
     pub fn in_memory() -> Result<Self, StoreError> {
-        let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .create_with_backend(redb::backends::InMemoryBackend::new())
-            .map_err(unavailable)?;
+        let db = Database::builder().set_cache_size(CACHE_BYTES).create_with_backend(redb::backends::InMemoryBackend::new())?;
         Self::init(db)
     }
 
     fn init(db: Database) -> Result<Self, StoreError> {
-        let txn = db.begin_write().map_err(unavailable)?;
+        let txn = db.begin_write()?;
         for table in [PRINCIPALS, CREDENTIALS, PRINCIPAL_CREDENTIALS, ROLES, ASSIGNMENTS, BOOTSTRAP, IDEMPOTENCY] {
-            txn.open_table(table).map_err(unavailable)?;
+            txn.open_table(table)?;
         }
-        txn.commit().map_err(unavailable)?;
+        txn.commit()?;
         Ok(Self { db: Arc::new(db) })
     }
 
@@ -211,7 +221,7 @@ impl EmbeddedStore {
 }
 
 fn get_principal_in(table: &impl ReadableTable<&'static str, &'static [u8]>, org: &str, id: &str) -> Result<Option<Principal>, StoreError> {
-    match table.get(key2(org, id).as_str()).map_err(unavailable)? {
+    match table.get(key2(org, id).as_str())? {
         Some(v) => decode("principal", v.value()).map(Some),
         None => Ok(None),
     }
@@ -231,7 +241,7 @@ fn live_principal_in(table: &impl ReadableTable<&'static str, &'static [u8]>, or
 /// judged usable, its credential Active, each of its roles still assigned). Part of the write's
 /// own transaction, so nothing can change them in between.
 fn check_guard_in(txn: &redb::WriteTransaction, guard: &Guard) -> Result<(), StoreError> {
-    let principals = txn.open_table(PRINCIPALS).map_err(unavailable)?;
+    let principals = txn.open_table(PRINCIPALS)?;
     for d in guard.principals_to_check(&[])? {
         let current = get_principal_in(&principals, d.org_id.as_str(), d.principal_id.as_str())?;
         if current.is_none_or(|p| p.version != d.version) {
@@ -242,18 +252,18 @@ fn check_guard_in(txn: &redb::WriteTransaction, guard: &Guard) -> Result<(), Sto
     let (org, id) = (w.org_id.as_str(), w.principal_id.as_str());
     let principal_unchanged =
         get_principal_in(&principals, org, id)?.is_some_and(|p| p.version == w.principal_version && p.status == PrincipalStatus::Active);
-    let credentials = txn.open_table(CREDENTIALS).map_err(unavailable)?;
-    let credential_active = match credentials.get(w.key_id.as_str()).map_err(unavailable)? {
+    let credentials = txn.open_table(CREDENTIALS)?;
+    let credential_active = match credentials.get(w.key_id.as_str())? {
         Some(v) => {
             let c = decode_credential(v.value())?;
             c.status == CredentialStatus::Active && c.principal_id == w.principal_id
         }
         None => false,
     };
-    let assignments = txn.open_table(ASSIGNMENTS).map_err(unavailable)?;
+    let assignments = txn.open_table(ASSIGNMENTS)?;
     let mut roles_assigned = true;
     for role in &w.roles {
-        roles_assigned &= assignments.get(key3(org, id, role.as_str()).as_str()).map_err(unavailable)?.is_some();
+        roles_assigned &= assignments.get(key3(org, id, role.as_str()).as_str())?.is_some();
     }
     if principal_unchanged && credential_active && roles_assigned { Ok(()) } else { Err(StoreError::WitnessGone) }
 }
@@ -261,10 +271,10 @@ fn check_guard_in(txn: &redb::WriteTransaction, guard: &Guard) -> Result<(), Sto
 /// Advances a principal's version inside `txn`: its role assignments changed, and with them
 /// what it holds.
 fn advance_version_in(txn: &redb::WriteTransaction, org: &str, id: &str) -> Result<(), StoreError> {
-    let mut principals = txn.open_table(PRINCIPALS).map_err(unavailable)?;
+    let mut principals = txn.open_table(PRINCIPALS)?;
     let mut p = get_principal_in(&principals, org, id)?.ok_or(StoreError::NotFound("principal"))?;
     p.version += 1;
-    principals.insert(key2(org, id).as_str(), encode(&p)?.as_slice()).map_err(unavailable)?;
+    principals.insert(key2(org, id).as_str(), encode(&p)?.as_slice())?;
     Ok(())
 }
 
@@ -279,9 +289,9 @@ impl Store for EmbeddedStore {
         let p = principal.clone();
         let idempotency = idempotency.cloned();
         self.blocking(move |db| {
-            let txn = db.begin_write().map_err(unavailable)?;
+            let txn = db.begin_write()?;
             {
-                let mut t = txn.open_table(PRINCIPALS).map_err(unavailable)?;
+                let mut t = txn.open_table(PRINCIPALS)?;
                 let k = key2(p.org_id.as_str(), p.id.as_str());
                 // The identical principal again is a retried plain write (as the DynamoDB store
                 // sees it); a create carrying an idempotency record is never retried that way.
@@ -293,13 +303,13 @@ impl Store for EmbeddedStore {
                     };
                 }
                 let (start, end) = prefix_range(p.org_id.as_str());
-                if t.range(start.as_str()..end.as_str()).map_err(unavailable)?.count() >= max_principals {
+                if t.range(start.as_str()..end.as_str())?.count() >= max_principals {
                     return Err(StoreError::Limit(principal_limit(max_principals)));
                 }
-                t.insert(k.as_str(), encode(&p)?.as_slice()).map_err(unavailable)?;
+                t.insert(k.as_str(), encode(&p)?.as_slice())?;
             }
             claim_idempotency_in(&txn, idempotency.as_ref())?;
-            txn.commit().map_err(unavailable)
+            Ok(txn.commit()?)
         })
         .await
     }
@@ -307,8 +317,8 @@ impl Store for EmbeddedStore {
     async fn get_principal(&self, org: &OrgId, id: &PrincipalId) -> Result<Option<Principal>, StoreError> {
         let (org, id) = (org.clone(), id.clone());
         self.blocking(move |db| {
-            let txn = db.begin_read().map_err(unavailable)?;
-            let t = txn.open_table(PRINCIPALS).map_err(unavailable)?;
+            let txn = db.begin_read()?;
+            let t = txn.open_table(PRINCIPALS)?;
             get_principal_in(&t, org.as_str(), id.as_str())
         })
         .await
@@ -318,8 +328,8 @@ impl Store for EmbeddedStore {
         let org = org.clone();
         let after = after.cloned();
         self.blocking(move |db| {
-            let txn = db.begin_read().map_err(unavailable)?;
-            let t = txn.open_table(PRINCIPALS).map_err(unavailable)?;
+            let txn = db.begin_read()?;
+            let t = txn.open_table(PRINCIPALS)?;
             let (start, end) = prefix_range(org.as_str());
             // Start strictly after the cursor: append a byte that sorts after every id character.
             let start = match &after {
@@ -328,8 +338,8 @@ impl Store for EmbeddedStore {
             };
             let mut items = Vec::new();
             let mut more = false;
-            for entry in t.range(start.as_str()..end.as_str()).map_err(unavailable)? {
-                let (_, v) = entry.map_err(unavailable)?;
+            for entry in t.range(start.as_str()..end.as_str())? {
+                let (_, v) = entry?;
                 if items.len() == limit {
                     more = true;
                     break;
@@ -346,11 +356,11 @@ impl Store for EmbeddedStore {
         let p = principal.clone();
         let guard = guard.clone();
         self.blocking(move |db| {
-            let txn = db.begin_write().map_err(unavailable)?;
+            let txn = db.begin_write()?;
             // The version first: a concurrent change to the principal itself is a stale read
             // (412 under If-Match), whatever else the guard names.
             {
-                let t = txn.open_table(PRINCIPALS).map_err(unavailable)?;
+                let t = txn.open_table(PRINCIPALS)?;
                 let current = get_principal_in(&t, p.org_id.as_str(), p.id.as_str())?.ok_or(StoreError::NotFound("principal"))?;
                 if current.version != expected_version {
                     return Err(StoreError::Conflict("the principal was changed concurrently; read it again and retry".into()));
@@ -358,10 +368,10 @@ impl Store for EmbeddedStore {
             }
             check_guard_in(&txn, &guard)?;
             {
-                let mut t = txn.open_table(PRINCIPALS).map_err(unavailable)?;
-                t.insert(key2(p.org_id.as_str(), p.id.as_str()).as_str(), encode(&p)?.as_slice()).map_err(unavailable)?;
+                let mut t = txn.open_table(PRINCIPALS)?;
+                t.insert(key2(p.org_id.as_str(), p.id.as_str()).as_str(), encode(&p)?.as_slice())?;
             }
-            txn.commit().map_err(unavailable)
+            Ok(txn.commit()?)
         })
         .await
     }
@@ -377,19 +387,19 @@ impl Store for EmbeddedStore {
         let idempotency = idempotency.cloned();
         let guard = guard.clone();
         self.blocking(move |db| {
-            let txn = db.begin_write().map_err(unavailable)?;
+            let txn = db.begin_write()?;
             check_guard_in(&txn, &guard)?;
             {
-                let principals = txn.open_table(PRINCIPALS).map_err(unavailable)?;
+                let principals = txn.open_table(PRINCIPALS)?;
                 live_principal_in(&principals, c.org_id.as_str(), c.principal_id.as_str())?;
-                let mut creds = txn.open_table(CREDENTIALS).map_err(unavailable)?;
-                let mut index = txn.open_table(PRINCIPAL_CREDENTIALS).map_err(unavailable)?;
+                let mut creds = txn.open_table(CREDENTIALS)?;
+                let mut index = txn.open_table(PRINCIPAL_CREDENTIALS)?;
                 let (start, end) = prefix_range(&key2(c.org_id.as_str(), c.principal_id.as_str()));
                 let mut live = 0;
-                for entry in index.range(start.as_str()..end.as_str()).map_err(unavailable)? {
-                    let (k, _) = entry.map_err(unavailable)?;
+                for entry in index.range(start.as_str()..end.as_str())? {
+                    let (k, _) = entry?;
                     let key_id = k.value().rsplit(SEP).next().unwrap_or_default().to_owned();
-                    if let Some(v) = creds.get(key_id.as_str()).map_err(unavailable)?
+                    if let Some(v) = creds.get(key_id.as_str())?
                         && decode_credential(v.value())?.is_live(now)
                     {
                         live += 1;
@@ -400,16 +410,14 @@ impl Store for EmbeddedStore {
                         "the principal already has {MAX_ACTIVE_CREDENTIALS} active credentials; revoke one first"
                     )));
                 }
-                if creds.get(c.key_id.as_str()).map_err(unavailable)?.is_some() {
+                if creds.get(c.key_id.as_str())?.is_some() {
                     return Err(StoreError::Conflict("a credential with this key id exists".into()));
                 }
-                creds.insert(c.key_id.as_str(), encode(&CredentialRecord::from(&c))?.as_slice()).map_err(unavailable)?;
-                index
-                    .insert(key3(c.org_id.as_str(), c.principal_id.as_str(), c.key_id.as_str()).as_str(), [].as_slice())
-                    .map_err(unavailable)?;
+                creds.insert(c.key_id.as_str(), encode(&CredentialRecord::from(&c))?.as_slice())?;
+                index.insert(key3(c.org_id.as_str(), c.principal_id.as_str(), c.key_id.as_str()).as_str(), [].as_slice())?;
             }
             claim_idempotency_in(&txn, idempotency.as_ref())?;
-            txn.commit().map_err(unavailable)
+            Ok(txn.commit()?)
         })
         .await
     }
@@ -417,9 +425,9 @@ impl Store for EmbeddedStore {
     async fn get_credential(&self, key_id: &KeyId) -> Result<Option<Credential>, StoreError> {
         let key_id = key_id.clone();
         self.blocking(move |db| {
-            let txn = db.begin_read().map_err(unavailable)?;
-            let t = txn.open_table(CREDENTIALS).map_err(unavailable)?;
-            match t.get(key_id.as_str()).map_err(unavailable)? {
+            let txn = db.begin_read()?;
+            let t = txn.open_table(CREDENTIALS)?;
+            match t.get(key_id.as_str())? {
                 Some(v) => decode_credential(v.value()).map(Some),
                 None => Ok(None),
             }
@@ -430,15 +438,15 @@ impl Store for EmbeddedStore {
     async fn list_credentials(&self, org: &OrgId, principal: &PrincipalId) -> Result<Vec<Credential>, StoreError> {
         let prefix = key2(org.as_str(), principal.as_str());
         self.blocking(move |db| {
-            let txn = db.begin_read().map_err(unavailable)?;
-            let index = txn.open_table(PRINCIPAL_CREDENTIALS).map_err(unavailable)?;
-            let creds = txn.open_table(CREDENTIALS).map_err(unavailable)?;
+            let txn = db.begin_read()?;
+            let index = txn.open_table(PRINCIPAL_CREDENTIALS)?;
+            let creds = txn.open_table(CREDENTIALS)?;
             let (start, end) = prefix_range(&prefix);
             let mut out = Vec::new();
-            for entry in index.range(start.as_str()..end.as_str()).map_err(unavailable)? {
-                let (k, _) = entry.map_err(unavailable)?;
+            for entry in index.range(start.as_str()..end.as_str())? {
+                let (k, _) = entry?;
                 let key_id = k.value().rsplit(SEP).next().unwrap_or_default().to_owned();
-                if let Some(v) = creds.get(key_id.as_str()).map_err(unavailable)? {
+                if let Some(v) = creds.get(key_id.as_str())? {
                     out.push(decode_credential(v.value())?);
                 }
             }
@@ -460,10 +468,10 @@ impl Store for EmbeddedStore {
         let (org, principal, key_id, actor) = (org.clone(), principal.clone(), key_id.clone(), actor.clone());
         let guard = guard.clone();
         self.blocking(move |db| {
-            let txn = db.begin_write().map_err(unavailable)?;
+            let txn = db.begin_write()?;
             let revoked = {
-                let t = txn.open_table(CREDENTIALS).map_err(unavailable)?;
-                let current = match t.get(key_id.as_str()).map_err(unavailable)? {
+                let t = txn.open_table(CREDENTIALS)?;
+                let current = match t.get(key_id.as_str())? {
                     Some(v) => decode_credential(v.value())?,
                     None => return Err(StoreError::NotFound("credential")),
                 };
@@ -474,12 +482,12 @@ impl Store for EmbeddedStore {
                 if revoked != current {
                     drop(t);
                     check_guard_in(&txn, &guard)?;
-                    let mut t = txn.open_table(CREDENTIALS).map_err(unavailable)?;
-                    t.insert(key_id.as_str(), encode(&CredentialRecord::from(&revoked))?.as_slice()).map_err(unavailable)?;
+                    let mut t = txn.open_table(CREDENTIALS)?;
+                    t.insert(key_id.as_str(), encode(&CredentialRecord::from(&revoked))?.as_slice())?;
                 }
                 revoked
             };
-            txn.commit().map_err(unavailable)?;
+            txn.commit()?;
             Ok(revoked)
         })
         .await
@@ -494,13 +502,13 @@ impl Store for EmbeddedStore {
         let c = credential.clone();
         let secret_check = secret_check.map(str::to_owned);
         self.blocking(move |db| {
-            let txn = db.begin_write().map_err(unavailable)?;
+            let txn = db.begin_write()?;
             {
-                let principals = txn.open_table(PRINCIPALS).map_err(unavailable)?;
+                let principals = txn.open_table(PRINCIPALS)?;
                 let principal_active = get_principal_in(&principals, c.org_id.as_str(), c.principal_id.as_str())?
                     .is_some_and(|p| p.status == PrincipalStatus::Active);
-                let mut t = txn.open_table(CREDENTIALS).map_err(unavailable)?;
-                let current = match t.get(c.key_id.as_str()).map_err(unavailable)? {
+                let mut t = txn.open_table(CREDENTIALS)?;
+                let current = match t.get(c.key_id.as_str())? {
                     Some(v) => decode_credential(v.value())?,
                     None => return Ok(false),
                 };
@@ -512,9 +520,9 @@ impl Store for EmbeddedStore {
                 if next.secret_check.is_none() {
                     next.secret_check = secret_check;
                 }
-                t.insert(c.key_id.as_str(), encode(&CredentialRecord::from(&next))?.as_slice()).map_err(unavailable)?;
+                t.insert(c.key_id.as_str(), encode(&CredentialRecord::from(&next))?.as_slice())?;
             }
-            txn.commit().map_err(unavailable)?;
+            txn.commit()?;
             Ok(true)
         })
         .await
@@ -528,14 +536,14 @@ impl Store for EmbeddedStore {
             return Err(StoreError::Conflict("built-in roles are not stored".into()));
         };
         self.blocking(move |db| {
-            let txn = db.begin_write().map_err(unavailable)?;
+            let txn = db.begin_write()?;
             check_guard_in(&txn, &guard)?;
             {
-                let mut t = txn.open_table(ROLES).map_err(unavailable)?;
+                let mut t = txn.open_table(ROLES)?;
                 let (start, end) = prefix_range(org.as_str());
                 let mut count = 0;
-                for entry in t.range(start.as_str()..end.as_str()).map_err(unavailable)? {
-                    let (_, v) = entry.map_err(unavailable)?;
+                for entry in t.range(start.as_str()..end.as_str())? {
+                    let (_, v) = entry?;
                     let existing: Role = decode("role", v.value())?;
                     if existing.name == role.name {
                         return Err(StoreError::Conflict(format!("a role named '{}' already exists", role.name)));
@@ -546,13 +554,13 @@ impl Store for EmbeddedStore {
                     return Err(StoreError::Limit(format!("an organisation can define at most {MAX_ORG_ROLES} roles")));
                 }
                 let k = key2(org.as_str(), role.id.as_str());
-                if t.get(k.as_str()).map_err(unavailable)?.is_some() {
+                if t.get(k.as_str())?.is_some() {
                     return Err(StoreError::Conflict("a role with this id exists".into()));
                 }
-                t.insert(k.as_str(), encode(&role)?.as_slice()).map_err(unavailable)?;
+                t.insert(k.as_str(), encode(&role)?.as_slice())?;
             }
             claim_idempotency_in(&txn, idempotency.as_ref())?;
-            txn.commit().map_err(unavailable)
+            Ok(txn.commit()?)
         })
         .await
     }
@@ -560,12 +568,12 @@ impl Store for EmbeddedStore {
     async fn list_org_roles(&self, org: &OrgId) -> Result<Vec<Role>, StoreError> {
         let org = org.clone();
         self.blocking(move |db| {
-            let txn = db.begin_read().map_err(unavailable)?;
-            let t = txn.open_table(ROLES).map_err(unavailable)?;
+            let txn = db.begin_read()?;
+            let t = txn.open_table(ROLES)?;
             let (start, end) = prefix_range(org.as_str());
             let mut out = Vec::new();
-            for entry in t.range(start.as_str()..end.as_str()).map_err(unavailable)? {
-                let (_, v) = entry.map_err(unavailable)?;
+            for entry in t.range(start.as_str()..end.as_str())? {
+                let (_, v) = entry?;
                 out.push(decode("role", v.value())?);
             }
             Ok(out)
@@ -576,9 +584,9 @@ impl Store for EmbeddedStore {
     async fn get_org_role(&self, org: &OrgId, id: &RoleId) -> Result<Option<Role>, StoreError> {
         let k = key2(org.as_str(), id.as_str());
         self.blocking(move |db| {
-            let txn = db.begin_read().map_err(unavailable)?;
-            let t = txn.open_table(ROLES).map_err(unavailable)?;
-            match t.get(k.as_str()).map_err(unavailable)? {
+            let txn = db.begin_read()?;
+            let t = txn.open_table(ROLES)?;
+            match t.get(k.as_str())? {
                 Some(v) => decode("role", v.value()).map(Some),
                 None => Ok(None),
             }
@@ -589,12 +597,12 @@ impl Store for EmbeddedStore {
     async fn list_role_assignments(&self, org: &OrgId, principal: &PrincipalId) -> Result<Vec<RoleAssignment>, StoreError> {
         let prefix = key2(org.as_str(), principal.as_str());
         self.blocking(move |db| {
-            let txn = db.begin_read().map_err(unavailable)?;
-            let t = txn.open_table(ASSIGNMENTS).map_err(unavailable)?;
+            let txn = db.begin_read()?;
+            let t = txn.open_table(ASSIGNMENTS)?;
             let (start, end) = prefix_range(&prefix);
             let mut out = Vec::new();
-            for entry in t.range(start.as_str()..end.as_str()).map_err(unavailable)? {
-                let (_, v) = entry.map_err(unavailable)?;
+            for entry in t.range(start.as_str()..end.as_str())? {
+                let (_, v) = entry?;
                 out.push(decode("role assignment", v.value())?);
             }
             Ok(out)
@@ -606,33 +614,29 @@ impl Store for EmbeddedStore {
         let a = assignment.clone();
         let guard = guard.clone();
         self.blocking(move |db| {
-            let txn = db.begin_write().map_err(unavailable)?;
+            let txn = db.begin_write()?;
             let result = {
-                let principals = txn.open_table(PRINCIPALS).map_err(unavailable)?;
+                let principals = txn.open_table(PRINCIPALS)?;
                 live_principal_in(&principals, a.org_id.as_str(), a.principal_id.as_str())?;
-                let t = txn.open_table(ASSIGNMENTS).map_err(unavailable)?;
+                let t = txn.open_table(ASSIGNMENTS)?;
                 let k = key3(a.org_id.as_str(), a.principal_id.as_str(), a.role_id.as_str());
-                let existing =
-                    t.get(k.as_str()).map_err(unavailable)?.map(|v| decode::<RoleAssignment>("role assignment", v.value())).transpose()?;
+                let existing = t.get(k.as_str())?.map(|v| decode::<RoleAssignment>("role assignment", v.value())).transpose()?;
                 match existing {
                     Some(existing) => (existing, false),
                     None => {
                         let (start, end) = prefix_range(&key2(a.org_id.as_str(), a.principal_id.as_str()));
-                        if t.range(start.as_str()..end.as_str()).map_err(unavailable)?.count() >= MAX_ROLES_PER_PRINCIPAL {
+                        if t.range(start.as_str()..end.as_str())?.count() >= MAX_ROLES_PER_PRINCIPAL {
                             return Err(StoreError::Limit(format!("a principal can hold at most {MAX_ROLES_PER_PRINCIPAL} roles")));
                         }
                         drop((t, principals));
                         check_guard_in(&txn, &guard)?;
-                        txn.open_table(ASSIGNMENTS)
-                            .map_err(unavailable)?
-                            .insert(k.as_str(), encode(&a)?.as_slice())
-                            .map_err(unavailable)?;
+                        txn.open_table(ASSIGNMENTS)?.insert(k.as_str(), encode(&a)?.as_slice())?;
                         advance_version_in(&txn, a.org_id.as_str(), a.principal_id.as_str())?;
                         (a, true)
                     }
                 }
             };
-            txn.commit().map_err(unavailable)?;
+            txn.commit()?;
             Ok(result)
         })
         .await
@@ -643,16 +647,16 @@ impl Store for EmbeddedStore {
         let (org, principal) = (org.clone(), principal.clone());
         let guard = guard.clone();
         self.blocking(move |db| {
-            let txn = db.begin_write().map_err(unavailable)?;
+            let txn = db.begin_write()?;
             check_guard_in(&txn, &guard)?;
             let removed = {
-                let mut t = txn.open_table(ASSIGNMENTS).map_err(unavailable)?;
-                t.remove(k.as_str()).map_err(unavailable)?.is_some()
+                let mut t = txn.open_table(ASSIGNMENTS)?;
+                t.remove(k.as_str())?.is_some()
             };
             if removed {
                 advance_version_in(&txn, org.as_str(), principal.as_str())?;
             }
-            txn.commit().map_err(unavailable)?;
+            txn.commit()?;
             Ok(removed)
         })
         .await
@@ -667,31 +671,21 @@ impl Store for EmbeddedStore {
     ) -> Result<(), StoreError> {
         let (p, a, c) = (principal.clone(), assignment.clone(), credential.clone());
         self.blocking(move |db| {
-            let txn = db.begin_write().map_err(unavailable)?;
+            let txn = db.begin_write()?;
             {
-                let mut marker = txn.open_table(BOOTSTRAP).map_err(unavailable)?;
-                if !force && marker.get(p.org_id.as_str()).map_err(unavailable)?.is_some() {
+                let mut marker = txn.open_table(BOOTSTRAP)?;
+                if !force && marker.get(p.org_id.as_str())?.is_some() {
                     return Err(StoreError::Conflict(format!("organisation '{}' is already bootstrapped", p.org_id)));
                 }
-                marker.insert(p.org_id.as_str(), p.id.as_str().as_bytes()).map_err(unavailable)?;
-                txn.open_table(PRINCIPALS)
-                    .map_err(unavailable)?
-                    .insert(key2(p.org_id.as_str(), p.id.as_str()).as_str(), encode(&p)?.as_slice())
-                    .map_err(unavailable)?;
-                txn.open_table(ASSIGNMENTS)
-                    .map_err(unavailable)?
-                    .insert(key3(a.org_id.as_str(), a.principal_id.as_str(), a.role_id.as_str()).as_str(), encode(&a)?.as_slice())
-                    .map_err(unavailable)?;
-                txn.open_table(CREDENTIALS)
-                    .map_err(unavailable)?
-                    .insert(c.key_id.as_str(), encode(&CredentialRecord::from(&c))?.as_slice())
-                    .map_err(unavailable)?;
-                txn.open_table(PRINCIPAL_CREDENTIALS)
-                    .map_err(unavailable)?
-                    .insert(key3(c.org_id.as_str(), c.principal_id.as_str(), c.key_id.as_str()).as_str(), [].as_slice())
-                    .map_err(unavailable)?;
+                marker.insert(p.org_id.as_str(), p.id.as_str().as_bytes())?;
+                txn.open_table(PRINCIPALS)?.insert(key2(p.org_id.as_str(), p.id.as_str()).as_str(), encode(&p)?.as_slice())?;
+                txn.open_table(ASSIGNMENTS)?
+                    .insert(key3(a.org_id.as_str(), a.principal_id.as_str(), a.role_id.as_str()).as_str(), encode(&a)?.as_slice())?;
+                txn.open_table(CREDENTIALS)?.insert(c.key_id.as_str(), encode(&CredentialRecord::from(&c))?.as_slice())?;
+                txn.open_table(PRINCIPAL_CREDENTIALS)?
+                    .insert(key3(c.org_id.as_str(), c.principal_id.as_str(), c.key_id.as_str()).as_str(), [].as_slice())?;
             }
-            txn.commit().map_err(unavailable)
+            Ok(txn.commit()?)
         })
         .await
     }
@@ -699,9 +693,9 @@ impl Store for EmbeddedStore {
     async fn get_idempotency_record(&self, org: &OrgId, slot: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
         let (org, slot) = (org.clone(), slot.to_owned());
         self.blocking(move |db| {
-            let txn = db.begin_read().map_err(unavailable)?;
-            let t = txn.open_table(IDEMPOTENCY).map_err(unavailable)?;
-            let Some(v) = t.get(key2(org.as_str(), &slot).as_str()).map_err(unavailable)? else { return Ok(None) };
+            let txn = db.begin_read()?;
+            let t = txn.open_table(IDEMPOTENCY)?;
+            let Some(v) = t.get(key2(org.as_str(), &slot).as_str())? else { return Ok(None) };
             let item: IdempotencyItem = decode("idempotency record", v.value())?;
             Ok(Some(IdempotencyRecord {
                 org_id: org,
@@ -718,9 +712,9 @@ impl Store for EmbeddedStore {
     async fn is_bootstrapped(&self, org: &OrgId) -> Result<bool, StoreError> {
         let org = org.clone();
         self.blocking(move |db| {
-            let txn = db.begin_read().map_err(unavailable)?;
-            let t = txn.open_table(BOOTSTRAP).map_err(unavailable)?;
-            Ok(t.get(org.as_str()).map_err(unavailable)?.is_some())
+            let txn = db.begin_read()?;
+            let t = txn.open_table(BOOTSTRAP)?;
+            Ok(t.get(org.as_str())?.is_some())
         })
         .await
     }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use iam_api::state::build_state;
-use iam_shared::keys::StaticKey;
+use iam_shared::signing_keys::StaticKey;
 use iam_shared::store::EmbeddedStore;
 use iam_verifier::RemoteVerifier;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};

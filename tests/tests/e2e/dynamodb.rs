@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use iam_shared::keys::{AWSPENDING, KeySource, Keyring, PublishedKeys, SecretsManagerKeys, SigningSecrets, publish_staged_keys};
+use iam_shared::signing_keys::{AWSPENDING, KeySource, Keyring, PublishedKeys, SecretsManagerKeys, SigningSecrets, publish_staged_keys};
 use iam_shared::token::{SigningKey, SigningKeyDocument, TokenService};
 
 mod contract {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::{Method, StatusCode};
-use iam_shared::key::ApiKey;
+use iam_shared::api_key::ApiKey;
 use iam_shared::service::ExchangeRequest;
 use iam_shared::store::{DynamoStore, Store};
 use iam_testkit::faults::{Fault, FaultProxy};

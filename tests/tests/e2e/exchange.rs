@@ -111,7 +111,7 @@ async fn unknown_wrong_mistyped_and_malformed_keys_get_one_answer() {
     let (id, secret) = split(&key);
     let unknown_id = {
         // A well-formed key whose key id does not exist.
-        let fresh = iam_shared::key::ApiKey::generate();
+        let fresh = iam_shared::api_key::ApiKey::generate();
         secrecy::ExposeSecret::expose_secret(&fresh.to_secret_string()).to_owned()
     };
     let mut flipped = secret.to_owned().into_bytes();
@@ -151,7 +151,7 @@ async fn plant_expired_credential(app: &TestApp, principal: &str) -> String {
     let store: &Arc<dyn Store> = &app.state.store;
     let org = OrgId::parse("acme").unwrap();
     let p = store.get_principal(&org, &PrincipalId::parse(principal).unwrap()).await.unwrap().unwrap();
-    let key = iam_shared::key::ApiKey::generate();
+    let key = iam_shared::api_key::ApiKey::generate();
     let hash = app.state.hasher.hash(key.secret()).await.unwrap();
     let mut c = Credential::new(&p, key.key_id().clone(), "old", None, hash, Actor::system("test"), model::now()).unwrap();
     c.expires_at = Some(model::now() - Duration::seconds(1));

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use axum::http::{Method, StatusCode};
 use iam_api::state::{build_state, build_state_for_public_routes};
-use iam_shared::keys::{KeySource, PublishedKeys, RotationStep, RotationTiming, SecretsManagerKeys, SigningSecrets, rotate};
+use iam_shared::signing_keys::{KeySource, PublishedKeys, RotationStep, RotationTiming, SecretsManagerKeys, SigningSecrets, rotate};
 use iam_shared::store::DynamoStore;
 use iam_testkit::faults::{FaultProxy, IamCall};
 use iam_tests::{Response, TestApp};

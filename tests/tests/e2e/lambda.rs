@@ -221,7 +221,7 @@ async fn guesses_through_the_lambda_path_never_lock_the_owner_out() {
     let body = format!("{}{}", &secret[..10], "1".repeat(34));
     let sum = format!("{:0>6}", base62::encode(crc32fast::hash(format!("{id}.{body}").as_bytes())));
     let guess = format!("{id}.{body}{sum}");
-    assert!(iam_shared::key::ApiKey::parse(&guess).is_ok(), "the guess is well-formed");
+    assert!(iam_shared::api_key::ApiKey::parse(&guess).is_ok(), "the guess is well-formed");
     for _ in 0..15 {
         let (status, _) =
             invoke(exchange_token::routes, &app.state, Event::new("POST", "/iam/auth/token").json(json!({"apiKey": guess}))).await;

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use iam_api::state::build_state;
-use iam_shared::keys::{KeySource, RotationStep, RotationTiming, SecretsManagerKeys, SigningSecrets, read_public_set, rotate};
+use iam_shared::signing_keys::{KeySource, RotationStep, RotationTiming, SecretsManagerKeys, SigningSecrets, read_public_set, rotate};
 use iam_shared::store::EmbeddedStore;
 use iam_shared::token::{KeyError, SigningKeyDocument};
 use iam_tests::{AUDIENCE, ISSUER, RouterFetch, TestApp};
@@ -120,7 +120,7 @@ async fn the_first_rotation_replaces_a_placeholder() {
     let token = iam_testkit::version_token();
     // With the template's activation delay: the first key signs at once all the same, as no
     // verifier can hold tokens from any other.
-    let timing = RotationTiming { activation_delay: iam_shared::keys::DEFAULT_ACTIVATION_DELAY, retirement: Duration::ZERO };
+    let timing = RotationTiming { activation_delay: iam_shared::signing_keys::DEFAULT_ACTIVATION_DELAY, retirement: Duration::ZERO };
     for step in [RotationStep::Create, RotationStep::Set, RotationStep::Test, RotationStep::Finish] {
         rotate(&client, &secret, &token, step, timing).await.unwrap();
     }

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 
 use axum::http::StatusCode;
+use iam_shared::api_key::ApiKey;
 use iam_shared::authority::Guard;
 use iam_shared::ids::{OrgId, PrincipalId};
-use iam_shared::key::ApiKey;
 use iam_shared::model::{Actor, Credential, now};
 use iam_shared::store::Store;
 use iam_tests::TestApp;
