@@ -22,7 +22,6 @@
 use std::process::ExitCode;
 
 use iam_api::backend::DynamoSettings;
-use iam_api::config::Config;
 use iam_shared::hashing::SecretHasher;
 use iam_shared::ids::OrgId;
 use iam_shared::signing_keys::{AWSCURRENT, SecretsManagerKeys, publish_staged_keys, put_or_create_secret};
@@ -81,8 +80,7 @@ async fn run(command: Command) -> Result<(), String> {
         DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), settings.principals_table.clone(), settings.credentials_table.clone());
     match command {
         Command::Bootstrap { org, force } => {
-            let config = Config::from_env(Some("unused")).map_err(|e| e.to_string())?;
-            let hasher = SecretHasher::new(config.hash).map_err(|e| e.to_string())?;
+            let hasher = SecretHasher::new(iam_api::config::hash_params().map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
             match iam_shared::service::bootstrap_admin(&store, &hasher, &org, force).await.map_err(|e| e.to_string())? {
                 Some(key) => {
                     println!("Bootstrap API key for {org}: {}", key.to_secret_string().expose_secret());

@@ -115,6 +115,16 @@ pub async fn dynamodb(settings: &DynamoSettings, key_use: KeyUse) -> Result<Back
     Ok(Backend { store: Arc::new(store), keys })
 }
 
+/// The store and keys `IAM_STORE` names (`default_kind` when unset): DynamoDB and Secrets
+/// Manager, or the embedded store under `embedded_dir` (in memory when `None`). The one place
+/// both the Lambda bootstrap and `iam-local` choose.
+pub async fn from_env(default_kind: &str, key_use: KeyUse, embedded_dir: Option<&Path>) -> Result<Backend, ConfigError> {
+    match store_kind(default_kind)?.as_str() {
+        "dynamodb" => dynamodb(&DynamoSettings::from_env()?, key_use).await,
+        _ => embedded(embedded_dir),
+    }
+}
+
 /// The embedded store under `dir` (created 0700), or in memory with a fresh key when `dir` is `None`.
 pub fn embedded(dir: Option<&Path>) -> Result<Backend, ConfigError> {
     let Some(dir) = dir else {

@@ -75,7 +75,6 @@ impl Config {
         if max_principals_per_org == 0 {
             return Err(ConfigError("IAM_MAX_PRINCIPALS_PER_ORG must be at least 1".into()));
         }
-        let defaults = HashParams::default();
         Ok(Self {
             tokens: TokenSettings {
                 issuer,
@@ -84,12 +83,18 @@ impl Config {
                 lifetime_secs: number("IAM_TOKEN_LIFETIME_SECS", DEFAULT_LIFETIME_SECS)?,
             },
             limits: Limits { max_principals_per_org },
-            hash: HashParams {
-                memory_kib: number("IAM_ARGON2_MEMORY_KIB", defaults.memory_kib)?,
-                iterations: number("IAM_ARGON2_ITERATIONS", defaults.iterations)?,
-                parallelism: number("IAM_ARGON2_PARALLELISM", defaults.parallelism)?,
-            },
+            hash: hash_params()?,
             signing_key_ttl: signing_key_ttl()?,
         })
     }
+}
+
+/// The argon2 cost (`IAM_ARGON2_*`): all `iam-admin` needs of the configuration.
+pub fn hash_params() -> Result<HashParams, ConfigError> {
+    let defaults = HashParams::default();
+    Ok(HashParams {
+        memory_kib: number("IAM_ARGON2_MEMORY_KIB", defaults.memory_kib)?,
+        iterations: number("IAM_ARGON2_ITERATIONS", defaults.iterations)?,
+        parallelism: number("IAM_ARGON2_PARALLELISM", defaults.parallelism)?,
+    })
 }

@@ -3,7 +3,7 @@
 
 use axum::Router;
 
-use crate::backend::{self, DynamoSettings, KeyUse};
+use crate::backend::{self, KeyUse};
 use crate::config::{Config, ConfigError};
 use crate::state::{AppState, build_state, build_state_for_public_routes, finish_router};
 
@@ -13,13 +13,8 @@ pub use lambda_http::Error;
 /// default `/tmp/iam`) exists for running a function binary by hand.
 async fn state_from_env(warm_store: bool, key_use: KeyUse) -> Result<AppState, ConfigError> {
     let config = Config::from_env(None)?;
-    let backend = match backend::store_kind("dynamodb")?.as_str() {
-        "dynamodb" => backend::dynamodb(&DynamoSettings::from_env()?, key_use).await?,
-        _ => {
-            let dir = std::env::var("IAM_DATA_DIR").unwrap_or_else(|_| "/tmp/iam".into());
-            backend::embedded(Some(std::path::Path::new(&dir)))?
-        }
-    };
+    let dir = std::env::var("IAM_DATA_DIR").unwrap_or_else(|_| "/tmp/iam".into());
+    let backend = backend::from_env("dynamodb", key_use, Some(std::path::Path::new(&dir))).await?;
     if warm_store {
         build_state(&config, backend.store, backend.keys).await
     } else {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use axum::Router;
 use iam_api::AppState;
-use iam_api::backend::{self, DynamoSettings, KeyUse};
+use iam_api::backend::{self, KeyUse};
 use iam_api::config::Config;
 use iam_api::state::{build_state, finish_router};
 use iam_shared::ids::OrgId;
@@ -129,10 +129,8 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(&opts.listen).await.map_err(|e| format!("cannot listen on {}: {e}", opts.listen))?;
     let addr: SocketAddr = listener.local_addr()?;
     let config = Config::from_env(Some(&format!("http://{addr}/iam")))?;
-    let backend = match backend::store_kind("embedded")?.as_str() {
-        "dynamodb" => backend::dynamodb(&DynamoSettings::from_env()?, KeyUse::Sign).await?,
-        _ => backend::embedded((!opts.in_memory).then_some(opts.data_dir.as_path()))?,
-    };
+    // iam-local serves the exchange too: it signs.
+    let backend = backend::from_env("embedded", KeyUse::Sign, (!opts.in_memory).then_some(opts.data_dir.as_path())).await?;
     let state = build_state(&config, backend.store, backend.keys).await?;
     for org in &opts.orgs {
         if let Some(key) = state.bootstrap(org).await? {
