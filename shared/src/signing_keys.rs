@@ -194,17 +194,15 @@ impl SecretsManagerKeys {
     /// time. Anything else (the template's placeholder, say) is skipped: it must not stop the
     /// service or the rotation.
     async fn staged_key(&self, stage: &str) -> Result<Option<(SigningKey, i64)>, KeyError> {
-        match self.stage_with_age(stage).await {
-            Ok(Some((doc, age))) => match SigningKey::from_document(&doc) {
-                Ok(key) => {
-                    let created_at = if age == Duration::MAX { 0 } else { unix_now() - delay_secs(age) };
-                    Ok(Some((key, created_at)))
-                }
-                Err(e) => {
-                    tracing::warn!(stage, error = %e, "ignoring a staged secret version that is not a signing key");
-                    Ok(None)
-                }
-            },
+        let parsed = self
+            .stage_with_age(stage)
+            .await
+            .and_then(|found| found.map(|(doc, age)| SigningKey::from_document(&doc).map(|key| (key, age))).transpose());
+        match parsed {
+            Ok(Some((key, age))) => {
+                let created_at = if age == Duration::MAX { 0 } else { unix_now() - delay_secs(age) };
+                Ok(Some((key, created_at)))
+            }
             Ok(None) => Ok(None),
             Err(KeyError::Document(e)) => {
                 tracing::warn!(stage, error = %e, "ignoring a staged secret version that is not a signing key");
