@@ -41,7 +41,7 @@ def main():
     threading.Thread(target=server.serve_forever, daemon=True).start()
     port = server.server_address[1]
     data_dir = tempfile.mkdtemp()
-    functions = sorted(p.name for p in (ROOT / "functions").iterdir() if (p / "src/main.rs").exists())
+    functions = sorted(p.stem for p in (ROOT / "functions/src/bin").glob("*.rs"))
     env = lambda_env(port, data_dir)
     print(f"{'function':<24} {'p50 ms':>8} {'min ms':>8} {'max ms':>8}  size")
     for name in functions:

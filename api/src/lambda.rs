@@ -1,46 +1,32 @@
 //! The Lambda bootstrap: config, AWS clients, store and signing keys once per cold start, then
-//! the router under `lambda_http`. A function's `main.rs` is one call to [`run`].
-
-use axum::Router;
+//! the operation's router under `lambda_http`. A function's binary is one call to [`serve`].
 
 use crate::backend::{self, KeyUse};
 use crate::config::{Config, ConfigError};
+use crate::operation::{ColdStart, Operation};
 use crate::state::{AppState, build_state, build_state_for_public_routes, finish_router};
 
 pub use lambda_http::Error;
 
 /// Lambdas run on DynamoDB and Secrets Manager; `IAM_STORE=embedded` (with `IAM_DATA_DIR`,
 /// default `/tmp/iam`) exists for running a function binary by hand.
-async fn state_from_env(warm_store: bool, key_use: KeyUse) -> Result<AppState, ConfigError> {
+async fn state_from_env(cold_start: ColdStart) -> Result<AppState, ConfigError> {
     let config = Config::from_env(None)?;
     let dir = std::env::var("IAM_DATA_DIR").unwrap_or_else(|_| "/tmp/iam".into());
+    // Only the signer is given the private keys (see template.yaml's SigningKeySecretPolicy).
+    let key_use = if cold_start == ColdStart::Signer { KeyUse::Sign } else { KeyUse::Verify };
     let backend = backend::from_env("dynamodb", key_use, Some(std::path::Path::new(&dir))).await?;
-    if warm_store {
-        build_state(&config, backend.store, backend.keys).await
-    } else {
-        build_state_for_public_routes(&config, backend.store, backend.keys).await
+    match cold_start {
+        ColdStart::Signer | ColdStart::Verifier => build_state(&config, backend.store, backend.keys).await,
+        // Its policy grants no table: its cold start reads none.
+        ColdStart::Public => build_state_for_public_routes(&config, backend.store, backend.keys).await,
     }
 }
 
-/// Runs a function whose routes use the store and verify tokens from the public key set.
-pub async fn run(routes: fn() -> Router<AppState>) -> Result<(), Error> {
-    serve(routes, true, KeyUse::Verify).await
-}
-
-/// Runs the function that signs tokens: the only HTTP function given the private keys.
-pub async fn run_signer(routes: fn() -> Router<AppState>) -> Result<(), Error> {
-    serve(routes, true, KeyUse::Sign).await
-}
-
-/// Runs a function whose routes only publish key material or configuration: its cold start
-/// reads no table, as its policy grants none.
-pub async fn run_public(routes: fn() -> Router<AppState>) -> Result<(), Error> {
-    serve(routes, false, KeyUse::Verify).await
-}
-
-async fn serve(routes: fn() -> Router<AppState>, warm_store: bool, key_use: KeyUse) -> Result<(), Error> {
+/// Serves `operation` as this function, loading what its [`ColdStart`] says.
+pub async fn serve(operation: &Operation) -> Result<(), Error> {
     // The runtime's subscriber honours AWS_LAMBDA_LOG_FORMAT (JSON) and AWS_LAMBDA_LOG_LEVEL.
     lambda_http::tracing::init_default_subscriber();
-    let state = state_from_env(warm_store, key_use).await?;
-    lambda_http::run(finish_router(routes(), state)).await
+    let state = state_from_env(operation.cold_start).await?;
+    lambda_http::run(finish_router(operation.router(), state)).await
 }

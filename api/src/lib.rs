@@ -8,6 +8,7 @@ pub mod config;
 pub mod extract;
 pub mod lambda;
 pub mod oauth;
+pub mod operation;
 pub mod problem;
 pub mod state;
 pub mod views;

@@ -1,5 +1,5 @@
-//! `iam-local`: every function's routes on one port, on the embedded store. The same handlers
-//! as the Lambdas: each function crate contributes its own `routes()`.
+//! `iam-local`: every operation on one port, on the embedded store. The same handlers as the
+//! Lambdas, routed from the same operations table.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,25 +12,9 @@ use iam_api::state::{build_state, finish_router};
 use iam_shared::ids::OrgId;
 use secrecy::ExposeSecret;
 
-/// Every route of the contract, each from the function that owns it.
+/// Every route of the contract, from the operations table.
 pub fn routes() -> Router<AppState> {
-    Router::new()
-        .merge(create_principal::routes())
-        .merge(list_principals::routes())
-        .merge(get_principal::routes())
-        .merge(update_principal::routes())
-        .merge(issue_credential::routes())
-        .merge(list_credentials::routes())
-        .merge(revoke_credential::routes())
-        .merge(list_roles::routes())
-        .merge(create_role::routes())
-        .merge(list_role_assignments::routes())
-        .merge(assign_role::routes())
-        .merge(unassign_role::routes())
-        .merge(exchange_token::routes())
-        .merge(jwks::routes())
-        .merge(openid_configuration::routes())
-        .merge(whoami::routes())
+    iam_api::operation::router(iam_functions::OPERATIONS)
 }
 
 pub fn app(state: AppState) -> Router {

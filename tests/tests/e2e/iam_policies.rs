@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use axum::http::{Method, StatusCode};
+use iam_api::operation::ColdStart;
 use iam_api::state::{build_state, build_state_for_public_routes};
 use iam_shared::signing_keys::{KeySource, PublishedKeys, RotationStep, RotationTiming, SecretsManagerKeys, SigningSecrets, rotate};
 use iam_shared::store::DynamoStore;
@@ -22,7 +23,7 @@ use serde_norway::Value as Yaml;
 
 type Grants = BTreeSet<(String, String)>;
 
-/// `(action, logical resource)` pairs each function's policy grants, by function directory.
+/// `(action, logical resource)` pairs each function's policy grants, by function (binary) name.
 fn granted_by_template() -> (BTreeMap<String, Grants>, BTreeMap<String, String>) {
     let template = template();
     let resources = template["Resources"].as_mapping().unwrap();
@@ -64,7 +65,13 @@ fn granted_by_template() -> (BTreeMap<String, Grants>, BTreeMap<String, String>)
         let properties = &resource["Properties"];
         match resource["Type"].as_str() {
             Some("AWS::Serverless::Function") => {
-                let dir = properties["CodeUri"].as_str().unwrap().trim_start_matches("functions/").to_owned();
+                assert_eq!(
+                    properties["CodeUri"].as_str(),
+                    Some("functions"),
+                    "{logical}: every function is a binary of the functions crate"
+                );
+                let binary = resource["Metadata"]["BuildProperties"]["Binary"].as_str();
+                let binary = binary.unwrap_or_else(|| panic!("{logical}: no Metadata.BuildProperties.Binary")).to_owned();
                 let mut grants = Grants::new();
                 if let Some(role) = properties.get("Role") {
                     assert!(properties.get("Policies").is_none(), "{logical}: SAM ignores Policies beside a Role");
@@ -74,7 +81,7 @@ fn granted_by_template() -> (BTreeMap<String, Grants>, BTreeMap<String, String>)
                     assert!(policy.get("Statement").is_some(), "{logical}: only inline statements are checked, not {policy:?}");
                     grants.extend(grants_of(logical, &policy["Statement"]));
                 }
-                policies.insert(logical.to_owned(), (dir, grants));
+                policies.insert(logical.to_owned(), (binary, grants));
             }
             Some("AWS::ApiGatewayV2::Integration") => {
                 let uri = logical_of(&properties["IntegrationUri"]);
@@ -95,25 +102,9 @@ fn granted_by_template() -> (BTreeMap<String, Grants>, BTreeMap<String, String>)
     (policies.into_values().collect(), route_functions)
 }
 
-/// What a function's cold start does (see `iam_api::lambda`): read the store or not, sign or
-/// only verify.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ColdStart {
-    Signer,
-    Verifier,
-    Public,
-}
-
+/// What a function's cold start does (see `iam_api::lambda`), from the operations table.
 fn cold_start_of(function: &str) -> ColdStart {
-    let main = std::fs::read_to_string(format!("{}/../functions/{function}/src/main.rs", env!("CARGO_MANIFEST_DIR"))).unwrap();
-    if main.contains("lambda::run_signer(") {
-        ColdStart::Signer
-    } else if main.contains("lambda::run(") {
-        ColdStart::Verifier
-    } else {
-        assert!(main.contains("lambda::run_public("), "{function}: an unknown kind of function");
-        ColdStart::Public
-    }
+    iam_functions::operation(function).cold_start
 }
 
 struct Recorder {
@@ -354,6 +345,14 @@ async fn every_policy_grants_exactly_what_its_function_calls() {
     }
     for route in route_functions.keys() {
         assert!(r.observed.contains_key(route), "{route} was not exercised");
+    }
+    // The operations table says which tables each function touches, and which route it serves.
+    for operation in iam_functions::OPERATIONS {
+        assert_eq!(route_functions.get(&operation.route_key()), Some(&operation.name.to_owned()), "{}: route", operation.name);
+        let touched: BTreeSet<&str> =
+            observed_by_function[operation.name].iter().map(|(_, resource)| resource.as_str()).filter(|r| r.ends_with("Table")).collect();
+        let declared: BTreeSet<&str> = operation.tables.iter().map(|t| t.logical_id()).collect();
+        assert_eq!(touched, declared, "{}: the tables it touches are not the tables the operations table names", operation.name);
     }
 
     // The rotation function: all four steps, as Secrets Manager drives them.

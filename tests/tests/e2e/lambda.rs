@@ -1,7 +1,6 @@
 //! Each function's router answers real API Gateway HTTP API (payload v2) events through
 //! `lambda_http`'s adapter: the Lambda path and `iam-local` share the same handlers.
 
-use axum::Router;
 use iam_api::AppState;
 use iam_api::state::finish_router;
 use iam_tests::TestApp;
@@ -119,9 +118,9 @@ impl Event {
 }
 
 /// Runs one event through exactly one function's router, as its Lambda would.
-async fn invoke(routes: fn() -> Router<AppState>, state: &AppState, event: Event) -> (u16, Value) {
+async fn invoke(function: &str, state: &AppState, event: Event) -> (u16, Value) {
     let request: LambdaRequest = serde_json::from_value(event.to_json()).expect("payload v2 event");
-    let mut adapter = Adapter::from(finish_router(routes(), state.clone()));
+    let mut adapter = Adapter::from(finish_router(iam_functions::operation(function).router(), state.clone()));
     let response = adapter.call(LambdaEvent::new(request, Context::default())).await.expect("infallible");
     let response = serde_json::to_value(&response).unwrap();
     let status = response["statusCode"].as_u64().unwrap() as u16;
@@ -138,7 +137,7 @@ async fn every_function_answers_an_api_gateway_v2_event() {
     let app = TestApp::new().await;
     let s = &app.state;
     let (status, body) = invoke(
-        exchange_token::routes,
+        "exchange-token",
         s,
         Event::new("POST", "/iam/auth/token").json(json!({"apiKey": app.acme_key, "audience": iam_tests::MANAGEMENT_AUDIENCE})),
     )
@@ -147,20 +146,20 @@ async fn every_function_answers_an_api_gateway_v2_event() {
     let admin = body["access_token"].as_str().unwrap().to_owned();
     let (id, secret) = app.acme_key.split_once('.').unwrap();
     let form = format!("grant_type=client_credentials&client_id={id}&client_secret={secret}");
-    let (status, _) = invoke(exchange_token::routes, s, Event::new("POST", "/iam/auth/token").form(form)).await;
+    let (status, _) = invoke("exchange-token", s, Event::new("POST", "/iam/auth/token").form(form)).await;
     assert_eq!(status, 200);
 
     let (status, p) =
-        invoke(create_principal::routes, s, Event::new("POST", "/iam/api-keys").token(&admin).json(json!({"displayName": "lambda"}))).await;
+        invoke("create-principal", s, Event::new("POST", "/iam/api-keys").token(&admin).json(json!({"displayName": "lambda"}))).await;
     assert_eq!(status, 201, "{p}");
     let pid = p["id"].as_str().unwrap().to_owned();
-    let (status, list) = invoke(list_principals::routes, s, Event::new("GET", "/iam/api-keys").query("limit=10").token(&admin)).await;
+    let (status, list) = invoke("list-principals", s, Event::new("GET", "/iam/api-keys").query("limit=10").token(&admin)).await;
     assert_eq!(status, 200);
     assert_eq!(list["items"].as_array().unwrap().len(), 2);
-    let (status, got) = invoke(get_principal::routes, s, Event::new("GET", format!("/iam/api-keys/{pid}")).token(&admin)).await;
+    let (status, got) = invoke("get-principal", s, Event::new("GET", format!("/iam/api-keys/{pid}")).token(&admin)).await;
     assert_eq!((status, got["id"].as_str()), (200, Some(pid.as_str())));
     let (status, _) = invoke(
-        update_principal::routes,
+        "update-principal",
         s,
         Event::new("PATCH", format!("/iam/api-keys/{pid}")).token(&admin).json(json!({"displayName": "renamed"})),
     )
@@ -168,48 +167,46 @@ async fn every_function_answers_an_api_gateway_v2_event() {
     assert_eq!(status, 200);
 
     let creds = format!("/iam/api-keys/{pid}/credentials");
-    let (status, issued) =
-        invoke(issue_credential::routes, s, Event::new("POST", creds.clone()).token(&admin).json(json!({"name": "k"}))).await;
+    let (status, issued) = invoke("issue-credential", s, Event::new("POST", creds.clone()).token(&admin).json(json!({"name": "k"}))).await;
     assert_eq!(status, 201, "{issued}");
     let key_id = issued["credential"]["keyId"].as_str().unwrap().to_owned();
-    let (status, listed) = invoke(list_credentials::routes, s, Event::new("GET", creds.clone()).query("include=all").token(&admin)).await;
+    let (status, listed) = invoke("list-credentials", s, Event::new("GET", creds.clone()).query("include=all").token(&admin)).await;
     assert_eq!((status, listed["items"].as_array().unwrap().len()), (200, 1));
-    let (status, revoked) =
-        invoke(revoke_credential::routes, s, Event::new("POST", format!("{creds}/{key_id}/revoke")).token(&admin)).await;
+    let (status, revoked) = invoke("revoke-credential", s, Event::new("POST", format!("{creds}/{key_id}/revoke")).token(&admin)).await;
     assert_eq!((status, revoked["status"].as_str()), (200, Some("Revoked")));
 
-    let (status, roles) = invoke(list_roles::routes, s, Event::new("GET", "/iam/roles").token(&admin)).await;
+    let (status, roles) = invoke("list-roles", s, Event::new("GET", "/iam/roles").token(&admin)).await;
     assert_eq!((status, roles["items"].as_array().unwrap().len()), (200, 4));
     let role = json!({"name": "ops", "permissions": ["ops:run"], "principalTypes": ["ApiKey"]});
-    let (status, _) = invoke(create_role::routes, s, Event::new("POST", "/iam/roles").token(&admin).json(role)).await;
+    let (status, _) = invoke("create-role", s, Event::new("POST", "/iam/roles").token(&admin).json(role)).await;
     assert_eq!(status, 201);
 
     let assignments = format!("/iam/api-keys/{pid}/role-assignments");
-    let (status, _) = invoke(assign_role::routes, s, Event::new("PUT", format!("{assignments}/iam-viewer")).token(&admin)).await;
+    let (status, _) = invoke("assign-role", s, Event::new("PUT", format!("{assignments}/iam-viewer")).token(&admin)).await;
     assert_eq!(status, 201);
-    let (status, listed) = invoke(list_role_assignments::routes, s, Event::new("GET", assignments.clone()).token(&admin)).await;
+    let (status, listed) = invoke("list-role-assignments", s, Event::new("GET", assignments.clone()).token(&admin)).await;
     assert_eq!((status, listed["items"].as_array().unwrap().len()), (200, 1));
-    let (status, _) = invoke(unassign_role::routes, s, Event::new("DELETE", format!("{assignments}/iam-viewer")).token(&admin)).await;
+    let (status, _) = invoke("unassign-role", s, Event::new("DELETE", format!("{assignments}/iam-viewer")).token(&admin)).await;
     assert_eq!(status, 204);
 
-    let (status, me) = invoke(whoami::routes, s, Event::new("GET", "/iam/whoami").token(&admin)).await;
+    let (status, me) = invoke("whoami", s, Event::new("GET", "/iam/whoami").token(&admin)).await;
     assert_eq!((status, me["org_id"].as_str()), (200, Some("acme")));
-    let (status, jwks) = invoke(jwks::routes, s, Event::new("GET", "/iam/.well-known/jwks.json")).await;
+    let (status, jwks) = invoke("jwks", s, Event::new("GET", "/iam/.well-known/jwks.json")).await;
     assert_eq!((status, jwks["keys"][0]["kty"].as_str()), (200, Some("RSA")));
-    let (status, discovery) = invoke(openid_configuration::routes, s, Event::new("GET", "/iam/.well-known/openid-configuration")).await;
+    let (status, discovery) = invoke("openid-configuration", s, Event::new("GET", "/iam/.well-known/openid-configuration")).await;
     assert_eq!((status, discovery["issuer"].as_str()), (200, Some(iam_tests::ISSUER)));
 }
 
 #[tokio::test]
 async fn lambda_errors_are_the_same_problems() {
     let app = TestApp::new().await;
-    let (status, body) = invoke(list_principals::routes, &app.state, Event::new("GET", "/iam/api-keys")).await;
+    let (status, body) = invoke("list-principals", &app.state, Event::new("GET", "/iam/api-keys")).await;
     assert_eq!((status, body["status"].as_u64()), (401, Some(401)));
     let (status, body) =
-        invoke(exchange_token::routes, &app.state, Event::new("POST", "/iam/auth/token").json(json!({"apiKey": "ik_nope.nope"}))).await;
+        invoke("exchange-token", &app.state, Event::new("POST", "/iam/auth/token").json(json!({"apiKey": "ik_nope.nope"}))).await;
     assert_eq!((status, body["error"].as_str()), (401, Some("invalid_client")));
     // A function only serves its own route.
-    let (status, _) = invoke(jwks::routes, &app.state, Event::new("GET", "/iam/api-keys")).await;
+    let (status, _) = invoke("jwks", &app.state, Event::new("GET", "/iam/api-keys")).await;
     assert_eq!(status, 404);
 }
 
@@ -223,12 +220,11 @@ async fn guesses_through_the_lambda_path_never_lock_the_owner_out() {
     let guess = format!("{id}.{body}{sum}");
     assert!(iam_shared::api_key::ApiKey::parse(&guess).is_ok(), "the guess is well-formed");
     for _ in 0..15 {
-        let (status, _) =
-            invoke(exchange_token::routes, &app.state, Event::new("POST", "/iam/auth/token").json(json!({"apiKey": guess}))).await;
+        let (status, _) = invoke("exchange-token", &app.state, Event::new("POST", "/iam/auth/token").json(json!({"apiKey": guess}))).await;
         assert_eq!(status, 401);
     }
     let (status, body) =
-        invoke(exchange_token::routes, &app.state, Event::new("POST", "/iam/auth/token").json(json!({"apiKey": app.acme_key}))).await;
+        invoke("exchange-token", &app.state, Event::new("POST", "/iam/auth/token").json(json!({"apiKey": app.acme_key}))).await;
     assert_eq!(status, 200, "the owner, from the guesser's address, is never refused: {body}");
     assert_eq!(app.state.hasher.argon2_runs(), 1, "only the right secret ran argon2");
 }

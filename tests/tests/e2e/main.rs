@@ -16,5 +16,6 @@ mod idempotency;
 mod lambda;
 mod limits;
 mod management;
+mod operations;
 mod rotation;
 mod wrong_keys;

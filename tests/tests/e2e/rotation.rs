@@ -139,15 +139,15 @@ async fn the_rotation_function_handles_secrets_manager_events() {
     client.create_secret().name(&secret).secret_string("{}").send().await.unwrap();
     let token = iam_testkit::version_token();
     for step in ["createSecret", "setSecret", "testSecret", "finishSecret"] {
-        let event: rotate_signing_key::RotationEvent =
+        let event: iam_functions::rotate_signing_key::RotationEvent =
             serde_json::from_value(json!({"Step": step, "SecretId": secret, "ClientRequestToken": token})).unwrap();
-        rotate_signing_key::handle(&client, event, &public, RotationTiming::IMMEDIATE).await.unwrap();
+        iam_functions::rotate_signing_key::handle(&client, event, &public, RotationTiming::IMMEDIATE).await.unwrap();
     }
     let set = read_public_set(&client, &public).await.unwrap().expect("the rotation published the key");
     assert_eq!(set.keys.len(), 1);
-    let bad: rotate_signing_key::RotationEvent =
+    let bad: iam_functions::rotate_signing_key::RotationEvent =
         serde_json::from_value(json!({"Step": "dropSecret", "SecretId": secret, "ClientRequestToken": token})).unwrap();
-    assert!(rotate_signing_key::handle(&client, bad, &public, RotationTiming::IMMEDIATE).await.is_err());
+    assert!(iam_functions::rotate_signing_key::handle(&client, bad, &public, RotationTiming::IMMEDIATE).await.is_err());
 }
 
 #[tokio::test]

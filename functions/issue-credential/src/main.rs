@@ -1,4 +1,0 @@
-#[tokio::main]
-async fn main() -> Result<(), iam_api::lambda::Error> {
-    iam_api::lambda::run(issue_credential::routes).await
-}

@@ -1,0 +1,16 @@
+use iam_api::lambda::Error;
+use iam_functions::rotate_signing_key::{RotationEvent, handle};
+use lambda_http::lambda_runtime::{self, LambdaEvent, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_http::tracing::init_default_subscriber();
+    let timing = iam_api::backend::rotation_timing_from_env()?;
+    let public_set = std::env::var("IAM_SIGNING_PUBLIC_KEYS_SECRET_ID").map_err(|_| "IAM_SIGNING_PUBLIC_KEYS_SECRET_ID is required")?;
+    let client = aws_sdk_secretsmanager::Client::new(&iam_api::aws::sdk_config().await);
+    lambda_runtime::run(service_fn(|event: LambdaEvent<RotationEvent>| {
+        let (client, public_set) = (client.clone(), public_set.clone());
+        async move { handle(&client, event.payload, &public_set, timing).await.map_err(Error::from) }
+    }))
+    .await
+}

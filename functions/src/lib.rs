@@ -1,0 +1,96 @@
+//! Every operation of the service: one module per operation (its handler), the operations
+//! table below, and one thin binary per Lambda function in `src/bin`.
+//!
+//! A new operation is its module, its row here (and its binary, three lines), its entries in
+//! `template.yaml` and `openapi.yaml`, and its tests. The table feeds `iam-local`'s router,
+//! each function's bootstrap ([`iam_api::lambda::serve`]), the IAM-policy test and the route
+//! check; the operations test holds each row's `access` to what the domain enforces.
+
+use iam_api::oauth::TOKEN_PATH;
+use iam_api::operation::Access::{Authenticated, Permission, Public};
+use iam_api::operation::ColdStart::{Signer, Verifier};
+use iam_api::operation::HttpMethod::{Delete, Get, Patch, Post, Put};
+use iam_api::operation::{ColdStart, Operation, Table};
+use iam_shared::service::{PERM_API_KEYS_READ, PERM_API_KEYS_WRITE, PERM_CREDENTIALS_WRITE, PERM_ROLE_ASSIGNMENTS_WRITE, PERM_ROLES_WRITE};
+
+pub mod assign_role;
+pub mod create_principal;
+pub mod create_role;
+pub mod exchange_token;
+pub mod get_principal;
+pub mod issue_credential;
+pub mod jwks;
+pub mod list_credentials;
+pub mod list_principals;
+pub mod list_role_assignments;
+pub mod list_roles;
+pub mod openid_configuration;
+pub mod revoke_credential;
+pub mod rotate_signing_key;
+pub mod unassign_role;
+pub mod update_principal;
+pub mod whoami;
+
+/// Every function that serves a request reads the principals (the caller's status and roles)
+/// and the credentials (the key or the token's credential).
+const STORE: &[Table] = &[Table::Principals, Table::Credentials];
+
+#[rustfmt::skip]
+pub const OPERATIONS: &[Operation] = &[
+    op("create-principal",      Post,   "/iam/api-keys",                                              Permission(PERM_API_KEYS_WRITE),         Verifier, STORE, create_principal::endpoint),
+    op("list-principals",       Get,    "/iam/api-keys",                                              Permission(PERM_API_KEYS_READ),          Verifier, STORE, list_principals::endpoint),
+    op("get-principal",         Get,    "/iam/api-keys/{principalId}",                                Permission(PERM_API_KEYS_READ),          Verifier, STORE, get_principal::endpoint),
+    op("update-principal",      Patch,  "/iam/api-keys/{principalId}",                                Permission(PERM_API_KEYS_WRITE),         Verifier, STORE, update_principal::endpoint),
+    op("issue-credential",      Post,   "/iam/api-keys/{principalId}/credentials",                    Permission(PERM_CREDENTIALS_WRITE),      Verifier, STORE, issue_credential::endpoint),
+    op("list-credentials",      Get,    "/iam/api-keys/{principalId}/credentials",                    Permission(PERM_API_KEYS_READ),          Verifier, STORE, list_credentials::endpoint),
+    op("revoke-credential",     Post,   "/iam/api-keys/{principalId}/credentials/{keyId}/revoke",     Permission(PERM_CREDENTIALS_WRITE),      Verifier, STORE, revoke_credential::endpoint),
+    op("list-roles",            Get,    "/iam/roles",                                                 Permission(PERM_API_KEYS_READ),          Verifier, STORE, list_roles::endpoint),
+    op("create-role",           Post,   "/iam/roles",                                                 Permission(PERM_ROLES_WRITE),            Verifier, STORE, create_role::endpoint),
+    op("list-role-assignments", Get,    "/iam/api-keys/{principalId}/role-assignments",               Permission(PERM_API_KEYS_READ),          Verifier, STORE, list_role_assignments::endpoint),
+    op("assign-role",           Put,    "/iam/api-keys/{principalId}/role-assignments/{roleId}",      Permission(PERM_ROLE_ASSIGNMENTS_WRITE), Verifier, STORE, assign_role::endpoint),
+    op("unassign-role",         Delete, "/iam/api-keys/{principalId}/role-assignments/{roleId}",      Permission(PERM_ROLE_ASSIGNMENTS_WRITE), Verifier, STORE, unassign_role::endpoint),
+    op("exchange-token",        Post,   TOKEN_PATH,                                                   Public,                                  Signer,   STORE, exchange_token::endpoint),
+    op("jwks",                  Get,    "/iam/.well-known/jwks.json",                                 Public,                                  ColdStart::Public, &[], jwks::endpoint),
+    op("openid-configuration",  Get,    "/iam/.well-known/openid-configuration",                      Public,                                  ColdStart::Public, &[], openid_configuration::endpoint),
+    op("whoami",                Get,    "/iam/whoami",                                                Authenticated,                           Verifier, STORE, whoami::endpoint),
+];
+
+const fn op(
+    name: &'static str,
+    method: iam_api::operation::HttpMethod,
+    path: &'static str,
+    access: iam_api::operation::Access,
+    cold_start: ColdStart,
+    tables: &'static [Table],
+    endpoint: fn(axum::routing::MethodFilter) -> axum::routing::MethodRouter<iam_api::AppState>,
+) -> Operation {
+    Operation { name, method, path, access, cold_start, tables, endpoint }
+}
+
+/// The row named `name`, found at compile time: a binary's `const` names its operation, a
+/// wrong name fails the build, and only that row's handler is linked into the binary.
+pub const fn operation(name: &str) -> Operation {
+    let mut i = 0;
+    while i < OPERATIONS.len() {
+        if same(OPERATIONS[i].name, name) {
+            return OPERATIONS[i];
+        }
+        i += 1;
+    }
+    panic!("no operation of that name in OPERATIONS")
+}
+
+const fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}

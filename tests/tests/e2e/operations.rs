@@ -1,0 +1,150 @@
+//! The operations table (`iam_functions::OPERATIONS`) against the contract and the deployment:
+//! every row is an OpenAPI operation and a template function serving that route, every binary
+//! is a row, and each row's `access` is what the service enforces.
+
+use std::collections::BTreeSet;
+
+use axum::http::{Method, StatusCode};
+use iam_api::operation::{Access, Operation};
+use iam_shared::roles::IAM_PERMISSIONS;
+use iam_tests::TestApp;
+use serde_json::{Value, json};
+use serde_norway::Value as Yaml;
+
+fn read(relative: &str) -> String {
+    std::fs::read_to_string(format!("{}/../{relative}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+fn camel_case(name: &str) -> String {
+    let mut words = name.split('-');
+    let first = words.next().unwrap_or_default().to_owned();
+    words.fold(first, |mut out, word| {
+        let mut chars = word.chars();
+        out.extend(chars.next().map(|c| c.to_ascii_uppercase()));
+        out.push_str(chars.as_str());
+        out
+    })
+}
+
+#[test]
+fn every_operation_is_an_openapi_operation_and_a_template_function() {
+    let openapi: Yaml = serde_norway::from_str(&read("openapi.yaml")).unwrap();
+    let template: Yaml = serde_norway::from_str(&read("template.yaml")).unwrap();
+    let resources = template["Resources"].as_mapping().unwrap();
+
+    let mut documented = BTreeSet::new();
+    for (path, methods) in openapi["paths"].as_mapping().unwrap() {
+        for (method, operation) in methods.as_mapping().unwrap() {
+            let method = method.as_str().unwrap();
+            if ["get", "post", "put", "patch", "delete"].contains(&method) {
+                let key = format!("{} {}", method.to_uppercase(), path.as_str().unwrap());
+                let public = operation.get("security").and_then(Yaml::as_sequence).is_some_and(Vec::is_empty);
+                documented.insert((key, operation["operationId"].as_str().unwrap().to_owned(), public));
+            }
+        }
+    }
+    let table: BTreeSet<_> = iam_functions::OPERATIONS
+        .iter()
+        .map(|op| {
+            // Public operations say so in OpenAPI (`security: []`); the others inherit bearerAuth.
+            (op.route_key(), camel_case(op.name), op.access == Access::Public)
+        })
+        .collect();
+    assert_eq!(table, documented, "the operations table and openapi.yaml disagree (route, operationId, security)");
+
+    // Each row is served by the template function built from the row's binary.
+    let function_of = |integration: &str| -> String {
+        let uri = &resources[integration]["Properties"]["IntegrationUri"];
+        let Yaml::Tagged(tagged) = uri else { panic!("{integration}: an integration this test cannot read") };
+        tagged.value.as_str().unwrap().split('.').next().unwrap().to_owned()
+    };
+    let mut served = BTreeSet::new();
+    for route in resources.values().filter(|r| r["Type"].as_str() == Some("AWS::ApiGatewayV2::Route")) {
+        let Yaml::Tagged(target) = &route["Properties"]["Target"] else { panic!("a route target this test cannot read") };
+        let integration = target.value.as_str().unwrap().trim_start_matches("integrations/${").trim_end_matches('}');
+        let function = &resources[function_of(integration).as_str()];
+        let binary = function["Metadata"]["BuildProperties"]["Binary"].as_str().unwrap().to_owned();
+        served.insert((route["Properties"]["RouteKey"].as_str().unwrap().to_owned(), binary));
+    }
+    let rows: BTreeSet<_> = iam_functions::OPERATIONS.iter().map(|op| (op.route_key(), op.name.to_owned())).collect();
+    assert_eq!(rows, served, "the operations table and template.yaml's routes disagree");
+
+    // Every binary is a row, but the rotation function (which Secrets Manager invokes, not a route).
+    let bin_dir = format!("{}/../functions/src/bin", env!("CARGO_MANIFEST_DIR"));
+    let binaries: BTreeSet<String> =
+        std::fs::read_dir(bin_dir).unwrap().map(|e| e.unwrap().path().file_stem().unwrap().to_string_lossy().into_owned()).collect();
+    let mut expected: BTreeSet<String> = iam_functions::OPERATIONS.iter().map(|op| op.name.to_owned()).collect();
+    expected.insert("rotate-signing-key".into());
+    assert_eq!(binaries, expected);
+}
+
+/// A request each operation accepts from a caller allowed to make it. A new operation without one
+/// fails [`every_operation_enforces_the_access_its_row_states`].
+fn sample(op: &Operation, principal: &str, key_id: &str, api_key: &str) -> (Method, String, Option<Value>) {
+    let path = op.path.replace("{principalId}", principal).replace("{keyId}", key_id).replace("{roleId}", "iam-viewer");
+    let body = match op.name {
+        "create-principal" => Some(json!({"displayName": "operations test"})),
+        "update-principal" => Some(json!({"displayName": "renamed by the operations test"})),
+        "issue-credential" => Some(json!({"name": "operations test"})),
+        "create-role" => Some(json!({"name": iam_testkit::unique("ops"), "permissions": ["ops:run"], "principalTypes": ["ApiKey"]})),
+        "exchange-token" => Some(json!({"apiKey": api_key})),
+        "list-principals"
+        | "get-principal"
+        | "list-credentials"
+        | "revoke-credential"
+        | "list-roles"
+        | "list-role-assignments"
+        | "assign-role"
+        | "unassign-role"
+        | "jwks"
+        | "openid-configuration"
+        | "whoami" => None,
+        other => panic!("{other}: give the operations test a sample request for it"),
+    };
+    (op.method.as_str().parse().unwrap(), path, body)
+}
+
+#[tokio::test]
+async fn every_operation_enforces_the_access_its_row_states() {
+    let app = TestApp::new().await;
+    let admin = app.admin().await;
+    let principal = app.create_principal(&admin, "subject").await;
+    // One credential for revoke-credential to revoke, another for exchange-token to use after it.
+    let (key_id, _) = app.issue(&admin, &principal).await;
+    let (_, api_key) = app.issue(&admin, &principal).await;
+
+    for op in iam_functions::OPERATIONS {
+        let (method, path, body) = sample(op, &principal, &key_id, &api_key);
+        match op.access {
+            Access::Permission(permission) => {
+                // A caller holding every other IAM permission is refused for want of this one.
+                let role = json!({
+                    "name": iam_testkit::unique("all-but"),
+                    "permissions": IAM_PERMISSIONS.iter().filter(|p| **p != permission).collect::<Vec<_>>(),
+                    "principalTypes": ["ApiKey"],
+                });
+                let created = app.call(Method::POST, "/iam/roles", Some(&admin), Some(role)).await;
+                assert_eq!(created.status, StatusCode::CREATED, "{}", created.raw);
+                let lacking = app.create_principal(&admin, "lacking").await;
+                app.assign(&admin, &lacking, created.str("id")).await;
+                let (_, lacking_key) = app.issue(&admin, &lacking).await;
+                let lacking_token = app.token(&lacking_key).await;
+                let refused = app.call(method.clone(), &path, Some(&lacking_token), body.clone()).await;
+                assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}: without {permission}: {}", op.name, refused.raw);
+
+                let allowed = app.call(method, &path, Some(&admin), body).await;
+                assert!(allowed.status.is_success(), "{}: the administrator: {} {}", op.name, allowed.status, allowed.raw);
+            }
+            Access::Authenticated => {
+                let refused = app.call(method.clone(), &path, None, body.clone()).await;
+                assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{}: without a token", op.name);
+                let allowed = app.call(method, &path, Some(&admin), body).await;
+                assert!(allowed.status.is_success(), "{}: {} {}", op.name, allowed.status, allowed.raw);
+            }
+            Access::Public => {
+                let answered = app.call(method, &path, None, body).await;
+                assert!(answered.status.is_success(), "{}: without a token: {} {}", op.name, answered.status, answered.raw);
+            }
+        }
+    }
+}
