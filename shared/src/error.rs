@@ -1,6 +1,56 @@
-//! The domain's one error type. The HTTP layer maps it once, to problem+json.
+//! The domain's one error type, and the words for every refusal a store reports. The HTTP
+//! layer maps it once, to problem+json. The store contract speaks in [`Conflict`] and [`Limit`],
+//! defined here, so the domain depends on no store.
 
-use crate::store::StoreError;
+use crate::ids::OrgId;
+
+/// A write refused by the state it met. Written once, here, for every store.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Conflict {
+    #[error("a principal with this id exists")]
+    PrincipalExists,
+    #[error("the principal is revoked")]
+    PrincipalRevoked,
+    /// The principal's version is no longer the one the write expected.
+    #[error("the principal was changed concurrently; read it again and retry")]
+    StaleVersion,
+    #[error("a credential with this key id exists")]
+    CredentialExists,
+    #[error("a role with this id exists")]
+    RoleExists,
+    #[error("a role named '{0}' already exists")]
+    RoleNameTaken(String),
+    #[error("built-in roles are not stored")]
+    BuiltInRole,
+    #[error("organisation '{0}' is already bootstrapped")]
+    AlreadyBootstrapped(OrgId),
+    /// Concurrent writes to one principal kept the write from committing within its retries.
+    #[error("too many concurrent changes to this principal; retry")]
+    Contended,
+    /// The create carried an idempotency record whose slot already holds a live one (another
+    /// request with the same key won); nothing was written.
+    #[error("a concurrent request with this Idempotency-Key is in progress; retry")]
+    IdempotencyKeyTaken,
+    /// A principal the write's authority was decided on (the caller or the target) changed
+    /// (its status, expiry, name or roles) before the write could commit; nothing was written.
+    #[error("the roles or status of the caller or the target changed while this change was decided; read again and retry")]
+    AuthorityChanged,
+}
+
+/// A per-principal or per-organisation limit the write would exceed, with the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Limit {
+    #[error(
+        "an organisation can have at most {0} principals; revoked principals count too (the operator sets the limit with IAM_MAX_PRINCIPALS_PER_ORG)"
+    )]
+    Principals(usize),
+    #[error("the principal already has {0} active credentials; revoke one first")]
+    ActiveCredentials(usize),
+    #[error("an organisation can define at most {0} roles")]
+    OrgRoles(usize),
+    #[error("a principal can hold at most {0} roles")]
+    RolesPerPrincipal(usize),
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DomainError {
@@ -33,9 +83,9 @@ pub enum DomainError {
     /// Well-formed but refused by a rule (422).
     #[error("{0}")]
     Unprocessable(String),
-    /// The store failed; nothing was changed (503).
+    /// The store (or the hasher) failed; nothing was changed (503). The cause is logged, never sent.
     #[error("store unavailable")]
-    Unavailable(#[source] StoreError),
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl DomainError {
@@ -50,22 +100,14 @@ impl DomainError {
     }
 }
 
-impl From<StoreError> for DomainError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Conflict(msg) => DomainError::Conflict(msg),
-            StoreError::NotFound(what) => DomainError::NotFound(what),
-            StoreError::Limit(msg) => DomainError::Conflict(msg),
-            // Only reached when retries ran out: every witness found was removed concurrently.
-            StoreError::WitnessGone => DomainError::LastAdministrator(crate::authority::LastAdministrator),
-            // A principal the decision read (the caller or the target) changed before the write.
-            StoreError::AuthorityChanged => DomainError::conflict(
-                "the roles or status of the caller or the target changed while this change was decided; read again and retry",
-            ),
-            StoreError::IdempotencyKeyTaken => {
-                DomainError::conflict("a concurrent request with this Idempotency-Key is in progress; retry")
-            }
-            other => DomainError::Unavailable(other),
-        }
+impl From<Conflict> for DomainError {
+    fn from(conflict: Conflict) -> Self {
+        DomainError::Conflict(conflict.to_string())
+    }
+}
+
+impl From<Limit> for DomainError {
+    fn from(limit: Limit) -> Self {
+        DomainError::Conflict(limit.to_string())
     }
 }

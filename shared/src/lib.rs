@@ -4,6 +4,7 @@
 pub mod api_key;
 pub mod authority;
 pub mod error;
+pub mod exchange;
 pub mod hashing;
 pub mod idempotency;
 pub mod ids;

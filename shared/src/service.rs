@@ -1,17 +1,17 @@
 //! The operations of the product, over any `Store`. Each one checks the caller's permission,
-//! lets the model decide, writes through the store, and emits one audit event.
+//! lets the model decide, writes through the store, and emits one audit event. The exchange is
+//! in `exchange.rs`.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use secrecy::SecretString;
 
-use crate::api_key::{ApiKey, KeyFormatError};
+use crate::api_key::ApiKey;
 use crate::authority::{self, AdminWitness, Authority, AuthorityRule, DecidedOn, Guard, LastAdministrator, Standing};
-use crate::error::DomainError;
-use crate::hashing::{self, HashError, SecretHasher};
-use crate::idempotency::{IdempotencyClaim, IdempotencyKey, IdempotentOutcome, key_reused};
+use crate::error::{Conflict, DomainError};
+use crate::hashing::{self, SecretHasher};
+use crate::idempotency::{IdempotencyClaim, IdempotencyKey, IdempotencyRecord, IdempotentOutcome, key_reused};
 use crate::ids::{KeyId, OrgId, Permission, PrincipalId, RoleId};
 use crate::model::{
     self, Actor, Credential, CredentialStatus, Principal, PrincipalChange, PrincipalStatus, PrincipalType, Refusal, Role, RoleAssignment,
@@ -19,7 +19,9 @@ use crate::model::{
 use crate::roles;
 use crate::signing_keys::Keyring;
 use crate::store::{Page, Store, StoreError};
-use crate::token::{AccessClaims, Grant, TokenRejection, key_id_of, parse_scope};
+use crate::token::{AccessClaims, TokenRejection, key_id_of};
+
+pub use crate::exchange::{ExchangeError, ExchangeRequest, IssuedToken};
 
 pub const PERM_API_KEYS_READ: &str = "iam:api-keys:read";
 pub const PERM_API_KEYS_WRITE: &str = "iam:api-keys:write";
@@ -101,43 +103,6 @@ pub enum AuthError {
     Unavailable(#[from] StoreError),
 }
 
-/// Why an exchange failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ExchangeError {
-    /// Unknown key id, wrong secret, bad checksum or malformed key: one answer for all.
-    #[error("invalid client: {0}")]
-    InvalidClient(&'static str),
-    /// The secret was proved, but the credential or principal may not authenticate.
-    #[error("{0}")]
-    Refused(Refusal),
-    #[error("{0}")]
-    InvalidScope(String),
-    #[error("{0}")]
-    InvalidTarget(String),
-    #[error("store unavailable")]
-    Store(#[from] StoreError),
-    #[error("hashing failed")]
-    Hash(#[from] HashError),
-    #[error("signing failed: {0}")]
-    Sign(String),
-}
-
-pub struct ExchangeRequest {
-    pub key: Result<ApiKey, KeyFormatError>,
-    pub scope: Option<String>,
-    pub audience: Option<String>,
-    /// The caller's network address, when known: recorded in the audit line of a refusal.
-    pub source: Option<String>,
-}
-
-#[derive(Debug)]
-pub struct IssuedToken {
-    pub access_token: SecretString,
-    pub expires_in: u64,
-    pub scope: String,
-    pub claims: AccessClaims,
-}
-
 #[derive(serde::Serialize)]
 pub struct NewPrincipal {
     pub display_name: String,
@@ -171,7 +136,7 @@ impl<T> Created<T> {
 }
 
 /// One audit event per state change and per exchange. Never carries a secret: only ids.
-fn audit(action: &str, actor: &str, org: &str, target: &str, outcome: Result<(), &dyn std::fmt::Display>) {
+pub(crate) fn audit(action: &str, actor: &str, org: &str, target: &str, outcome: Result<(), &dyn std::fmt::Display>) {
     match outcome {
         Ok(()) => {
             tracing::info!(target: "audit", action, actor, org, target_id = target, outcome = "success", "audit")
@@ -189,6 +154,90 @@ fn audited<T>(action: &str, caller: &Caller, target: &str, result: Result<T, Dom
     let outcome = result.as_ref().map(|_| ()).map_err(|e| e as &dyn std::fmt::Display);
     audit(action, caller.actor().0.as_str(), caller.org_id.as_str(), target, outcome);
     result
+}
+
+/// A create under an optional `Idempotency-Key` (principals, roles, credentials): the one
+/// place that answers a repeated request from the record of the first, and writes that record
+/// in the same atomic step as the object it records.
+struct IdempotentCreate<'a, T> {
+    store: &'a dyn Store,
+    claim: Option<IdempotencyClaim>,
+    /// This operation's answer to an earlier outcome of the same key: its replay, or a refusal
+    /// (a credential's secret is never shown twice; another operation's outcome is a misuse).
+    replay: fn(IdempotentOutcome) -> Result<T, DomainError>,
+}
+
+impl<'a, T> IdempotentCreate<'a, T> {
+    fn new(
+        store: &'a dyn Store,
+        caller: &Caller,
+        key: Option<&IdempotencyKey>,
+        operation: &str,
+        request: &impl serde::Serialize,
+        replay: fn(IdempotentOutcome) -> Result<T, DomainError>,
+    ) -> Self {
+        let claim = key.map(|k| IdempotencyClaim::new(&caller.org_id, &caller.principal_id, k, operation, request));
+        Self { store, claim, replay }
+    }
+
+    /// The answer to an earlier request with this key, if there was one (and it was this same
+    /// request: otherwise 422). Asked before any work, so a replay costs no argon2.
+    async fn earlier(&self) -> Result<Option<Result<T, DomainError>>, DomainError> {
+        Ok(self.earlier_outcome().await?.map(self.replay))
+    }
+
+    async fn earlier_outcome(&self) -> Result<Option<IdempotentOutcome>, DomainError> {
+        let Some(claim) = &self.claim else { return Ok(None) };
+        match self.store.get_idempotency_record(&claim.org_id, &claim.slot).await? {
+            Some(record) if record.is_live(model::now()) => claim.replay(record).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// Runs `write` with the record of `outcome` (when there is a key) to write atomically
+    /// with the object, and answers `created`. A concurrent request that took the key first
+    /// is answered with its outcome, as a replay.
+    async fn write(
+        &self,
+        created: T,
+        outcome: IdempotentOutcome,
+        now: DateTime<Utc>,
+        write: impl AsyncFnOnce(Option<&IdempotencyRecord>) -> Result<(), StoreError>,
+    ) -> Result<T, DomainError> {
+        let record = self.claim.as_ref().map(|c| c.record(outcome, now));
+        match write(record.as_ref()).await {
+            Ok(()) => Ok(created),
+            Err(StoreError::Conflict(Conflict::IdempotencyKeyTaken)) => {
+                let winner = self.earlier_outcome().await?;
+                (self.replay)(
+                    winner.ok_or_else(|| DomainError::conflict("a concurrent request with this Idempotency-Key did not finish; retry"))?,
+                )
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+fn replayed_principal(outcome: IdempotentOutcome) -> Result<Created<Principal>, DomainError> {
+    match outcome {
+        IdempotentOutcome::Principal { principal } => Ok(Created::replay(principal)),
+        _ => Err(key_reused()),
+    }
+}
+
+fn replayed_role(outcome: IdempotentOutcome) -> Result<Created<Role>, DomainError> {
+    match outcome {
+        IdempotentOutcome::Role { role } => Ok(Created::replay(role)),
+        _ => Err(key_reused()),
+    }
+}
+
+/// The secret of an earlier issue cannot be shown again: name the credential, so it can be revoked.
+fn already_issued(outcome: IdempotentOutcome) -> Result<(Credential, ApiKey), DomainError> {
+    match outcome {
+        IdempotentOutcome::Credential { key_id } => Err(DomainError::AlreadyIssued(key_id)),
+        _ => Err(key_reused()),
+    }
 }
 
 pub struct Iam {
@@ -248,23 +297,6 @@ impl Iam {
         self.store.get_principal(&caller.org_id, id).await?.ok_or(DomainError::NotFound("principal"))
     }
 
-    /// The first outcome of a request with this claim's key, if there was one (and it was
-    /// this same request: otherwise 422).
-    async fn earlier_outcome(&self, claim: Option<&IdempotencyClaim>) -> Result<Option<IdempotentOutcome>, DomainError> {
-        let Some(claim) = claim else { return Ok(None) };
-        match self.store.get_idempotency_record(&claim.org_id, &claim.slot).await? {
-            Some(record) if record.is_live(model::now()) => claim.replay(record).map(Some),
-            _ => Ok(None),
-        }
-    }
-
-    /// After losing the race for a key to a concurrent request: its outcome, now stored.
-    async fn outcome_of_winner(&self, claim: Option<&IdempotencyClaim>) -> Result<IdempotentOutcome, DomainError> {
-        self.earlier_outcome(claim)
-            .await?
-            .ok_or_else(|| DomainError::conflict("a concurrent request with this Idempotency-Key did not finish; retry"))
-    }
-
     pub async fn create_principal(
         &self,
         caller: &Caller,
@@ -274,23 +306,16 @@ impl Iam {
         if let Err(e) = caller.require(PERM_API_KEYS_WRITE) {
             return audited("principal.create", caller, "", Err(e));
         }
-        let claim = idempotency.map(|k| IdempotencyClaim::new(&caller.org_id, &caller.principal_id, k, "principal.create", &input));
-        let replayed = |outcome| match outcome {
-            IdempotentOutcome::Principal { principal } => Ok(Created::replay(principal)),
-            _ => Err(key_reused()),
-        };
-        if let Some(outcome) = self.earlier_outcome(claim.as_ref()).await? {
-            return replayed(outcome);
+        let once = IdempotentCreate::new(self.store.as_ref(), caller, idempotency, "principal.create", &input, replayed_principal);
+        if let Some(answer) = once.earlier().await? {
+            return answer;
         }
         let result = async {
             let now = model::now();
             let p = Principal::new(caller.org_id.clone(), &input.display_name, input.status, input.expires_at, caller.actor(), now)?;
-            let record = claim.as_ref().map(|c| c.record(IdempotentOutcome::Principal { principal: p.clone() }, now));
-            match self.store.create_principal(&p, self.limits.max_principals_per_org, record.as_ref()).await {
-                Ok(()) => Ok(Created::new(p)),
-                Err(StoreError::IdempotencyKeyTaken) => replayed(self.outcome_of_winner(claim.as_ref()).await?),
-                Err(e) => Err(e.into()),
-            }
+            let outcome = IdempotentOutcome::Principal { principal: p.clone() };
+            let max = self.limits.max_principals_per_org;
+            once.write(Created::new(p.clone()), outcome, now, async |record| self.store.create_principal(&p, max, record).await).await
         }
         .await;
         if let Ok(created) = &result
@@ -394,7 +419,7 @@ impl Iam {
                 match self.store.update_principal(&next, current.version, &guard).await {
                     Ok(()) => return Ok(next),
                     Err(StoreError::WitnessGone) if attempt < WITNESS_ATTEMPTS => continue,
-                    Err(StoreError::Conflict(_)) if if_match.is_some() => return Err(stale()),
+                    Err(StoreError::Conflict(Conflict::StaleVersion)) if if_match.is_some() => return Err(stale()),
                     Err(e) => return Err(e.into()),
                 }
             }
@@ -415,15 +440,10 @@ impl Iam {
         if let Err(e) = caller.require(PERM_CREDENTIALS_WRITE) {
             return audited("credential.issue", caller, id.as_str(), Err(e));
         }
-        let claim = idempotency
-            .map(|k| IdempotencyClaim::new(&caller.org_id, &caller.principal_id, k, "credential.issue", &(id, name, expires_at)));
-        // The secret of an earlier issue cannot be shown again: name it, so it can be revoked.
-        let already_issued = |outcome| match outcome {
-            IdempotentOutcome::Credential { key_id } => DomainError::AlreadyIssued(key_id),
-            _ => key_reused(),
-        };
-        if let Some(outcome) = self.earlier_outcome(claim.as_ref()).await? {
-            return Err(already_issued(outcome));
+        let once =
+            IdempotentCreate::new(self.store.as_ref(), caller, idempotency, "credential.issue", &(id, name, expires_at), already_issued);
+        if let Some(answer) = once.earlier().await? {
+            return answer;
         }
         let result = async {
             let target = self.standing_of(caller, id).await?;
@@ -434,17 +454,13 @@ impl Iam {
             // Validate before paying for argon2.
             Credential::new(&principal, KeyId::generate(), name, expires_at, String::new(), caller.actor(), now)?;
             let key = ApiKey::generate();
-            let hash =
-                self.hasher.hash(key.secret()).await.map_err(|e| DomainError::Unavailable(StoreError::Unavailable(e.to_string())))?;
+            let hash = self.hasher.hash(key.secret()).await.map_err(|e| DomainError::Unavailable(e.into()))?;
             let credential = Credential::new(&principal, key.key_id().clone(), name, expires_at, hash, caller.actor(), now)?
                 .with_secret_check(hashing::secret_check(key.secret()));
-            let record = claim.as_ref().map(|c| c.record(IdempotentOutcome::Credential { key_id: credential.key_id.clone() }, now));
+            let outcome = IdempotentOutcome::Credential { key_id: credential.key_id.clone() };
             let guard = caller.guard_for_write_on(&principal);
-            match self.store.insert_credential(&credential, now, record.as_ref(), &guard).await {
-                Ok(()) => Ok((credential, key)),
-                Err(StoreError::IdempotencyKeyTaken) => Err(already_issued(self.outcome_of_winner(claim.as_ref()).await?)),
-                Err(e) => Err(e.into()),
-            }
+            let write = async |record: Option<&IdempotencyRecord>| self.store.insert_credential(&credential, now, record, &guard).await;
+            once.write((credential.clone(), key), outcome, now, write).await
         }
         .await;
         if let Err(DomainError::AlreadyIssued(_)) = &result {
@@ -506,13 +522,9 @@ impl Iam {
         if let Err(e) = allowed {
             return audited("role.create", caller, "", Err(e));
         }
-        let claim = idempotency.map(|k| IdempotencyClaim::new(&caller.org_id, &caller.principal_id, k, "role.create", &input));
-        let replayed = |outcome| match outcome {
-            IdempotentOutcome::Role { role } => Ok(Created::replay(role)),
-            _ => Err(key_reused()),
-        };
-        if let Some(outcome) = self.earlier_outcome(claim.as_ref()).await? {
-            return replayed(outcome);
+        let once = IdempotentCreate::new(self.store.as_ref(), caller, idempotency, "role.create", &input, replayed_role);
+        if let Some(answer) = once.earlier().await? {
+            return answer;
         }
         let result = async {
             let now = model::now();
@@ -525,13 +537,9 @@ impl Iam {
                 caller.actor(),
                 now,
             )?;
-            let record = claim.as_ref().map(|c| c.record(IdempotentOutcome::Role { role: role.clone() }, now));
+            let outcome = IdempotentOutcome::Role { role: role.clone() };
             let guard = Guard::decided_on([caller.as_decided_on()]);
-            match self.store.create_role(&role, record.as_ref(), &guard).await {
-                Ok(()) => Ok(Created::new(role)),
-                Err(StoreError::IdempotencyKeyTaken) => replayed(self.outcome_of_winner(claim.as_ref()).await?),
-                Err(e) => Err(e.into()),
-            }
+            once.write(Created::new(role.clone()), outcome, now, async |record| self.store.create_role(&role, record, &guard).await).await
         }
         .await;
         if let Ok(created) = &result
@@ -607,7 +615,7 @@ impl Iam {
 
     /// The roles that grant a principal something now. Roles that no longer exist or no longer
     /// support its type grant nothing.
-    async fn granting_roles(&self, principal: &Principal) -> Result<Vec<Role>, StoreError> {
+    pub(crate) async fn granting_roles(&self, principal: &Principal) -> Result<Vec<Role>, StoreError> {
         let mut granting = Vec::new();
         for a in self.store.list_role_assignments(&principal.org_id, &principal.id).await? {
             if let Some(role) = self.role_for(&principal.org_id, &a.role_id).await?
@@ -621,123 +629,6 @@ impl Iam {
     }
 
     /// The roles and permissions a principal holds now.
-    async fn entitlements(&self, principal: &Principal) -> Result<(Vec<RoleId>, BTreeSet<Permission>), StoreError> {
-        let roles = self.granting_roles(principal).await?;
-        let permissions = roles.iter().flat_map(|r| r.permissions.iter().cloned()).collect();
-        Ok((roles.into_iter().map(|r| r.id).collect(), permissions))
-    }
-
-    /// Exchanges an API key for an access token.
-    pub async fn exchange(&self, request: ExchangeRequest) -> Result<IssuedToken, ExchangeError> {
-        let key_id = request.key.as_ref().map(|k| k.key_id().to_string()).unwrap_or_default();
-        let source = request.source.clone();
-        // Who is asking is known only once the secret is proved; until then the caller is anonymous.
-        let mut proved = None;
-        let result = self.exchange_inner(request, &mut proved).await;
-        match (&result, proved) {
-            (Ok(t), _) => audit("token.exchange", &t.claims.sub, &t.claims.org_id, &key_id, Ok(())),
-            (Err(e), Some((principal, org))) => audit("token.exchange", principal.as_str(), org.as_str(), &key_id, Err(e)),
-            (Err(e), None) => {
-                let source = source.as_deref().unwrap_or("unknown");
-                tracing::info!(target: "audit", action = "token.exchange", actor = "anonymous", org = "", target_id = key_id, source, outcome = "failure", reason = %e, "audit")
-            }
-        }
-        result
-    }
-
-    async fn exchange_inner(
-        &self,
-        request: ExchangeRequest,
-        proved: &mut Option<(PrincipalId, OrgId)>,
-    ) -> Result<IssuedToken, ExchangeError> {
-        let key = request.key.map_err(|_| ExchangeError::InvalidClient("malformed key"))?;
-        // Refusing a wrong or forged secret costs one read and one SHA-256: no argon2 for an
-        // unknown key id (so no decoy is needed either) nor for a secret that fails the stored
-        // check. Only a caller who knows the secret (or the 32 bits the check keeps, and then
-        // only for one key id at a time) reaches argon2, which is bounded by the hasher's slots.
-        let Some(credential) = self.store.get_credential(key.key_id()).await? else {
-            return Err(ExchangeError::InvalidClient("unknown key id or wrong secret"));
-        };
-        if credential.secret_check.as_deref().is_some_and(|check| !hashing::passes_secret_check(key.secret(), check)) {
-            return Err(ExchangeError::InvalidClient("unknown key id or wrong secret"));
-        }
-        if !self.hasher.verify(&credential.org_id, key.key_id(), key.secret(), &credential.secret_hash).await? {
-            return Err(ExchangeError::InvalidClient("unknown key id or wrong secret"));
-        }
-        // Credentials issued before the check existed gain it with this proved use.
-        let secret_check = credential.secret_check.is_none().then(|| hashing::secret_check(key.secret()));
-        *proved = Some((credential.principal_id.clone(), credential.org_id.clone()));
-        // Only now, with the secret proved, may the caller learn why the key is refused.
-        let principal = self
-            .store
-            .get_principal(&credential.org_id, &credential.principal_id)
-            .await?
-            .ok_or(ExchangeError::Refused(Refusal::PrincipalRevoked))?;
-        let now = model::now();
-        model::may_authenticate(&credential, &principal, now).map_err(ExchangeError::Refused)?;
-
-        let settings = self.tokens.settings();
-        let audience = match request.audience.as_deref() {
-            None => settings.audiences[0].as_str(),
-            Some(a) if settings.is_management(a) => settings.management_audience.as_str(),
-            Some(a) => settings
-                .audiences
-                .iter()
-                .find(|allowed| *allowed == a)
-                .map(String::as_str)
-                .ok_or_else(|| ExchangeError::InvalidTarget("the requested audience is not allowed".into()))?,
-        };
-        let (roles, mut held) = self.entitlements(&principal).await?;
-        // Management power travels only to the management API.
-        let management = settings.is_management(audience);
-        if !management {
-            held.retain(|p| !p.as_str().starts_with("iam:"));
-        }
-        let scope: Vec<Permission> = match request.scope.as_deref() {
-            None => held.into_iter().collect(),
-            Some(raw) => {
-                let wanted = parse_scope(raw).map_err(ExchangeError::InvalidScope)?;
-                if let Some(iam) = wanted.iter().find(|p| !management && p.as_str().starts_with("iam:")) {
-                    return Err(ExchangeError::InvalidScope(format!(
-                        "'{iam}' is granted only in tokens for the management audience '{}'",
-                        settings.management_audience
-                    )));
-                }
-                if let Some(missing) = wanted.iter().find(|p| !held.contains(*p)) {
-                    return Err(ExchangeError::InvalidScope(format!("the principal does not hold '{missing}'")));
-                }
-                wanted
-            }
-        };
-        let grant = Grant {
-            principal_id: &principal.id,
-            org_id: &principal.org_id,
-            key_id: &credential.key_id,
-            roles: &roles,
-            scope: &scope,
-            audience,
-        };
-        let (token, claims) = self.tokens.current().await.sign(&grant, now).map_err(|e| ExchangeError::Sign(e.to_string()))?;
-        // The last word before the token leaves: recording the use succeeds only while the
-        // credential and its principal are still Active, so a revoke or suspension that returned
-        // while this exchange was in flight (during argon2, say) still wins.
-        if !self.store.record_credential_use(&credential, now, secret_check.as_deref()).await? {
-            let fresh_credential = self.store.get_credential(&credential.key_id).await?;
-            let fresh_principal = self.store.get_principal(&principal.org_id, &principal.id).await?;
-            let reason = match (fresh_credential, fresh_principal) {
-                (Some(c), Some(p)) => model::may_authenticate(&c, &p, model::now()).err(),
-                _ => None,
-            };
-            return Err(ExchangeError::Refused(reason.unwrap_or(Refusal::CredentialRevoked)));
-        }
-        Ok(IssuedToken {
-            access_token: SecretString::from(token),
-            expires_in: self.tokens.settings().lifetime_secs,
-            scope: claims.scope.clone(),
-            claims,
-        })
-    }
-
     /// Creates an organisation's first admin unless it has one; see [`bootstrap_admin`].
     pub async fn bootstrap(&self, org: &OrgId) -> Result<Option<ApiKey>, DomainError> {
         bootstrap_admin(self.store.as_ref(), &self.hasher, org, false).await
@@ -763,7 +654,7 @@ pub async fn bootstrap_admin(store: &dyn Store, hasher: &SecretHasher, org: &Org
         assigned_by: actor.clone(),
     };
     let key = ApiKey::generate();
-    let hash = hasher.hash(key.secret()).await.map_err(|e| DomainError::Unavailable(StoreError::Unavailable(e.to_string())))?;
+    let hash = hasher.hash(key.secret()).await.map_err(|e| DomainError::Unavailable(e.into()))?;
     let credential = Credential::new(&principal, key.key_id().clone(), "bootstrap", None, hash, actor.clone(), now)?
         .with_secret_check(hashing::secret_check(key.secret()));
     let result = store.bootstrap_org(&principal, &assignment, &credential, force).await;
@@ -772,7 +663,8 @@ pub async fn bootstrap_admin(store: &dyn Store, hasher: &SecretHasher, org: &Org
     match result {
         Ok(()) => Ok(Some(key)),
         // Another process bootstrapped it first: that is the desired end state.
-        Err(StoreError::Conflict(_)) if !force => Ok(None),
+        // Already bootstrapped, or another bootstrap committed in between.
+        Err(StoreError::Conflict(Conflict::AlreadyBootstrapped(_) | Conflict::Contended)) if !force => Ok(None),
         Err(e) => Err(e.into()),
     }
 }

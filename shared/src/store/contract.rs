@@ -7,6 +7,7 @@ use chrono::Duration;
 
 use super::{Store, StoreError};
 use crate::authority::{AdminWitness, DecidedOn, Guard};
+use crate::error::{Conflict, Limit};
 use crate::idempotency::{IDEMPOTENCY_TTL, IdempotencyClaim, IdempotencyKey, IdempotencyRecord, IdempotentOutcome};
 use crate::ids::{KeyId, OrgId, Permission, PrincipalId, RoleId};
 use crate::model::{
@@ -80,7 +81,7 @@ pub async fn principal_round_trip<S: Store + ?Sized>(store: Arc<S>) {
     // Writing the identical principal again is what a retried write looks like: success.
     store.create_principal(&p, MAX, None).await.unwrap();
     let other = Principal { display_name: "someone else".into(), ..p.clone() };
-    assert!(matches!(store.create_principal(&other, MAX, None).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(store.create_principal(&other, MAX, None).await, Err(StoreError::Conflict(Conflict::PrincipalExists))));
     assert_eq!(store.get_principal(&p.org_id, &p.id).await.unwrap(), Some(p.clone()));
     assert_eq!(store.get_principal(&org("other"), &p.id).await.unwrap(), None, "tenancy is in the key");
     assert_eq!(store.get_principal(&p.org_id, &PrincipalId::generate()).await.unwrap(), None);
@@ -127,7 +128,10 @@ pub async fn principal_update_is_versioned<S: Store + ?Sized>(store: Arc<S>) {
     let next = p.apply(&change, now()).unwrap().unwrap();
     store.update_principal(&next, p.version, &Guard::NONE).await.unwrap();
     assert_eq!(store.get_principal(&p.org_id, &p.id).await.unwrap().unwrap().display_name, "renamed");
-    assert!(matches!(store.update_principal(&next, p.version, &Guard::NONE).await, Err(StoreError::Conflict(_))), "stale version");
+    assert!(
+        matches!(store.update_principal(&next, p.version, &Guard::NONE).await, Err(StoreError::Conflict(Conflict::StaleVersion))),
+        "stale version"
+    );
     let ghost = principal("acme");
     assert!(matches!(store.update_principal(&ghost, 1, &Guard::NONE).await, Err(StoreError::NotFound(_))));
 }
@@ -140,7 +144,10 @@ pub async fn credential_insert_and_read<S: Store + ?Sized>(store: Arc<S>) {
     assert_eq!(store.get_credential(&c.key_id).await.unwrap(), Some(c.clone()));
     assert_eq!(store.list_credentials(&p.org_id, &p.id).await.unwrap(), vec![c.clone()], "read-your-writes");
     assert!(store.list_credentials(&org("other"), &p.id).await.unwrap().is_empty());
-    assert!(matches!(store.insert_credential(&c, now(), None, &Guard::NONE).await, Err(StoreError::Conflict(_))), "duplicate key id");
+    assert!(
+        matches!(store.insert_credential(&c, now(), None, &Guard::NONE).await, Err(StoreError::Conflict(Conflict::CredentialExists))),
+        "duplicate key id"
+    );
     assert_eq!(store.get_credential(&KeyId::generate()).await.unwrap(), None);
 }
 
@@ -296,7 +303,10 @@ pub async fn roles_are_scoped_and_unique<S: Store + ?Sized>(store: Arc<S>) {
     store.create_role(&r, None, &Guard::NONE).await.unwrap();
     assert_eq!(store.get_org_role(&org("acme"), &r.id).await.unwrap(), Some(r.clone()));
     assert_eq!(store.get_org_role(&org("other"), &r.id).await.unwrap(), None);
-    assert!(matches!(store.create_role(&role("acme", "deployer"), None, &Guard::NONE).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(
+        store.create_role(&role("acme", "deployer"), None, &Guard::NONE).await,
+        Err(StoreError::Conflict(Conflict::RoleNameTaken(_)))
+    ));
     store.create_role(&role("other", "deployer"), None, &Guard::NONE).await.unwrap();
     assert_eq!(store.list_org_roles(&org("acme")).await.unwrap(), vec![r]);
 }
@@ -352,7 +362,10 @@ pub async fn bootstrap_happens_once<S: Store + ?Sized>(store: Arc<S>) {
     assert_eq!(store.list_credentials(&acme, &p.id).await.unwrap(), vec![c]);
     let p2 = principal("acme");
     let c2 = credential(&p2);
-    assert!(matches!(store.bootstrap_org(&p2, &assignment(&p2, "iam-admin"), &c2, false).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(
+        store.bootstrap_org(&p2, &assignment(&p2, "iam-admin"), &c2, false).await,
+        Err(StoreError::Conflict(Conflict::AlreadyBootstrapped(_)))
+    ));
     assert_eq!(store.get_principal(&acme, &p2.id).await.unwrap(), None, "nothing half-written");
     assert_eq!(store.get_credential(&c2.key_id).await.unwrap(), None);
     store.bootstrap_org(&p2, &assignment(&p2, "iam-admin"), &c2, true).await.unwrap();
@@ -367,7 +380,7 @@ pub async fn principal_cap_is_enforced_per_org<S: Store + ?Sized>(store: Arc<S>)
         store.create_principal(&principal("capped"), 3, None).await.unwrap();
     }
     let refused = store.create_principal(&principal("capped"), 3, None).await;
-    assert!(matches!(&refused, Err(StoreError::Limit(msg)) if msg.contains("at most 3 principals")), "{refused:?}");
+    assert!(matches!(&refused, Err(StoreError::Limit(Limit::Principals(3)))), "{refused:?}");
     assert_eq!(store.list_principals(&org("capped"), 10, None).await.unwrap().items.len(), 3, "nothing written");
     store.create_principal(&principal("uncapped"), 3, None).await.unwrap();
 }
@@ -475,19 +488,19 @@ pub async fn writes_commit_only_while_the_principals_decided_on_are_unchanged<S:
     let stale = Guard::decided_on([decided(&caller), decided(&target)]);
     let current = Guard::decided_on([decided(&caller), decided(&assigned)]);
     let c = credential(&target);
-    assert!(matches!(store.insert_credential(&c, now(), None, &stale).await, Err(StoreError::AuthorityChanged)));
+    assert!(matches!(store.insert_credential(&c, now(), None, &stale).await, Err(StoreError::Conflict(Conflict::AuthorityChanged))));
     assert!(store.get_credential(&c.key_id).await.unwrap().is_none(), "nothing written");
     store.insert_credential(&c, now(), None, &current).await.unwrap();
     let refused = store.revoke_credential(&target.org_id, &target.id, &c.key_id, &actor(), now(), &stale).await;
-    assert!(matches!(refused, Err(StoreError::AuthorityChanged)), "{refused:?}");
+    assert!(matches!(refused, Err(StoreError::Conflict(Conflict::AuthorityChanged))), "{refused:?}");
     assert_eq!(store.get_credential(&c.key_id).await.unwrap().unwrap().status, CredentialStatus::Active);
     let refused = store.assign_role(&assignment(&target, "role-x"), &stale).await;
-    assert!(matches!(refused, Err(StoreError::AuthorityChanged)), "{refused:?}");
+    assert!(matches!(refused, Err(StoreError::Conflict(Conflict::AuthorityChanged))), "{refused:?}");
     let refused = store.unassign_role(&target.org_id, &target.id, &viewer, &stale).await;
-    assert!(matches!(refused, Err(StoreError::AuthorityChanged)), "{refused:?}");
+    assert!(matches!(refused, Err(StoreError::Conflict(Conflict::AuthorityChanged))), "{refused:?}");
     let renamed = assigned.apply(&PrincipalChange { display_name: Some("renamed".into()), ..Default::default() }, now()).unwrap().unwrap();
     let refused = store.update_principal(&renamed, assigned.version, &stale).await;
-    assert!(matches!(refused, Err(StoreError::AuthorityChanged)), "{refused:?}");
+    assert!(matches!(refused, Err(StoreError::Conflict(Conflict::AuthorityChanged))), "{refused:?}");
     let unchanged = read(&target).await;
     assert_eq!((unchanged.version, unchanged.display_name.as_str()), (assigned.version, target.display_name.as_str()), "nothing written");
     let roles: Vec<RoleId> =
@@ -499,7 +512,7 @@ pub async fn writes_commit_only_while_the_principals_decided_on_are_unchanged<S:
     let first = assigned.apply(&PrincipalChange { display_name: Some("first".into()), ..Default::default() }, now()).unwrap().unwrap();
     store.update_principal(&first, assigned.version, &current).await.unwrap();
     let refused = store.update_principal(&renamed, assigned.version, &current).await;
-    assert!(matches!(refused, Err(StoreError::Conflict(_))), "{refused:?}");
+    assert!(matches!(refused, Err(StoreError::Conflict(Conflict::StaleVersion))), "{refused:?}");
     let assigned = read(&target).await;
     let current = Guard::decided_on([decided(&caller), decided(&assigned)]);
 
@@ -511,11 +524,11 @@ pub async fn writes_commit_only_while_the_principals_decided_on_are_unchanged<S:
     let before = Guard::decided_on([decided(&caller)]);
     store.assign_role(&assignment(&caller, "role-y"), &Guard::NONE).await.unwrap();
     let r = role("decided", "deployer");
-    assert!(matches!(store.create_role(&r, None, &before).await, Err(StoreError::AuthorityChanged)));
+    assert!(matches!(store.create_role(&r, None, &before).await, Err(StoreError::Conflict(Conflict::AuthorityChanged))));
     assert!(store.list_org_roles(&r.org_id.clone().unwrap()).await.unwrap().is_empty(), "nothing written");
     // One principal named at two versions can never hold: refused without a write.
     let split = Guard::decided_on([decided(&caller), decided(&read(&caller).await)]);
-    assert!(matches!(store.create_role(&r, None, &split).await, Err(StoreError::AuthorityChanged)));
+    assert!(matches!(store.create_role(&r, None, &split).await, Err(StoreError::Conflict(Conflict::AuthorityChanged))));
     store.create_role(&r, None, &Guard::decided_on([decided(&read(&caller).await)])).await.unwrap();
 }
 
@@ -560,7 +573,10 @@ pub async fn idempotency_records_are_written_with_the_object<S: Store + ?Sized>(
     let c3 = claim("acme", "k-failed");
     let failed = IdempotencyRecord { slot: c3.slot.clone(), ..dup };
     for existing in [p.clone(), Principal { display_name: "someone else".into(), ..p.clone() }] {
-        assert!(matches!(store.create_principal(&existing, MAX, Some(&failed)).await, Err(StoreError::Conflict(_))));
+        assert!(matches!(
+            store.create_principal(&existing, MAX, Some(&failed)).await,
+            Err(StoreError::Conflict(Conflict::PrincipalExists))
+        ));
     }
     assert_eq!(store.get_idempotency_record(&org("acme"), &c3.slot).await.unwrap(), None);
 
@@ -580,7 +596,7 @@ pub async fn idempotency_slot_is_taken_once_until_expiry<S: Store + ?Sized>(stor
     let second = principal("acme");
     let taken =
         store.create_principal(&second, MAX, Some(&c.record(IdempotentOutcome::Principal { principal: second.clone() }, now()))).await;
-    assert!(matches!(taken, Err(StoreError::IdempotencyKeyTaken)), "{taken:?}");
+    assert!(matches!(taken, Err(StoreError::Conflict(Conflict::IdempotencyKeyTaken))), "{taken:?}");
     assert_eq!(store.get_principal(&org("acme"), &second.id).await.unwrap(), None);
     let cred = credential(&first);
     let taken = store
@@ -591,12 +607,12 @@ pub async fn idempotency_slot_is_taken_once_until_expiry<S: Store + ?Sized>(stor
             &Guard::NONE,
         )
         .await;
-    assert!(matches!(taken, Err(StoreError::IdempotencyKeyTaken)), "{taken:?}");
+    assert!(matches!(taken, Err(StoreError::Conflict(Conflict::IdempotencyKeyTaken))), "{taken:?}");
     assert_eq!(store.get_credential(&cred.key_id).await.unwrap(), None);
     assert!(store.list_credentials(&org("acme"), &first.id).await.unwrap().is_empty());
     let r = role("acme", "deployer");
     let taken = store.create_role(&r, Some(&c.record(IdempotentOutcome::Role { role: r.clone() }, now())), &Guard::NONE).await;
-    assert!(matches!(taken, Err(StoreError::IdempotencyKeyTaken)), "{taken:?}");
+    assert!(matches!(taken, Err(StoreError::Conflict(Conflict::IdempotencyKeyTaken))), "{taken:?}");
     assert!(store.list_org_roles(&org("acme")).await.unwrap().is_empty());
 
     // Once expired, the slot is free again.

@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::authority::{Guard, GuardBroken};
+use crate::error::{Conflict, DomainError, Limit};
 use crate::idempotency::IdempotencyRecord;
 use crate::ids::{KeyId, OrgId, PrincipalId, RoleId};
 use crate::model::{Actor, Credential, Principal, Role, RoleAssignment};
@@ -17,49 +18,170 @@ pub mod embedded;
 pub use dynamodb::DynamoStore;
 pub use embedded::EmbeddedStore;
 
+/// What a store reports. Refusals are typed ([`Conflict`], [`Limit`], `NotFound`) so the service
+/// matches on meaning and the words live once, in the domain.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// A condition failed: duplicate, stale version, or a state that forbids the write.
+    /// A condition failed: a duplicate, a stale version, or a state that forbids the write.
     #[error("{0}")]
-    Conflict(String),
+    Conflict(#[from] Conflict),
     /// The object (or its parent) does not exist in this organisation.
     #[error("{0} not found")]
     NotFound(&'static str),
     /// A per-principal or per-organisation limit would be exceeded.
     #[error("{0}")]
-    Limit(String),
-    /// The create carried an idempotency record whose slot already holds a live one (another
-    /// request with the same key won); nothing was written.
-    #[error("the idempotency key is already in use")]
-    IdempotencyKeyTaken,
+    Limit(#[from] Limit),
     /// A guarded write's administrator witness was no longer usable when it would have
     /// committed (changed, revoked or unassigned concurrently); nothing was written.
     #[error("the administrator witness changed concurrently")]
     WitnessGone,
-    /// A principal the write's authority was decided on (the caller or the target) changed
-    /// (its status, expiry, name or roles) before the write could commit; nothing was written.
-    #[error("a principal this change was decided on changed concurrently")]
-    AuthorityChanged,
     /// The store could not be reached or failed; nothing was written.
     #[error("store unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A stored item could not be read back (corrupt or from an unknown schema).
     #[error("corrupt item: {0}")]
     Corrupt(String),
 }
 
-impl From<GuardBroken> for StoreError {
-    fn from(_: GuardBroken) -> Self {
-        StoreError::AuthorityChanged
+impl StoreError {
+    pub fn unavailable(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        StoreError::Unavailable(cause.into())
     }
 }
 
-/// The one wording of the principal cap, for both stores.
-pub(crate) fn principal_limit(max: usize) -> String {
-    format!(
-        "an organisation can have at most {max} principals; revoked principals count too (the operator sets the limit with IAM_MAX_PRINCIPALS_PER_ORG)"
-    )
+impl From<GuardBroken> for StoreError {
+    fn from(_: GuardBroken) -> Self {
+        StoreError::Conflict(Conflict::AuthorityChanged)
+    }
 }
+
+impl From<StoreError> for DomainError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(conflict) => conflict.into(),
+            StoreError::NotFound(what) => DomainError::NotFound(what),
+            StoreError::Limit(limit) => limit.into(),
+            // Only reached when retries ran out: every witness found was removed concurrently.
+            StoreError::WitnessGone => DomainError::LastAdministrator(crate::authority::LastAdministrator),
+            failure @ (StoreError::Unavailable(_) | StoreError::Corrupt(_)) => DomainError::Unavailable(Box::new(failure)),
+        }
+    }
+}
+
+/// The `Store` impl of a store split by aggregate: each method is its aggregate module's
+/// function (`principals::create`, `credentials::revoke`, ...), which both stores name alike.
+/// Items given in braces (a store's own `warm_up`) join the impl.
+macro_rules! store_by_aggregate {
+    ($store:ty { $($extra:item)* }) => {
+        #[async_trait::async_trait]
+        impl $crate::store::Store for $store {
+            async fn create_principal(
+                &self,
+                principal: &$crate::model::Principal,
+                max_principals: usize,
+                idempotency: Option<&$crate::idempotency::IdempotencyRecord>,
+            ) -> Result<(), $crate::store::StoreError> {
+                principals::create(self, principal, max_principals, idempotency).await
+            }
+
+            async fn get_principal(&self, org: &$crate::ids::OrgId, id: &$crate::ids::PrincipalId) -> Result<Option<$crate::model::Principal>, $crate::store::StoreError> {
+                principals::get(self, org, id).await
+            }
+
+            async fn list_principals(&self, org: &$crate::ids::OrgId, limit: usize, after: Option<&$crate::ids::PrincipalId>) -> Result<$crate::store::Page<$crate::model::Principal>, $crate::store::StoreError> {
+                principals::list(self, org, limit, after).await
+            }
+
+            async fn update_principal(&self, principal: &$crate::model::Principal, expected_version: u64, guard: &$crate::authority::Guard) -> Result<(), $crate::store::StoreError> {
+                principals::update(self, principal, expected_version, guard).await
+            }
+
+            async fn insert_credential(
+                &self,
+                credential: &$crate::model::Credential,
+                now: chrono::DateTime<chrono::Utc>,
+                idempotency: Option<&$crate::idempotency::IdempotencyRecord>,
+                guard: &$crate::authority::Guard,
+            ) -> Result<(), $crate::store::StoreError> {
+                credentials::insert(self, credential, now, idempotency, guard).await
+            }
+
+            async fn get_credential(&self, key_id: &$crate::ids::KeyId) -> Result<Option<$crate::model::Credential>, $crate::store::StoreError> {
+                credentials::get(self, key_id).await
+            }
+
+            async fn list_credentials(&self, org: &$crate::ids::OrgId, principal: &$crate::ids::PrincipalId) -> Result<Vec<$crate::model::Credential>, $crate::store::StoreError> {
+                credentials::list(self, org, principal).await
+            }
+
+            async fn revoke_credential(
+                &self,
+                org: &$crate::ids::OrgId,
+                principal: &$crate::ids::PrincipalId,
+                key_id: &$crate::ids::KeyId,
+                actor: &$crate::model::Actor,
+                now: chrono::DateTime<chrono::Utc>,
+                guard: &$crate::authority::Guard,
+            ) -> Result<$crate::model::Credential, $crate::store::StoreError> {
+                credentials::revoke(self, org, principal, key_id, actor, now, guard).await
+            }
+
+            async fn record_credential_use(
+                &self,
+                credential: &$crate::model::Credential,
+                at: chrono::DateTime<chrono::Utc>,
+                secret_check: Option<&str>,
+            ) -> Result<bool, $crate::store::StoreError> {
+                credentials::record_use(self, credential, at, secret_check).await
+            }
+
+            async fn create_role(&self, role: &$crate::model::Role, idempotency: Option<&$crate::idempotency::IdempotencyRecord>, guard: &$crate::authority::Guard) -> Result<(), $crate::store::StoreError> {
+                roles::create(self, role, idempotency, guard).await
+            }
+
+            async fn list_org_roles(&self, org: &$crate::ids::OrgId) -> Result<Vec<$crate::model::Role>, $crate::store::StoreError> {
+                roles::list(self, org).await
+            }
+
+            async fn get_org_role(&self, org: &$crate::ids::OrgId, id: &$crate::ids::RoleId) -> Result<Option<$crate::model::Role>, $crate::store::StoreError> {
+                roles::get(self, org, id).await
+            }
+
+            async fn list_role_assignments(&self, org: &$crate::ids::OrgId, principal: &$crate::ids::PrincipalId) -> Result<Vec<$crate::model::RoleAssignment>, $crate::store::StoreError> {
+                roles::list_assignments(self, org, principal).await
+            }
+
+            async fn assign_role(&self, assignment: &$crate::model::RoleAssignment, guard: &$crate::authority::Guard) -> Result<($crate::model::RoleAssignment, bool), $crate::store::StoreError> {
+                roles::assign(self, assignment, guard).await
+            }
+
+            async fn unassign_role(&self, org: &$crate::ids::OrgId, principal: &$crate::ids::PrincipalId, role: &$crate::ids::RoleId, guard: &$crate::authority::Guard) -> Result<bool, $crate::store::StoreError> {
+                roles::unassign(self, org, principal, role, guard).await
+            }
+
+            async fn bootstrap_org(
+                &self,
+                principal: &$crate::model::Principal,
+                assignment: &$crate::model::RoleAssignment,
+                credential: &$crate::model::Credential,
+                force: bool,
+            ) -> Result<(), $crate::store::StoreError> {
+                bootstrap::write(self, principal, assignment, credential, force).await
+            }
+
+            async fn is_bootstrapped(&self, org: &$crate::ids::OrgId) -> Result<bool, $crate::store::StoreError> {
+                bootstrap::is_bootstrapped(self, org).await
+            }
+
+            async fn get_idempotency_record(&self, org: &$crate::ids::OrgId, slot: &str) -> Result<Option<$crate::idempotency::IdempotencyRecord>, $crate::store::StoreError> {
+                idempotency::get_record(self, org, slot).await
+            }
+
+            $($extra)*
+        }
+    };
+}
+pub(crate) use store_by_aggregate;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Page<T> {

@@ -1,0 +1,206 @@
+//! The exchange of an API key for an access token, in four named phases: look the key up,
+//! prove its secret, decide what the token grants, then sign it and record the use. The order
+//! is the security: nothing about the key's principal is revealed, and no argon2 is paid,
+//! before the secret is proved; nothing leaves before the use is recorded against a still
+//! Active credential and principal.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+
+use crate::api_key::{ApiKey, KeyFormatError};
+use crate::hashing::{self, HashError};
+use crate::ids::{OrgId, Permission, PrincipalId, RoleId};
+use crate::model::{self, Credential, Principal, Refusal};
+use crate::service::{Iam, audit};
+use crate::store::StoreError;
+use crate::token::{AccessClaims, Grant, parse_scope};
+
+/// Why an exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    /// Unknown key id, wrong secret, bad checksum or malformed key: one answer for all.
+    #[error("invalid client: {0}")]
+    InvalidClient(&'static str),
+    /// The secret was proved, but the credential or principal may not authenticate.
+    #[error("{0}")]
+    Refused(Refusal),
+    #[error("{0}")]
+    InvalidScope(String),
+    #[error("{0}")]
+    InvalidTarget(String),
+    #[error("store unavailable")]
+    Store(#[from] StoreError),
+    #[error("hashing failed")]
+    Hash(#[from] HashError),
+    #[error("signing failed: {0}")]
+    Sign(String),
+}
+
+pub struct ExchangeRequest {
+    pub key: Result<ApiKey, KeyFormatError>,
+    pub scope: Option<String>,
+    pub audience: Option<String>,
+    /// The caller's network address, when known: recorded in the audit line of a refusal.
+    pub source: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct IssuedToken {
+    pub access_token: SecretString,
+    pub expires_in: u64,
+    pub scope: String,
+    pub claims: AccessClaims,
+}
+
+const WRONG_KEY: ExchangeError = ExchangeError::InvalidClient("unknown key id or wrong secret");
+
+/// What a proved key may have: the token's audience, roles and scope, decided at `now`.
+struct Decision {
+    principal: Principal,
+    audience: String,
+    roles: Vec<RoleId>,
+    scope: Vec<Permission>,
+    now: DateTime<Utc>,
+}
+
+impl Iam {
+    /// Exchanges an API key for an access token, and audits the outcome.
+    pub async fn exchange(&self, request: ExchangeRequest) -> Result<IssuedToken, ExchangeError> {
+        let key_id = request.key.as_ref().map(|k| k.key_id().to_string()).unwrap_or_default();
+        let source = request.source.clone();
+        // Who is asking is known only once the secret is proved; until then the caller is anonymous.
+        let mut proved = None;
+        let result = self.run_exchange(request, &mut proved).await;
+        match (&result, proved) {
+            (Ok(t), _) => audit("token.exchange", &t.claims.sub, &t.claims.org_id, &key_id, Ok(())),
+            (Err(e), Some((principal, org))) => audit("token.exchange", principal.as_str(), org.as_str(), &key_id, Err(e)),
+            (Err(e), None) => {
+                let source = source.as_deref().unwrap_or("unknown");
+                tracing::info!(target: "audit", action = "token.exchange", actor = "anonymous", org = "", target_id = key_id, source, outcome = "failure", reason = %e, "audit")
+            }
+        }
+        result
+    }
+
+    async fn run_exchange(
+        &self,
+        request: ExchangeRequest,
+        proved: &mut Option<(PrincipalId, OrgId)>,
+    ) -> Result<IssuedToken, ExchangeError> {
+        let (key, credential) = self.look_up(request.key).await?;
+        let secret_check = self.prove_secret(&key, &credential).await?;
+        *proved = Some((credential.principal_id.clone(), credential.org_id.clone()));
+        let decision = self.decide(&credential, request.scope.as_deref(), request.audience.as_deref()).await?;
+        self.sign_and_record(&credential, decision, secret_check).await
+    }
+
+    /// Phase 1: the key's format and checksum, and its credential by key id (unknown: refused,
+    /// with no argon2, so no decoy is needed either).
+    async fn look_up(&self, key: Result<ApiKey, KeyFormatError>) -> Result<(ApiKey, Credential), ExchangeError> {
+        let key = key.map_err(|_| ExchangeError::InvalidClient("malformed key"))?;
+        let credential = self.store.get_credential(key.key_id()).await?.ok_or(WRONG_KEY)?;
+        Ok((key, credential))
+    }
+
+    /// Phase 2: the secret. A wrong or forged one costs one SHA-256 against the stored check;
+    /// only a caller who knows the secret (or the 32 bits the check keeps, and then only for
+    /// one key id at a time) reaches argon2, which is bounded by the hasher's slots. Answers
+    /// the check to store when the credential predates checks (it gains one on this use).
+    async fn prove_secret(&self, key: &ApiKey, credential: &Credential) -> Result<Option<String>, ExchangeError> {
+        if credential.secret_check.as_deref().is_some_and(|check| !hashing::passes_secret_check(key.secret(), check)) {
+            return Err(WRONG_KEY);
+        }
+        if !self.hasher.verify(&credential.org_id, key.key_id(), key.secret(), &credential.secret_hash).await? {
+            return Err(WRONG_KEY);
+        }
+        Ok(credential.secret_check.is_none().then(|| hashing::secret_check(key.secret())))
+    }
+
+    /// Phase 3: with the secret proved, whether the key may authenticate (the caller may now
+    /// learn why not), and what its token grants: the audience asked for (or the first
+    /// downstream one), and the scope asked for within what its roles hold. `iam:` power
+    /// travels only to the management API.
+    async fn decide(&self, credential: &Credential, scope: Option<&str>, audience: Option<&str>) -> Result<Decision, ExchangeError> {
+        let principal = self
+            .store
+            .get_principal(&credential.org_id, &credential.principal_id)
+            .await?
+            .ok_or(ExchangeError::Refused(Refusal::PrincipalRevoked))?;
+        let now = model::now();
+        model::may_authenticate(credential, &principal, now).map_err(ExchangeError::Refused)?;
+
+        let settings = self.tokens.settings();
+        let audience = match audience {
+            None => settings.audiences[0].as_str(),
+            Some(a) if settings.is_management(a) => settings.management_audience.as_str(),
+            Some(a) => settings
+                .audiences
+                .iter()
+                .find(|allowed| *allowed == a)
+                .map(String::as_str)
+                .ok_or_else(|| ExchangeError::InvalidTarget("the requested audience is not allowed".into()))?,
+        };
+        let roles = self.granting_roles(&principal).await?;
+        let mut held: BTreeSet<Permission> = roles.iter().flat_map(|r| r.permissions.iter().cloned()).collect();
+        let management = settings.is_management(audience);
+        if !management {
+            held.retain(|p| !p.as_str().starts_with("iam:"));
+        }
+        let scope: Vec<Permission> = match scope {
+            None => held.into_iter().collect(),
+            Some(raw) => {
+                let wanted = parse_scope(raw).map_err(ExchangeError::InvalidScope)?;
+                if let Some(iam) = wanted.iter().find(|p| !management && p.as_str().starts_with("iam:")) {
+                    return Err(ExchangeError::InvalidScope(format!(
+                        "'{iam}' is granted only in tokens for the management audience '{}'",
+                        settings.management_audience
+                    )));
+                }
+                if let Some(missing) = wanted.iter().find(|p| !held.contains(*p)) {
+                    return Err(ExchangeError::InvalidScope(format!("the principal does not hold '{missing}'")));
+                }
+                wanted
+            }
+        };
+        let roles = roles.into_iter().map(|r| r.id).collect();
+        Ok(Decision { principal, audience: audience.to_owned(), roles, scope, now })
+    }
+
+    /// Phase 4: sign, then record the use. Recording succeeds only while the credential and its
+    /// principal are still Active, so a revoke or suspension that returned while this exchange
+    /// was in flight (during argon2, say) still wins, and the signed token is dropped.
+    async fn sign_and_record(
+        &self,
+        credential: &Credential,
+        decision: Decision,
+        secret_check: Option<String>,
+    ) -> Result<IssuedToken, ExchangeError> {
+        let Decision { principal, audience, roles, scope, now } = decision;
+        let grant = Grant {
+            principal_id: &principal.id,
+            org_id: &principal.org_id,
+            key_id: &credential.key_id,
+            roles: &roles,
+            scope: &scope,
+            audience: &audience,
+        };
+        let (token, claims) = self.tokens.current().await.sign(&grant, now).map_err(|e| ExchangeError::Sign(e.to_string()))?;
+        if !self.store.record_credential_use(credential, now, secret_check.as_deref()).await? {
+            let fresh_credential = self.store.get_credential(&credential.key_id).await?;
+            let fresh_principal = self.store.get_principal(&principal.org_id, &principal.id).await?;
+            let reason = match (fresh_credential, fresh_principal) {
+                (Some(c), Some(p)) => model::may_authenticate(&c, &p, model::now()).err(),
+                _ => None,
+            };
+            return Err(ExchangeError::Refused(reason.unwrap_or(Refusal::CredentialRevoked)));
+        }
+        Ok(IssuedToken {
+            access_token: SecretString::from(token),
+            expires_in: self.tokens.settings().lifetime_secs,
+            scope: claims.scope.clone(),
+            claims,
+        })
+    }
+}

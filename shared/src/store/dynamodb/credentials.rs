@@ -1,0 +1,289 @@
+//! Credential items (in the credentials table, by key id) and their references in the
+//! principal's partition: issue, read, list, revoke, and the exchange's record of use.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{
+    ConditionCheck, KeysAndAttributes, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+};
+use chrono::{DateTime, Utc};
+
+use super::items::{
+    Item, Reader, corrupt, credential_from_item, credential_key, credential_ref_item, credential_to_item, n, org_key, principal_sk, s, time,
+};
+use super::transaction::{GuardChecks, Part, Transaction, build_error, unavailable};
+use super::{DynamoStore, MAX_TRANSACTION_ATTEMPTS, principals, query_prefix};
+use crate::authority::Guard;
+use crate::error::{Conflict, Limit};
+use crate::idempotency::IdempotencyRecord;
+use crate::ids::{KeyId, OrgId, PrincipalId};
+use crate::model::{Actor, Credential, CredentialStatus, MAX_ACTIVE_CREDENTIALS};
+use crate::store::StoreError;
+
+pub(super) async fn insert(
+    store: &DynamoStore,
+    credential: &Credential,
+    now: DateTime<Utc>,
+    idempotency: Option<&IdempotencyRecord>,
+    guard: &Guard,
+) -> Result<(), StoreError> {
+    let decided = guard.version_of(&credential.principal_id)?;
+    let checks = GuardChecks::new(store, guard, Some(&credential.principal_id))?;
+    for _ in 0..MAX_TRANSACTION_ATTEMPTS {
+        let (current, cred_seq, _) = principals::live(store, &credential.org_id, &credential.principal_id).await?;
+        if decided.is_some_and(|v| v != current.version) {
+            return Err(StoreError::Conflict(Conflict::AuthorityChanged));
+        }
+        let live = list(store, &credential.org_id, &credential.principal_id).await?.iter().filter(|c| c.is_live(now)).count();
+        if live >= MAX_ACTIVE_CREDENTIALS {
+            return Err(StoreError::Limit(Limit::ActiveCredentials(MAX_ACTIVE_CREDENTIALS)));
+        }
+        // The principal's credSeq moves with every issue: if another issue committed since we
+        // counted, this transaction fails and we count again.
+        const SEQ_CONDITION: &str =
+            "attribute_exists(pk) AND #status <> :revoked AND (credSeq = :seen OR (attribute_not_exists(credSeq) AND :seen = :zero))";
+        let bump = Update::builder()
+            .table_name(&store.principals)
+            .set_key(Some(org_key(&credential.org_id, principal_sk(&credential.principal_id))))
+            .update_expression("SET credSeq = :next")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":revoked", s("Revoked"))
+            .expression_attribute_values(":seen", n(cred_seq))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":next", n(cred_seq + 1));
+        let bump = match decided {
+            Some(v) => bump
+                .condition_expression(format!("{SEQ_CONDITION} AND #version = :decided"))
+                .expression_attribute_names("#version", "version")
+                .expression_attribute_values(":decided", n(v)),
+            None => bump.condition_expression(SEQ_CONDITION),
+        }
+        .build()
+        .map_err(build_error)?;
+        let result = Transaction::new(store)
+            .with_update(Part::Principal, bump)
+            .with_put(Part::Credential, &store.credentials, credential_to_item(credential), Some("attribute_not_exists(keyId)"))?
+            .with_put(Part::CredentialRef, &store.principals, credential_ref_item(credential), None)?
+            .with_idempotency(&store.principals, idempotency)?
+            .with_guard(&checks)
+            .commit()
+            .await;
+        match result {
+            Ok(()) => return Ok(()),
+            Err(c) if c.failed(Part::Credential) => return Err(StoreError::Conflict(Conflict::CredentialExists)),
+            Err(c) if c.failed(Part::Idempotency) => return Err(StoreError::Conflict(Conflict::IdempotencyKeyTaken)),
+            Err(c) if c.guard_broken() => return Err(c.guard_error()),
+            // The loop's read tells a concurrent issue from a change to the principal.
+            Err(c) if c.failed(Part::Principal) || c.raced() => continue,
+            Err(c) => return Err(c.unavailable()),
+        }
+    }
+    Err(StoreError::Conflict(Conflict::Contended))
+}
+
+pub(super) async fn get(store: &DynamoStore, key_id: &KeyId) -> Result<Option<Credential>, StoreError> {
+    let out = store
+        .client
+        .get_item()
+        .table_name(&store.credentials)
+        .set_key(Some(credential_key(key_id)))
+        .consistent_read(true)
+        .send()
+        .await
+        .map_err(unavailable)?;
+    out.item().map(credential_from_item).transpose()
+}
+
+/// Credentials by key id, read consistently, in batches of 100.
+async fn batch_get(store: &DynamoStore, key_ids: Vec<String>) -> Result<Vec<Credential>, StoreError> {
+    let mut out = Vec::new();
+    for chunk in key_ids.chunks(100) {
+        let mut pending: Vec<Item> = chunk.iter().map(|k| HashMap::from([("keyId".to_owned(), s(k.as_str()))])).collect();
+        for _ in 0..5 {
+            if pending.is_empty() {
+                break;
+            }
+            let request = KeysAndAttributes::builder()
+                .set_keys(Some(std::mem::take(&mut pending)))
+                .consistent_read(true)
+                .build()
+                .map_err(build_error)?;
+            let result = store.client.batch_get_item().request_items(&store.credentials, request).send().await.map_err(unavailable)?;
+            if let Some(items) = result.responses().and_then(|r| r.get(&store.credentials)) {
+                for item in items {
+                    out.push(credential_from_item(item)?);
+                }
+            }
+            if let Some(rest) = result.unprocessed_keys().and_then(|u| u.get(&store.credentials)) {
+                pending = rest.keys().to_vec();
+            }
+        }
+        if !pending.is_empty() {
+            return Err(StoreError::unavailable("credentials could not all be read"));
+        }
+    }
+    Ok(out)
+}
+
+/// A principal's credentials, through its references, oldest first.
+pub(super) async fn list(store: &DynamoStore, org: &OrgId, principal: &PrincipalId) -> Result<Vec<Credential>, StoreError> {
+    let refs = query_prefix(store, org, &format!("C#{principal}#")).await?;
+    let key_ids =
+        refs.iter().map(|item| Reader::new("credential reference", item).str("keyId").map(str::to_owned)).collect::<Result<Vec<_>, _>>()?;
+    let mut creds = batch_get(store, key_ids).await?;
+    creds.retain(|c| c.org_id == *org && c.principal_id == *principal);
+    creds.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.key_id.cmp(&b.key_id)));
+    Ok(creds)
+}
+
+pub(super) async fn revoke(
+    store: &DynamoStore,
+    org: &OrgId,
+    principal: &PrincipalId,
+    key_id: &KeyId,
+    actor: &Actor,
+    now: DateTime<Utc>,
+    guard: &Guard,
+) -> Result<Credential, StoreError> {
+    let checks = GuardChecks::new(store, guard, None)?;
+    // A transaction answers no item, and a read after it commits could fail when the
+    // revocation already stands: the answer is built from this read instead (the write's
+    // conditions keep it true, `lastUsedAt` aside).
+    let before = match checks.is_empty() {
+        true => None,
+        false => Some(get(store, key_id).await?.ok_or(StoreError::NotFound("credential"))?),
+    };
+    // `revokedAt` is never earlier than a `lastUsedAt` committed before it (see
+    // `Credential::revoked`): the write also requires that, and when an exchange recorded a
+    // later use, it is retried at that time. Times are fixed-width RFC 3339 strings, so
+    // they compare as strings.
+    let mut at = now;
+    for attempt in 0..4 {
+        // A key in constant use could move `lastUsedAt` ahead of every retry: the last
+        // attempt revokes regardless, as revocation must win.
+        let condition = if attempt < 3 {
+            "orgId = :org AND principalId = :principal AND #status = :active AND (attribute_not_exists(lastUsedAt) OR lastUsedAt <= :at)"
+        } else {
+            "orgId = :org AND principalId = :principal AND #status = :active"
+        };
+        let values = HashMap::from([
+            (":revoked".to_owned(), s("Revoked")),
+            (":active".to_owned(), s("Active")),
+            (":at".to_owned(), time(at)),
+            (":by".to_owned(), s(&actor.0)),
+            (":org".to_owned(), s(org.as_str())),
+            (":principal".to_owned(), s(principal.as_str())),
+        ]);
+        const UPDATE: &str = "SET #status = :revoked, revokedAt = :at, revokedBy = :by";
+        // `None`: the condition failed, and this is the credential as it stands.
+        let refused: Option<Item> = match checks.is_empty() {
+            true => {
+                let result = store
+                    .client
+                    .update_item()
+                    .table_name(&store.credentials)
+                    .set_key(Some(credential_key(key_id)))
+                    .update_expression(UPDATE)
+                    .condition_expression(condition)
+                    .expression_attribute_names("#status", "status")
+                    .set_expression_attribute_values(Some(values))
+                    .return_values(ReturnValue::AllNew)
+                    .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+                    .send()
+                    .await;
+                match result {
+                    Ok(out) => return credential_from_item(out.attributes().ok_or_else(|| corrupt("credential", "attributes"))?),
+                    Err(e) => match e.as_service_error() {
+                        Some(UpdateItemError::ConditionalCheckFailedException(c)) => Some(c.item().cloned().unwrap_or_default()),
+                        _ => return Err(unavailable(e)),
+                    },
+                }
+            }
+            false => {
+                let write = Update::builder()
+                    .table_name(&store.credentials)
+                    .set_key(Some(credential_key(key_id)))
+                    .update_expression(UPDATE)
+                    .condition_expression(condition)
+                    .expression_attribute_names("#status", "status")
+                    .set_expression_attribute_values(Some(values))
+                    .build()
+                    .map_err(build_error)?;
+                match Transaction::new(store).with_update(Part::Credential, write).with_guard(&checks).commit().await {
+                    Ok(()) => match &before {
+                        Some(before) => {
+                            let mut revoked = before.revoked(actor.clone(), at);
+                            revoked.revoked_at = Some(at);
+                            return Ok(revoked);
+                        }
+                        None => return Err(StoreError::NotFound("credential")),
+                    },
+                    Err(c) if c.failed(Part::Credential) => {
+                        Some(get(store, key_id).await?.map(|c| credential_to_item(&c)).unwrap_or_default())
+                    }
+                    Err(c) if c.guard_broken() => return Err(c.guard_error()),
+                    Err(c) if c.raced() => continue,
+                    Err(c) => return Err(c.unavailable()),
+                }
+            }
+        };
+        let Some(item) = refused.filter(|i| !i.is_empty()) else {
+            return Err(StoreError::NotFound("credential"));
+        };
+        let current = credential_from_item(&item)?;
+        if current.org_id != *org || current.principal_id != *principal {
+            return Err(StoreError::NotFound("credential"));
+        }
+        match current.last_used_at {
+            Some(used) if current.status == CredentialStatus::Active && used > at => at = used,
+            // Already revoked: idempotent, the first revocation stands.
+            _ => return Ok(current),
+        }
+    }
+    // Not reached: the last attempt has no condition a use can fail.
+    Err(StoreError::Conflict(Conflict::Contended))
+}
+
+/// The exchange's last step: the use recorded only while the credential and its principal
+/// are both still Active.
+pub(super) async fn record_use(
+    store: &DynamoStore,
+    credential: &Credential,
+    at: DateTime<Utc>,
+    secret_check: Option<&str>,
+) -> Result<bool, StoreError> {
+    let touch = Update::builder()
+        .table_name(&store.credentials)
+        .set_key(Some(credential_key(&credential.key_id)))
+        .condition_expression("#status = :active")
+        .expression_attribute_names("#status", "status")
+        .expression_attribute_values(":at", time(at))
+        .expression_attribute_values(":active", s("Active"));
+    let touch = match secret_check {
+        Some(check) => touch
+            .update_expression("SET lastUsedAt = :at, secretCheck = if_not_exists(secretCheck, :check)")
+            .expression_attribute_values(":check", s(check)),
+        None => touch.update_expression("SET lastUsedAt = :at"),
+    }
+    .build()
+    .map_err(build_error)?;
+    let principal_active = ConditionCheck::builder()
+        .table_name(&store.principals)
+        .set_key(Some(org_key(&credential.org_id, principal_sk(&credential.principal_id))))
+        .condition_expression("#status = :active")
+        .expression_attribute_names("#status", "status")
+        .expression_attribute_values(":active", s("Active"))
+        .build()
+        .map_err(build_error)?;
+    let result = Transaction::new(store)
+        .with_update(Part::Credential, touch)
+        .with(Part::Principal, TransactWriteItem::builder().condition_check(principal_active).build())
+        .commit()
+        .await;
+    match result {
+        Ok(()) => Ok(true),
+        Err(c) if c.failed(Part::Credential) || c.failed(Part::Principal) => Ok(false),
+        Err(c) => Err(c.unavailable()),
+    }
+}

@@ -1,0 +1,407 @@
+//! How each object is laid out as a DynamoDB item: attribute helpers, keys, and the
+//! (de)serialisation of principals, credentials, role assignments and roles, field by field.
+//! An item that does not decode is a `Corrupt` error, never a panic.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use chrono::{DateTime, Utc};
+
+use crate::ids::{KeyId, OrgId, Permission, PrincipalId, RoleId};
+use crate::model::{Actor, Credential, CredentialStatus, Principal, PrincipalStatus, PrincipalType, Role, RoleAssignment};
+use crate::store::StoreError;
+
+pub(super) type Item = HashMap<String, AttributeValue>;
+
+pub(super) fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+pub(super) fn n(v: u64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+pub(super) fn time(t: DateTime<Utc>) -> AttributeValue {
+    s(t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+}
+
+pub(super) fn corrupt(what: &str, field: &str) -> StoreError {
+    StoreError::Corrupt(format!("{what}: field '{field}' is missing or malformed"))
+}
+
+pub(super) struct Reader<'a> {
+    what: &'static str,
+    item: &'a Item,
+}
+
+impl<'a> Reader<'a> {
+    pub(super) fn new(what: &'static str, item: &'a Item) -> Self {
+        Self { what, item }
+    }
+
+    pub(super) fn str(&self, field: &str) -> Result<&'a str, StoreError> {
+        self.item.get(field).and_then(|v| v.as_s().ok()).map(String::as_str).ok_or_else(|| corrupt(self.what, field))
+    }
+
+    pub(super) fn opt_str(&self, field: &str) -> Result<Option<&'a str>, StoreError> {
+        match self.item.get(field) {
+            None | Some(AttributeValue::Null(_)) => Ok(None),
+            Some(AttributeValue::S(v)) => Ok(Some(v.as_str())),
+            Some(_) => Err(corrupt(self.what, field)),
+        }
+    }
+
+    pub(super) fn num(&self, field: &str) -> Result<u64, StoreError> {
+        self.item.get(field).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok()).ok_or_else(|| corrupt(self.what, field))
+    }
+
+    pub(super) fn parse<T: std::str::FromStr>(&self, field: &str) -> Result<T, StoreError> {
+        self.str(field)?.parse().map_err(|_| corrupt(self.what, field))
+    }
+
+    pub(super) fn time(&self, field: &str) -> Result<DateTime<Utc>, StoreError> {
+        let raw = self.str(field)?;
+        DateTime::parse_from_rfc3339(raw).map(|t| t.with_timezone(&Utc)).map_err(|_| corrupt(self.what, field))
+    }
+
+    pub(super) fn opt_time(&self, field: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        match self.opt_str(field)? {
+            None => Ok(None),
+            Some(raw) => DateTime::parse_from_rfc3339(raw).map(|t| Some(t.with_timezone(&Utc))).map_err(|_| corrupt(self.what, field)),
+        }
+    }
+
+    pub(super) fn strings(&self, field: &str) -> Result<Vec<&'a str>, StoreError> {
+        let list = self.item.get(field).and_then(|v| v.as_l().ok()).ok_or_else(|| corrupt(self.what, field))?;
+        list.iter().map(|v| v.as_s().map(String::as_str).map_err(|_| corrupt(self.what, field))).collect()
+    }
+}
+
+pub(super) fn principal_status(raw: &str) -> Option<PrincipalStatus> {
+    match raw {
+        "Active" => Some(PrincipalStatus::Active),
+        "Suspended" => Some(PrincipalStatus::Suspended),
+        "Revoked" => Some(PrincipalStatus::Revoked),
+        _ => None,
+    }
+}
+
+pub(super) fn status_name(status: PrincipalStatus) -> &'static str {
+    match status {
+        PrincipalStatus::Active => "Active",
+        PrincipalStatus::Suspended => "Suspended",
+        PrincipalStatus::Revoked => "Revoked",
+    }
+}
+
+pub(super) fn credential_status_name(status: CredentialStatus) -> &'static str {
+    match status {
+        CredentialStatus::Active => "Active",
+        CredentialStatus::Revoked => "Revoked",
+        // Never stored: expiry is computed on read.
+        CredentialStatus::Expired => "Active",
+    }
+}
+
+pub(super) fn principal_type(raw: &str) -> Option<PrincipalType> {
+    match raw {
+        "User" => Some(PrincipalType::User),
+        "ApiKey" => Some(PrincipalType::ApiKey),
+        "ServiceAccount" => Some(PrincipalType::ServiceAccount),
+        _ => None,
+    }
+}
+
+pub(super) fn principal_type_name(t: PrincipalType) -> &'static str {
+    match t {
+        PrincipalType::User => "User",
+        PrincipalType::ApiKey => "ApiKey",
+        PrincipalType::ServiceAccount => "ServiceAccount",
+    }
+}
+
+pub(super) fn principal_sk(id: &PrincipalId) -> String {
+    format!("P#{id}")
+}
+
+pub(super) fn credential_ref_sk(principal: &PrincipalId, key_id: &KeyId) -> String {
+    format!("C#{principal}#{key_id}")
+}
+
+pub(super) fn assignment_sk(principal: &PrincipalId, role: &RoleId) -> String {
+    format!("A#{principal}#{role}")
+}
+
+pub(super) fn role_sk(role: &RoleId) -> String {
+    format!("R#{role}")
+}
+
+pub(super) fn role_name_sk(name: &str) -> String {
+    format!("RN#{name}")
+}
+
+/// Counter items: sort key and `kind`.
+pub(super) const ROLE_COUNT: (&str, &str) = ("ROLECOUNT", "roleCount");
+/// Counts the principals created since the cap existed: organisations older than it start
+/// from zero, and the cap bounds their growth from then on.
+pub(super) const PRINCIPAL_COUNT: (&str, &str) = ("PRINCIPALCOUNT", "principalCount");
+pub(super) const BOOTSTRAP_SK: &str = "BOOTSTRAP";
+
+pub(super) fn org_key(org: &OrgId, sk: String) -> Item {
+    HashMap::from([("pk".to_owned(), s(org.as_str())), ("sk".to_owned(), s(sk))])
+}
+
+pub(super) fn credential_key(key_id: &KeyId) -> Item {
+    HashMap::from([("keyId".to_owned(), s(key_id.as_str()))])
+}
+
+/// A principal item. `credSeq` and `roleCount` are the store's own bookkeeping: `credSeq`
+/// changes with every credential issued (an optimistic lock for the active-credential limit),
+/// `roleCount` counts role assignments (for their limit).
+pub(super) fn principal_to_item(p: &Principal, cred_seq: u64, role_count: u64) -> Item {
+    let mut item = org_key(&p.org_id, principal_sk(&p.id));
+    item.insert("kind".into(), s("principal"));
+    item.insert("id".into(), s(p.id.as_str()));
+    item.insert("orgId".into(), s(p.org_id.as_str()));
+    item.insert("type".into(), s(principal_type_name(p.principal_type)));
+    item.insert("displayName".into(), s(&p.display_name));
+    item.insert("status".into(), s(status_name(p.status)));
+    if let Some(t) = p.expires_at {
+        item.insert("expiresAt".into(), time(t));
+    }
+    item.insert("createdAt".into(), time(p.created_at));
+    item.insert("createdBy".into(), s(&p.created_by.0));
+    item.insert("updatedAt".into(), time(p.updated_at));
+    item.insert("version".into(), n(p.version));
+    item.insert("credSeq".into(), n(cred_seq));
+    item.insert("roleCount".into(), n(role_count));
+    item
+}
+
+pub(super) fn principal_from_item(item: &Item) -> Result<Principal, StoreError> {
+    let r = Reader::new("principal", item);
+    if r.str("kind")? != "principal" {
+        return Err(corrupt("principal", "kind"));
+    }
+    Ok(Principal {
+        id: r.parse("id")?,
+        org_id: r.parse("orgId")?,
+        principal_type: principal_type(r.str("type")?).ok_or_else(|| corrupt("principal", "type"))?,
+        display_name: r.str("displayName")?.to_owned(),
+        status: principal_status(r.str("status")?).ok_or_else(|| corrupt("principal", "status"))?,
+        expires_at: r.opt_time("expiresAt")?,
+        created_at: r.time("createdAt")?,
+        created_by: Actor(r.str("createdBy")?.to_owned()),
+        updated_at: r.time("updatedAt")?,
+        version: r.num("version")?,
+    })
+}
+
+pub(super) fn credential_to_item(c: &Credential) -> Item {
+    let mut item = credential_key(&c.key_id);
+    item.insert("principalId".into(), s(c.principal_id.as_str()));
+    item.insert("orgId".into(), s(c.org_id.as_str()));
+    item.insert("name".into(), s(&c.name));
+    if let Some(t) = c.expires_at {
+        item.insert("expiresAt".into(), time(t));
+    }
+    item.insert("status".into(), s(credential_status_name(c.status)));
+    item.insert("createdAt".into(), time(c.created_at));
+    item.insert("createdBy".into(), s(&c.created_by.0));
+    if let Some(t) = c.revoked_at {
+        item.insert("revokedAt".into(), time(t));
+    }
+    if let Some(a) = &c.revoked_by {
+        item.insert("revokedBy".into(), s(&a.0));
+    }
+    if let Some(t) = c.last_used_at {
+        item.insert("lastUsedAt".into(), time(t));
+    }
+    item.insert("secretHash".into(), s(&c.secret_hash));
+    if let Some(check) = &c.secret_check {
+        item.insert("secretCheck".into(), s(check));
+    }
+    item
+}
+
+pub(super) fn credential_from_item(item: &Item) -> Result<Credential, StoreError> {
+    let r = Reader::new("credential", item);
+    let status = match r.str("status")? {
+        "Active" => CredentialStatus::Active,
+        "Revoked" => CredentialStatus::Revoked,
+        _ => return Err(corrupt("credential", "status")),
+    };
+    Ok(Credential {
+        key_id: r.parse("keyId")?,
+        principal_id: r.parse("principalId")?,
+        org_id: r.parse("orgId")?,
+        name: r.str("name")?.to_owned(),
+        expires_at: r.opt_time("expiresAt")?,
+        status,
+        created_at: r.time("createdAt")?,
+        created_by: Actor(r.str("createdBy")?.to_owned()),
+        revoked_at: r.opt_time("revokedAt")?,
+        revoked_by: r.opt_str("revokedBy")?.map(|a| Actor(a.to_owned())),
+        last_used_at: r.opt_time("lastUsedAt")?,
+        secret_hash: r.str("secretHash")?.to_owned(),
+        secret_check: r.opt_str("secretCheck")?.map(str::to_owned),
+    })
+}
+
+pub(super) fn credential_ref_item(c: &Credential) -> Item {
+    let mut item = org_key(&c.org_id, credential_ref_sk(&c.principal_id, &c.key_id));
+    item.insert("kind".into(), s("credentialRef"));
+    item.insert("keyId".into(), s(c.key_id.as_str()));
+    item
+}
+
+pub(super) fn assignment_to_item(a: &RoleAssignment) -> Item {
+    let mut item = org_key(&a.org_id, assignment_sk(&a.principal_id, &a.role_id));
+    item.insert("kind".into(), s("roleAssignment"));
+    item.insert("orgId".into(), s(a.org_id.as_str()));
+    item.insert("principalId".into(), s(a.principal_id.as_str()));
+    item.insert("roleId".into(), s(a.role_id.as_str()));
+    item.insert("assignedAt".into(), time(a.assigned_at));
+    item.insert("assignedBy".into(), s(&a.assigned_by.0));
+    item
+}
+
+pub(super) fn assignment_from_item(item: &Item) -> Result<RoleAssignment, StoreError> {
+    let r = Reader::new("role assignment", item);
+    Ok(RoleAssignment {
+        org_id: r.parse("orgId")?,
+        principal_id: r.parse("principalId")?,
+        role_id: r.parse("roleId")?,
+        assigned_at: r.time("assignedAt")?,
+        assigned_by: Actor(r.str("assignedBy")?.to_owned()),
+    })
+}
+
+pub(super) fn role_to_item(role: &Role, org: &OrgId) -> Item {
+    let mut item = org_key(org, role_sk(&role.id));
+    item.insert("kind".into(), s("role"));
+    item.insert("id".into(), s(role.id.as_str()));
+    item.insert("orgId".into(), s(org.as_str()));
+    item.insert("name".into(), s(&role.name));
+    item.insert("description".into(), s(&role.description));
+    item.insert("permissions".into(), AttributeValue::L(role.permissions.iter().map(|p| s(p.as_str())).collect()));
+    item.insert("principalTypes".into(), AttributeValue::L(role.principal_types.iter().map(|t| s(principal_type_name(*t))).collect()));
+    if let Some(t) = role.created_at {
+        item.insert("createdAt".into(), time(t));
+    }
+    if let Some(a) = &role.created_by {
+        item.insert("createdBy".into(), s(&a.0));
+    }
+    item
+}
+
+pub(super) fn role_from_item(item: &Item) -> Result<Role, StoreError> {
+    let r = Reader::new("role", item);
+    let permissions = r
+        .strings("permissions")?
+        .into_iter()
+        .map(|p| Permission::parse(p).map_err(|_| corrupt("role", "permissions")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let principal_types = r
+        .strings("principalTypes")?
+        .into_iter()
+        .map(|t| principal_type(t).ok_or_else(|| corrupt("role", "principalTypes")))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Role {
+        id: r.parse("id")?,
+        name: r.str("name")?.to_owned(),
+        description: r.str("description")?.to_owned(),
+        permissions,
+        principal_types,
+        org_id: Some(r.parse("orgId")?),
+        built_in: false,
+        created_at: r.opt_time("createdAt")?,
+        created_by: r.opt_str("createdBy")?.map(|a| Actor(a.to_owned())),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::now;
+
+    fn principal() -> Principal {
+        Principal::new(OrgId::parse("acme").unwrap(), "svc", None, Some(now() + chrono::Duration::days(1)), Actor::system("t"), now())
+            .unwrap()
+    }
+
+    #[test]
+    fn principal_items_round_trip() {
+        let p = principal();
+        let item = principal_to_item(&p, 3, 2);
+        assert_eq!(principal_from_item(&item).unwrap(), p);
+        assert_eq!(item["pk"], s("acme"));
+        assert_eq!(item["sk"], s(format!("P#{}", p.id)));
+    }
+
+    #[test]
+    fn credential_items_round_trip_and_keep_only_the_hash() {
+        let p = principal();
+        let mut c = Credential::new(
+            &p,
+            KeyId::generate(),
+            "ci",
+            None,
+            "$argon2id$v=19$m=8,t=1,p=1$c2FsdA$aGFzaA".into(),
+            Actor::system("t"),
+            now(),
+        )
+        .unwrap();
+        c = c.revoked(Actor::system("r"), now());
+        c.last_used_at = Some(now());
+        let item = credential_to_item(&c);
+        assert_eq!(credential_from_item(&item).unwrap(), c);
+        assert_eq!(item.len(), 11);
+    }
+
+    #[test]
+    fn role_and_assignment_items_round_trip() {
+        let org = OrgId::parse("acme").unwrap();
+        let role = Role::new_org_role(
+            org.clone(),
+            "ops",
+            Some("d"),
+            vec![Permission::parse("a:b").unwrap()],
+            vec![PrincipalType::ApiKey],
+            Actor::system("t"),
+            now(),
+        )
+        .unwrap();
+        assert_eq!(role_from_item(&role_to_item(&role, &org)).unwrap(), role);
+        let a = RoleAssignment {
+            org_id: org,
+            principal_id: PrincipalId::generate(),
+            role_id: RoleId::parse("iam-viewer").unwrap(),
+            assigned_at: now(),
+            assigned_by: Actor::system("t"),
+        };
+        assert_eq!(assignment_from_item(&assignment_to_item(&a)).unwrap(), a);
+    }
+
+    #[test]
+    fn corrupt_items_are_errors() {
+        let p = principal();
+        let mut item = principal_to_item(&p, 0, 0);
+        item.insert("status".into(), s("Deleted"));
+        assert!(matches!(principal_from_item(&item), Err(StoreError::Corrupt(_))));
+        item.insert("status".into(), n(1));
+        assert!(matches!(principal_from_item(&item), Err(StoreError::Corrupt(_))));
+        let mut item = principal_to_item(&p, 0, 0);
+        item.remove("version");
+        assert!(matches!(principal_from_item(&item), Err(StoreError::Corrupt(_))));
+        let mut item = principal_to_item(&p, 0, 0);
+        item.insert("kind".into(), s("role"));
+        assert!(principal_from_item(&item).is_err());
+        assert!(credential_from_item(&HashMap::new()).is_err());
+        let mut c =
+            credential_to_item(&Credential::new(&p, KeyId::generate(), "x", None, "SECRETHASH".into(), Actor::system("t"), now()).unwrap());
+        c.insert("createdAt".into(), s("yesterday"));
+        let err = credential_from_item(&c).unwrap_err().to_string();
+        assert!(!err.contains("SECRETHASH") && !err.contains("yesterday"), "{err}");
+    }
+}

@@ -1,0 +1,205 @@
+//! Principal items: create (with the organisation's principal count), read, list, and the
+//! versioned update.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{ReturnValuesOnConditionCheckFailure, Update};
+
+use super::DynamoStore;
+use super::items::{Item, PRINCIPAL_COUNT, Reader, n, org_key, principal_from_item, principal_sk, principal_to_item, s, status_name, time};
+use super::transaction::{GuardChecks, Part, Transaction, build_error, count_one, unavailable};
+use crate::authority::Guard;
+use crate::error::{Conflict, Limit};
+use crate::idempotency::IdempotencyRecord;
+use crate::ids::{OrgId, PrincipalId};
+use crate::model::{Principal, PrincipalStatus};
+use crate::store::{Page, StoreError};
+
+pub(super) async fn create(
+    store: &DynamoStore,
+    principal: &Principal,
+    max_principals: usize,
+    idempotency: Option<&IdempotencyRecord>,
+) -> Result<(), StoreError> {
+    let result = Transaction::new(store)
+        .with_put(Part::Principal, &store.principals, principal_to_item(principal, 0, 0), Some("attribute_not_exists(pk)"))?
+        .with_update(Part::Count, count_one(&store.principals, &principal.org_id, PRINCIPAL_COUNT, Some(max_principals))?)
+        .with_idempotency(&store.principals, idempotency)?
+        .commit()
+        .await;
+    match result {
+        Ok(()) => Ok(()),
+        Err(c) if c.failed(Part::Principal) => {
+            // An SDK retry after an attempt timeout finds the item its first attempt wrote (ids
+            // are 128 random bits, so an equal item is ours): that is success, unless the create
+            // carried an idempotency record (never retried that way).
+            match get(store, &principal.org_id, &principal.id).await? {
+                Some(stored) if stored == *principal && idempotency.is_none() => Ok(()),
+                _ => Err(StoreError::Conflict(Conflict::PrincipalExists)),
+            }
+        }
+        Err(c) if c.failed(Part::Count) => Err(StoreError::Limit(Limit::Principals(max_principals))),
+        Err(c) if c.failed(Part::Idempotency) => Err(StoreError::Conflict(Conflict::IdempotencyKeyTaken)),
+        Err(c) if c.raced() => Err(StoreError::Conflict(Conflict::Contended)),
+        Err(c) => Err(c.unavailable()),
+    }
+}
+
+/// The principal with the store's bookkeeping on its item: the credential sequence and the
+/// role count (see `principal_to_item`).
+pub(super) async fn get_item(store: &DynamoStore, org: &OrgId, id: &PrincipalId) -> Result<Option<(Principal, u64, u64)>, StoreError> {
+    let out = store
+        .client
+        .get_item()
+        .table_name(&store.principals)
+        .set_key(Some(org_key(org, principal_sk(id))))
+        .consistent_read(true)
+        .send()
+        .await
+        .map_err(unavailable)?;
+    match out.item() {
+        None => Ok(None),
+        Some(item) => {
+            let p = principal_from_item(item)?;
+            let r = Reader::new("principal", item);
+            Ok(Some((p, r.num("credSeq").unwrap_or(0), r.num("roleCount").unwrap_or(0))))
+        }
+    }
+}
+
+pub(super) async fn get(store: &DynamoStore, org: &OrgId, id: &PrincipalId) -> Result<Option<Principal>, StoreError> {
+    Ok(get_item(store, org, id).await?.map(|(p, _, _)| p))
+}
+
+/// The principal for a write that needs it alive, with its bookkeeping counters.
+pub(super) async fn live(store: &DynamoStore, org: &OrgId, id: &PrincipalId) -> Result<(Principal, u64, u64), StoreError> {
+    let found = get_item(store, org, id).await?.ok_or(StoreError::NotFound("principal"))?;
+    if found.0.status == PrincipalStatus::Revoked {
+        return Err(StoreError::Conflict(Conflict::PrincipalRevoked));
+    }
+    Ok(found)
+}
+
+pub(super) async fn list(
+    store: &DynamoStore,
+    org: &OrgId,
+    limit: usize,
+    after: Option<&PrincipalId>,
+) -> Result<Page<Principal>, StoreError> {
+    // One more than asked, so a full last page is known to be the last.
+    let want = limit + 1;
+    let mut items = Vec::new();
+    let mut start = after.map(|id| org_key(org, principal_sk(id)));
+    while items.len() < want {
+        let out = store
+            .client
+            .query()
+            .table_name(&store.principals)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+            .expression_attribute_values(":pk", s(org.as_str()))
+            .expression_attribute_values(":prefix", s("P#"))
+            .consistent_read(true)
+            .limit(i32::try_from(want - items.len()).unwrap_or(i32::MAX))
+            .set_exclusive_start_key(start.take())
+            .send()
+            .await
+            .map_err(unavailable)?;
+        for item in out.items() {
+            items.push(principal_from_item(item)?);
+        }
+        match out.last_evaluated_key() {
+            Some(key) if !key.is_empty() => start = Some(key.clone()),
+            _ => break,
+        }
+    }
+    let more = items.len() > limit;
+    items.truncate(limit);
+    let next = if more { items.last().map(|p| p.id.clone()) } else { None };
+    Ok(Page { items, next })
+}
+
+const UPDATE_CONDITION: &str = "attribute_exists(pk) AND #version = :expected";
+
+/// The update expression, names and values that replace a principal's mutable fields, for a
+/// plain UpdateItem and for the same update inside a transaction.
+fn principal_update(p: &Principal, expected_version: u64) -> (String, HashMap<String, String>, Item) {
+    let names = HashMap::from(
+        [("#version", "version"), ("#status", "status"), ("#name", "displayName"), ("#updated", "updatedAt"), ("#expires", "expiresAt")]
+            .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
+    let mut values = HashMap::from([
+        (":expected".to_owned(), n(expected_version)),
+        (":version".to_owned(), n(p.version)),
+        (":status".to_owned(), s(status_name(p.status))),
+        (":name".to_owned(), s(&p.display_name)),
+        (":updated".to_owned(), time(p.updated_at)),
+    ]);
+    let set = "SET #version = :version, #status = :status, #name = :name, #updated = :updated";
+    let update = match p.expires_at {
+        Some(t) => {
+            values.insert(":expires".to_owned(), time(t));
+            format!("{set}, #expires = :expires")
+        }
+        None => format!("{set} REMOVE #expires"),
+    };
+    (update, names, values)
+}
+
+pub(super) async fn update(store: &DynamoStore, principal: &Principal, expected_version: u64, guard: &Guard) -> Result<(), StoreError> {
+    // The update's own condition is the target's version: the guard's must be the same.
+    if guard.version_of(&principal.id)?.is_some_and(|v| v != expected_version) {
+        return Err(StoreError::Conflict(Conflict::AuthorityChanged));
+    }
+    let checks = GuardChecks::new(store, guard, Some(&principal.id))?;
+    if !checks.is_empty() {
+        return update_guarded(store, principal, expected_version, &checks).await;
+    }
+    let (update, names, values) = principal_update(principal, expected_version);
+    let request = store
+        .client
+        .update_item()
+        .table_name(&store.principals)
+        .set_key(Some(org_key(&principal.org_id, principal_sk(&principal.id))))
+        .condition_expression(UPDATE_CONDITION)
+        .update_expression(update)
+        .set_expression_attribute_names(Some(names))
+        .set_expression_attribute_values(Some(values))
+        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+    match request.send().await {
+        Ok(_) => Ok(()),
+        Err(e) => match e.as_service_error() {
+            Some(UpdateItemError::ConditionalCheckFailedException(c)) => {
+                if c.item().is_none_or(|i| i.is_empty()) {
+                    Err(StoreError::NotFound("principal"))
+                } else {
+                    Err(StoreError::Conflict(Conflict::StaleVersion))
+                }
+            }
+            _ => Err(unavailable(e)),
+        },
+    }
+}
+
+async fn update_guarded(store: &DynamoStore, principal: &Principal, expected_version: u64, checks: &GuardChecks) -> Result<(), StoreError> {
+    let (update, names, values) = principal_update(principal, expected_version);
+    let write = Update::builder()
+        .table_name(&store.principals)
+        .set_key(Some(org_key(&principal.org_id, principal_sk(&principal.id))))
+        .condition_expression(UPDATE_CONDITION)
+        .update_expression(update)
+        .set_expression_attribute_names(Some(names))
+        .set_expression_attribute_values(Some(values))
+        .build()
+        .map_err(build_error)?;
+    match Transaction::new(store).with_update(Part::Principal, write).with_guard(checks).commit().await {
+        Ok(()) => Ok(()),
+        Err(c) if c.failed(Part::Principal) => match get(store, &principal.org_id, &principal.id).await? {
+            None => Err(StoreError::NotFound("principal")),
+            Some(_) => Err(StoreError::Conflict(Conflict::StaleVersion)),
+        },
+        Err(c) if c.guard_broken() => Err(c.guard_error()),
+        Err(c) if c.raced() => Err(StoreError::Conflict(Conflict::Contended)),
+        Err(c) => Err(c.unavailable()),
+    }
+}

@@ -1,0 +1,242 @@
+//! TransactWriteItems with named items: each item is added under a [`Part`], and a cancellation
+//! is read by part (`cancelled.failed(Part::Credential)`), never by position. Also the guard's
+//! condition checks, the shared item builders and the mapping of SDK failures.
+
+use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{ConditionCheck, Put, TransactWriteItem, Update};
+
+use super::DynamoStore;
+use super::items::{Item, assignment_sk, credential_key, n, org_key, principal_sk, s};
+use crate::authority::{AdminWitness, Guard};
+use crate::error::Conflict;
+use crate::ids::{OrgId, PrincipalId};
+use crate::store::StoreError;
+
+pub(super) fn unavailable<E, R>(e: SdkError<E, R>) -> StoreError
+where
+    E: std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    StoreError::unavailable(DisplayErrorContext(&e).to_string())
+}
+
+pub(super) fn build_error(e: aws_sdk_dynamodb::error::BuildError) -> StoreError {
+    StoreError::unavailable(format!("request could not be built: {e}"))
+}
+
+/// What an item of a transaction is there for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Part {
+    /// The principal item: written, or its version (and credential sequence) conditioned.
+    Principal,
+    /// An organisation counter within its cap (principals, roles).
+    Count,
+    Idempotency,
+    Credential,
+    CredentialRef,
+    Role,
+    RoleName,
+    Assignment,
+    BootstrapMarker,
+    /// A check that the guard's administrator witness is still usable.
+    Witness,
+    /// A check that a principal the decision read is still at the version read.
+    DecidedOn,
+}
+
+pub(super) struct Transaction<'a> {
+    store: &'a DynamoStore,
+    items: Vec<(Part, TransactWriteItem)>,
+}
+
+impl<'a> Transaction<'a> {
+    pub(super) fn new(store: &'a DynamoStore) -> Self {
+        Self { store, items: Vec::new() }
+    }
+
+    pub(super) fn with(mut self, part: Part, item: TransactWriteItem) -> Self {
+        self.items.push((part, item));
+        self
+    }
+
+    pub(super) fn with_put(self, part: Part, table: &str, item: Item, condition: Option<&str>) -> Result<Self, StoreError> {
+        let put = Put::builder()
+            .table_name(table)
+            .set_item(Some(item))
+            .set_condition_expression(condition.map(str::to_owned))
+            .build()
+            .map_err(build_error)?;
+        Ok(self.with(part, TransactWriteItem::builder().put(put).build()))
+    }
+
+    pub(super) fn with_update(self, part: Part, update: Update) -> Self {
+        self.with(part, TransactWriteItem::builder().update(update).build())
+    }
+
+    pub(super) fn with_guard(mut self, checks: &GuardChecks) -> Self {
+        self.items.extend(checks.items.iter().cloned());
+        self
+    }
+
+    pub(super) async fn commit(self) -> Result<(), Cancelled> {
+        let parts = self.items.iter().map(|(part, _)| *part).collect();
+        let request = self.items.into_iter().fold(self.store.client.transact_write_items(), |r, (_, item)| r.transact_items(item));
+        match request.send().await {
+            Ok(_) => Ok(()),
+            Err(error) => Err(Cancelled { codes: cancellation_codes(&error), parts, error }),
+        }
+    }
+}
+
+/// A transaction that did not commit: cancelled (with a reason per item) or failed outright.
+pub(super) struct Cancelled {
+    parts: Vec<Part>,
+    /// Per item, in order; `None` when the request failed for another reason than a cancellation.
+    codes: Option<Vec<String>>,
+    error: SdkError<TransactWriteItemsError>,
+}
+
+impl Cancelled {
+    /// Whether an item of `part` failed its condition.
+    pub(super) fn failed(&self, part: Part) -> bool {
+        let Some(codes) = &self.codes else { return false };
+        self.parts.iter().zip(codes).any(|(p, code)| *p == part && code == "ConditionalCheckFailed")
+    }
+
+    /// Whether any item failed its condition.
+    pub(super) fn any_failed(&self) -> bool {
+        self.codes.iter().flatten().any(|code| code == "ConditionalCheckFailed")
+    }
+
+    /// Another transaction on one of the items was in flight: retrying may succeed.
+    pub(super) fn raced(&self) -> bool {
+        self.codes.iter().flatten().any(|code| code == "TransactionConflict")
+    }
+
+    /// Whether one of the guard's checks is what cancelled it.
+    pub(super) fn guard_broken(&self) -> bool {
+        self.failed(Part::Witness) || self.failed(Part::DecidedOn)
+    }
+
+    /// The guard's failure: the witness gone takes precedence (a retry may find another).
+    pub(super) fn guard_error(&self) -> StoreError {
+        if self.failed(Part::Witness) { StoreError::WitnessGone } else { StoreError::Conflict(Conflict::AuthorityChanged) }
+    }
+
+    pub(super) fn unavailable(self) -> StoreError {
+        unavailable(self.error)
+    }
+}
+
+/// Why a transaction was cancelled, per item: `Some(code)` for each item in order.
+fn cancellation_codes<R>(e: &SdkError<TransactWriteItemsError, R>) -> Option<Vec<String>> {
+    match e.as_service_error()? {
+        TransactWriteItemsError::TransactionCanceledException(c) => {
+            Some(c.cancellation_reasons().iter().map(|r| r.code().unwrap_or("None").to_owned()).collect())
+        }
+        TransactWriteItemsError::TransactionInProgressException(_) => Some(vec!["TransactionConflict".into()]),
+        _ => None,
+    }
+}
+
+/// Adds one to an organisation's counter item (`ROLE_COUNT`, `PRINCIPAL_COUNT`), on condition
+/// that it stays within `max` when one is given: a transaction item, so the count moves with
+/// the object it counts.
+pub(super) fn count_one(table: &str, org: &OrgId, (sk, kind): (&str, &str), max: Option<usize>) -> Result<Update, StoreError> {
+    let update = Update::builder()
+        .table_name(table)
+        .set_key(Some(org_key(org, sk.to_owned())))
+        .update_expression("SET #count = if_not_exists(#count, :zero) + :one, kind = :kind")
+        .expression_attribute_names("#count", "count")
+        .expression_attribute_values(":zero", n(0))
+        .expression_attribute_values(":one", n(1))
+        .expression_attribute_values(":kind", s(kind));
+    let update = match max {
+        Some(max) => {
+            update.condition_expression("attribute_not_exists(#count) OR #count < :max").expression_attribute_values(":max", n(max as u64))
+        }
+        None => update,
+    };
+    update.build().map_err(build_error)
+}
+
+fn condition_check(check: ConditionCheck) -> TransactWriteItem {
+    TransactWriteItem::builder().condition_check(check).build()
+}
+
+/// The condition checks that keep a guarded write's administrator witness usable until it
+/// commits (see `AdminWitness`): its principal unchanged and Active, its credential Active,
+/// each of its roles assigned. Its principal item is left out when the write itself updates
+/// that item: the write's own condition then carries the version (an item may appear only once
+/// in a transaction), and an unchanged version means an unchanged, Active principal.
+fn witness_checks(store: &DynamoStore, w: &AdminWitness, principal_written: bool) -> Result<Vec<(Part, TransactWriteItem)>, StoreError> {
+    let mut checks = Vec::new();
+    if !principal_written {
+        let check = ConditionCheck::builder()
+            .table_name(&store.principals)
+            .set_key(Some(org_key(&w.org_id, principal_sk(&w.principal_id))))
+            .condition_expression("#version = :version AND #status = :active")
+            .expression_attribute_names("#version", "version")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":version", n(w.principal_version))
+            .expression_attribute_values(":active", s("Active"))
+            .build()
+            .map_err(build_error)?;
+        checks.push((Part::Witness, condition_check(check)));
+    }
+    let credential = ConditionCheck::builder()
+        .table_name(&store.credentials)
+        .set_key(Some(credential_key(&w.key_id)))
+        .condition_expression("#status = :active AND principalId = :principal")
+        .expression_attribute_names("#status", "status")
+        .expression_attribute_values(":active", s("Active"))
+        .expression_attribute_values(":principal", s(w.principal_id.as_str()))
+        .build()
+        .map_err(build_error)?;
+    checks.push((Part::Witness, condition_check(credential)));
+    for role in &w.roles {
+        let assigned = ConditionCheck::builder()
+            .table_name(&store.principals)
+            .set_key(Some(org_key(&w.org_id, assignment_sk(&w.principal_id, role))))
+            .condition_expression("attribute_exists(sk)")
+            .build()
+            .map_err(build_error)?;
+        checks.push((Part::Witness, condition_check(assigned)));
+    }
+    Ok(checks)
+}
+
+/// A guard's condition checks, appended to a transaction after the write's own items.
+pub(super) struct GuardChecks {
+    items: Vec<(Part, TransactWriteItem)>,
+}
+
+impl GuardChecks {
+    /// `written`: the principal whose item the write itself updates, conditioned on
+    /// `guard.version_of(written)` by the caller.
+    pub(super) fn new(store: &DynamoStore, guard: &Guard, written: Option<&PrincipalId>) -> Result<Self, StoreError> {
+        let mut items = match &guard.witness {
+            Some(w) => witness_checks(store, w, written == Some(&w.principal_id))?,
+            None => Vec::new(),
+        };
+        let mut skip: Vec<&PrincipalId> = written.into_iter().collect();
+        skip.extend(guard.witness.iter().map(|w| &w.principal_id));
+        for d in guard.principals_to_check(&skip)? {
+            let check = ConditionCheck::builder()
+                .table_name(&store.principals)
+                .set_key(Some(org_key(&d.org_id, principal_sk(&d.principal_id))))
+                .condition_expression("#version = :version")
+                .expression_attribute_names("#version", "version")
+                .expression_attribute_values(":version", n(d.version))
+                .build()
+                .map_err(build_error)?;
+            items.push((Part::DecidedOn, condition_check(check)));
+        }
+        Ok(Self { items })
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}

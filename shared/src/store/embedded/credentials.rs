@@ -1,0 +1,174 @@
+//! Credentials (by key id) and the index that lists a principal's: issue, read, list, revoke,
+//! and the exchange's record of use.
+
+use chrono::{DateTime, Utc};
+
+use redb::{ReadableDatabase, ReadableTable};
+
+use super::idempotency::claim_idempotency_in;
+use super::principals::{get_principal_in, live_principal_in};
+use super::records::{
+    CREDENTIALS, CredentialRecord, PRINCIPAL_CREDENTIALS, PRINCIPALS, SEP, decode_credential, encode, key2, key3, prefix_range,
+};
+use super::{EmbeddedStore, check_guard_in};
+use crate::authority::Guard;
+use crate::error::{Conflict, Limit};
+use crate::idempotency::IdempotencyRecord;
+use crate::ids::{KeyId, OrgId, PrincipalId};
+use crate::model::{Actor, Credential, CredentialStatus, MAX_ACTIVE_CREDENTIALS, PrincipalStatus};
+use crate::store::StoreError;
+
+pub(super) async fn insert(
+    store: &EmbeddedStore,
+    credential: &Credential,
+    now: DateTime<Utc>,
+    idempotency: Option<&IdempotencyRecord>,
+    guard: &Guard,
+) -> Result<(), StoreError> {
+    let c = credential.clone();
+    let idempotency = idempotency.cloned();
+    let guard = guard.clone();
+    store
+        .blocking(move |db| {
+            let txn = db.begin_write()?;
+            check_guard_in(&txn, &guard)?;
+            {
+                let principals = txn.open_table(PRINCIPALS)?;
+                live_principal_in(&principals, c.org_id.as_str(), c.principal_id.as_str())?;
+                let mut creds = txn.open_table(CREDENTIALS)?;
+                let mut index = txn.open_table(PRINCIPAL_CREDENTIALS)?;
+                let (start, end) = prefix_range(&key2(c.org_id.as_str(), c.principal_id.as_str()));
+                let mut live = 0;
+                for entry in index.range(start.as_str()..end.as_str())? {
+                    let (k, _) = entry?;
+                    let key_id = k.value().rsplit(SEP).next().unwrap_or_default().to_owned();
+                    if let Some(v) = creds.get(key_id.as_str())?
+                        && decode_credential(v.value())?.is_live(now)
+                    {
+                        live += 1;
+                    }
+                }
+                if live >= MAX_ACTIVE_CREDENTIALS {
+                    return Err(StoreError::Limit(Limit::ActiveCredentials(MAX_ACTIVE_CREDENTIALS)));
+                }
+                if creds.get(c.key_id.as_str())?.is_some() {
+                    return Err(StoreError::Conflict(Conflict::CredentialExists));
+                }
+                creds.insert(c.key_id.as_str(), encode(&CredentialRecord::from(&c))?.as_slice())?;
+                index.insert(key3(c.org_id.as_str(), c.principal_id.as_str(), c.key_id.as_str()).as_str(), [].as_slice())?;
+            }
+            claim_idempotency_in(&txn, idempotency.as_ref())?;
+            Ok(txn.commit()?)
+        })
+        .await
+}
+
+pub(super) async fn get(store: &EmbeddedStore, key_id: &KeyId) -> Result<Option<Credential>, StoreError> {
+    let key_id = key_id.clone();
+    store
+        .blocking(move |db| {
+            let txn = db.begin_read()?;
+            let t = txn.open_table(CREDENTIALS)?;
+            match t.get(key_id.as_str())? {
+                Some(v) => decode_credential(v.value()).map(Some),
+                None => Ok(None),
+            }
+        })
+        .await
+}
+
+pub(super) async fn list(store: &EmbeddedStore, org: &OrgId, principal: &PrincipalId) -> Result<Vec<Credential>, StoreError> {
+    let prefix = key2(org.as_str(), principal.as_str());
+    store
+        .blocking(move |db| {
+            let txn = db.begin_read()?;
+            let index = txn.open_table(PRINCIPAL_CREDENTIALS)?;
+            let creds = txn.open_table(CREDENTIALS)?;
+            let (start, end) = prefix_range(&prefix);
+            let mut out = Vec::new();
+            for entry in index.range(start.as_str()..end.as_str())? {
+                let (k, _) = entry?;
+                let key_id = k.value().rsplit(SEP).next().unwrap_or_default().to_owned();
+                if let Some(v) = creds.get(key_id.as_str())? {
+                    out.push(decode_credential(v.value())?);
+                }
+            }
+            out.sort_by(|a: &Credential, b: &Credential| a.created_at.cmp(&b.created_at).then_with(|| a.key_id.cmp(&b.key_id)));
+            Ok(out)
+        })
+        .await
+}
+
+pub(super) async fn revoke(
+    store: &EmbeddedStore,
+    org: &OrgId,
+    principal: &PrincipalId,
+    key_id: &KeyId,
+    actor: &Actor,
+    now: DateTime<Utc>,
+    guard: &Guard,
+) -> Result<Credential, StoreError> {
+    let (org, principal, key_id, actor) = (org.clone(), principal.clone(), key_id.clone(), actor.clone());
+    let guard = guard.clone();
+    store
+        .blocking(move |db| {
+            let txn = db.begin_write()?;
+            let revoked = {
+                let t = txn.open_table(CREDENTIALS)?;
+                let current = match t.get(key_id.as_str())? {
+                    Some(v) => decode_credential(v.value())?,
+                    None => return Err(StoreError::NotFound("credential")),
+                };
+                if current.org_id != org || current.principal_id != principal {
+                    return Err(StoreError::NotFound("credential"));
+                }
+                let revoked = current.revoked(actor, now);
+                if revoked != current {
+                    drop(t);
+                    check_guard_in(&txn, &guard)?;
+                    let mut t = txn.open_table(CREDENTIALS)?;
+                    t.insert(key_id.as_str(), encode(&CredentialRecord::from(&revoked))?.as_slice())?;
+                }
+                revoked
+            };
+            txn.commit()?;
+            Ok(revoked)
+        })
+        .await
+}
+
+pub(super) async fn record_use(
+    store: &EmbeddedStore,
+    credential: &Credential,
+    at: DateTime<Utc>,
+    secret_check: Option<&str>,
+) -> Result<bool, StoreError> {
+    let c = credential.clone();
+    let secret_check = secret_check.map(str::to_owned);
+    store
+        .blocking(move |db| {
+            let txn = db.begin_write()?;
+            {
+                let principals = txn.open_table(PRINCIPALS)?;
+                let principal_active = get_principal_in(&principals, c.org_id.as_str(), c.principal_id.as_str())?
+                    .is_some_and(|p| p.status == PrincipalStatus::Active);
+                let mut t = txn.open_table(CREDENTIALS)?;
+                let current = match t.get(c.key_id.as_str())? {
+                    Some(v) => decode_credential(v.value())?,
+                    None => return Ok(false),
+                };
+                if !principal_active || current.status != CredentialStatus::Active {
+                    return Ok(false);
+                }
+                let mut next = current;
+                next.last_used_at = Some(at);
+                if next.secret_check.is_none() {
+                    next.secret_check = secret_check;
+                }
+                t.insert(c.key_id.as_str(), encode(&CredentialRecord::from(&next))?.as_slice())?;
+            }
+            txn.commit()?;
+            Ok(true)
+        })
+        .await
+}

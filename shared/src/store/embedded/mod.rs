@@ -1,0 +1,132 @@
+//! The embedded store: redb, on disk or in memory. Every check-then-write runs inside one redb
+//! write transaction, and redb admits one writer at a time, so those writes are atomic. One
+//! module per aggregate: [`principals`], [`credentials`], [`roles`] (and assignments),
+//! [`idempotency`], [`bootstrap`]; tables and encodings in [`records`].
+
+mod bootstrap;
+mod credentials;
+mod idempotency;
+mod principals;
+mod records;
+mod roles;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{Database, ReadableTable};
+
+use self::principals::get_principal_in;
+use self::records::{
+    ASSIGNMENTS, BOOTSTRAP, CACHE_BYTES, CREDENTIALS, IDEMPOTENCY, PRINCIPAL_CREDENTIALS, PRINCIPALS, ROLES, decode_credential, key3,
+};
+use super::StoreError;
+use crate::authority::Guard;
+use crate::error::Conflict;
+use crate::model::{CredentialStatus, PrincipalStatus};
+
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    db: Arc<Database>,
+}
+
+impl std::fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EmbeddedStore")
+    }
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the database file at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = Database::builder().set_cache_size(CACHE_BYTES).create(path)?;
+        Self::init(db)
+    }
+
+    pub fn in_memory() -> Result<Self, StoreError> {
+        let db = Database::builder().set_cache_size(CACHE_BYTES).create_with_backend(redb::backends::InMemoryBackend::new())?;
+        Self::init(db)
+    }
+
+    fn init(db: Database) -> Result<Self, StoreError> {
+        let txn = db.begin_write()?;
+        for table in [PRINCIPALS, CREDENTIALS, PRINCIPAL_CREDENTIALS, ROLES, ASSIGNMENTS, BOOTSTRAP, IDEMPOTENCY] {
+            txn.open_table(table)?;
+        }
+        txn.commit()?;
+        Ok(Self { db: Arc::new(db) })
+    }
+
+    /// redb blocks on disk I/O; keep it off the async executor.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || work(&db)).await.map_err(StoreError::unavailable)?
+    }
+}
+
+/// Whether `guard` holds inside `txn`: each principal it was decided on still at the version
+/// read, and the witness still a usable administrator (its principal unchanged since it was
+/// judged usable, its credential Active, each of its roles still assigned). Part of the write's
+/// own transaction, so nothing can change them in between.
+fn check_guard_in(txn: &redb::WriteTransaction, guard: &Guard) -> Result<(), StoreError> {
+    let principals = txn.open_table(PRINCIPALS)?;
+    for d in guard.principals_to_check(&[])? {
+        let current = get_principal_in(&principals, d.org_id.as_str(), d.principal_id.as_str())?;
+        if current.is_none_or(|p| p.version != d.version) {
+            return Err(StoreError::Conflict(Conflict::AuthorityChanged));
+        }
+    }
+    let Some(w) = &guard.witness else { return Ok(()) };
+    let (org, id) = (w.org_id.as_str(), w.principal_id.as_str());
+    let principal_unchanged =
+        get_principal_in(&principals, org, id)?.is_some_and(|p| p.version == w.principal_version && p.status == PrincipalStatus::Active);
+    let credentials = txn.open_table(CREDENTIALS)?;
+    let credential_active = match credentials.get(w.key_id.as_str())? {
+        Some(v) => {
+            let c = decode_credential(v.value())?;
+            c.status == CredentialStatus::Active && c.principal_id == w.principal_id
+        }
+        None => false,
+    };
+    let assignments = txn.open_table(ASSIGNMENTS)?;
+    let mut roles_assigned = true;
+    for role in &w.roles {
+        roles_assigned &= assignments.get(key3(org, id, role.as_str()).as_str())?.is_some();
+    }
+    if principal_unchanged && credential_active && roles_assigned { Ok(()) } else { Err(StoreError::WitnessGone) }
+}
+
+super::store_by_aggregate!(EmbeddedStore {});
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Principal;
+    use crate::store::embedded::records::{decode, decode_credential};
+
+    #[test]
+    fn corrupt_items_are_errors_not_panics() {
+        assert!(matches!(decode_credential(b"not json"), Err(StoreError::Corrupt(_))));
+        assert!(matches!(decode_credential(br#"{"keyId":"x"}"#), Err(StoreError::Corrupt(_))));
+        assert!(matches!(decode::<Principal>("principal", b"{}"), Err(StoreError::Corrupt(_))));
+    }
+
+    #[test]
+    fn corrupt_errors_do_not_echo_the_hash() {
+        let err = decode_credential(br#"{"secretHash":"$argon2id$v=19$SECRETHASH","bogus":1}"#).unwrap_err().to_string();
+        assert!(!err.contains("SECRETHASH"), "{err}");
+    }
+
+    crate::store_contract_tests!(async { std::sync::Arc::new(EmbeddedStore::in_memory().unwrap()) });
+
+    mod on_disk {
+        crate::store_contract_tests!(async {
+            // The open database keeps its file (on Unix) after the directory is removed, so
+            // nothing is left behind once the test ends.
+            let dir = tempfile::tempdir().unwrap();
+            std::sync::Arc::new(super::EmbeddedStore::open(&dir.path().join("iam.redb")).unwrap())
+        });
+    }
+}

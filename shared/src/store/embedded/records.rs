@@ -1,0 +1,133 @@
+//! The embedded store's layout: its redb tables and keys, and how values are encoded (JSON;
+//! credentials through an explicit record, so the hash is stored and never serialised anywhere
+//! else). A value that does not decode is a `Corrupt` error that never quotes it.
+
+use chrono::{DateTime, Utc};
+use redb::TableDefinition;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{KeyId, OrgId, PrincipalId};
+use crate::model::{Actor, Credential, CredentialStatus};
+use crate::store::StoreError;
+
+pub(super) type Table = TableDefinition<'static, &'static str, &'static [u8]>;
+/// `org \0 principalId` → principal.
+pub(super) const PRINCIPALS: Table = TableDefinition::new("principals");
+/// `keyId` → credential.
+pub(super) const CREDENTIALS: Table = TableDefinition::new("credentials");
+/// `org \0 principalId \0 keyId` → empty: lists a principal's credentials without a scan.
+pub(super) const PRINCIPAL_CREDENTIALS: Table = TableDefinition::new("principal_credentials");
+/// `org \0 roleId` → role.
+pub(super) const ROLES: Table = TableDefinition::new("roles");
+/// `org \0 principalId \0 roleId` → assignment.
+pub(super) const ASSIGNMENTS: Table = TableDefinition::new("role_assignments");
+/// `org` → the bootstrap admin's principal id.
+pub(super) const BOOTSTRAP: Table = TableDefinition::new("bootstrap");
+/// `org \0 slot` → idempotency record.
+pub(super) const IDEMPOTENCY: Table = TableDefinition::new("idempotency");
+
+pub(super) const SEP: char = '\0';
+
+/// redb's default page cache may grow to 1 GiB; the local data set fits in far less, and a bound
+/// keeps a long-running local server's memory predictable.
+pub(super) const CACHE_BYTES: usize = 16 * 1024 * 1024;
+
+pub(super) fn key2(a: &str, b: &str) -> String {
+    format!("{a}{SEP}{b}")
+}
+
+pub(super) fn key3(a: &str, b: &str, c: &str) -> String {
+    format!("{a}{SEP}{b}{SEP}{c}")
+}
+
+/// The half-open key range of everything under `prefix`.
+pub(super) fn prefix_range(prefix: &str) -> (String, String) {
+    (format!("{prefix}{SEP}"), format!("{prefix}\u{1}"))
+}
+
+/// Every redb error means the same to a caller: the store could not do it, and the write
+/// transaction it happened in is dropped, so nothing was written.
+macro_rules! unavailable_from {
+    ($($error:ty),* $(,)?) => {
+        $(impl From<$error> for StoreError {
+            fn from(e: $error) -> Self {
+                StoreError::unavailable(e)
+            }
+        })*
+    };
+}
+unavailable_from!(redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
+
+pub(super) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+pub(super) fn decode<T: for<'de> Deserialize<'de>>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    // serde_json messages can quote the item (a hash included); say only where it broke.
+    serde_json::from_slice(bytes)
+        .map_err(|e| StoreError::Corrupt(format!("{what}: {:?} error at line {} column {}", e.classify(), e.line(), e.column())))
+}
+
+/// The stored form of a credential: explicit, so the hash is stored and never serialised anywhere else.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(super) struct CredentialRecord {
+    key_id: KeyId,
+    principal_id: PrincipalId,
+    org_id: OrgId,
+    name: String,
+    expires_at: Option<DateTime<Utc>>,
+    status: CredentialStatus,
+    created_at: DateTime<Utc>,
+    created_by: Actor,
+    revoked_at: Option<DateTime<Utc>>,
+    revoked_by: Option<Actor>,
+    last_used_at: Option<DateTime<Utc>>,
+    secret_hash: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    secret_check: Option<String>,
+}
+
+impl From<&Credential> for CredentialRecord {
+    fn from(c: &Credential) -> Self {
+        Self {
+            key_id: c.key_id.clone(),
+            principal_id: c.principal_id.clone(),
+            org_id: c.org_id.clone(),
+            name: c.name.clone(),
+            expires_at: c.expires_at,
+            status: c.status,
+            created_at: c.created_at,
+            created_by: c.created_by.clone(),
+            revoked_at: c.revoked_at,
+            revoked_by: c.revoked_by.clone(),
+            last_used_at: c.last_used_at,
+            secret_hash: c.secret_hash.clone(),
+            secret_check: c.secret_check.clone(),
+        }
+    }
+}
+
+impl From<CredentialRecord> for Credential {
+    fn from(r: CredentialRecord) -> Self {
+        Self {
+            key_id: r.key_id,
+            principal_id: r.principal_id,
+            org_id: r.org_id,
+            name: r.name,
+            expires_at: r.expires_at,
+            status: r.status,
+            created_at: r.created_at,
+            created_by: r.created_by,
+            revoked_at: r.revoked_at,
+            revoked_by: r.revoked_by,
+            last_used_at: r.last_used_at,
+            secret_hash: r.secret_hash,
+            secret_check: r.secret_check,
+        }
+    }
+}
+
+pub(super) fn decode_credential(bytes: &[u8]) -> Result<Credential, StoreError> {
+    decode::<CredentialRecord>("credential", bytes).map(Credential::from)
+}
