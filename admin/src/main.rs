@@ -21,7 +21,7 @@
 
 use std::process::ExitCode;
 
-use iam_api::backend::DynamoSettings;
+use iam_api::config::AdminConfig;
 use iam_shared::hashing::SecretHasher;
 use iam_shared::ids::OrgId;
 use iam_shared::signing_keys::{AWSCURRENT, SecretsManagerKeys, publish_staged_keys, put_or_create_secret};
@@ -74,13 +74,14 @@ fn parse(args: &[String]) -> Result<Command, String> {
 }
 
 async fn run(command: Command) -> Result<(), String> {
-    let settings = DynamoSettings::from_env().map_err(|e| e.to_string())?;
+    let config = AdminConfig::from_env().map_err(|e| e.to_string())?;
+    let settings = &config.dynamo;
     let sdk = iam_api::aws::sdk_config().await;
     let store =
         DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), settings.principals_table.clone(), settings.credentials_table.clone());
     match command {
         Command::Bootstrap { org, force } => {
-            let hasher = SecretHasher::new(iam_api::config::hash_params().map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+            let hasher = SecretHasher::new(config.hash).map_err(|e| e.to_string())?;
             match iam_shared::service::bootstrap_admin(&store, &hasher, &org, force).await.map_err(|e| e.to_string())? {
                 Some(key) => {
                     println!("Bootstrap API key for {org}: {}", key.to_secret_string().expose_secret());
@@ -91,7 +92,7 @@ async fn run(command: Command) -> Result<(), String> {
         }
         Command::InitSigningKey { force } => {
             let secrets = settings.signing_secrets().map_err(|e| e.to_string())?;
-            let delay = iam_api::backend::checked_activation_delay().map_err(|e| e.to_string())?;
+            let delay = config.activation_delay;
             let client = aws_sdk_secretsmanager::Client::new(&sdk);
             let current = SecretsManagerKeys::new(client.clone(), secrets.clone()).stage(AWSCURRENT).await;
             let valid = matches!(&current, Ok(Some(doc)) if SigningKey::from_document(doc).is_ok());
@@ -110,7 +111,7 @@ async fn run(command: Command) -> Result<(), String> {
         }
         Command::PublishSigningKeys => {
             let secrets = settings.signing_secrets().map_err(|e| e.to_string())?;
-            let delay = iam_api::backend::checked_activation_delay().map_err(|e| e.to_string())?;
+            let delay = config.activation_delay;
             let client = aws_sdk_secretsmanager::Client::new(&sdk);
             let set = publish_staged_keys(&client, &secrets, None, delay).await.map_err(|e| e.to_string())?;
             let kids: Vec<&str> = set.keys.iter().map(|k| k.kid()).collect();

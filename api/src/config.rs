@@ -1,8 +1,14 @@
-//! Configuration from the environment, read once per cold start.
+//! Configuration from the environment, typed, and read once per process: [`Config`] and
+//! [`StoreConfig`] for a process that serves (each Lambda's cold start, `iam-local`), [`AdminConfig`] for
+//! `iam-admin`, [`RotationConfig`] for the rotation function. Nothing else reads `IAM_*`.
+
+use std::path::PathBuf;
+use std::time::Duration;
 
 use iam_shared::hashing::HashParams;
 use iam_shared::model::DEFAULT_MAX_PRINCIPALS_PER_ORG;
 use iam_shared::service::Limits;
+use iam_shared::signing_keys::{DEFAULT_ACTIVATION_DELAY, RotationTiming, SigningSecrets, VERIFIER_JWKS_CACHE};
 use iam_shared::token::{DEFAULT_LIFETIME_SECS, TokenSettings};
 
 #[derive(Debug, thiserror::Error)]
@@ -18,7 +24,131 @@ pub struct Config {
     pub limits: Limits,
     pub hash: HashParams,
     /// How long a warm instance keeps its signing keys before reading them again.
-    pub signing_key_ttl: std::time::Duration,
+    pub signing_key_ttl: Duration,
+}
+
+/// Where a process keeps its state (`IAM_STORE`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    DynamoDb(DynamoSettings),
+    /// redb under `dir`, with the signing key beside it; in memory when `None`.
+    Embedded {
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    DynamoDb,
+    Embedded,
+}
+
+fn required(name: &str) -> Result<String, ConfigError> {
+    var(name).ok_or_else(|| ConfigError(format!("{name} is required with IAM_STORE=dynamodb")))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DynamoSettings {
+    pub principals_table: String,
+    pub credentials_table: String,
+    /// The public key set (`IAM_SIGNING_PUBLIC_KEYS_SECRET_ID`), which every function reads.
+    pub public_keys_secret_id: String,
+    /// The private keys (`IAM_SIGNING_SECRET_ID`): set only for the functions that sign.
+    pub signing_secret_id: Option<String>,
+}
+
+impl DynamoSettings {
+    /// `IAM_PRINCIPALS_TABLE`, `IAM_CREDENTIALS_TABLE`, `IAM_SIGNING_PUBLIC_KEYS_SECRET_ID`, and
+    /// where tokens are signed, `IAM_SIGNING_SECRET_ID`.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(Self {
+            principals_table: required("IAM_PRINCIPALS_TABLE")?,
+            credentials_table: required("IAM_CREDENTIALS_TABLE")?,
+            public_keys_secret_id: required("IAM_SIGNING_PUBLIC_KEYS_SECRET_ID")?,
+            signing_secret_id: var("IAM_SIGNING_SECRET_ID"),
+        })
+    }
+
+    /// Both secrets, for a process that signs or rotates.
+    pub fn signing_secrets(&self) -> Result<SigningSecrets, ConfigError> {
+        let private = self.signing_secret_id.clone().ok_or_else(|| {
+            ConfigError("IAM_SIGNING_SECRET_ID is required where tokens are signed (the exchange, iam-local, iam-admin)".into())
+        })?;
+        Ok(SigningSecrets { private, public: self.public_keys_secret_id.clone() })
+    }
+}
+
+impl StoreConfig {
+    /// `IAM_STORE` (`dynamodb` or `embedded`; `default` when unset).
+    pub fn from_env(default: StoreKind, data_dir: Option<PathBuf>) -> Result<Self, ConfigError> {
+        let kind = match var("IAM_STORE").as_deref() {
+            None => default,
+            Some("dynamodb") => StoreKind::DynamoDb,
+            Some("embedded") => StoreKind::Embedded,
+            Some(other) => return Err(ConfigError(format!("IAM_STORE must be 'dynamodb' or 'embedded', got '{other}'"))),
+        };
+        Ok(match kind {
+            StoreKind::DynamoDb => StoreConfig::DynamoDb(DynamoSettings::from_env()?),
+            StoreKind::Embedded => StoreConfig::Embedded { dir: data_dir },
+        })
+    }
+
+    /// A Lambda runs on DynamoDB; `IAM_STORE=embedded` (with `IAM_DATA_DIR`, default
+    /// `/tmp/iam`) exists for running a function binary by hand.
+    pub fn for_lambda() -> Result<Self, ConfigError> {
+        let dir = var("IAM_DATA_DIR").unwrap_or_else(|| "/tmp/iam".into());
+        Self::from_env(StoreKind::DynamoDb, Some(PathBuf::from(dir)))
+    }
+}
+
+/// What `iam-admin` needs: the DynamoDB deployment, the argon2 cost, the activation delay.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub dynamo: DynamoSettings,
+    pub hash: HashParams,
+    pub activation_delay: Duration,
+}
+
+impl AdminConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(Self { dynamo: DynamoSettings::from_env()?, hash: hash_params()?, activation_delay: checked_activation_delay()? })
+    }
+}
+
+/// What the rotation function needs: where to publish public keys, and its timing under this
+/// deployment's activation delay and signer key cache. Tokens are assumed to live the longest
+/// lifetime allowed, as some may predate a change of `IAM_TOKEN_LIFETIME_SECS`.
+#[derive(Debug, Clone)]
+pub struct RotationConfig {
+    pub public_keys_secret_id: String,
+    pub timing: RotationTiming,
+}
+
+impl RotationConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let public_keys_secret_id =
+            var("IAM_SIGNING_PUBLIC_KEYS_SECRET_ID").ok_or_else(|| ConfigError("IAM_SIGNING_PUBLIC_KEYS_SECRET_ID is required".into()))?;
+        let timing =
+            RotationTiming::new(checked_activation_delay()?, signing_key_ttl()?, Duration::from_secs(iam_shared::token::MAX_LIFETIME_SECS));
+        Ok(Self { public_keys_secret_id, timing })
+    }
+}
+
+/// `IAM_KEY_ACTIVATION_DELAY_SECS`, with a warning when it cannot cover what the README's
+/// overlap rule needs: it is allowed (a deployment whose verifiers cache less may want it),
+/// never silent.
+fn checked_activation_delay() -> Result<Duration, ConfigError> {
+    let delay = Duration::from_secs(number("IAM_KEY_ACTIVATION_DELAY_SECS", DEFAULT_ACTIVATION_DELAY.as_secs())?);
+    let needed = VERIFIER_JWKS_CACHE + signing_key_ttl()?;
+    if delay < needed {
+        tracing::warn!(
+            activation_delay_secs = delay.as_secs(),
+            needed_secs = needed.as_secs(),
+            "IAM_KEY_ACTIVATION_DELAY_SECS is shorter than a verifier's JWKS cache (2 h) plus the signer key cache: \
+             after a rotation, verifiers that cache the JWKS that long may refuse new tokens"
+        );
+    }
+    Ok(delay)
 }
 
 fn var(name: &str) -> Option<String> {
@@ -26,12 +156,12 @@ fn var(name: &str) -> Option<String> {
 }
 
 /// `IAM_SIGNING_KEY_TTL_SECS`: how long a warm instance keeps its signing keys. The rotation
-/// rules depend on it too (see `backend`).
-pub(crate) fn signing_key_ttl() -> Result<std::time::Duration, ConfigError> {
-    Ok(std::time::Duration::from_secs(number("IAM_SIGNING_KEY_TTL_SECS", DEFAULT_SIGNING_KEY_TTL_SECS)?))
+/// rules depend on it too.
+fn signing_key_ttl() -> Result<Duration, ConfigError> {
+    Ok(Duration::from_secs(number("IAM_SIGNING_KEY_TTL_SECS", DEFAULT_SIGNING_KEY_TTL_SECS)?))
 }
 
-pub(crate) fn number<T: std::str::FromStr>(name: &str, default: T) -> Result<T, ConfigError> {
+fn number<T: std::str::FromStr>(name: &str, default: T) -> Result<T, ConfigError> {
     match var(name) {
         None => Ok(default),
         Some(raw) => raw.trim().parse().map_err(|_| ConfigError(format!("{name} must be a number, got '{raw}'"))),
@@ -44,7 +174,8 @@ impl Config {
     /// `<issuer>/management`), `IAM_TOKEN_LIFETIME_SECS`, `IAM_MAX_PRINCIPALS_PER_ORG` (default
     /// 1,000), and the argon2 cost
     /// `IAM_ARGON2_MEMORY_KIB`, `IAM_ARGON2_ITERATIONS`, `IAM_ARGON2_PARALLELISM`, and
-    /// `IAM_SIGNING_KEY_TTL_SECS` (default 300).
+    /// `IAM_SIGNING_KEY_TTL_SECS` (default 300). `iam-local` derives a default issuer from its
+    /// address; a Lambda requires `IAM_ISSUER`.
     pub fn from_env(default_issuer: Option<&str>) -> Result<Self, ConfigError> {
         let issuer =
             var("IAM_ISSUER").or_else(|| default_issuer.map(str::to_owned)).ok_or_else(|| ConfigError("IAM_ISSUER is required".into()))?;
@@ -89,8 +220,8 @@ impl Config {
     }
 }
 
-/// The argon2 cost (`IAM_ARGON2_*`): all `iam-admin` needs of the configuration.
-pub fn hash_params() -> Result<HashParams, ConfigError> {
+/// The argon2 cost (`IAM_ARGON2_*`).
+fn hash_params() -> Result<HashParams, ConfigError> {
     let defaults = HashParams::default();
     Ok(HashParams {
         memory_kib: number("IAM_ARGON2_MEMORY_KIB", defaults.memory_kib)?,

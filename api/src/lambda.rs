@@ -2,20 +2,18 @@
 //! the operation's router under `lambda_http`. A function's binary is one call to [`serve`].
 
 use crate::backend::{self, KeyUse};
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, StoreConfig};
 use crate::operation::{ColdStart, Operation};
 use crate::state::{AppState, build_state, build_state_for_public_routes, finish_router};
 
 pub use lambda_http::Error;
 
-/// Lambdas run on DynamoDB and Secrets Manager; `IAM_STORE=embedded` (with `IAM_DATA_DIR`,
-/// default `/tmp/iam`) exists for running a function binary by hand.
 async fn state_from_env(cold_start: ColdStart) -> Result<AppState, ConfigError> {
     let config = Config::from_env(None)?;
-    let dir = std::env::var("IAM_DATA_DIR").unwrap_or_else(|_| "/tmp/iam".into());
+    let store = StoreConfig::for_lambda()?;
     // Only the signer is given the private keys (see template.yaml's SigningKeySecretPolicy).
     let key_use = if cold_start == ColdStart::Signer { KeyUse::Sign } else { KeyUse::Verify };
-    let backend = backend::from_env("dynamodb", key_use, Some(std::path::Path::new(&dir))).await?;
+    let backend = backend::open(&store, key_use).await?;
     match cold_start {
         ColdStart::Signer | ColdStart::Verifier => build_state(&config, backend.store, backend.keys).await,
         // Its policy grants no table: its cold start reads none.

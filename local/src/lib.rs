@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use axum::Router;
 use iam_api::AppState;
 use iam_api::backend::{self, KeyUse};
-use iam_api::config::Config;
+use iam_api::config::{Config, StoreConfig, StoreKind};
 use iam_api::state::{build_state, finish_router};
 use iam_shared::ids::OrgId;
 use secrecy::ExposeSecret;
@@ -113,8 +113,9 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(&opts.listen).await.map_err(|e| format!("cannot listen on {}: {e}", opts.listen))?;
     let addr: SocketAddr = listener.local_addr()?;
     let config = Config::from_env(Some(&format!("http://{addr}/iam")))?;
+    let store = StoreConfig::from_env(StoreKind::Embedded, (!opts.in_memory).then(|| opts.data_dir.clone()))?;
     // iam-local serves the exchange too: it signs.
-    let backend = backend::from_env("embedded", KeyUse::Sign, (!opts.in_memory).then_some(opts.data_dir.as_path())).await?;
+    let backend = backend::open(&store, KeyUse::Sign).await?;
     let state = build_state(&config, backend.store, backend.keys).await?;
     for org in &opts.orgs {
         if let Some(key) = state.bootstrap(org).await? {

@@ -5,8 +5,8 @@ use lambda_http::lambda_runtime::{self, LambdaEvent, service_fn};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_http::tracing::init_default_subscriber();
-    let timing = iam_api::backend::rotation_timing_from_env()?;
-    let public_set = std::env::var("IAM_SIGNING_PUBLIC_KEYS_SECRET_ID").map_err(|_| "IAM_SIGNING_PUBLIC_KEYS_SECRET_ID is required")?;
+    let config = iam_api::config::RotationConfig::from_env()?;
+    let (public_set, timing) = (config.public_keys_secret_id, config.timing);
     let client = aws_sdk_secretsmanager::Client::new(&iam_api::aws::sdk_config().await);
     lambda_runtime::run(service_fn(|event: LambdaEvent<RotationEvent>| {
         let (client, public_set) = (client.clone(), public_set.clone());
