@@ -84,7 +84,7 @@ def served_by_iam_local(binary, routes):
                 time.sleep(0.1)
         for route in sorted(routes):
             method, path = route.split(" ", 1)
-            path = path.replace("{principalId}", "akp_0000000000000000000000").replace("{keyId}", "0000000000000000000000").replace("{roleId}", "iam-viewer")
+            path = path.replace("{principalId}", "akp_0000000000000000000000").replace("{keyId}", "0000000000000000000000").replace("{roleId}", "iam-viewer").replace("{asset}", "index.html")
             request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method, data=b"" if method in {"POST", "PUT", "PATCH"} else None)
             try:
                 with urllib.request.urlopen(request, timeout=10) as response:

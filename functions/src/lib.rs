@@ -14,6 +14,7 @@ use iam_api::operation::{ColdStart, Operation, Table};
 use iam_shared::service::{PERM_API_KEYS_READ, PERM_API_KEYS_WRITE, PERM_CREDENTIALS_WRITE, PERM_ROLE_ASSIGNMENTS_WRITE, PERM_ROLES_WRITE};
 
 pub mod assign_role;
+pub mod console;
 pub mod create_principal;
 pub mod create_role;
 pub mod exchange_token;
@@ -53,6 +54,7 @@ pub const OPERATIONS: &[Operation] = &[
     op("jwks",                  Get,    "/iam/.well-known/jwks.json",                                 Public,                                  ColdStart::Public, &[], jwks::endpoint),
     op("openid-configuration",  Get,    "/iam/.well-known/openid-configuration",                      Public,                                  ColdStart::Public, &[], openid_configuration::endpoint),
     op("whoami",                Get,    "/iam/whoami",                                                Authenticated,                           Verifier, STORE, whoami::endpoint),
+    op("console",               Get,    "/iam/console/{asset}",                                       Public,                                  ColdStart::Public, &[], console::endpoint),
 ];
 
 const fn op(

@@ -124,6 +124,7 @@ pub async fn serve(
         }
     }
     println!("iam-local listening on http://{addr} (issuer {})", config.tokens.issuer);
+    println!("Console: http://{addr}/iam/console/index.html (sign in with an API key)");
     tracing::info!(%addr, "iam-local started");
     // The peer address feeds the failed-attempt throttle on the token route.
     axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(shutdown).await?;

@@ -297,6 +297,7 @@ async fn every_policy_grants_exactly_what_its_function_calls() {
         .to_owned();
     r.hit("GET /iam/whoami", "/iam/whoami", Some(&token), None, &[]).await;
     r.hit("GET /iam/.well-known/jwks.json", "/iam/.well-known/jwks.json", None, None, &[]).await;
+    r.hit("GET /iam/console/{asset}", "/iam/console/config.json", None, None, &[]).await;
     r.hit("GET /iam/.well-known/openid-configuration", "/iam/.well-known/openid-configuration", None, None, &[]).await;
 
     // Revocation, and what it refuses afterwards.

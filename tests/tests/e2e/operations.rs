@@ -81,7 +81,12 @@ fn every_operation_is_an_openapi_operation_and_a_template_function() {
 /// A request each operation accepts from a caller allowed to make it. A new operation without one
 /// fails [`every_operation_enforces_the_access_its_row_states`].
 fn sample(op: &Operation, principal: &str, key_id: &str, api_key: &str) -> (Method, String, Option<Value>) {
-    let path = op.path.replace("{principalId}", principal).replace("{keyId}", key_id).replace("{roleId}", "iam-viewer");
+    let path = op
+        .path
+        .replace("{principalId}", principal)
+        .replace("{keyId}", key_id)
+        .replace("{roleId}", "iam-viewer")
+        .replace("{asset}", "index.html");
     let body = match op.name {
         "create-principal" => Some(json!({"displayName": "operations test"})),
         "update-principal" => Some(json!({"displayName": "renamed by the operations test"})),
@@ -98,7 +103,8 @@ fn sample(op: &Operation, principal: &str, key_id: &str, api_key: &str) -> (Meth
         | "unassign-role"
         | "jwks"
         | "openid-configuration"
-        | "whoami" => None,
+        | "whoami"
+        | "console" => None,
         other => panic!("{other}: give the operations test a sample request for it"),
     };
     (op.method.as_str().parse().unwrap(), path, body)
