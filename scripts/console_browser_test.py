@@ -75,7 +75,7 @@ def api(base, method, path, token=None, body=None):
 
 
 def management_token(base, key):
-    config = api(base, "GET", "/iam/console/config.json")
+    config = api(base, "GET", "/console/config.json")
     answer = api(base, "POST", "/iam/auth/token", body={"apiKey": key, "audience": config["managementAudience"]})
     return answer["access_token"]
 
@@ -146,7 +146,7 @@ def main():
     profile = tempfile.mkdtemp(prefix="console-browser-")
     driver = browser(profile)
     try:
-        driver.get(base + "/iam/console/index.html")
+        driver.get(base + "/console/index.html")
         WebDriverWait(driver, WAIT_SECONDS).until(lambda d: d.execute_script("return document.body.dataset.ready") == "true")
         check(driver.find_element(By.ID, "sign-in").is_displayed(), "the sign-in form shows first")
         check("secret manager" in text_of(driver, "sign-in"), "the sign-in page warns where an admin key belongs")
@@ -210,7 +210,7 @@ def main():
         check("after revocation" not in names, "nothing was created with the revoked credential's token")
 
         # The console's own headers.
-        with urllib.request.urlopen(base + "/iam/console/index.html", timeout=10) as response:
+        with urllib.request.urlopen(base + "/console/index.html", timeout=10) as response:
             csp = response.headers.get("content-security-policy", "")
             check("script-src 'self'" in csp and "frame-ancestors 'none'" in csp, f"a strict CSP: {csp}")
             check(response.headers.get("x-content-type-options") == "nosniff", "nosniff")

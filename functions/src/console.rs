@@ -1,4 +1,4 @@
-//! `GET /iam/console/{asset}`: the console, a client of the management API on the same origin.
+//! `GET /console/{asset}`: the console, a client of the management API on the same origin.
 //! Its files are compiled in (no JavaScript build step); `config.json` tells it this
 //! deployment's token endpoint and management audience.
 
@@ -24,9 +24,14 @@ pub fn endpoint(method: MethodFilter) -> MethodRouter<AppState> {
     on(method, asset)
 }
 
+/// The console's page itself, for a server that also answers at the directory (`/console/`).
+pub fn index_page() -> Response {
+    with_console_headers(([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX_HTML).into_response())
+}
+
 async fn asset(State(iam): State<AppState>, PathParams(name): PathParams<String>) -> Response {
     let (content_type, body) = match name.as_str() {
-        "index.html" => ("text/html; charset=utf-8", INDEX_HTML),
+        "index.html" => return index_page(),
         "console.js" => ("text/javascript; charset=utf-8", CONSOLE_JS),
         "console.css" => ("text/css; charset=utf-8", CONSOLE_CSS),
         "config.json" => {

@@ -1,4 +1,4 @@
-//! `GET /iam/api-keys/{principalId}`: one principal.
+//! `GET /iam/api-keys/{principalId}`: one principal, with the caller's allowed actions on it.
 
 use axum::Json;
 use axum::extract::State;
@@ -17,6 +17,6 @@ async fn get_principal(
     PathParams(principal_id): PathParams<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let id = parse_path(&principal_id)?;
-    let principal = iam.get_principal(&caller, &id).await?;
-    Ok(([(header::ETAG, etag(principal.version))], Json(principal)))
+    let detail = iam.get_principal(&caller, &id).await?;
+    Ok(([(header::ETAG, etag(detail.summary.principal.version))], Json(detail)))
 }

@@ -54,7 +54,7 @@ pub const OPERATIONS: &[Operation] = &[
     op("jwks",                  Get,    "/iam/.well-known/jwks.json",                                 Public,                                  ColdStart::Public, &[], jwks::endpoint),
     op("openid-configuration",  Get,    "/iam/.well-known/openid-configuration",                      Public,                                  ColdStart::Public, &[], openid_configuration::endpoint),
     op("whoami",                Get,    "/iam/whoami",                                                Authenticated,                           Verifier, STORE, whoami::endpoint),
-    op("console",               Get,    "/iam/console/{asset}",                                       Public,                                  ColdStart::Public, &[], console::endpoint),
+    op("console",               Get,    "/console/{asset}",                                       Public,                                  ColdStart::Public, &[], console::endpoint),
 ];
 
 const fn op(

@@ -1,4 +1,5 @@
-//! `GET /iam/api-keys`: the organisation's principals, paginated.
+//! `GET /iam/api-keys`: the organisation's principals, paginated, each with its number of
+//! active credentials.
 
 use axum::Json;
 use axum::extract::State;
@@ -6,7 +7,7 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 use iam_api::views::ListResponse;
 use iam_api::{ApiError, AppState, Authenticated, Query};
 use iam_shared::ids::PrincipalId;
-use iam_shared::model::Principal;
+use iam_shared::service::PrincipalSummary;
 
 pub const DEFAULT_PAGE_SIZE: usize = 50;
 pub const MAX_PAGE_SIZE: usize = 100;
@@ -19,7 +20,7 @@ async fn list_principals(
     State(iam): State<AppState>,
     Authenticated(caller): Authenticated,
     query: Query,
-) -> Result<Json<ListResponse<Principal>>, ApiError> {
+) -> Result<Json<ListResponse<PrincipalSummary>>, ApiError> {
     query.only(&["limit", "cursor"])?;
     let limit = match query.get("limit")? {
         None => DEFAULT_PAGE_SIZE,

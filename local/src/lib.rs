@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use axum::Router;
+use axum::response::Redirect;
+use axum::routing::get;
 use iam_api::AppState;
 use iam_api::backend::{self, KeyUse};
 use iam_api::config::{Config, StoreConfig, StoreKind};
@@ -17,9 +19,16 @@ pub fn routes() -> Router<AppState> {
     iam_api::operation::router(iam_functions::OPERATIONS)
 }
 
+/// The contract's routes, and the console at its directory, where `/` leads.
 pub fn app(state: AppState) -> Router {
-    finish_router(routes(), state)
+    let console = routes()
+        .route("/", get(|| async { Redirect::to(CONSOLE_PATH) }))
+        .route("/console", get(|| async { Redirect::to(CONSOLE_PATH) }))
+        .route(CONSOLE_PATH, get(|| async { iam_functions::console::index_page() }));
+    finish_router(console, state)
 }
+
+pub const CONSOLE_PATH: &str = "/console/";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
@@ -124,7 +133,7 @@ pub async fn serve(
         }
     }
     println!("iam-local listening on http://{addr} (issuer {})", config.tokens.issuer);
-    println!("Console: http://{addr}/iam/console/index.html (sign in with an API key)");
+    println!("Console: http://{addr}{CONSOLE_PATH} (sign in with an API key)");
     tracing::info!(%addr, "iam-local started");
     // The peer address feeds the failed-attempt throttle on the token route.
     axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(shutdown).await?;

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Utc};
 
 use crate::ids::{KeyId, OrgId, Permission, PrincipalId, RoleId};
-use crate::model::{Credential, Principal, PrincipalStatus, PrincipalType, Role};
+use crate::model::{Credential, MAX_ACTIVE_CREDENTIALS, Principal, PrincipalStatus, PrincipalType, Role};
 use crate::roles::IAM_PERMISSIONS;
 
 /// Why an authenticated caller may not do what it asked, although it holds the route's
@@ -241,6 +241,99 @@ pub fn guard_for(
     "this change would leave the organisation without a usable administrator (Active, unexpired, holding every iam: permission, with an active credential); make another principal one first"
 )]
 pub struct LastAdministrator;
+
+/// Whether one management action on a principal is open to a caller, and if not, the words the
+/// server would refuse it with.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Verdict {
+    pub allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl Verdict {
+    fn of(decision: Result<(), String>) -> Self {
+        match decision {
+            Ok(()) => Self { allowed: true, reason: None },
+            Err(reason) => Self { allowed: false, reason: Some(reason) },
+        }
+    }
+}
+
+/// What a caller may do to one principal, decided by the same rules the writes apply, so that a
+/// client can show what is allowed instead of discovering it. One rule is decided only at the
+/// write: whether the change would leave the organisation without a usable administrator
+/// depends on every other principal, and the write re-checks it atomically anyway.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AllowedActions {
+    pub rename: Verdict,
+    pub change_status: Verdict,
+    pub change_expiry: Verdict,
+    pub issue_credential: Verdict,
+    pub revoke_credential: Verdict,
+    pub assign_role: Verdict,
+    pub unassign_role: Verdict,
+}
+
+/// The permission each action needs; the same constants the service requires.
+pub struct ActionPermissions<'a> {
+    pub api_keys_write: &'a str,
+    pub credentials_write: &'a str,
+    pub role_assignments_write: &'a str,
+}
+
+/// Decides [`AllowedActions`] for a caller holding `held` (its authority), acting as
+/// `caller`, on `target` at `now`.
+pub fn allowed_actions(
+    held: &BTreeSet<String>,
+    caller: &PrincipalId,
+    target: &Standing,
+    needs: &ActionPermissions<'_>,
+    now: DateTime<Utc>,
+) -> AllowedActions {
+    let authority = Authority::new(held);
+    let permission = |p: &str| if held.contains(p) { Ok(()) } else { Err(format!("this operation needs the permission {p}")) };
+    let acting = |p: &str| {
+        permission(p)?;
+        authority.may_act_on(&target.permissions()).map_err(|rule| rule.to_string())
+    };
+    let is_self = target.principal.id == *caller;
+    let revoked = target.principal.status == PrincipalStatus::Revoked;
+    let changeable = |p: &str| {
+        acting(p)?;
+        if revoked { Err("the principal is revoked and can no longer be changed".to_owned()) } else { Ok(()) }
+    };
+    let own_standing = |p: &str| {
+        changeable(p)?;
+        if is_self { Err(AuthorityRule::OwnStatusOrExpiry.to_string()) } else { Ok(()) }
+    };
+    let live = target.credentials.iter().filter(|c| c.is_live(now)).count();
+    AllowedActions {
+        rename: Verdict::of(changeable(needs.api_keys_write)),
+        change_status: Verdict::of(own_standing(needs.api_keys_write)),
+        change_expiry: Verdict::of(own_standing(needs.api_keys_write)),
+        issue_credential: Verdict::of(acting(needs.credentials_write).and_then(|()| {
+            if revoked {
+                Err("the principal is revoked; no credential can be issued".to_owned())
+            } else if live >= MAX_ACTIVE_CREDENTIALS {
+                Err(crate::error::Limit::ActiveCredentials(MAX_ACTIVE_CREDENTIALS).to_string())
+            } else {
+                Ok(())
+            }
+        })),
+        revoke_credential: Verdict::of(acting(needs.credentials_write)),
+        assign_role: Verdict::of(
+            changeable(needs.role_assignments_write).and_then(
+                |()| {
+                    if is_self { Err(AuthorityRule::SelfGrant.to_string()) } else { Ok(()) }
+                },
+            ),
+        ),
+        unassign_role: Verdict::of(acting(needs.role_assignments_write)),
+    }
+}
 
 /// Roles that grant a principal of `kind` in `org` anything: available to the organisation and
 /// supporting the principal type. Others (a role since made unavailable) grant nothing.

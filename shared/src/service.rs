@@ -8,7 +8,9 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::api_key::ApiKey;
-use crate::authority::{self, AdminWitness, Authority, AuthorityRule, DecidedOn, Guard, LastAdministrator, Standing};
+use crate::authority::{
+    self, ActionPermissions, AdminWitness, AllowedActions, Authority, AuthorityRule, DecidedOn, Guard, LastAdministrator, Standing,
+};
 use crate::error::{Conflict, DomainError};
 use crate::hashing::{self, SecretHasher};
 use crate::idempotency::{IdempotencyClaim, IdempotencyKey, IdempotencyRecord, IdempotentOutcome, key_reused};
@@ -116,6 +118,28 @@ pub struct NewRole {
     pub description: Option<String>,
     pub permissions: Vec<Permission>,
     pub principal_types: Vec<PrincipalType>,
+}
+
+/// A principal as listed: with its number of active (unrevoked, unexpired) credentials.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PrincipalSummary {
+    #[serde(flatten)]
+    pub principal: Principal,
+    pub active_credentials: usize,
+}
+
+/// A principal as read on its own: also what the reader may do to it.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PrincipalDetail {
+    #[serde(flatten)]
+    pub summary: PrincipalSummary,
+    pub allowed_actions: AllowedActions,
+}
+
+fn live_count(credentials: &[Credential], now: DateTime<Utc>) -> usize {
+    credentials.iter().filter(|c| c.is_live(now)).count()
 }
 
 /// What a creating operation answers: the object, and whether this is the replay of an earlier
@@ -327,19 +351,40 @@ impl Iam {
         audited("principal.create", caller, &target, result)
     }
 
+    /// A page of principals, each with its number of active credentials (read concurrently: a
+    /// principal has at most a few, in one partition).
     pub async fn list_principals(
         &self,
         caller: &Caller,
         limit: usize,
         after: Option<&PrincipalId>,
-    ) -> Result<Page<Principal>, DomainError> {
+    ) -> Result<Page<PrincipalSummary>, DomainError> {
         caller.require(PERM_API_KEYS_READ)?;
-        Ok(self.store.list_principals(&caller.org_id, limit, after).await?)
+        let page = self.store.list_principals(&caller.org_id, limit, after).await?;
+        let now = model::now();
+        let counts = futures_util::future::try_join_all(page.items.iter().map(|p| self.store.list_credentials(&p.org_id, &p.id))).await?;
+        let items = page
+            .items
+            .into_iter()
+            .zip(counts)
+            .map(|(principal, credentials)| PrincipalSummary { principal, active_credentials: live_count(&credentials, now) })
+            .collect();
+        Ok(Page { items, next: page.next })
     }
 
-    pub async fn get_principal(&self, caller: &Caller, id: &PrincipalId) -> Result<Principal, DomainError> {
+    /// One principal, with what the caller may do to it: the same rules its writes apply.
+    pub async fn get_principal(&self, caller: &Caller, id: &PrincipalId) -> Result<PrincipalDetail, DomainError> {
         caller.require(PERM_API_KEYS_READ)?;
-        self.principal_of(caller, id).await
+        let standing = self.standing_of(caller, id).await?;
+        let now = model::now();
+        let needs = ActionPermissions {
+            api_keys_write: PERM_API_KEYS_WRITE,
+            credentials_write: PERM_CREDENTIALS_WRITE,
+            role_assignments_write: PERM_ROLE_ASSIGNMENTS_WRITE,
+        };
+        let allowed_actions = authority::allowed_actions(&caller.permissions, &caller.principal_id, &standing, &needs, now);
+        let active_credentials = live_count(&standing.credentials, now);
+        Ok(PrincipalDetail { summary: PrincipalSummary { principal: standing.principal, active_credentials }, allowed_actions })
     }
 
     /// A principal of the caller's organisation with its roles and credentials, read for an

@@ -193,3 +193,53 @@ async fn the_principal_cap_names_its_limit() {
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.raw);
     assert!(r.str("detail").contains("at most 3 principals"), "{}", r.raw);
 }
+
+/// `allowedActions` on a principal says what its writes would answer, in the same words.
+#[tokio::test]
+async fn allowed_actions_say_what_the_writes_would_answer() {
+    for (store, app) in TestApp::on_every_store().await {
+        let admin = app.admin().await;
+        let root = bootstrap_admin_id(&app, &admin).await;
+        let (me, token) = holder_of(&app, &admin, "key-writer", &["iam:credentials:write", "iam:api-keys:read"]).await;
+        let allowed = |body: &serde_json::Value, action: &str| body["allowedActions"][action].clone();
+
+        let on_root = app.call(Method::GET, &format!("/iam/api-keys/{root}"), Some(&token), None).await;
+        assert_eq!(on_root.status, StatusCode::OK, "{store}: {}", on_root.raw);
+        assert_eq!(on_root.body["activeCredentials"], 1, "{store}");
+        let issue = allowed(&on_root.body, "issueCredential");
+        assert_eq!(issue["allowed"], false, "{store}: {issue}");
+        let takeover =
+            app.call(Method::POST, &format!("/iam/api-keys/{root}/credentials"), Some(&token), Some(json!({"name": "mine now"}))).await;
+        assert_eq!(takeover.str("detail"), issue["reason"].as_str().unwrap(), "{store}: the refusal, in the write's words");
+        let rename = allowed(&on_root.body, "rename");
+        let write = app.call(Method::PATCH, &format!("/iam/api-keys/{root}"), Some(&token), Some(json!({"displayName": "x"}))).await;
+        assert_eq!(write.status, StatusCode::FORBIDDEN, "{store}");
+        assert_eq!(write.str("detail"), rename["reason"].as_str().unwrap(), "{store}: the missing permission, named");
+
+        let on_self = app.call(Method::GET, &format!("/iam/api-keys/{me}"), Some(&token), None).await;
+        assert_eq!(allowed(&on_self.body, "issueCredential"), json!({"allowed": true}), "{store}");
+        assert_eq!(allowed(&on_self.body, "revokeCredential"), json!({"allowed": true}), "{store}");
+        let own = app.call(Method::POST, &format!("/iam/api-keys/{me}/credentials"), Some(&token), Some(json!({"name": "second"}))).await;
+        assert_eq!(own.status, StatusCode::CREATED, "{store}: allowed, and so it is: {}", own.raw);
+        assert_eq!(allowed(&on_self.body, "assignRole")["allowed"], false, "{store}");
+
+        // A writer of principals may rename itself but not change its own standing.
+        let (writer, writer_token) = holder_of(&app, &admin, "self-writer", &["iam:api-keys:write", "iam:api-keys:read"]).await;
+        let on_writer = app.call(Method::GET, &format!("/iam/api-keys/{writer}"), Some(&writer_token), None).await;
+        assert_eq!(allowed(&on_writer.body, "rename"), json!({"allowed": true}), "{store}");
+        let expiry = allowed(&on_writer.body, "changeExpiry");
+        let r = app.call(Method::PATCH, &format!("/iam/api-keys/{writer}"), Some(&writer_token), Some(json!({"expiresAt": null}))).await;
+        assert_eq!(r.str("detail"), expiry["reason"].as_str().unwrap(), "{store}");
+
+        // Revoked is terminal: nothing more may change it.
+        let gone = app.create_principal(&admin, "gone").await;
+        let r = app.call(Method::PATCH, &format!("/iam/api-keys/{gone}"), Some(&admin), Some(json!({"status": "Revoked"}))).await;
+        assert_eq!(r.status, StatusCode::OK, "{store}: {}", r.raw);
+        let on_gone = app.call(Method::GET, &format!("/iam/api-keys/{gone}"), Some(&admin), None).await;
+        for action in ["rename", "changeStatus", "issueCredential", "assignRole"] {
+            assert_eq!(allowed(&on_gone.body, action)["allowed"], false, "{store}: {action} on a revoked principal");
+        }
+        let r = app.call(Method::POST, &format!("/iam/api-keys/{gone}/credentials"), Some(&admin), Some(json!({"name": "late"}))).await;
+        assert_eq!(r.str("detail"), allowed(&on_gone.body, "issueCredential")["reason"].as_str().unwrap(), "{store}");
+    }
+}

@@ -288,6 +288,8 @@ async fn every_policy_grants_exactly_what_its_function_calls() {
     }
     r.hit("GET /iam/api-keys/{principalId}/credentials", &credentials, Some(&admin), None, &[]).await;
     r.hit("GET /iam/api-keys/{principalId}/credentials", &format!("{credentials}?include=all"), Some(&admin), None, &[]).await;
+    // Now with a credential to count.
+    r.hit("GET /iam/api-keys/{principalId}", &one, Some(&admin), None, &[]).await;
     let (id, key_secret) = api_key.split_once('.').unwrap();
     let management = iam_tests::MANAGEMENT_AUDIENCE.replace(':', "%3A").replace('/', "%2F");
     let token = r
@@ -297,7 +299,7 @@ async fn every_policy_grants_exactly_what_its_function_calls() {
         .to_owned();
     r.hit("GET /iam/whoami", "/iam/whoami", Some(&token), None, &[]).await;
     r.hit("GET /iam/.well-known/jwks.json", "/iam/.well-known/jwks.json", None, None, &[]).await;
-    r.hit("GET /iam/console/{asset}", "/iam/console/config.json", None, None, &[]).await;
+    r.hit("GET /console/{asset}", "/console/config.json", None, None, &[]).await;
     r.hit("GET /iam/.well-known/openid-configuration", "/iam/.well-known/openid-configuration", None, None, &[]).await;
 
     // Revocation, and what it refuses afterwards.

@@ -29,7 +29,14 @@ async fn principal_lifecycle() {
 
     let got = app.call(Method::GET, &format!("/iam/api-keys/{id}"), Some(&admin), None).await;
     assert_eq!(got.status, StatusCode::OK);
-    assert_eq!(got.body, r.body);
+    let mut principal_only = got.body.clone();
+    let extra = principal_only.as_object_mut().unwrap();
+    assert_eq!(extra.remove("activeCredentials"), Some(json!(0)));
+    let allowed = extra.remove("allowedActions").unwrap();
+    assert_eq!(principal_only, r.body, "the principal as created, and what reading it adds");
+    for action in ["rename", "changeStatus", "changeExpiry", "issueCredential", "revokeCredential", "assignRole", "unassignRole"] {
+        assert_eq!(allowed[action], json!({"allowed": true}), "an administrator may {action}");
+    }
 
     let patched = app
         .call(
