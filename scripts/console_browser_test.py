@@ -1,30 +1,44 @@
 """The console in a real browser: headless Debian Chromium driven over WebDriver (chromedriver)
-against a running iam-local, through the steps of the seed page the console covers so far.
+against a fresh iam-local, through every step of the seed page, through the UI only (the test
+talks HTTP itself only to exchange the issued key, and to set up a second administrator whose
+access it takes away).
 
-Checks, besides each step's result: the API key typed to sign in is gone from the input, the
-DOM, localStorage, sessionStorage, cookies and the URL; a refusal shows the server's words; a
-token the server stops accepting asks to sign in again without losing the page; and axe-core
-finds no accessibility violation on the signed-in page.
+Besides each step's result it checks: an API key is gone from the DOM, storage, cookies and URL
+once signed in with or once its dialog closes; refusals show the server's words; a viewer sees
+write actions disabled with the reason; a session that ends asks to sign in again and comes back
+to the same page; creating works from the keyboard alone; nothing overflows a 375 px viewport;
+axe-core finds no serious or critical violation on any page; markup in names and descriptions
+is shown as text and runs nothing; the CSP header is sent and the browser logs no error.
 
 Usage: console_browser_test.py IAM_LOCAL_BINARY AXE_MIN_JS
 """
 
-import json
-import shutil
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import NoAlertPresentException
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions as ready
-from selenium.webdriver.support.ui import Select, WebDriverWait
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.ui import Select
 
-WAIT_SECONDS = 15
+from console_browser import (
+    api,
+    browser,
+    click,
+    exchange_status,
+    management_token,
+    open_principal,
+    sign_in,
+    start_iam_local,
+    stop,
+    table_rows,
+    type_into,
+    wait_for_text,
+    wait_ready,
+    wait_until,
+)
+
 checks = {"passed": 0}
 
 
@@ -34,102 +48,22 @@ def check(ok, what):
     checks["passed"] += 1
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_iam_local(binary):
-    port = free_port()
-    proc = subprocess.Popen(
-        [binary, "--in-memory", "--listen", f"127.0.0.1:{port}"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    key = None
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        line = proc.stdout.readline()
-        if not line and proc.poll() is not None:
-            raise SystemExit("iam-local exited before listening")
-        if line.startswith("Bootstrap API key for dev: "):
-            key = line.split(": ", 1)[1].strip()
-        if "listening on" in line:
-            break
-    check(key is not None, "iam-local printed a bootstrap key")
-    return proc, f"http://127.0.0.1:{port}", key
-
-
-def api(base, method, path, token=None, body=None):
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(base + path, method=method, data=data)
-    if data is not None:
-        request.add_header("content-type", "application/json")
-    if token:
-        request.add_header("authorization", f"Bearer {token}")
-    with urllib.request.urlopen(request, timeout=10) as response:
-        text = response.read().decode()
-        return json.loads(text) if text else None
-
-
-def management_token(base, key):
-    config = api(base, "GET", "/console/config.json")
-    answer = api(base, "POST", "/iam/auth/token", body={"apiKey": key, "audience": config["managementAudience"]})
-    return answer["access_token"]
-
-
-def browser(profile):
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        f"--user-data-dir={profile}",
-    ):
-        options.add_argument(flag)
-    return webdriver.Chrome(service=Service(executable_path="/usr/bin/chromedriver"), options=options)
-
-
-def text_of(driver, element_id):
-    return driver.find_element(By.ID, element_id).text
-
-
-def wait_for_text(driver, element_id, fragment):
-    WebDriverWait(driver, WAIT_SECONDS).until(ready.text_to_be_present_in_element((By.ID, element_id), fragment))
-
-
-def rows(driver):
-    # Read in one script: the table is re-rendered as a whole, so element handles go stale.
-    return driver.execute_script("return Array.from(document.querySelectorAll('#principals tr'), (r) => Array.from(r.cells, (c) => c.textContent))")
-
-
-def sign_in(driver, key):
-    field = driver.find_element(By.ID, "api-key")
-    field.clear()
-    field.send_keys(key)
-    driver.find_element(By.CSS_SELECTOR, "#sign-in-form button[type=submit]").click()
+def displayed(driver, element_id):
+    return driver.find_element(By.ID, element_id).is_displayed()
 
 
 def key_left_anywhere(driver, key):
     """Where the key can still be found by page script or in the page itself."""
-    found = driver.execute_script(
+    return driver.execute_script(
         """
         const key = arguments[0];
         const stores = [window.localStorage, window.sessionStorage];
         const stored = stores.some((s) => Array.from({ length: s.length }, (_, i) => s.getItem(s.key(i))).some((v) => v && v.includes(key)));
+        const fields = Array.from(document.querySelectorAll("input, textarea"), (f) => f.value);
         // Booleans only: a failure message must not print the key.
         return {
-          input: document.getElementById("api-key").value !== "",
-          dom: document.documentElement.outerHTML.includes(key),
+          field: fields.some((v) => v.includes(key)),
+          dom: document.documentElement.outerHTML.includes(key) || document.body.innerText.includes(key),
           storage: stored || window.localStorage.length + window.sessionStorage.length > 0,
           cookie: document.cookie !== "",
           url: location.href.includes(key),
@@ -137,88 +71,276 @@ def key_left_anywhere(driver, key):
         """,
         key,
     )
-    return found
+
+
+def axe_serious(driver, axe_js, where):
+    if not driver.execute_script("return typeof axe !== 'undefined'"):
+        driver.execute_script(axe_js)
+    found = driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "axe.run(document).then((r) => done(r.violations.map((v) => ({ id: v.id, impact: v.impact, help: v.help }))));"
+    )
+    serious = [f"{v['id']}: {v['help']}" for v in found if v["impact"] in ("serious", "critical")]
+    check(serious == [], f"axe-core, {where}: serious or critical violations {serious}")
+    minor = [f"{v['id']} ({v['impact']})" for v in found if v["impact"] not in ("serious", "critical")]
+    if minor:
+        print(f"axe-core, {where}: minor findings {minor}")
+
+
+def fits(driver, where):
+    overflow = driver.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
+    check(overflow <= 0, f"{where} fits a {driver.execute_script('return window.innerWidth')} px viewport (overflows by {overflow} px)")
+
+
+def confirm(driver, yes):
+    wait_until(driver, lambda d: displayed(d, "confirm-dialog"))
+    click(driver, "confirm-yes" if yes else "confirm-no")
+    wait_until(driver, lambda d: not displayed(d, "confirm-dialog"))
+
+
+def no_alert(driver):
+    try:
+        driver.switch_to.alert
+        return False
+    except NoAlertPresentException:
+        return True
+
+
+def reason(driver, element_id):
+    element = driver.find_element(By.ID, element_id)
+    return element.text if element.is_displayed() else ""
+
+
+def create_in_ui(driver, name, status="Active", expires=None):
+    driver.execute_script("location.hash = '#api-keys'")
+    wait_until(driver, lambda d: displayed(d, "api-keys"))
+    type_into(driver, "display-name", name)
+    Select(driver.find_element(By.ID, "principal-status")).select_by_visible_text(status)
+    if expires:
+        driver.execute_script("document.getElementById('expires-at').value = arguments[0]", expires)
+    click(driver, "create-submit")
+    wait_until(driver, lambda d: displayed(d, "principal") and d.find_element(By.ID, "principal-title").text == name)
+
+
+def issue_in_ui(driver, credential_name):
+    """Issue API key on the open principal: answers the key, read from the dialog, which it closes."""
+    type_into(driver, "credential-name", credential_name)
+    click(driver, "issue-submit")
+    wait_until(driver, lambda d: displayed(d, "key-dialog") and d.find_element(By.ID, "new-key").text.startswith("ik_"))
+    key = driver.find_element(By.ID, "new-key").text
+    check("secret manager" in driver.find_element(By.ID, "key-dialog").text, "the dialog warns where the key belongs")
+    click(driver, "copy-key")
+    wait_until(driver, lambda d: d.find_element(By.ID, "copy-status").text != "")
+    click(driver, "close-key")
+    wait_until(driver, lambda d: not displayed(d, "key-dialog"))
+    wait_until(driver, lambda d: any(r[0] == credential_name for r in table_rows(d, "credentials")))
+    return key
+
+
+def details(driver):
+    return driver.execute_script(
+        "const d = Array.from(document.querySelectorAll('#principal-details > *'), (e) => e.textContent);"
+        "const out = {}; for (let i = 0; i < d.length; i += 2) out[d[i]] = d[i + 1]; return out;"
+    )
 
 
 def main():
-    binary, axe_js = sys.argv[1], sys.argv[2]
+    binary, axe_path = sys.argv[1], sys.argv[2]
+    axe_js = open(axe_path, encoding="utf-8").read()
     proc, base, admin_key = start_iam_local(binary)
+    check(admin_key is not None, "iam-local printed a bootstrap key")
+    config = api(base, "GET", "/console/config.json")
+    audience = config["managementAudience"]
     profile = tempfile.mkdtemp(prefix="console-browser-")
     driver = browser(profile)
     try:
-        driver.get(base + "/console/index.html")
-        WebDriverWait(driver, WAIT_SECONDS).until(lambda d: d.execute_script("return document.body.dataset.ready") == "true")
-        check(driver.find_element(By.ID, "sign-in").is_displayed(), "the sign-in form shows first")
-        check("secret manager" in text_of(driver, "sign-in"), "the sign-in page warns where an admin key belongs")
+        # `/` leads to the console.
+        driver.get(base + "/")
+        wait_ready(driver)
+        check(driver.current_url == base + "/console/", f"/ leads to the console: {driver.current_url}")
+        check(displayed(driver, "sign-in"), "the sign-in form shows first")
+        check("secret manager" in driver.find_element(By.ID, "sign-in").text, "the sign-in page warns where an admin key belongs")
 
         # A wrong key: the server's refusal, and nothing signed in.
         sign_in(driver, "ik_" + "A" * 22 + "." + "B" * 50)
-        WebDriverWait(driver, WAIT_SECONDS).until(lambda d: d.find_element(By.ID, "notice").is_displayed())
-        check(not driver.find_element(By.ID, "api-keys").is_displayed(), "a wrong key opens nothing")
+        wait_until(driver, lambda d: displayed(d, "notice"))
+        check(not displayed(driver, "api-keys"), "a wrong key opens nothing")
 
         # The bootstrap administrator signs in; the key is dropped everywhere.
         sign_in(driver, admin_key)
         wait_for_text(driver, "who", "in dev")
         left = key_left_anywhere(driver, admin_key)
-        check(not any(left.values()), f"the key is gone from the page (true where it was found): {left}")
-        WebDriverWait(driver, WAIT_SECONDS).until(lambda d: len(rows(d)) == 1)
-        check(rows(driver)[0][:2] == ["Bootstrap admin", "Active"], f"the bootstrap admin is listed: {rows(driver)}")
+        check(not any(left.values()), f"the sign-in key is gone from the page (true where it was found): {left}")
+        wait_until(driver, lambda d: len(table_rows(d, "principals")) == 1)
+        first = table_rows(driver, "principals")[0]
+        check(first[:2] == ["Bootstrap admin", "Active"] and first[4] == "1", f"the bootstrap admin is listed with its one active credential: {first}")
+        axe_serious(driver, axe_js, "Access > API Keys")
 
-        # Create API key: name, status, expiry (UTC), then it is listed.
-        driver.find_element(By.ID, "display-name").send_keys("browser integration")
-        Select(driver.find_element(By.ID, "principal-status")).select_by_visible_text("Suspended")
-        driver.execute_script("document.getElementById('expires-at').value = '2099-01-31'")
-        driver.find_element(By.CSS_SELECTOR, "#create-form button[type=submit]").click()
-        WebDriverWait(driver, WAIT_SECONDS).until(lambda d: len(rows(d)) == 2)
-        created = next(r for r in rows(driver) if r[0] == "browser integration")
-        check(created[1] == "Suspended" and created[2].startswith("Jan 31, 2099") and created[2].endswith("UTC"), f"created as asked: {created}")
+        # Create API key with an expiry: the new principal's page opens.
+        create_in_ui(driver, "browser integration", "Suspended", "2099-01-31")
+        shown = details(driver)
+        check(shown.get("Status") == "Suspended", f"created Suspended: {shown}")
+        check(shown.get("Expires", "").startswith("Jan 31, 2099") and shown["Expires"].endswith("UTC"), f"expires at the end of the day, UTC: {shown}")
 
-        # The status filter.
-        Select(driver.find_element(By.ID, "status-filter")).select_by_visible_text("Suspended")
-        check([r[0] for r in rows(driver)] == ["browser integration"], f"the filter shows Suspended only: {rows(driver)}")
-        Select(driver.find_element(By.ID, "status-filter")).select_by_visible_text("All")
+        # Role assignments offer only roles that support API-key principals.
+        offered = [o.get_attribute("value") for o in Select(driver.find_element(By.ID, "assign-role")).options]
+        check("org-owner" not in offered, f"a User-only role is not offered: {offered}")
+        check({"iam-viewer", "iam-admin", "device-provisioner"} <= set(offered), f"the roles supporting ApiKey are offered: {offered}")
+        Select(driver.find_element(By.ID, "assign-role")).select_by_value("iam-viewer")
+        click(driver, "assign-submit")
+        wait_until(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#assignments li[data-role-id='iam-viewer']"))
+        offered = [o.get_attribute("value") for o in Select(driver.find_element(By.ID, "assign-role")).options]
+        check("iam-viewer" not in offered, "an assigned role is no longer offered")
 
-        # A refusal is the server's own detail: a name past its limit.
-        driver.find_element(By.ID, "display-name").send_keys("x")
-        driver.execute_script("const f = document.getElementById('display-name'); f.removeAttribute('maxlength'); f.value = 'y'.repeat(300)")
-        driver.find_element(By.CSS_SELECTOR, "#create-form button[type=submit]").click()
-        wait_for_text(driver, "notice", "displayName")
-        check(len(rows(driver)) == 2, "a refused create adds nothing")
+        # Edit: make it Active, so that its key can be used.
+        Select(driver.find_element(By.ID, "edit-status")).select_by_visible_text("Active")
+        click(driver, "save")
+        wait_until(driver, lambda d: details(d).get("Status") == "Active")
 
-        # Accessibility of the signed-in page.
-        driver.execute_script(open(axe_js, encoding="utf-8").read())
-        result = driver.execute_async_script("const done = arguments[arguments.length - 1]; axe.run(document).then((r) => done(r.violations.map((v) => v.id + ': ' + v.help)));")
-        check(result == [], f"axe-core violations: {result}")
+        # Issue API key: read from the dialog, gone once it closes; it works over HTTP.
+        key = issue_in_ui(driver, "ci")
+        left = key_left_anywhere(driver, key)
+        check(not any(left.values()), f"the issued key is gone once the dialog closes (true where it was found): {left}")
+        check(exchange_status(base, key) == 200, "the issued key exchanges for a token")
+        check(details(driver).get("Active credentials") == "1", "the principal counts its active credential")
+        axe_serious(driver, axe_js, "the principal's page")
 
-        # The signed-in principal loses its access: the console asks to sign in again, and keeps the page.
+        # Revoke it in the UI: cancel first, then confirm; the exchange then fails.
+        key_id = key.split(".", 1)[0].removeprefix("ik_")
+        revoke_button = f"#credentials tr[data-key-id='{key_id}'] button"
+        driver.find_element(By.CSS_SELECTOR, revoke_button).click()
+        confirm(driver, yes=False)
+        check(exchange_status(base, key) == 200, "cancelling the confirmation revokes nothing")
+        driver.find_element(By.CSS_SELECTOR, revoke_button).click()
+        confirm(driver, yes=True)
+        wait_until(driver, lambda d: not any(r[1] == key_id for r in table_rows(d, "credentials")))
+        check(exchange_status(base, key) != 200, "the revoked key no longer exchanges")
+        click(driver, "show-all")
+        wait_until(driver, lambda d: any(r[1] == key_id and r[2] == "Revoked" for r in table_rows(d, "credentials")))
+        click(driver, "show-all")
+
+        # A viewer: every write disabled, with the reason.
+        viewer_key = issue_in_ui(driver, "viewer session")
+        click(driver, "sign-out")
+        sign_in(driver, viewer_key)
+        wait_for_text(driver, "who", "in dev")
+        driver.execute_script("location.hash = '#api-keys'")
+        wait_until(driver, lambda d: displayed(d, "api-keys") and d.find_element(By.ID, "create-submit").get_attribute("disabled"))
+        check("iam:api-keys:write" in reason(driver, "create-reason"), "Create API key says which permission it needs")
+        open_principal(driver, "Bootstrap admin")
+        for control in ("save", "issue-submit", "assign-submit"):
+            check(driver.find_element(By.ID, control).get_attribute("disabled"), f"a viewer sees {control} disabled")
+        check(all(b.get_attribute("disabled") for b in driver.find_elements(By.CSS_SELECTOR, "#credentials button, #assignments button")), "a viewer cannot revoke or remove")
+        check("permission" in reason(driver, "issue-reason") and "permission" in reason(driver, "edit-reason"), "each disabled action says why")
+        driver.execute_script("location.hash = '#roles'")
+        wait_until(driver, lambda d: displayed(d, "roles") and d.find_element(By.ID, "define-submit").get_attribute("disabled"))
+        check("iam:roles:write" in reason(driver, "define-reason"), "Define role says which permission it needs")
+        click(driver, "sign-out")
+
+        # Back as the administrator. Creating from the keyboard alone.
+        sign_in(driver, admin_key)
+        wait_for_text(driver, "who", "in dev")
+        driver.execute_script("location.hash = '#api-keys'")
+        wait_until(driver, lambda d: displayed(d, "api-keys"))
+        driver.execute_script("document.getElementById('display-name').focus()")
+        focused = lambda: driver.switch_to.active_element  # noqa: E731
+        focused().send_keys("keyboard made")
+        focused().send_keys(Keys.TAB)
+        check(focused().get_attribute("id") == "principal-status", "Tab reaches the status")
+        focused().send_keys(Keys.ARROW_DOWN)
+        focused().send_keys(Keys.SHIFT, Keys.TAB)
+        focused().send_keys(Keys.ENTER)
+        wait_until(driver, lambda d: displayed(d, "principal") and d.find_element(By.ID, "principal-title").text == "keyboard made")
+        check(focused().get_attribute("id") == "principal-title", "the new principal's page takes the focus")
+        check(details(driver).get("Status") == "Suspended", "the status chosen by keyboard")
+
+        # Revoked is terminal: confirmation, then nothing more can change.
+        Select(driver.find_element(By.ID, "edit-status")).select_by_visible_text("Revoked")
+        click(driver, "save")
+        confirm(driver, yes=False)
+        check(details(driver).get("Status") == "Suspended", "cancelling keeps the status")
+        Select(driver.find_element(By.ID, "edit-status")).select_by_visible_text("Revoked")
+        click(driver, "save")
+        wait_until(driver, lambda d: displayed(d, "confirm-dialog"))
+        check("terminal" in driver.find_element(By.ID, "confirm-message").text, "the confirmation says Revoked is terminal")
+        confirm(driver, yes=True)
+        wait_until(driver, lambda d: details(d).get("Status") == "Revoked")
+        check(driver.find_element(By.ID, "save").get_attribute("disabled") and "revoked" in reason(driver, "edit-reason"), "a revoked principal cannot be changed, and says so")
+
+        # Markup from other principals is text: names and descriptions run nothing.
+        hostile = "<img src=x onerror=alert(1)>"
+        create_in_ui(driver, hostile)
+        check(driver.find_element(By.ID, "principal-title").text == hostile, "the name is shown as typed")
+        open_principal(driver, hostile)
+        driver.execute_script("location.hash = '#roles'")
+        wait_until(driver, lambda d: displayed(d, "roles") and not d.find_element(By.ID, "define-submit").get_attribute("disabled"))
+        type_into(driver, "role-name", "markup role")
+        description = "<b>bold</b><img src=x onerror=\"window.pwned = 1\">"
+        type_into(driver, "role-description", description)
+        type_into(driver, "role-permissions", "iot:devices:read\niot:devices:provision")
+        click(driver, "define-submit")
+        wait_until(driver, lambda d: any(r[0] == "markup role" for r in table_rows(d, "role-list")))
+        row = next(r for r in table_rows(driver, "role-list") if r[0] == "markup role")
+        check(row[1] == description and row[4] == "Organisation", f"the role's description is shown as text: {row}")
+        check(driver.execute_script("return document.querySelectorAll('main img, main b').length") == 0, "no markup was made into elements")
+        check(driver.execute_script("return window.pwned === undefined") and no_alert(driver), "no injected script ran")
+        axe_serious(driver, axe_js, "Access > Roles")
+        # A refusal is the server's own detail.
+        type_into(driver, "role-name", "iam-admin")
+        type_into(driver, "role-permissions", "iot:devices:read")
+        click(driver, "define-submit")
+        wait_until(driver, lambda d: displayed(d, "notice") and "built-in" in d.find_element(By.ID, "notice").text)
+
+        # 375 px wide: nothing overflows the viewport.
+        driver.set_window_size(375, 812)
+        fits(driver, "Access > Roles")
+        driver.execute_script("location.hash = '#api-keys'")
+        wait_until(driver, lambda d: displayed(d, "api-keys"))
+        fits(driver, "Access > API Keys")
+        open_principal(driver, "browser integration")
+        fits(driver, "the principal's page")
+        axe_serious(driver, axe_js, "the principal's page at 375 px")
+        driver.set_window_size(1280, 900)
+
+        # The session ends (its credential is revoked): sign in again, and come back to the page.
         token = management_token(base, admin_key)
         second = api(base, "POST", "/iam/api-keys", token, {"displayName": "second admin"})
         api(base, "PUT", f"/iam/api-keys/{second['id']}/role-assignments/iam-admin", token)
         issued = api(base, "POST", f"/iam/api-keys/{second['id']}/credentials", token, {"name": "browser"})
-        driver.find_element(By.ID, "sign-out").click()
+        click(driver, "sign-out")
         sign_in(driver, issued["apiKey"])
         wait_for_text(driver, "who", "in dev")
+        open_principal(driver, "browser integration")
         api(base, "POST", f"/iam/api-keys/{second['id']}/credentials/{issued['credential']['keyId']}/revoke", token)
-        driver.find_element(By.ID, "display-name").clear()
-        driver.find_element(By.ID, "display-name").send_keys("after revocation")
-        driver.find_element(By.CSS_SELECTOR, "#create-form button[type=submit]").click()
+        type_into(driver, "edit-name", "renamed after revocation")
+        click(driver, "save")
         wait_for_text(driver, "notice", "Sign in again")
-        check(driver.find_element(By.ID, "sign-in").is_displayed(), "the sign-in form is back")
-        check(driver.find_element(By.ID, "api-keys").is_displayed() and len(rows(driver)) == 3, "the page keeps its place")
-        check(driver.find_element(By.ID, "display-name").get_attribute("value") == "after revocation", "the form keeps what was typed")
+        check(displayed(driver, "sign-in"), "the sign-in form is back")
+        check(displayed(driver, "principal"), "the page keeps its place")
+        check(driver.find_element(By.ID, "edit-name").get_attribute("value") == "renamed after revocation", "the form keeps what was typed")
         names = [p["displayName"] for p in api(base, "GET", "/iam/api-keys", token)["items"]]
-        check("after revocation" not in names, "nothing was created with the revoked credential's token")
+        check("renamed after revocation" not in names, "nothing changed with the revoked credential's token")
+        sign_in(driver, admin_key)
+        wait_for_text(driver, "who", "in dev")
+        wait_until(driver, lambda d: displayed(d, "principal") and d.find_element(By.ID, "principal-title").text == "browser integration")
+        type_into(driver, "edit-name", "renamed after signing in again")
+        click(driver, "save")
+        wait_until(driver, lambda d: d.find_element(By.ID, "principal-title").text == "renamed after signing in again")
 
-        # The console's own headers.
-        with urllib.request.urlopen(base + "/console/index.html", timeout=10) as response:
+        # The console's own headers, and a clean browser log.
+        with urllib.request.urlopen(base + "/console/", timeout=10) as response:
             csp = response.headers.get("content-security-policy", "")
-            check("script-src 'self'" in csp and "frame-ancestors 'none'" in csp, f"a strict CSP: {csp}")
+            check("default-src 'none'" in csp and "script-src 'self'" in csp and "frame-ancestors 'none'" in csp, f"a strict CSP: {csp}")
             check(response.headers.get("x-content-type-options") == "nosniff", "nosniff")
+            check(response.headers.get("referrer-policy") == "no-referrer", "no referrer")
+        # Refused requests (the wrong key, the ended session) are logged by the network layer
+        # by design; anything else (a script error, a CSP violation) is a defect.
+        errors = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE" and e.get("source") != "network"]
+        check(errors == [], f"the browser logged no errors: {errors}")
+        left = key_left_anywhere(driver, admin_key)
+        check(not any(left.values()), f"no key anywhere at the end (true where it was found): {left}")
     finally:
-        driver.quit()
-        proc.terminate()
-        proc.wait(timeout=10)
-        shutil.rmtree(profile, ignore_errors=True)
+        stop(driver, proc, profile)
     print(f"console in a real browser: {checks['passed']} checks passed")
 
 

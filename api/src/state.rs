@@ -103,7 +103,14 @@ async fn limit_request(request: axum::extract::Request, next: axum::middleware::
     if declared.is_some_and(|length| length > MAX_BODY_BYTES as u64) {
         return refusal(path, StatusCode::PAYLOAD_TOO_LARGE, "Content Too Large", crate::extract::body_limit_detail());
     }
-    next.run(request).await
+    let authenticated = request.headers().contains_key(axum::http::header::AUTHORIZATION);
+    let mut response = next.run(request).await;
+    // What an authenticated request reads is one organisation's data, for one caller: no
+    // browser or shared cache keeps it.
+    if authenticated {
+        response.headers_mut().insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
+    }
+    response
 }
 
 pub fn finish_router(routes: Router<AppState>, state: AppState) -> Router {

@@ -1,12 +1,16 @@
 "use strict";
 // The console is a client of the public management API on its own origin. The access token
 // lives in this closure only: never in localStorage, sessionStorage, a cookie or a URL. An API
-// key typed to sign in is exchanged and dropped at once. Everything the server sends is shown
-// with textContent, never parsed as HTML.
+// key typed to sign in is exchanged and dropped at once; a key issued here is shown once, in a
+// dialog, and removed from the page when the dialog closes. Everything the server sends is
+// shown with textContent, never parsed as HTML.
 (() => {
   const $ = (id) => document.getElementById(id);
-  const session = { token: null, expiresAt: 0, config: null };
-  const listing = { cursor: null, principals: [] };
+  const session = { token: null, expiresAt: 0, config: null, permissions: new Set() };
+  const listing = { cursor: null, principals: [], loaded: false };
+  // The principal page: what was last read, so that a change sends only what changed and
+  // applies only to the version shown (If-Match).
+  const opened = { principal: null, credentials: [], assignments: [], roles: [] };
 
   /**
    * A way to sign in: `signIn(secret, config)` answers `{ token, expiresIn }` or throws an
@@ -46,19 +50,24 @@
   }
 
   /** A management API call with the session's token; a 401 ends the session, not the page. */
-  async function api(method, path, body) {
+  async function api(method, path, body, headers = {}) {
     if (!session.token || Date.now() >= session.expiresAt) {
       expire();
       throw new ApiError(401, EXPIRED);
     }
-    const init = { method, headers: { authorization: `Bearer ${session.token}` }, cache: "no-store", credentials: "omit" };
+    const init = { method, headers: { ...headers, authorization: `Bearer ${session.token}` }, cache: "no-store", credentials: "omit" };
     if (body !== undefined) {
       init.headers["content-type"] = "application/json";
       init.body = JSON.stringify(body);
     }
     const response = await fetch(path, init);
     const text = await response.text();
-    const data = text ? JSON.parse(text) : null;
+    let data = null;
+    try {
+      data = text ? JSON.parse(text) : null;
+    } catch {
+      data = null;
+    }
     if (response.status === 401) {
       expire();
       throw new ApiError(401, EXPIRED);
@@ -69,6 +78,18 @@
     return data;
   }
 
+  /** Runs a user action: its refusal, in the server's words, is the notice. */
+  async function attempt(action) {
+    try {
+      await action();
+      notify("");
+      return true;
+    } catch (error) {
+      notify(error.message);
+      return false;
+    }
+  }
+
   /** The token expired or was refused: ask to sign in again, keeping what the page shows. */
   function expire() {
     session.token = null;
@@ -77,6 +98,7 @@
     $("sign-out").hidden = true;
     $("sign-in").hidden = false;
     notify(EXPIRED);
+    $("api-key").focus();
   }
 
   async function signIn(event) {
@@ -98,32 +120,110 @@
 
   async function showSignedIn() {
     const me = await api("GET", "/iam/whoami");
+    session.permissions = new Set((me.scope || "").split(" ").filter(Boolean));
     const who = $("who");
     who.textContent = `Signed in as ${me.sub} in ${me.org_id}`;
     who.hidden = false;
     $("sign-out").hidden = false;
+    $("nav").hidden = false;
     $("sign-in").hidden = true;
-    $("api-keys").hidden = false;
-    if (listing.principals.length === 0) {
-      await loadPrincipals(true);
-    }
+    await route();
   }
 
   function signOut() {
     session.token = null;
     session.expiresAt = 0;
+    session.permissions = new Set();
     listing.principals = [];
     listing.cursor = null;
+    listing.loaded = false;
     $("principals").replaceChildren();
-    $("api-keys").hidden = true;
-    $("who").hidden = true;
-    $("sign-out").hidden = true;
+    for (const id of ["api-keys", "principal", "roles", "who", "sign-out", "nav"]) {
+      $(id).hidden = true;
+    }
     $("sign-in").hidden = false;
     notify("");
   }
 
   const dateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short", timeZone: "UTC" });
   const when = (iso) => (iso ? `${dateFormat.format(new Date(iso))} UTC` : "Never");
+  // A date input's day as the instant the labels promise: the end of that day, UTC.
+  const endOfDay = (date) => `${date}T23:59:59Z`;
+  const dayOf = (iso) => (iso ? iso.slice(0, 10) : "");
+
+  const cell = (text) => {
+    const td = document.createElement("td");
+    td.textContent = text;
+    return td;
+  };
+
+  /** Shows why a control is off, in the server's words, or nothing when it is on. */
+  function explain(reasonId, reasons) {
+    const unique = [...new Set(reasons.filter(Boolean))];
+    const reason = $(reasonId);
+    reason.textContent = unique.join(" ");
+    reason.hidden = unique.length === 0;
+  }
+
+  function enable(ids, allowed) {
+    for (const id of ids) {
+      $(id).disabled = !allowed;
+    }
+  }
+
+  const needs = (permission) => (session.permissions.has(permission) ? null : `this operation needs the permission ${permission}`);
+
+  // ---- Navigation: #api-keys, #api-keys/<principal id>, #roles. Ids are not secrets.
+
+  function show(sectionId) {
+    for (const id of ["api-keys", "principal", "roles"]) {
+      $(id).hidden = id !== sectionId;
+    }
+    for (const [link, section] of [["nav-api-keys", "api-keys"], ["nav-roles", "roles"]]) {
+      if (section === sectionId || (sectionId === "principal" && section === "api-keys")) {
+        $(link).setAttribute("aria-current", "page");
+      } else {
+        $(link).removeAttribute("aria-current");
+      }
+    }
+  }
+
+  async function route() {
+    if (!session.token) {
+      return;
+    }
+    const hash = location.hash.replace(/^#/, "");
+    const principal = /^api-keys\/(akp_[A-Za-z0-9]+)$/.exec(hash);
+    await attempt(async () => {
+      if (principal) {
+        await openPrincipal(principal[1]);
+      } else if (hash === "roles") {
+        await openRoles();
+      } else {
+        await openApiKeys();
+      }
+    });
+  }
+
+  function focusHeading(id) {
+    const heading = $(id);
+    if (!heading.contains(document.activeElement)) {
+      heading.focus();
+    }
+  }
+
+  // ---- Access > API Keys
+
+  async function openApiKeys() {
+    show("api-keys");
+    document.title = "Access · API Keys";
+    const refusal = needs("iam:api-keys:write");
+    enable(["display-name", "principal-status", "expires-at", "create-submit"], !refusal);
+    explain("create-reason", [refusal]);
+    if (!listing.loaded) {
+      await loadPrincipals(true);
+    }
+  }
 
   function renderPrincipals() {
     const wanted = $("status-filter").value;
@@ -131,11 +231,12 @@
       .filter((p) => !wanted || p.status === wanted)
       .map((p) => {
         const row = document.createElement("tr");
-        for (const text of [p.displayName, p.status, when(p.expiresAt), when(p.createdAt)]) {
-          const cell = document.createElement("td");
-          cell.textContent = text;
-          row.append(cell);
-        }
+        const name = document.createElement("td");
+        const link = document.createElement("a");
+        link.href = `#api-keys/${encodeURIComponent(p.id)}`;
+        link.textContent = p.displayName;
+        name.append(link);
+        row.append(name, cell(p.status), cell(when(p.expiresAt)), cell(when(p.createdAt)), cell(String(p.activeCredentials)));
         row.dataset.principalId = p.id;
         return row;
       });
@@ -144,17 +245,17 @@
   }
 
   async function loadPrincipals(fromStart) {
-    if (fromStart) {
-      listing.principals = [];
-      listing.cursor = null;
-    }
     const query = new URLSearchParams({ limit: "50" });
-    if (listing.cursor) {
+    if (!fromStart && listing.cursor) {
       query.set("cursor", listing.cursor);
     }
     const page = await api("GET", `/iam/api-keys?${query}`);
+    if (fromStart) {
+      listing.principals = [];
+    }
     listing.principals.push(...page.items);
     listing.cursor = page.nextCursor || null;
+    listing.loaded = true;
     renderPrincipals();
   }
 
@@ -163,17 +264,334 @@
     const body = { displayName: $("display-name").value.trim(), status: $("principal-status").value };
     const date = $("expires-at").value;
     if (date) {
-      // The end of the chosen day, UTC, as the label says.
-      body.expiresAt = `${date}T23:59:59Z`;
+      body.expiresAt = endOfDay(date);
     }
-    try {
-      await api("POST", "/iam/api-keys", body);
+    await attempt(async () => {
+      const created = await api("POST", "/iam/api-keys", body);
       $("create-form").reset();
-      notify("");
-      await loadPrincipals(true);
-    } catch (error) {
-      notify(error.message);
+      listing.loaded = false;
+      location.hash = `#api-keys/${created.id}`;
+    });
+  }
+
+  // ---- The principal's page
+
+  async function openPrincipal(id, { focus } = { focus: true }) {
+    const [principal, credentials, assignments, roles] = await Promise.all([
+      api("GET", `/iam/api-keys/${id}`),
+      api("GET", `/iam/api-keys/${id}/credentials?include=${$("show-all").checked ? "all" : "active"}`),
+      api("GET", `/iam/api-keys/${id}/role-assignments`),
+      api("GET", "/iam/roles"),
+    ]);
+    opened.principal = principal;
+    opened.credentials = credentials.items;
+    opened.assignments = assignments.items;
+    opened.roles = roles.items;
+    show("principal");
+    document.title = `Access · ${principal.displayName}`;
+    renderPrincipal();
+    if (focus) {
+      focusHeading("principal-title");
     }
+  }
+
+  /** After a change: read it again, keeping the reader's place unless its control is gone. */
+  async function reopenPrincipal() {
+    listing.loaded = false;
+    await openPrincipal(opened.principal.id, { focus: false });
+    if (document.activeElement === document.body) {
+      $("principal-title").focus();
+    }
+  }
+
+  function renderPrincipal() {
+    const p = opened.principal;
+    const allowed = p.allowedActions;
+    $("principal-title").textContent = p.displayName;
+    const details = [
+      ["Principal ID", p.id],
+      ["Type", p.type],
+      ["Status", p.status],
+      ["Expires", when(p.expiresAt)],
+      ["Created", `${when(p.createdAt)} by ${p.createdBy}`],
+      ["Active credentials", String(p.activeCredentials)],
+    ].flatMap(([term, value]) => {
+      const dt = document.createElement("dt");
+      dt.textContent = term;
+      const dd = document.createElement("dd");
+      dd.textContent = value;
+      return [dt, dd];
+    });
+    $("principal-details").replaceChildren(...details);
+
+    $("edit-name").value = p.displayName;
+    $("edit-status").value = p.status;
+    $("edit-expires").value = dayOf(p.expiresAt);
+    $("edit-name").disabled = !allowed.rename.allowed;
+    $("edit-status").disabled = !allowed.changeStatus.allowed;
+    $("edit-expires").disabled = !allowed.changeExpiry.allowed;
+    $("save").disabled = !(allowed.rename.allowed || allowed.changeStatus.allowed || allowed.changeExpiry.allowed);
+    explain("edit-reason", [allowed.rename.reason, allowed.changeStatus.reason, allowed.changeExpiry.reason]);
+
+    enable(["credential-name", "credential-expires", "issue-submit"], allowed.issueCredential.allowed);
+    explain("issue-reason", [allowed.issueCredential.reason]);
+
+    renderCredentials();
+    renderAssignments();
+  }
+
+  function renderCredentials() {
+    const revoke = opened.principal.allowedActions.revokeCredential;
+    explain("revoke-reason", [revoke.reason]);
+    const rows = opened.credentials.map((c) => {
+      const row = document.createElement("tr");
+      row.append(cell(c.name), cell(c.keyId), cell(c.status), cell(when(c.createdAt)), cell(when(c.expiresAt)), cell(c.lastUsedAt ? when(c.lastUsedAt) : "Not yet"));
+      const action = document.createElement("td");
+      if (c.status === "Active") {
+        const button = document.createElement("button");
+        button.type = "button";
+        button.textContent = "Revoke";
+        button.setAttribute("aria-label", `Revoke ${c.name} (${c.keyId})`);
+        button.disabled = !revoke.allowed;
+        button.addEventListener("click", () => revokeCredential(c));
+        action.append(button);
+      }
+      row.append(action);
+      row.dataset.keyId = c.keyId;
+      return row;
+    });
+    $("credentials").replaceChildren(...rows);
+  }
+
+  function renderAssignments() {
+    const p = opened.principal;
+    const { assignRole, unassignRole } = p.allowedActions;
+    const byId = new Map(opened.roles.map((r) => [r.id, r]));
+    const items = opened.assignments.map((a) => {
+      const li = document.createElement("li");
+      const role = byId.get(a.roleId);
+      const name = document.createElement("span");
+      name.textContent = role ? role.name : a.roleId;
+      const remove = document.createElement("button");
+      remove.type = "button";
+      remove.textContent = "Remove";
+      remove.setAttribute("aria-label", `Remove role ${role ? role.name : a.roleId}`);
+      remove.disabled = !unassignRole.allowed;
+      remove.addEventListener("click", () => unassignRoleFrom(a.roleId, name.textContent));
+      li.append(name, " ", remove);
+      li.dataset.roleId = a.roleId;
+      return li;
+    });
+    if (items.length === 0) {
+      const none = document.createElement("li");
+      none.textContent = "No roles assigned.";
+      items.push(none);
+    }
+    $("assignments").replaceChildren(...items);
+    explain("unassign-reason", [opened.assignments.length ? unassignRole.reason : null]);
+
+    // Only roles this principal's type can hold, and not ones it already has.
+    const assigned = new Set(opened.assignments.map((a) => a.roleId));
+    const offered = opened.roles.filter((r) => r.principalTypes.includes(p.type) && !assigned.has(r.id));
+    const options = offered.map((r) => {
+      const option = document.createElement("option");
+      option.value = r.id;
+      option.textContent = r.builtIn ? `${r.name} (built-in)` : r.name;
+      return option;
+    });
+    $("assign-role").replaceChildren(...options);
+    enable(["assign-role", "assign-submit"], assignRole.allowed && offered.length > 0);
+    explain("assign-reason", [assignRole.reason, assignRole.allowed && offered.length === 0 ? "Every role that supports this principal type is assigned." : null]);
+  }
+
+  async function savePrincipal(event) {
+    event.preventDefault();
+    const p = opened.principal;
+    const change = {};
+    const name = $("edit-name").value.trim();
+    if (name !== p.displayName) {
+      change.displayName = name;
+    }
+    const status = $("edit-status").value;
+    if (status !== p.status) {
+      change.status = status;
+    }
+    const day = $("edit-expires").value;
+    if (day !== dayOf(p.expiresAt)) {
+      change.expiresAt = day ? endOfDay(day) : null;
+    }
+    if (Object.keys(change).length === 0) {
+      notify("Nothing to save: no field was changed.");
+      return;
+    }
+    if (change.status === "Revoked") {
+      const sure = await confirmAction(
+        `Revoke ${p.displayName}? Revoked is terminal: the principal and all its credentials stop working at once, and it can never be made Active again.`,
+        "Revoke principal",
+      );
+      if (!sure) {
+        $("edit-status").value = p.status;
+        return;
+      }
+    }
+    await attempt(async () => {
+      await api("PATCH", `/iam/api-keys/${p.id}`, change, { "if-match": `"${p.version}"` });
+      await reopenPrincipal();
+    });
+  }
+
+  // ---- Issue API key: the key is shown once, then gone from the page.
+
+  async function issueCredential(event) {
+    event.preventDefault();
+    const body = { name: $("credential-name").value.trim() };
+    const day = $("credential-expires").value;
+    if (day) {
+      body.expiresAt = endOfDay(day);
+    }
+    await attempt(async () => {
+      const issued = await api("POST", `/iam/api-keys/${opened.principal.id}/credentials`, body);
+      $("issue-form").reset();
+      showKeyOnce(issued.apiKey);
+      await reopenPrincipal();
+    });
+  }
+
+  function showKeyOnce(apiKey) {
+    $("new-key").textContent = apiKey;
+    $("copy-status").textContent = "";
+    $("key-dialog").showModal();
+    $("copy-key").focus();
+  }
+
+  async function copyKey() {
+    const key = $("new-key").textContent;
+    try {
+      await navigator.clipboard.writeText(key);
+      $("copy-status").textContent = "Copied.";
+    } catch {
+      // No clipboard permission: select the key so that the user can copy it by hand.
+      const range = document.createRange();
+      range.selectNodeContents($("new-key"));
+      const selection = window.getSelection();
+      selection.removeAllRanges();
+      selection.addRange(range);
+      $("copy-status").textContent = "Copying was refused by the browser; the key is selected: copy it with your keyboard.";
+    }
+  }
+
+  /** However the dialog closes (button or Escape), the key leaves the page. */
+  function purgeKey() {
+    $("new-key").textContent = "";
+    $("copy-status").textContent = "";
+    window.getSelection().removeAllRanges();
+    $("issue-submit").focus();
+  }
+
+  // ---- Active credentials
+
+  async function revokeCredential(credential) {
+    const sure = await confirmAction(
+      `Revoke the credential ${credential.name} (${credential.keyId})? Anything using this key stops working at once. This cannot be undone.`,
+      "Revoke",
+    );
+    if (!sure) {
+      return;
+    }
+    await attempt(async () => {
+      await api("POST", `/iam/api-keys/${opened.principal.id}/credentials/${credential.keyId}/revoke`);
+      await reopenPrincipal();
+    });
+  }
+
+  // ---- Role assignments
+
+  async function assignRole(event) {
+    event.preventDefault();
+    const roleId = $("assign-role").value;
+    if (!roleId) {
+      return;
+    }
+    await attempt(async () => {
+      await api("PUT", `/iam/api-keys/${opened.principal.id}/role-assignments/${encodeURIComponent(roleId)}`);
+      await reopenPrincipal();
+    });
+  }
+
+  async function unassignRoleFrom(roleId, roleName) {
+    const sure = await confirmAction(`Remove the role ${roleName} from ${opened.principal.displayName}?`, "Remove role");
+    if (!sure) {
+      return;
+    }
+    await attempt(async () => {
+      await api("DELETE", `/iam/api-keys/${opened.principal.id}/role-assignments/${encodeURIComponent(roleId)}`);
+      await reopenPrincipal();
+    });
+  }
+
+  // ---- Access > Roles
+
+  async function openRoles() {
+    const roles = await api("GET", "/iam/roles");
+    show("roles");
+    document.title = "Access · Roles";
+    const rows = roles.items.map((r) => {
+      const row = document.createElement("tr");
+      row.append(cell(r.name), cell(r.description), cell(r.permissions.join(", ")), cell(r.principalTypes.join(", ")), cell(r.builtIn ? "Built-in" : "Organisation"));
+      row.dataset.roleId = r.id;
+      return row;
+    });
+    $("role-list").replaceChildren(...rows);
+    const refusal = needs("iam:roles:write");
+    enable(["role-name", "role-description", "role-permissions", "define-submit"], !refusal);
+    for (const box of document.querySelectorAll("input[name=principal-type]")) {
+      box.disabled = Boolean(refusal);
+    }
+    explain("define-reason", [refusal]);
+  }
+
+  async function defineRole(event) {
+    event.preventDefault();
+    const body = {
+      name: $("role-name").value.trim(),
+      permissions: $("role-permissions").value.split(/[\s,]+/).filter(Boolean),
+      principalTypes: Array.from(document.querySelectorAll("input[name=principal-type]:checked"), (box) => box.value),
+    };
+    const description = $("role-description").value.trim();
+    if (description) {
+      body.description = description;
+    }
+    await attempt(async () => {
+      await api("POST", "/iam/roles", body);
+      $("define-form").reset();
+      await openRoles();
+    });
+  }
+
+  // ---- Confirmation, in a modal dialog rather than window.confirm: labelled, styled, testable.
+
+  function confirmAction(message, confirmLabel) {
+    const dialog = $("confirm-dialog");
+    $("confirm-message").textContent = message;
+    $("confirm-yes").textContent = confirmLabel;
+    return new Promise((resolve) => {
+      const done = (answer) => {
+        $("confirm-yes").removeEventListener("click", yes);
+        $("confirm-no").removeEventListener("click", no);
+        dialog.removeEventListener("close", no);
+        if (dialog.open) {
+          dialog.close();
+        }
+        resolve(answer);
+      };
+      const yes = () => done(true);
+      const no = () => done(false);
+      $("confirm-yes").addEventListener("click", yes);
+      $("confirm-no").addEventListener("click", no);
+      dialog.addEventListener("close", no);
+      dialog.showModal();
+      $("confirm-no").focus();
+    });
   }
 
   async function start() {
@@ -183,7 +601,16 @@
     $("sign-out").addEventListener("click", signOut);
     $("create-form").addEventListener("submit", createPrincipal);
     $("status-filter").addEventListener("change", renderPrincipals);
-    $("more").addEventListener("click", () => loadPrincipals(false).catch((e) => notify(e.message)));
+    $("more").addEventListener("click", () => attempt(() => loadPrincipals(false)));
+    $("edit-form").addEventListener("submit", savePrincipal);
+    $("issue-form").addEventListener("submit", issueCredential);
+    $("assign-form").addEventListener("submit", assignRole);
+    $("define-form").addEventListener("submit", defineRole);
+    $("show-all").addEventListener("change", () => attempt(reopenPrincipal));
+    $("copy-key").addEventListener("click", copyKey);
+    $("close-key").addEventListener("click", () => $("key-dialog").close());
+    $("key-dialog").addEventListener("close", purgeKey);
+    window.addEventListener("hashchange", route);
     document.body.dataset.ready = "true";
   }
 

@@ -29,6 +29,7 @@ async fn principal_lifecycle() {
 
     let got = app.call(Method::GET, &format!("/iam/api-keys/{id}"), Some(&admin), None).await;
     assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(got.header("cache-control"), Some("no-store"), "one organisation's data, kept by no cache");
     let mut principal_only = got.body.clone();
     let extra = principal_only.as_object_mut().unwrap();
     assert_eq!(extra.remove("activeCredentials"), Some(json!(0)));
