@@ -106,8 +106,9 @@ async fn limit_request(request: axum::extract::Request, next: axum::middleware::
     let authenticated = request.headers().contains_key(axum::http::header::AUTHORIZATION);
     let mut response = next.run(request).await;
     // What an authenticated request reads is one organisation's data, for one caller: no
-    // browser or shared cache keeps it.
-    if authenticated {
+    // browser or shared cache keeps it. A route that chose its own caching (the public JWKS
+    // and discovery, whoever asks) keeps its choice.
+    if authenticated && !response.headers().contains_key(axum::http::header::CACHE_CONTROL) {
         response.headers_mut().insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
     }
     response
