@@ -14,6 +14,8 @@
 //!   staged keys; what a stack upgraded from a release without the set needs once.
 //! - `iam-admin create-tables`: creates both tables (for local servers; the template creates
 //!   the real ones).
+//! - `iam-admin migrate`: upgrades data written by earlier releases (idempotent, resumable,
+//!   safe while traffic runs); run it after every deploy that says so in its notes.
 //!
 //! Configuration: `IAM_PRINCIPALS_TABLE`, `IAM_CREDENTIALS_TABLE`, `IAM_SIGNING_SECRET_ID`,
 //! `IAM_SIGNING_PUBLIC_KEYS_SECRET_ID`, `IAM_KEY_ACTIVATION_DELAY_SECS`,
@@ -35,6 +37,7 @@ const USAGE: &str = "usage:
                                           signed stop verifying; prefer rotating the secret)
   iam-admin publish-signing-keys          (rewrites the public key set from the staged keys)
   iam-admin create-tables
+  iam-admin migrate                       (upgrades data written by earlier releases; safe to re-run)
 
 Environment: IAM_PRINCIPALS_TABLE, IAM_CREDENTIALS_TABLE, IAM_SIGNING_SECRET_ID,
 IAM_SIGNING_PUBLIC_KEYS_SECRET_ID, IAM_KEY_ACTIVATION_DELAY_SECS, AWS_* (region, credentials,
@@ -46,6 +49,7 @@ enum Command {
     InitSigningKey { force: bool },
     PublishSigningKeys,
     CreateTables,
+    Migrate,
     Help,
 }
 
@@ -68,6 +72,7 @@ fn parse(args: &[String]) -> Result<Command, String> {
         Some("init-signing-key") if args[1..].iter().all(|a| a == "--force") => Ok(Command::InitSigningKey { force }),
         Some("publish-signing-keys") if args.len() == 1 => Ok(Command::PublishSigningKeys),
         Some("create-tables") if args.len() == 1 => Ok(Command::CreateTables),
+        Some("migrate") if args.len() == 1 => Ok(Command::Migrate),
         Some("-h" | "--help" | "help") | None => Ok(Command::Help),
         Some(other) => Err(format!("unknown command or arguments: '{other}'")),
     }
@@ -123,6 +128,14 @@ async fn run(command: Command) -> Result<(), String> {
             println!("Created tables {} and {}", settings.principals_table, settings.credentials_table);
             Ok(())
         }
+        Command::Migrate => {
+            let report = store.migrate().await.map_err(|e| e.to_string())?;
+            println!(
+                "Migrated {} credential(s) of {} examined ({} needed nothing by the time they were written)",
+                report.migrated, report.examined, report.skipped
+            );
+            Ok(())
+        }
         Command::Help => unreachable!("handled before"),
     }
 }
@@ -164,6 +177,8 @@ mod tests {
         assert_eq!(parse(&args(&["bootstrap", "--force", "--org", "acme"])), Ok(Command::Bootstrap { org: acme, force: true }));
         assert_eq!(parse(&args(&["init-signing-key"])), Ok(Command::InitSigningKey { force: false }));
         assert_eq!(parse(&args(&["create-tables"])), Ok(Command::CreateTables));
+        assert_eq!(parse(&args(&["migrate"])), Ok(Command::Migrate));
+        assert!(parse(&args(&["migrate", "--now"])).is_err());
         assert_eq!(parse(&args(&["publish-signing-keys"])), Ok(Command::PublishSigningKeys));
         assert!(parse(&args(&["publish-signing-keys", "--force"])).is_err());
         assert_eq!(parse(&args(&[])), Ok(Command::Help));

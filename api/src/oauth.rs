@@ -54,7 +54,8 @@ impl IntoResponse for OAuthError {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(r#"Basic realm="iam""#));
             }
             StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS => {
-                headers.insert(header::RETRY_AFTER, HeaderValue::from(self.retry_after.unwrap_or(1)));
+                let retry_after = self.retry_after.map(HeaderValue::from).unwrap_or_else(crate::problem::jittered_retry_after);
+                headers.insert(header::RETRY_AFTER, retry_after);
             }
             _ => {}
         }

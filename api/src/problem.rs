@@ -96,10 +96,17 @@ impl IntoResponse for ApiError {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(r#"Bearer realm="iam", error="invalid_token""#));
             }
             StatusCode::SERVICE_UNAVAILABLE => {
-                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                headers.insert(header::RETRY_AFTER, jittered_retry_after());
             }
             _ => {}
         }
         response
     }
+}
+
+/// `Retry-After` for a 503: 1, 2 or 3 seconds at random, so that clients refused together (a
+/// fleet sharing a key, a burst that met a store fault) come back spread out, not in step.
+pub fn jittered_retry_after() -> HeaderValue {
+    let [byte] = iam_shared::random::bytes::<1>();
+    HeaderValue::from(1 + u64::from(byte % 3))
 }

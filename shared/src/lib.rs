@@ -11,7 +11,7 @@ pub mod ids;
 pub mod model;
 pub mod names;
 pub mod public_key_set;
-mod random;
+pub mod random;
 pub mod roles;
 pub mod service;
 pub mod signing_keys;

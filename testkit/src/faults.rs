@@ -1,7 +1,9 @@
-//! A proxy between the AWS SDK and moto that can throttle, fail or stall chosen operations.
-//! Every request gets its own connection (`Connection: close`), so a fault decision is per
-//! request and a pooled connection never carries one over.
+//! A proxy between the AWS SDK and moto that can throttle, fail or stall chosen operations,
+//! and emulate DynamoDB's transaction conflicts, which moto (serving one request at a time) never
+//! produces. Every request gets its own connection (`Connection: close`), so a fault decision
+//! is per request and a pooled connection never carries one over.
 
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -30,6 +32,31 @@ struct Rules {
     calls: Vec<IamCall>,
     /// When the first fault since the last `clear` was injected.
     first_fault_at: Option<std::time::Instant>,
+    /// Conflict emulation: how long each transaction stays pending before it reaches moto.
+    conflict_hold: Option<Duration>,
+    /// Items of transactions pending now, and of plain writes on their way to moto.
+    in_transactions: HashSet<ItemKey>,
+    in_plain_writes: HashSet<ItemKey>,
+    /// Which conflict rules refused a request, in order.
+    conflicts: Vec<ConflictRule>,
+}
+
+/// A DynamoDB item: its table and its key attributes, canonical.
+type ItemKey = (String, String);
+
+/// The documented conflict rules (DynamoDB developer guide, "Transaction conflict handling"),
+/// as the emulation applies them. Reads that are not transactional never conflict: they read
+/// the last committed state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConflictRule {
+    /// A TransactWriteItems touching an item of a pending transaction, or of a plain write in
+    /// flight, is cancelled (`TransactionCanceledException`, reason `TransactionConflict`).
+    TransactionMeetsPending,
+    /// A PutItem, UpdateItem or DeleteItem of an item in a pending transaction is refused with
+    /// `TransactionConflictException`.
+    WriteMeetsTransaction,
+    /// A TransactGetItems reading an item of a pending transaction is cancelled.
+    TransactionalReadMeetsTransaction,
 }
 
 /// What one request asks of AWS in IAM's terms: the action a policy must allow, and the
@@ -78,6 +105,18 @@ impl FaultProxy {
         rules.rules.clear();
         rules.outage_after = None;
         rules.first_fault_at = None;
+    }
+
+    /// From now on, every TransactWriteItems stays pending for `hold` before it reaches moto,
+    /// and requests meeting a pending one are refused as DynamoDB refuses them (see
+    /// [`ConflictRule`]).
+    pub fn emulate_conflicts(&self, hold: Duration) {
+        self.rules.lock().unwrap().conflict_hold = Some(hold);
+    }
+
+    /// The conflicts emulated so far.
+    pub fn conflicts(&self) -> Vec<ConflictRule> {
+        self.rules.lock().unwrap().conflicts.clone()
     }
 
     /// When the first fault since the last [`Self::clear`] was injected: the start of the
@@ -233,11 +272,131 @@ fn canned(status: &str, kind: &str, message: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// The items a DynamoDB request writes or reads, by table and key. A put names its item
+/// whole: its key is `pk`/`sk` in the principals table's layout, else `keyId`.
+fn item_keys(operation: &str, body: &serde_json::Value) -> Vec<ItemKey> {
+    let key_of = |table: &serde_json::Value, spec: &serde_json::Value| -> ItemKey {
+        let attributes = spec.get("Key").or_else(|| spec.get("Item")).and_then(|v| v.as_object());
+        let names: &[&str] = match attributes {
+            Some(a) if a.contains_key("pk") => &["pk", "sk"],
+            _ => &["keyId"],
+        };
+        let key: BTreeMap<&str, String> =
+            names.iter().map(|n| (*n, attributes.and_then(|a| a.get(*n)).map(|v| v.to_string()).unwrap_or_default())).collect();
+        (table.as_str().unwrap_or("?").to_owned(), format!("{key:?}"))
+    };
+    match operation {
+        "TransactWriteItems" | "TransactGetItems" => body["TransactItems"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|item| item.as_object()?.values().next().map(|spec| key_of(&spec["TableName"], spec)))
+            .collect(),
+        "PutItem" | "UpdateItem" | "DeleteItem" | "GetItem" => vec![key_of(&body["TableName"], body)],
+        _ => Vec::new(),
+    }
+}
+
+fn cancelled_for_conflict(overlapping: &[bool]) -> Vec<u8> {
+    let reasons: Vec<serde_json::Value> = overlapping
+        .iter()
+        .map(|&o| match o {
+            true => serde_json::json!({"Code": "TransactionConflict", "Message": "Transaction is ongoing for the item"}),
+            false => serde_json::json!({"Code": "None"}),
+        })
+        .collect();
+    let codes: Vec<&str> = overlapping.iter().map(|&o| if o { "TransactionConflict" } else { "None" }).collect();
+    let body = serde_json::json!({
+        "__type": "com.amazonaws.dynamodb.v20120810#TransactionCanceledException",
+        "message": format!("Transaction cancelled, please refer cancellation reasons for specific reasons [{}]", codes.join(", ")),
+        "CancellationReasons": reasons,
+    })
+    .to_string();
+    format!(
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: application/x-amz-json-1.0\r\nx-amzn-ErrorType: TransactionCanceledException\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// What the conflict emulation does with a request: refuse it now, or let it through (holding
+/// it first, and releasing its items after, when it is a transaction).
+enum Admission {
+    Refuse(Vec<u8>),
+    Pass { hold: Option<Duration>, transaction: Vec<ItemKey>, plain_write: Vec<ItemKey> },
+}
+
+fn admit(rules: &Mutex<Rules>, operation: &str, request: &[u8]) -> Admission {
+    let mut r = rules.lock().unwrap();
+    let pass = Admission::Pass { hold: None, transaction: Vec::new(), plain_write: Vec::new() };
+    let Some(hold) = r.conflict_hold else { return pass };
+    let body: serde_json::Value =
+        find(request, b"\r\n\r\n").and_then(|i| serde_json::from_slice(&request[i + 4..]).ok()).unwrap_or(serde_json::Value::Null);
+    let keys = item_keys(operation, &body);
+    match operation {
+        "TransactWriteItems" => {
+            let overlapping: Vec<bool> = keys.iter().map(|k| r.in_transactions.contains(k) || r.in_plain_writes.contains(k)).collect();
+            if overlapping.contains(&true) {
+                r.conflicts.push(ConflictRule::TransactionMeetsPending);
+                return Admission::Refuse(cancelled_for_conflict(&overlapping));
+            }
+            r.in_transactions.extend(keys.iter().cloned());
+            Admission::Pass { hold: Some(hold), transaction: keys, plain_write: Vec::new() }
+        }
+        "TransactGetItems" => {
+            let overlapping: Vec<bool> = keys.iter().map(|k| r.in_transactions.contains(k)).collect();
+            if overlapping.contains(&true) {
+                r.conflicts.push(ConflictRule::TransactionalReadMeetsTransaction);
+                return Admission::Refuse(cancelled_for_conflict(&overlapping));
+            }
+            pass
+        }
+        "PutItem" | "UpdateItem" | "DeleteItem" => {
+            if keys.iter().any(|k| r.in_transactions.contains(k)) {
+                r.conflicts.push(ConflictRule::WriteMeetsTransaction);
+                return Admission::Refuse(canned("400 Bad Request", "TransactionConflictException", "Transaction is ongoing for the item"));
+            }
+            r.in_plain_writes.extend(keys.iter().cloned());
+            Admission::Pass { hold: None, transaction: Vec::new(), plain_write: keys }
+        }
+        _ => pass,
+    }
+}
+
+fn release(rules: &Mutex<Rules>, transaction: &[ItemKey], plain_write: &[ItemKey]) {
+    let mut r = rules.lock().unwrap();
+    for k in transaction {
+        r.in_transactions.remove(k);
+    }
+    for k in plain_write {
+        r.in_plain_writes.remove(k);
+    }
+}
+
 async fn handle(mut client: TcpStream, upstream: SocketAddr, rules: Arc<Mutex<Rules>>) {
     let Some(request) = read_request(&mut client).await else { return };
     let operation = operation_of(&request);
     rules.lock().unwrap().calls.extend(iam_calls_of(&request));
-    match decide(&rules, &operation) {
+    let (transaction, plain_write) = match admit(&rules, &operation, &request) {
+        Admission::Refuse(answer) => {
+            let _ = client.write_all(&answer).await;
+            let _ = client.shutdown().await;
+            return;
+        }
+        Admission::Pass { hold, transaction, plain_write } => {
+            if let Some(hold) = hold {
+                tokio::time::sleep(hold).await;
+            }
+            (transaction, plain_write)
+        }
+    };
+    forward_or_fault(&mut client, upstream, &rules, &operation, &request).await;
+    release(&rules, &transaction, &plain_write);
+    let _ = client.shutdown().await;
+}
+
+async fn forward_or_fault(client: &mut TcpStream, upstream: SocketAddr, rules: &Mutex<Rules>, operation: &str, request: &[u8]) {
+    match decide(rules, operation) {
         Some(Fault::Throttle) => {
             let _ = client
                 .write_all(&canned("400 Bad Request", "ThrottlingException", "Rate of requests exceeds the allowed throughput."))
@@ -251,7 +410,7 @@ async fn handle(mut client: TcpStream, upstream: SocketAddr, rules: Arc<Mutex<Ru
         }
         None => {
             let Ok(mut server) = TcpStream::connect(upstream).await else { return };
-            if server.write_all(&close_after(&request)).await.is_err() {
+            if server.write_all(&close_after(request)).await.is_err() {
                 return;
             }
             let mut response = Vec::new();
@@ -261,5 +420,4 @@ async fn handle(mut client: TcpStream, upstream: SocketAddr, rules: Arc<Mutex<Ru
             let _ = client.write_all(&close_after(&response)).await;
         }
     }
-    let _ = client.shutdown().await;
 }

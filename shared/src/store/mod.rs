@@ -15,7 +15,7 @@ pub mod contract;
 pub mod dynamodb;
 pub mod embedded;
 
-pub use dynamodb::DynamoStore;
+pub use dynamodb::{DynamoStore, MigrationReport};
 pub use embedded::EmbeddedStore;
 
 /// What a store reports. Refusals are typed ([`Conflict`], [`Limit`], `NotFound`) so the service

@@ -107,3 +107,94 @@ async fn the_keyring_reloads_after_its_ttl() {
     let kids: Vec<String> = keyring.current().await.jwks().keys.into_iter().map(|k| k.kid).collect();
     assert_eq!(kids, vec![second.kid, first.kid]);
 }
+
+/// Credentials written before they carried their principal's status (this release's first change
+/// to the stored shape): their first use adds it through the older transactional path,
+/// `migrate` adds it to the rest (idempotently), and a status change reaches every form.
+#[tokio::test]
+async fn credentials_from_before_principal_status_migrate() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use iam_shared::authority::Guard;
+    use iam_shared::ids::{KeyId, OrgId};
+    use iam_shared::model::{Actor, Credential, Principal, PrincipalChange, PrincipalStatus, now};
+    use iam_shared::store::{MigrationReport, Store};
+
+    let (store, tables) = iam_testkit::fresh_store_with_tables().await;
+    let raw = aws_sdk_dynamodb::Client::new(&iam_testkit::sdk_config().await);
+    let org = OrgId::parse("acme").unwrap();
+    let actor = Actor::system("test");
+    let key = |k: &KeyId| std::collections::HashMap::from([("keyId".to_owned(), AttributeValue::S(k.to_string()))]);
+    let copied_status = async |k: &KeyId| -> Option<String> {
+        let item = raw.get_item().table_name(&tables.credentials).set_key(Some(key(k))).consistent_read(true).send().await.unwrap();
+        item.item().unwrap().get("principalStatus").map(|v| v.as_s().unwrap().clone())
+    };
+    // As the previous release wrote them: without `principalStatus`.
+    let legacy_credentials = async |p: &Principal, n: usize| -> Vec<Credential> {
+        let mut out = Vec::new();
+        for _ in 0..n {
+            let c = Credential::new(
+                p,
+                KeyId::generate(),
+                "ci",
+                None,
+                "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaA".into(),
+                actor.clone(),
+                now(),
+            )
+            .unwrap();
+            store.insert_credential(&c, now(), None, &Guard::NONE).await.unwrap();
+            raw.update_item()
+                .table_name(&tables.credentials)
+                .set_key(Some(key(&c.key_id)))
+                .update_expression("REMOVE principalStatus")
+                .send()
+                .await
+                .unwrap();
+            out.push(c);
+        }
+        out
+    };
+
+    let active = Principal::new(org.clone(), "active", None, None, actor.clone(), now()).unwrap();
+    store.create_principal(&active, 100, None).await.unwrap();
+    let old = legacy_credentials(&active, 3).await;
+    assert_eq!(copied_status(&old[0].key_id).await, None);
+
+    // The first use of an old credential works, and adds the status it checked.
+    assert!(store.record_credential_use(&old[0], now(), None).await.unwrap());
+    assert_eq!(copied_status(&old[0].key_id).await.as_deref(), Some("Active"));
+
+    // A principal suspended while its credentials were old: migrate copies Suspended.
+    let suspended = Principal::new(org.clone(), "suspended", None, None, actor.clone(), now()).unwrap();
+    store.create_principal(&suspended, 100, None).await.unwrap();
+    let suspended_old = legacy_credentials(&suspended, 1).await;
+    raw.update_item()
+        .table_name(&tables.principals)
+        .set_key(Some(std::collections::HashMap::from([
+            ("pk".to_owned(), AttributeValue::S(org.to_string())),
+            ("sk".to_owned(), AttributeValue::S(format!("P#{}", suspended.id))),
+        ])))
+        .update_expression("SET #status = :suspended")
+        .expression_attribute_names("#status", "status")
+        .expression_attribute_values(":suspended", AttributeValue::S("Suspended".into()))
+        .send()
+        .await
+        .unwrap();
+    assert!(!store.record_credential_use(&suspended_old[0], now(), None).await.unwrap(), "an old credential of a suspended principal");
+
+    let report = store.migrate().await.unwrap();
+    assert_eq!(report, MigrationReport { examined: 3, migrated: 3, skipped: 0 }, "two of the active principal's, one of the suspended's");
+    assert_eq!(copied_status(&old[1].key_id).await.as_deref(), Some("Active"));
+    assert_eq!(copied_status(&suspended_old[0].key_id).await.as_deref(), Some("Suspended"));
+    assert!(!store.record_credential_use(&suspended_old[0], now(), None).await.unwrap());
+    assert_eq!(store.migrate().await.unwrap(), MigrationReport::default(), "a re-run finds nothing left");
+
+    // After migration, a status change reaches every credential in its own transaction.
+    let change = PrincipalChange { status: Some(PrincipalStatus::Suspended), ..Default::default() };
+    let next = active.apply(&change, now()).unwrap().unwrap();
+    store.update_principal(&next, active.version, &Guard::NONE).await.unwrap();
+    for c in &old {
+        assert_eq!(copied_status(&c.key_id).await.as_deref(), Some("Suspended"), "{}", c.key_id);
+        assert!(!store.record_credential_use(c, now(), None).await.unwrap(), "a suspended principal's credential is not used");
+    }
+}

@@ -298,6 +298,18 @@ async fn every_policy_grants_exactly_what_its_function_calls() {
         .str("access_token")
         .to_owned();
     r.hit("GET /iam/whoami", "/iam/whoami", Some(&token), None, &[]).await;
+    // A credential as earlier releases wrote it, without its principal's status (there until
+    // `iam-admin migrate` ran): its exchange checks the principal item in a transaction.
+    dynamodb
+        .update_item()
+        .table_name(&tables.credentials)
+        .key("keyId", aws_sdk_dynamodb::types::AttributeValue::S(key_id.clone()))
+        .update_expression("REMOVE principalStatus")
+        .send()
+        .await
+        .unwrap();
+    let legacy = r.token_form(&format!("grant_type=client_credentials&audience={management}"), Some((id, key_secret))).await;
+    assert_eq!(legacy.status, axum::http::StatusCode::OK, "{}", legacy.raw);
     r.hit("GET /iam/.well-known/jwks.json", "/iam/.well-known/jwks.json", None, None, &[]).await;
     r.hit("GET /console/{asset}", "/console/config.json", None, None, &[]).await;
     r.hit("GET /iam/.well-known/openid-configuration", "/iam/.well-known/openid-configuration", None, None, &[]).await;

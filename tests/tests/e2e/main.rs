@@ -8,6 +8,7 @@ mod authority;
 mod authority_at_commit;
 mod compat;
 mod dynamodb;
+mod dynamodb_conflicts;
 mod dynamodb_faults;
 mod exchange;
 mod fault_steps;

@@ -3,7 +3,7 @@
 
 use super::DynamoStore;
 use super::items::{
-    BOOTSTRAP_SK, PRINCIPAL_COUNT, assignment_to_item, credential_ref_item, credential_to_item, org_key, principal_to_item, s,
+    BOOTSTRAP_SK, PRINCIPAL_COUNT, assignment_to_item, credential_ref_item, new_credential_item, org_key, principal_to_item, s,
 };
 use super::transaction::{Part, Transaction, count_one, unavailable};
 use crate::error::Conflict;
@@ -30,7 +30,7 @@ pub(super) async fn write(
         // The bootstrap admin counts toward the principal cap, but is never refused by it.
         .with_update(Part::Count, count_one(&store.principals, &principal.org_id, PRINCIPAL_COUNT, None)?)
         .with_put(Part::Assignment, &store.principals, assignment_to_item(assignment), None)?
-        .with_put(Part::Credential, &store.credentials, credential_to_item(credential), Some("attribute_not_exists(keyId)"))?
+        .with_put(Part::Credential, &store.credentials, new_credential_item(credential, principal), Some("attribute_not_exists(keyId)"))?
         .with_put(Part::CredentialRef, &store.principals, credential_ref_item(credential), None)?
         .commit()
         .await;

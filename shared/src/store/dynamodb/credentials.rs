@@ -10,15 +10,16 @@ use aws_sdk_dynamodb::types::{
 use chrono::{DateTime, Utc};
 
 use super::items::{
-    Item, Reader, corrupt, credential_from_item, credential_key, credential_ref_item, credential_to_item, n, org_key, principal_sk, s, time,
+    Item, PRINCIPAL_STATUS, Reader, corrupt, credential_from_item, credential_key, credential_ref_item, credential_to_item, n,
+    new_credential_item, org_key, principal_sk, s, status_name, time,
 };
-use super::transaction::{GuardChecks, Part, Transaction, build_error, unavailable};
+use super::transaction::{Cancelled, GuardChecks, Part, Transaction, build_error, jittered_pause, unavailable};
 use super::{DynamoStore, MAX_TRANSACTION_ATTEMPTS, principals, query_prefix};
 use crate::authority::Guard;
 use crate::error::{Conflict, Limit};
 use crate::idempotency::IdempotencyRecord;
 use crate::ids::{KeyId, OrgId, PrincipalId};
-use crate::model::{Actor, Credential, CredentialStatus, MAX_ACTIVE_CREDENTIALS};
+use crate::model::{Actor, Credential, CredentialStatus, MAX_ACTIVE_CREDENTIALS, PrincipalStatus};
 use crate::store::StoreError;
 
 pub(super) async fn insert(
@@ -40,15 +41,16 @@ pub(super) async fn insert(
             return Err(StoreError::Limit(Limit::ActiveCredentials(MAX_ACTIVE_CREDENTIALS)));
         }
         // The principal's credSeq moves with every issue: if another issue committed since we
-        // counted, this transaction fails and we count again.
+        // counted, this transaction fails and we count again. Its status must still be the one
+        // the new item copies (a status change conditions on credSeq, see `principals::update_status`).
         const SEQ_CONDITION: &str =
-            "attribute_exists(pk) AND #status <> :revoked AND (credSeq = :seen OR (attribute_not_exists(credSeq) AND :seen = :zero))";
+            "attribute_exists(pk) AND #status = :seen_status AND (credSeq = :seen OR (attribute_not_exists(credSeq) AND :seen = :zero))";
         let bump = Update::builder()
             .table_name(&store.principals)
             .set_key(Some(org_key(&credential.org_id, principal_sk(&credential.principal_id))))
             .update_expression("SET credSeq = :next")
             .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":revoked", s("Revoked"))
+            .expression_attribute_values(":seen_status", s(status_name(current.status)))
             .expression_attribute_values(":seen", n(cred_seq))
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":next", n(cred_seq + 1));
@@ -63,7 +65,7 @@ pub(super) async fn insert(
         .map_err(build_error)?;
         let result = Transaction::new(store)
             .with_update(Part::Principal, bump)
-            .with_put(Part::Credential, &store.credentials, credential_to_item(credential), Some("attribute_not_exists(keyId)"))?
+            .with_put(Part::Credential, &store.credentials, new_credential_item(credential, &current), Some("attribute_not_exists(keyId)"))?
             .with_put(Part::CredentialRef, &store.principals, credential_ref_item(credential), None)?
             .with_idempotency(&store.principals, idempotency)?
             .with_guard(&checks)
@@ -246,8 +248,66 @@ pub(super) async fn revoke(
 }
 
 /// The exchange's last step: the use recorded only while the credential and its principal
-/// are both still Active.
+/// are both still Active. One conditional UpdateItem of the credential, which carries its
+/// principal's status: no transaction on the hot path, so concurrent exchanges of one key or of
+/// one principal never conflict with each other, and a revocation or status change (which
+/// rewrites the credential's copy in its own transaction) still beats any exchange in flight.
 pub(super) async fn record_use(
+    store: &DynamoStore,
+    credential: &Credential,
+    at: DateTime<Utc>,
+    secret_check: Option<&str>,
+) -> Result<bool, StoreError> {
+    let started = std::time::Instant::now();
+    for attempt in 0.. {
+        let touch = store
+            .client
+            .update_item()
+            .table_name(&store.credentials)
+            .set_key(Some(credential_key(&credential.key_id)))
+            .condition_expression("#status = :active AND #principal_status = :active")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#principal_status", PRINCIPAL_STATUS)
+            .expression_attribute_values(":at", time(at))
+            .expression_attribute_values(":active", s("Active"))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        let touch = match secret_check {
+            Some(check) => touch
+                .update_expression("SET lastUsedAt = :at, secretCheck = if_not_exists(secretCheck, :check)")
+                .expression_attribute_values(":check", s(check)),
+            None => touch.update_expression("SET lastUsedAt = :at"),
+        };
+        let error = match touch.send().await {
+            Ok(_) => return Ok(true),
+            Err(e) => e,
+        };
+        match error.as_service_error() {
+            Some(UpdateItemError::ConditionalCheckFailedException(refused)) => {
+                let item = refused.item().cloned().unwrap_or_default();
+                let legacy = !item.is_empty() && !item.contains_key(PRINCIPAL_STATUS);
+                return match legacy {
+                    true => record_legacy_use(store, credential, at, secret_check).await,
+                    false => Ok(false),
+                };
+            }
+            // A transaction on this credential (its revocation, its principal's status change)
+            // is in flight: once it commits, the next attempt meets its outcome.
+            Some(UpdateItemError::TransactionConflictException(_)) if started.elapsed() < USE_RETRY_BUDGET => jittered_pause(attempt).await,
+            _ => return Err(unavailable(error)),
+        }
+    }
+    Err(StoreError::unavailable("the credential stayed in concurrent transactions"))
+}
+
+/// How long an exchange keeps retrying its write while transactions on its credential (its
+/// revocation, its principal's status changes, each pending for tens of milliseconds) are in
+/// flight: a slower token rather than a 503 its whole fleet would retry in step.
+const USE_RETRY_BUDGET: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A credential written before it carried its principal's status: the use is recorded in a
+/// transaction that checks the principal item, and adds the status it checked, so that the
+/// next use takes the one-write path (what `migrate` does for every such credential at once).
+async fn record_legacy_use(
     store: &DynamoStore,
     credential: &Credential,
     at: DateTime<Utc>,
@@ -258,32 +318,68 @@ pub(super) async fn record_use(
         .set_key(Some(credential_key(&credential.key_id)))
         .condition_expression("#status = :active")
         .expression_attribute_names("#status", "status")
+        .expression_attribute_names("#principal_status", PRINCIPAL_STATUS)
         .expression_attribute_values(":at", time(at))
         .expression_attribute_values(":active", s("Active"));
     let touch = match secret_check {
         Some(check) => touch
-            .update_expression("SET lastUsedAt = :at, secretCheck = if_not_exists(secretCheck, :check)")
+            .update_expression("SET lastUsedAt = :at, #principal_status = :active, secretCheck = if_not_exists(secretCheck, :check)")
             .expression_attribute_values(":check", s(check)),
-        None => touch.update_expression("SET lastUsedAt = :at"),
+        None => touch.update_expression("SET lastUsedAt = :at, #principal_status = :active"),
     }
     .build()
     .map_err(build_error)?;
-    let principal_active = ConditionCheck::builder()
-        .table_name(&store.principals)
-        .set_key(Some(org_key(&credential.org_id, principal_sk(&credential.principal_id))))
-        .condition_expression("#status = :active")
-        .expression_attribute_names("#status", "status")
-        .expression_attribute_values(":active", s("Active"))
-        .build()
-        .map_err(build_error)?;
-    let result = Transaction::new(store)
-        .with_update(Part::Credential, touch)
-        .with(Part::Principal, TransactWriteItem::builder().condition_check(principal_active).build())
-        .commit()
-        .await;
-    match result {
+    match update_while_principal_is(store, credential, touch, PrincipalStatus::Active).await? {
         Ok(()) => Ok(true),
         Err(c) if c.failed(Part::Credential) || c.failed(Part::Principal) => Ok(false),
         Err(c) => Err(c.unavailable()),
     }
+}
+
+/// `update` of `credential`'s item, in a transaction that commits only while its principal's
+/// status is `status` (the item as `Part::Credential`, the check as `Part::Principal`).
+pub(super) async fn update_while_principal_is(
+    store: &DynamoStore,
+    credential: &Credential,
+    update: Update,
+    status: PrincipalStatus,
+) -> Result<Result<(), Cancelled>, StoreError> {
+    let check = ConditionCheck::builder()
+        .table_name(&store.principals)
+        .set_key(Some(org_key(&credential.org_id, principal_sk(&credential.principal_id))))
+        .condition_expression("#status = :status")
+        .expression_attribute_names("#status", "status")
+        .expression_attribute_values(":status", s(status_name(status)))
+        .build()
+        .map_err(build_error)?;
+    Ok(Transaction::new(store)
+        .with_update(Part::Credential, update)
+        .with(Part::Principal, TransactWriteItem::builder().condition_check(check).build())
+        .commit()
+        .await)
+}
+
+/// The Active credentials of a principal, which carry its status (see `PRINCIPAL_STATUS`):
+/// a status change rewrites each in its transaction. At most `MAX_ACTIVE_CREDENTIALS` are
+/// unexpired; expired ones can never be used again and are left as they are.
+pub(super) async fn carrying_status(
+    store: &DynamoStore,
+    org: &OrgId,
+    principal: &PrincipalId,
+    now: DateTime<Utc>,
+) -> Result<Vec<KeyId>, StoreError> {
+    Ok(list(store, org, principal).await?.into_iter().filter(|c| c.is_live(now)).map(|c| c.key_id).collect())
+}
+
+/// The transaction item that rewrites one credential's copy of its principal's status.
+pub(super) fn status_copy(store: &DynamoStore, key_id: &KeyId, status: PrincipalStatus) -> Result<Update, StoreError> {
+    Update::builder()
+        .table_name(&store.credentials)
+        .set_key(Some(credential_key(key_id)))
+        .update_expression("SET #principal_status = :status")
+        .condition_expression("attribute_exists(keyId)")
+        .expression_attribute_names("#principal_status", PRINCIPAL_STATUS)
+        .expression_attribute_values(":status", s(status_name(status)))
+        .build()
+        .map_err(build_error)
 }

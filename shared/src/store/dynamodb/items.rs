@@ -224,6 +224,19 @@ pub(super) fn credential_to_item(c: &Credential) -> Item {
     item
 }
 
+/// A credential item carries its principal's status: the exchange's one conditional write
+/// checks it on the credential alone, and every status change rewrites it on the principal's
+/// Active credentials in the same transaction (see `credentials::record_use`). Items written
+/// before this attribute existed lack it until `migrate` or their first use adds it.
+pub(super) const PRINCIPAL_STATUS: &str = "principalStatus";
+
+/// The item of a new credential of `principal`.
+pub(super) fn new_credential_item(c: &Credential, principal: &Principal) -> Item {
+    let mut item = credential_to_item(c);
+    item.insert(PRINCIPAL_STATUS.into(), s(status_name(principal.status)));
+    item
+}
+
 pub(super) fn credential_from_item(item: &Item) -> Result<Credential, StoreError> {
     let r = Reader::new("credential", item);
     let status = match r.str("status")? {

@@ -12,12 +12,14 @@
 //! Every read the contract calls consistent uses `ConsistentRead`; every write that can race
 //! is a condition expression or a TransactWriteItems whose items are named ([`transaction`]).
 //! One module per aggregate: [`principals`], [`credentials`], [`roles`] (and assignments),
-//! [`idempotency`], [`bootstrap`]; item layouts in [`items`].
+//! [`idempotency`], [`bootstrap`]; item layouts in [`items`]; upgrades of earlier releases'
+//! data in [`migrate`].
 
 mod bootstrap;
 mod credentials;
 mod idempotency;
 mod items;
+mod migrate;
 mod principals;
 mod roles;
 mod transaction;
@@ -27,6 +29,7 @@ use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
 
 pub use aws_sdk_dynamodb::types::AttributeValue;
+pub use migrate::MigrationReport;
 
 use self::items::{Item, s};
 use self::transaction::{build_error, unavailable};

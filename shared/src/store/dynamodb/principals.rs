@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{ReturnValuesOnConditionCheckFailure, Update};
 
-use super::DynamoStore;
 use super::items::{Item, PRINCIPAL_COUNT, Reader, n, org_key, principal_from_item, principal_sk, principal_to_item, s, status_name, time};
-use super::transaction::{GuardChecks, Part, Transaction, build_error, count_one, unavailable};
+use super::transaction::{GuardChecks, Part, Transaction, build_error, count_one, jittered_pause, unavailable};
+use super::{DynamoStore, credentials};
 use crate::authority::Guard;
 use crate::error::{Conflict, Limit};
 use crate::idempotency::IdempotencyRecord;
@@ -152,6 +152,13 @@ pub(super) async fn update(store: &DynamoStore, principal: &Principal, expected_
         return Err(StoreError::Conflict(Conflict::AuthorityChanged));
     }
     let checks = GuardChecks::new(store, guard, Some(&principal.id))?;
+    let current = get_item(store, &principal.org_id, &principal.id).await?;
+    if let Some((current, _, _)) = &current
+        && current.version == expected_version
+        && current.status != principal.status
+    {
+        return update_status(store, principal, expected_version, &checks).await;
+    }
     if !checks.is_empty() {
         return update_guarded(store, principal, expected_version, &checks).await;
     }
@@ -203,3 +210,45 @@ async fn update_guarded(store: &DynamoStore, principal: &Principal, expected_ver
         Err(c) => Err(c.unavailable()),
     }
 }
+
+/// A status change: the principal and, in the same transaction, its Active credentials' copy of
+/// its status, which the exchange's one write checks. The principal's `credSeq` must not move
+/// meanwhile (an issue moves it), so no credential issued after the listing keeps the old status.
+async fn update_status(store: &DynamoStore, principal: &Principal, expected_version: u64, checks: &GuardChecks) -> Result<(), StoreError> {
+    for attempt in 0..MAX_STATUS_ATTEMPTS {
+        let Some((current, cred_seq, _)) = get_item(store, &principal.org_id, &principal.id).await? else {
+            return Err(StoreError::NotFound("principal"));
+        };
+        if current.version != expected_version {
+            return Err(StoreError::Conflict(Conflict::StaleVersion));
+        }
+        let carrying = credentials::carrying_status(store, &principal.org_id, &principal.id, crate::model::now()).await?;
+        let (update, names, mut values) = principal_update(principal, expected_version);
+        values.insert(":seq".to_owned(), n(cred_seq));
+        values.insert(":zero".to_owned(), n(0));
+        let write = Update::builder()
+            .table_name(&store.principals)
+            .set_key(Some(org_key(&principal.org_id, principal_sk(&principal.id))))
+            .condition_expression(format!("{UPDATE_CONDITION} AND (credSeq = :seq OR (attribute_not_exists(credSeq) AND :seq = :zero))"))
+            .update_expression(update)
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .build()
+            .map_err(build_error)?;
+        let mut transaction = Transaction::new(store).with_update(Part::Principal, write);
+        for key_id in &carrying {
+            transaction = transaction.with_update(Part::Credential, credentials::status_copy(store, key_id, principal.status)?);
+        }
+        match transaction.with_guard(checks).commit().await {
+            Ok(()) => return Ok(()),
+            Err(c) if c.guard_broken() => return Err(c.guard_error()),
+            // The version, or an issue moved credSeq: the next read tells which.
+            Err(c) if c.failed(Part::Principal) || c.failed(Part::Credential) || c.raced() => jittered_pause(attempt).await,
+            Err(c) => return Err(c.unavailable()),
+        }
+    }
+    Err(StoreError::Conflict(Conflict::Contended))
+}
+
+/// Attempts of a status change that met concurrent issues or transactions on its items.
+const MAX_STATUS_ATTEMPTS: u32 = 8;

@@ -129,6 +129,17 @@ impl Cancelled {
     }
 }
 
+/// A pause before retrying a write that met a concurrent transaction: exponential from 2 ms,
+/// capped at 64 ms, with full jitter, so that writers that collided do not collide again in step.
+pub(super) async fn jittered_pause(attempt: u32) {
+    let ceiling_ms = 2u64 << attempt.min(5);
+    let mut byte = [0u8; 2];
+    // Jitter needs no secrecy; without randomness the ceiling is still a pause.
+    let random = getrandom::fill(&mut byte).map(|()| u64::from(u16::from_le_bytes(byte))).unwrap_or(u64::from(u16::MAX));
+    let pause_us = ceiling_ms * 1000 * random / u64::from(u16::MAX);
+    tokio::time::sleep(std::time::Duration::from_micros(pause_us)).await;
+}
+
 /// Why a transaction was cancelled, per item: `Some(code)` for each item in order.
 fn cancellation_codes<R>(e: &SdkError<TransactWriteItemsError, R>) -> Option<Vec<String>> {
     match e.as_service_error()? {
