@@ -153,11 +153,11 @@ pub(super) async fn update(store: &DynamoStore, principal: &Principal, expected_
     }
     let checks = GuardChecks::new(store, guard, Some(&principal.id))?;
     let current = get_item(store, &principal.org_id, &principal.id).await?;
-    if let Some((current, _, _)) = &current
-        && current.version == expected_version
-        && current.status != principal.status
+    if let Some(read) = current
+        && read.0.version == expected_version
+        && read.0.status != principal.status
     {
-        return update_status(store, principal, expected_version, &checks).await;
+        return update_status(store, principal, expected_version, &checks, read).await;
     }
     if !checks.is_empty() {
         return update_guarded(store, principal, expected_version, &checks).await;
@@ -214,9 +214,22 @@ async fn update_guarded(store: &DynamoStore, principal: &Principal, expected_ver
 /// A status change: the principal and, in the same transaction, its Active credentials' copy of
 /// its status, which the exchange's one write checks. The principal's `credSeq` must not move
 /// meanwhile (an issue moves it), so no credential issued after the listing keeps the old status.
-async fn update_status(store: &DynamoStore, principal: &Principal, expected_version: u64, checks: &GuardChecks) -> Result<(), StoreError> {
+/// `read` is the principal's item as the caller just read it: the first attempt uses it, each
+/// retry reads again.
+async fn update_status(
+    store: &DynamoStore,
+    principal: &Principal,
+    expected_version: u64,
+    checks: &GuardChecks,
+    read: (Principal, u64, u64),
+) -> Result<(), StoreError> {
+    let mut read = Some(read);
     for attempt in 0..MAX_STATUS_ATTEMPTS {
-        let Some((current, cred_seq, _)) = get_item(store, &principal.org_id, &principal.id).await? else {
+        let fresh = match read.take() {
+            Some(first) => Some(first),
+            None => get_item(store, &principal.org_id, &principal.id).await?,
+        };
+        let Some((current, cred_seq, _)) = fresh else {
             return Err(StoreError::NotFound("principal"));
         };
         if current.version != expected_version {
