@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use iam_shared::hashing::HashParams;
 use iam_shared::model::DEFAULT_MAX_PRINCIPALS_PER_ORG;
-use iam_shared::service::Limits;
+use iam_shared::service::{DEFAULT_EXCHANGES_PER_KEY_PER_SECOND, Limits};
 use iam_shared::signing_keys::{DEFAULT_ACTIVATION_DELAY, RotationTiming, SigningSecrets, VERIFIER_JWKS_CACHE};
 use iam_shared::token::{DEFAULT_LIFETIME_SECS, TokenSettings};
 
@@ -151,6 +151,12 @@ fn checked_activation_delay() -> Result<Duration, ConfigError> {
     Ok(delay)
 }
 
+/// `IAM_EDGE_ORIGIN_SECRET`: the secret the CloudFront edge sends with every request it
+/// forwards (see `source_address`). Unset when the service has no edge.
+pub fn edge_origin_secret() -> Option<secrecy::SecretString> {
+    var("IAM_EDGE_ORIGIN_SECRET").map(|v| secrecy::SecretString::from(v.trim().to_owned()))
+}
+
 fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
@@ -172,7 +178,7 @@ impl Config {
     /// `IAM_ISSUER` (else `default_issuer`), `IAM_AUDIENCES` (comma-separated downstream
     /// audiences; the first is an exchange's default), `IAM_MANAGEMENT_AUDIENCE` (default
     /// `<issuer>/management`), `IAM_TOKEN_LIFETIME_SECS`, `IAM_MAX_PRINCIPALS_PER_ORG` (default
-    /// 1,000), and the argon2 cost
+    /// 1,000), `IAM_EXCHANGES_PER_KEY_PER_SECOND` (default 100), and the argon2 cost
     /// `IAM_ARGON2_MEMORY_KIB`, `IAM_ARGON2_ITERATIONS`, `IAM_ARGON2_PARALLELISM`, and
     /// `IAM_SIGNING_KEY_TTL_SECS` (default 300). `iam-local` derives a default issuer from its
     /// address; a Lambda requires `IAM_ISSUER`.
@@ -206,6 +212,10 @@ impl Config {
         if max_principals_per_org == 0 {
             return Err(ConfigError("IAM_MAX_PRINCIPALS_PER_ORG must be at least 1".into()));
         }
+        let exchanges_per_key_per_second = number("IAM_EXCHANGES_PER_KEY_PER_SECOND", DEFAULT_EXCHANGES_PER_KEY_PER_SECOND)?;
+        if exchanges_per_key_per_second == 0 {
+            return Err(ConfigError("IAM_EXCHANGES_PER_KEY_PER_SECOND must be at least 1".into()));
+        }
         Ok(Self {
             tokens: TokenSettings {
                 issuer,
@@ -213,7 +223,7 @@ impl Config {
                 management_audience,
                 lifetime_secs: number("IAM_TOKEN_LIFETIME_SECS", DEFAULT_LIFETIME_SECS)?,
             },
-            limits: Limits { max_principals_per_org },
+            limits: Limits { max_principals_per_org, exchanges_per_key_per_second },
             hash: hash_params()?,
             signing_key_ttl: signing_key_ttl()?,
         })

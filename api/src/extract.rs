@@ -201,20 +201,3 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for PathPar
             .map_err(|e| ApiError::bad_request(e.body_text()))
     }
 }
-
-/// The caller's network address: API Gateway's `sourceIp` in Lambda, the TCP peer locally.
-/// Never a client-supplied header, which anyone could set.
-pub struct SourceAddress(pub Option<String>);
-
-impl<S: Send + Sync> FromRequestParts<S> for SourceAddress {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        use lambda_http::request::RequestContext;
-        if let Some(RequestContext::ApiGatewayV2(ctx)) = parts.extensions.get::<RequestContext>() {
-            return Ok(Self(ctx.http.source_ip.clone()));
-        }
-        let peer = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip().to_string());
-        Ok(Self(peer))
-    }
-}

@@ -70,6 +70,12 @@ impl From<ExchangeError> for OAuthError {
             ExchangeError::Refused(reason) => Self::new(StatusCode::BAD_REQUEST, "invalid_grant", reason.to_string()),
             ExchangeError::InvalidScope(msg) => Self::new(StatusCode::BAD_REQUEST, "invalid_scope", msg),
             ExchangeError::InvalidTarget(msg) => Self::new(StatusCode::BAD_REQUEST, "invalid_target", msg),
+            // RFC 8628's `slow_down`: the key is fine, its callers are asking too often.
+            ExchangeError::OverKeyLimit(_) | ExchangeError::StoreThrottled => Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "slow_down",
+                "this API key is being exchanged too often; reuse its access token until it expires, then retry",
+            ),
             ExchangeError::Store(_) | ExchangeError::Hash(_) | ExchangeError::Sign(_) => {
                 tracing::error!(error = %e, "token exchange failed");
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "the service is temporarily unavailable; retry later")

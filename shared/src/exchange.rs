@@ -12,7 +12,7 @@ use secrecy::SecretString;
 use crate::api_key::{ApiKey, KeyFormatError};
 use crate::hashing::{self, HashError};
 use crate::ids::{OrgId, Permission, PrincipalId, RoleId};
-use crate::model::{self, Credential, Principal, Refusal};
+use crate::model::{self, Credential, Principal, Refusal, UseOutcome, UseWindow};
 use crate::service::{Iam, audit};
 use crate::store::StoreError;
 use crate::token::{AccessClaims, Grant, parse_scope};
@@ -30,8 +30,15 @@ pub enum ExchangeError {
     InvalidScope(String),
     #[error("{0}")]
     InvalidTarget(String),
+    /// The key was already exchanged as often as its per-second limit allows.
+    #[error("the API key was exchanged {0} times within one second, its limit")]
+    OverKeyLimit(u32),
+    /// The store refused for capacity (a key hotter than its item serves): like the limit,
+    /// the client should reuse its token or retry later.
+    #[error("the store throttled the exchange")]
+    StoreThrottled,
     #[error("store unavailable")]
-    Store(#[from] StoreError),
+    Store(StoreError),
     #[error("hashing failed")]
     Hash(#[from] HashError),
     #[error("signing failed: {0}")]
@@ -52,6 +59,16 @@ pub struct IssuedToken {
     pub expires_in: u64,
     pub scope: String,
     pub claims: AccessClaims,
+}
+
+impl From<StoreError> for ExchangeError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            // DynamoDB's throttling of a hot key is the limit's business, not a failure.
+            StoreError::Throttled(_) => ExchangeError::StoreThrottled,
+            other => ExchangeError::Store(other),
+        }
+    }
 }
 
 const WRONG_KEY: ExchangeError = ExchangeError::InvalidClient("unknown key id or wrong secret");
@@ -92,6 +109,12 @@ impl Iam {
         let (key, credential) = self.look_up(request.key).await?;
         let secret_check = self.prove_secret(&key, &credential).await?;
         *proved = Some((credential.principal_id.clone(), credential.org_id.clone()));
+        // A key already over its limit costs no principal read and no write: a fleet hammering
+        // one key meets the limit, never the store's own throttling.
+        let per_second = self.limits.exchanges_per_key_per_second;
+        if UseWindow::is_full(credential.recent_uses, model::now(), per_second) {
+            return Err(ExchangeError::OverKeyLimit(per_second));
+        }
         let decision = self.decide(&credential, request.scope.as_deref(), request.audience.as_deref()).await?;
         self.sign_and_record(&credential, decision, secret_check).await
     }
@@ -169,7 +192,7 @@ impl Iam {
     }
 
     /// Phase 4: sign, then record the use. Recording succeeds only while the credential and its
-    /// principal are still Active, so a revoke or suspension that returned while this exchange
+    /// principal are still Active and the key is under its per-second limit, so a revoke or suspension that returned while this exchange
     /// was in flight (during argon2, say) still wins, and the signed token is dropped.
     async fn sign_and_record(
         &self,
@@ -187,7 +210,12 @@ impl Iam {
             audience: &audience,
         };
         let (token, claims) = self.tokens.current().await.sign(&grant, now).map_err(|e| ExchangeError::Sign(e.to_string()))?;
-        if !self.store.record_credential_use(credential, now, secret_check.as_deref()).await? {
+        let per_second = self.limits.exchanges_per_key_per_second;
+        let outcome = self.store.record_credential_use(credential, now, secret_check.as_deref(), per_second).await?;
+        if outcome == UseOutcome::OverLimit {
+            return Err(ExchangeError::OverKeyLimit(per_second));
+        }
+        if outcome == UseOutcome::NoLongerActive {
             let fresh_credential = self.store.get_credential(&credential.key_id).await?;
             let fresh_principal = self.store.get_principal(&principal.org_id, &principal.id).await?;
             let reason = match (fresh_credential, fresh_principal) {

@@ -200,6 +200,43 @@ pub struct Credential {
     /// leaves unknown of a 256-bit secret are far beyond any search. `None` on credentials
     /// issued before it existed, until their next proved use.
     pub secret_check: Option<String>,
+    /// Its exchanges in the latest one-second window, for the per-key limit: carried on the
+    /// credential so that the exchange's one write keeps the count too.
+    pub recent_uses: Option<UseWindow>,
+}
+
+/// How many times a credential was exchanged within one second (`second`, Unix time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UseWindow {
+    pub second: i64,
+    pub count: u32,
+}
+
+impl UseWindow {
+    /// Whether a use at `at` would be one more than `per_second` allows. A window stamped
+    /// later than `at` (another instance's clock ahead of this one) counts as the current one.
+    pub fn is_full(window: Option<Self>, at: DateTime<Utc>, per_second: u32) -> bool {
+        window.is_some_and(|w| w.second >= at.timestamp() && w.count >= per_second)
+    }
+
+    /// The window once a use at `at` is counted.
+    pub fn after_use(window: Option<Self>, at: DateTime<Utc>) -> Self {
+        match window {
+            Some(w) if w.second >= at.timestamp() => Self { second: w.second, count: w.count.saturating_add(1) },
+            _ => Self { second: at.timestamp(), count: 1 },
+        }
+    }
+}
+
+/// What recording an exchange's use came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UseOutcome {
+    Recorded,
+    /// The credential or its principal is no longer Active: nothing was written.
+    NoLongerActive,
+    /// The credential was already used as often as allowed this second: nothing was written.
+    OverLimit,
 }
 
 impl Credential {
@@ -231,6 +268,7 @@ impl Credential {
             last_used_at: None,
             secret_hash,
             secret_check: None,
+            recent_uses: None,
         })
     }
 
@@ -415,6 +453,26 @@ mod tests {
         let mut c = Credential::new(p, KeyId::generate(), "ci", None, "hash".into(), Actor::system("t"), now()).unwrap();
         c.expires_at = expires_at;
         c
+    }
+
+    #[test]
+    fn use_windows_count_within_one_second_and_restart_after_it() {
+        let at = DateTime::from_timestamp(1_000, 250_000_000).unwrap();
+        assert!(!UseWindow::is_full(None, at, 1));
+        let first = UseWindow::after_use(None, at);
+        assert_eq!(first, UseWindow { second: 1_000, count: 1 });
+        assert!(UseWindow::is_full(Some(first), at, 1));
+        assert!(!UseWindow::is_full(Some(first), at, 2));
+        let second = UseWindow::after_use(Some(first), at + Duration::milliseconds(700));
+        assert_eq!(second, UseWindow { second: 1_000, count: 2 });
+        // The next second starts a fresh window, however full the last one was.
+        let next = at + Duration::seconds(1);
+        assert!(!UseWindow::is_full(Some(second), next, 2));
+        assert_eq!(UseWindow::after_use(Some(second), next), UseWindow { second: 1_001, count: 1 });
+        // A window stamped ahead of this clock is still the current one.
+        let behind = at - Duration::seconds(1);
+        assert!(UseWindow::is_full(Some(second), behind, 2));
+        assert_eq!(UseWindow::after_use(Some(first), behind), UseWindow { second: 1_000, count: 2 });
     }
 
     #[test]

@@ -271,15 +271,24 @@ pub struct Iam {
     pub limits: Limits,
 }
 
-/// Per-organisation caps an operator may set (`IAM_MAX_PRINCIPALS_PER_ORG`).
+/// Caps an operator may set (`IAM_MAX_PRINCIPALS_PER_ORG`, `IAM_EXCHANGES_PER_KEY_PER_SECOND`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub max_principals_per_org: usize,
+    /// Exchanges one key may make in one second before it is told to slow down: far above
+    /// what a client that reuses its token needs, far below what one DynamoDB item serves
+    /// (about 1,000 writes a second).
+    pub exchanges_per_key_per_second: u32,
 }
+
+pub const DEFAULT_EXCHANGES_PER_KEY_PER_SECOND: u32 = 100;
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_principals_per_org: model::DEFAULT_MAX_PRINCIPALS_PER_ORG }
+        Self {
+            max_principals_per_org: model::DEFAULT_MAX_PRINCIPALS_PER_ORG,
+            exchanges_per_key_per_second: DEFAULT_EXCHANGES_PER_KEY_PER_SECOND,
+        }
     }
 }
 

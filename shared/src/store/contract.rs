@@ -12,7 +12,7 @@ use crate::idempotency::{IDEMPOTENCY_TTL, IdempotencyClaim, IdempotencyKey, Idem
 use crate::ids::{KeyId, OrgId, Permission, PrincipalId, RoleId};
 use crate::model::{
     Actor, Credential, CredentialStatus, MAX_ACTIVE_CREDENTIALS, MAX_ROLES_PER_PRINCIPAL, Principal, PrincipalChange, PrincipalStatus,
-    PrincipalType, Role, RoleAssignment, now,
+    PrincipalType, Role, RoleAssignment, UseOutcome, UseWindow, now,
 };
 
 /// Generates one `#[tokio::test]` per contract case for the store built by `$make` (an async
@@ -24,7 +24,7 @@ macro_rules! store_contract_tests {
             principal_round_trip, principal_listing_paginates_within_org, principal_update_is_versioned,
             credential_insert_and_read, credential_insert_checks_principal, credential_limit_is_enforced,
             credential_limit_holds_under_concurrency, revoke_is_idempotent_and_scoped, revoke_wins_over_concurrent_reads,
-            record_use_keeps_status, roles_are_scoped_and_unique, assignments_are_idempotent_and_scoped,
+            record_use_keeps_status, record_use_counts_against_the_per_key_limit, roles_are_scoped_and_unique, assignments_are_idempotent_and_scoped,
             assignment_limit_and_revoked_principal, bootstrap_happens_once, principal_cap_is_enforced_per_org,
             guarded_writes_commit_only_while_their_witness_is_usable, secret_check_is_stored_and_gained_on_first_use,
             writes_commit_only_while_the_principals_decided_on_are_unchanged,
@@ -240,7 +240,7 @@ pub async fn revoke_is_idempotent_and_scoped<S: Store + ?Sized>(store: Arc<S>) {
     // still reads use, then revocation.
     let used = credential(&p);
     store.insert_credential(&used, now(), None, &Guard::NONE).await.unwrap();
-    assert!(store.record_credential_use(&used, now() + Duration::seconds(30), None).await.unwrap());
+    assert_eq!(store.record_credential_use(&used, now() + Duration::seconds(30), None, 100).await.unwrap(), UseOutcome::Recorded);
     let revoked = store.revoke_credential(&p.org_id, &p.id, &used.key_id, &actor(), now(), &Guard::NONE).await.unwrap();
     let (used_at, revoked_at) = (revoked.last_used_at.unwrap(), revoked.revoked_at.unwrap());
     assert!(revoked_at >= used_at, "revoked at {revoked_at}, last used at {used_at}");
@@ -271,18 +271,68 @@ pub async fn record_use_keeps_status<S: Store + ?Sized>(store: Arc<S>) {
     let c = credential(&p);
     store.insert_credential(&c, now(), None, &Guard::NONE).await.unwrap();
     let at = now();
-    assert!(store.record_credential_use(&c, at, None).await.unwrap());
+    assert_eq!(store.record_credential_use(&c, at, None, 100).await.unwrap(), UseOutcome::Recorded);
     assert_eq!(store.get_credential(&c.key_id).await.unwrap().unwrap().last_used_at, Some(at));
     store.revoke_credential(&p.org_id, &p.id, &c.key_id, &actor(), now(), &Guard::NONE).await.unwrap();
-    assert!(!store.record_credential_use(&c, at, None).await.unwrap(), "a revoked credential is not used");
+    assert_eq!(
+        store.record_credential_use(&c, at, None, 100).await.unwrap(),
+        UseOutcome::NoLongerActive,
+        "a revoked credential is not used"
+    );
     assert_eq!(store.get_credential(&c.key_id).await.unwrap().unwrap().status, CredentialStatus::Revoked);
     let c2 = credential(&p);
     store.insert_credential(&c2, now(), None, &Guard::NONE).await.unwrap();
     let suspended = p.apply(&PrincipalChange { status: Some(PrincipalStatus::Suspended), ..Default::default() }, now()).unwrap().unwrap();
     store.update_principal(&suspended, p.version, &Guard::NONE).await.unwrap();
-    assert!(!store.record_credential_use(&c2, at, None).await.unwrap(), "nor one of a suspended principal");
+    assert_eq!(
+        store.record_credential_use(&c2, at, None, 100).await.unwrap(),
+        UseOutcome::NoLongerActive,
+        "nor one of a suspended principal"
+    );
     assert_eq!(store.get_credential(&c2.key_id).await.unwrap().unwrap().last_used_at, None, "nothing written");
-    assert!(!store.record_credential_use(&credential(&p), at, None).await.unwrap(), "nor a missing one");
+    assert_eq!(store.record_credential_use(&credential(&p), at, None, 100).await.unwrap(), UseOutcome::NoLongerActive, "nor a missing one");
+}
+
+pub async fn record_use_counts_against_the_per_key_limit<S: Store + ?Sized>(store: Arc<S>) {
+    let p = principal("limits");
+    store.create_principal(&p, MAX, None).await.unwrap();
+    let c = credential(&p);
+    store.insert_credential(&c, now(), None, &Guard::NONE).await.unwrap();
+    let second = chrono::DateTime::from_timestamp(now().timestamp() + 10, 0).unwrap();
+    // Each use is recorded from the credential as an exchange read it, however stale.
+    for n in 1..=3 {
+        let at = second + Duration::milliseconds(100 * n);
+        assert_eq!(store.record_credential_use(&c, at, None, 3).await.unwrap(), UseOutcome::Recorded, "use {n}");
+    }
+    let stored = store.get_credential(&c.key_id).await.unwrap().unwrap();
+    assert_eq!(stored.recent_uses, Some(UseWindow { second: second.timestamp(), count: 3 }));
+    let at = second + Duration::milliseconds(900);
+    assert_eq!(store.record_credential_use(&stored, at, None, 3).await.unwrap(), UseOutcome::OverLimit);
+    assert_eq!(store.record_credential_use(&c, at, None, 3).await.unwrap(), UseOutcome::OverLimit, "a stale read is corrected");
+    let unchanged = store.get_credential(&c.key_id).await.unwrap().unwrap();
+    assert_eq!(unchanged.last_used_at, stored.last_used_at, "nothing written over the limit");
+    assert_eq!(unchanged.recent_uses, stored.recent_uses);
+    // The next second is a new window, and a raised limit applies at once.
+    let next = second + Duration::seconds(1);
+    assert_eq!(store.record_credential_use(&stored, next, None, 3).await.unwrap(), UseOutcome::Recorded);
+    assert_eq!(store.get_credential(&c.key_id).await.unwrap().unwrap().recent_uses, Some(UseWindow { second: next.timestamp(), count: 1 }));
+    assert_eq!(
+        store.record_credential_use(&stored, at, None, 4).await.unwrap(),
+        UseOutcome::Recorded,
+        "a late clock counts in the newer window"
+    );
+    assert_eq!(store.get_credential(&c.key_id).await.unwrap().unwrap().recent_uses, Some(UseWindow { second: next.timestamp(), count: 2 }));
+
+    // Concurrent uses of one key within one second: exactly the limit is recorded.
+    let hot = credential(&p);
+    store.insert_credential(&hot, now(), None, &Guard::NONE).await.unwrap();
+    let uses = (0..12).map(|_| {
+        let (store, hot) = (store.clone(), hot.clone());
+        tokio::spawn(async move { store.record_credential_use(&hot, second, None, 5).await.unwrap() })
+    });
+    let outcomes = futures_util::future::join_all(uses).await.into_iter().map(Result::unwrap).collect::<Vec<_>>();
+    assert_eq!(outcomes.iter().filter(|o| **o == UseOutcome::Recorded).count(), 5, "{outcomes:?}");
+    assert_eq!(outcomes.iter().filter(|o| **o == UseOutcome::OverLimit).count(), 7, "{outcomes:?}");
 }
 
 fn role(org_name: &str, name: &str) -> Role {
@@ -540,9 +590,9 @@ pub async fn secret_check_is_stored_and_gained_on_first_use<S: Store + ?Sized>(s
     assert_eq!(store.get_credential(&checked.key_id).await.unwrap().unwrap().secret_check.as_deref(), Some("0a1b2c3d"));
     let legacy = credential(&p);
     store.insert_credential(&legacy, now(), None, &Guard::NONE).await.unwrap();
-    assert!(store.record_credential_use(&legacy, now(), Some("11223344")).await.unwrap());
+    assert_eq!(store.record_credential_use(&legacy, now(), Some("11223344"), 100).await.unwrap(), UseOutcome::Recorded);
     assert_eq!(store.get_credential(&legacy.key_id).await.unwrap().unwrap().secret_check.as_deref(), Some("11223344"));
-    assert!(store.record_credential_use(&legacy, now(), Some("55667788")).await.unwrap());
+    assert_eq!(store.record_credential_use(&legacy, now(), Some("55667788"), 100).await.unwrap(), UseOutcome::Recorded);
     assert_eq!(
         store.get_credential(&legacy.key_id).await.unwrap().unwrap().secret_check.as_deref(),
         Some("11223344"),

@@ -8,7 +8,7 @@ use crate::authority::{Guard, GuardBroken};
 use crate::error::{Conflict, DomainError, Limit};
 use crate::idempotency::IdempotencyRecord;
 use crate::ids::{KeyId, OrgId, PrincipalId, RoleId};
-use crate::model::{Actor, Credential, Principal, Role, RoleAssignment};
+use crate::model::{Actor, Credential, Principal, Role, RoleAssignment, UseOutcome};
 
 #[cfg(any(test, feature = "contract-tests"))]
 pub mod contract;
@@ -22,6 +22,10 @@ pub use embedded::EmbeddedStore;
 /// matches on meaning and the words live once, in the domain.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The store refused for capacity (DynamoDB's throttling of a hot item or table): nothing
+    /// was written, and a client retrying later will be served.
+    #[error("store throttled: {0}")]
+    Throttled(String),
     /// A condition failed: a duplicate, a stale version, or a state that forbids the write.
     #[error("{0}")]
     Conflict(#[from] Conflict),
@@ -63,7 +67,9 @@ impl From<StoreError> for DomainError {
             StoreError::Limit(limit) => limit.into(),
             // Only reached when retries ran out: every witness found was removed concurrently.
             StoreError::WitnessGone => DomainError::LastAdministrator(crate::authority::LastAdministrator),
-            failure @ (StoreError::Unavailable(_) | StoreError::Corrupt(_)) => DomainError::Unavailable(Box::new(failure)),
+            failure @ (StoreError::Unavailable(_) | StoreError::Corrupt(_) | StoreError::Throttled(_)) => {
+                DomainError::Unavailable(Box::new(failure))
+            }
         }
     }
 }
@@ -131,8 +137,9 @@ macro_rules! store_by_aggregate {
                 credential: &$crate::model::Credential,
                 at: chrono::DateTime<chrono::Utc>,
                 secret_check: Option<&str>,
-            ) -> Result<bool, $crate::store::StoreError> {
-                credentials::record_use(self, credential, at, secret_check).await
+                per_second: u32,
+            ) -> Result<$crate::model::UseOutcome, $crate::store::StoreError> {
+                credentials::record_use(self, credential, at, secret_check, per_second).await
             }
 
             async fn create_role(&self, role: &$crate::model::Role, idempotency: Option<&$crate::idempotency::IdempotencyRecord>, guard: &$crate::authority::Guard) -> Result<(), $crate::store::StoreError> {
@@ -242,15 +249,17 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Credential, StoreError>;
     /// Records that `credential` authenticated at `at`, atomically with the check that it and its
     /// principal are still Active (an exchange's last step: a revoke that returned before this
-    /// wins). Answers false, writing nothing, when either no longer is. `secret_check`, when
-    /// given, is stored as the credential's fast secret check (credentials issued before it
-    /// existed gain it on their first proved use).
+    /// wins) and with the per-key limit: at most `per_second` uses counted in one
+    /// [`UseWindow`](crate::model::UseWindow). Writes nothing unless it answers `Recorded`.
+    /// `secret_check`, when given, is stored as the credential's fast secret check
+    /// (credentials issued before it existed gain it on their first proved use).
     async fn record_credential_use(
         &self,
         credential: &Credential,
         at: DateTime<Utc>,
         secret_check: Option<&str>,
-    ) -> Result<bool, StoreError>;
+        per_second: u32,
+    ) -> Result<UseOutcome, StoreError>;
 
     /// Fails with `Conflict` on a duplicate name in the organisation, `Limit` past `MAX_ORG_ROLES`.
     async fn create_role(&self, role: &Role, idempotency: Option<&IdempotencyRecord>, guard: &Guard) -> Result<(), StoreError>;

@@ -182,7 +182,7 @@ async fn management_accepts_only_management_tokens_and_only_they_carry_iam_permi
 #[tokio::test]
 async fn the_principal_cap_names_its_limit() {
     let mut state = iam_tests::state_with(std::sync::Arc::new(iam_shared::store::EmbeddedStore::in_memory().unwrap())).await;
-    let limited = iam_shared::service::Limits { max_principals_per_org: 3 };
+    let limited = iam_shared::service::Limits { max_principals_per_org: 3, ..Default::default() };
     let iam = std::sync::Arc::get_mut(&mut state).expect("one owner");
     iam.limits = limited;
     let app = TestApp::with_state(state).await;

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use iam_shared::authority::Guard;
 use iam_shared::idempotency::IdempotencyRecord;
 use iam_shared::ids::{KeyId, OrgId, PrincipalId, RoleId};
-use iam_shared::model::{Actor, Credential, Principal, Role, RoleAssignment};
+use iam_shared::model::{Actor, Credential, Principal, Role, RoleAssignment, UseOutcome};
 use iam_shared::store::{EmbeddedStore, Page, Store, StoreError};
 use iam_tests::TestApp;
 
@@ -79,8 +79,14 @@ impl Store for Interleaved {
         self.meanwhile().await;
         self.inner.revoke_credential(org, principal, key_id, actor, now, guard).await
     }
-    async fn record_credential_use(&self, c: &Credential, at: DateTime<Utc>, check: Option<&str>) -> Result<bool, StoreError> {
-        self.inner.record_credential_use(c, at, check).await
+    async fn record_credential_use(
+        &self,
+        c: &Credential,
+        at: DateTime<Utc>,
+        check: Option<&str>,
+        per_second: u32,
+    ) -> Result<UseOutcome, StoreError> {
+        self.inner.record_credential_use(c, at, check, per_second).await
     }
     async fn create_role(&self, role: &Role, idem: Option<&IdempotencyRecord>, guard: &Guard) -> Result<(), StoreError> {
         self.inner.create_role(role, idem, guard).await

@@ -116,7 +116,7 @@ async fn credentials_from_before_principal_status_migrate() {
     use aws_sdk_dynamodb::types::AttributeValue;
     use iam_shared::authority::Guard;
     use iam_shared::ids::{KeyId, OrgId};
-    use iam_shared::model::{Actor, Credential, Principal, PrincipalChange, PrincipalStatus, now};
+    use iam_shared::model::{Actor, Credential, Principal, PrincipalChange, PrincipalStatus, UseOutcome, now};
     use iam_shared::store::{MigrationReport, Store};
 
     let (store, tables) = iam_testkit::fresh_store_with_tables().await;
@@ -161,7 +161,7 @@ async fn credentials_from_before_principal_status_migrate() {
     assert_eq!(copied_status(&old[0].key_id).await, None);
 
     // The first use of an old credential works, and adds the status it checked.
-    assert!(store.record_credential_use(&old[0], now(), None).await.unwrap());
+    assert_eq!(store.record_credential_use(&old[0], now(), None, 100).await.unwrap(), UseOutcome::Recorded);
     assert_eq!(copied_status(&old[0].key_id).await.as_deref(), Some("Active"));
 
     // A principal suspended while its credentials were old: migrate copies Suspended.
@@ -180,13 +180,17 @@ async fn credentials_from_before_principal_status_migrate() {
         .send()
         .await
         .unwrap();
-    assert!(!store.record_credential_use(&suspended_old[0], now(), None).await.unwrap(), "an old credential of a suspended principal");
+    assert_eq!(
+        store.record_credential_use(&suspended_old[0], now(), None, 100).await.unwrap(),
+        UseOutcome::NoLongerActive,
+        "an old credential of a suspended principal"
+    );
 
     let report = store.migrate().await.unwrap();
     assert_eq!(report, MigrationReport { examined: 3, migrated: 3, skipped: 0 }, "two of the active principal's, one of the suspended's");
     assert_eq!(copied_status(&old[1].key_id).await.as_deref(), Some("Active"));
     assert_eq!(copied_status(&suspended_old[0].key_id).await.as_deref(), Some("Suspended"));
-    assert!(!store.record_credential_use(&suspended_old[0], now(), None).await.unwrap());
+    assert_eq!(store.record_credential_use(&suspended_old[0], now(), None, 100).await.unwrap(), UseOutcome::NoLongerActive);
     assert_eq!(store.migrate().await.unwrap(), MigrationReport::default(), "a re-run finds nothing left");
 
     // After migration, a status change reaches every credential in its own transaction.
@@ -195,6 +199,10 @@ async fn credentials_from_before_principal_status_migrate() {
     store.update_principal(&next, active.version, &Guard::NONE).await.unwrap();
     for c in &old {
         assert_eq!(copied_status(&c.key_id).await.as_deref(), Some("Suspended"), "{}", c.key_id);
-        assert!(!store.record_credential_use(c, now(), None).await.unwrap(), "a suspended principal's credential is not used");
+        assert_eq!(
+            store.record_credential_use(c, now(), None, 100).await.unwrap(),
+            UseOutcome::NoLongerActive,
+            "a suspended principal's credential is not used"
+        );
     }
 }

@@ -164,3 +164,49 @@ async fn oversized_bodies_and_headers() {
     // Ordinary requests are nowhere near either limit.
     assert_eq!(app.call(Method::GET, "/iam/api-keys", Some(&admin), None).await.status, StatusCode::OK);
 }
+
+/// Waits until just after a second starts, so that a few quick calls fall in one window of the
+/// per-key limit (which counts per Unix second).
+async fn at_the_start_of_a_second() {
+    let millis = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_millis();
+    tokio::time::sleep(std::time::Duration::from_millis(u64::from(1_020 - millis))).await;
+}
+
+/// A key exchanged more often than its per-second limit meets 429 `slow_down` with
+/// `Retry-After`, on every store, writing nothing; the next second serves it again, and other
+/// keys are never affected.
+#[tokio::test]
+async fn a_hot_key_is_told_to_slow_down() {
+    let stores: Vec<(&str, std::sync::Arc<dyn iam_shared::store::Store>)> = vec![
+        ("embedded", std::sync::Arc::new(iam_shared::store::EmbeddedStore::in_memory().unwrap())),
+        ("dynamodb", iam_testkit::fresh_store().await),
+    ];
+    for (name, store) in stores {
+        let mut state = iam_tests::state_with(store).await;
+        std::sync::Arc::get_mut(&mut state).expect("one owner").limits.exchanges_per_key_per_second = 2;
+        let app = TestApp::with_state(state).await;
+        let key = json!({"apiKey": app.acme_key});
+        // A first exchange warms the instance (argon2 once); the window under test is the next.
+        assert_eq!(app.exchange_json(key.clone()).await.status, StatusCode::OK, "{name}");
+        at_the_start_of_a_second().await;
+        for n in 1..=2 {
+            let ok = app.exchange_json(key.clone()).await;
+            assert_eq!(ok.status, StatusCode::OK, "{name}: exchange {n} of 2: {}", ok.raw);
+        }
+        let key_id = iam_shared::api_key::ApiKey::parse(&app.acme_key).unwrap().key_id().clone();
+        let before = app.state.store.get_credential(&key_id).await.unwrap().unwrap();
+        let hot = app.exchange_json(key.clone()).await;
+        assert_eq!(hot.status, StatusCode::TOO_MANY_REQUESTS, "{name}: {}", hot.raw);
+        assert_eq!(hot.str("error"), "slow_down", "{name}");
+        assert!(hot.str("error_description").contains("reuse its access token"), "{name}: {}", hot.raw);
+        let retry_after: u64 = hot.header("retry-after").expect("Retry-After").parse().unwrap();
+        assert!((1..=3).contains(&retry_after), "{name}: Retry-After {retry_after}");
+        assert_eq!(hot.header("cache-control"), Some("no-store"), "{name}");
+        let after = app.state.store.get_credential(&key_id).await.unwrap().unwrap();
+        assert_eq!(after, before, "{name}: a refused exchange writes nothing");
+        // Another organisation's key, in the same second, is served.
+        assert_eq!(app.exchange_json(json!({"apiKey": app.globex_key})).await.status, StatusCode::OK, "{name}");
+        at_the_start_of_a_second().await;
+        assert_eq!(app.exchange_json(key).await.status, StatusCode::OK, "{name}: the next second serves it again");
+    }
+}

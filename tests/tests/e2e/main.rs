@@ -10,6 +10,7 @@ mod compat;
 mod dynamodb;
 mod dynamodb_conflicts;
 mod dynamodb_faults;
+mod edge_source;
 mod exchange;
 mod fault_steps;
 mod iam_policies;

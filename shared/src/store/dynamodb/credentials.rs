@@ -3,15 +3,17 @@
 
 use std::collections::HashMap;
 
+use aws_sdk_dynamodb::error::DisplayErrorContext;
+use aws_sdk_dynamodb::operation::get_item::GetItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
-    ConditionCheck, KeysAndAttributes, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+    AttributeValue, ConditionCheck, KeysAndAttributes, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
 };
 use chrono::{DateTime, Utc};
 
 use super::items::{
-    Item, PRINCIPAL_STATUS, Reader, corrupt, credential_from_item, credential_key, credential_ref_item, credential_to_item, n,
-    new_credential_item, org_key, principal_sk, s, status_name, time,
+    Item, PRINCIPAL_STATUS, Reader, USE_COUNT, USE_SECOND, corrupt, credential_from_item, credential_key, credential_ref_item,
+    credential_to_item, n, new_credential_item, org_key, principal_sk, s, status_name, time,
 };
 use super::transaction::{Cancelled, GuardChecks, Part, Transaction, build_error, jittered_pause, unavailable};
 use super::{DynamoStore, MAX_TRANSACTION_ATTEMPTS, principals, query_prefix};
@@ -19,7 +21,7 @@ use crate::authority::Guard;
 use crate::error::{Conflict, Limit};
 use crate::idempotency::IdempotencyRecord;
 use crate::ids::{KeyId, OrgId, PrincipalId};
-use crate::model::{Actor, Credential, CredentialStatus, MAX_ACTIVE_CREDENTIALS, PrincipalStatus};
+use crate::model::{Actor, Credential, CredentialStatus, MAX_ACTIVE_CREDENTIALS, PrincipalStatus, UseOutcome, UseWindow};
 use crate::store::StoreError;
 
 pub(super) async fn insert(
@@ -93,7 +95,15 @@ pub(super) async fn get(store: &DynamoStore, key_id: &KeyId) -> Result<Option<Cr
         .consistent_read(true)
         .send()
         .await
-        .map_err(unavailable)?;
+        .map_err(|e| match e.as_service_error() {
+            // A key read more often than its partition serves (about 3,000 a second).
+            Some(
+                GetItemError::ProvisionedThroughputExceededException(_)
+                | GetItemError::RequestLimitExceeded(_)
+                | GetItemError::ThrottlingException(_),
+            ) => StoreError::Throttled(DisplayErrorContext(&e).to_string()),
+            _ => unavailable(e),
+        })?;
     out.item().map(credential_from_item).transpose()
 }
 
@@ -248,56 +258,107 @@ pub(super) async fn revoke(
 }
 
 /// The exchange's last step: the use recorded only while the credential and its principal
-/// are both still Active. One conditional UpdateItem of the credential, which carries its
-/// principal's status: no transaction on the hot path, so concurrent exchanges of one key or of
-/// one principal never conflict with each other, and a revocation or status change (which
-/// rewrites the credential's copy in its own transaction) still beats any exchange in flight.
+/// are both still Active and the key is under its per-second limit. One conditional UpdateItem
+/// of the credential, which carries its principal's status and its use window: no transaction
+/// on the hot path, so concurrent exchanges of one key or of one principal never conflict with
+/// each other, and a revocation or status change (which rewrites the credential's copy in its
+/// own transaction) still beats any exchange in flight.
+///
+/// Which of two writes it is is guessed from the credential as the exchange read it: in the
+/// same second, count one more while under the limit; otherwise, start a new window. The
+/// condition holds the guess to what is stored, and a wrong guess (another exchange started
+/// the window meanwhile) is corrected from the item the refusal returns, so a warm exchange
+/// is one write, and a burst on one key at most two each.
 pub(super) async fn record_use(
     store: &DynamoStore,
     credential: &Credential,
     at: DateTime<Utc>,
     secret_check: Option<&str>,
-) -> Result<bool, StoreError> {
+    per_second: u32,
+) -> Result<UseOutcome, StoreError> {
     let started = std::time::Instant::now();
+    let mut window = credential.recent_uses;
     for attempt in 0.. {
+        if UseWindow::is_full(window, at, per_second) {
+            return Ok(UseOutcome::OverLimit);
+        }
+        let next = UseWindow::after_use(window, at);
         let touch = store
             .client
             .update_item()
             .table_name(&store.credentials)
             .set_key(Some(credential_key(&credential.key_id)))
-            .condition_expression("#status = :active AND #principal_status = :active")
             .expression_attribute_names("#status", "status")
             .expression_attribute_names("#principal_status", PRINCIPAL_STATUS)
+            .expression_attribute_names("#second", USE_SECOND)
+            .expression_attribute_names("#count", USE_COUNT)
             .expression_attribute_values(":at", time(at))
             .expression_attribute_values(":active", s("Active"))
+            .expression_attribute_values(":second", AttributeValue::N(next.second.to_string()))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        let (touch, counting) = if next.count > 1 {
+            let touch = touch
+                .condition_expression("#status = :active AND #principal_status = :active AND #second = :second AND #count < :limit")
+                .expression_attribute_values(":limit", n(per_second.into()))
+                .expression_attribute_values(":one", n(1));
+            (touch, "#count = #count + :one")
+        } else {
+            let touch = touch
+                .condition_expression(
+                    "#status = :active AND #principal_status = :active AND (attribute_not_exists(#second) OR #second < :second)",
+                )
+                .expression_attribute_values(":one", n(1));
+            (touch, "#count = :one")
+        };
         let touch = match secret_check {
             Some(check) => touch
-                .update_expression("SET lastUsedAt = :at, secretCheck = if_not_exists(secretCheck, :check)")
+                .update_expression(format!(
+                    "SET lastUsedAt = :at, #second = :second, {counting}, secretCheck = if_not_exists(secretCheck, :check)"
+                ))
                 .expression_attribute_values(":check", s(check)),
-            None => touch.update_expression("SET lastUsedAt = :at"),
+            None => touch.update_expression(format!("SET lastUsedAt = :at, #second = :second, {counting}")),
         };
         let error = match touch.send().await {
-            Ok(_) => return Ok(true),
+            Ok(_) => return Ok(UseOutcome::Recorded),
             Err(e) => e,
         };
         match error.as_service_error() {
             Some(UpdateItemError::ConditionalCheckFailedException(refused)) => {
                 let item = refused.item().cloned().unwrap_or_default();
-                let legacy = !item.is_empty() && !item.contains_key(PRINCIPAL_STATUS);
-                return match legacy {
-                    true => record_legacy_use(store, credential, at, secret_check).await,
-                    false => Ok(false),
-                };
+                if item.is_empty() {
+                    return Ok(UseOutcome::NoLongerActive);
+                }
+                if !item.contains_key(PRINCIPAL_STATUS) {
+                    return record_legacy_use(store, credential, at, secret_check).await;
+                }
+                let stored = credential_from_item(&item)?;
+                let principal_active = item.get(PRINCIPAL_STATUS).and_then(|v| v.as_s().ok()).is_some_and(|v| v == "Active");
+                if stored.status != CredentialStatus::Active || !principal_active {
+                    return Ok(UseOutcome::NoLongerActive);
+                }
+                if attempt >= MAX_WINDOW_ATTEMPTS {
+                    // Not reached by a stored window that is consistent; the limit answers.
+                    return Ok(UseOutcome::OverLimit);
+                }
+                window = stored.recent_uses;
             }
             // A transaction on this credential (its revocation, its principal's status change)
             // is in flight: once it commits, the next attempt meets its outcome.
             Some(UpdateItemError::TransactionConflictException(_)) if started.elapsed() < USE_RETRY_BUDGET => jittered_pause(attempt).await,
+            Some(
+                UpdateItemError::ProvisionedThroughputExceededException(_)
+                | UpdateItemError::RequestLimitExceeded(_)
+                | UpdateItemError::ThrottlingException(_),
+            ) => return Err(StoreError::Throttled(DisplayErrorContext(&error).to_string())),
             _ => return Err(unavailable(error)),
         }
     }
     Err(StoreError::unavailable("the credential stayed in concurrent transactions"))
 }
+
+/// Corrections of a stale window guess: one is enough (a window, once started, only counts
+/// up until the next second); the rest cover a second boundary passing meanwhile.
+const MAX_WINDOW_ATTEMPTS: u32 = 4;
 
 /// How long an exchange keeps retrying its write while transactions on its credential (its
 /// revocation, its principal's status changes, each pending for tens of milliseconds) are in
@@ -312,26 +373,32 @@ async fn record_legacy_use(
     credential: &Credential,
     at: DateTime<Utc>,
     secret_check: Option<&str>,
-) -> Result<bool, StoreError> {
+) -> Result<UseOutcome, StoreError> {
+    // Such an item has never been counted either: its first window starts here.
     let touch = Update::builder()
         .table_name(&store.credentials)
         .set_key(Some(credential_key(&credential.key_id)))
         .condition_expression("#status = :active")
         .expression_attribute_names("#status", "status")
         .expression_attribute_names("#principal_status", PRINCIPAL_STATUS)
+        .expression_attribute_names("#second", USE_SECOND)
+        .expression_attribute_names("#count", USE_COUNT)
         .expression_attribute_values(":at", time(at))
-        .expression_attribute_values(":active", s("Active"));
+        .expression_attribute_values(":active", s("Active"))
+        .expression_attribute_values(":second", AttributeValue::N(at.timestamp().to_string()))
+        .expression_attribute_values(":one", n(1));
+    let counted = "SET lastUsedAt = :at, #principal_status = :active, #second = :second, #count = :one";
     let touch = match secret_check {
         Some(check) => touch
-            .update_expression("SET lastUsedAt = :at, #principal_status = :active, secretCheck = if_not_exists(secretCheck, :check)")
+            .update_expression(format!("{counted}, secretCheck = if_not_exists(secretCheck, :check)"))
             .expression_attribute_values(":check", s(check)),
-        None => touch.update_expression("SET lastUsedAt = :at, #principal_status = :active"),
+        None => touch.update_expression(counted),
     }
     .build()
     .map_err(build_error)?;
     match update_while_principal_is(store, credential, touch, PrincipalStatus::Active).await? {
-        Ok(()) => Ok(true),
-        Err(c) if c.failed(Part::Credential) || c.failed(Part::Principal) => Ok(false),
+        Ok(()) => Ok(UseOutcome::Recorded),
+        Err(c) if c.failed(Part::Credential) || c.failed(Part::Principal) => Ok(UseOutcome::NoLongerActive),
         Err(c) => Err(c.unavailable()),
     }
 }

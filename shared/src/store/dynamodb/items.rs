@@ -8,7 +8,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
 
 use crate::ids::{KeyId, OrgId, Permission, PrincipalId, RoleId};
-use crate::model::{Actor, Credential, CredentialStatus, Principal, PrincipalStatus, PrincipalType, Role, RoleAssignment};
+use crate::model::{Actor, Credential, CredentialStatus, Principal, PrincipalStatus, PrincipalType, Role, RoleAssignment, UseWindow};
 use crate::store::StoreError;
 
 pub(super) type Item = HashMap<String, AttributeValue>;
@@ -53,6 +53,14 @@ impl<'a> Reader<'a> {
 
     pub(super) fn num(&self, field: &str) -> Result<u64, StoreError> {
         self.item.get(field).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok()).ok_or_else(|| corrupt(self.what, field))
+    }
+
+    pub(super) fn opt_num<T: std::str::FromStr>(&self, field: &str) -> Result<Option<T>, StoreError> {
+        match self.item.get(field) {
+            None | Some(AttributeValue::Null(_)) => Ok(None),
+            Some(AttributeValue::N(v)) => v.parse().map(Some).map_err(|_| corrupt(self.what, field)),
+            Some(_) => Err(corrupt(self.what, field)),
+        }
     }
 
     pub(super) fn parse<T: std::str::FromStr>(&self, field: &str) -> Result<T, StoreError> {
@@ -221,7 +229,24 @@ pub(super) fn credential_to_item(c: &Credential) -> Item {
     if let Some(check) = &c.secret_check {
         item.insert("secretCheck".into(), s(check));
     }
+    if let Some(window) = c.recent_uses {
+        item.insert(USE_SECOND.into(), AttributeValue::N(window.second.to_string()));
+        item.insert(USE_COUNT.into(), n(window.count.into()));
+    }
     item
+}
+
+/// The per-key limit's window on a credential item ([`UseWindow`]): two small numbers the
+/// exchange's one UpdateItem sets with `lastUsedAt`.
+pub(super) const USE_SECOND: &str = "useSecond";
+pub(super) const USE_COUNT: &str = "useCount";
+
+pub(super) fn use_window_from_item(item: &Item) -> Result<Option<UseWindow>, StoreError> {
+    let r = Reader::new("credential", item);
+    Ok(match (r.opt_num::<i64>(USE_SECOND)?, r.opt_num::<u32>(USE_COUNT)?) {
+        (Some(second), Some(count)) => Some(UseWindow { second, count }),
+        _ => None,
+    })
 }
 
 /// A credential item carries its principal's status: the exchange's one conditional write
@@ -258,6 +283,7 @@ pub(super) fn credential_from_item(item: &Item) -> Result<Credential, StoreError
         last_used_at: r.opt_time("lastUsedAt")?,
         secret_hash: r.str("secretHash")?.to_owned(),
         secret_check: r.opt_str("secretCheck")?.map(str::to_owned),
+        recent_uses: use_window_from_item(item)?,
     })
 }
 
@@ -370,6 +396,8 @@ mod tests {
         let item = credential_to_item(&c);
         assert_eq!(credential_from_item(&item).unwrap(), c);
         assert_eq!(item.len(), 11);
+        c.recent_uses = Some(UseWindow { second: 1_800_000_000, count: 7 });
+        assert_eq!(credential_from_item(&credential_to_item(&c)).unwrap(), c);
     }
 
     #[test]

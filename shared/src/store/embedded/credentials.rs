@@ -15,7 +15,7 @@ use crate::authority::Guard;
 use crate::error::{Conflict, Limit};
 use crate::idempotency::IdempotencyRecord;
 use crate::ids::{KeyId, OrgId, PrincipalId};
-use crate::model::{Actor, Credential, CredentialStatus, MAX_ACTIVE_CREDENTIALS, PrincipalStatus};
+use crate::model::{Actor, Credential, CredentialStatus, MAX_ACTIVE_CREDENTIALS, PrincipalStatus, UseOutcome, UseWindow};
 use crate::store::StoreError;
 
 pub(super) async fn insert(
@@ -142,7 +142,8 @@ pub(super) async fn record_use(
     credential: &Credential,
     at: DateTime<Utc>,
     secret_check: Option<&str>,
-) -> Result<bool, StoreError> {
+    per_second: u32,
+) -> Result<UseOutcome, StoreError> {
     let c = credential.clone();
     let secret_check = secret_check.map(str::to_owned);
     store
@@ -155,20 +156,24 @@ pub(super) async fn record_use(
                 let mut t = txn.open_table(CREDENTIALS)?;
                 let current = match t.get(c.key_id.as_str())? {
                     Some(v) => decode_credential(v.value())?,
-                    None => return Ok(false),
+                    None => return Ok(UseOutcome::NoLongerActive),
                 };
                 if !principal_active || current.status != CredentialStatus::Active {
-                    return Ok(false);
+                    return Ok(UseOutcome::NoLongerActive);
+                }
+                if UseWindow::is_full(current.recent_uses, at, per_second) {
+                    return Ok(UseOutcome::OverLimit);
                 }
                 let mut next = current;
                 next.last_used_at = Some(at);
+                next.recent_uses = Some(UseWindow::after_use(next.recent_uses, at));
                 if next.secret_check.is_none() {
                     next.secret_check = secret_check;
                 }
                 t.insert(c.key_id.as_str(), encode(&CredentialRecord::from(&next))?.as_slice())?;
             }
             txn.commit()?;
-            Ok(true)
+            Ok(UseOutcome::Recorded)
         })
         .await
 }

@@ -7,7 +7,7 @@ use redb::TableDefinition;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{KeyId, OrgId, PrincipalId};
-use crate::model::{Actor, Credential, CredentialStatus};
+use crate::model::{Actor, Credential, CredentialStatus, UseWindow};
 use crate::store::StoreError;
 
 pub(super) type Table = TableDefinition<'static, &'static str, &'static [u8]>;
@@ -86,6 +86,8 @@ pub(super) struct CredentialRecord {
     secret_hash: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     secret_check: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    recent_uses: Option<UseWindow>,
 }
 
 impl From<&Credential> for CredentialRecord {
@@ -104,6 +106,7 @@ impl From<&Credential> for CredentialRecord {
             last_used_at: c.last_used_at,
             secret_hash: c.secret_hash.clone(),
             secret_check: c.secret_check.clone(),
+            recent_uses: c.recent_uses,
         }
     }
 }
@@ -124,6 +127,7 @@ impl From<CredentialRecord> for Credential {
             last_used_at: r.last_used_at,
             secret_hash: r.secret_hash,
             secret_check: r.secret_check,
+            recent_uses: r.recent_uses,
         }
     }
 }
