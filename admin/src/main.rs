@@ -12,6 +12,10 @@
 //!   one is active). Rotate (`aws secretsmanager rotate-secret`) instead whenever that matters.
 //! - `iam-admin publish-signing-keys`: rewrites the public key set from the private secret's
 //!   staged keys; what a stack upgraded from a release without the set needs once.
+//! - `iam-admin withdraw-signing-key --kid KID`: withdraws a compromised signing key in one
+//!   step (it stops signing and leaves the public key set now; its tokens stop verifying). It
+//!   writes the private secret, which on a stack only the rotation function may: there, invoke
+//!   that function instead (README, "Withdraw a compromised signing key").
 //! - `iam-admin create-tables`: creates both tables (for local servers; the template creates
 //!   the real ones).
 //! - `iam-admin migrate`: upgrades data written by earlier releases (idempotent, resumable,
@@ -26,7 +30,7 @@ use std::process::ExitCode;
 use iam_api::config::AdminConfig;
 use iam_shared::hashing::SecretHasher;
 use iam_shared::ids::OrgId;
-use iam_shared::signing_keys::{AWSCURRENT, SecretsManagerKeys, publish_staged_keys, put_or_create_secret};
+use iam_shared::signing_keys::{AWSCURRENT, SecretsManagerKeys, publish_staged_keys, put_or_create_secret, withdraw};
 use iam_shared::store::DynamoStore;
 use iam_shared::token::{SigningKey, SigningKeyDocument};
 use secrecy::ExposeSecret;
@@ -36,6 +40,9 @@ const USAGE: &str = "usage:
   iam-admin init-signing-key [--force]   (--force unpublishes AWSPREVIOUS at once: tokens it
                                           signed stop verifying; prefer rotating the secret)
   iam-admin publish-signing-keys          (rewrites the public key set from the staged keys)
+  iam-admin withdraw-signing-key --kid KID
+                                          (a compromised key stops signing and is unpublished now;
+                                          every token it signed stops verifying)
   iam-admin create-tables
   iam-admin migrate                       (upgrades data written by earlier releases; safe to re-run)
 
@@ -48,6 +55,7 @@ enum Command {
     Bootstrap { org: OrgId, force: bool },
     InitSigningKey { force: bool },
     PublishSigningKeys,
+    WithdrawSigningKey { kid: String },
     CreateTables,
     Migrate,
     Help,
@@ -71,6 +79,12 @@ fn parse(args: &[String]) -> Result<Command, String> {
         }
         Some("init-signing-key") if args[1..].iter().all(|a| a == "--force") => Ok(Command::InitSigningKey { force }),
         Some("publish-signing-keys") if args.len() == 1 => Ok(Command::PublishSigningKeys),
+        Some("withdraw-signing-key") => match &args[1..] {
+            [flag, kid] if flag == "--kid" && !kid.is_empty() && !kid.starts_with('-') => {
+                Ok(Command::WithdrawSigningKey { kid: kid.clone() })
+            }
+            _ => Err("withdraw-signing-key needs --kid KID".into()),
+        },
         Some("create-tables") if args.len() == 1 => Ok(Command::CreateTables),
         Some("migrate") if args.len() == 1 => Ok(Command::Migrate),
         Some("-h" | "--help" | "help") | None => Ok(Command::Help),
@@ -121,6 +135,18 @@ async fn run(command: Command) -> Result<(), String> {
             let set = publish_staged_keys(&client, &secrets, None, delay).await.map_err(|e| e.to_string())?;
             let kids: Vec<&str> = set.keys.iter().map(|k| k.kid()).collect();
             println!("Published {} key(s) in {}: {}", kids.len(), secrets.public, kids.join(", "));
+            Ok(())
+        }
+        Command::WithdrawSigningKey { kid } => {
+            let secrets = settings.signing_secrets().map_err(|e| e.to_string())?;
+            let client = aws_sdk_secretsmanager::Client::new(&sdk);
+            let done = withdraw(&client, &secrets, &kid).await.map_err(|e| e.to_string())?;
+            println!(
+                "Withdrew signing key {}: {} signs from now on; published: {}",
+                done.withdrawn,
+                done.signer,
+                done.published.join(", ")
+            );
             Ok(())
         }
         Command::CreateTables => {
@@ -181,6 +207,11 @@ mod tests {
         assert!(parse(&args(&["migrate", "--now"])).is_err());
         assert_eq!(parse(&args(&["publish-signing-keys"])), Ok(Command::PublishSigningKeys));
         assert!(parse(&args(&["publish-signing-keys", "--force"])).is_err());
+        assert_eq!(parse(&args(&["withdraw-signing-key", "--kid", "k1"])), Ok(Command::WithdrawSigningKey { kid: "k1".into() }));
+        assert!(parse(&args(&["withdraw-signing-key"])).is_err());
+        assert!(parse(&args(&["withdraw-signing-key", "--kid"])).is_err());
+        assert!(parse(&args(&["withdraw-signing-key", "--kid", "--force"])).is_err());
+        assert!(parse(&args(&["withdraw-signing-key", "k1"])).is_err());
         assert_eq!(parse(&args(&[])), Ok(Command::Help));
         assert!(parse(&args(&["bootstrap"])).is_err());
         assert!(parse(&args(&["bootstrap", "--org", "Bad Org"])).is_err());

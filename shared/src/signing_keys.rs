@@ -460,6 +460,136 @@ pub async fn rotate(
     }
 }
 
+/// The label a withdrawal's replacement key carries for the moment between its write and its
+/// promotion to `AWSCURRENT`.
+const WITHDRAWAL_STAGE: &str = "IAMWITHDRAWAL";
+
+/// What a withdrawal did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Withdrawal {
+    /// The key withdrawn: no longer staged, no longer published.
+    pub withdrawn: String,
+    /// The key that signs from now on (a new one when the withdrawn key was the current one).
+    pub signer: String,
+    /// Every key still published.
+    pub published: Vec<String>,
+}
+
+/// Withdraws the signing key `kid` in one step, for a key that is compromised: it stops
+/// signing and leaves the public key set now, and every token it signed stops verifying as
+/// soon as verifiers drop their cached key set (our functions within their key cache; other
+/// verifiers within theirs). That is the price: unlike a rotation, nothing waits for its
+/// tokens to expire.
+///
+/// - The current key: a new key is generated and published active at once, written as the new
+///   `AWSCURRENT`, and the withdrawn version loses every label. An older `AWSPREVIOUS` keeps
+///   its label and its place in the set; a pending rotation is left to finish or fail.
+/// - The previous or pending key: its version loses its label, and the current key signs from
+///   now on, even if its activation delay has not passed (its verifiers may not all know it
+///   yet: the same price).
+/// - A key only in the public set (not staged): it is dropped from the set.
+///
+/// The promotion tag is set to now, so the next scheduled rotation waits as if the signer had
+/// just been promoted. Idempotent: withdrawing a key that is already gone fails with
+/// [`KeyError::Source`] naming it, and changes nothing.
+pub async fn withdraw(client: &aws_sdk_secretsmanager::Client, secrets: &SigningSecrets, kid: &str) -> Result<Withdrawal, KeyError> {
+    let secret_id = secrets.private.as_str();
+    let keys = SecretsManagerKeys::new(client.clone(), secrets.clone());
+    let described = client.describe_secret().secret_id(secret_id).send().await.map_err(|e| sm_error("DescribeSecret", e))?;
+    let stages = described.version_ids_to_stages().cloned().unwrap_or_default();
+    let version_at = |stage: &str| stages.iter().find(|(_, s)| s.iter().any(|s| s == stage)).map(|(v, _)| v.clone());
+    let mut staged_as = None;
+    for stage in [AWSCURRENT, AWSPREVIOUS, AWSPENDING] {
+        if keys.staged_key(stage).await?.is_some_and(|(key, _)| key.kid() == kid) {
+            staged_as = Some(stage);
+            break;
+        }
+    }
+    let set = read_public_set(client, &secrets.public).await?.unwrap_or_default();
+    if staged_as.is_none() && set.get(kid).is_none() {
+        return Err(KeyError::Source(format!("no signing key '{kid}' is staged or published; nothing was withdrawn")));
+    }
+    let tag = aws_sdk_secretsmanager::types::Tag::builder().key(PROMOTED_AT_TAG).value(unix_now().to_string()).build();
+    client.tag_resource().secret_id(secret_id).tags(tag).send().await.map_err(|e| sm_error("TagResource", e))?;
+    let relabel = |stage: String, from: Option<String>, to: Option<String>| async move {
+        let request = client.update_secret_version_stage().secret_id(secret_id).version_stage(&stage);
+        request
+            .set_remove_from_version_id(from)
+            .set_move_to_version_id(to)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| sm_error("UpdateSecretVersionStage", e))
+    };
+    let mut activate_now = None;
+    match staged_as {
+        Some(AWSCURRENT) => {
+            let compromised = version_at(AWSCURRENT);
+            let older = version_at(AWSPREVIOUS);
+            let doc = SigningKeyDocument::generate()?;
+            let replacement = SigningKey::from_document(&doc)?;
+            // Public first, active at once: from the moment it is current, it signs.
+            publish_staged_keys(client, secrets, Some(&replacement), Duration::ZERO).await?;
+            // Staged under a label of its own, then promoted as a rotation's finish promotes.
+            let written = client
+                .put_secret_value()
+                .secret_id(secret_id)
+                .secret_string(doc.to_json())
+                .version_stages(WITHDRAWAL_STAGE)
+                .send()
+                .await
+                .map_err(|e| sm_error("PutSecretValue", e))?;
+            let new_version = written.version_id().map(str::to_owned);
+            relabel(AWSCURRENT.into(), compromised.clone(), new_version.clone()).await?;
+            relabel(WITHDRAWAL_STAGE.into(), new_version.clone(), None).await?;
+            // AWS moves AWSPREVIOUS onto the version AWSCURRENT left: wherever it now is, it goes
+            // back to the older key, or away.
+            let after = client.describe_secret().secret_id(secret_id).send().await.map_err(|e| sm_error("DescribeSecret", e))?;
+            let previous_now = after
+                .version_ids_to_stages()
+                .and_then(|stages| stages.iter().find(|(_, s)| s.iter().any(|s| s == AWSPREVIOUS)).map(|(v, _)| v.clone()));
+            let older = older.filter(|older| Some(older) != compromised.as_ref() && Some(older) != new_version.as_ref());
+            if previous_now != older {
+                relabel(AWSPREVIOUS.into(), previous_now, older).await?;
+            }
+        }
+        Some(stage) => {
+            relabel(stage.into(), version_at(stage), None).await?;
+            activate_now = keys.staged_key(AWSCURRENT).await?.map(|(key, _)| key.kid().to_owned());
+        }
+        None => {}
+    }
+    // A version keeps AWSPENDING after its rotation finished: every label the withdrawn version
+    // still has goes, or a later rotation would publish it again.
+    if let Some(withdrawn_version) = staged_as.and_then(version_at) {
+        let now = client.describe_secret().secret_id(secret_id).send().await.map_err(|e| sm_error("DescribeSecret", e))?;
+        let left = now.version_ids_to_stages().and_then(|stages| stages.get(&withdrawn_version)).cloned().unwrap_or_default();
+        for label in left {
+            relabel(label, Some(withdrawn_version.clone()), None).await?;
+        }
+    }
+    // The set now follows the labels, which no longer name the withdrawn key.
+    let published_set = publish_staged_keys(client, secrets, None, Duration::ZERO).await?;
+    let mut rebuilt = published_set.clone();
+    rebuilt.keys.retain(|k| k.kid() != kid);
+    if let Some(current) = activate_now {
+        let now = unix_now();
+        for key in rebuilt.keys.iter_mut().filter(|k| k.kid() == current && k.activates_at > now) {
+            key.activates_at = now;
+        }
+    }
+    if rebuilt != published_set {
+        put_or_create_secret(client, &secrets.public, &rebuilt.to_json()).await?;
+    }
+    let signer = match keys.load().await?.signer {
+        Some(signer) => signer.kid().to_owned(),
+        None => return Err(KeyError::Source("no key signs after the withdrawal".into())),
+    };
+    let published: Vec<String> = rebuilt.keys.iter().map(|k| k.kid().to_owned()).collect();
+    tracing::warn!(target: "audit", action = "signing_key.withdraw", kid, signer = %signer, published = ?published, outcome = "success", "audit");
+    Ok(Withdrawal { withdrawn: kid.to_owned(), signer, published })
+}
+
 struct Cached {
     service: Arc<TokenService>,
     loaded_at: Instant,

@@ -174,7 +174,8 @@ async fn concurrent_exchanges_and_admin_writes_never_answer_5xx_under_conflicts(
     let ok = results.iter().filter(|r| r.status == StatusCode::OK).count();
     assert!(ok > 0, "some exchanges succeed while the principal is Active");
     for r in results.iter().filter(|r| r.status != StatusCode::OK) {
-        assert_eq!(r.str("error"), "invalid_grant", "a refusal, for the suspension: {}", r.raw);
+        // For the suspension, or (four workers on one key) for the per-key limit.
+        assert!(["invalid_grant", "slow_down"].contains(&r.str("error")), "a refusal: {}", r.raw);
     }
     let statuses: Vec<u16> = results.iter().map(|r| r.status.as_u16()).collect();
     assert!(!proxy.conflicts().is_empty(), "the emulation produced conflicts for the code to meet: {statuses:?}");

@@ -17,6 +17,21 @@ fn kid_of(token: &str) -> String {
     jsonwebtoken::decode_header(token).unwrap().kid.unwrap()
 }
 
+/// A signing secret with an initial key and one finished rotation under `timing`: the
+/// initial key is `AWSPREVIOUS`, a new one `AWSCURRENT`.
+async fn secret_rotated_once(
+    timing: RotationTiming,
+) -> (SigningKeyDocument, iam_shared::signing_keys::SigningSecrets, aws_sdk_secretsmanager::Client) {
+    let initial = SigningKeyDocument::generate().unwrap();
+    let secret = iam_testkit::create_signing_secret(&initial).await;
+    let client = aws_sdk_secretsmanager::Client::new(&iam_testkit::sdk_config().await);
+    let token = iam_testkit::version_token();
+    for step in [RotationStep::Create, RotationStep::Set, RotationStep::Test, RotationStep::Finish] {
+        rotate(&client, &secret, &token, step, timing).await.unwrap();
+    }
+    (initial, secret, client)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rotation_with_zero_failed_verifications() {
     let initial = SigningKeyDocument::generate().unwrap();
@@ -26,6 +41,8 @@ async fn rotation_with_zero_failed_verifications() {
     let source: Arc<dyn KeySource> = Arc::new(SecretsManagerKeys::new(client.clone(), secret.clone()));
     let mut config = iam_tests::config();
     config.signing_key_ttl = Duration::from_millis(100);
+    // The loop below exchanges one key as fast as it can; the per-key limit is another test's.
+    config.limits.exchanges_per_key_per_second = u32::MAX;
     let state = build_state(&config, Arc::new(EmbeddedStore::in_memory().unwrap()), source).await.unwrap();
     let app = Arc::new(TestApp::with_state(state).await);
     let verifier = Arc::new(
@@ -93,14 +110,8 @@ async fn rotation_with_zero_failed_verifications() {
 
 #[tokio::test]
 async fn a_new_key_waits_out_the_activation_delay_before_signing() {
-    let initial = SigningKeyDocument::generate().unwrap();
-    let secret = iam_testkit::create_signing_secret(&initial).await;
-    let client = aws_sdk_secretsmanager::Client::new(&iam_testkit::sdk_config().await);
-    let token = iam_testkit::version_token();
     let timing = RotationTiming { activation_delay: Duration::from_secs(3600), retirement: Duration::ZERO };
-    for step in [RotationStep::Create, RotationStep::Set, RotationStep::Test, RotationStep::Finish] {
-        rotate(&client, &secret, &token, step, timing).await.unwrap();
-    }
+    let (initial, secret, client) = secret_rotated_once(timing).await;
     let keys = SecretsManagerKeys::new(client.clone(), secret.clone()).load().await.unwrap();
     assert_eq!(keys.signer.unwrap().kid(), initial.kid, "the previous key keeps signing for now");
     assert_eq!(keys.published.len(), 2, "the new key is published");
@@ -269,4 +280,75 @@ async fn a_verifier_that_caches_the_jwks_never_meets_an_unknown_kid() {
     // tokens, so the delay is what the zero above rests on.
     let (failed, _) = watch_rotation_with_a_strict_verifier(Duration::ZERO, Duration::from_secs(10), true).await;
     assert!(failed > 0, "with no activation delay a caching verifier meets an unknown kid");
+}
+
+/// A compromised current key, withdrawn in one step through the rotation function: it stops
+/// signing and leaves the JWKS at once, its tokens stop verifying, a new key signs, the older
+/// previous key stays published, and the next scheduled rotation waits as after a promotion.
+#[tokio::test]
+async fn withdrawing_the_current_key_replaces_it_and_kills_its_tokens() {
+    use iam_functions::rotate_signing_key::{FunctionEvent, handle_withdrawal};
+    let (initial, secret, client) = secret_rotated_once(RotationTiming::IMMEDIATE).await;
+    let source: Arc<dyn KeySource> = Arc::new(SecretsManagerKeys::new(client.clone(), secret.clone()));
+    let mut config = iam_tests::config();
+    config.signing_key_ttl = Duration::from_millis(100);
+    let state = build_state(&config, Arc::new(EmbeddedStore::in_memory().unwrap()), source).await.unwrap();
+    let app = TestApp::with_state(state).await;
+    let management = json!({"apiKey": app.acme_key, "audience": iam_tests::MANAGEMENT_AUDIENCE});
+    let stolen = app.exchange_json(management.clone()).await.str("access_token").to_owned();
+    let compromised = kid_of(&stolen);
+    assert_ne!(compromised, initial.kid, "the rotated-in key signs");
+    assert_eq!(app.call(axum::http::Method::GET, "/iam/whoami", Some(&stolen), None).await.status, 200);
+
+    let event: FunctionEvent = serde_json::from_value(json!({"WithdrawKid": compromised, "SecretId": secret.private})).unwrap();
+    let FunctionEvent::Withdraw(event) = event else { panic!("a withdrawal event") };
+    let done = handle_withdrawal(&client, event, &secret.public).await.unwrap();
+    assert_eq!(done.withdrawn, compromised);
+    assert!(done.signer != compromised && done.signer != initial.kid, "a new key signs: {done:?}");
+    let mut published = done.published.clone();
+    published.sort();
+    let mut expected = vec![initial.kid.clone(), done.signer.clone()];
+    expected.sort();
+    assert_eq!(published, expected, "the older previous key stays published");
+    let keys = SecretsManagerKeys::new(client.clone(), secret.clone());
+    assert_eq!(keys.stage("AWSCURRENT").await.unwrap().unwrap().kid, done.signer);
+    assert_eq!(keys.stage("AWSPREVIOUS").await.unwrap().unwrap().kid, initial.kid);
+
+    tokio::time::sleep(Duration::from_millis(300)).await; // the app's key cache
+    assert_eq!(app.call(axum::http::Method::GET, "/iam/whoami", Some(&stolen), None).await.status, 401, "its tokens die");
+    let fresh = app.exchange_json(management).await.str("access_token").to_owned();
+    assert_eq!(kid_of(&fresh), done.signer);
+    assert_eq!(app.call(axum::http::Method::GET, "/iam/whoami", Some(&fresh), None).await.status, 200);
+    let jwks = app.call(axum::http::Method::GET, "/iam/.well-known/jwks.json", None, None).await;
+    assert!(!jwks.raw.contains(&compromised) && jwks.raw.contains(&done.signer), "{}", jwks.raw);
+
+    // A rotation right after must wait: the replacement counts as just promoted.
+    let waiting = RotationTiming { activation_delay: Duration::ZERO, retirement: Duration::from_secs(3600) };
+    let refused = rotate(&client, &secret, &iam_testkit::version_token(), RotationStep::Create, waiting).await.unwrap_err();
+    assert!(matches!(refused, KeyError::RotationTooSoon { .. }), "{refused}");
+    // Withdrawing it again (or any unknown key) changes nothing.
+    let before = read_public_set(&client, &secret.public).await.unwrap();
+    assert!(iam_shared::signing_keys::withdraw(&client, &secret, &compromised).await.is_err());
+    assert_eq!(read_public_set(&client, &secret.public).await.unwrap(), before);
+}
+
+/// Withdrawing the previous key while the current one is still in its activation delay: the
+/// current key signs at once, and the previous one is gone from the set and the secret.
+#[tokio::test]
+async fn withdrawing_the_previous_key_makes_the_current_one_sign_now() {
+    let timing = RotationTiming { activation_delay: Duration::from_secs(3600), retirement: Duration::ZERO };
+    let (initial, secret, client) = secret_rotated_once(timing).await;
+    let keys = SecretsManagerKeys::new(client.clone(), secret.clone());
+    assert_eq!(keys.load().await.unwrap().signer.unwrap().kid(), initial.kid, "the previous key signs during the delay");
+    let current = keys.stage("AWSCURRENT").await.unwrap().unwrap();
+
+    let done = iam_shared::signing_keys::withdraw(&client, &secret, &initial.kid).await.unwrap();
+    assert_eq!((done.signer.as_str(), done.published.clone()), (current.kid.as_str(), vec![current.kid.clone()]));
+    let loaded = keys.load().await.unwrap();
+    assert_eq!(loaded.signer.unwrap().kid(), current.kid, "the current key signs now");
+    assert_eq!(loaded.published.iter().map(|k| k.kid.clone()).collect::<Vec<_>>(), vec![current.kid.clone()]);
+    assert!(keys.stage("AWSPREVIOUS").await.unwrap().is_none(), "the withdrawn version keeps no label");
+    let set = read_public_set(&client, &secret.public).await.unwrap().unwrap();
+    let entry = set.get(&current.kid).unwrap();
+    assert!(entry.activates_at <= std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64);
 }
