@@ -216,9 +216,14 @@ impl SecretsManagerKeys {
 #[async_trait]
 impl KeySource for SecretsManagerKeys {
     async fn load(&self) -> Result<KeySet, KeyError> {
-        let set = required_public_set(&self.client, &self.secrets.public).await?;
-        let (current, _) = self.staged_key(AWSCURRENT).await?.ok_or_else(|| KeyError::Source("AWSCURRENT is not a signing key".into()))?;
-        let previous = self.staged_key(AWSPREVIOUS).await?.map(|(key, _)| key);
+        // Three independent reads, side by side: a reload waits for the slowest, not the sum.
+        let (set, current, previous) = tokio::try_join!(
+            required_public_set(&self.client, &self.secrets.public),
+            self.staged_key(AWSCURRENT),
+            self.staged_key(AWSPREVIOUS)
+        )?;
+        let (current, _) = current.ok_or_else(|| KeyError::Source("AWSCURRENT is not a signing key".into()))?;
+        let previous = previous.map(|(key, _)| key);
         let chosen = set.signer_at(&current, previous.as_ref(), unix_now())?.kid().to_owned();
         let signer = match previous {
             Some(previous) if previous.kid() == chosen => previous,
@@ -595,19 +600,26 @@ struct Cached {
     loaded_at: Instant,
 }
 
-/// The token service built from the current key set, reloaded after `ttl`. A failed reload
-/// keeps serving the keys it has and tries again a little later.
+/// The token service built from the current key set, reloaded after `ttl`: in the background
+/// while the keys in hand are less than two TTLs old (the request that noticed is not kept
+/// waiting on three secret reads), on the request path after that (an instance thawed after a
+/// long freeze must not sign with a key rotated out meanwhile). A failed reload keeps serving
+/// the keys it has and tries again a little later.
 pub struct Keyring {
+    inner: Arc<KeyringInner>,
+}
+
+struct KeyringInner {
     settings: TokenSettings,
     source: Arc<dyn KeySource>,
     ttl: Duration,
     cached: RwLock<Cached>,
-    reloading: tokio::sync::Mutex<()>,
+    reloading: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Keyring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Keyring").field("settings", &self.settings).field("ttl", &self.ttl).finish_non_exhaustive()
+        f.debug_struct("Keyring").field("settings", &self.inner.settings).field("ttl", &self.inner.ttl).finish_non_exhaustive()
     }
 }
 
@@ -621,42 +633,61 @@ impl Keyring {
     /// Loads the keys once: at cold start.
     pub async fn new(settings: TokenSettings, source: Arc<dyn KeySource>, ttl: Duration) -> Result<Self, KeyError> {
         let service = Arc::new(build(&settings, source.load().await?)?);
-        Ok(Self {
+        let inner = KeyringInner {
             settings,
             source,
             ttl,
             cached: RwLock::new(Cached { service, loaded_at: Instant::now() }),
-            reloading: tokio::sync::Mutex::new(()),
-        })
+            reloading: Arc::new(tokio::sync::Mutex::new(())),
+        };
+        Ok(Self { inner: Arc::new(inner) })
     }
 
     pub fn settings(&self) -> &TokenSettings {
-        &self.settings
+        &self.inner.settings
     }
 
     pub async fn current(&self) -> Arc<TokenService> {
-        let (service, stale) = {
-            let cached = self.cached.read().unwrap_or_else(|p| p.into_inner());
-            (cached.service.clone(), cached.loaded_at.elapsed() >= self.ttl)
+        let (service, age) = {
+            let cached = self.inner.cached.read().unwrap_or_else(|p| p.into_inner());
+            (cached.service.clone(), cached.loaded_at.elapsed())
         };
-        if !stale {
+        if age < self.inner.ttl {
             return service;
         }
         // One reload at a time; everyone else keeps using the keys in hand.
-        let Ok(_guard) = self.reloading.try_lock() else {
+        let Ok(guard) = self.inner.reloading.clone().try_lock_owned() else {
             return service;
         };
+        if age < self.inner.ttl * 2 {
+            let inner = self.inner.clone();
+            tokio::spawn(async move {
+                inner.reload().await;
+                drop(guard);
+            });
+            return service;
+        }
+        let fresh = self.inner.reload().await;
+        drop(guard);
+        fresh.unwrap_or(service)
+    }
+}
+
+impl KeyringInner {
+    /// Reads the keys and puts them in place; `None` (and a retry scheduled a little later)
+    /// when they could not be read. The caller holds `reloading`.
+    async fn reload(&self) -> Option<Arc<TokenService>> {
         match self.source.load().await.and_then(|keys| build(&self.settings, keys)) {
             Ok(fresh) => {
                 let fresh = Arc::new(fresh);
                 *self.cached.write().unwrap_or_else(|p| p.into_inner()) = Cached { service: fresh.clone(), loaded_at: Instant::now() };
-                fresh
+                Some(fresh)
             }
             Err(e) => {
                 tracing::warn!(error = %e, "signing keys could not be reloaded; keeping the current ones");
                 let mut cached = self.cached.write().unwrap_or_else(|p| p.into_inner());
                 cached.loaded_at = Instant::now() - self.ttl + RETRY_AFTER_FAILED_RELOAD.min(self.ttl);
-                service
+                None
             }
         }
     }
@@ -694,6 +725,59 @@ mod tests {
             assert_eq!(t.wait(age, promoted), expected, "age {age:?}, promoted {promoted:?} ago");
         }
         assert_eq!(RotationTiming::IMMEDIATE.wait(Duration::ZERO, Some(Duration::ZERO)), Duration::ZERO);
+    }
+
+    /// A key source whose loads wait for the test's word, and that answers the latest key.
+    struct GatedSource {
+        docs: std::sync::Mutex<Vec<SigningKeyDocument>>,
+        gate: tokio::sync::Semaphore,
+    }
+
+    #[async_trait]
+    impl KeySource for GatedSource {
+        async fn load(&self) -> Result<KeySet, KeyError> {
+            self.gate.acquire().await.expect("open").forget();
+            let doc = self.docs.lock().unwrap().last().cloned().expect("a key");
+            Ok(KeySet { signer: Some(SigningKey::from_document(&doc)?), published: Vec::new() })
+        }
+    }
+
+    fn settings() -> TokenSettings {
+        TokenSettings { issuer: "http://t".into(), audiences: vec!["a".into()], management_audience: "m".into(), lifetime_secs: 60 }
+    }
+
+    fn kid_of(service: &TokenService) -> String {
+        service.jwks().keys[0].kid.clone()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stale_keyring_reloads_in_the_background_and_a_very_stale_one_in_line() {
+        let (first, second, third) =
+            (SigningKeyDocument::generate().unwrap(), SigningKeyDocument::generate().unwrap(), SigningKeyDocument::generate().unwrap());
+        let source = Arc::new(GatedSource { docs: std::sync::Mutex::new(vec![first.clone()]), gate: tokio::sync::Semaphore::new(1) });
+        let ttl = Duration::from_millis(300);
+        let keyring = Keyring::new(settings(), source.clone(), ttl).await.unwrap();
+        source.docs.lock().unwrap().push(second.clone());
+        tokio::time::sleep(ttl + Duration::from_millis(50)).await;
+        // Stale, and the source is held shut: the keys in hand answer at once (a reload in line
+        // would wait on the gate, and the timeout would say so).
+        let served = tokio::time::timeout(Duration::from_secs(5), keyring.current()).await.expect("not kept waiting");
+        assert_eq!(kid_of(&served), first.kid);
+        source.gate.add_permits(1);
+        let mut kid = first.kid.clone();
+        for _ in 0..100 {
+            kid = kid_of(&*keyring.current().await);
+            if kid == second.kid {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(kid, second.kid, "the background reload put the new key in place");
+        // Older than two TTLs (a long freeze): the request waits for the fresh keys.
+        source.docs.lock().unwrap().push(third.clone());
+        tokio::time::sleep(ttl * 2 + Duration::from_millis(50)).await;
+        source.gate.add_permits(1);
+        assert_eq!(kid_of(&*keyring.current().await), third.kid);
     }
 
     #[test]
