@@ -1,9 +1,10 @@
 //! `cargo bench -p iam-tests --bench exchange`: criterion measurements of the exchange's cold
 //! path (argon2 verify on a fresh instance), its warm path (verification cache hit), RS256
 //! signing and verification alone, argon2id verify alone, and an unknown key id (decoy), with
-//! production argon2 parameters on the in-memory embedded store. After criterion's own report
-//! it prints the two ratios BENCHMARKS.md tracks, from criterion's `estimates.json`. Asserts
-//! nothing about time.
+//! production argon2 parameters on the in-memory embedded store; and the warm path again on the
+//! default on-disk embedded store (`warm_on_disk`, a redb file in a temporary directory). After
+//! criterion's own report it prints the ratios BENCHMARKS.md tracks, from criterion's
+//! `estimates.json`. Asserts nothing about time.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -41,6 +42,10 @@ struct Fixture {
     keys: Arc<dyn KeySource>,
     state: AppState,
     key: String,
+    /// The same service on a redb file, as `iam-local` runs by default.
+    on_disk: AppState,
+    on_disk_key: String,
+    _dir: tempfile::TempDir,
 }
 
 fn fixture(rt: &Runtime) -> Fixture {
@@ -53,7 +58,12 @@ fn fixture(rt: &Runtime) -> Fixture {
         let state = build_state(&config, store.clone(), keys.clone()).await.unwrap();
         let key = state.bootstrap(&OrgId::parse("bench").unwrap()).await.unwrap().unwrap();
         let key = key.to_secret_string().expose_secret().to_owned();
-        Fixture { config, store, keys, state, key }
+        let dir = tempfile::tempdir().unwrap();
+        let disk: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&dir.path().join("iam.redb")).unwrap());
+        let on_disk = build_state(&config, disk, keys.clone()).await.unwrap();
+        let on_disk_key = on_disk.bootstrap(&OrgId::parse("bench").unwrap()).await.unwrap().unwrap();
+        let on_disk_key = on_disk_key.to_secret_string().expose_secret().to_owned();
+        Fixture { config, store, keys, state, key, on_disk, on_disk_key, _dir: dir }
     })
 }
 
@@ -91,6 +101,10 @@ fn benches(c: &mut Criterion, rt: &Runtime, f: &Fixture) {
     group.sampling_mode(SamplingMode::Auto).sample_size(50).measurement_time(Duration::from_secs(5));
     rt.block_on(f.state.exchange(request(&f.key))).unwrap();
     group.bench_function("warm", |b| b.to_async(rt).iter(|| async { f.state.exchange(request(&f.key)).await.expect("exchange") }));
+    rt.block_on(f.on_disk.exchange(request(&f.on_disk_key))).unwrap();
+    group.bench_function("warm_on_disk", |b| {
+        b.to_async(rt).iter(|| async { f.on_disk.exchange(request(&f.on_disk_key)).await.expect("exchange") })
+    });
 
     let tokens = rt.block_on(f.state.tokens.current());
     let (pid, org, kid) = (PrincipalId::generate(), OrgId::parse("bench").unwrap(), KeyId::generate());
@@ -120,6 +134,14 @@ fn main() {
     benches(&mut criterion, &rt, &fixture);
     criterion.final_summary();
 
+    if let (Some(memory), Some(disk)) = (mean_seconds("warm"), mean_seconds("warm_on_disk")) {
+        println!(
+            "\nwarm exchange in memory {:.1} µs, on disk {:.1} µs: on disk {:+.1} %",
+            memory * 1e6,
+            disk * 1e6,
+            (disk / memory - 1.0) * 100.0
+        );
+    }
     let (Some(warm), Some(sign), Some(cold), Some(argon)) =
         (mean_seconds("warm"), mean_seconds("rs256_sign"), mean_seconds("cold"), mean_seconds("argon2_verify"))
     else {

@@ -146,9 +146,11 @@ pub(super) async fn record_use(
 ) -> Result<UseOutcome, StoreError> {
     let c = credential.clone();
     let secret_check = secret_check.map(str::to_owned);
+    let durability = store.use_durability();
     store
         .blocking(move |db| {
-            let txn = db.begin_write()?;
+            let mut txn = db.begin_write()?;
+            txn.set_durability(durability)?;
             {
                 let principals = txn.open_table(PRINCIPALS)?;
                 let principal_active = get_principal_in(&principals, c.org_id.as_str(), c.principal_id.as_str())?

@@ -27,6 +27,8 @@ use crate::model::{CredentialStatus, PrincipalStatus};
 #[derive(Clone)]
 pub struct EmbeddedStore {
     db: Arc<Database>,
+    /// When the last record of use was committed durably (see [`EmbeddedStore::use_durability`]).
+    last_durable_use: Arc<std::sync::Mutex<std::time::Instant>>,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -53,7 +55,23 @@ impl EmbeddedStore {
             txn.open_table(table)?;
         }
         txn.commit()?;
-        Ok(Self { db: Arc::new(db) })
+        Ok(Self { db: Arc::new(db), last_durable_use: Arc::new(std::sync::Mutex::new(std::time::Instant::now())) })
+    }
+
+    /// How an exchange's record of use is committed. Everything else (issue, revoke, every
+    /// status and role change) commits durably, always. A record of use (`lastUsedAt` and the
+    /// per-key count) is made durable at most once a second: in between it is committed without
+    /// a sync, and the next durable commit of any kind persists it. A crash can lose up to a
+    /// second of `lastUsedAt`, never a revocation, and an fsync per exchange would cost each
+    /// one more than the rest of its work (BENCHMARKS.md, "On disk and in memory").
+    fn use_durability(&self) -> redb::Durability {
+        let mut last = self.last_durable_use.lock().unwrap_or_else(|p| p.into_inner());
+        if last.elapsed() >= DURABLE_USE_INTERVAL {
+            *last = std::time::Instant::now();
+            redb::Durability::Immediate
+        } else {
+            redb::Durability::None
+        }
     }
 
     /// redb blocks on disk I/O; keep it off the async executor.
@@ -65,6 +83,9 @@ impl EmbeddedStore {
         tokio::task::spawn_blocking(move || work(&db)).await.map_err(StoreError::unavailable)?
     }
 }
+
+/// The longest a record of use stays committed without a sync.
+const DURABLE_USE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Whether `guard` holds inside `txn`: each principal it was decided on still at the version
 /// read, and the witness still a usable administrator (its principal unchanged since it was
@@ -120,6 +141,38 @@ mod tests {
     }
 
     crate::store_contract_tests!(async { std::sync::Arc::new(EmbeddedStore::in_memory().unwrap()) });
+
+    /// A record of use may be committed without a sync, but whatever follows it durably (a
+    /// revocation here) persists it too: reopened, the file shows both, in order.
+    #[tokio::test]
+    async fn a_revocation_after_unsynced_uses_persists_both() {
+        use crate::authority::Guard;
+        use crate::ids::KeyId;
+        use crate::model::{Actor, Credential, CredentialStatus, UseOutcome, now};
+        use crate::store::Store;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("iam.redb");
+        let org = crate::ids::OrgId::parse("acme").unwrap();
+        let p = Principal::new(org.clone(), "p", None, None, Actor::system("t"), now()).unwrap();
+        let c = Credential::new(&p, KeyId::generate(), "c", None, "hash".into(), Actor::system("t"), now()).unwrap();
+        {
+            let store = EmbeddedStore::open(&path).unwrap();
+            store.create_principal(&p, 10, None).await.unwrap();
+            store.insert_credential(&c, now(), None, &Guard::NONE).await.unwrap();
+            // Right after opening: within the interval, so these commit without a sync.
+            assert!(matches!(store.use_durability(), redb::Durability::None));
+            for _ in 0..3 {
+                assert_eq!(store.record_credential_use(&c, now(), None, 100).await.unwrap(), UseOutcome::Recorded);
+            }
+            store.revoke_credential(&org, &p.id, &c.key_id, &Actor::system("r"), now(), &Guard::NONE).await.unwrap();
+        }
+        let reopened = EmbeddedStore::open(&path).unwrap();
+        let stored = reopened.get_credential(&c.key_id).await.unwrap().unwrap();
+        assert_eq!(stored.status, CredentialStatus::Revoked);
+        let used = stored.last_used_at.expect("the uses were persisted by the revocation's commit");
+        assert!(stored.revoked_at.unwrap() >= used);
+        assert_eq!(stored.recent_uses.map(|w| w.count), Some(3));
+    }
 
     mod on_disk {
         crate::store_contract_tests!(async {
