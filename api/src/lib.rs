@@ -7,6 +7,7 @@ pub mod backend;
 pub mod config;
 pub mod extract;
 pub mod lambda;
+pub mod metrics;
 pub mod oauth;
 pub mod operation;
 pub mod problem;

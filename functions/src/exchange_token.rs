@@ -13,6 +13,7 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use iam_api::extract::{content_type, read_body};
+use iam_api::metrics::ExchangeMetric;
 use iam_api::oauth::OAuthError;
 use iam_api::{AppState, SourceAddress};
 use iam_shared::api_key::ApiKey;
@@ -67,7 +68,9 @@ async fn token(State(iam): State<AppState>, SourceAddress(source): SourceAddress
         Err(e) => return e.into_response(),
     };
     parsed.exchange.source = source;
-    match iam.exchange(parsed.exchange).await {
+    let result = iam.exchange(parsed.exchange).await;
+    ExchangeMetric::of(&result).emit();
+    match result {
         Ok(issued) => {
             let body = TokenResponse {
                 access_token: issued.access_token.expose_secret(),

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 
 use crate::api_key::{ApiKey, KeyFormatError};
-use crate::hashing::{self, HashError};
+use crate::hashing::{self, HashError, Verdict};
 use crate::ids::{OrgId, Permission, PrincipalId, RoleId};
 use crate::model::{self, Credential, Principal, Refusal, UseOutcome, UseWindow};
 use crate::service::{Iam, audit};
@@ -59,6 +59,15 @@ pub struct IssuedToken {
     pub expires_in: u64,
     pub scope: String,
     pub claims: AccessClaims,
+    /// Whether the secret was proved by this instance's warm cache rather than argon2.
+    pub verified_from_cache: bool,
+}
+
+/// A proved secret: the fast check to store when the credential predates checks, and whether
+/// the warm cache proved it.
+struct ProvedSecret {
+    check_to_store: Option<String>,
+    from_cache: bool,
 }
 
 impl From<StoreError> for ExchangeError {
@@ -107,7 +116,7 @@ impl Iam {
         proved: &mut Option<(PrincipalId, OrgId)>,
     ) -> Result<IssuedToken, ExchangeError> {
         let (key, credential) = self.look_up(request.key).await?;
-        let secret_check = self.prove_secret(&key, &credential).await?;
+        let proved_secret = self.prove_secret(&key, &credential).await?;
         *proved = Some((credential.principal_id.clone(), credential.org_id.clone()));
         // A key already over its limit costs no principal read and no write: a fleet hammering
         // one key meets the limit, never the store's own throttling.
@@ -116,7 +125,7 @@ impl Iam {
             return Err(ExchangeError::OverKeyLimit(per_second));
         }
         let decision = self.decide(&credential, request.scope.as_deref(), request.audience.as_deref()).await?;
-        self.sign_and_record(&credential, decision, secret_check).await
+        self.sign_and_record(&credential, decision, proved_secret).await
     }
 
     /// Phase 1: the key's format and checksum, and its credential by key id (unknown: refused,
@@ -131,14 +140,15 @@ impl Iam {
     /// only a caller who knows the secret (or the 32 bits the check keeps, and then only for
     /// one key id at a time) reaches argon2, which is bounded by the hasher's slots. Answers
     /// the check to store when the credential predates checks (it gains one on this use).
-    async fn prove_secret(&self, key: &ApiKey, credential: &Credential) -> Result<Option<String>, ExchangeError> {
+    async fn prove_secret(&self, key: &ApiKey, credential: &Credential) -> Result<ProvedSecret, ExchangeError> {
         if credential.secret_check.as_deref().is_some_and(|check| !hashing::passes_secret_check(key.secret(), check)) {
             return Err(WRONG_KEY);
         }
-        if !self.hasher.verify(&credential.org_id, key.key_id(), key.secret(), &credential.secret_hash).await? {
+        let verdict = self.hasher.verify_noting_cache(&credential.org_id, key.key_id(), key.secret(), &credential.secret_hash).await?;
+        let Verdict::Matched { from_cache } = verdict else {
             return Err(WRONG_KEY);
-        }
-        Ok(credential.secret_check.is_none().then(|| hashing::secret_check(key.secret())))
+        };
+        Ok(ProvedSecret { check_to_store: credential.secret_check.is_none().then(|| hashing::secret_check(key.secret())), from_cache })
     }
 
     /// Phase 3: with the secret proved, whether the key may authenticate (the caller may now
@@ -198,7 +208,7 @@ impl Iam {
         &self,
         credential: &Credential,
         decision: Decision,
-        secret_check: Option<String>,
+        proved_secret: ProvedSecret,
     ) -> Result<IssuedToken, ExchangeError> {
         let Decision { principal, audience, roles, scope, now } = decision;
         let grant = Grant {
@@ -211,7 +221,7 @@ impl Iam {
         };
         let (token, claims) = self.tokens.current().await.sign(&grant, now).map_err(|e| ExchangeError::Sign(e.to_string()))?;
         let per_second = self.limits.exchanges_per_key_per_second;
-        let outcome = self.store.record_credential_use(credential, now, secret_check.as_deref(), per_second).await?;
+        let outcome = self.store.record_credential_use(credential, now, proved_secret.check_to_store.as_deref(), per_second).await?;
         if outcome == UseOutcome::OverLimit {
             return Err(ExchangeError::OverKeyLimit(per_second));
         }
@@ -229,6 +239,7 @@ impl Iam {
             expires_in: self.tokens.settings().lifetime_secs,
             scope: claims.scope.clone(),
             claims,
+            verified_from_cache: proved_secret.from_cache,
         })
     }
 }

@@ -121,6 +121,16 @@ impl WarmCache {
     }
 }
 
+/// What a verification found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The secret matches; `from_cache` when the warm cache said so without argon2.
+    Matched {
+        from_cache: bool,
+    },
+    Mismatched,
+}
+
 /// Hashes and verifies key secrets. Build once per process: it holds the cache and its key.
 pub struct SecretHasher {
     params: Params,
@@ -174,9 +184,21 @@ impl SecretHasher {
     /// Whether `secret` matches `stored_hash`. A hit in the warm cache skips argon2; the cache
     /// entry is bound to the stored hash, so a changed hash misses.
     pub async fn verify(&self, org: &OrgId, key_id: &KeyId, secret: &SecretString, stored_hash: &str) -> Result<bool, HashError> {
+        Ok(self.verify_noting_cache(org, key_id, secret, stored_hash).await? != Verdict::Mismatched)
+    }
+
+    /// [`Self::verify`], saying whether a match came from the warm cache (for the exchange's
+    /// metrics).
+    pub async fn verify_noting_cache(
+        &self,
+        org: &OrgId,
+        key_id: &KeyId,
+        secret: &SecretString,
+        stored_hash: &str,
+    ) -> Result<Verdict, HashError> {
         let digest = self.digest(key_id, stored_hash, secret);
         if self.cached(org, key_id, &digest) {
-            return Ok(true);
+            return Ok(Verdict::Matched { from_cache: true });
         }
         // Single flight per (key, hash, secret): concurrent first exchanges of one key wait for
         // one argon2 run instead of each taking 19 MiB and a core. Other secrets (guesses) have
@@ -185,17 +207,19 @@ impl SecretHasher {
         let result = async {
             let _turn = gate.lock().await;
             if self.cached(org, key_id, &digest) {
-                return Ok(true);
+                // Another exchange of this key ran argon2 while this one waited its turn.
+                return Ok(Verdict::Matched { from_cache: true });
             }
             let _slot = self.argon2_slots.acquire().await.map_err(|e| HashError::Join(e.to_string()))?;
             self.argon2_runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let ok = verify_off_executor(secret.clone(), stored_hash.to_owned()).await?;
             // A wrong guess leaves the owner's entry alone: evicting it would let anyone who
             // knows a key id (it is public) push the owner back onto argon2.
-            if ok {
-                self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(org.clone(), key_id.clone(), digest);
+            if !ok {
+                return Ok(Verdict::Mismatched);
             }
-            Ok(ok)
+            self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(org.clone(), key_id.clone(), digest);
+            Ok(Verdict::Matched { from_cache: false })
         }
         .await;
         let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());

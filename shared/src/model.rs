@@ -317,6 +317,19 @@ pub enum Refusal {
     PrincipalExpired,
 }
 
+impl Refusal {
+    /// A stable name for metrics and dashboards.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::CredentialRevoked => "credential_revoked",
+            Refusal::CredentialExpired => "credential_expired",
+            Refusal::PrincipalSuspended => "principal_suspended",
+            Refusal::PrincipalRevoked => "principal_revoked",
+            Refusal::PrincipalExpired => "principal_expired",
+        }
+    }
+}
+
 /// A credential authenticates only when it is Active and unexpired and its principal is Active
 /// and unexpired. The secret check is the caller's, and must come first.
 pub fn may_authenticate(credential: &Credential, principal: &Principal, now: DateTime<Utc>) -> Result<(), Refusal> {

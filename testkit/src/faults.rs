@@ -12,6 +12,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::capacity::{self, Capacity};
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fault {
     /// Answer `ThrottlingException` (retryable).
@@ -39,6 +41,9 @@ struct Rules {
     in_plain_writes: HashSet<ItemKey>,
     /// Which conflict rules refused a request, in order.
     conflicts: Vec<ConflictRule>,
+    /// Whether to measure each DynamoDB request's capacity (see [`crate::capacity`]).
+    count_capacity: bool,
+    capacity: Vec<(String, Capacity)>,
 }
 
 /// A DynamoDB item: its table and its key attributes, canonical.
@@ -112,6 +117,16 @@ impl FaultProxy {
     /// [`ConflictRule`]).
     pub fn emulate_conflicts(&self, hold: Duration) {
         self.rules.lock().unwrap().conflict_hold = Some(hold);
+    }
+
+    /// From now on, measures the read and write units of every DynamoDB request forwarded.
+    pub fn count_capacity(&self) {
+        self.rules.lock().unwrap().count_capacity = true;
+    }
+
+    /// The capacity measured since the last call: (operation, units), in order.
+    pub fn take_capacity(&self) -> Vec<(String, Capacity)> {
+        std::mem::take(&mut self.rules.lock().unwrap().capacity)
     }
 
     /// The conflicts emulated so far.
@@ -390,12 +405,68 @@ async fn handle(mut client: TcpStream, upstream: SocketAddr, rules: Arc<Mutex<Ru
             (transaction, plain_write)
         }
     };
-    forward_or_fault(&mut client, upstream, &rules, &operation, &request).await;
+    let counting = rules.lock().unwrap().count_capacity && target_of(&request).is_some_and(|t| t.starts_with("DynamoDB"));
+    let body = body_of(&request);
+    let writes = if counting { capacity::written(&operation, &body) } else { Vec::new() };
+    let mut before = Vec::new();
+    for w in &writes {
+        before.push(probe_size(upstream, &request, w).await);
+    }
+    let response = forward_or_fault(&mut client, upstream, &rules, &operation, &request).await;
     release(&rules, &transaction, &plain_write);
+    if let Some(response) = response {
+        // Counted before the client has its answer, so each request is counted within the
+        // route that made it.
+        if counting {
+            let mut used = capacity::of_read(&operation, &body, &body_of(&response));
+            let mut sized = Vec::new();
+            for (w, before) in writes.into_iter().zip(before) {
+                let after = probe_size(upstream, &request, &w).await;
+                sized.push((w, before, after));
+            }
+            used += capacity::of_writes(&sized);
+            rules.lock().unwrap().capacity.push((operation, used));
+        }
+        let _ = client.write_all(&close_after(&response)).await;
+    }
     let _ = client.shutdown().await;
 }
 
-async fn forward_or_fault(client: &mut TcpStream, upstream: SocketAddr, rules: &Mutex<Rules>, operation: &str, request: &[u8]) {
+/// The JSON body of an HTTP message (`Null` when it has none).
+fn body_of(message: &[u8]) -> serde_json::Value {
+    find(message, b"\r\n\r\n").and_then(|i| serde_json::from_slice(&message[i + 4..]).ok()).unwrap_or(serde_json::Value::Null)
+}
+
+/// The billed size of one item as moto holds it now (0 when absent), read with a consistent
+/// GetItem sent straight to moto with the intercepted request's credentials.
+async fn probe_size(upstream: SocketAddr, request: &[u8], item: &capacity::Written) -> usize {
+    let head_end = find(request, b"\r\n\r\n").unwrap_or(request.len());
+    let head = String::from_utf8_lossy(&request[..head_end]);
+    let authorization = head.lines().find(|l| l.to_ascii_lowercase().starts_with("authorization:")).unwrap_or("Authorization: none");
+    let body = serde_json::json!({"TableName": item.table, "Key": item.key, "ConsistentRead": true}).to_string();
+    let probe = format!(
+        "POST / HTTP/1.1\r\nHost: {upstream}\r\nContent-Type: application/x-amz-json-1.0\r\nX-Amz-Target: DynamoDB_20120810.GetItem\r\n{authorization}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let Ok(mut server) = TcpStream::connect(upstream).await else { return 0 };
+    if server.write_all(probe.as_bytes()).await.is_err() {
+        return 0;
+    }
+    let mut response = Vec::new();
+    if server.read_to_end(&mut response).await.is_err() {
+        return 0;
+    }
+    body_of(&response)["Item"].as_object().map_or(0, capacity::item_size)
+}
+
+/// Answers the client with a fault, or returns moto's answer for the caller to pass on.
+async fn forward_or_fault(
+    client: &mut TcpStream,
+    upstream: SocketAddr,
+    rules: &Mutex<Rules>,
+    operation: &str,
+    request: &[u8],
+) -> Option<Vec<u8>> {
     match decide(rules, operation) {
         Some(Fault::Throttle) => {
             let _ = client
@@ -409,15 +480,12 @@ async fn forward_or_fault(client: &mut TcpStream, upstream: SocketAddr, rules: &
             tokio::time::sleep(Duration::from_secs(120)).await;
         }
         None => {
-            let Ok(mut server) = TcpStream::connect(upstream).await else { return };
-            if server.write_all(&close_after(request)).await.is_err() {
-                return;
-            }
+            let mut server = TcpStream::connect(upstream).await.ok()?;
+            server.write_all(&close_after(request)).await.ok()?;
             let mut response = Vec::new();
-            if server.read_to_end(&mut response).await.is_err() {
-                return;
-            }
-            let _ = client.write_all(&close_after(&response)).await;
+            server.read_to_end(&mut response).await.ok()?;
+            return Some(response);
         }
     }
+    None
 }

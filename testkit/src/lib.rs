@@ -2,6 +2,7 @@
 //! loopback port and stopped when the process exits), AWS clients pointed at it, unique table
 //! names, and a proxy that injects faults between the SDK and moto.
 
+pub mod capacity;
 pub mod faults;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -25,7 +25,7 @@ async fn client_through(proxy: &FaultProxy) -> aws_sdk_dynamodb::Client {
 }
 
 /// An app on fresh tables whose store reaches moto through a fault proxy.
-async fn app_through_proxy() -> (TestApp, FaultProxy) {
+pub(crate) async fn app_through_proxy() -> (TestApp, FaultProxy) {
     let (_direct, tables) = iam_testkit::fresh_store_with_tables().await;
     let proxy = FaultProxy::start(&iam_testkit::moto().endpoint).await;
     let store = DynamoStore::new(client_through(&proxy).await, tables.principals, tables.credentials);

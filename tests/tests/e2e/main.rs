@@ -6,6 +6,7 @@
 mod attacks;
 mod authority;
 mod authority_at_commit;
+mod capacity;
 mod compat;
 mod dynamodb;
 mod dynamodb_conflicts;
@@ -18,6 +19,7 @@ mod idempotency;
 mod lambda;
 mod limits;
 mod management;
+mod metrics;
 mod operations;
 mod rotation;
 mod wrong_keys;
