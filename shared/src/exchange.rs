@@ -202,8 +202,9 @@ impl Iam {
     }
 
     /// Phase 4: sign, then record the use. Recording succeeds only while the credential and its
-    /// principal are still Active and the key is under its per-second limit, so a revoke or suspension that returned while this exchange
-    /// was in flight (during argon2, say) still wins, and the signed token is dropped.
+    /// principal are still Active and the key is under its per-second limit, so a revoke or
+    /// suspension that returned while this exchange was in flight (during argon2, say) still
+    /// wins, and the signed token is dropped.
     async fn sign_and_record(
         &self,
         credential: &Credential,
