@@ -205,8 +205,30 @@ def main():
         check(details(driver).get("Active credentials") == "1", "the principal counts its active credential")
         axe_serious(driver, axe_js, "the principal's page")
 
-        # Revoke it in the UI: cancel first, then confirm; the exchange then fails.
+        # Rotate it with an hour's grace: the new key shown once, with the old key's new expiry;
+        # both keys work, and the old one offers no second rotation.
         key_id = key.split(".", 1)[0].removeprefix("ik_")
+        Select(driver.find_element(By.ID, "rotate-grace")).select_by_value("3600")
+        driver.find_element(By.CSS_SELECTOR, f"#credentials tr[data-key-id='{key_id}'] button[aria-label^='Rotate']").click()
+        check("1 hour" in driver.find_element(By.ID, "confirm-message").text, "the confirmation says how long the old key keeps working")
+        confirm(driver, yes=True)
+        wait_until(driver, lambda d: displayed(d, "key-dialog") and d.find_element(By.ID, "new-key").text.startswith("ik_"))
+        rotated_key = driver.find_element(By.ID, "new-key").text
+        note = driver.find_element(By.ID, "rotated-note").text
+        check(key_id in note and "keeps working until" in note and note.endswith("UTC."), f"the dialog gives the old key's new expiry: {note}")
+        click(driver, "close-key")
+        wait_until(driver, lambda d: not displayed(d, "key-dialog"))
+        rotated_id = rotated_key.split(".", 1)[0].removeprefix("ik_")
+        wait_until(driver, lambda d: any(r[1] == rotated_id for r in table_rows(d, "credentials")))
+        left = key_left_anywhere(driver, rotated_key)
+        check(not any(left.values()), f"the rotated key is gone once the dialog closes (true where it was found): {left}")
+        check(exchange_status(base, key) == 200 and exchange_status(base, rotated_key) == 200, "both keys work during the grace period")
+        check(
+            not driver.find_elements(By.CSS_SELECTOR, f"#credentials tr[data-key-id='{key_id}'] button[aria-label^='Rotate']"),
+            "a rotated credential offers no second rotation",
+        )
+
+        # Revoke the old one in the UI: cancel first, then confirm; the exchange then fails.
         revoke_button = f"#credentials tr[data-key-id='{key_id}'] button"
         driver.find_element(By.CSS_SELECTOR, revoke_button).click()
         confirm(driver, yes=False)

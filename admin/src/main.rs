@@ -157,7 +157,7 @@ async fn run(command: Command) -> Result<(), String> {
         Command::Migrate => {
             let report = store.migrate().await.map_err(|e| e.to_string())?;
             println!(
-                "Migrated {} credential(s) of {} examined ({} needed nothing by the time they were written)",
+                "Migrated {} item(s) (credentials, principals) of {} examined ({} needed nothing by the time they were written)",
                 report.migrated, report.examined, report.skipped
             );
             Ok(())

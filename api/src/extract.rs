@@ -142,6 +142,23 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     }
 }
 
+/// A JSON body that may be left out altogether (an empty body reads as `T::default()`); one
+/// that is sent is parsed exactly as [`JsonBody`] parses it.
+pub struct OptionalJsonBody<T>(pub T);
+
+impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalJsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let (parts, bytes) = read_body(request).await?;
+        if bytes.is_empty() {
+            return Ok(Self(T::default()));
+        }
+        let request = Request::from_parts(parts, axum::body::Body::from(bytes));
+        JsonBody::<T>::from_request(request, state).await.map(|JsonBody(v)| Self(v))
+    }
+}
+
 /// Query parameters as pairs; repeated or unknown names are the route's to judge.
 pub struct Query(pub Vec<(String, String)>);
 

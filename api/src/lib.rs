@@ -15,7 +15,9 @@ pub mod source_address;
 pub mod state;
 pub mod views;
 
-pub use extract::{Authenticated, IdempotencyKeyHeader, IfMatch, JsonBody, PathParams, Query, etag, nullable, parse_path};
+pub use extract::{
+    Authenticated, IdempotencyKeyHeader, IfMatch, JsonBody, OptionalJsonBody, PathParams, Query, etag, nullable, parse_path,
+};
 pub use problem::ApiError;
 pub use source_address::SourceAddress;
 pub use state::{AppState, finish_router};

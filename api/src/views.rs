@@ -27,6 +27,8 @@ pub struct CredentialView {
     pub revoked_at: Option<DateTime<Utc>>,
     pub revoked_by: Option<Actor>,
     pub last_used_at: Option<DateTime<Utc>>,
+    pub rotated_from: Option<KeyId>,
+    pub rotated_to: Option<KeyId>,
 }
 
 impl CredentialView {
@@ -44,6 +46,8 @@ impl CredentialView {
             revoked_at: c.revoked_at,
             revoked_by: c.revoked_by.clone(),
             last_used_at: c.last_used_at,
+            rotated_from: c.rotated_from.clone(),
+            rotated_to: c.rotated_to.clone(),
         }
     }
 }

@@ -355,6 +355,15 @@
         button.disabled = !revoke.allowed;
         button.addEventListener("click", () => revokeCredential(c));
         action.append(button);
+        if (!c.rotatedTo) {
+          const rotate = document.createElement("button");
+          rotate.type = "button";
+          rotate.textContent = "Rotate";
+          rotate.setAttribute("aria-label", `Rotate ${c.name} (${c.keyId})`);
+          rotate.disabled = !opened.principal.allowedActions.issueCredential.allowed;
+          rotate.addEventListener("click", () => rotateCredential(c));
+          action.append(" ", rotate);
+        }
       }
       row.append(action);
       row.dataset.keyId = c.keyId;
@@ -457,8 +466,10 @@
     });
   }
 
-  function showKeyOnce(apiKey) {
+  function showKeyOnce(apiKey, note) {
     $("new-key").textContent = apiKey;
+    $("rotated-note").textContent = note || "";
+    $("rotated-note").hidden = !note;
     $("copy-status").textContent = "";
     $("key-dialog").showModal();
     $("copy-key").focus();
@@ -483,6 +494,7 @@
   /** However the dialog closes (button or Escape), the key leaves the page. */
   function purgeKey() {
     $("new-key").textContent = "";
+    $("rotated-note").hidden = true;
     $("copy-status").textContent = "";
     window.getSelection().removeAllRanges();
     $("issue-submit").focus();
@@ -500,6 +512,29 @@
     }
     await attempt(async () => {
       await api("POST", `/iam/api-keys/${opened.principal.id}/credentials/${credential.keyId}/revoke`);
+      await reopenPrincipal();
+    });
+  }
+
+  async function rotateCredential(credential) {
+    const grace = Number($("rotate-grace").value);
+    const choice = $("rotate-grace").selectedOptions[0].textContent.toLowerCase();
+    const sure = await confirmAction(
+      `Rotate the credential ${credential.name} (${credential.keyId})? A new key is shown once; the old key keeps working for ${choice}.`,
+      "Rotate",
+    );
+    if (!sure) {
+      return;
+    }
+    await attempt(async () => {
+      const rotated = await api("POST", `/iam/api-keys/${opened.principal.id}/credentials/${credential.keyId}/rotate`, {
+        gracePeriodSeconds: grace,
+      });
+      const old = rotated.rotated;
+      const note = old.status === "Active"
+        ? `The old key ${old.keyId} keeps working until ${when(old.expiresAt)}.`
+        : `The old key ${old.keyId} no longer works.`;
+      showKeyOnce(rotated.apiKey, note);
       await reopenPrincipal();
     });
   }

@@ -27,6 +27,7 @@ pub mod list_role_assignments;
 pub mod list_roles;
 pub mod openid_configuration;
 pub mod revoke_credential;
+pub mod rotate_credential;
 pub mod rotate_signing_key;
 pub mod unassign_role;
 pub mod update_principal;
@@ -45,6 +46,7 @@ pub const OPERATIONS: &[Operation] = &[
     op("issue-credential",      Post,   "/iam/api-keys/{principalId}/credentials",                    Permission(PERM_CREDENTIALS_WRITE),      Verifier, STORE, issue_credential::endpoint),
     op("list-credentials",      Get,    "/iam/api-keys/{principalId}/credentials",                    Permission(PERM_API_KEYS_READ),          Verifier, STORE, list_credentials::endpoint),
     op("revoke-credential",     Post,   "/iam/api-keys/{principalId}/credentials/{keyId}/revoke",     Permission(PERM_CREDENTIALS_WRITE),      Verifier, STORE, revoke_credential::endpoint),
+    op("rotate-credential",     Post,   "/iam/api-keys/{principalId}/credentials/{keyId}/rotate",     Permission(PERM_CREDENTIALS_WRITE),      Verifier, STORE, rotate_credential::endpoint),
     op("list-roles",            Get,    "/iam/roles",                                                 Permission(PERM_API_KEYS_READ),          Verifier, STORE, list_roles::endpoint),
     op("create-role",           Post,   "/iam/roles",                                                 Permission(PERM_ROLES_WRITE),            Verifier, STORE, create_role::endpoint),
     op("list-role-assignments", Get,    "/iam/api-keys/{principalId}/role-assignments",               Permission(PERM_API_KEYS_READ),          Verifier, STORE, list_role_assignments::endpoint),

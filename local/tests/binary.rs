@@ -170,35 +170,55 @@ fn bad_flags_exit_with_usage() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("usage: iam-local"));
 }
 
-fn walkthrough() -> String {
+/// The shell block between `<!-- {name}:begin -->` and `<!-- {name}:end -->` in README.md.
+fn readme_block(name: &str) -> String {
     let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md")).unwrap();
-    let start = readme.find("<!-- walkthrough:begin -->").expect("walkthrough start marker");
-    let end = readme.find("<!-- walkthrough:end -->").expect("walkthrough end marker");
+    let start = readme.find(&format!("<!-- {name}:begin -->")).expect("walkthrough start marker");
+    let end = readme.find(&format!("<!-- {name}:end -->")).expect("walkthrough end marker");
     let block = &readme[start..end];
     let body_start = block.find("```sh\n").expect("sh fence") + "```sh\n".len();
     let body_end = block.rfind("```").unwrap();
     block[body_start..body_end].to_owned()
 }
 
-fn run_walkthrough(server: &Server) {
+/// Runs the README block `name` verbatim against `server` as its bootstrap admin; answers
+/// what it printed, or fails with everything it printed.
+fn run_readme_block(server: &Server, name: &str) -> String {
     let key = bootstrap_key(&server.bootstrap[0], "dev");
-    let script = format!("set -euo pipefail\n{}", walkthrough());
     let out = Command::new("bash")
         .arg("-c")
-        .arg(script)
+        .arg(format!("set -euo pipefail\n{}", readme_block(name)))
         .env("IAM", format!("http://{}", server.addr))
         .env("ADMIN_KEY", key)
         .output()
         .expect("bash");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "walkthrough failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(out.status.success(), "{name} failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    stdout
+}
+
+fn run_walkthrough(server: &Server) {
+    let stdout = run_readme_block(server, "walkthrough");
     assert!(stdout.contains("principal: akp_"), "{stdout}");
     assert!(stdout.contains("\"roleId\":\"iam-viewer\""), "{stdout}");
     assert!(stdout.contains("\"displayName\":\"billing-job\""), "step 6 answered: {stdout}");
     assert!(stdout.contains("\"status\":\"Revoked\""), "{stdout}");
     assert!(stdout.contains("\"error\":\"invalid_grant\",\"error_description\":\"the credential has been revoked\""), "{stdout}");
     assert!(stdout.contains("management call with the old token: HTTP 401"), "{stdout}");
+}
+
+#[test]
+fn the_readme_rotation_walkthrough_works_verbatim() {
+    let stdout = run_readme_block(&start(&["--in-memory"]), "rotation-walkthrough");
+    let until = stdout.lines().find_map(|l| l.strip_prefix("old key works until: ")).expect("step 1 printed the expiry");
+    let until: chrono::DateTime<chrono::Utc> = until.parse().expect("a time");
+    let left = until - chrono::Utc::now();
+    assert!(left > chrono::Duration::minutes(55) && left <= chrono::Duration::minutes(60), "an hour's grace: {until}");
+    assert!(stdout.contains("successor: "), "{stdout}");
+    for line in ["old key: HTTP 200", "new key: HTTP 200", "old key after revoke: HTTP 400", "new key after revoke: HTTP 200"] {
+        assert!(stdout.contains(line), "expected '{line}' in:\n{stdout}");
+    }
 }
 
 #[test]

@@ -16,6 +16,9 @@ pub enum Conflict {
     StaleVersion,
     #[error("a credential with this key id exists")]
     CredentialExists,
+    /// Only an Active credential rotates, and only once.
+    #[error("only an active credential that was not rotated before can be rotated; this one is revoked, expired or already rotated")]
+    NotRotatable,
     #[error("a role with this id exists")]
     RoleExists,
     #[error("a role named '{0}' already exists")]

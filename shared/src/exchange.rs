@@ -156,9 +156,9 @@ impl Iam {
     /// downstream one), and the scope asked for within what its roles hold. `iam:` power
     /// travels only to the management API.
     async fn decide(&self, credential: &Credential, scope: Option<&str>, audience: Option<&str>) -> Result<Decision, ExchangeError> {
-        let principal = self
+        let (principal, role_ids) = self
             .store
-            .get_principal(&credential.org_id, &credential.principal_id)
+            .get_principal_with_roles(&credential.org_id, &credential.principal_id)
             .await?
             .ok_or(ExchangeError::Refused(Refusal::PrincipalRevoked))?;
         let now = model::now();
@@ -175,7 +175,7 @@ impl Iam {
                 .map(String::as_str)
                 .ok_or_else(|| ExchangeError::InvalidTarget("the requested audience is not allowed".into()))?,
         };
-        let roles = self.granting_roles(&principal).await?;
+        let roles = self.granting_roles(&principal, &role_ids).await?;
         let mut held: BTreeSet<Permission> = roles.iter().flat_map(|r| r.permissions.iter().cloned()).collect();
         let management = settings.is_management(audience);
         if !management {

@@ -203,6 +203,35 @@ pub struct Credential {
     /// Its exchanges in the latest one-second window, for the per-key limit: carried on the
     /// credential so that the exchange's one write keeps the count too.
     pub recent_uses: Option<UseWindow>,
+    /// The credential this one was rotated from, and the one it was rotated to: a rotation
+    /// links both in the step that issues the successor. A credential rotates once.
+    pub rotated_from: Option<KeyId>,
+    pub rotated_to: Option<KeyId>,
+}
+
+/// How long a rotated credential keeps working when the rotation does not say: a day, time
+/// for a deployment to pick up the new key everywhere, short enough that a key being rotated
+/// because it may have leaked does not linger for long.
+pub const DEFAULT_ROTATION_GRACE_SECONDS: u32 = 24 * 60 * 60;
+/// At most a week, as Stripe's rotation allows.
+pub const MAX_ROTATION_GRACE_SECONDS: u32 = 7 * 24 * 60 * 60;
+
+/// What a rotation asks for: how long the old credential keeps working, and the successor's
+/// name (the old one's unless given).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rotation {
+    pub grace_period_seconds: u32,
+    pub name: Option<String>,
+}
+
+impl Rotation {
+    pub fn new(grace_period_seconds: Option<u32>, name: Option<String>) -> Result<Self, DomainError> {
+        let grace_period_seconds = grace_period_seconds.unwrap_or(DEFAULT_ROTATION_GRACE_SECONDS);
+        if grace_period_seconds > MAX_ROTATION_GRACE_SECONDS {
+            return Err(DomainError::invalid(format!("gracePeriodSeconds must be between 0 and {MAX_ROTATION_GRACE_SECONDS} (7 days)")));
+        }
+        Ok(Self { grace_period_seconds, name })
+    }
 }
 
 /// How many times a credential was exchanged within one second (`second`, Unix time).
@@ -269,7 +298,48 @@ impl Credential {
             secret_hash,
             secret_check: None,
             recent_uses: None,
+            rotated_from: None,
+            rotated_to: None,
         })
+    }
+
+    /// Whether `rotation` may replace this credential at `now`: only an Active credential, and
+    /// only once (its successor is the one to rotate next).
+    pub fn check_rotatable(&self, now: DateTime<Utc>) -> Result<(), crate::error::Conflict> {
+        match (self.status_at(now), &self.rotated_to) {
+            (CredentialStatus::Active, None) => Ok(()),
+            _ => Err(crate::error::Conflict::NotRotatable),
+        }
+    }
+
+    /// The successor a rotation issues: the name asked for or this one's, and the same
+    /// lifetime from now as this credential had from its issue (none if it had none), so a key
+    /// rotated before it expires gets a fresh term rather than this one's remainder.
+    pub fn successor(
+        &self,
+        principal: &Principal,
+        key_id: KeyId,
+        rotation: &Rotation,
+        secret_hash: String,
+        actor: Actor,
+        now: DateTime<Utc>,
+    ) -> Result<Self, DomainError> {
+        let name = rotation.name.as_deref().unwrap_or(&self.name);
+        let expires_at = self.expires_at.map(|t| now + (t - self.created_at).max(chrono::Duration::seconds(1)));
+        let mut next = Self::new(principal, key_id, name, expires_at, secret_hash, actor, now)?;
+        next.rotated_from = Some(self.key_id.clone());
+        Ok(next)
+    }
+
+    /// This credential once `successor` replaces it: it expires at the end of the grace period
+    /// (or sooner, if it already would), and names its successor.
+    pub fn rotated_out(&self, successor: &KeyId, rotation: &Rotation, now: DateTime<Utc>) -> Self {
+        let grace_end = now + chrono::Duration::seconds(rotation.grace_period_seconds.into());
+        Self {
+            expires_at: Some(self.expires_at.map_or(grace_end, |t| t.min(grace_end))),
+            rotated_to: Some(successor.clone()),
+            ..self.clone()
+        }
     }
 
     pub fn with_secret_check(self, check: String) -> Self {

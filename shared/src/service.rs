@@ -17,6 +17,7 @@ use crate::idempotency::{IdempotencyClaim, IdempotencyKey, IdempotencyRecord, Id
 use crate::ids::{KeyId, OrgId, Permission, PrincipalId, RoleId};
 use crate::model::{
     self, Actor, Credential, CredentialStatus, Principal, PrincipalChange, PrincipalStatus, PrincipalType, Refusal, Role, RoleAssignment,
+    Rotation,
 };
 use crate::roles;
 use crate::signing_keys::Keyring;
@@ -257,6 +258,22 @@ fn replayed_role(outcome: IdempotentOutcome) -> Result<Created<Role>, DomainErro
 }
 
 /// The secret of an earlier issue cannot be shown again: name the credential, so it can be revoked.
+/// What a rotation answers: the successor and its key (shown once), and the old credential as
+/// the rotation left it.
+#[derive(Debug)]
+pub struct RotatedCredential {
+    pub successor: Credential,
+    pub key: ApiKey,
+    pub predecessor: Credential,
+}
+
+fn already_rotated(outcome: IdempotentOutcome) -> Result<RotatedCredential, DomainError> {
+    match outcome {
+        IdempotentOutcome::Credential { key_id } => Err(DomainError::AlreadyIssued(key_id)),
+        _ => Err(key_reused()),
+    }
+}
+
 fn already_issued(outcome: IdempotentOutcome) -> Result<(Credential, ApiKey), DomainError> {
     match outcome {
         IdempotentOutcome::Credential { key_id } => Err(DomainError::AlreadyIssued(key_id)),
@@ -269,6 +286,30 @@ pub struct Iam {
     pub hasher: SecretHasher,
     pub tokens: Keyring,
     pub limits: Limits,
+    org_roles: OrgRoleCache,
+}
+
+/// Organisation roles as read from the store. A role never changes once created (no route
+/// updates or deletes one), so a copy read once stays true for the process's life, and a warm
+/// exchange or management call reads no role item. Bounded: when full it starts again empty,
+/// which costs one read per role in use. If roles ever become mutable, this cache must go.
+#[derive(Default)]
+struct OrgRoleCache(std::sync::Mutex<std::collections::HashMap<(OrgId, RoleId), Role>>);
+
+const ORG_ROLE_CACHE_ENTRIES: usize = 4096;
+
+impl OrgRoleCache {
+    fn get(&self, org: &OrgId, id: &RoleId) -> Option<Role> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).get(&(org.clone(), id.clone())).cloned()
+    }
+
+    fn insert(&self, role: &Role, org: &OrgId) {
+        let mut roles = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if roles.len() >= ORG_ROLE_CACHE_ENTRIES {
+            roles.clear();
+        }
+        roles.insert((org.clone(), role.id.clone()), role.clone());
+    }
 }
 
 /// Caps an operator may set (`IAM_MAX_PRINCIPALS_PER_ORG`, `IAM_EXCHANGES_PER_KEY_PER_SECOND`).
@@ -300,7 +341,7 @@ impl std::fmt::Debug for Iam {
 
 impl Iam {
     pub fn new(store: Arc<dyn Store>, hasher: SecretHasher, tokens: Keyring) -> Self {
-        Self { store, hasher, tokens, limits: Limits::default() }
+        Self { store, hasher, tokens, limits: Limits::default(), org_roles: OrgRoleCache::default() }
     }
 
     pub fn with_limits(self, limits: Limits) -> Self {
@@ -317,10 +358,11 @@ impl Iam {
             return Err(AuthError::Token(TokenRejection::Invalid("claims do not name an API-key principal".into())));
         };
         let credential = self.store.get_credential(&key_id).await?.ok_or(AuthError::UnknownCredential)?;
-        let principal = self.store.get_principal(&org_id, &principal_id).await?.ok_or(AuthError::UnknownCredential)?;
+        let (principal, role_ids) =
+            self.store.get_principal_with_roles(&org_id, &principal_id).await?.ok_or(AuthError::UnknownCredential)?;
         model::may_authenticate(&credential, &principal, model::now()).map_err(AuthError::Refused)?;
         // An unassigned role stops granting at once, not when the token expires.
-        let roles = self.granting_roles(&principal).await?;
+        let roles = self.granting_roles(&principal, &role_ids).await?;
         let held: BTreeSet<&str> = roles.iter().flat_map(|r| r.permissions.iter().map(Permission::as_str)).collect();
         let permissions = claims.permissions().filter(|p| held.contains(p)).map(str::to_owned).collect();
         Ok(Caller { principal_id, org_id, key_id, claims, permissions, principal, roles })
@@ -399,12 +441,13 @@ impl Iam {
     /// A principal of the caller's organisation with its roles and credentials, read for an
     /// authority decision.
     async fn standing_of(&self, caller: &Caller, id: &PrincipalId) -> Result<Standing, DomainError> {
-        let principal = self.principal_of(caller, id).await?;
-        Ok(self.standing(principal).await?)
+        let (principal, role_ids) =
+            self.store.get_principal_with_roles(&caller.org_id, id).await?.ok_or(DomainError::NotFound("principal"))?;
+        Ok(self.standing(principal, &role_ids).await?)
     }
 
-    async fn standing(&self, principal: Principal) -> Result<Standing, StoreError> {
-        let roles = self.granting_roles(&principal).await?;
+    async fn standing(&self, principal: Principal, role_ids: &[RoleId]) -> Result<Standing, StoreError> {
+        let roles = self.granting_roles(&principal, role_ids).await?;
         let credentials = self.store.list_credentials(&principal.org_id, &principal.id).await?;
         Ok(Standing { principal, roles, credentials })
     }
@@ -428,7 +471,9 @@ impl Iam {
                 if p.id == before.principal.id || p.id == caller.principal_id || p.status != PrincipalStatus::Active {
                     continue;
                 }
-                if let Some(w) = self.standing(p).await?.usable_administrator(now) {
+                let role_ids: Vec<RoleId> =
+                    self.store.list_role_assignments(&p.org_id, &p.id).await?.into_iter().map(|a| a.role_id).collect();
+                if let Some(w) = self.standing(p, &role_ids).await?.usable_administrator(now) {
                     return Ok(Some(w));
                 }
             }
@@ -524,6 +569,54 @@ impl Iam {
         audited("credential.issue", caller, &target, result)
     }
 
+    /// Replaces a credential with a successor in one atomic step (see [`Store::rotate_credential`]):
+    /// the successor's key is shown once, and the old credential keeps working for the grace
+    /// period (or less, if it expires sooner). Needs what issuing needs.
+    pub async fn rotate_credential(
+        &self,
+        caller: &Caller,
+        id: &PrincipalId,
+        key_id: &KeyId,
+        rotation: Rotation,
+        idempotency: Option<&IdempotencyKey>,
+    ) -> Result<RotatedCredential, DomainError> {
+        if let Err(e) = caller.require(PERM_CREDENTIALS_WRITE) {
+            return audited("credential.rotate", caller, key_id.as_str(), Err(e));
+        }
+        let request = (id, key_id, &rotation);
+        let once = IdempotentCreate::new(self.store.as_ref(), caller, idempotency, "credential.rotate", &request, already_rotated);
+        if let Some(answer) = once.earlier().await? {
+            return answer;
+        }
+        let result = async {
+            let target = self.standing_of(caller, id).await?;
+            caller.authority().may_act_on(&target.permissions())?;
+            let now = model::now();
+            let old = target.credentials.iter().find(|c| &c.key_id == key_id).ok_or(DomainError::NotFound("credential"))?;
+            old.check_rotatable(now)?;
+            // Validate before paying for argon2.
+            old.successor(&target.principal, KeyId::generate(), &rotation, String::new(), caller.actor(), now)?;
+            let key = ApiKey::generate();
+            let hash = self.hasher.hash(key.secret()).await.map_err(|e| DomainError::Unavailable(e.into()))?;
+            let successor = old
+                .successor(&target.principal, key.key_id().clone(), &rotation, hash, caller.actor(), now)?
+                .with_secret_check(hashing::secret_check(key.secret()));
+            let predecessor = old.rotated_out(&successor.key_id, &rotation, now);
+            let outcome = IdempotentOutcome::Credential { key_id: successor.key_id.clone() };
+            let guard = caller.guard_for_write_on(&target.principal);
+            let write = async |record: Option<&IdempotencyRecord>| {
+                self.store.rotate_credential(&predecessor, &successor, now, record, &guard).await
+            };
+            let rotated = RotatedCredential { successor: successor.clone(), key, predecessor: predecessor.clone() };
+            once.write(rotated, outcome, now, write).await
+        }
+        .await;
+        if let Err(DomainError::AlreadyIssued(_)) = &result {
+            return result;
+        }
+        audited("credential.rotate", caller, key_id.as_str(), result)
+    }
+
     pub async fn list_credentials(&self, caller: &Caller, id: &PrincipalId, include_all: bool) -> Result<Vec<Credential>, DomainError> {
         caller.require(PERM_API_KEYS_READ)?;
         self.principal_of(caller, id).await?;
@@ -608,10 +701,17 @@ impl Iam {
     /// A role as this organisation sees it: built-in, or its own. Another organisation's role
     /// looks exactly like a missing one.
     async fn role_for(&self, org: &OrgId, id: &RoleId) -> Result<Option<Role>, StoreError> {
-        match roles::builtin(id.as_str()) {
-            Some(r) => Ok(Some(r.clone())),
-            None => self.store.get_org_role(org, id).await,
+        if let Some(r) = roles::builtin(id.as_str()) {
+            return Ok(Some(r.clone()));
         }
+        if let Some(cached) = self.org_roles.get(org, id) {
+            return Ok(Some(cached));
+        }
+        let read = self.store.get_org_role(org, id).await?;
+        if let Some(role) = &read {
+            self.org_roles.insert(role, org);
+        }
+        Ok(read)
     }
 
     pub async fn list_role_assignments(&self, caller: &Caller, id: &PrincipalId) -> Result<Vec<RoleAssignment>, DomainError> {
@@ -669,10 +769,10 @@ impl Iam {
 
     /// The roles that grant a principal something now. Roles that no longer exist or no longer
     /// support its type grant nothing.
-    pub(crate) async fn granting_roles(&self, principal: &Principal) -> Result<Vec<Role>, StoreError> {
+    pub(crate) async fn granting_roles(&self, principal: &Principal, role_ids: &[RoleId]) -> Result<Vec<Role>, StoreError> {
         let mut granting = Vec::new();
-        for a in self.store.list_role_assignments(&principal.org_id, &principal.id).await? {
-            if let Some(role) = self.role_for(&principal.org_id, &a.role_id).await?
+        for role_id in role_ids {
+            if let Some(role) = self.role_for(&principal.org_id, role_id).await?
                 && authority::granting(&role, &principal.org_id, principal.principal_type)
             {
                 granting.push(role);

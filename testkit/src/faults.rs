@@ -22,6 +22,9 @@ pub enum Fault {
     Fail,
     /// Never answer.
     Stall,
+    /// Answer normally: with a count, lets that many calls through before the rules after it
+    /// apply (stall the second GetItem, say).
+    Pass,
 }
 
 #[derive(Default)]
@@ -197,7 +200,7 @@ pub fn iam_calls_of(request: &[u8]) -> Vec<IamCall> {
 
 fn decide(rules: &Mutex<Rules>, operation: &str) -> Option<Fault> {
     let mut guard = rules.lock().unwrap();
-    let fault = decide_locked(&mut guard, operation);
+    let fault = decide_locked(&mut guard, operation).filter(|f| *f != Fault::Pass);
     if fault.is_some() {
         guard.first_fault_at.get_or_insert_with(std::time::Instant::now);
     }
@@ -479,7 +482,7 @@ async fn forward_or_fault(
         Some(Fault::Stall) => {
             tokio::time::sleep(Duration::from_secs(120)).await;
         }
-        None => {
+        None | Some(Fault::Pass) => {
             let mut server = TcpStream::connect(upstream).await.ok()?;
             server.write_all(&close_after(request)).await.ok()?;
             let mut response = Vec::new();

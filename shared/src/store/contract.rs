@@ -12,7 +12,7 @@ use crate::idempotency::{IDEMPOTENCY_TTL, IdempotencyClaim, IdempotencyKey, Idem
 use crate::ids::{KeyId, OrgId, Permission, PrincipalId, RoleId};
 use crate::model::{
     Actor, Credential, CredentialStatus, MAX_ACTIVE_CREDENTIALS, MAX_ROLES_PER_PRINCIPAL, Principal, PrincipalChange, PrincipalStatus,
-    PrincipalType, Role, RoleAssignment, UseOutcome, UseWindow, now,
+    PrincipalType, Role, RoleAssignment, Rotation, UseOutcome, UseWindow, now,
 };
 
 /// Generates one `#[tokio::test]` per contract case for the store built by `$make` (an async
@@ -24,7 +24,7 @@ macro_rules! store_contract_tests {
             principal_round_trip, principal_listing_paginates_within_org, principal_update_is_versioned,
             credential_insert_and_read, credential_insert_checks_principal, credential_limit_is_enforced,
             credential_limit_holds_under_concurrency, revoke_is_idempotent_and_scoped, revoke_wins_over_concurrent_reads,
-            record_use_keeps_status, record_use_counts_against_the_per_key_limit, roles_are_scoped_and_unique, assignments_are_idempotent_and_scoped,
+            record_use_keeps_status, record_use_counts_against_the_per_key_limit, rotation_replaces_a_credential_once, roles_are_scoped_and_unique, assignments_are_idempotent_and_scoped,
             assignment_limit_and_revoked_principal, bootstrap_happens_once, principal_cap_is_enforced_per_org,
             guarded_writes_commit_only_while_their_witness_is_usable, secret_check_is_stored_and_gained_on_first_use,
             writes_commit_only_while_the_principals_decided_on_are_unchanged,
@@ -293,6 +293,74 @@ pub async fn record_use_keeps_status<S: Store + ?Sized>(store: Arc<S>) {
     assert_eq!(store.record_credential_use(&credential(&p), at, None, 100).await.unwrap(), UseOutcome::NoLongerActive, "nor a missing one");
 }
 
+/// A rotation as the service makes one, at `at`.
+fn rotation_of(p: &Principal, old: &Credential, grace_seconds: u32, at: chrono::DateTime<chrono::Utc>) -> (Credential, Credential) {
+    let rotation = Rotation::new(Some(grace_seconds), None).unwrap();
+    let successor =
+        old.successor(p, KeyId::generate(), &rotation, "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaA".into(), actor(), at).unwrap();
+    (old.rotated_out(&successor.key_id, &rotation, at), successor)
+}
+
+pub async fn rotation_replaces_a_credential_once<S: Store + ?Sized>(store: Arc<S>) {
+    let p = principal("acme");
+    store.create_principal(&p, MAX, None).await.unwrap();
+    let old = credential(&p);
+    store.insert_credential(&old, now(), None, &Guard::NONE).await.unwrap();
+    let at = now();
+    assert_eq!(store.record_credential_use(&old, at, None, 100).await.unwrap(), UseOutcome::Recorded);
+
+    // Rotated with an hour's grace: linked both ways, the old one's expiry shortened, its
+    // record of use kept although the rotation was decided on an older read.
+    let (predecessor, successor) = rotation_of(&p, &old, 3600, at);
+    store.rotate_credential(&predecessor, &successor, at, None, &Guard::NONE).await.unwrap();
+    let stored_old = store.get_credential(&old.key_id).await.unwrap().unwrap();
+    assert_eq!(stored_old.rotated_to.as_ref(), Some(&successor.key_id));
+    assert_eq!(stored_old.expires_at, Some(at + Duration::hours(1)));
+    assert_eq!(stored_old.last_used_at, Some(at), "the use recorded before the rotation is kept");
+    assert_eq!(store.get_credential(&successor.key_id).await.unwrap(), Some(successor.clone()));
+    assert_eq!(successor.rotated_from.as_ref(), Some(&old.key_id));
+    assert_eq!(store.record_credential_use(&old, at, None, 100).await.unwrap(), UseOutcome::Recorded, "both work in the grace period");
+    assert_eq!(store.record_credential_use(&successor, at, None, 100).await.unwrap(), UseOutcome::Recorded);
+
+    // A credential rotates once: again, and nothing is written.
+    let (again_old, again) = rotation_of(&p, &old, 3600, at);
+    let refused = store.rotate_credential(&again_old, &again, at, None, &Guard::NONE).await;
+    assert!(matches!(refused, Err(StoreError::Conflict(Conflict::NotRotatable))), "{refused:?}");
+    assert_eq!(store.get_credential(&again.key_id).await.unwrap(), None, "nothing written");
+
+    // Nor does a revoked one, or another principal's.
+    let revoked = credential(&p);
+    store.insert_credential(&revoked, now(), None, &Guard::NONE).await.unwrap();
+    store.revoke_credential(&p.org_id, &p.id, &revoked.key_id, &actor(), now(), &Guard::NONE).await.unwrap();
+    let (r_old, r_new) = rotation_of(&p, &revoked, 0, now());
+    assert!(matches!(
+        store.rotate_credential(&r_old, &r_new, now(), None, &Guard::NONE).await,
+        Err(StoreError::Conflict(Conflict::NotRotatable))
+    ));
+    let q = principal("acme");
+    store.create_principal(&q, MAX, None).await.unwrap();
+    let (mut stolen, mut theirs) = rotation_of(&p, &successor, 0, now());
+    stolen.principal_id = q.id.clone();
+    theirs.principal_id = q.id.clone();
+    assert!(matches!(store.rotate_credential(&stolen, &theirs, now(), None, &Guard::NONE).await, Err(StoreError::NotFound(_))));
+
+    // At the limit, a grace period needs a place for the successor; none frees the old one's.
+    while store.list_credentials(&p.org_id, &p.id).await.unwrap().iter().filter(|c| c.is_live(now())).count() < MAX_ACTIVE_CREDENTIALS {
+        store.insert_credential(&credential(&p), now(), None, &Guard::NONE).await.unwrap();
+    }
+    let (full_old, full_new) = rotation_of(&p, &successor, 3600, now());
+    assert!(matches!(store.rotate_credential(&full_old, &full_new, now(), None, &Guard::NONE).await, Err(StoreError::Limit(_))));
+    let at = now();
+    let (ended, replacement) = rotation_of(&p, &successor, 0, at);
+    store.rotate_credential(&ended, &replacement, at, None, &Guard::NONE).await.unwrap();
+    assert_eq!(
+        store.record_credential_use(&successor, at, None, 100).await.unwrap(),
+        UseOutcome::NoLongerActive,
+        "no grace period ends the old key at once"
+    );
+    assert_eq!(store.record_credential_use(&replacement, at, None, 100).await.unwrap(), UseOutcome::Recorded);
+}
+
 pub async fn record_use_counts_against_the_per_key_limit<S: Store + ?Sized>(store: Arc<S>) {
     let p = principal("limits");
     store.create_principal(&p, MAX, None).await.unwrap();
@@ -364,9 +432,18 @@ pub async fn roles_are_scoped_and_unique<S: Store + ?Sized>(store: Arc<S>) {
 pub async fn assignments_are_idempotent_and_scoped<S: Store + ?Sized>(store: Arc<S>) {
     let p = principal("acme");
     store.create_principal(&p, MAX, None).await.unwrap();
+    let roles_of = async |org_id: &OrgId| store.get_principal_with_roles(org_id, &p.id).await.unwrap().map(|(_, roles)| roles);
+    assert_eq!(roles_of(&p.org_id).await, Some(vec![]));
     let a = assignment(&p, "iam-viewer");
     let (stored, created) = store.assign_role(&a, &Guard::NONE).await.unwrap();
     assert!(created);
+    let other = assignment(&p, "deployer");
+    store.assign_role(&other, &Guard::NONE).await.unwrap();
+    assert_eq!(roles_of(&p.org_id).await, Some(vec![other.role_id.clone(), a.role_id.clone()]), "every assigned role, sorted");
+    let (read, _) = store.get_principal_with_roles(&p.org_id, &p.id).await.unwrap().unwrap();
+    assert_eq!(read, store.get_principal(&p.org_id, &p.id).await.unwrap().unwrap(), "the principal as read alone");
+    assert_eq!(roles_of(&org("other")).await, None);
+    assert!(store.unassign_role(&p.org_id, &p.id, &other.role_id, &Guard::NONE).await.unwrap());
     assert_eq!(stored, a);
     let mut later = a.clone();
     later.assigned_at = now() + Duration::seconds(10);
@@ -379,6 +456,7 @@ pub async fn assignments_are_idempotent_and_scoped<S: Store + ?Sized>(store: Arc
     assert!(store.unassign_role(&p.org_id, &p.id, &a.role_id, &Guard::NONE).await.unwrap());
     assert!(!store.unassign_role(&p.org_id, &p.id, &a.role_id, &Guard::NONE).await.unwrap());
     assert!(store.list_role_assignments(&p.org_id, &p.id).await.unwrap().is_empty());
+    assert_eq!(roles_of(&p.org_id).await, Some(vec![]), "an unassigned role is gone from the principal's roles");
     let ghost = principal("acme");
     assert!(matches!(store.assign_role(&assignment(&ghost, "iam-viewer"), &Guard::NONE).await, Err(StoreError::NotFound(_))));
 }
@@ -408,6 +486,7 @@ pub async fn bootstrap_happens_once<S: Store + ?Sized>(store: Arc<S>) {
     assert!(store.is_bootstrapped(&acme).await.unwrap());
     assert_eq!(store.get_principal(&acme, &p.id).await.unwrap(), Some(p.clone()));
     assert_eq!(store.get_credential(&c.key_id).await.unwrap(), Some(c.clone()));
+    assert_eq!(store.get_principal_with_roles(&acme, &p.id).await.unwrap(), Some((p.clone(), vec![a.role_id.clone()])));
     assert_eq!(store.list_role_assignments(&acme, &p.id).await.unwrap(), vec![a]);
     assert_eq!(store.list_credentials(&acme, &p.id).await.unwrap(), vec![c]);
     let p2 = principal("acme");

@@ -112,6 +112,17 @@ macro_rules! store_by_aggregate {
                 credentials::insert(self, credential, now, idempotency, guard).await
             }
 
+            async fn rotate_credential(
+                &self,
+                predecessor: &$crate::model::Credential,
+                successor: &$crate::model::Credential,
+                now: chrono::DateTime<chrono::Utc>,
+                idempotency: Option<&$crate::idempotency::IdempotencyRecord>,
+                guard: &$crate::authority::Guard,
+            ) -> Result<(), $crate::store::StoreError> {
+                credentials::rotate(self, predecessor, successor, now, idempotency, guard).await
+            }
+
             async fn get_credential(&self, key_id: &$crate::ids::KeyId) -> Result<Option<$crate::model::Credential>, $crate::store::StoreError> {
                 credentials::get(self, key_id).await
             }
@@ -156,6 +167,10 @@ macro_rules! store_by_aggregate {
 
             async fn list_role_assignments(&self, org: &$crate::ids::OrgId, principal: &$crate::ids::PrincipalId) -> Result<Vec<$crate::model::RoleAssignment>, $crate::store::StoreError> {
                 roles::list_assignments(self, org, principal).await
+            }
+
+            async fn get_principal_with_roles(&self, org: &$crate::ids::OrgId, id: &$crate::ids::PrincipalId) -> Result<Option<($crate::model::Principal, Vec<$crate::ids::RoleId>)>, $crate::store::StoreError> {
+                roles::principal_with_roles(self, org, id).await
             }
 
             async fn assign_role(&self, assignment: &$crate::model::RoleAssignment, guard: &$crate::authority::Guard) -> Result<($crate::model::RoleAssignment, bool), $crate::store::StoreError> {
@@ -232,6 +247,20 @@ pub trait Store: Send + Sync + 'static {
         idempotency: Option<&IdempotencyRecord>,
         guard: &Guard,
     ) -> Result<(), StoreError>;
+    /// A rotation, atomically: `successor` is inserted as by `insert_credential` and
+    /// `predecessor` (as the rotation rewrites it: its new `expires_at` and `rotated_to`; its
+    /// other fields are not written) replaces the stored credential, which must still be Active
+    /// at `now`, of the same principal, and not rotated before (`Conflict::NotRotatable`;
+    /// `NotFound` if it is not that principal's). The limit of live credentials is counted with
+    /// the predecessor's new expiry, so a rotation with no grace period never needs room.
+    async fn rotate_credential(
+        &self,
+        predecessor: &Credential,
+        successor: &Credential,
+        now: DateTime<Utc>,
+        idempotency: Option<&IdempotencyRecord>,
+        guard: &Guard,
+    ) -> Result<(), StoreError>;
     /// A strongly consistent read by key id.
     async fn get_credential(&self, key_id: &KeyId) -> Result<Option<Credential>, StoreError>;
     async fn list_credentials(&self, org: &OrgId, principal: &PrincipalId) -> Result<Vec<Credential>, StoreError>;
@@ -248,7 +277,7 @@ pub trait Store: Send + Sync + 'static {
         guard: &Guard,
     ) -> Result<Credential, StoreError>;
     /// Records that `credential` authenticated at `at`, atomically with the check that it and its
-    /// principal are still Active (an exchange's last step: a revoke that returned before this
+    /// principal are still Active (the credential unexpired at `at`) (an exchange's last step: a revoke that returned before this
     /// wins) and with the per-key limit: at most `per_second` uses counted in one
     /// [`UseWindow`](crate::model::UseWindow). Writes nothing unless it answers `Recorded`.
     /// `secret_check`, when given, is stored as the credential's fast secret check
@@ -267,6 +296,10 @@ pub trait Store: Send + Sync + 'static {
     async fn get_org_role(&self, org: &OrgId, id: &RoleId) -> Result<Option<Role>, StoreError>;
 
     async fn list_role_assignments(&self, org: &OrgId, principal: &PrincipalId) -> Result<Vec<RoleAssignment>, StoreError>;
+    /// The principal and the ids of its assigned roles (sorted), as one snapshot: what every
+    /// authority decision and every exchange reads, so one read where the store can (DynamoDB
+    /// carries the ids on the principal's item, written with each assignment).
+    async fn get_principal_with_roles(&self, org: &OrgId, id: &PrincipalId) -> Result<Option<(Principal, Vec<RoleId>)>, StoreError>;
     /// Atomically: the principal exists and is not Revoked, and is under `MAX_ROLES_PER_PRINCIPAL`,
     /// and the guard holds. Idempotent: answers the stored assignment and whether this call
     /// created it. A new assignment advances the principal's version.

@@ -56,6 +56,9 @@ async fn a_credentials_writer_cannot_take_over_an_administrator() {
         let admin_key = app.acme_key.split_once('.').unwrap().0.trim_start_matches("ik_").to_owned();
         let revoke = app.call(Method::POST, &format!("/iam/api-keys/{root}/credentials/{admin_key}/revoke"), Some(&token), None).await;
         forbidden(&revoke, "beyond your authority");
+        // A rotation shows a new key: the same takeover.
+        let rotate = app.call(Method::POST, &format!("/iam/api-keys/{root}/credentials/{admin_key}/rotate"), Some(&token), None).await;
+        forbidden(&rotate, "beyond your authority");
         let listed = app.call(Method::GET, &format!("/iam/api-keys/{root}/credentials"), Some(&admin), None).await;
         assert_eq!(listed.body["items"].as_array().unwrap().len(), 1, "{store}: nothing was issued or revoked");
     }

@@ -61,6 +61,17 @@ impl Store for Interleaved {
         self.meanwhile().await;
         self.inner.insert_credential(c, now, idem, guard).await
     }
+    async fn rotate_credential(
+        &self,
+        predecessor: &Credential,
+        successor: &Credential,
+        now: DateTime<Utc>,
+        idem: Option<&IdempotencyRecord>,
+        guard: &Guard,
+    ) -> Result<(), StoreError> {
+        self.meanwhile().await;
+        self.inner.rotate_credential(predecessor, successor, now, idem, guard).await
+    }
     async fn get_credential(&self, key_id: &KeyId) -> Result<Option<Credential>, StoreError> {
         self.inner.get_credential(key_id).await
     }
@@ -99,6 +110,9 @@ impl Store for Interleaved {
     }
     async fn list_role_assignments(&self, org: &OrgId, principal: &PrincipalId) -> Result<Vec<RoleAssignment>, StoreError> {
         self.inner.list_role_assignments(org, principal).await
+    }
+    async fn get_principal_with_roles(&self, org: &OrgId, id: &PrincipalId) -> Result<Option<(Principal, Vec<RoleId>)>, StoreError> {
+        self.inner.get_principal_with_roles(org, id).await
     }
     async fn assign_role(&self, a: &RoleAssignment, guard: &Guard) -> Result<(RoleAssignment, bool), StoreError> {
         self.inner.assign_role(a, guard).await

@@ -1,7 +1,8 @@
 //! What each route costs in DynamoDB capacity, measured by the fault proxy from item sizes
 //! (`iam_testkit::capacity`), and the rules it measures with. `capacity_per_route` prints the
-//! table BENCHMARKS.md copies; it asserts only what issue 13 fixes as a target: a warm exchange
-//! writes one unit (the credential item stays under 1 KB).
+//! table BENCHMARKS.md copies; it asserts only what issue 13 fixes as targets: a warm exchange
+//! writes one unit (the credential item stays under 1 KB) and reads two items (the credential,
+//! and the principal carrying its role ids), even when it holds an organisation role.
 
 use axum::http::{Method, StatusCode};
 use iam_testkit::capacity::{self, Capacity, Written};
@@ -38,6 +39,11 @@ async fn capacity_per_route() {
     let mut rows: Vec<(&str, Vec<(String, Capacity)>)> = Vec::new();
     let mut measure = |route: &'static str, calls: Vec<(String, Capacity)>| rows.push((route, calls));
 
+    let role = json!({"name": "deployer", "permissions": ["ci:deploy"], "principalTypes": ["ApiKey"]});
+    let role = app.call(Method::POST, "/iam/roles", Some(&admin), Some(role)).await;
+    assert_eq!(role.status, StatusCode::CREATED, "{}", role.raw);
+    measure("POST /iam/roles", proxy.take_capacity());
+    let role_id = role.str("id").to_owned();
     let created = app.call(Method::POST, "/iam/api-keys", Some(&admin), Some(json!({"displayName": "metered"}))).await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.raw);
     measure("POST /iam/api-keys", proxy.take_capacity());
@@ -46,6 +52,10 @@ async fn capacity_per_route() {
     let assigned = app.call(Method::PUT, &format!("{uri}/role-assignments/iam-viewer"), Some(&admin), None).await;
     assert!(assigned.status.is_success(), "{}", assigned.raw);
     measure("PUT …/role-assignments/{roleId}", proxy.take_capacity());
+    // An organisation role too: its item is read once per instance, never per exchange.
+    let assigned = app.call(Method::PUT, &format!("{uri}/role-assignments/{role_id}"), Some(&admin), None).await;
+    assert!(assigned.status.is_success(), "{}", assigned.raw);
+    proxy.take_capacity();
     let issued = app.call(Method::POST, &format!("{uri}/credentials"), Some(&admin), Some(json!({"name": "ci"}))).await;
     assert_eq!(issued.status, StatusCode::CREATED, "{}", issued.raw);
     measure("POST …/credentials", proxy.take_capacity());
@@ -89,9 +99,6 @@ async fn capacity_per_route() {
     let revoked = app.call(Method::POST, &format!("{uri}/credentials/{key_id}/revoke"), Some(&admin), None).await;
     assert!(revoked.status.is_success(), "{}", revoked.raw);
     measure("POST …/credentials/{keyId}/revoke", proxy.take_capacity());
-    let role = json!({"name": "deployer", "permissions": ["ci:deploy"], "principalTypes": ["ApiKey"]});
-    assert_eq!(app.call(Method::POST, "/iam/roles", Some(&admin), Some(role)).await.status, StatusCode::CREATED);
-    measure("POST /iam/roles", proxy.take_capacity());
     let unassigned = app.call(Method::DELETE, &format!("{uri}/role-assignments/iam-viewer"), Some(&admin), None).await;
     assert!(unassigned.status.is_success(), "{}", unassigned.raw);
     measure("DELETE …/role-assignments/{roleId}", proxy.take_capacity());
@@ -108,4 +115,6 @@ async fn capacity_per_route() {
     let writes: f64 = warm.iter().map(|(_, c)| c.write_units).sum();
     assert_eq!(writes, 1.0, "a warm exchange writes one unit: {warm:?}");
     assert!(warm.iter().all(|(_, c)| c.read_units <= 1.0), "every read of a warm exchange is one unit: {warm:?}");
+    let reads = warm.iter().filter(|(_, c)| c.read_units > 0.0).count();
+    assert_eq!(reads, 2, "a warm exchange reads its credential and its principal, nothing else: {warm:?}");
 }

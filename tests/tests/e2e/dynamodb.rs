@@ -215,3 +215,83 @@ async fn credentials_from_before_principal_status_migrate() {
         );
     }
 }
+
+/// Principals written before their items carried their role ids (the second change to the
+/// stored shape): they are read with the assignments' query until `migrate` writes the ids,
+/// an assignment in between keeps both forms right, and a re-run finds nothing left.
+#[tokio::test]
+async fn principals_from_before_carried_role_ids_migrate() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use iam_shared::authority::Guard;
+    use iam_shared::ids::{OrgId, RoleId};
+    use iam_shared::model::{Actor, Principal, RoleAssignment, now};
+    use iam_shared::store::{MigrationReport, Store};
+
+    let (store, tables) = iam_testkit::fresh_store_with_tables().await;
+    let raw = aws_sdk_dynamodb::Client::new(&iam_testkit::sdk_config().await);
+    let org = OrgId::parse("acme").unwrap();
+    let actor = Actor::system("test");
+    let role = |name: &str| RoleId::parse(name).unwrap();
+    let item_key = |p: &Principal| {
+        std::collections::HashMap::from([
+            ("pk".to_owned(), AttributeValue::S(org.to_string())),
+            ("sk".to_owned(), AttributeValue::S(format!("P#{}", p.id))),
+        ])
+    };
+    let assign = async |p: &Principal, r: &str| {
+        let a = RoleAssignment {
+            org_id: org.clone(),
+            principal_id: p.id.clone(),
+            role_id: role(r),
+            assigned_at: now(),
+            assigned_by: actor.clone(),
+        };
+        store.assign_role(&a, &Guard::NONE).await.unwrap();
+    };
+    // As the previous release wrote them: no `rolesCarried`, no `roleIds`.
+    let make_legacy = async |p: &Principal| {
+        raw.update_item()
+            .table_name(&tables.principals)
+            .set_key(Some(item_key(p)))
+            .update_expression("REMOVE rolesCarried, roleIds")
+            .send()
+            .await
+            .unwrap();
+    };
+    let carried = async |p: &Principal| -> (Option<bool>, Vec<String>) {
+        let out = raw.get_item().table_name(&tables.principals).set_key(Some(item_key(p))).consistent_read(true).send().await.unwrap();
+        let item = out.item().unwrap();
+        let mut ids = item.get("roleIds").map(|v| v.as_ss().unwrap().clone()).unwrap_or_default();
+        ids.sort();
+        (item.get("rolesCarried").map(|v| *v.as_bool().unwrap()), ids)
+    };
+
+    let holder = Principal::new(org.clone(), "holder", None, None, actor.clone(), now()).unwrap();
+    store.create_principal(&holder, 100, None).await.unwrap();
+    assign(&holder, "iam-viewer").await;
+    assert_eq!(carried(&holder).await, (Some(true), vec!["iam-viewer".to_owned()]), "a new principal carries its roles");
+    make_legacy(&holder).await;
+    let bare = Principal::new(org.clone(), "bare", None, None, actor.clone(), now()).unwrap();
+    store.create_principal(&bare, 100, None).await.unwrap();
+    make_legacy(&bare).await;
+
+    let roles_of = async |p: &Principal| store.get_principal_with_roles(&org, &p.id).await.unwrap().unwrap().1;
+    assert_eq!(roles_of(&holder).await, vec![role("iam-viewer")], "an old item is read with the query");
+    // An assignment to an old item adds to a partial set, which is not trusted until migrated.
+    assign(&holder, "deployer").await;
+    assert_eq!(carried(&holder).await, (None, vec!["deployer".to_owned()]));
+    assert_eq!(roles_of(&holder).await, vec![role("deployer"), role("iam-viewer")]);
+
+    assert_eq!(store.migrate().await.unwrap(), MigrationReport { examined: 2, migrated: 2, skipped: 0 });
+    assert_eq!(carried(&holder).await, (Some(true), vec!["deployer".to_owned(), "iam-viewer".to_owned()]));
+    assert_eq!(carried(&bare).await, (Some(true), vec![]));
+    assert_eq!(roles_of(&holder).await, vec![role("deployer"), role("iam-viewer")]);
+    assert_eq!(roles_of(&bare).await, Vec::<RoleId>::new());
+    assert_eq!(store.migrate().await.unwrap(), MigrationReport::default(), "a re-run finds nothing left");
+
+    // Migrated items follow later changes.
+    assert!(store.unassign_role(&org, &holder.id, &role("iam-viewer"), &Guard::NONE).await.unwrap());
+    assign(&bare, "iam-admin").await;
+    assert_eq!(roles_of(&holder).await, vec![role("deployer")]);
+    assert_eq!(roles_of(&bare).await, vec![role("iam-admin")]);
+}

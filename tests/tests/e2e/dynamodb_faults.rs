@@ -109,14 +109,15 @@ async fn a_persistent_fault_is_a_503_within_the_operation_timeout_and_writes_not
 async fn a_timeout_mid_exchange_issues_no_token() {
     let (app, proxy, _) = faulty_app().await;
     app.admin().await;
-    // The credential and principal reads pass; the role-assignment query never answers.
-    proxy.inject("Query", Fault::Stall, None);
+    // The credential read passes; the principal's never answers.
+    proxy.inject("GetItem", Fault::Pass, Some(1));
+    proxy.inject("GetItem", Fault::Stall, None);
     let r = app.exchange_json(json!({"apiKey": app.acme_key})).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.raw);
     assert_eq!(r.str("error"), "temporarily_unavailable");
     assert!(r.body.get("access_token").is_none());
     let elapsed = proxy.first_fault_at().expect("the stall was met").elapsed();
-    assert!(elapsed < OPERATION + Duration::from_millis(500), "the stalled query gives up at the operation timeout, took {elapsed:?}");
+    assert!(elapsed < OPERATION + Duration::from_millis(500), "the stalled read gives up at the operation timeout, took {elapsed:?}");
     assert!(proxy.seen().contains(&"GetItem".to_owned()));
 
     proxy.clear();

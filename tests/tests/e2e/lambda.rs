@@ -172,6 +172,9 @@ async fn every_function_answers_an_api_gateway_v2_event() {
     let key_id = issued["credential"]["keyId"].as_str().unwrap().to_owned();
     let (status, listed) = invoke("list-credentials", s, Event::new("GET", creds.clone()).query("include=all").token(&admin)).await;
     assert_eq!((status, listed["items"].as_array().unwrap().len()), (200, 1));
+    let rotate = Event::new("POST", format!("{creds}/{key_id}/rotate")).json(json!({"gracePeriodSeconds": 60})).token(&admin);
+    let (status, rotated) = invoke("rotate-credential", s, rotate).await;
+    assert_eq!((status, rotated["rotated"]["rotatedTo"].as_str()), (201, rotated["credential"]["keyId"].as_str()), "{rotated}");
     let (status, revoked) = invoke("revoke-credential", s, Event::new("POST", format!("{creds}/{key_id}/revoke")).token(&admin)).await;
     assert_eq!((status, revoked["status"].as_str()), (200, Some("Revoked")));
 

@@ -8,6 +8,7 @@ mod authority;
 mod authority_at_commit;
 mod capacity;
 mod compat;
+mod credential_rotation;
 mod dynamodb;
 mod dynamodb_conflicts;
 mod dynamodb_faults;

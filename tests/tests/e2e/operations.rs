@@ -80,7 +80,9 @@ fn every_operation_is_an_openapi_operation_and_a_template_function() {
 
 /// A request each operation accepts from a caller allowed to make it. A new operation without one
 /// fails [`every_operation_enforces_the_access_its_row_states`].
-fn sample(op: &Operation, principal: &str, key_id: &str, api_key: &str) -> (Method, String, Option<Value>) {
+/// `key_ids`: the credential that revoke-credential revokes, and the one rotate-credential rotates.
+fn sample(op: &Operation, principal: &str, key_ids: (&str, &str), api_key: &str) -> (Method, String, Option<Value>) {
+    let key_id = if op.name == "rotate-credential" { key_ids.1 } else { key_ids.0 };
     let path = op
         .path
         .replace("{principalId}", principal)
@@ -93,6 +95,7 @@ fn sample(op: &Operation, principal: &str, key_id: &str, api_key: &str) -> (Meth
         "issue-credential" => Some(json!({"name": "operations test"})),
         "create-role" => Some(json!({"name": iam_testkit::unique("ops"), "permissions": ["ops:run"], "principalTypes": ["ApiKey"]})),
         "exchange-token" => Some(json!({"apiKey": api_key})),
+        "rotate-credential" => Some(json!({"gracePeriodSeconds": 0})),
         "list-principals"
         | "get-principal"
         | "list-credentials"
@@ -115,12 +118,14 @@ async fn every_operation_enforces_the_access_its_row_states() {
     let app = TestApp::new().await;
     let admin = app.admin().await;
     let principal = app.create_principal(&admin, "subject").await;
-    // One credential for revoke-credential to revoke, another for exchange-token to use after it.
+    // One credential for revoke-credential to revoke, one for rotate-credential to rotate, and
+    // another for exchange-token to use after them.
     let (key_id, _) = app.issue(&admin, &principal).await;
+    let (rotated_key_id, _) = app.issue(&admin, &principal).await;
     let (_, api_key) = app.issue(&admin, &principal).await;
 
     for op in iam_functions::OPERATIONS {
-        let (method, path, body) = sample(op, &principal, &key_id, &api_key);
+        let (method, path, body) = sample(op, &principal, (&key_id, &rotated_key_id), &api_key);
         match op.access {
             Access::Permission(permission) => {
                 // A caller holding every other IAM permission is refused for want of this one.

@@ -26,7 +26,12 @@ pub(super) async fn write(
     let marker_condition = (!force).then_some("attribute_not_exists(sk)");
     let result = Transaction::new(store)
         .with_put(Part::BootstrapMarker, &store.principals, marker, marker_condition)?
-        .with_put(Part::Principal, &store.principals, principal_to_item(principal, 1, 1), Some("attribute_not_exists(sk)"))?
+        .with_put(
+            Part::Principal,
+            &store.principals,
+            principal_to_item(principal, 1, std::slice::from_ref(&assignment.role_id)),
+            Some("attribute_not_exists(sk)"),
+        )?
         // The bootstrap admin counts toward the principal cap, but is never refused by it.
         .with_update(Part::Count, count_one(&store.principals, &principal.org_id, PRINCIPAL_COUNT, None)?)
         .with_put(Part::Assignment, &store.principals, assignment_to_item(assignment), None)?

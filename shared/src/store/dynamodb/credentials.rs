@@ -12,7 +12,7 @@ use aws_sdk_dynamodb::types::{
 use chrono::{DateTime, Utc};
 
 use super::items::{
-    Item, PRINCIPAL_STATUS, Reader, USE_COUNT, USE_SECOND, corrupt, credential_from_item, credential_key, credential_ref_item,
+    Item, PRINCIPAL_STATUS, ROTATED_TO, Reader, USE_COUNT, USE_SECOND, corrupt, credential_from_item, credential_key, credential_ref_item,
     credential_to_item, n, new_credential_item, org_key, principal_sk, s, status_name, time,
 };
 use super::transaction::{Cancelled, GuardChecks, Part, Transaction, build_error, jittered_pause, unavailable};
@@ -31,6 +31,56 @@ pub(super) async fn insert(
     idempotency: Option<&IdempotencyRecord>,
     guard: &Guard,
 ) -> Result<(), StoreError> {
+    write_new(store, credential, None, now, idempotency, guard).await
+}
+
+pub(super) async fn rotate(
+    store: &DynamoStore,
+    predecessor: &Credential,
+    successor: &Credential,
+    now: DateTime<Utc>,
+    idempotency: Option<&IdempotencyRecord>,
+    guard: &Guard,
+) -> Result<(), StoreError> {
+    write_new(store, successor, Some(predecessor), now, idempotency, guard).await
+}
+
+/// The rotated credential's part of a rotation: its new expiry and its successor, on condition
+/// that it is still that principal's, Active, unexpired and never rotated.
+fn rotated_out(store: &DynamoStore, predecessor: &Credential, now: DateTime<Utc>) -> Result<Update, StoreError> {
+    let expires = predecessor.expires_at.ok_or_else(|| StoreError::Corrupt("a rotated credential always expires".into()))?;
+    let successor =
+        predecessor.rotated_to.as_ref().ok_or_else(|| StoreError::Corrupt("a rotated credential names its successor".into()))?;
+    Update::builder()
+        .table_name(&store.credentials)
+        .set_key(Some(credential_key(&predecessor.key_id)))
+        .update_expression("SET expiresAt = :expires, #rotated_to = :successor")
+        .condition_expression(
+            "#status = :active AND orgId = :org AND principalId = :principal AND attribute_not_exists(#rotated_to) \
+             AND (attribute_not_exists(expiresAt) OR expiresAt > :now)",
+        )
+        .expression_attribute_names("#status", "status")
+        .expression_attribute_names("#rotated_to", ROTATED_TO)
+        .expression_attribute_values(":expires", time(expires))
+        .expression_attribute_values(":successor", s(successor.as_str()))
+        .expression_attribute_values(":active", s("Active"))
+        .expression_attribute_values(":org", s(predecessor.org_id.as_str()))
+        .expression_attribute_values(":principal", s(predecessor.principal_id.as_str()))
+        .expression_attribute_values(":now", time(now))
+        .build()
+        .map_err(build_error)
+}
+
+/// Inserts `credential`, and when it replaces one (a rotation), that one's new expiry and link
+/// in the same transaction, counting the limit after both.
+async fn write_new(
+    store: &DynamoStore,
+    credential: &Credential,
+    replacing: Option<&Credential>,
+    now: DateTime<Utc>,
+    idempotency: Option<&IdempotencyRecord>,
+    guard: &Guard,
+) -> Result<(), StoreError> {
     let decided = guard.version_of(&credential.principal_id)?;
     let checks = GuardChecks::new(store, guard, Some(&credential.principal_id))?;
     for _ in 0..MAX_TRANSACTION_ATTEMPTS {
@@ -38,7 +88,17 @@ pub(super) async fn insert(
         if decided.is_some_and(|v| v != current.version) {
             return Err(StoreError::Conflict(Conflict::AuthorityChanged));
         }
-        let live = list(store, &credential.org_id, &credential.principal_id).await?.iter().filter(|c| c.is_live(now)).count();
+        let existing = list(store, &credential.org_id, &credential.principal_id).await?;
+        if let Some(r) = replacing {
+            existing.iter().find(|c| c.key_id == r.key_id).ok_or(StoreError::NotFound("credential"))?.check_rotatable(now)?;
+        }
+        let live = existing
+            .iter()
+            .filter(|c| match replacing {
+                Some(r) if r.key_id == c.key_id => r.is_live(now),
+                _ => c.is_live(now),
+            })
+            .count();
         if live >= MAX_ACTIVE_CREDENTIALS {
             return Err(StoreError::Limit(Limit::ActiveCredentials(MAX_ACTIVE_CREDENTIALS)));
         }
@@ -65,17 +125,19 @@ pub(super) async fn insert(
         }
         .build()
         .map_err(build_error)?;
-        let result = Transaction::new(store)
+        let mut transaction = Transaction::new(store)
             .with_update(Part::Principal, bump)
             .with_put(Part::Credential, &store.credentials, new_credential_item(credential, &current), Some("attribute_not_exists(keyId)"))?
-            .with_put(Part::CredentialRef, &store.principals, credential_ref_item(credential), None)?
-            .with_idempotency(&store.principals, idempotency)?
-            .with_guard(&checks)
-            .commit()
-            .await;
+            .with_put(Part::CredentialRef, &store.principals, credential_ref_item(credential), None)?;
+        if let Some(r) = replacing {
+            transaction = transaction.with_update(Part::Rotated, rotated_out(store, r, now)?);
+        }
+        let result = transaction.with_idempotency(&store.principals, idempotency)?.with_guard(&checks).commit().await;
         match result {
             Ok(()) => return Ok(()),
             Err(c) if c.failed(Part::Credential) => return Err(StoreError::Conflict(Conflict::CredentialExists)),
+            // Revoked, expired or rotated since the listing: the next read says which.
+            Err(c) if c.failed(Part::Rotated) => continue,
             Err(c) if c.failed(Part::Idempotency) => return Err(StoreError::Conflict(Conflict::IdempotencyKeyTaken)),
             Err(c) if c.guard_broken() => return Err(c.guard_error()),
             // The loop's read tells a concurrent issue from a change to the principal.
@@ -298,15 +360,13 @@ pub(super) async fn record_use(
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         let (touch, counting) = if next.count > 1 {
             let touch = touch
-                .condition_expression("#status = :active AND #principal_status = :active AND #second = :second AND #count < :limit")
+                .condition_expression(format!("{UNEXPIRED_ACTIVE} AND #second = :second AND #count < :limit"))
                 .expression_attribute_values(":limit", n(per_second.into()))
                 .expression_attribute_values(":one", n(1));
             (touch, "#count = #count + :one")
         } else {
             let touch = touch
-                .condition_expression(
-                    "#status = :active AND #principal_status = :active AND (attribute_not_exists(#second) OR #second < :second)",
-                )
+                .condition_expression(format!("{UNEXPIRED_ACTIVE} AND (attribute_not_exists(#second) OR #second < :second)"))
                 .expression_attribute_values(":one", n(1));
             (touch, "#count = :one")
         };
@@ -333,7 +393,7 @@ pub(super) async fn record_use(
                 }
                 let stored = credential_from_item(&item)?;
                 let principal_active = item.get(PRINCIPAL_STATUS).and_then(|v| v.as_s().ok()).is_some_and(|v| v == "Active");
-                if stored.status != CredentialStatus::Active || !principal_active {
+                if stored.status_at(at) != CredentialStatus::Active || !principal_active {
                     return Ok(UseOutcome::NoLongerActive);
                 }
                 if attempt >= MAX_WINDOW_ATTEMPTS {
@@ -355,6 +415,11 @@ pub(super) async fn record_use(
     }
     Err(StoreError::unavailable("the credential stayed in concurrent transactions"))
 }
+
+/// What the exchange's write requires of the credential item: Active, its principal Active, and
+/// not expired (a rotation with no grace period ends the old key at once, in-flight exchanges
+/// included). Times are stored as RFC 3339 UTC seconds, which compare as strings.
+const UNEXPIRED_ACTIVE: &str = "#status = :active AND #principal_status = :active AND (attribute_not_exists(expiresAt) OR expiresAt > :at)";
 
 /// Corrections of a stale window guess: one is enough (a window, once started, only counts
 /// up until the next second); the rest cover a second boundary passing meanwhile.
@@ -378,7 +443,7 @@ async fn record_legacy_use(
     let touch = Update::builder()
         .table_name(&store.credentials)
         .set_key(Some(credential_key(&credential.key_id)))
-        .condition_expression("#status = :active")
+        .condition_expression("#status = :active AND (attribute_not_exists(expiresAt) OR expiresAt > :at)")
         .expression_attribute_names("#status", "status")
         .expression_attribute_names("#principal_status", PRINCIPAL_STATUS)
         .expression_attribute_names("#second", USE_SECOND)

@@ -166,7 +166,14 @@ pub(super) fn credential_key(key_id: &KeyId) -> Item {
 /// A principal item. `credSeq` and `roleCount` are the store's own bookkeeping: `credSeq`
 /// changes with every credential issued (an optimistic lock for the active-credential limit),
 /// `roleCount` counts role assignments (for their limit).
-pub(super) fn principal_to_item(p: &Principal, cred_seq: u64, role_count: u64) -> Item {
+/// Where a principal item carries the ids of its assigned roles (a string set, absent when
+/// empty), so that what a principal holds is one read. Only an item marked [`ROLES_CARRIED`]
+/// is trusted for it: items from before this release gain it through `iam-admin migrate`, and
+/// until then are read with the assignments' query.
+pub(super) const ROLE_IDS: &str = "roleIds";
+pub(super) const ROLES_CARRIED: &str = "rolesCarried";
+
+pub(super) fn principal_to_item(p: &Principal, cred_seq: u64, roles: &[RoleId]) -> Item {
     let mut item = org_key(&p.org_id, principal_sk(&p.id));
     item.insert("kind".into(), s("principal"));
     item.insert("id".into(), s(p.id.as_str()));
@@ -182,8 +189,32 @@ pub(super) fn principal_to_item(p: &Principal, cred_seq: u64, role_count: u64) -
     item.insert("updatedAt".into(), time(p.updated_at));
     item.insert("version".into(), n(p.version));
     item.insert("credSeq".into(), n(cred_seq));
-    item.insert("roleCount".into(), n(role_count));
+    item.insert("roleCount".into(), n(roles.len() as u64));
+    if !roles.is_empty() {
+        item.insert(ROLE_IDS.into(), role_id_set(roles));
+    }
+    item.insert(ROLES_CARRIED.into(), AttributeValue::Bool(true));
     item
+}
+
+pub(super) fn role_id_set(roles: &[RoleId]) -> AttributeValue {
+    AttributeValue::Ss(roles.iter().map(|r| r.to_string()).collect())
+}
+
+/// The role ids a principal item carries, sorted; `None` when the item predates carrying them.
+pub(super) fn carried_role_ids(item: &Item) -> Result<Option<Vec<RoleId>>, StoreError> {
+    if !matches!(item.get(ROLES_CARRIED), Some(AttributeValue::Bool(true))) {
+        return Ok(None);
+    }
+    let mut ids = match item.get(ROLE_IDS) {
+        None => Vec::new(),
+        Some(AttributeValue::Ss(raw)) => {
+            raw.iter().map(|r| RoleId::parse(r).map_err(|_| corrupt("principal", ROLE_IDS))).collect::<Result<_, _>>()?
+        }
+        Some(_) => return Err(corrupt("principal", ROLE_IDS)),
+    };
+    ids.sort();
+    Ok(Some(ids))
 }
 
 pub(super) fn principal_from_item(item: &Item) -> Result<Principal, StoreError> {
@@ -233,8 +264,18 @@ pub(super) fn credential_to_item(c: &Credential) -> Item {
         item.insert(USE_SECOND.into(), AttributeValue::N(window.second.to_string()));
         item.insert(USE_COUNT.into(), n(window.count.into()));
     }
+    if let Some(k) = &c.rotated_from {
+        item.insert(ROTATED_FROM.into(), s(k.as_str()));
+    }
+    if let Some(k) = &c.rotated_to {
+        item.insert(ROTATED_TO.into(), s(k.as_str()));
+    }
     item
 }
+
+/// A rotation's links between a credential and its successor (about 40 bytes each).
+pub(super) const ROTATED_FROM: &str = "rotatedFrom";
+pub(super) const ROTATED_TO: &str = "rotatedTo";
 
 /// The per-key limit's window on a credential item ([`UseWindow`]): two small numbers the
 /// exchange's one UpdateItem sets with `lastUsedAt`.
@@ -284,6 +325,8 @@ pub(super) fn credential_from_item(item: &Item) -> Result<Credential, StoreError
         secret_hash: r.str("secretHash")?.to_owned(),
         secret_check: r.opt_str("secretCheck")?.map(str::to_owned),
         recent_uses: use_window_from_item(item)?,
+        rotated_from: r.opt_str(ROTATED_FROM)?.map(str::parse).transpose().map_err(|_| corrupt("credential", ROTATED_FROM))?,
+        rotated_to: r.opt_str(ROTATED_TO)?.map(str::parse).transpose().map_err(|_| corrupt("credential", ROTATED_TO))?,
     })
 }
 
@@ -372,8 +415,14 @@ mod tests {
     #[test]
     fn principal_items_round_trip() {
         let p = principal();
-        let item = principal_to_item(&p, 3, 2);
+        let roles = [RoleId::parse("iam-viewer").unwrap(), RoleId::parse("iam-admin").unwrap()];
+        let item = principal_to_item(&p, 3, &roles);
         assert_eq!(principal_from_item(&item).unwrap(), p);
+        assert_eq!(carried_role_ids(&item).unwrap(), Some(vec![roles[1].clone(), roles[0].clone()]));
+        assert_eq!(carried_role_ids(&principal_to_item(&p, 0, &[])).unwrap(), Some(vec![]));
+        let mut legacy = principal_to_item(&p, 0, &[]);
+        legacy.remove(ROLES_CARRIED);
+        assert_eq!(carried_role_ids(&legacy).unwrap(), None, "an item from before carrying roles is not trusted for them");
         assert_eq!(item["pk"], s("acme"));
         assert_eq!(item["sk"], s(format!("P#{}", p.id)));
     }
@@ -397,6 +446,9 @@ mod tests {
         assert_eq!(credential_from_item(&item).unwrap(), c);
         assert_eq!(item.len(), 11);
         c.recent_uses = Some(UseWindow { second: 1_800_000_000, count: 7 });
+        assert_eq!(credential_from_item(&credential_to_item(&c)).unwrap(), c);
+        c.rotated_from = Some(KeyId::generate());
+        c.rotated_to = Some(KeyId::generate());
         assert_eq!(credential_from_item(&credential_to_item(&c)).unwrap(), c);
     }
 
@@ -427,15 +479,15 @@ mod tests {
     #[test]
     fn corrupt_items_are_errors() {
         let p = principal();
-        let mut item = principal_to_item(&p, 0, 0);
+        let mut item = principal_to_item(&p, 0, &[]);
         item.insert("status".into(), s("Deleted"));
         assert!(matches!(principal_from_item(&item), Err(StoreError::Corrupt(_))));
         item.insert("status".into(), n(1));
         assert!(matches!(principal_from_item(&item), Err(StoreError::Corrupt(_))));
-        let mut item = principal_to_item(&p, 0, 0);
+        let mut item = principal_to_item(&p, 0, &[]);
         item.remove("version");
         assert!(matches!(principal_from_item(&item), Err(StoreError::Corrupt(_))));
-        let mut item = principal_to_item(&p, 0, 0);
+        let mut item = principal_to_item(&p, 0, &[]);
         item.insert("kind".into(), s("role"));
         assert!(principal_from_item(&item).is_err());
         assert!(credential_from_item(&HashMap::new()).is_err());

@@ -23,7 +23,7 @@ pub(super) async fn create(
     idempotency: Option<&IdempotencyRecord>,
 ) -> Result<(), StoreError> {
     let result = Transaction::new(store)
-        .with_put(Part::Principal, &store.principals, principal_to_item(principal, 0, 0), Some("attribute_not_exists(pk)"))?
+        .with_put(Part::Principal, &store.principals, principal_to_item(principal, 0, &[]), Some("attribute_not_exists(pk)"))?
         .with_update(Part::Count, count_one(&store.principals, &principal.org_id, PRINCIPAL_COUNT, Some(max_principals))?)
         .with_idempotency(&store.principals, idempotency)?
         .commit()
@@ -46,9 +46,7 @@ pub(super) async fn create(
     }
 }
 
-/// The principal with the store's bookkeeping on its item: the credential sequence and the
-/// role count (see `principal_to_item`).
-pub(super) async fn get_item(store: &DynamoStore, org: &OrgId, id: &PrincipalId) -> Result<Option<(Principal, u64, u64)>, StoreError> {
+pub(super) async fn read_item(store: &DynamoStore, org: &OrgId, id: &PrincipalId) -> Result<Option<Item>, StoreError> {
     let out = store
         .client
         .get_item()
@@ -58,11 +56,17 @@ pub(super) async fn get_item(store: &DynamoStore, org: &OrgId, id: &PrincipalId)
         .send()
         .await
         .map_err(unavailable)?;
-    match out.item() {
+    Ok(out.item)
+}
+
+/// The principal with the store's bookkeeping on its item: the credential sequence and the
+/// role count (see `principal_to_item`).
+pub(super) async fn get_item(store: &DynamoStore, org: &OrgId, id: &PrincipalId) -> Result<Option<(Principal, u64, u64)>, StoreError> {
+    match read_item(store, org, id).await? {
         None => Ok(None),
         Some(item) => {
-            let p = principal_from_item(item)?;
-            let r = Reader::new("principal", item);
+            let p = principal_from_item(&item)?;
+            let r = Reader::new("principal", &item);
             Ok(Some((p, r.num("credSeq").unwrap_or(0), r.num("roleCount").unwrap_or(0))))
         }
     }

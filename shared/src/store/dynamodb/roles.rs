@@ -4,8 +4,8 @@
 use aws_sdk_dynamodb::types::{Delete, TransactWriteItem, Update};
 
 use super::items::{
-    ROLE_COUNT, assignment_from_item, assignment_sk, assignment_to_item, n, org_key, principal_sk, role_from_item, role_name_sk, role_sk,
-    role_to_item, s,
+    ROLE_COUNT, ROLE_IDS, assignment_from_item, assignment_sk, assignment_to_item, carried_role_ids, n, org_key, principal_from_item,
+    principal_sk, role_from_item, role_id_set, role_name_sk, role_sk, role_to_item, s,
 };
 use super::transaction::{GuardChecks, Part, Transaction, build_error, count_one, unavailable};
 use super::{DynamoStore, MAX_TRANSACTION_ATTEMPTS, principals, query_prefix};
@@ -13,7 +13,7 @@ use crate::authority::Guard;
 use crate::error::{Conflict, Limit};
 use crate::idempotency::IdempotencyRecord;
 use crate::ids::{OrgId, PrincipalId, RoleId};
-use crate::model::{MAX_ORG_ROLES, MAX_ROLES_PER_PRINCIPAL, Role, RoleAssignment};
+use crate::model::{MAX_ORG_ROLES, MAX_ROLES_PER_PRINCIPAL, Principal, Role, RoleAssignment};
 use crate::store::StoreError;
 
 pub(super) async fn create(
@@ -71,6 +71,22 @@ pub(super) async fn list_assignments(store: &DynamoStore, org: &OrgId, principal
     query_prefix(store, org, &format!("A#{principal}#")).await?.iter().map(assignment_from_item).collect()
 }
 
+/// The principal and its assigned role ids: one read when its item carries them, else (an item
+/// from before `iam-admin migrate`) that read and the assignments' query.
+pub(super) async fn principal_with_roles(
+    store: &DynamoStore,
+    org: &OrgId,
+    id: &PrincipalId,
+) -> Result<Option<(Principal, Vec<RoleId>)>, StoreError> {
+    let Some(item) = principals::read_item(store, org, id).await? else { return Ok(None) };
+    let principal = principal_from_item(&item)?;
+    let role_ids = match carried_role_ids(&item)? {
+        Some(ids) => ids,
+        None => list_assignments(store, org, id).await?.into_iter().map(|a| a.role_id).collect(),
+    };
+    Ok(Some((principal, role_ids)))
+}
+
 async fn get_assignment(
     store: &DynamoStore,
     org: &OrgId,
@@ -109,7 +125,7 @@ pub(super) async fn assign(store: &DynamoStore, assignment: &RoleAssignment, gua
         let count = Update::builder()
             .table_name(&store.principals)
             .set_key(Some(org_key(org, principal_sk(id))))
-            .update_expression("SET roleCount = if_not_exists(roleCount, :zero) + :one, #version = #version + :one")
+            .update_expression("SET roleCount = if_not_exists(roleCount, :zero) + :one, #version = #version + :one ADD #role_ids :role")
             .condition_expression(
                 "attribute_exists(pk) AND #status <> :revoked AND #version = :seen AND (attribute_not_exists(roleCount) OR roleCount < :max)",
             )
@@ -120,6 +136,8 @@ pub(super) async fn assign(store: &DynamoStore, assignment: &RoleAssignment, gua
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":max", n(MAX_ROLES_PER_PRINCIPAL as u64))
+            .expression_attribute_names("#role_ids", ROLE_IDS)
+            .expression_attribute_values(":role", role_id_set(std::slice::from_ref(&assignment.role_id)))
             .build()
             .map_err(build_error)?;
         let result = Transaction::new(store)
@@ -162,12 +180,14 @@ pub(super) async fn unassign(
         let count = Update::builder()
             .table_name(&store.principals)
             .set_key(Some(org_key(org, principal_sk(principal))))
-            .update_expression("SET roleCount = roleCount - :one, #version = #version + :one")
+            .update_expression("SET roleCount = roleCount - :one, #version = #version + :one DELETE #role_ids :role")
             .condition_expression("attribute_exists(pk) AND roleCount > :zero AND #version = :seen")
             .expression_attribute_names("#version", "version")
             .expression_attribute_values(":seen", n(current.version))
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":one", n(1))
+            .expression_attribute_names("#role_ids", ROLE_IDS)
+            .expression_attribute_values(":role", role_id_set(std::slice::from_ref(role)))
             .build()
             .map_err(build_error)?;
         let result = Transaction::new(store)

@@ -35,6 +35,8 @@ pub(super) enum Part {
     Idempotency,
     Credential,
     CredentialRef,
+    /// The credential a rotation replaces.
+    Rotated,
     Role,
     RoleName,
     Assignment,

@@ -25,7 +25,32 @@ pub(super) async fn insert(
     idempotency: Option<&IdempotencyRecord>,
     guard: &Guard,
 ) -> Result<(), StoreError> {
+    write_new(store, credential, None, now, idempotency, guard).await
+}
+
+pub(super) async fn rotate(
+    store: &EmbeddedStore,
+    predecessor: &Credential,
+    successor: &Credential,
+    now: DateTime<Utc>,
+    idempotency: Option<&IdempotencyRecord>,
+    guard: &Guard,
+) -> Result<(), StoreError> {
+    write_new(store, successor, Some(predecessor), now, idempotency, guard).await
+}
+
+/// Inserts `credential`, and when it replaces one (a rotation), that one's new expiry and link
+/// in the same transaction, counting the limit after both.
+async fn write_new(
+    store: &EmbeddedStore,
+    credential: &Credential,
+    replacing: Option<&Credential>,
+    now: DateTime<Utc>,
+    idempotency: Option<&IdempotencyRecord>,
+    guard: &Guard,
+) -> Result<(), StoreError> {
     let c = credential.clone();
+    let replacing = replacing.cloned();
     let idempotency = idempotency.cloned();
     let guard = guard.clone();
     store
@@ -37,14 +62,34 @@ pub(super) async fn insert(
                 live_principal_in(&principals, c.org_id.as_str(), c.principal_id.as_str())?;
                 let mut creds = txn.open_table(CREDENTIALS)?;
                 let mut index = txn.open_table(PRINCIPAL_CREDENTIALS)?;
+                let replaced = match &replacing {
+                    None => None,
+                    Some(p) => {
+                        let stored = match creds.get(p.key_id.as_str())? {
+                            Some(v) => decode_credential(v.value())?,
+                            None => return Err(StoreError::NotFound("credential")),
+                        };
+                        if stored.org_id != c.org_id || stored.principal_id != c.principal_id {
+                            return Err(StoreError::NotFound("credential"));
+                        }
+                        stored.check_rotatable(now)?;
+                        // Only what a rotation changes: its use record may have moved since it was read.
+                        Some(Credential { expires_at: p.expires_at, rotated_to: p.rotated_to.clone(), ..stored })
+                    }
+                };
                 let (start, end) = prefix_range(&key2(c.org_id.as_str(), c.principal_id.as_str()));
                 let mut live = 0;
                 for entry in index.range(start.as_str()..end.as_str())? {
                     let (k, _) = entry?;
                     let key_id = k.value().rsplit(SEP).next().unwrap_or_default().to_owned();
-                    if let Some(v) = creds.get(key_id.as_str())?
-                        && decode_credential(v.value())?.is_live(now)
-                    {
+                    let is_live = match &replaced {
+                        Some(r) if r.key_id.as_str() == key_id => r.is_live(now),
+                        _ => match creds.get(key_id.as_str())? {
+                            Some(v) => decode_credential(v.value())?.is_live(now),
+                            None => false,
+                        },
+                    };
+                    if is_live {
                         live += 1;
                     }
                 }
@@ -53,6 +98,9 @@ pub(super) async fn insert(
                 }
                 if creds.get(c.key_id.as_str())?.is_some() {
                     return Err(StoreError::Conflict(Conflict::CredentialExists));
+                }
+                if let Some(r) = &replaced {
+                    creds.insert(r.key_id.as_str(), encode(&CredentialRecord::from(r))?.as_slice())?;
                 }
                 creds.insert(c.key_id.as_str(), encode(&CredentialRecord::from(&c))?.as_slice())?;
                 index.insert(key3(c.org_id.as_str(), c.principal_id.as_str(), c.key_id.as_str()).as_str(), [].as_slice())?;
@@ -160,7 +208,8 @@ pub(super) async fn record_use(
                     Some(v) => decode_credential(v.value())?,
                     None => return Ok(UseOutcome::NoLongerActive),
                 };
-                if !principal_active || current.status != CredentialStatus::Active {
+                // Expired too: a rotation with no grace ends its old key at once, exchanges in flight included.
+                if !principal_active || current.status_at(at) != CredentialStatus::Active {
                     return Ok(UseOutcome::NoLongerActive);
                 }
                 if UseWindow::is_full(current.recent_uses, at, per_second) {

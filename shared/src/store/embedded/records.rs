@@ -95,6 +95,10 @@ pub(super) struct CredentialRecord {
     secret_check: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     recent_uses: Option<UseWindow>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rotated_from: Option<KeyId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rotated_to: Option<KeyId>,
 }
 
 impl From<&Credential> for CredentialRecord {
@@ -114,6 +118,8 @@ impl From<&Credential> for CredentialRecord {
             secret_hash: c.secret_hash.clone(),
             secret_check: c.secret_check.clone(),
             recent_uses: c.recent_uses,
+            rotated_from: c.rotated_from.clone(),
+            rotated_to: c.rotated_to.clone(),
         }
     }
 }
@@ -135,6 +141,8 @@ impl From<CredentialRecord> for Credential {
             secret_hash: r.secret_hash,
             secret_check: r.secret_check,
             recent_uses: r.recent_uses,
+            rotated_from: r.rotated_from,
+            rotated_to: r.rotated_to,
         }
     }
 }

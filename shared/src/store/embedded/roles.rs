@@ -3,14 +3,14 @@
 use redb::{ReadableDatabase, ReadableTable};
 
 use super::idempotency::claim_idempotency_in;
-use super::principals::{advance_version_in, live_principal_in};
+use super::principals::{advance_version_in, get_principal_in, live_principal_in};
 use super::records::{ASSIGNMENTS, PRINCIPALS, ROLES, decode, encode, key2, key3, prefix_range};
 use super::{EmbeddedStore, check_guard_in};
 use crate::authority::Guard;
 use crate::error::{Conflict, Limit};
 use crate::idempotency::IdempotencyRecord;
 use crate::ids::{OrgId, PrincipalId, RoleId};
-use crate::model::{MAX_ORG_ROLES, MAX_ROLES_PER_PRINCIPAL, Role, RoleAssignment};
+use crate::model::{MAX_ORG_ROLES, MAX_ROLES_PER_PRINCIPAL, Principal, Role, RoleAssignment};
 use crate::store::StoreError;
 
 pub(super) async fn create(
@@ -97,13 +97,38 @@ pub(super) async fn list_assignments(
         .blocking(move |db| {
             let txn = db.begin_read()?;
             let t = txn.open_table(ASSIGNMENTS)?;
-            let (start, end) = prefix_range(&prefix);
-            let mut out = Vec::new();
-            for entry in t.range(start.as_str()..end.as_str())? {
-                let (_, v) = entry?;
-                out.push(decode("role assignment", v.value())?);
-            }
-            Ok(out)
+            assignments_in(&t, &prefix)
+        })
+        .await
+}
+
+fn assignments_in(table: &impl ReadableTable<&'static str, &'static [u8]>, prefix: &str) -> Result<Vec<RoleAssignment>, StoreError> {
+    let (start, end) = prefix_range(prefix);
+    let mut out = Vec::new();
+    for entry in table.range(start.as_str()..end.as_str())? {
+        let (_, v) = entry?;
+        out.push(decode("role assignment", v.value())?);
+    }
+    Ok(out)
+}
+
+/// The principal and its assigned role ids, from one read transaction.
+pub(super) async fn principal_with_roles(
+    store: &EmbeddedStore,
+    org: &OrgId,
+    id: &PrincipalId,
+) -> Result<Option<(Principal, Vec<RoleId>)>, StoreError> {
+    let (org, id) = (org.clone(), id.clone());
+    store
+        .blocking(move |db| {
+            let txn = db.begin_read()?;
+            let Some(principal) = get_principal_in(&txn.open_table(PRINCIPALS)?, org.as_str(), id.as_str())? else {
+                return Ok(None);
+            };
+            let assignments = assignments_in(&txn.open_table(ASSIGNMENTS)?, &key2(org.as_str(), id.as_str()))?;
+            let mut role_ids: Vec<RoleId> = assignments.into_iter().map(|a| a.role_id).collect();
+            role_ids.sort();
+            Ok(Some((principal, role_ids)))
         })
         .await
 }
