@@ -122,9 +122,11 @@ def create_in_ui(driver, name, status="Active", expires=None):
     wait_until(driver, lambda d: displayed(d, "principal") and d.find_element(By.ID, "principal-title").text == name)
 
 
-def issue_in_ui(driver, credential_name):
+def issue_in_ui(driver, credential_name, sources=None):
     """Issue API key on the open principal: answers the key, read from the dialog, which it closes."""
     type_into(driver, "credential-name", credential_name)
+    if sources:
+        type_into(driver, "credential-sources", sources)
     click(driver, "issue-submit")
     wait_until(driver, lambda d: displayed(d, "key-dialog") and d.find_element(By.ID, "new-key").text.startswith("ik_"))
     key = driver.find_element(By.ID, "new-key").text
@@ -238,8 +240,15 @@ def main():
         wait_until(driver, lambda d: not any(r[1] == key_id for r in table_rows(d, "credentials")))
         check(exchange_status(base, key) != 200, "the revoked key no longer exchanges")
         click(driver, "show-all")
-        wait_until(driver, lambda d: any(r[1] == key_id and r[2] == "Revoked" for r in table_rows(d, "credentials")))
+        wait_until(driver, lambda d: any(r[1] == key_id and r[2] == f"Revoked, rotated to {rotated_id}" for r in table_rows(d, "credentials")))
         click(driver, "show-all")
+
+        # A key restricted to networks this browser is not on: shown, and held to them.
+        fenced = issue_in_ui(driver, "fenced", "192.0.2.0/24, 2001:db8::/32")
+        fenced_id = fenced.split(".", 1)[0].removeprefix("ik_")
+        row = next(r for r in table_rows(driver, "credentials") if r[1] == fenced_id)
+        check(row[6] == "from 192.0.2.0/24, 2001:db8::/32", f"the restrictions column shows its networks: {row}")
+        check(exchange_status(base, fenced) == 400, "a key used from outside its networks is refused")
 
         # A viewer: every write disabled, with the reason.
         viewer_key = issue_in_ui(driver, "viewer session")

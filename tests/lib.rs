@@ -44,12 +44,17 @@ pub fn config() -> Config {
         // Cheaper than production so the suite stays fast; the format and code path are the same.
         hash: HashParams { memory_kib: 4096, iterations: 1, parallelism: 1 },
         signing_key_ttl: std::time::Duration::from_secs(300),
+        github_scanning_keys: None,
     }
 }
 
 pub async fn state_with(store: Arc<dyn Store>) -> AppState {
+    state_with_config(store, &config()).await
+}
+
+pub async fn state_with_config(store: Arc<dyn Store>, config: &Config) -> AppState {
     let keys: Arc<dyn KeySource> = Arc::new(StaticKey(signing_key()));
-    build_state(&config(), store, keys).await.expect("state")
+    build_state(config, store, keys).await.expect("state")
 }
 
 pub struct Response {
@@ -154,9 +159,9 @@ impl TestApp {
         self.send(request).await
     }
 
-    /// A JSON exchange as if from `addr` (the TCP peer `iam-local` would see).
+    /// A JSON exchange as if from `addr`, IPv4 or IPv6 (the TCP peer `iam-local` would see).
     pub async fn exchange_from(&self, addr: &str, body: Value) -> Response {
-        let peer: std::net::SocketAddr = format!("{addr}:40000").parse().expect("an IPv4 address");
+        let peer: std::net::SocketAddr = std::net::SocketAddr::new(addr.parse().expect("an IP address"), 40000);
         let request = Request::post("/iam/auth/token")
             .header(header::CONTENT_TYPE, "application/json")
             .extension(axum::extract::ConnectInfo(peer))
@@ -227,5 +232,47 @@ impl iam_verifier::Fetch for RouterFetch {
             return Err(format!("HTTP {}", response.status()));
         }
         Ok(response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes().to_vec())
+    }
+}
+
+/// A key pair in GitHub's place for secret-scanning partner alerts: its key document (as
+/// GitHub's key endpoint publishes it) and signatures as GitHub makes them.
+pub struct FakeGithub {
+    pair: ring::signature::EcdsaKeyPair,
+    pub document: String,
+}
+
+impl FakeGithub {
+    pub const KEY_IDENTIFIER: &str = "github-test-key";
+
+    pub fn new() -> Self {
+        use base64::Engine;
+        use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair};
+        // SubjectPublicKeyInfo's DER prefix for a P-256 key, as GitHub's PEM keys carry it.
+        const P256_SPKI_PREFIX: [u8; 26] = [
+            0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03,
+            0x01, 0x07, 0x03, 0x42, 0x00,
+        ];
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).expect("a P-256 key");
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng).expect("a P-256 key");
+        let der = [P256_SPKI_PREFIX.as_slice(), pair.public_key().as_ref()].concat();
+        let pem =
+            format!("-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n", base64::engine::general_purpose::STANDARD.encode(der));
+        let document = json!({"public_keys": [{"key_identifier": Self::KEY_IDENTIFIER, "key": pem, "is_current": true}]}).to_string();
+        Self { pair, document }
+    }
+
+    /// `Github-Public-Key-Signature` for `payload`: base64 DER ECDSA P-256 SHA-256.
+    pub fn sign(&self, payload: &[u8]) -> String {
+        use base64::Engine;
+        let signature = self.pair.sign(&ring::rand::SystemRandom::new(), payload).expect("signed");
+        base64::engine::general_purpose::STANDARD.encode(signature.as_ref())
+    }
+}
+
+impl Default for FakeGithub {
+    fn default() -> Self {
+        Self::new()
     }
 }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use iam_shared::hashing::HashParams;
+use iam_shared::leaks::GithubScanningKeys;
 use iam_shared::model::DEFAULT_MAX_PRINCIPALS_PER_ORG;
 use iam_shared::service::{DEFAULT_EXCHANGES_PER_KEY_PER_SECOND, Limits};
 use iam_shared::signing_keys::{DEFAULT_ACTIVATION_DELAY, RotationTiming, SigningSecrets, VERIFIER_JWKS_CACHE};
@@ -25,6 +26,9 @@ pub struct Config {
     pub hash: HashParams,
     /// How long a warm instance keeps its signing keys before reading them again.
     pub signing_key_ttl: Duration,
+    /// GitHub's secret-scanning public keys (`IAM_GITHUB_SECRET_SCANNING_KEYS`, the document
+    /// GitHub's key endpoint answers); without them the partner-alert route answers 404.
+    pub github_scanning_keys: Option<GithubScanningKeys>,
 }
 
 /// Where a process keeps its state (`IAM_STORE`).
@@ -226,6 +230,10 @@ impl Config {
             limits: Limits { max_principals_per_org, exchanges_per_key_per_second },
             hash: hash_params()?,
             signing_key_ttl: signing_key_ttl()?,
+            github_scanning_keys: var("IAM_GITHUB_SECRET_SCANNING_KEYS")
+                .map(|doc| GithubScanningKeys::from_json(&doc))
+                .transpose()
+                .map_err(|e| ConfigError(format!("IAM_GITHUB_SECRET_SCANNING_KEYS: {e}")))?,
         })
     }
 }

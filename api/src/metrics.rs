@@ -29,6 +29,7 @@ impl ExchangeMetric {
             Err(ExchangeError::Refused(refusal)) => ("refused", Some(refusal.code()), None),
             Err(ExchangeError::InvalidScope(_)) => ("invalid_scope", None, None),
             Err(ExchangeError::InvalidTarget(_)) => ("invalid_target", None, None),
+            Err(ExchangeError::Restricted(refusal)) => ("restricted", Some(refusal.code()), None),
             Err(ExchangeError::OverKeyLimit(_)) => ("slow_down", Some("key_limit"), None),
             Err(ExchangeError::StoreThrottled) => ("slow_down", Some("store_throttled"), None),
             Err(ExchangeError::Store(_)) => ("unavailable", Some("store"), None),

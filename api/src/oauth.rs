@@ -6,6 +6,7 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use iam_shared::restrictions::RestrictionRefusal;
 use iam_shared::service::ExchangeError;
 use serde::Serialize;
 
@@ -70,6 +71,14 @@ impl From<ExchangeError> for OAuthError {
             ExchangeError::Refused(reason) => Self::new(StatusCode::BAD_REQUEST, "invalid_grant", reason.to_string()),
             ExchangeError::InvalidScope(msg) => Self::new(StatusCode::BAD_REQUEST, "invalid_scope", msg),
             ExchangeError::InvalidTarget(msg) => Self::new(StatusCode::BAD_REQUEST, "invalid_target", msg),
+            ExchangeError::Restricted(refusal) => {
+                let error = match refusal {
+                    RestrictionRefusal::Source => "invalid_grant",
+                    RestrictionRefusal::Audience(_) => "invalid_target",
+                    RestrictionRefusal::Permission(_) => "invalid_scope",
+                };
+                Self::new(StatusCode::BAD_REQUEST, error, refusal.to_string())
+            }
             // RFC 8628's `slow_down`: the key is fine, its callers are asking too often.
             ExchangeError::OverKeyLimit(_) | ExchangeError::StoreThrottled => Self::new(
                 StatusCode::TOO_MANY_REQUESTS,

@@ -69,6 +69,8 @@ impl From<DomainError> for ApiError {
             }
             DomainError::PreconditionFailed(msg) => Self::new(StatusCode::PRECONDITION_FAILED, "Precondition Failed", msg),
             DomainError::Unprocessable(msg) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "Unprocessable Content", msg),
+            DomainError::BadSignature => Self::new(StatusCode::FORBIDDEN, "Forbidden", DomainError::BadSignature.to_string()),
+            DomainError::TooManyRequests(msg) => Self::new(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests", msg),
             DomainError::Unavailable(cause) => {
                 tracing::error!(error = %cause, "store failure");
                 Self::unavailable()
@@ -97,6 +99,10 @@ impl IntoResponse for ApiError {
             }
             StatusCode::SERVICE_UNAVAILABLE => {
                 headers.insert(header::RETRY_AFTER, jittered_retry_after());
+            }
+            // Per-minute windows: the next one is at most a minute away.
+            StatusCode::TOO_MANY_REQUESTS => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
             }
             _ => {}
         }

@@ -46,7 +46,7 @@ async fn build(config: &Config, store: Arc<dyn Store>, keys: Arc<dyn KeySource>,
     // Both reach the network on a cold start: side by side, init waits for the slower only.
     let (keyring, ()) = tokio::join!(Keyring::new(config.tokens.clone(), keys, config.signing_key_ttl), warm_up);
     let keyring = keyring.map_err(|e| ConfigError(e.to_string()))?;
-    Ok(Arc::new(Iam::new(store, hasher, keyring).with_limits(config.limits)))
+    Ok(Arc::new(Iam::new(store, hasher, keyring).with_limits(config.limits).with_github_scanning_keys(config.github_scanning_keys.clone())))
 }
 
 pub const SIGNING_KEY_FILE: &str = "signing-key.json";

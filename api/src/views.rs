@@ -2,7 +2,9 @@
 
 use chrono::{DateTime, Utc};
 use iam_shared::ids::{KeyId, OrgId, PrincipalId};
+use iam_shared::leaks::LEAK_REPORT_ACTOR;
 use iam_shared::model::{Actor, Credential, CredentialStatus};
+use iam_shared::restrictions::Restrictions;
 use serde::Serialize;
 
 #[derive(Serialize)]
@@ -29,6 +31,10 @@ pub struct CredentialView {
     pub last_used_at: Option<DateTime<Utc>>,
     pub rotated_from: Option<KeyId>,
     pub rotated_to: Option<KeyId>,
+    pub restrictions: Restrictions,
+    pub self_rotation: bool,
+    /// Why a revoked credential was: `leaked` (reported through the leak route) or `manual`.
+    pub revocation_reason: Option<&'static str>,
 }
 
 impl CredentialView {
@@ -48,6 +54,9 @@ impl CredentialView {
             last_used_at: c.last_used_at,
             rotated_from: c.rotated_from.clone(),
             rotated_to: c.rotated_to.clone(),
+            restrictions: c.restrictions.clone(),
+            self_rotation: c.self_rotation,
+            revocation_reason: c.revoked_by.as_ref().map(|by| if by.0 == LEAK_REPORT_ACTOR { "leaked" } else { "manual" }),
         }
     }
 }

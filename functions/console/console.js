@@ -333,7 +333,18 @@
     $("save").disabled = !(allowed.rename.allowed || allowed.changeStatus.allowed || allowed.changeExpiry.allowed);
     explain("edit-reason", [allowed.rename.reason, allowed.changeStatus.reason, allowed.changeExpiry.reason]);
 
-    enable(["credential-name", "credential-expires", "issue-submit"], allowed.issueCredential.allowed);
+    enable(
+      [
+        "credential-name",
+        "credential-expires",
+        "credential-permissions",
+        "credential-sources",
+        "credential-audiences",
+        "credential-self-rotation",
+        "issue-submit",
+      ],
+      allowed.issueCredential.allowed,
+    );
     explain("issue-reason", [allowed.issueCredential.reason]);
 
     renderCredentials();
@@ -345,7 +356,19 @@
     explain("revoke-reason", [revoke.reason]);
     const rows = opened.credentials.map((c) => {
       const row = document.createElement("tr");
-      row.append(cell(c.name), cell(c.keyId), cell(c.status), cell(when(c.createdAt)), cell(when(c.expiresAt)), cell(c.lastUsedAt ? when(c.lastUsedAt) : "Not yet"));
+      let status = c.revocationReason === "leaked" ? `${c.status} (leaked)` : c.status;
+      if (c.rotatedTo) {
+        status += `, rotated to ${c.rotatedTo}`;
+      }
+      row.append(
+        cell(c.name),
+        cell(c.keyId),
+        cell(status),
+        cell(when(c.createdAt)),
+        cell(when(c.expiresAt)),
+        cell(c.lastUsedAt ? when(c.lastUsedAt) : "Not yet"),
+        cell(describeRestrictions(c.restrictions)),
+      );
       const action = document.createElement("td");
       if (c.status === "Active") {
         const button = document.createElement("button");
@@ -370,6 +393,20 @@
       return row;
     });
     $("credentials").replaceChildren(...rows);
+  }
+
+  function describeRestrictions(restrictions) {
+    const parts = [];
+    if (restrictions && restrictions.permissions) {
+      parts.push(`at most ${restrictions.permissions.join(", ")}`);
+    }
+    if (restrictions && restrictions.sourceCidrs) {
+      parts.push(`from ${restrictions.sourceCidrs.join(", ")}`);
+    }
+    if (restrictions && restrictions.audiences) {
+      parts.push(`for ${restrictions.audiences.join(", ")}`);
+    }
+    return parts.length > 0 ? parts.join("; ") : "None";
   }
 
   function renderAssignments() {
@@ -457,6 +494,19 @@
     const day = $("credential-expires").value;
     if (day) {
       body.expiresAt = endOfDay(day);
+    }
+    const restrictions = {};
+    for (const [field, id] of [["permissions", "credential-permissions"], ["sourceCidrs", "credential-sources"], ["audiences", "credential-audiences"]]) {
+      const entries = $(id).value.split(/[\s,]+/).filter((entry) => entry !== "");
+      if (entries.length > 0) {
+        restrictions[field] = entries;
+      }
+    }
+    if (Object.keys(restrictions).length > 0) {
+      body.restrictions = restrictions;
+    }
+    if ($("credential-self-rotation").checked) {
+      body.selfRotation = true;
     }
     await attempt(async () => {
       const issued = await api("POST", `/iam/api-keys/${opened.principal.id}/credentials`, body);

@@ -8,7 +8,8 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 use chrono::{DateTime, Utc};
 use iam_api::views::CredentialView;
 use iam_api::{ApiError, AppState, Authenticated, IdempotencyKeyHeader, JsonBody, PathParams, parse_path};
-use iam_shared::model;
+use iam_shared::model::{self, NewCredential};
+use iam_shared::restrictions::Restrictions;
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +19,17 @@ struct IssueCredential {
     name: String,
     #[serde(default)]
     expires_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    restrictions: Restrictions,
+    /// Whether a token minted by this credential may rotate it without iam:credentials:write.
+    #[serde(default)]
+    self_rotation: bool,
+}
+
+impl From<IssueCredential> for NewCredential {
+    fn from(body: IssueCredential) -> Self {
+        NewCredential { name: body.name, expires_at: body.expires_at, restrictions: body.restrictions, self_rotation: body.self_rotation }
+    }
 }
 
 #[derive(Serialize)]
@@ -39,7 +51,7 @@ async fn issue_credential(
     JsonBody(body): JsonBody<IssueCredential>,
 ) -> Result<Response, ApiError> {
     let id = parse_path(&principal_id)?;
-    let (credential, key) = iam.issue_credential(&caller, &id, &body.name, body.expires_at, idempotency.as_ref()).await?;
+    let (credential, key) = iam.issue_credential(&caller, &id, body.into(), idempotency.as_ref()).await?;
     let full_key = key.to_secret_string();
     let body = Issued { credential: CredentialView::new(&credential, model::now()), api_key: full_key.expose_secret() };
     let mut response = (StatusCode::CREATED, Json(body)).into_response();

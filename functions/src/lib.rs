@@ -19,6 +19,7 @@ pub mod create_principal;
 pub mod create_role;
 pub mod exchange_token;
 pub mod get_principal;
+pub mod github_secret_scanning;
 pub mod issue_credential;
 pub mod jwks;
 pub mod list_credentials;
@@ -27,9 +28,11 @@ pub mod list_role_assignments;
 pub mod list_roles;
 pub mod openid_configuration;
 pub mod revoke_credential;
+pub mod revoke_leaked_credentials;
 pub mod rotate_credential;
 pub mod rotate_signing_key;
 pub mod unassign_role;
+pub mod update_credential;
 pub mod update_principal;
 pub mod whoami;
 
@@ -45,6 +48,7 @@ pub const OPERATIONS: &[Operation] = &[
     op("update-principal",      Patch,  "/iam/api-keys/{principalId}",                                Permission(PERM_API_KEYS_WRITE),         Verifier, STORE, update_principal::endpoint),
     op("issue-credential",      Post,   "/iam/api-keys/{principalId}/credentials",                    Permission(PERM_CREDENTIALS_WRITE),      Verifier, STORE, issue_credential::endpoint),
     op("list-credentials",      Get,    "/iam/api-keys/{principalId}/credentials",                    Permission(PERM_API_KEYS_READ),          Verifier, STORE, list_credentials::endpoint),
+    op("update-credential",     Patch,  "/iam/api-keys/{principalId}/credentials/{keyId}",            Permission(PERM_CREDENTIALS_WRITE),      Verifier, STORE, update_credential::endpoint),
     op("revoke-credential",     Post,   "/iam/api-keys/{principalId}/credentials/{keyId}/revoke",     Permission(PERM_CREDENTIALS_WRITE),      Verifier, STORE, revoke_credential::endpoint),
     op("rotate-credential",     Post,   "/iam/api-keys/{principalId}/credentials/{keyId}/rotate",     Permission(PERM_CREDENTIALS_WRITE),      Verifier, STORE, rotate_credential::endpoint),
     op("list-roles",            Get,    "/iam/roles",                                                 Permission(PERM_API_KEYS_READ),          Verifier, STORE, list_roles::endpoint),
@@ -52,6 +56,10 @@ pub const OPERATIONS: &[Operation] = &[
     op("list-role-assignments", Get,    "/iam/api-keys/{principalId}/role-assignments",               Permission(PERM_API_KEYS_READ),          Verifier, STORE, list_role_assignments::endpoint),
     op("assign-role",           Put,    "/iam/api-keys/{principalId}/role-assignments/{roleId}",      Permission(PERM_ROLE_ASSIGNMENTS_WRITE), Verifier, STORE, assign_role::endpoint),
     op("unassign-role",         Delete, "/iam/api-keys/{principalId}/role-assignments/{roleId}",      Permission(PERM_ROLE_ASSIGNMENTS_WRITE), Verifier, STORE, unassign_role::endpoint),
+    // Holding a key is the authority to destroy it: no token, and no authority rule applies.
+    op("revoke-leaked-credentials", Post, "/iam/credentials/revoke-leaked",                           Public,                                  Verifier, STORE, revoke_leaked_credentials::endpoint),
+    // Authenticated by GitHub's signature over the alert, not by a token.
+    op("github-secret-scanning", Post,  "/iam/credentials/github-secret-scanning",                    Public,                                  Verifier, STORE, github_secret_scanning::endpoint),
     op("exchange-token",        Post,   TOKEN_PATH,                                                   Public,                                  Signer,   STORE, exchange_token::endpoint),
     op("jwks",                  Get,    "/iam/.well-known/jwks.json",                                 Public,                                  ColdStart::Public, &[], jwks::endpoint),
     op("openid-configuration",  Get,    "/iam/.well-known/openid-configuration",                      Public,                                  ColdStart::Public, &[], openid_configuration::endpoint),

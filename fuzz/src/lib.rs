@@ -38,6 +38,7 @@ pub static INSTANCE: LazyLock<Instance> = LazyLock::new(|| {
             // Cheap argon2: the fuzzer is after parsers, not hashing cost.
             hash: HashParams { memory_kib: 64, iterations: 1, parallelism: 1 },
             signing_key_ttl: std::time::Duration::from_secs(3600),
+            github_scanning_keys: None,
         };
         let store = Arc::new(EmbeddedStore::in_memory().unwrap());
         let keys = Arc::new(StaticKey(SigningKeyDocument::generate().unwrap()));

@@ -2,10 +2,11 @@
 
 Schemathesis fuzzes with one administrator's token, and it learns that administrator's
 principal id from the list responses (its inferred links). Left alone it revokes the very
-credential its token came from, or unassigns `iam-admin` from its own principal once it has
-made another administrator, and every later request is a 401 or 403: the rules would stop
-being fuzzed at all. So those two requests on the guarded principal are redirected to a
-stand-in principal the script created. Everything else on the guarded principal still runs,
+credential its token came from (or rotates it without a grace period, or narrows its ceiling or
+expiry), or unassigns `iam-admin` from its own principal once it has made another
+administrator, and every later request is a 401 or 403: the rules would stop being fuzzed at
+all. So those requests on the guarded principal are redirected to a stand-in principal the
+script created. Everything else on the guarded principal still runs,
 including the self-service refusals (status, expiry, granting itself a role).
 """
 
@@ -18,7 +19,11 @@ STAND_IN = os.environ["IAM_SCHEMATHESIS_STAND_IN_PRINCIPAL"]
 
 
 def would_lock_out(method, path):
-    return (method == "POST" and path.endswith("/revoke")) or (method == "DELETE" and "/role-assignments/" in path)
+    return (
+        (method == "POST" and (path.endswith("/revoke") or path.endswith("/rotate")))
+        or (method == "PATCH" and "/credentials/" in path)
+        or (method == "DELETE" and "/role-assignments/" in path)
+    )
 
 
 @schemathesis.hook

@@ -24,6 +24,12 @@ pub enum AuthorityRule {
     OwnStatusOrExpiry,
     #[error("a principal never grants itself a role")]
     SelfGrant,
+    #[error("a credential's own token may only narrow its restrictions and bring its expiry forward, never widen or extend them")]
+    WidenOwnCredential,
+    #[error(
+        "without iam:credentials:write, a token may rotate only the credential it was minted by, and only if that credential was issued with selfRotation"
+    )]
+    NotSelfRotatable,
 }
 
 /// Whether `permissions` hold every `iam:` permission: an organisation administrator.

@@ -19,6 +19,8 @@ pub enum Conflict {
     /// Only an Active credential rotates, and only once.
     #[error("only an active credential that was not rotated before can be rotated; this one is revoked, expired or already rotated")]
     NotRotatable,
+    #[error("only an active credential can be changed; this one is revoked or expired")]
+    NotChangeable,
     #[error("a role with this id exists")]
     RoleExists,
     #[error("a role named '{0}' already exists")]
@@ -86,6 +88,12 @@ pub enum DomainError {
     /// Well-formed but refused by a rule (422).
     #[error("{0}")]
     Unprocessable(String),
+    /// A signed request's signature did not verify with any configured key (403).
+    #[error("the request's signature does not verify with a configured key")]
+    BadSignature,
+    /// The caller is over a rate the operation allows (429).
+    #[error("{0}")]
+    TooManyRequests(String),
     /// The store (or the hasher) failed; nothing was changed (503). The cause is logged, never sent.
     #[error("store unavailable")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),

@@ -13,6 +13,7 @@ use crate::api_key::{ApiKey, KeyFormatError};
 use crate::hashing::{self, HashError, Verdict};
 use crate::ids::{OrgId, Permission, PrincipalId, RoleId};
 use crate::model::{self, Credential, Principal, Refusal, UseOutcome, UseWindow};
+use crate::restrictions::RestrictionRefusal;
 use crate::service::{Iam, audit};
 use crate::store::StoreError;
 use crate::token::{AccessClaims, Grant, parse_scope};
@@ -30,6 +31,9 @@ pub enum ExchangeError {
     InvalidScope(String),
     #[error("{0}")]
     InvalidTarget(String),
+    /// The secret was proved, but the credential's own restrictions refuse this request.
+    #[error("{0}")]
+    Restricted(RestrictionRefusal),
     /// The key was already exchanged as often as its per-second limit allows.
     #[error("the API key was exchanged {0} times within one second, its limit")]
     OverKeyLimit(u32),
@@ -65,7 +69,7 @@ pub struct IssuedToken {
 
 /// A proved secret: the fast check to store when the credential predates checks, and whether
 /// the warm cache proved it.
-struct ProvedSecret {
+pub(crate) struct ProvedSecret {
     check_to_store: Option<String>,
     from_cache: bool,
 }
@@ -78,6 +82,13 @@ impl From<StoreError> for ExchangeError {
             other => ExchangeError::Store(other),
         }
     }
+}
+
+/// What the request asked for, and where it came from.
+struct Asked<'a> {
+    scope: Option<&'a str>,
+    audience: Option<&'a str>,
+    source: Option<&'a str>,
 }
 
 const WRONG_KEY: ExchangeError = ExchangeError::InvalidClient("unknown key id or wrong secret");
@@ -124,7 +135,8 @@ impl Iam {
         if UseWindow::is_full(credential.recent_uses, model::now(), per_second) {
             return Err(ExchangeError::OverKeyLimit(per_second));
         }
-        let decision = self.decide(&credential, request.scope.as_deref(), request.audience.as_deref()).await?;
+        let asked = Asked { scope: request.scope.as_deref(), audience: request.audience.as_deref(), source: request.source.as_deref() };
+        let decision = self.decide(&credential, asked).await?;
         self.sign_and_record(&credential, decision, proved_secret).await
     }
 
@@ -140,7 +152,7 @@ impl Iam {
     /// only a caller who knows the secret (or the 32 bits the check keeps, and then only for
     /// one key id at a time) reaches argon2, which is bounded by the hasher's slots. Answers
     /// the check to store when the credential predates checks (it gains one on this use).
-    async fn prove_secret(&self, key: &ApiKey, credential: &Credential) -> Result<ProvedSecret, ExchangeError> {
+    pub(crate) async fn prove_secret(&self, key: &ApiKey, credential: &Credential) -> Result<ProvedSecret, ExchangeError> {
         if credential.secret_check.as_deref().is_some_and(|check| !hashing::passes_secret_check(key.secret(), check)) {
             return Err(WRONG_KEY);
         }
@@ -153,9 +165,10 @@ impl Iam {
 
     /// Phase 3: with the secret proved, whether the key may authenticate (the caller may now
     /// learn why not), and what its token grants: the audience asked for (or the first
-    /// downstream one), and the scope asked for within what its roles hold. `iam:` power
-    /// travels only to the management API.
-    async fn decide(&self, credential: &Credential, scope: Option<&str>, audience: Option<&str>) -> Result<Decision, ExchangeError> {
+    /// downstream one), and the scope asked for within what its roles hold and the credential's
+    /// own ceiling allows. `iam:` power travels only to the management API. The credential's
+    /// own restrictions (source, audiences, ceiling) refuse with their reason.
+    async fn decide(&self, credential: &Credential, asked: Asked<'_>) -> Result<Decision, ExchangeError> {
         let (principal, role_ids) = self
             .store
             .get_principal_with_roles(&credential.org_id, &credential.principal_id)
@@ -163,10 +176,19 @@ impl Iam {
             .ok_or(ExchangeError::Refused(Refusal::PrincipalRevoked))?;
         let now = model::now();
         model::may_authenticate(credential, &principal, now).map_err(ExchangeError::Refused)?;
+        let restrictions = &credential.restrictions;
+        restrictions.check_source(asked.source).map_err(ExchangeError::Restricted)?;
 
         let settings = self.tokens.settings();
-        let audience = match audience {
-            None => settings.audiences[0].as_str(),
+        let audience = match asked.audience {
+            // The first downstream audience the credential may use: a credential restricted to
+            // others gets one of its own rather than a refusal for asking nothing.
+            None => settings
+                .audiences
+                .iter()
+                .find(|a| restrictions.allows_audience(a))
+                .map(String::as_str)
+                .ok_or_else(|| ExchangeError::Restricted(RestrictionRefusal::Audience(settings.audiences[0].clone())))?,
             Some(a) if settings.is_management(a) => settings.management_audience.as_str(),
             Some(a) => settings
                 .audiences
@@ -175,13 +197,17 @@ impl Iam {
                 .map(String::as_str)
                 .ok_or_else(|| ExchangeError::InvalidTarget("the requested audience is not allowed".into()))?,
         };
+        if !restrictions.allows_audience(audience) {
+            return Err(ExchangeError::Restricted(RestrictionRefusal::Audience(audience.to_owned())));
+        }
         let roles = self.granting_roles(&principal, &role_ids).await?;
         let mut held: BTreeSet<Permission> = roles.iter().flat_map(|r| r.permissions.iter().cloned()).collect();
         let management = settings.is_management(audience);
         if !management {
             held.retain(|p| !p.as_str().starts_with("iam:"));
         }
-        let scope: Vec<Permission> = match scope {
+        held.retain(|p| restrictions.within_ceiling(p.as_str()));
+        let scope: Vec<Permission> = match asked.scope {
             None => held.into_iter().collect(),
             Some(raw) => {
                 let wanted = parse_scope(raw).map_err(ExchangeError::InvalidScope)?;
@@ -190,6 +216,9 @@ impl Iam {
                         "'{iam}' is granted only in tokens for the management audience '{}'",
                         settings.management_audience
                     )));
+                }
+                if let Some(beyond) = wanted.iter().find(|p| !restrictions.within_ceiling(p.as_str())) {
+                    return Err(ExchangeError::Restricted(RestrictionRefusal::Permission(beyond.clone())));
                 }
                 if let Some(missing) = wanted.iter().find(|p| !held.contains(*p)) {
                     return Err(ExchangeError::InvalidScope(format!("the principal does not hold '{missing}'")));

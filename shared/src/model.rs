@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::DomainError;
 use crate::ids::{KeyId, OrgId, Permission, PrincipalId, RoleId};
+use crate::restrictions::Restrictions;
 
 /// Times are kept to the second: that is what RFC 3339 answers and JWT claims carry.
 pub fn now() -> DateTime<Utc> {
@@ -207,6 +208,30 @@ pub struct Credential {
     /// links both in the step that issues the successor. A credential rotates once.
     pub rotated_from: Option<KeyId>,
     pub rotated_to: Option<KeyId>,
+    /// Its own limits beyond its principal's (see [`Restrictions`]); empty: none.
+    pub restrictions: Restrictions,
+    /// Opted in at issue: a token minted by this very credential may rotate it (and only
+    /// that) without `iam:credentials:write`, so an integration can rotate its own key.
+    pub self_rotation: bool,
+}
+
+/// What an issue asks for: the credential's name, expiry, restrictions, and whether it may
+/// rotate itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NewCredential {
+    pub name: String,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub restrictions: Restrictions,
+    pub self_rotation: bool,
+}
+
+/// A change to a credential after issue: its name, its expiry (`Some(None)`: never), its
+/// restrictions (replaced whole). Absent fields stay as they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CredentialChange {
+    pub name: Option<String>,
+    pub expires_at: Option<Option<DateTime<Utc>>>,
+    pub restrictions: Option<Restrictions>,
 }
 
 /// How long a rotated credential keeps working when the rotation does not say: a day, time
@@ -215,6 +240,10 @@ pub struct Credential {
 pub const DEFAULT_ROTATION_GRACE_SECONDS: u32 = 24 * 60 * 60;
 /// At most a week, as Stripe's rotation allows.
 pub const MAX_ROTATION_GRACE_SECONDS: u32 = 7 * 24 * 60 * 60;
+/// A key rotating itself keeps the old key working at least this long: a stolen key that
+/// rotates itself does not lock its owner's deployments out at once, and the owner has time
+/// to notice the announcement and report the leak.
+pub const MIN_SELF_ROTATION_GRACE_SECONDS: u32 = 60 * 60;
 
 /// What a rotation asks for: how long the old credential keeps working, and the successor's
 /// name (the old one's unless given).
@@ -300,7 +329,50 @@ impl Credential {
             recent_uses: None,
             rotated_from: None,
             rotated_to: None,
+            restrictions: Restrictions::default(),
+            self_rotation: false,
         })
+    }
+
+    pub fn with_self_rotation(self, self_rotation: bool) -> Self {
+        Self { self_rotation, ..self }
+    }
+
+    pub fn with_restrictions(self, restrictions: Restrictions) -> Result<Self, DomainError> {
+        restrictions.validate()?;
+        Ok(Self { restrictions, ..self })
+    }
+
+    /// This credential once `change` applies at `now`, or `None` when it changes nothing. Only
+    /// an Active credential changes; an expiry must be in the future.
+    pub fn changed(&self, change: &CredentialChange, now: DateTime<Utc>) -> Result<Option<Self>, DomainError> {
+        if self.status_at(now) != CredentialStatus::Active {
+            return Err(crate::error::Conflict::NotChangeable.into());
+        }
+        let mut next = self.clone();
+        if let Some(name) = &change.name {
+            next.name = validate_name("name", name, CREDENTIAL_NAME_MAX)?;
+        }
+        if let Some(expires_at) = change.expires_at {
+            validate_future("expiresAt", expires_at, now)?;
+            next.expires_at = expires_at;
+        }
+        if let Some(restrictions) = &change.restrictions {
+            restrictions.validate()?;
+            next.restrictions = restrictions.clone();
+        }
+        Ok((next != *self).then_some(next))
+    }
+
+    /// Whether `next` allows nothing this credential did not: restrictions at least as narrow,
+    /// an expiry no later (what a credential's own token may do to it).
+    pub fn is_narrowed_to(&self, next: &Credential) -> bool {
+        let expiry_no_later = match (self.expires_at, next.expires_at) {
+            (_, None) => self.expires_at.is_none(),
+            (None, Some(_)) => true,
+            (Some(before), Some(after)) => after <= before,
+        };
+        expiry_no_later && next.restrictions.narrows(&self.restrictions)
     }
 
     /// Whether `rotation` may replace this credential at `now`: only an Active credential, and
@@ -328,6 +400,8 @@ impl Credential {
         let expires_at = self.expires_at.map(|t| now + (t - self.created_at).max(chrono::Duration::seconds(1)));
         let mut next = Self::new(principal, key_id, name, expires_at, secret_hash, actor, now)?;
         next.rotated_from = Some(self.key_id.clone());
+        next.restrictions = self.restrictions.clone();
+        next.self_rotation = self.self_rotation;
         Ok(next)
     }
 

@@ -16,8 +16,8 @@ use crate::hashing::{self, SecretHasher};
 use crate::idempotency::{IdempotencyClaim, IdempotencyKey, IdempotencyRecord, IdempotentOutcome, key_reused};
 use crate::ids::{KeyId, OrgId, Permission, PrincipalId, RoleId};
 use crate::model::{
-    self, Actor, Credential, CredentialStatus, Principal, PrincipalChange, PrincipalStatus, PrincipalType, Refusal, Role, RoleAssignment,
-    Rotation,
+    self, Actor, Credential, CredentialChange, CredentialStatus, MIN_SELF_ROTATION_GRACE_SECONDS, NewCredential, Principal,
+    PrincipalChange, PrincipalStatus, PrincipalType, Refusal, Role, RoleAssignment, Rotation,
 };
 use crate::roles;
 use crate::signing_keys::Keyring;
@@ -287,6 +287,8 @@ pub struct Iam {
     pub tokens: Keyring,
     pub limits: Limits,
     org_roles: OrgRoleCache,
+    pub(crate) leak_reports: crate::leaks::LeakReportLimiter,
+    pub(crate) github_scanning_keys: Option<crate::leaks::GithubScanningKeys>,
 }
 
 /// Organisation roles as read from the store. A role never changes once created (no route
@@ -341,11 +343,24 @@ impl std::fmt::Debug for Iam {
 
 impl Iam {
     pub fn new(store: Arc<dyn Store>, hasher: SecretHasher, tokens: Keyring) -> Self {
-        Self { store, hasher, tokens, limits: Limits::default(), org_roles: OrgRoleCache::default() }
+        Self {
+            store,
+            hasher,
+            tokens,
+            limits: Limits::default(),
+            org_roles: OrgRoleCache::default(),
+            leak_reports: Default::default(),
+            github_scanning_keys: None,
+        }
     }
 
     pub fn with_limits(self, limits: Limits) -> Self {
         Self { limits, ..self }
+    }
+
+    /// GitHub's secret-scanning keys: with them, signed partner alerts are acted on.
+    pub fn with_github_scanning_keys(self, keys: Option<crate::leaks::GithubScanningKeys>) -> Self {
+        Self { github_scanning_keys: keys, ..self }
     }
 
     /// Verifies a management bearer token and re-reads its credential and principal, so a
@@ -364,7 +379,9 @@ impl Iam {
         // An unassigned role stops granting at once, not when the token expires.
         let roles = self.granting_roles(&principal, &role_ids).await?;
         let held: BTreeSet<&str> = roles.iter().flat_map(|r| r.permissions.iter().map(Permission::as_str)).collect();
-        let permissions = claims.permissions().filter(|p| held.contains(p)).map(str::to_owned).collect();
+        // A ceiling narrowed since the token was issued applies at once, as a role removed does.
+        let permissions =
+            claims.permissions().filter(|p| held.contains(p) && credential.restrictions.within_ceiling(p)).map(str::to_owned).collect();
         Ok(Caller { principal_id, org_id, key_id, claims, permissions, principal, roles })
     }
 
@@ -532,15 +549,25 @@ impl Iam {
         &self,
         caller: &Caller,
         id: &PrincipalId,
-        name: &str,
-        expires_at: Option<DateTime<Utc>>,
+        request: NewCredential,
         idempotency: Option<&IdempotencyKey>,
     ) -> Result<(Credential, ApiKey), DomainError> {
+        let NewCredential { name, expires_at, restrictions, self_rotation } = request;
+        let name = name.as_str();
         if let Err(e) = caller.require(PERM_CREDENTIALS_WRITE) {
             return audited("credential.issue", caller, id.as_str(), Err(e));
         }
-        let once =
-            IdempotentCreate::new(self.store.as_ref(), caller, idempotency, "credential.issue", &(id, name, expires_at), already_issued);
+        // Fingerprinted as before restrictions and self-rotation existed when neither is asked
+        // for, so a retry across the upgrade still matches its first request.
+        let once = match restrictions.is_empty() && !self_rotation {
+            true => {
+                IdempotentCreate::new(self.store.as_ref(), caller, idempotency, "credential.issue", &(id, name, expires_at), already_issued)
+            }
+            false => {
+                let request = (id, name, expires_at, &restrictions, self_rotation);
+                IdempotentCreate::new(self.store.as_ref(), caller, idempotency, "credential.issue", &request, already_issued)
+            }
+        };
         if let Some(answer) = once.earlier().await? {
             return answer;
         }
@@ -551,10 +578,13 @@ impl Iam {
             let principal = target.principal;
             let now = model::now();
             // Validate before paying for argon2.
-            Credential::new(&principal, KeyId::generate(), name, expires_at, String::new(), caller.actor(), now)?;
+            Credential::new(&principal, KeyId::generate(), name, expires_at, String::new(), caller.actor(), now)?
+                .with_restrictions(restrictions.clone())?;
             let key = ApiKey::generate();
             let hash = self.hasher.hash(key.secret()).await.map_err(|e| DomainError::Unavailable(e.into()))?;
             let credential = Credential::new(&principal, key.key_id().clone(), name, expires_at, hash, caller.actor(), now)?
+                .with_restrictions(restrictions)?
+                .with_self_rotation(self_rotation)
                 .with_secret_check(hashing::secret_check(key.secret()));
             let outcome = IdempotentOutcome::Credential { key_id: credential.key_id.clone() };
             let guard = caller.guard_for_write_on(&principal);
@@ -571,7 +601,10 @@ impl Iam {
 
     /// Replaces a credential with a successor in one atomic step (see [`Store::rotate_credential`]):
     /// the successor's key is shown once, and the old credential keeps working for the grace
-    /// period (or less, if it expires sooner). Needs what issuing needs.
+    /// period (or less, if it expires sooner). Needs what issuing needs, except for the one
+    /// self-service act: a credential issued with `selfRotation` may be rotated by a token it
+    /// minted itself, with a grace period of at least an hour and a successor that expires no
+    /// later than it, and the rotation is announced.
     pub async fn rotate_credential(
         &self,
         caller: &Caller,
@@ -580,8 +613,9 @@ impl Iam {
         rotation: Rotation,
         idempotency: Option<&IdempotencyKey>,
     ) -> Result<RotatedCredential, DomainError> {
-        if let Err(e) = caller.require(PERM_CREDENTIALS_WRITE) {
-            return audited("credential.rotate", caller, key_id.as_str(), Err(e));
+        let by_itself = caller.require(PERM_CREDENTIALS_WRITE).is_err();
+        if by_itself && !(caller.key_id == *key_id && caller.is(id)) {
+            return audited("credential.rotate", caller, key_id.as_str(), Err(AuthorityRule::NotSelfRotatable.into()));
         }
         let request = (id, key_id, &rotation);
         let once = IdempotentCreate::new(self.store.as_ref(), caller, idempotency, "credential.rotate", &request, already_rotated);
@@ -590,17 +624,35 @@ impl Iam {
         }
         let result = async {
             let target = self.standing_of(caller, id).await?;
-            caller.authority().may_act_on(&target.permissions())?;
+            if !by_itself {
+                caller.authority().may_act_on(&target.permissions())?;
+            }
             let now = model::now();
             let old = target.credentials.iter().find(|c| &c.key_id == key_id).ok_or(DomainError::NotFound("credential"))?;
+            if by_itself {
+                if !old.self_rotation {
+                    return Err(AuthorityRule::NotSelfRotatable.into());
+                }
+                if rotation.grace_period_seconds < MIN_SELF_ROTATION_GRACE_SECONDS {
+                    return Err(DomainError::invalid(format!(
+                        "a credential rotating itself keeps its old key working for at least {MIN_SELF_ROTATION_GRACE_SECONDS} seconds"
+                    )));
+                }
+            }
             old.check_rotatable(now)?;
+            let successor_of = |key_id: KeyId, hash: String| -> Result<Credential, DomainError> {
+                let mut next = old.successor(&target.principal, key_id, &rotation, hash, caller.actor(), now)?;
+                if by_itself {
+                    // Never outliving what it replaces: a stolen key cannot buy itself time.
+                    next.expires_at = old.expires_at;
+                }
+                Ok(next)
+            };
             // Validate before paying for argon2.
-            old.successor(&target.principal, KeyId::generate(), &rotation, String::new(), caller.actor(), now)?;
+            successor_of(KeyId::generate(), String::new())?;
             let key = ApiKey::generate();
             let hash = self.hasher.hash(key.secret()).await.map_err(|e| DomainError::Unavailable(e.into()))?;
-            let successor = old
-                .successor(&target.principal, key.key_id().clone(), &rotation, hash, caller.actor(), now)?
-                .with_secret_check(hashing::secret_check(key.secret()));
+            let successor = successor_of(key.key_id().clone(), hash)?.with_secret_check(hashing::secret_check(key.secret()));
             let predecessor = old.rotated_out(&successor.key_id, &rotation, now);
             let outcome = IdempotentOutcome::Credential { key_id: successor.key_id.clone() };
             let guard = caller.guard_for_write_on(&target.principal);
@@ -614,7 +666,37 @@ impl Iam {
         if let Err(DomainError::AlreadyIssued(_)) = &result {
             return result;
         }
-        audited("credential.rotate", caller, key_id.as_str(), result)
+        if by_itself && let Ok(rotated) = &result {
+            // Announced: a key that rotates itself is what a thief holding it would do too.
+            tracing::warn!(target: "audit", action = "credential.self_rotate", actor = %caller.actor().0, org = %caller.org_id, target_id = %key_id, successor = %rotated.successor.key_id, outcome = "success", "audit: a credential rotated itself");
+        }
+        audited(if by_itself { "credential.self_rotate" } else { "credential.rotate" }, caller, key_id.as_str(), result)
+    }
+
+    /// Renames a credential, moves its expiry, or replaces its restrictions. Needs what issuing
+    /// needs; a credential's own token may only narrow it (a leaked key cannot lift its limits).
+    pub async fn update_credential(
+        &self,
+        caller: &Caller,
+        id: &PrincipalId,
+        key_id: &KeyId,
+        change: &CredentialChange,
+    ) -> Result<Credential, DomainError> {
+        let result = async {
+            caller.require(PERM_CREDENTIALS_WRITE)?;
+            let target = self.standing_of(caller, id).await?;
+            caller.authority().may_act_on(&target.permissions())?;
+            let current = target.credentials.iter().find(|c| &c.key_id == key_id).ok_or(DomainError::NotFound("credential"))?;
+            let now = model::now();
+            let Some(next) = current.changed(change, now)? else { return Ok(current.clone()) };
+            if caller.key_id == *key_id && !current.is_narrowed_to(&next) {
+                return Err(AuthorityRule::WidenOwnCredential.into());
+            }
+            self.store.update_credential(&next, now, &caller.guard_for_write_on(&target.principal)).await?;
+            Ok(next)
+        }
+        .await;
+        audited("credential.update", caller, key_id.as_str(), result)
     }
 
     pub async fn list_credentials(&self, caller: &Caller, id: &PrincipalId, include_all: bool) -> Result<Vec<Credential>, DomainError> {

@@ -10,10 +10,12 @@ use crate::authority::{AdminWitness, DecidedOn, Guard};
 use crate::error::{Conflict, Limit};
 use crate::idempotency::{IDEMPOTENCY_TTL, IdempotencyClaim, IdempotencyKey, IdempotencyRecord, IdempotentOutcome};
 use crate::ids::{KeyId, OrgId, Permission, PrincipalId, RoleId};
+use crate::model::CredentialChange;
 use crate::model::{
     Actor, Credential, CredentialStatus, MAX_ACTIVE_CREDENTIALS, MAX_ROLES_PER_PRINCIPAL, Principal, PrincipalChange, PrincipalStatus,
     PrincipalType, Role, RoleAssignment, Rotation, UseOutcome, UseWindow, now,
 };
+use crate::restrictions::Restrictions;
 
 /// Generates one `#[tokio::test]` per contract case for the store built by `$make` (an async
 /// block answering `Arc<impl Store>`), each on a fresh store.
@@ -24,7 +26,7 @@ macro_rules! store_contract_tests {
             principal_round_trip, principal_listing_paginates_within_org, principal_update_is_versioned,
             credential_insert_and_read, credential_insert_checks_principal, credential_limit_is_enforced,
             credential_limit_holds_under_concurrency, revoke_is_idempotent_and_scoped, revoke_wins_over_concurrent_reads,
-            record_use_keeps_status, record_use_counts_against_the_per_key_limit, rotation_replaces_a_credential_once, roles_are_scoped_and_unique, assignments_are_idempotent_and_scoped,
+            record_use_keeps_status, record_use_counts_against_the_per_key_limit, rotation_replaces_a_credential_once, credential_update_writes_only_what_changes, roles_are_scoped_and_unique, assignments_are_idempotent_and_scoped,
             assignment_limit_and_revoked_principal, bootstrap_happens_once, principal_cap_is_enforced_per_org,
             guarded_writes_commit_only_while_their_witness_is_usable, secret_check_is_stored_and_gained_on_first_use,
             writes_commit_only_while_the_principals_decided_on_are_unchanged,
@@ -359,6 +361,38 @@ pub async fn rotation_replaces_a_credential_once<S: Store + ?Sized>(store: Arc<S
         "no grace period ends the old key at once"
     );
     assert_eq!(store.record_credential_use(&replacement, at, None, 100).await.unwrap(), UseOutcome::Recorded);
+}
+
+pub async fn credential_update_writes_only_what_changes<S: Store + ?Sized>(store: Arc<S>) {
+    let p = principal("acme");
+    store.create_principal(&p, MAX, None).await.unwrap();
+    let fenced = Restrictions { source_cidrs: Some(["10.0.0.0/8".parse().unwrap()].into()), ..Default::default() };
+    let c = credential(&p).with_restrictions(fenced).unwrap().with_self_rotation(true);
+    store.insert_credential(&c, now(), None, &Guard::NONE).await.unwrap();
+    assert_eq!(store.get_credential(&c.key_id).await.unwrap(), Some(c.clone()), "restrictions and self-rotation round-trip");
+    let used = now();
+    assert_eq!(store.record_credential_use(&c, used, None, 100).await.unwrap(), UseOutcome::Recorded);
+
+    // Decided on the credential as read before its use: the use is kept.
+    let change = CredentialChange {
+        name: Some("renamed".into()),
+        expires_at: Some(Some(now() + Duration::days(1))),
+        restrictions: Some(Restrictions::default()),
+    };
+    let next = c.changed(&change, now()).unwrap().unwrap();
+    store.update_credential(&next, now(), &Guard::NONE).await.unwrap();
+    let stored = store.get_credential(&c.key_id).await.unwrap().unwrap();
+    assert_eq!((stored.name.as_str(), stored.expires_at, &stored.restrictions), ("renamed", next.expires_at, &Restrictions::default()));
+    assert_eq!(stored.last_used_at, Some(used), "the record of use is not overwritten");
+    assert!(stored.self_rotation);
+
+    let mut elsewhere = next.clone();
+    elsewhere.principal_id = principal("acme").id;
+    assert!(matches!(store.update_credential(&elsewhere, now(), &Guard::NONE).await, Err(StoreError::NotFound(_))));
+    store.revoke_credential(&p.org_id, &p.id, &c.key_id, &actor(), now(), &Guard::NONE).await.unwrap();
+    let refused = store.update_credential(&next, now(), &Guard::NONE).await;
+    assert!(matches!(refused, Err(StoreError::Conflict(Conflict::NotChangeable))), "{refused:?}");
+    assert_eq!(store.get_credential(&c.key_id).await.unwrap().unwrap().status, CredentialStatus::Revoked);
 }
 
 pub async fn record_use_counts_against_the_per_key_limit<S: Store + ?Sized>(store: Arc<S>) {

@@ -123,6 +123,15 @@ macro_rules! store_by_aggregate {
                 credentials::rotate(self, predecessor, successor, now, idempotency, guard).await
             }
 
+            async fn update_credential(
+                &self,
+                credential: &$crate::model::Credential,
+                now: chrono::DateTime<chrono::Utc>,
+                guard: &$crate::authority::Guard,
+            ) -> Result<(), $crate::store::StoreError> {
+                credentials::update(self, credential, now, guard).await
+            }
+
             async fn get_credential(&self, key_id: &$crate::ids::KeyId) -> Result<Option<$crate::model::Credential>, $crate::store::StoreError> {
                 credentials::get(self, key_id).await
             }
@@ -261,6 +270,10 @@ pub trait Store: Send + Sync + 'static {
         idempotency: Option<&IdempotencyRecord>,
         guard: &Guard,
     ) -> Result<(), StoreError>;
+    /// Writes `credential`'s name, expiry and restrictions (nothing else) over the stored ones,
+    /// only while the stored credential is still that principal's (`NotFound`), Active and
+    /// unexpired at `now` (`Conflict::NotChangeable`), and the guard holds.
+    async fn update_credential(&self, credential: &Credential, now: DateTime<Utc>, guard: &Guard) -> Result<(), StoreError>;
     /// A strongly consistent read by key id.
     async fn get_credential(&self, key_id: &KeyId) -> Result<Option<Credential>, StoreError>;
     async fn list_credentials(&self, org: &OrgId, principal: &PrincipalId) -> Result<Vec<Credential>, StoreError>;

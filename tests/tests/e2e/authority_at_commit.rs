@@ -72,6 +72,10 @@ impl Store for Interleaved {
         self.meanwhile().await;
         self.inner.rotate_credential(predecessor, successor, now, idem, guard).await
     }
+    async fn update_credential(&self, c: &Credential, now: DateTime<Utc>, guard: &Guard) -> Result<(), StoreError> {
+        self.meanwhile().await;
+        self.inner.update_credential(c, now, guard).await
+    }
     async fn get_credential(&self, key_id: &KeyId) -> Result<Option<Credential>, StoreError> {
         self.inner.get_credential(key_id).await
     }

@@ -3,7 +3,7 @@
 //! same Idempotency-Key, and what cannot be rotated.
 
 use axum::http::{Method, StatusCode};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use iam_tests::TestApp;
 use serde_json::json;
 
@@ -195,5 +195,62 @@ async fn a_rotation_racing_a_revoke_is_all_or_nothing() {
                 other => panic!("{store}: a rotation answered {other}: {}", rotated.raw),
             }
         }
+    }
+}
+
+/// Self-rotation: a credential issued for it may be rotated by its own token, with at least an
+/// hour's grace and no later expiry; nothing else becomes self-service; and reporting the old
+/// key as leaked also revokes the successor it made for itself.
+#[tokio::test]
+async fn a_key_issued_for_it_rotates_itself_and_nothing_more() {
+    for (store, app) in TestApp::on_every_store().await {
+        let admin = app.admin().await;
+        let p = app.create_principal(&admin, "nightly job").await;
+        let expires = (Utc::now() + chrono::Duration::days(30)).trunc_subsecs(0);
+        let uri = format!("/iam/api-keys/{p}/credentials");
+        let issued = app
+            .call(Method::POST, &uri, Some(&admin), Some(json!({"name": "job", "selfRotation": true, "expiresAt": expires.to_rfc3339()})))
+            .await;
+        assert_eq!(issued.status, StatusCode::CREATED, "{store}: {}", issued.raw);
+        assert_eq!(issued.body["credential"]["selfRotation"], true);
+        let key_id = issued.body["credential"]["keyId"].as_str().unwrap().to_owned();
+        let key = issued.str("apiKey").to_owned();
+        let (plain_id, plain_key) = app.issue(&admin, &p).await;
+        let own = app.token(&key).await;
+
+        let rotate = |id: &str| format!("{uri}/{id}/rotate");
+        let r = app.call(Method::POST, &rotate(&key_id), Some(&own), Some(json!({"gracePeriodSeconds": 600}))).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{store}: under an hour's grace: {}", r.raw);
+        let r = app.call(Method::POST, &rotate(&plain_id), Some(&own), None).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{store}: another credential: {}", r.raw);
+        let plain_own = app.token(&plain_key).await;
+        let r = app.call(Method::POST, &rotate(&plain_id), Some(&plain_own), None).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{store}: a credential not issued for it: {}", r.raw);
+        let r = app.call(Method::POST, &uri, Some(&own), Some(json!({"name": "more"}))).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{store}: nothing else is self-service: {}", r.raw);
+
+        let r = app.call(Method::POST, &rotate(&key_id), Some(&own), Some(json!({"gracePeriodSeconds": 3600}))).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{store}: {}", r.raw);
+        assert_eq!(time(&r.body["credential"]["expiresAt"]), expires, "{store}: the successor expires no later");
+        assert_eq!(r.body["credential"]["selfRotation"], true, "{store}: and may rotate itself in turn");
+        let successor_id = r.body["credential"]["keyId"].as_str().unwrap().to_owned();
+        let successor_key = r.str("apiKey").to_owned();
+        app.downstream_token(&successor_key).await;
+        app.downstream_token(&key).await;
+
+        // The owner finds the old key in a public repository and reports it: the successor its
+        // holder made goes with it, while the administrator-issued key stays.
+        let r = app.call(Method::POST, "/iam/credentials/revoke-leaked", None, Some(json!({"keys": [key]}))).await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{store}: {}", r.raw);
+        let listed = app.call(Method::GET, &format!("{uri}?include=all"), Some(&admin), None).await;
+        let status = |id: &str| {
+            let c = listed.body["items"].as_array().unwrap().iter().find(|c| c["keyId"] == id).unwrap().clone();
+            (c["status"].as_str().unwrap().to_owned(), c["revocationReason"].as_str().map(str::to_owned))
+        };
+        assert_eq!(status(&key_id), ("Revoked".to_owned(), Some("leaked".to_owned())), "{store}");
+        assert_eq!(status(&successor_id), ("Revoked".to_owned(), Some("leaked".to_owned())), "{store}: the self-made successor too");
+        assert_eq!(status(&plain_id), ("Active".to_owned(), None), "{store}");
+        let r = app.exchange_json(json!({"apiKey": successor_key})).await;
+        assert_eq!(r.str("error"), "invalid_grant", "{store}: {}", r.raw);
     }
 }

@@ -58,9 +58,11 @@ async fn snapshot(tables: &Tables) -> Vec<String> {
     all
 }
 
-const OPERATIONS: [&str; 9] = [
+const OPERATIONS: [&str; 11] = [
     "create principal",
     "issue credential",
+    "rotate credential",
+    "update credential",
     "revoke credential",
     "update principal",
     "create role",
@@ -77,6 +79,14 @@ async fn perform(op: &str, f: &Fixture) -> Response {
         "create principal" => app.call_with(Method::POST, "/iam/api-keys", admin, Some(json!({"displayName": "new"})), &key).await,
         "issue credential" => {
             app.call_with(Method::POST, &format!("/iam/api-keys/{p}/credentials"), admin, Some(json!({"name": "second"})), &key).await
+        }
+        "rotate credential" => {
+            let uri = format!("/iam/api-keys/{p}/credentials/{}/rotate", f.key_id);
+            app.call_with(Method::POST, &uri, admin, Some(json!({"gracePeriodSeconds": 60})), &key).await
+        }
+        "update credential" => {
+            let body = json!({"name": "renamed", "restrictions": {"sourceCidrs": ["10.0.0.0/8"]}});
+            app.call(Method::PATCH, &format!("/iam/api-keys/{p}/credentials/{}", f.key_id), admin, Some(body)).await
         }
         "revoke credential" => app.call(Method::POST, &format!("/iam/api-keys/{p}/credentials/{}/revoke", f.key_id), admin, None).await,
         "update principal" => app.call(Method::PATCH, &format!("/iam/api-keys/{p}"), admin, Some(json!({"status": "Suspended"}))).await,

@@ -176,7 +176,11 @@ async fn every_policy_grants_exactly_what_its_function_calls() {
     ]);
 
     // Each kind of function's cold start, as `iam_api::lambda` builds it.
-    let config = iam_tests::config();
+    let github = iam_tests::FakeGithub::new();
+    let config = iam_api::config::Config {
+        github_scanning_keys: Some(iam_shared::leaks::GithubScanningKeys::from_json(&github.document).unwrap()),
+        ..iam_tests::config()
+    };
     build_state_for_public_routes(&config, store(), public_keys()).await.unwrap();
     let public_cold_start = proxy.take_calls();
     build_state(&config, store(), public_keys()).await.unwrap();
@@ -313,6 +317,10 @@ async fn every_policy_grants_exactly_what_its_function_calls() {
         r.hit(rotate_route, &to_rotate, Some(&admin), Some(json!({"gracePeriodSeconds": 0})), &rotate_idem).await;
     }
     r.hit(rotate_route, &to_rotate, Some(&admin), None, &[]).await;
+    let update_route = "PATCH /iam/api-keys/{principalId}/credentials/{keyId}";
+    let rotated_out = to_rotate.trim_end_matches("/rotate").to_owned();
+    r.hit(update_route, &format!("{credentials}/{key_id}"), Some(&admin), Some(json!({"name": "renamed"})), &[]).await;
+    r.hit(update_route, &rotated_out, Some(&admin), Some(json!({"name": "ended"})), &[]).await;
     r.hit("GET /iam/api-keys/{principalId}/credentials", &credentials, Some(&admin), None, &[]).await;
     r.hit("GET /iam/api-keys/{principalId}/credentials", &format!("{credentials}?include=all"), Some(&admin), None, &[]).await;
     // Now with a credential to count.
@@ -342,6 +350,22 @@ async fn every_policy_grants_exactly_what_its_function_calls() {
     r.hit("GET /iam/.well-known/jwks.json", "/iam/.well-known/jwks.json", None, None, &[]).await;
     r.hit("GET /console/{asset}", "/console/config.json", None, None, &[]).await;
     r.hit("GET /iam/.well-known/openid-configuration", "/iam/.well-known/openid-configuration", None, None, &[]).await;
+
+    // Leak reports and GitHub's alerts, for keys of a principal from before carried role ids.
+    let leaky = r.hit("POST /iam/api-keys", "/iam/api-keys", Some(&admin), Some(json!({"displayName": "leaky"})), &[]).await;
+    let leaky = format!("/iam/api-keys/{}/credentials", leaky.str("id"));
+    let reported = r.hit(issue, &leaky, Some(&admin), Some(json!({"name": "reported"})), &[]).await.str("apiKey").to_owned();
+    let alerted = r.hit(issue, &leaky, Some(&admin), Some(json!({"name": "alerted"})), &[]).await.str("apiKey").to_owned();
+    forget_carried_roles().await;
+    let leak_route = "POST /iam/credentials/revoke-leaked";
+    r.hit(leak_route, "/iam/credentials/revoke-leaked", None, Some(json!({"keys": [reported, "ik_unknown"]})), &[]).await;
+    let alert = json!([{"token": alerted, "type": "infuse_iam_api_key", "url": "https://github.com/o/r", "source": "content"}]);
+    let signature = github.sign(alert.to_string().as_bytes());
+    let github_headers =
+        [("Github-Public-Key-Identifier", iam_tests::FakeGithub::KEY_IDENTIFIER), ("Github-Public-Key-Signature", signature.as_str())];
+    let github_route = "POST /iam/credentials/github-secret-scanning";
+    let answered = r.hit(github_route, "/iam/credentials/github-secret-scanning", None, Some(alert), &github_headers).await;
+    assert_eq!(answered.status, axum::http::StatusCode::OK, "{}", answered.raw);
 
     // Revocation, and what it refuses afterwards.
     let revoke = "POST /iam/api-keys/{principalId}/credentials/{keyId}/revoke";

@@ -96,6 +96,9 @@ fn sample(op: &Operation, principal: &str, key_ids: (&str, &str), api_key: &str)
         "create-role" => Some(json!({"name": iam_testkit::unique("ops"), "permissions": ["ops:run"], "principalTypes": ["ApiKey"]})),
         "exchange-token" => Some(json!({"apiKey": api_key})),
         "rotate-credential" => Some(json!({"gracePeriodSeconds": 0})),
+        "update-credential" => Some(json!({"name": "renamed by the operations test"})),
+        "revoke-leaked-credentials" => Some(json!({"keys": ["ik_0000000000000000000000.not-a-real-secret"]})),
+        "github-secret-scanning" => None,
         "list-principals"
         | "get-principal"
         | "list-credentials"
@@ -151,6 +154,15 @@ async fn every_operation_enforces_the_access_its_row_states() {
                 assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{}: without a token", op.name);
                 let allowed = app.call(method, &path, Some(&admin), body).await;
                 assert!(allowed.status.is_success(), "{}: {} {}", op.name, allowed.status, allowed.raw);
+            }
+            Access::Public if op.name == "github-secret-scanning" => {
+                // Authenticated by GitHub's signature instead: unsigned, it is refused as such.
+                let answered = app.call(method, &path, None, body).await;
+                assert_eq!(answered.status, StatusCode::BAD_REQUEST, "{}: unsigned: {}", op.name, answered.raw);
+                assert!(
+                    answered.str("detail").contains("github-public-key-signature")
+                        || answered.str("detail").contains("github-public-key-identifier")
+                );
             }
             Access::Public => {
                 let answered = app.call(method, &path, None, body).await;

@@ -12,8 +12,9 @@ use aws_sdk_dynamodb::types::{
 use chrono::{DateTime, Utc};
 
 use super::items::{
-    Item, PRINCIPAL_STATUS, ROTATED_TO, Reader, USE_COUNT, USE_SECOND, corrupt, credential_from_item, credential_key, credential_ref_item,
-    credential_to_item, n, new_credential_item, org_key, principal_sk, s, status_name, time,
+    ALLOWED_AUDIENCES, ALLOWED_PERMISSIONS, ALLOWED_SOURCES, Item, PRINCIPAL_STATUS, ROTATED_TO, Reader, USE_COUNT, USE_SECOND, corrupt,
+    credential_from_item, credential_key, credential_ref_item, credential_to_item, n, new_credential_item, org_key, principal_sk, s,
+    status_name, time,
 };
 use super::transaction::{Cancelled, GuardChecks, Part, Transaction, build_error, jittered_pause, unavailable};
 use super::{DynamoStore, MAX_TRANSACTION_ATTEMPTS, principals, query_prefix};
@@ -146,6 +147,58 @@ async fn write_new(
         }
     }
     Err(StoreError::Conflict(Conflict::Contended))
+}
+
+pub(super) async fn update(store: &DynamoStore, credential: &Credential, now: DateTime<Utc>, guard: &Guard) -> Result<(), StoreError> {
+    let checks = GuardChecks::new(store, guard, None)?;
+    // The changeable attributes as a full item would carry them: set those present, remove
+    // those absent (an expiry lifted, a restriction dropped).
+    let item = credential_to_item(credential);
+    let mut names = HashMap::from([("#status".to_owned(), "status".to_owned())]);
+    let mut values = HashMap::from([
+        (":active".to_owned(), s("Active")),
+        (":org".to_owned(), s(credential.org_id.as_str())),
+        (":principal".to_owned(), s(credential.principal_id.as_str())),
+        (":now".to_owned(), time(now)),
+    ]);
+    let (mut set, mut remove) = (Vec::new(), Vec::new());
+    for (i, attribute) in ["name", "expiresAt", ALLOWED_PERMISSIONS, ALLOWED_SOURCES, ALLOWED_AUDIENCES].into_iter().enumerate() {
+        names.insert(format!("#a{i}"), attribute.to_owned());
+        match item.get(attribute) {
+            Some(value) => {
+                values.insert(format!(":a{i}"), value.clone());
+                set.push(format!("#a{i} = :a{i}"));
+            }
+            None => remove.push(format!("#a{i}")),
+        }
+    }
+    let update = match remove.is_empty() {
+        true => format!("SET {}", set.join(", ")),
+        false => format!("SET {} REMOVE {}", set.join(", "), remove.join(", ")),
+    };
+    let write = Update::builder()
+        .table_name(&store.credentials)
+        .set_key(Some(credential_key(&credential.key_id)))
+        .update_expression(update)
+        .condition_expression(
+            "orgId = :org AND principalId = :principal AND #status = :active AND (attribute_not_exists(expiresAt) OR expiresAt > :now)",
+        )
+        .set_expression_attribute_names(Some(names))
+        .set_expression_attribute_values(Some(values))
+        .build()
+        .map_err(build_error)?;
+    match Transaction::new(store).with_update(Part::Credential, write).with_guard(&checks).commit().await {
+        Ok(()) => Ok(()),
+        Err(c) if c.guard_broken() => Err(c.guard_error()),
+        Err(c) if c.failed(Part::Credential) => match get(store, &credential.key_id).await? {
+            Some(stored) if stored.org_id == credential.org_id && stored.principal_id == credential.principal_id => {
+                Err(StoreError::Conflict(Conflict::NotChangeable))
+            }
+            _ => Err(StoreError::NotFound("credential")),
+        },
+        Err(c) if c.raced() => Err(StoreError::Conflict(Conflict::Contended)),
+        Err(c) => Err(c.unavailable()),
+    }
 }
 
 pub(super) async fn get(store: &DynamoStore, key_id: &KeyId) -> Result<Option<Credential>, StoreError> {

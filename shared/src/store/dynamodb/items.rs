@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 
 use crate::ids::{KeyId, OrgId, Permission, PrincipalId, RoleId};
 use crate::model::{Actor, Credential, CredentialStatus, Principal, PrincipalStatus, PrincipalType, Role, RoleAssignment, UseWindow};
+use crate::restrictions::Restrictions;
 use crate::store::StoreError;
 
 pub(super) type Item = HashMap<String, AttributeValue>;
@@ -270,7 +271,46 @@ pub(super) fn credential_to_item(c: &Credential) -> Item {
     if let Some(k) = &c.rotated_to {
         item.insert(ROTATED_TO.into(), s(k.as_str()));
     }
+    if c.self_rotation {
+        item.insert(SELF_ROTATION.into(), AttributeValue::Bool(true));
+    }
+    let r = &c.restrictions;
+    let sets = [
+        (ALLOWED_PERMISSIONS, r.permissions.as_ref().map(|set| set.iter().map(|p| p.to_string()).collect::<Vec<_>>())),
+        (ALLOWED_SOURCES, r.source_cidrs.as_ref().map(|set| set.iter().map(|c| c.to_string()).collect())),
+        (ALLOWED_AUDIENCES, r.audiences.as_ref().map(|set| set.iter().cloned().collect())),
+    ];
+    for (name, values) in sets {
+        // A restriction's list is never empty (validated), and DynamoDB has no empty sets.
+        if let Some(values) = values.filter(|v| !v.is_empty()) {
+            item.insert(name.into(), AttributeValue::Ss(values));
+        }
+    }
     item
+}
+
+pub(super) const SELF_ROTATION: &str = "selfRotation";
+
+/// A credential's [`Restrictions`], one string set per kind, absent when unrestricted.
+pub(super) const ALLOWED_PERMISSIONS: &str = "allowedPermissions";
+pub(super) const ALLOWED_SOURCES: &str = "allowedSources";
+pub(super) const ALLOWED_AUDIENCES: &str = "allowedAudiences";
+
+fn restrictions_from_item(item: &Item) -> Result<Restrictions, StoreError> {
+    fn set<T: Ord + std::str::FromStr>(item: &Item, field: &str) -> Result<Option<std::collections::BTreeSet<T>>, StoreError> {
+        match item.get(field) {
+            None => Ok(None),
+            Some(AttributeValue::Ss(values)) => {
+                values.iter().map(|v| v.parse().map_err(|_| corrupt("credential", field))).collect::<Result<_, _>>().map(Some)
+            }
+            Some(_) => Err(corrupt("credential", field)),
+        }
+    }
+    Ok(Restrictions {
+        permissions: set(item, ALLOWED_PERMISSIONS)?,
+        source_cidrs: set(item, ALLOWED_SOURCES)?,
+        audiences: set(item, ALLOWED_AUDIENCES)?,
+    })
 }
 
 /// A rotation's links between a credential and its successor (about 40 bytes each).
@@ -327,6 +367,8 @@ pub(super) fn credential_from_item(item: &Item) -> Result<Credential, StoreError
         recent_uses: use_window_from_item(item)?,
         rotated_from: r.opt_str(ROTATED_FROM)?.map(str::parse).transpose().map_err(|_| corrupt("credential", ROTATED_FROM))?,
         rotated_to: r.opt_str(ROTATED_TO)?.map(str::parse).transpose().map_err(|_| corrupt("credential", ROTATED_TO))?,
+        restrictions: restrictions_from_item(item)?,
+        self_rotation: matches!(item.get(SELF_ROTATION), Some(AttributeValue::Bool(true))),
     })
 }
 
@@ -449,6 +491,13 @@ mod tests {
         assert_eq!(credential_from_item(&credential_to_item(&c)).unwrap(), c);
         c.rotated_from = Some(KeyId::generate());
         c.rotated_to = Some(KeyId::generate());
+        assert_eq!(credential_from_item(&credential_to_item(&c)).unwrap(), c);
+        c.restrictions = Restrictions {
+            permissions: Some([Permission::parse("ci:deploy").unwrap()].into()),
+            source_cidrs: Some(["203.0.113.0/24".parse().unwrap(), "2001:db8::/32".parse().unwrap()].into()),
+            audiences: Some(["billing-api".to_owned()].into()),
+        };
+        c.self_rotation = true;
         assert_eq!(credential_from_item(&credential_to_item(&c)).unwrap(), c);
     }
 

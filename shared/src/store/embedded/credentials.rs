@@ -111,6 +111,33 @@ async fn write_new(
         .await
 }
 
+pub(super) async fn update(store: &EmbeddedStore, credential: &Credential, now: DateTime<Utc>, guard: &Guard) -> Result<(), StoreError> {
+    let c = credential.clone();
+    let guard = guard.clone();
+    store
+        .blocking(move |db| {
+            let txn = db.begin_write()?;
+            check_guard_in(&txn, &guard)?;
+            {
+                let mut creds = txn.open_table(CREDENTIALS)?;
+                let stored = match creds.get(c.key_id.as_str())? {
+                    Some(v) => decode_credential(v.value())?,
+                    None => return Err(StoreError::NotFound("credential")),
+                };
+                if stored.org_id != c.org_id || stored.principal_id != c.principal_id {
+                    return Err(StoreError::NotFound("credential"));
+                }
+                if !stored.is_live(now) {
+                    return Err(StoreError::Conflict(Conflict::NotChangeable));
+                }
+                let next = Credential { name: c.name, expires_at: c.expires_at, restrictions: c.restrictions, ..stored };
+                creds.insert(next.key_id.as_str(), encode(&CredentialRecord::from(&next))?.as_slice())?;
+            }
+            Ok(txn.commit()?)
+        })
+        .await
+}
+
 pub(super) async fn get(store: &EmbeddedStore, key_id: &KeyId) -> Result<Option<Credential>, StoreError> {
     let key_id = key_id.clone();
     store

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{KeyId, OrgId, PrincipalId};
 use crate::model::{Actor, Credential, CredentialStatus, UseWindow};
+use crate::restrictions::Restrictions;
 use crate::store::StoreError;
 
 pub(super) type Table = TableDefinition<'static, &'static str, &'static [u8]>;
@@ -99,6 +100,10 @@ pub(super) struct CredentialRecord {
     rotated_from: Option<KeyId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     rotated_to: Option<KeyId>,
+    #[serde(default, skip_serializing_if = "Restrictions::is_empty")]
+    restrictions: Restrictions,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    self_rotation: bool,
 }
 
 impl From<&Credential> for CredentialRecord {
@@ -120,6 +125,8 @@ impl From<&Credential> for CredentialRecord {
             recent_uses: c.recent_uses,
             rotated_from: c.rotated_from.clone(),
             rotated_to: c.rotated_to.clone(),
+            restrictions: c.restrictions.clone(),
+            self_rotation: c.self_rotation,
         }
     }
 }
@@ -143,6 +150,8 @@ impl From<CredentialRecord> for Credential {
             recent_uses: r.recent_uses,
             rotated_from: r.rotated_from,
             rotated_to: r.rotated_to,
+            restrictions: r.restrictions,
+            self_rotation: r.self_rotation,
         }
     }
 }
