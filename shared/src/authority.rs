@@ -181,7 +181,7 @@ impl Standing {
     /// roles, and able to authenticate now (an Active, unexpired credential). Answers the
     /// witness that proves it, naming only the roles that carry `iam:` permissions.
     pub fn usable_administrator(&self, now: DateTime<Utc>) -> Option<AdminWitness> {
-        let credential = self.credentials.iter().find(|c| c.is_live(now))?;
+        let credential = self.credentials.iter().find(|c| c.is_live(now) && c.restrictions.permits_administration())?;
         self.usable_administrator_with(&credential.key_id, now)
     }
 
@@ -207,6 +207,12 @@ impl Standing {
     /// This principal without one credential (its revocation).
     pub fn without_credential(&self, key_id: &KeyId) -> Self {
         Self { credentials: self.credentials.iter().filter(|c| c.key_id != *key_id).cloned().collect(), ..self.clone() }
+    }
+
+    /// This principal with one credential as a change leaves it.
+    pub fn with_credential(&self, changed: Credential) -> Self {
+        let credentials = self.credentials.iter().map(|c| if c.key_id == changed.key_id { changed.clone() } else { c.clone() }).collect();
+        Self { credentials, ..self.clone() }
     }
 
     /// This principal without one role (its unassignment).

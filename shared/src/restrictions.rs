@@ -164,6 +164,19 @@ impl Restrictions {
         }
     }
 
+    /// Whether a key with these restrictions still counts as a means of administration for
+    /// the last-administrator rule: its ceiling (if any) keeps every `iam:` permission and it is
+    /// not limited to audiences. Counted conservatively: an audience list that names the
+    /// management audience still does not count, so no write can take an organisation's last
+    /// administrator down to a key that cannot administer. A source restriction leaves it usable.
+    pub fn permits_administration(&self) -> bool {
+        let ceiling_keeps_iam = self
+            .permissions
+            .as_ref()
+            .is_none_or(|ceiling| crate::roles::IAM_PERMISSIONS.iter().all(|iam| ceiling.iter().any(|p| p.as_str() == *iam)));
+        ceiling_keeps_iam && self.audiences.is_none()
+    }
+
     pub fn allows_audience(&self, audience: &str) -> bool {
         self.audiences.as_ref().is_none_or(|allowed| allowed.contains(audience))
     }

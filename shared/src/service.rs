@@ -47,6 +47,9 @@ pub struct Caller {
     /// a witness that the organisation keeps an administrator.
     pub principal: Principal,
     pub roles: Vec<Role>,
+    /// Whether the credential it authenticated with is fit to administer (its restrictions
+    /// keep administration), and so may stand as a witness.
+    pub credential_administers: bool,
 }
 
 impl Caller {
@@ -80,6 +83,9 @@ impl Caller {
     /// The caller as a usable administrator, if it is one: it authenticated just now with an
     /// Active credential, so its principal and that credential are usable.
     fn as_witness(&self) -> Option<AdminWitness> {
+        if !self.credential_administers {
+            return None;
+        }
         Standing { principal: self.principal.clone(), roles: self.roles.clone(), credentials: Vec::new() }
             .usable_administrator_with(&self.key_id, model::now())
     }
@@ -257,7 +263,6 @@ fn replayed_role(outcome: IdempotentOutcome) -> Result<Created<Role>, DomainErro
     }
 }
 
-/// The secret of an earlier issue cannot be shown again: name the credential, so it can be revoked.
 /// What a rotation answers: the successor and its key (shown once), and the old credential as
 /// the rotation left it.
 #[derive(Debug)]
@@ -274,6 +279,7 @@ fn already_rotated(outcome: IdempotentOutcome) -> Result<RotatedCredential, Doma
     }
 }
 
+/// The secret of an earlier issue cannot be shown again: name the credential, so it can be revoked.
 fn already_issued(outcome: IdempotentOutcome) -> Result<(Credential, ApiKey), DomainError> {
     match outcome {
         IdempotentOutcome::Credential { key_id } => Err(DomainError::AlreadyIssued(key_id)),
@@ -382,7 +388,8 @@ impl Iam {
         // A ceiling narrowed since the token was issued applies at once, as a role removed does.
         let permissions =
             claims.permissions().filter(|p| held.contains(p) && credential.restrictions.within_ceiling(p)).map(str::to_owned).collect();
-        Ok(Caller { principal_id, org_id, key_id, claims, permissions, principal, roles })
+        let credential_administers = credential.restrictions.permits_administration();
+        Ok(Caller { principal_id, org_id, key_id, claims, permissions, principal, roles, credential_administers })
     }
 
     async fn principal_of(&self, caller: &Caller, id: &PrincipalId) -> Result<Principal, DomainError> {
@@ -684,16 +691,30 @@ impl Iam {
     ) -> Result<Credential, DomainError> {
         let result = async {
             caller.require(PERM_CREDENTIALS_WRITE)?;
-            let target = self.standing_of(caller, id).await?;
-            caller.authority().may_act_on(&target.permissions())?;
-            let current = target.credentials.iter().find(|c| &c.key_id == key_id).ok_or(DomainError::NotFound("credential"))?;
-            let now = model::now();
-            let Some(next) = current.changed(change, now)? else { return Ok(current.clone()) };
-            if caller.key_id == *key_id && !current.is_narrowed_to(&next) {
-                return Err(AuthorityRule::WidenOwnCredential.into());
+            for attempt in 1..=WITNESS_ATTEMPTS {
+                let before = self.standing_of(caller, id).await?;
+                caller.authority().may_act_on(&before.permissions())?;
+                let current = before.credentials.iter().find(|c| &c.key_id == key_id).ok_or(DomainError::NotFound("credential"))?;
+                let now = model::now();
+                let Some(next) = current.changed(change, now)? else { return Ok(current.clone()) };
+                if caller.key_id == *key_id && !current.is_narrowed_to(&next) {
+                    return Err(AuthorityRule::WidenOwnCredential.into());
+                }
+                // Restrictions can take a key out of administration as a revocation does: the
+                // organisation's last usable administrator keeps a key that can administer.
+                // A key still fit to administer takes nothing away (and must not witness itself).
+                let witness = match next.restrictions.permits_administration() {
+                    true => None,
+                    false => self.witness_for(caller, &before, &before.with_credential(next.clone())).await?,
+                };
+                let guard = caller.guard_for_write_on(&before.principal).with_witness(witness);
+                match self.store.update_credential(&next, now, &guard).await {
+                    Ok(()) => return Ok(next),
+                    Err(StoreError::WitnessGone) if attempt < WITNESS_ATTEMPTS => continue,
+                    Err(e) => return Err(e.into()),
+                }
             }
-            self.store.update_credential(&next, now, &caller.guard_for_write_on(&target.principal)).await?;
-            Ok(next)
+            Err(LastAdministrator.into())
         }
         .await;
         audited("credential.update", caller, key_id.as_str(), result)

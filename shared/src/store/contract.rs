@@ -624,6 +624,29 @@ pub async fn guarded_writes_commit_only_while_their_witness_is_usable<S: Store +
     let refused = store.update_principal(&b_suspended, b.version, &Guard::NONE.with_witness(Some(d_witness.clone()))).await;
     assert!(matches!(refused, Err(StoreError::WitnessGone)), "{refused:?}");
     assert_eq!(store.get_principal(&b.org_id, &b.id).await.unwrap().unwrap().status, PrincipalStatus::Active, "nothing written");
+
+    // A witness whose key was fenced out of administration (an audience list, or a ceiling
+    // without every iam: permission) no longer serves; one fenced only by network still does.
+    for fencing in [
+        Restrictions { audiences: Some(["http://iam.test/iam/management".to_owned()].into()), ..Default::default() },
+        Restrictions { permissions: Some([Permission::parse("iam:api-keys:read").unwrap()].into()), ..Default::default() },
+    ] {
+        let (_, e_key, e_witness) = admin(&*store, "guarded").await;
+        let fenced =
+            e_key.changed(&CredentialChange { restrictions: Some(fencing.clone()), ..Default::default() }, now()).unwrap().unwrap();
+        store.update_credential(&fenced, now(), &Guard::NONE).await.unwrap();
+        let (f, f_key, _) = admin(&*store, "guarded").await;
+        let refused =
+            store.revoke_credential(&f.org_id, &f.id, &f_key.key_id, &actor(), now(), &Guard::NONE.with_witness(Some(e_witness))).await;
+        assert!(matches!(refused, Err(StoreError::WitnessGone)), "{fencing:?}: {refused:?}");
+        assert_eq!(store.get_credential(&f_key.key_id).await.unwrap().unwrap().status, CredentialStatus::Active, "nothing written");
+    }
+    let (_, g_key, g_witness) = admin(&*store, "guarded").await;
+    let networked = Restrictions { source_cidrs: Some(["10.0.0.0/8".parse().unwrap()].into()), ..Default::default() };
+    let fenced = g_key.changed(&CredentialChange { restrictions: Some(networked), ..Default::default() }, now()).unwrap().unwrap();
+    store.update_credential(&fenced, now(), &Guard::NONE).await.unwrap();
+    let (h, h_key, _) = admin(&*store, "guarded").await;
+    store.revoke_credential(&h.org_id, &h.id, &h_key.key_id, &actor(), now(), &Guard::NONE.with_witness(Some(g_witness))).await.unwrap();
 }
 
 /// Authority is judged at the moment of the change: a write commits only while the caller and

@@ -234,3 +234,38 @@ async fn credentials_unused_for_days_are_listed_on_their_own() {
         }
     }
 }
+
+/// A restricted key may not be an organisation's last means of administration: a ceiling
+/// without every `iam:` permission, or an audience list, takes the last administrator's only
+/// key out of administration as a revocation would, and is refused the same way (409). A
+/// source restriction leaves it usable, and is allowed.
+#[tokio::test]
+async fn the_last_administrators_only_key_keeps_what_administration_needs() {
+    for (store, app) in TestApp::on_every_store().await {
+        let admin = app.admin().await;
+        let whoami = app.call(Method::GET, "/iam/whoami", Some(&admin), None).await;
+        let root = whoami.str("sub").to_owned();
+        let key_id = app.acme_key.split_once('.').unwrap().0.trim_start_matches("ik_").to_owned();
+        let uri = format!("/iam/api-keys/{root}/credentials/{key_id}");
+        for fencing in
+            [json!({"restrictions": {"permissions": ["iam:api-keys:read"]}}), json!({"restrictions": {"audiences": [MANAGEMENT_AUDIENCE]}})]
+        {
+            let r = app.call(Method::PATCH, &uri, Some(&admin), Some(fencing.clone())).await;
+            assert_eq!(r.status, StatusCode::CONFLICT, "{store}: {fencing}: {}", r.raw);
+            assert!(r.str("detail").contains("administrator"), "{}", r.raw);
+        }
+        let listed = app.call(Method::GET, &format!("/iam/api-keys/{root}/credentials"), Some(&admin), None).await;
+        assert_eq!(
+            listed.body["items"][0]["restrictions"],
+            json!({"permissions": null, "sourceCidrs": null, "audiences": null}),
+            "{store}"
+        );
+
+        // With a second administrator, the first may fence its own key.
+        let second = app.create_principal(&admin, "second admin").await;
+        app.assign(&admin, &second, "iam-admin").await;
+        app.issue(&admin, &second).await;
+        let r = app.call(Method::PATCH, &uri, Some(&admin), Some(json!({"restrictions": {"audiences": [MANAGEMENT_AUDIENCE]}}))).await;
+        assert_eq!(r.status, StatusCode::OK, "{store}: {}", r.raw);
+    }
+}

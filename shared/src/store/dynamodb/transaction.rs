@@ -7,10 +7,11 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{ConditionCheck, Put, TransactWriteItem, Update};
 
 use super::DynamoStore;
-use super::items::{Item, assignment_sk, credential_key, n, org_key, principal_sk, s};
+use super::items::{ALLOWED_AUDIENCES, ALLOWED_PERMISSIONS, Item, assignment_sk, credential_key, n, org_key, principal_sk, s};
 use crate::authority::{AdminWitness, Guard};
 use crate::error::Conflict;
 use crate::ids::{OrgId, PrincipalId};
+use crate::roles::IAM_PERMISSIONS;
 use crate::store::StoreError;
 
 pub(super) fn unavailable<E, R>(e: SdkError<E, R>) -> StoreError
@@ -198,15 +199,26 @@ fn witness_checks(store: &DynamoStore, w: &AdminWitness, principal_written: bool
             .map_err(build_error)?;
         checks.push((Part::Witness, condition_check(check)));
     }
-    let credential = ConditionCheck::builder()
+    // Still fit to administer (see `Restrictions::permits_administration`): no audience list,
+    // and any ceiling keeping every `iam:` permission.
+    let ceiling_keeps_iam: Vec<String> = (0..IAM_PERMISSIONS.len()).map(|i| format!("contains(#ceiling, :iam{i})")).collect();
+    let mut credential = ConditionCheck::builder()
         .table_name(&store.credentials)
         .set_key(Some(credential_key(&w.key_id)))
-        .condition_expression("#status = :active AND principalId = :principal")
+        .condition_expression(format!(
+            "#status = :active AND principalId = :principal AND attribute_not_exists(#audiences) \
+             AND (attribute_not_exists(#ceiling) OR ({}))",
+            ceiling_keeps_iam.join(" AND ")
+        ))
         .expression_attribute_names("#status", "status")
+        .expression_attribute_names("#audiences", ALLOWED_AUDIENCES)
+        .expression_attribute_names("#ceiling", ALLOWED_PERMISSIONS)
         .expression_attribute_values(":active", s("Active"))
-        .expression_attribute_values(":principal", s(w.principal_id.as_str()))
-        .build()
-        .map_err(build_error)?;
+        .expression_attribute_values(":principal", s(w.principal_id.as_str()));
+    for (i, permission) in IAM_PERMISSIONS.iter().enumerate() {
+        credential = credential.expression_attribute_values(format!(":iam{i}"), s(*permission));
+    }
+    let credential = credential.build().map_err(build_error)?;
     checks.push((Part::Witness, condition_check(credential)));
     for role in &w.roles {
         let assigned = ConditionCheck::builder()

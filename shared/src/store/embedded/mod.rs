@@ -107,7 +107,7 @@ fn check_guard_in(txn: &redb::WriteTransaction, guard: &Guard) -> Result<(), Sto
     let credential_active = match credentials.get(w.key_id.as_str())? {
         Some(v) => {
             let c = decode_credential(v.value())?;
-            c.status == CredentialStatus::Active && c.principal_id == w.principal_id
+            c.status == CredentialStatus::Active && c.principal_id == w.principal_id && c.restrictions.permits_administration()
         }
         None => false,
     };
