@@ -1,9 +1,9 @@
 //! Response bodies. Credentials have a view of their own: the stored hash never leaves the store.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use iam_shared::ids::{KeyId, OrgId, PrincipalId};
 use iam_shared::leaks::LEAK_REPORT_ACTOR;
-use iam_shared::model::{Actor, Credential, CredentialStatus};
+use iam_shared::model::{Actor, Credential, CredentialStatus, DailyUses};
 use iam_shared::restrictions::Restrictions;
 use serde::Serialize;
 
@@ -29,12 +29,40 @@ pub struct CredentialView {
     pub revoked_at: Option<DateTime<Utc>>,
     pub revoked_by: Option<Actor>,
     pub last_used_at: Option<DateTime<Utc>>,
+    pub last_used_from: Option<String>,
+    pub usage: UsageView,
     pub rotated_from: Option<KeyId>,
     pub rotated_to: Option<KeyId>,
     pub restrictions: Restrictions,
     pub self_rotation: bool,
     /// Why a revoked credential was: `leaked` (reported through the leak route) or `manual`.
     pub revocation_reason: Option<&'static str>,
+}
+
+/// A credential's exchanges per UTC day over the last 30 days, newest first.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageView {
+    pub exchanges_last_30_days: u64,
+    pub days: Vec<DayUsage>,
+}
+
+#[derive(Serialize)]
+pub struct DayUsage {
+    pub date: NaiveDate,
+    pub exchanges: u32,
+}
+
+impl UsageView {
+    fn new(daily: Option<&DailyUses>, now: DateTime<Utc>) -> Self {
+        let days: Vec<DayUsage> = daily
+            .map(|d| d.within_window(now))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(date, exchanges)| DayUsage { date, exchanges })
+            .collect();
+        Self { exchanges_last_30_days: days.iter().map(|d| u64::from(d.exchanges)).sum(), days }
+    }
 }
 
 impl CredentialView {
@@ -52,6 +80,8 @@ impl CredentialView {
             revoked_at: c.revoked_at,
             revoked_by: c.revoked_by.clone(),
             last_used_at: c.last_used_at,
+            last_used_from: c.last_used_from.clone(),
+            usage: UsageView::new(c.daily_uses.as_ref(), now),
             rotated_from: c.rotated_from.clone(),
             rotated_to: c.rotated_to.clone(),
             restrictions: c.restrictions.clone(),

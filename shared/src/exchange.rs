@@ -100,6 +100,8 @@ struct Decision {
     roles: Vec<RoleId>,
     scope: Vec<Permission>,
     now: DateTime<Utc>,
+    /// Where the request came from, recorded as where the credential was last used from.
+    source: Option<String>,
 }
 
 impl Iam {
@@ -227,7 +229,7 @@ impl Iam {
             }
         };
         let roles = roles.into_iter().map(|r| r.id).collect();
-        Ok(Decision { principal, audience: audience.to_owned(), roles, scope, now })
+        Ok(Decision { principal, audience: audience.to_owned(), roles, scope, now, source: asked.source.map(str::to_owned) })
     }
 
     /// Phase 4: sign, then record the use. Recording succeeds only while the credential and its
@@ -240,7 +242,7 @@ impl Iam {
         decision: Decision,
         proved_secret: ProvedSecret,
     ) -> Result<IssuedToken, ExchangeError> {
-        let Decision { principal, audience, roles, scope, now } = decision;
+        let Decision { principal, audience, roles, scope, now, source } = decision;
         let grant = Grant {
             principal_id: &principal.id,
             org_id: &principal.org_id,
@@ -251,7 +253,10 @@ impl Iam {
         };
         let (token, claims) = self.tokens.current().await.sign(&grant, now).map_err(|e| ExchangeError::Sign(e.to_string()))?;
         let per_second = self.limits.exchanges_per_key_per_second;
-        let outcome = self.store.record_credential_use(credential, now, proved_secret.check_to_store.as_deref(), per_second).await?;
+        let outcome = self
+            .store
+            .record_credential_use(credential, now, source.as_deref(), proved_secret.check_to_store.as_deref(), per_second)
+            .await?;
         if outcome == UseOutcome::OverLimit {
             return Err(ExchangeError::OverKeyLimit(per_second));
         }

@@ -204,6 +204,10 @@ pub struct Credential {
     /// Its exchanges in the latest one-second window, for the per-key limit: carried on the
     /// credential so that the exchange's one write keeps the count too.
     pub recent_uses: Option<UseWindow>,
+    /// Its exchanges per UTC day over the last [`USAGE_DAYS`] days, counted by the same write.
+    pub daily_uses: Option<DailyUses>,
+    /// The network address of its last recorded exchange, when the request had one.
+    pub last_used_from: Option<String>,
     /// The credential this one was rotated from, and the one it was rotated to: a rotation
     /// links both in the step that issues the successor. A credential rotates once.
     pub rotated_from: Option<KeyId>,
@@ -287,6 +291,89 @@ impl UseWindow {
     }
 }
 
+/// How many days of exchange counts a credential keeps: a month, enough to tell an idle key
+/// from a weekly job, small enough (29 numbers beside today's) to ride on the exchange's write.
+pub const USAGE_DAYS: usize = 30;
+
+/// A credential's exchanges per UTC day: `counts[i]` is the count of day `day - i` (days since
+/// the Unix epoch), at most [`USAGE_DAYS`] of them, trailing zeros trimmed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DailyUses {
+    pub day: i64,
+    pub counts: Vec<u32>,
+}
+
+impl DailyUses {
+    /// The day number (days since the Unix epoch, UTC) of `at`.
+    pub fn day_of(at: DateTime<Utc>) -> i64 {
+        at.timestamp().div_euclid(86_400)
+    }
+
+    /// The counts once a use at `at` is counted. Like [`UseWindow`], a record stamped later
+    /// than `at` (another instance's clock past midnight before this one's) is the current day.
+    pub fn after_use(uses: Option<&Self>, at: DateTime<Utc>) -> Self {
+        let day = Self::day_of(at);
+        match uses {
+            Some(u) if u.day >= day => {
+                let mut counts = u.counts.clone();
+                match counts.first_mut() {
+                    Some(today) => *today = today.saturating_add(1),
+                    None => counts.push(1),
+                }
+                Self { day: u.day, counts }
+            }
+            Some(u) => {
+                let gap = usize::try_from(day - u.day).unwrap_or(USAGE_DAYS).min(USAGE_DAYS);
+                let mut counts = vec![1];
+                counts.extend(std::iter::repeat_n(0, gap - 1));
+                counts.extend(u.counts.iter().copied());
+                counts.truncate(USAGE_DAYS);
+                Self::trimmed(day, counts)
+            }
+            None => Self { day, counts: vec![1] },
+        }
+    }
+
+    fn trimmed(day: i64, mut counts: Vec<u32>) -> Self {
+        while counts.len() > 1 && counts.last() == Some(&0) {
+            counts.pop();
+        }
+        Self { day, counts }
+    }
+
+    /// Today's count, as recorded (the first of `counts`).
+    pub fn latest(&self) -> u32 {
+        self.counts.first().copied().unwrap_or(0)
+    }
+
+    /// The counts of the days before the latest (`counts[1..]`).
+    pub fn earlier(&self) -> &[u32] {
+        self.counts.get(1..).unwrap_or_default()
+    }
+
+    /// Rebuilt from the latest day's count and the earlier ones, as a store keeps them.
+    pub fn from_parts(day: i64, latest: u32, earlier: &[u32]) -> Self {
+        let mut counts = Vec::with_capacity(earlier.len() + 1);
+        counts.push(latest);
+        counts.extend(earlier.iter().take(USAGE_DAYS - 1).copied());
+        Self::trimmed(day, counts)
+    }
+
+    /// The days with exchanges among the [`USAGE_DAYS`] days ending at `now`'s, newest first.
+    pub fn within_window(&self, now: DateTime<Utc>) -> Vec<(chrono::NaiveDate, u32)> {
+        let today = Self::day_of(now);
+        self.counts
+            .iter()
+            .enumerate()
+            .filter(|&(_, &count)| count > 0)
+            .map(|(i, &count)| (self.day - i as i64, count))
+            .filter(|&(day, _)| day <= today && today - day < USAGE_DAYS as i64)
+            .filter_map(|(day, count)| DateTime::from_timestamp(day * 86_400, 0).map(|t| (t.date_naive(), count)))
+            .collect()
+    }
+}
+
 /// What recording an exchange's use came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UseOutcome {
@@ -327,6 +414,8 @@ impl Credential {
             secret_hash,
             secret_check: None,
             recent_uses: None,
+            daily_uses: None,
+            last_used_from: None,
             rotated_from: None,
             rotated_to: None,
             restrictions: Restrictions::default(),
@@ -610,6 +699,28 @@ mod tests {
         let mut c = Credential::new(p, KeyId::generate(), "ci", None, "hash".into(), Actor::system("t"), now()).unwrap();
         c.expires_at = expires_at;
         c
+    }
+
+    #[test]
+    fn daily_uses_count_per_day_shift_at_midnight_and_keep_thirty_days() {
+        let day = |d: i64| DateTime::from_timestamp(d * 86_400 + 3_600, 0).unwrap();
+        let first = DailyUses::after_use(None, day(20_000));
+        assert_eq!(first, DailyUses { day: 20_000, counts: vec![1] });
+        let second = DailyUses::after_use(Some(&first), day(20_000));
+        assert_eq!(second.counts, vec![2]);
+        let later = DailyUses::after_use(Some(&second), day(20_003));
+        assert_eq!(later, DailyUses { day: 20_003, counts: vec![1, 0, 0, 2] });
+        assert_eq!(DailyUses::after_use(Some(&later), day(20_002)).counts, vec![2, 0, 0, 2], "a clock behind counts today");
+        let month_on = DailyUses::after_use(Some(&later), day(20_003 + 29));
+        assert_eq!(month_on.counts.len(), 30);
+        assert_eq!(month_on.counts[29], 1, "the 30th day back is kept");
+        let gone = DailyUses::after_use(Some(&later), day(20_003 + 30));
+        assert_eq!(gone.counts, vec![1], "older days drop out");
+        assert_eq!(DailyUses::from_parts(later.day, later.latest(), later.earlier()), later);
+        let window = later.within_window(day(20_004));
+        assert_eq!(window.iter().map(|(_, c)| *c).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(window[0].0.to_string(), "2024-10-07");
+        assert_eq!(later.within_window(day(20_003 + 29)).len(), 1, "a day 30 or more days back is outside");
     }
 
     #[test]

@@ -12,8 +12,8 @@ use crate::idempotency::{IDEMPOTENCY_TTL, IdempotencyClaim, IdempotencyKey, Idem
 use crate::ids::{KeyId, OrgId, Permission, PrincipalId, RoleId};
 use crate::model::CredentialChange;
 use crate::model::{
-    Actor, Credential, CredentialStatus, MAX_ACTIVE_CREDENTIALS, MAX_ROLES_PER_PRINCIPAL, Principal, PrincipalChange, PrincipalStatus,
-    PrincipalType, Role, RoleAssignment, Rotation, UseOutcome, UseWindow, now,
+    Actor, Credential, CredentialStatus, DailyUses, MAX_ACTIVE_CREDENTIALS, MAX_ROLES_PER_PRINCIPAL, Principal, PrincipalChange,
+    PrincipalStatus, PrincipalType, Role, RoleAssignment, Rotation, UseOutcome, UseWindow, now,
 };
 use crate::restrictions::Restrictions;
 
@@ -26,7 +26,7 @@ macro_rules! store_contract_tests {
             principal_round_trip, principal_listing_paginates_within_org, principal_update_is_versioned,
             credential_insert_and_read, credential_insert_checks_principal, credential_limit_is_enforced,
             credential_limit_holds_under_concurrency, revoke_is_idempotent_and_scoped, revoke_wins_over_concurrent_reads,
-            record_use_keeps_status, record_use_counts_against_the_per_key_limit, rotation_replaces_a_credential_once, credential_update_writes_only_what_changes, roles_are_scoped_and_unique, assignments_are_idempotent_and_scoped,
+            record_use_keeps_status, record_use_counts_against_the_per_key_limit, record_use_counts_per_day_and_keeps_the_last_source, rotation_replaces_a_credential_once, credential_update_writes_only_what_changes, roles_are_scoped_and_unique, assignments_are_idempotent_and_scoped,
             assignment_limit_and_revoked_principal, bootstrap_happens_once, principal_cap_is_enforced_per_org,
             guarded_writes_commit_only_while_their_witness_is_usable, secret_check_is_stored_and_gained_on_first_use,
             writes_commit_only_while_the_principals_decided_on_are_unchanged,
@@ -242,7 +242,7 @@ pub async fn revoke_is_idempotent_and_scoped<S: Store + ?Sized>(store: Arc<S>) {
     // still reads use, then revocation.
     let used = credential(&p);
     store.insert_credential(&used, now(), None, &Guard::NONE).await.unwrap();
-    assert_eq!(store.record_credential_use(&used, now() + Duration::seconds(30), None, 100).await.unwrap(), UseOutcome::Recorded);
+    assert_eq!(store.record_credential_use(&used, now() + Duration::seconds(30), None, None, 100).await.unwrap(), UseOutcome::Recorded);
     let revoked = store.revoke_credential(&p.org_id, &p.id, &used.key_id, &actor(), now(), &Guard::NONE).await.unwrap();
     let (used_at, revoked_at) = (revoked.last_used_at.unwrap(), revoked.revoked_at.unwrap());
     assert!(revoked_at >= used_at, "revoked at {revoked_at}, last used at {used_at}");
@@ -273,11 +273,11 @@ pub async fn record_use_keeps_status<S: Store + ?Sized>(store: Arc<S>) {
     let c = credential(&p);
     store.insert_credential(&c, now(), None, &Guard::NONE).await.unwrap();
     let at = now();
-    assert_eq!(store.record_credential_use(&c, at, None, 100).await.unwrap(), UseOutcome::Recorded);
+    assert_eq!(store.record_credential_use(&c, at, None, None, 100).await.unwrap(), UseOutcome::Recorded);
     assert_eq!(store.get_credential(&c.key_id).await.unwrap().unwrap().last_used_at, Some(at));
     store.revoke_credential(&p.org_id, &p.id, &c.key_id, &actor(), now(), &Guard::NONE).await.unwrap();
     assert_eq!(
-        store.record_credential_use(&c, at, None, 100).await.unwrap(),
+        store.record_credential_use(&c, at, None, None, 100).await.unwrap(),
         UseOutcome::NoLongerActive,
         "a revoked credential is not used"
     );
@@ -287,12 +287,16 @@ pub async fn record_use_keeps_status<S: Store + ?Sized>(store: Arc<S>) {
     let suspended = p.apply(&PrincipalChange { status: Some(PrincipalStatus::Suspended), ..Default::default() }, now()).unwrap().unwrap();
     store.update_principal(&suspended, p.version, &Guard::NONE).await.unwrap();
     assert_eq!(
-        store.record_credential_use(&c2, at, None, 100).await.unwrap(),
+        store.record_credential_use(&c2, at, None, None, 100).await.unwrap(),
         UseOutcome::NoLongerActive,
         "nor one of a suspended principal"
     );
     assert_eq!(store.get_credential(&c2.key_id).await.unwrap().unwrap().last_used_at, None, "nothing written");
-    assert_eq!(store.record_credential_use(&credential(&p), at, None, 100).await.unwrap(), UseOutcome::NoLongerActive, "nor a missing one");
+    assert_eq!(
+        store.record_credential_use(&credential(&p), at, None, None, 100).await.unwrap(),
+        UseOutcome::NoLongerActive,
+        "nor a missing one"
+    );
 }
 
 /// A rotation as the service makes one, at `at`.
@@ -309,7 +313,7 @@ pub async fn rotation_replaces_a_credential_once<S: Store + ?Sized>(store: Arc<S
     let old = credential(&p);
     store.insert_credential(&old, now(), None, &Guard::NONE).await.unwrap();
     let at = now();
-    assert_eq!(store.record_credential_use(&old, at, None, 100).await.unwrap(), UseOutcome::Recorded);
+    assert_eq!(store.record_credential_use(&old, at, None, None, 100).await.unwrap(), UseOutcome::Recorded);
 
     // Rotated with an hour's grace: linked both ways, the old one's expiry shortened, its
     // record of use kept although the rotation was decided on an older read.
@@ -321,8 +325,12 @@ pub async fn rotation_replaces_a_credential_once<S: Store + ?Sized>(store: Arc<S
     assert_eq!(stored_old.last_used_at, Some(at), "the use recorded before the rotation is kept");
     assert_eq!(store.get_credential(&successor.key_id).await.unwrap(), Some(successor.clone()));
     assert_eq!(successor.rotated_from.as_ref(), Some(&old.key_id));
-    assert_eq!(store.record_credential_use(&old, at, None, 100).await.unwrap(), UseOutcome::Recorded, "both work in the grace period");
-    assert_eq!(store.record_credential_use(&successor, at, None, 100).await.unwrap(), UseOutcome::Recorded);
+    assert_eq!(
+        store.record_credential_use(&old, at, None, None, 100).await.unwrap(),
+        UseOutcome::Recorded,
+        "both work in the grace period"
+    );
+    assert_eq!(store.record_credential_use(&successor, at, None, None, 100).await.unwrap(), UseOutcome::Recorded);
 
     // A credential rotates once: again, and nothing is written.
     let (again_old, again) = rotation_of(&p, &old, 3600, at);
@@ -356,11 +364,11 @@ pub async fn rotation_replaces_a_credential_once<S: Store + ?Sized>(store: Arc<S
     let (ended, replacement) = rotation_of(&p, &successor, 0, at);
     store.rotate_credential(&ended, &replacement, at, None, &Guard::NONE).await.unwrap();
     assert_eq!(
-        store.record_credential_use(&successor, at, None, 100).await.unwrap(),
+        store.record_credential_use(&successor, at, None, None, 100).await.unwrap(),
         UseOutcome::NoLongerActive,
         "no grace period ends the old key at once"
     );
-    assert_eq!(store.record_credential_use(&replacement, at, None, 100).await.unwrap(), UseOutcome::Recorded);
+    assert_eq!(store.record_credential_use(&replacement, at, None, None, 100).await.unwrap(), UseOutcome::Recorded);
 }
 
 pub async fn credential_update_writes_only_what_changes<S: Store + ?Sized>(store: Arc<S>) {
@@ -371,7 +379,7 @@ pub async fn credential_update_writes_only_what_changes<S: Store + ?Sized>(store
     store.insert_credential(&c, now(), None, &Guard::NONE).await.unwrap();
     assert_eq!(store.get_credential(&c.key_id).await.unwrap(), Some(c.clone()), "restrictions and self-rotation round-trip");
     let used = now();
-    assert_eq!(store.record_credential_use(&c, used, None, 100).await.unwrap(), UseOutcome::Recorded);
+    assert_eq!(store.record_credential_use(&c, used, None, None, 100).await.unwrap(), UseOutcome::Recorded);
 
     // Decided on the credential as read before its use: the use is kept.
     let change = CredentialChange {
@@ -404,22 +412,22 @@ pub async fn record_use_counts_against_the_per_key_limit<S: Store + ?Sized>(stor
     // Each use is recorded from the credential as an exchange read it, however stale.
     for n in 1..=3 {
         let at = second + Duration::milliseconds(100 * n);
-        assert_eq!(store.record_credential_use(&c, at, None, 3).await.unwrap(), UseOutcome::Recorded, "use {n}");
+        assert_eq!(store.record_credential_use(&c, at, None, None, 3).await.unwrap(), UseOutcome::Recorded, "use {n}");
     }
     let stored = store.get_credential(&c.key_id).await.unwrap().unwrap();
     assert_eq!(stored.recent_uses, Some(UseWindow { second: second.timestamp(), count: 3 }));
     let at = second + Duration::milliseconds(900);
-    assert_eq!(store.record_credential_use(&stored, at, None, 3).await.unwrap(), UseOutcome::OverLimit);
-    assert_eq!(store.record_credential_use(&c, at, None, 3).await.unwrap(), UseOutcome::OverLimit, "a stale read is corrected");
+    assert_eq!(store.record_credential_use(&stored, at, None, None, 3).await.unwrap(), UseOutcome::OverLimit);
+    assert_eq!(store.record_credential_use(&c, at, None, None, 3).await.unwrap(), UseOutcome::OverLimit, "a stale read is corrected");
     let unchanged = store.get_credential(&c.key_id).await.unwrap().unwrap();
     assert_eq!(unchanged.last_used_at, stored.last_used_at, "nothing written over the limit");
     assert_eq!(unchanged.recent_uses, stored.recent_uses);
     // The next second is a new window, and a raised limit applies at once.
     let next = second + Duration::seconds(1);
-    assert_eq!(store.record_credential_use(&stored, next, None, 3).await.unwrap(), UseOutcome::Recorded);
+    assert_eq!(store.record_credential_use(&stored, next, None, None, 3).await.unwrap(), UseOutcome::Recorded);
     assert_eq!(store.get_credential(&c.key_id).await.unwrap().unwrap().recent_uses, Some(UseWindow { second: next.timestamp(), count: 1 }));
     assert_eq!(
-        store.record_credential_use(&stored, at, None, 4).await.unwrap(),
+        store.record_credential_use(&stored, at, None, None, 4).await.unwrap(),
         UseOutcome::Recorded,
         "a late clock counts in the newer window"
     );
@@ -430,11 +438,46 @@ pub async fn record_use_counts_against_the_per_key_limit<S: Store + ?Sized>(stor
     store.insert_credential(&hot, now(), None, &Guard::NONE).await.unwrap();
     let uses = (0..12).map(|_| {
         let (store, hot) = (store.clone(), hot.clone());
-        tokio::spawn(async move { store.record_credential_use(&hot, second, None, 5).await.unwrap() })
+        tokio::spawn(async move { store.record_credential_use(&hot, second, None, None, 5).await.unwrap() })
     });
     let outcomes = futures_util::future::join_all(uses).await.into_iter().map(Result::unwrap).collect::<Vec<_>>();
     assert_eq!(outcomes.iter().filter(|o| **o == UseOutcome::Recorded).count(), 5, "{outcomes:?}");
     assert_eq!(outcomes.iter().filter(|o| **o == UseOutcome::OverLimit).count(), 7, "{outcomes:?}");
+}
+
+pub async fn record_use_counts_per_day_and_keeps_the_last_source<S: Store + ?Sized>(store: Arc<S>) {
+    let p = principal("usage");
+    store.create_principal(&p, MAX, None).await.unwrap();
+    let c = credential(&p);
+    store.insert_credential(&c, now(), None, &Guard::NONE).await.unwrap();
+    let day = |n: i64| chrono::DateTime::from_timestamp((DailyUses::day_of(now()) + n) * 86_400 + 3_600, 0).unwrap();
+    for n in 0..3 {
+        let at = day(1) + Duration::seconds(n);
+        assert_eq!(store.record_credential_use(&c, at, Some("203.0.113.7"), None, 100).await.unwrap(), UseOutcome::Recorded);
+    }
+    let stored = store.get_credential(&c.key_id).await.unwrap().unwrap();
+    assert_eq!(stored.daily_uses, Some(DailyUses { day: DailyUses::day_of(day(1)), counts: vec![3] }));
+    assert_eq!(stored.last_used_from.as_deref(), Some("203.0.113.7"));
+    // Two days on, from a read that saw no use at all: corrected, and the days shift.
+    assert_eq!(store.record_credential_use(&c, day(3), Some("2001:db8::9"), None, 100).await.unwrap(), UseOutcome::Recorded);
+    let stored = store.get_credential(&c.key_id).await.unwrap().unwrap();
+    assert_eq!(stored.daily_uses, Some(DailyUses { day: DailyUses::day_of(day(3)), counts: vec![1, 0, 3] }));
+    assert_eq!(stored.last_used_from.as_deref(), Some("2001:db8::9"));
+    assert_eq!(store.record_credential_use(&stored, day(3) + Duration::seconds(5), None, None, 100).await.unwrap(), UseOutcome::Recorded);
+    let stored = store.get_credential(&c.key_id).await.unwrap().unwrap();
+    assert_eq!(stored.daily_uses.as_ref().map(|d| d.counts.clone()), Some(vec![2, 0, 3]));
+    assert_eq!(stored.last_used_from, None, "an unknown source is not left as the old one");
+    // The first uses of a new day, concurrently from one stale read: none is lost.
+    let uses = (0..8).map(|_| {
+        let (store, stale) = (store.clone(), stored.clone());
+        tokio::spawn(async move { store.record_credential_use(&stale, day(4), Some("198.51.100.1"), None, 100).await.unwrap() })
+    });
+    let outcomes = futures_util::future::join_all(uses).await.into_iter().map(Result::unwrap).collect::<Vec<_>>();
+    assert!(outcomes.iter().all(|o| *o == UseOutcome::Recorded), "{outcomes:?}");
+    let stored = store.get_credential(&c.key_id).await.unwrap().unwrap();
+    assert_eq!(stored.daily_uses, Some(DailyUses { day: DailyUses::day_of(day(4)), counts: vec![8, 2, 0, 3] }));
+    let window = stored.daily_uses.unwrap().within_window(day(4));
+    assert_eq!(window.iter().map(|(_, n)| *n).sum::<u32>(), 13);
 }
 
 fn role(org_name: &str, name: &str) -> Role {
@@ -726,9 +769,9 @@ pub async fn secret_check_is_stored_and_gained_on_first_use<S: Store + ?Sized>(s
     assert_eq!(store.get_credential(&checked.key_id).await.unwrap().unwrap().secret_check.as_deref(), Some("0a1b2c3d"));
     let legacy = credential(&p);
     store.insert_credential(&legacy, now(), None, &Guard::NONE).await.unwrap();
-    assert_eq!(store.record_credential_use(&legacy, now(), Some("11223344"), 100).await.unwrap(), UseOutcome::Recorded);
+    assert_eq!(store.record_credential_use(&legacy, now(), None, Some("11223344"), 100).await.unwrap(), UseOutcome::Recorded);
     assert_eq!(store.get_credential(&legacy.key_id).await.unwrap().unwrap().secret_check.as_deref(), Some("11223344"));
-    assert_eq!(store.record_credential_use(&legacy, now(), Some("55667788"), 100).await.unwrap(), UseOutcome::Recorded);
+    assert_eq!(store.record_credential_use(&legacy, now(), None, Some("55667788"), 100).await.unwrap(), UseOutcome::Recorded);
     assert_eq!(
         store.get_credential(&legacy.key_id).await.unwrap().unwrap().secret_check.as_deref(),
         Some("11223344"),

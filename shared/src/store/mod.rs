@@ -156,10 +156,11 @@ macro_rules! store_by_aggregate {
                 &self,
                 credential: &$crate::model::Credential,
                 at: chrono::DateTime<chrono::Utc>,
+                source: Option<&str>,
                 secret_check: Option<&str>,
                 per_second: u32,
             ) -> Result<$crate::model::UseOutcome, $crate::store::StoreError> {
-                credentials::record_use(self, credential, at, secret_check, per_second).await
+                credentials::record_use(self, credential, at, source, secret_check, per_second).await
             }
 
             async fn create_role(&self, role: &$crate::model::Role, idempotency: Option<&$crate::idempotency::IdempotencyRecord>, guard: &$crate::authority::Guard) -> Result<(), $crate::store::StoreError> {
@@ -293,12 +294,15 @@ pub trait Store: Send + Sync + 'static {
     /// principal are still Active (the credential unexpired at `at`) (an exchange's last step: a revoke that returned before this
     /// wins) and with the per-key limit: at most `per_second` uses counted in one
     /// [`UseWindow`](crate::model::UseWindow). Writes nothing unless it answers `Recorded`.
+    /// The same write counts the use in the credential's [`DailyUses`](crate::model::DailyUses)
+    /// and stores `source` as where it was last used from (cleared when unknown).
     /// `secret_check`, when given, is stored as the credential's fast secret check
     /// (credentials issued before it existed gain it on their first proved use).
     async fn record_credential_use(
         &self,
         credential: &Credential,
         at: DateTime<Utc>,
+        source: Option<&str>,
         secret_check: Option<&str>,
         per_second: u32,
     ) -> Result<UseOutcome, StoreError>;

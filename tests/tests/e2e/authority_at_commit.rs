@@ -98,10 +98,11 @@ impl Store for Interleaved {
         &self,
         c: &Credential,
         at: DateTime<Utc>,
+        source: Option<&str>,
         check: Option<&str>,
         per_second: u32,
     ) -> Result<UseOutcome, StoreError> {
-        self.inner.record_credential_use(c, at, check, per_second).await
+        self.inner.record_credential_use(c, at, source, check, per_second).await
     }
     async fn create_role(&self, role: &Role, idem: Option<&IdempotencyRecord>, guard: &Guard) -> Result<(), StoreError> {
         self.inner.create_role(role, idem, guard).await

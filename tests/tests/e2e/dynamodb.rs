@@ -170,7 +170,7 @@ async fn credentials_from_before_principal_status_migrate() {
     assert_eq!(copied_status(&old[0].key_id).await, None);
 
     // The first use of an old credential works, and adds the status it checked.
-    assert_eq!(store.record_credential_use(&old[0], now(), None, 100).await.unwrap(), UseOutcome::Recorded);
+    assert_eq!(store.record_credential_use(&old[0], now(), None, None, 100).await.unwrap(), UseOutcome::Recorded);
     assert_eq!(copied_status(&old[0].key_id).await.as_deref(), Some("Active"));
 
     // A principal suspended while its credentials were old: migrate copies Suspended.
@@ -190,7 +190,7 @@ async fn credentials_from_before_principal_status_migrate() {
         .await
         .unwrap();
     assert_eq!(
-        store.record_credential_use(&suspended_old[0], now(), None, 100).await.unwrap(),
+        store.record_credential_use(&suspended_old[0], now(), None, None, 100).await.unwrap(),
         UseOutcome::NoLongerActive,
         "an old credential of a suspended principal"
     );
@@ -199,7 +199,7 @@ async fn credentials_from_before_principal_status_migrate() {
     assert_eq!(report, MigrationReport { examined: 3, migrated: 3, skipped: 0 }, "two of the active principal's, one of the suspended's");
     assert_eq!(copied_status(&old[1].key_id).await.as_deref(), Some("Active"));
     assert_eq!(copied_status(&suspended_old[0].key_id).await.as_deref(), Some("Suspended"));
-    assert_eq!(store.record_credential_use(&suspended_old[0], now(), None, 100).await.unwrap(), UseOutcome::NoLongerActive);
+    assert_eq!(store.record_credential_use(&suspended_old[0], now(), None, None, 100).await.unwrap(), UseOutcome::NoLongerActive);
     assert_eq!(store.migrate().await.unwrap(), MigrationReport::default(), "a re-run finds nothing left");
 
     // After migration, a status change reaches every credential in its own transaction.
@@ -209,7 +209,7 @@ async fn credentials_from_before_principal_status_migrate() {
     for c in &old {
         assert_eq!(copied_status(&c.key_id).await.as_deref(), Some("Suspended"), "{}", c.key_id);
         assert_eq!(
-            store.record_credential_use(c, now(), None, 100).await.unwrap(),
+            store.record_credential_use(c, now(), None, None, 100).await.unwrap(),
             UseOutcome::NoLongerActive,
             "a suspended principal's credential is not used"
         );

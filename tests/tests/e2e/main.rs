@@ -10,6 +10,7 @@ mod capacity;
 mod compat;
 mod credential_restrictions;
 mod credential_rotation;
+mod credential_usage;
 mod dynamodb;
 mod dynamodb_conflicts;
 mod dynamodb_faults;

@@ -12,9 +12,9 @@ use aws_sdk_dynamodb::types::{
 use chrono::{DateTime, Utc};
 
 use super::items::{
-    ALLOWED_AUDIENCES, ALLOWED_PERMISSIONS, ALLOWED_SOURCES, Item, PRINCIPAL_STATUS, ROTATED_TO, Reader, USE_COUNT, USE_SECOND, corrupt,
-    credential_from_item, credential_key, credential_ref_item, credential_to_item, n, new_credential_item, org_key, principal_sk, s,
-    status_name, time,
+    ALLOWED_AUDIENCES, ALLOWED_PERMISSIONS, ALLOWED_SOURCES, Item, LAST_USED_FROM, PRINCIPAL_STATUS, ROTATED_TO, Reader, USE_COUNT,
+    USE_DAY, USE_PAST, USE_SECOND, USE_TODAY, corrupt, credential_from_item, credential_key, credential_ref_item, credential_to_item, n,
+    new_credential_item, org_key, past_counts, principal_sk, s, status_name, time,
 };
 use super::transaction::{Cancelled, GuardChecks, Part, Transaction, build_error, jittered_pause, unavailable};
 use super::{DynamoStore, MAX_TRANSACTION_ATTEMPTS, principals, query_prefix};
@@ -22,7 +22,7 @@ use crate::authority::Guard;
 use crate::error::{Conflict, Limit};
 use crate::idempotency::IdempotencyRecord;
 use crate::ids::{KeyId, OrgId, PrincipalId};
-use crate::model::{Actor, Credential, CredentialStatus, MAX_ACTIVE_CREDENTIALS, PrincipalStatus, UseOutcome, UseWindow};
+use crate::model::{Actor, Credential, CredentialStatus, DailyUses, MAX_ACTIVE_CREDENTIALS, PrincipalStatus, UseOutcome, UseWindow};
 use crate::store::StoreError;
 
 pub(super) async fn insert(
@@ -383,22 +383,29 @@ pub(super) async fn revoke(
 /// same second, count one more while under the limit; otherwise, start a new window. The
 /// condition holds the guess to what is stored, and a wrong guess (another exchange started
 /// the window meanwhile) is corrected from the item the refusal returns, so a warm exchange
-/// is one write, and a burst on one key at most two each.
+/// is one write, and a burst on one key at most two each. The day's count is guessed the same
+/// way: one more on the same day; at the first use of a day, the earlier days shifted, on the
+/// condition that the stored day and its count are still what was read (so none is lost).
 pub(super) async fn record_use(
     store: &DynamoStore,
     credential: &Credential,
     at: DateTime<Utc>,
+    source: Option<&str>,
     secret_check: Option<&str>,
     per_second: u32,
 ) -> Result<UseOutcome, StoreError> {
     let started = std::time::Instant::now();
     let mut window = credential.recent_uses;
+    let mut daily = credential.daily_uses.clone();
     for attempt in 0.. {
         if UseWindow::is_full(window, at, per_second) {
             return Ok(UseOutcome::OverLimit);
         }
         let next = UseWindow::after_use(window, at);
-        let touch = store
+        let mut sets = vec!["lastUsedAt = :at".to_owned(), "#second = :second".to_owned()];
+        let mut removes = Vec::new();
+        let mut conditions = vec![UNEXPIRED_ACTIVE.to_owned()];
+        let mut touch = store
             .client
             .update_item()
             .table_name(&store.credentials)
@@ -407,30 +414,67 @@ pub(super) async fn record_use(
             .expression_attribute_names("#principal_status", PRINCIPAL_STATUS)
             .expression_attribute_names("#second", USE_SECOND)
             .expression_attribute_names("#count", USE_COUNT)
+            .expression_attribute_names("#day", USE_DAY)
+            .expression_attribute_names("#today", USE_TODAY)
+            .expression_attribute_names("#from", LAST_USED_FROM)
             .expression_attribute_values(":at", time(at))
             .expression_attribute_values(":active", s("Active"))
             .expression_attribute_values(":second", AttributeValue::N(next.second.to_string()))
+            .expression_attribute_values(":one", n(1))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-        let (touch, counting) = if next.count > 1 {
-            let touch = touch
-                .condition_expression(format!("{UNEXPIRED_ACTIVE} AND #second = :second AND #count < :limit"))
-                .expression_attribute_values(":limit", n(per_second.into()))
-                .expression_attribute_values(":one", n(1));
-            (touch, "#count = #count + :one")
+        if next.count > 1 {
+            conditions.push("#second = :second AND #count < :limit".into());
+            sets.push("#count = #count + :one".into());
+            touch = touch.expression_attribute_values(":limit", n(per_second.into()));
         } else {
-            let touch = touch
-                .condition_expression(format!("{UNEXPIRED_ACTIVE} AND (attribute_not_exists(#second) OR #second < :second)"))
-                .expression_attribute_values(":one", n(1));
-            (touch, "#count = :one")
-        };
-        let touch = match secret_check {
-            Some(check) => touch
-                .update_expression(format!(
-                    "SET lastUsedAt = :at, #second = :second, {counting}, secretCheck = if_not_exists(secretCheck, :check)"
-                ))
-                .expression_attribute_values(":check", s(check)),
-            None => touch.update_expression(format!("SET lastUsedAt = :at, #second = :second, {counting}")),
-        };
+            conditions.push("(attribute_not_exists(#second) OR #second < :second)".into());
+            sets.push("#count = :one".into());
+        }
+        let counted = DailyUses::after_use(daily.as_ref(), at);
+        match &daily {
+            Some(stored) if stored.day == counted.day => {
+                conditions.push("#day = :day".into());
+                sets.push("#today = #today + :one".into());
+            }
+            Some(stored) => {
+                conditions.push("#day = :stored_day AND #today = :stored_today".into());
+                touch = touch
+                    .expression_attribute_values(":stored_day", AttributeValue::N(stored.day.to_string()))
+                    .expression_attribute_values(":stored_today", n(stored.latest().into()));
+                sets.extend(["#day = :day".into(), "#today = :one".into()]);
+            }
+            None => {
+                conditions.push("attribute_not_exists(#day)".into());
+                sets.extend(["#day = :day".into(), "#today = :one".into()]);
+            }
+        }
+        touch = touch.expression_attribute_values(":day", AttributeValue::N(counted.day.to_string()));
+        if daily.as_ref().is_none_or(|stored| stored.day != counted.day) {
+            touch = touch.expression_attribute_names("#past", USE_PAST);
+            match past_counts(&counted) {
+                Some(past) => {
+                    sets.push("#past = :past".into());
+                    touch = touch.expression_attribute_values(":past", s(&past));
+                }
+                None => removes.push("#past"),
+            }
+        }
+        match source {
+            Some(from) => {
+                sets.push("#from = :from".into());
+                touch = touch.expression_attribute_values(":from", s(from));
+            }
+            None => removes.push("#from"),
+        }
+        if let Some(check) = secret_check {
+            sets.push("secretCheck = if_not_exists(secretCheck, :check)".into());
+            touch = touch.expression_attribute_values(":check", s(check));
+        }
+        let mut update = format!("SET {}", sets.join(", "));
+        if !removes.is_empty() {
+            update.push_str(&format!(" REMOVE {}", removes.join(", ")));
+        }
+        let touch = touch.update_expression(update).condition_expression(conditions.join(" AND "));
         let error = match touch.send().await {
             Ok(_) => return Ok(UseOutcome::Recorded),
             Err(e) => e,
@@ -442,7 +486,7 @@ pub(super) async fn record_use(
                     return Ok(UseOutcome::NoLongerActive);
                 }
                 if !item.contains_key(PRINCIPAL_STATUS) {
-                    return record_legacy_use(store, credential, at, secret_check).await;
+                    return record_legacy_use(store, credential, at, source, secret_check).await;
                 }
                 let stored = credential_from_item(&item)?;
                 let principal_active = item.get(PRINCIPAL_STATUS).and_then(|v| v.as_s().ok()).is_some_and(|v| v == "Active");
@@ -454,6 +498,7 @@ pub(super) async fn record_use(
                     return Ok(UseOutcome::OverLimit);
                 }
                 window = stored.recent_uses;
+                daily = stored.daily_uses;
             }
             // A transaction on this credential (its revocation, its principal's status change)
             // is in flight: once it commits, the next attempt meets its outcome.
@@ -490,9 +535,10 @@ async fn record_legacy_use(
     store: &DynamoStore,
     credential: &Credential,
     at: DateTime<Utc>,
+    source: Option<&str>,
     secret_check: Option<&str>,
 ) -> Result<UseOutcome, StoreError> {
-    // Such an item has never been counted either: its first window starts here.
+    // Such an item has never been counted either: its first window and first day start here.
     let touch = Update::builder()
         .table_name(&store.credentials)
         .set_key(Some(credential_key(&credential.key_id)))
@@ -504,8 +550,17 @@ async fn record_legacy_use(
         .expression_attribute_values(":at", time(at))
         .expression_attribute_values(":active", s("Active"))
         .expression_attribute_values(":second", AttributeValue::N(at.timestamp().to_string()))
+        .expression_attribute_names("#day", USE_DAY)
+        .expression_attribute_names("#today", USE_TODAY)
+        .expression_attribute_values(":day", AttributeValue::N(DailyUses::day_of(at).to_string()))
         .expression_attribute_values(":one", n(1));
-    let counted = "SET lastUsedAt = :at, #principal_status = :active, #second = :second, #count = :one";
+    let mut counted =
+        "SET lastUsedAt = :at, #principal_status = :active, #second = :second, #count = :one, #day = :day, #today = :one".to_owned();
+    let mut touch = touch;
+    if let Some(from) = source {
+        counted.push_str(", lastUsedFrom = :from");
+        touch = touch.expression_attribute_values(":from", s(from));
+    }
     let touch = match secret_check {
         Some(check) => touch
             .update_expression(format!("{counted}, secretCheck = if_not_exists(secretCheck, :check)"))

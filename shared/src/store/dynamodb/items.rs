@@ -8,7 +8,9 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
 
 use crate::ids::{KeyId, OrgId, Permission, PrincipalId, RoleId};
-use crate::model::{Actor, Credential, CredentialStatus, Principal, PrincipalStatus, PrincipalType, Role, RoleAssignment, UseWindow};
+use crate::model::{
+    Actor, Credential, CredentialStatus, DailyUses, Principal, PrincipalStatus, PrincipalType, Role, RoleAssignment, UseWindow,
+};
 use crate::restrictions::Restrictions;
 use crate::store::StoreError;
 
@@ -265,6 +267,16 @@ pub(super) fn credential_to_item(c: &Credential) -> Item {
         item.insert(USE_SECOND.into(), AttributeValue::N(window.second.to_string()));
         item.insert(USE_COUNT.into(), n(window.count.into()));
     }
+    if let Some(daily) = &c.daily_uses {
+        item.insert(USE_DAY.into(), AttributeValue::N(daily.day.to_string()));
+        item.insert(USE_TODAY.into(), n(daily.latest().into()));
+        if let Some(past) = past_counts(daily) {
+            item.insert(USE_PAST.into(), s(&past));
+        }
+    }
+    if let Some(from) = &c.last_used_from {
+        item.insert(LAST_USED_FROM.into(), s(from));
+    }
     if let Some(k) = &c.rotated_from {
         item.insert(ROTATED_FROM.into(), s(k.as_str()));
     }
@@ -330,6 +342,34 @@ pub(super) fn use_window_from_item(item: &Item) -> Result<Option<UseWindow>, Sto
     })
 }
 
+/// The credential's [`DailyUses`] on its item: the day of the latest count, that count (one
+/// number the exchange's write adds to), and the 29 days before it as one string of
+/// comma-separated counts (absent when all were zero): at most about 200 bytes for a key
+/// exchanged at its limit all month, a few bytes for a typical one.
+pub(super) const USE_DAY: &str = "useDay";
+pub(super) const USE_TODAY: &str = "useToday";
+pub(super) const USE_PAST: &str = "usePast";
+/// Where the credential was last used from: one IP address, at most 39 bytes.
+pub(super) const LAST_USED_FROM: &str = "lastUsedFrom";
+
+/// The days before the latest, as stored in [`USE_PAST`]; `None` when there are none.
+pub(super) fn past_counts(daily: &DailyUses) -> Option<String> {
+    let earlier = daily.earlier();
+    (!earlier.is_empty()).then(|| earlier.iter().map(u32::to_string).collect::<Vec<_>>().join(","))
+}
+
+fn daily_uses_from_item(item: &Item) -> Result<Option<DailyUses>, StoreError> {
+    let r = Reader::new("credential", item);
+    let (Some(day), Some(latest)) = (r.opt_num::<i64>(USE_DAY)?, r.opt_num::<u32>(USE_TODAY)?) else {
+        return Ok(None);
+    };
+    let earlier = match r.opt_str(USE_PAST)? {
+        None | Some("") => Vec::new(),
+        Some(past) => past.split(',').map(str::parse).collect::<Result<Vec<u32>, _>>().map_err(|_| corrupt("credential", USE_PAST))?,
+    };
+    Ok(Some(DailyUses::from_parts(day, latest, &earlier)))
+}
+
 /// A credential item carries its principal's status: the exchange's one conditional write
 /// checks it on the credential alone, and every status change rewrites it on the principal's
 /// Active credentials in the same transaction (see `credentials::record_use`). Items written
@@ -365,6 +405,8 @@ pub(super) fn credential_from_item(item: &Item) -> Result<Credential, StoreError
         secret_hash: r.str("secretHash")?.to_owned(),
         secret_check: r.opt_str("secretCheck")?.map(str::to_owned),
         recent_uses: use_window_from_item(item)?,
+        daily_uses: daily_uses_from_item(item)?,
+        last_used_from: r.opt_str(LAST_USED_FROM)?.map(str::to_owned),
         rotated_from: r.opt_str(ROTATED_FROM)?.map(str::parse).transpose().map_err(|_| corrupt("credential", ROTATED_FROM))?,
         rotated_to: r.opt_str(ROTATED_TO)?.map(str::parse).transpose().map_err(|_| corrupt("credential", ROTATED_TO))?,
         restrictions: restrictions_from_item(item)?,
@@ -488,6 +530,12 @@ mod tests {
         assert_eq!(credential_from_item(&item).unwrap(), c);
         assert_eq!(item.len(), 11);
         c.recent_uses = Some(UseWindow { second: 1_800_000_000, count: 7 });
+        assert_eq!(credential_from_item(&credential_to_item(&c)).unwrap(), c);
+        c.daily_uses = Some(DailyUses { day: 20_000, counts: vec![4] });
+        c.last_used_from = Some("2001:db8::1".into());
+        assert_eq!(credential_from_item(&credential_to_item(&c)).unwrap(), c);
+        c.daily_uses = Some(DailyUses { day: 20_000, counts: vec![4, 0, 12, 1] });
+        assert_eq!(credential_to_item(&c)[USE_PAST], s("0,12,1"));
         assert_eq!(credential_from_item(&credential_to_item(&c)).unwrap(), c);
         c.rotated_from = Some(KeyId::generate());
         c.rotated_to = Some(KeyId::generate());

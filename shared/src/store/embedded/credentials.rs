@@ -15,7 +15,7 @@ use crate::authority::Guard;
 use crate::error::{Conflict, Limit};
 use crate::idempotency::IdempotencyRecord;
 use crate::ids::{KeyId, OrgId, PrincipalId};
-use crate::model::{Actor, Credential, CredentialStatus, MAX_ACTIVE_CREDENTIALS, PrincipalStatus, UseOutcome, UseWindow};
+use crate::model::{Actor, Credential, CredentialStatus, DailyUses, MAX_ACTIVE_CREDENTIALS, PrincipalStatus, UseOutcome, UseWindow};
 use crate::store::StoreError;
 
 pub(super) async fn insert(
@@ -216,10 +216,12 @@ pub(super) async fn record_use(
     store: &EmbeddedStore,
     credential: &Credential,
     at: DateTime<Utc>,
+    source: Option<&str>,
     secret_check: Option<&str>,
     per_second: u32,
 ) -> Result<UseOutcome, StoreError> {
     let c = credential.clone();
+    let source = source.map(str::to_owned);
     let secret_check = secret_check.map(str::to_owned);
     let durability = store.use_durability();
     store
@@ -245,6 +247,8 @@ pub(super) async fn record_use(
                 let mut next = current;
                 next.last_used_at = Some(at);
                 next.recent_uses = Some(UseWindow::after_use(next.recent_uses, at));
+                next.daily_uses = Some(DailyUses::after_use(next.daily_uses.as_ref(), at));
+                next.last_used_from = source;
                 if next.secret_check.is_none() {
                     next.secret_check = secret_check;
                 }

@@ -162,7 +162,7 @@ mod tests {
             // Right after opening: within the interval, so these commit without a sync.
             assert!(matches!(store.use_durability(), redb::Durability::None));
             for _ in 0..3 {
-                assert_eq!(store.record_credential_use(&c, now(), None, 100).await.unwrap(), UseOutcome::Recorded);
+                assert_eq!(store.record_credential_use(&c, now(), None, None, 100).await.unwrap(), UseOutcome::Recorded);
             }
             store.revoke_credential(&org, &p.id, &c.key_id, &Actor::system("r"), now(), &Guard::NONE).await.unwrap();
         }

@@ -7,7 +7,7 @@ use redb::TableDefinition;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{KeyId, OrgId, PrincipalId};
-use crate::model::{Actor, Credential, CredentialStatus, UseWindow};
+use crate::model::{Actor, Credential, CredentialStatus, DailyUses, UseWindow};
 use crate::restrictions::Restrictions;
 use crate::store::StoreError;
 
@@ -97,6 +97,10 @@ pub(super) struct CredentialRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     recent_uses: Option<UseWindow>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    daily_uses: Option<DailyUses>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_used_from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     rotated_from: Option<KeyId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     rotated_to: Option<KeyId>,
@@ -123,6 +127,8 @@ impl From<&Credential> for CredentialRecord {
             secret_hash: c.secret_hash.clone(),
             secret_check: c.secret_check.clone(),
             recent_uses: c.recent_uses,
+            daily_uses: c.daily_uses.clone(),
+            last_used_from: c.last_used_from.clone(),
             rotated_from: c.rotated_from.clone(),
             rotated_to: c.rotated_to.clone(),
             restrictions: c.restrictions.clone(),
@@ -148,6 +154,8 @@ impl From<CredentialRecord> for Credential {
             secret_hash: r.secret_hash,
             secret_check: r.secret_check,
             recent_uses: r.recent_uses,
+            daily_uses: r.daily_uses,
+            last_used_from: r.last_used_from,
             rotated_from: r.rotated_from,
             rotated_to: r.rotated_to,
             restrictions: r.restrictions,
