@@ -117,7 +117,7 @@ pub fn content_type(parts: &Parts) -> Option<String> {
     Some(raw.split(';').next().unwrap_or_default().trim().to_ascii_lowercase())
 }
 
-/// A JSON body, parsed strictly (unknown fields are refused by the target type).
+/// A JSON object body, parsed strictly (unknown fields are refused by the target type).
 pub struct JsonBody<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
@@ -137,6 +137,11 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
         }
         if bytes.is_empty() {
             return Err(ApiError::bad_request("a JSON request body is required"));
+        }
+        // Every body of this API is an object; serde would also read a struct from an array
+        // of its fields in order, which the contract does not allow.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::bad_request("the request body must be a JSON object"));
         }
         serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
     }

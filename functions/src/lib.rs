@@ -11,13 +11,16 @@ use iam_api::operation::Access::{Authenticated, Permission, Public};
 use iam_api::operation::ColdStart::{Signer, Verifier};
 use iam_api::operation::HttpMethod::{Delete, Get, Patch, Post, Put};
 use iam_api::operation::{ColdStart, Operation, Table};
-use iam_shared::service::{PERM_API_KEYS_READ, PERM_API_KEYS_WRITE, PERM_CREDENTIALS_WRITE, PERM_ROLE_ASSIGNMENTS_WRITE, PERM_ROLES_WRITE};
+use iam_shared::service::{
+    PERM_API_KEYS_READ, PERM_API_KEYS_WRITE, PERM_CREDENTIALS_WRITE, PERM_POLICY_WRITE, PERM_ROLE_ASSIGNMENTS_WRITE, PERM_ROLES_WRITE,
+};
 
 pub mod assign_role;
 pub mod console;
 pub mod create_principal;
 pub mod create_role;
 pub mod exchange_token;
+pub mod get_credential_policy;
 pub mod get_principal;
 pub mod github_secret_scanning;
 pub mod issue_credential;
@@ -31,6 +34,7 @@ pub mod revoke_credential;
 pub mod revoke_leaked_credentials;
 pub mod rotate_credential;
 pub mod rotate_signing_key;
+pub mod set_credential_policy;
 pub mod unassign_role;
 pub mod update_credential;
 pub mod update_principal;
@@ -56,6 +60,8 @@ pub const OPERATIONS: &[Operation] = &[
     op("list-role-assignments", Get,    "/iam/api-keys/{principalId}/role-assignments",               Permission(PERM_API_KEYS_READ),          Verifier, STORE, list_role_assignments::endpoint),
     op("assign-role",           Put,    "/iam/api-keys/{principalId}/role-assignments/{roleId}",      Permission(PERM_ROLE_ASSIGNMENTS_WRITE), Verifier, STORE, assign_role::endpoint),
     op("unassign-role",         Delete, "/iam/api-keys/{principalId}/role-assignments/{roleId}",      Permission(PERM_ROLE_ASSIGNMENTS_WRITE), Verifier, STORE, unassign_role::endpoint),
+    op("get-credential-policy", Get,    "/iam/policy",                                                Permission(PERM_API_KEYS_READ),          Verifier, STORE, get_credential_policy::endpoint),
+    op("set-credential-policy", Put,    "/iam/policy",                                                Permission(PERM_POLICY_WRITE),           Verifier, STORE, set_credential_policy::endpoint),
     // Holding a key is the authority to destroy it: no token, and no authority rule applies.
     op("revoke-leaked-credentials", Post, "/iam/credentials/revoke-leaked",                           Public,                                  Verifier, STORE, revoke_leaked_credentials::endpoint),
     // Authenticated by GitHub's signature over the alert, not by a token.

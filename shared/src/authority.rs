@@ -181,7 +181,13 @@ impl Standing {
     /// roles, and able to authenticate now (an Active, unexpired credential). Answers the
     /// witness that proves it, naming only the roles that carry `iam:` permissions.
     pub fn usable_administrator(&self, now: DateTime<Utc>) -> Option<AdminWitness> {
-        let credential = self.credentials.iter().find(|c| c.is_live(now) && c.restrictions.permits_administration())?;
+        self.usable_administrator_where(now, |_| true)
+    }
+
+    /// As [`Standing::usable_administrator`], with a credential that also `fits` (one that a
+    /// new credential policy would still let exchange, say).
+    pub fn usable_administrator_where(&self, now: DateTime<Utc>, fits: impl Fn(&Credential) -> bool) -> Option<AdminWitness> {
+        let credential = self.credentials.iter().find(|c| c.is_live(now) && c.restrictions.permits_administration() && fits(c))?;
         self.usable_administrator_with(&credential.key_id, now)
     }
 

@@ -178,6 +178,7 @@ impl Iam {
             .ok_or(ExchangeError::Refused(Refusal::PrincipalRevoked))?;
         let now = model::now();
         model::may_authenticate(credential, &principal, now).map_err(ExchangeError::Refused)?;
+        self.policy_for_exchange(&credential.org_id).await?.admits_use(credential, now).map_err(ExchangeError::Refused)?;
         let restrictions = &credential.restrictions;
         restrictions.check_source(asked.source).map_err(ExchangeError::Restricted)?;
 

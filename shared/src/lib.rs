@@ -3,6 +3,7 @@
 
 pub mod api_key;
 pub mod authority;
+pub mod credential_policy;
 pub mod error;
 pub mod exchange;
 pub mod hashing;

@@ -548,6 +548,12 @@ pub enum Refusal {
     PrincipalRevoked,
     #[error("the principal has expired")]
     PrincipalExpired,
+    /// The organisation's credential policy: unused for more than this many days.
+    #[error("the credential has not been used for more than {0} days, the organisation's limit: rotate it or issue another")]
+    CredentialIdle(u32),
+    /// The organisation's credential policy: created more than this many days ago.
+    #[error("the credential is older than {0} days, the organisation's maximum credential lifetime: rotate it or issue another")]
+    CredentialTooOld(u32),
 }
 
 impl Refusal {
@@ -559,6 +565,8 @@ impl Refusal {
             Refusal::PrincipalSuspended => "principal_suspended",
             Refusal::PrincipalRevoked => "principal_revoked",
             Refusal::PrincipalExpired => "principal_expired",
+            Refusal::CredentialIdle(_) => "credential_idle",
+            Refusal::CredentialTooOld(_) => "credential_too_old",
         }
     }
 }

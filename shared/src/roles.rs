@@ -5,9 +5,22 @@ use std::sync::LazyLock;
 use crate::ids::{Permission, RoleId};
 use crate::model::{PrincipalType, Role};
 
-/// Every permission this service checks. `iam-admin` holds all of them.
+/// The permissions that make an organisation administrator (see `authority::is_administrator`):
+/// whoever holds them all can manage every principal, key and role.
 pub const IAM_PERMISSIONS: &[&str] =
     &["iam:api-keys:read", "iam:api-keys:write", "iam:credentials:write", "iam:roles:write", "iam:role-assignments:write"];
+
+/// Every permission this service checks; `iam-admin` and `org-owner` hold all of them. Setting
+/// the credential policy is not part of what makes an administrator (it was added later, and
+/// keys and roles that administered before keep doing so), but an administrator can grant it.
+pub const ADMIN_PERMISSIONS: &[&str] = &[
+    "iam:api-keys:read",
+    "iam:api-keys:write",
+    "iam:credentials:write",
+    "iam:roles:write",
+    "iam:role-assignments:write",
+    "iam:policy:write",
+];
 
 fn role(id: &'static str, description: &str, permissions: &[&str], types: &[PrincipalType]) -> Role {
     Role {
@@ -26,9 +39,14 @@ fn role(id: &'static str, description: &str, permissions: &[&str], types: &[Prin
 static BUILTIN: LazyLock<Vec<Role>> = LazyLock::new(|| {
     use PrincipalType::*;
     vec![
-        role("iam-admin", "Full access to IAM API keys, credentials, roles and role assignments", IAM_PERMISSIONS, &[User, ApiKey]),
+        role(
+            "iam-admin",
+            "Full access to IAM API keys, credentials, roles, role assignments and the credential policy",
+            ADMIN_PERMISSIONS,
+            &[User, ApiKey],
+        ),
         role("iam-viewer", "Read API-key principals, credentials, roles and role assignments", &["iam:api-keys:read"], &[User, ApiKey]),
-        role("org-owner", "Owns the organisation; for signed-in users only", IAM_PERMISSIONS, &[User]),
+        role("org-owner", "Owns the organisation; for signed-in users only", ADMIN_PERMISSIONS, &[User]),
         role("device-provisioner", "Provision IoT devices", &["iot:devices:provision"], &[ApiKey, ServiceAccount]),
     ]
 });
@@ -42,3 +60,15 @@ pub fn builtin(id: &str) -> Option<&'static Role> {
 }
 
 pub const ADMIN_ROLE: &str = "iam-admin";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_administrator_permission_is_an_admin_role_permission() {
+        assert!(IAM_PERMISSIONS.iter().all(|p| ADMIN_PERMISSIONS.contains(p)));
+        let admin = builtin(ADMIN_ROLE).unwrap();
+        assert_eq!(admin.permissions.iter().map(|p| p.as_str()).collect::<Vec<_>>(), ADMIN_PERMISSIONS);
+    }
+}

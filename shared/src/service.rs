@@ -31,6 +31,7 @@ pub const PERM_API_KEYS_WRITE: &str = "iam:api-keys:write";
 pub const PERM_CREDENTIALS_WRITE: &str = "iam:credentials:write";
 pub const PERM_ROLES_WRITE: &str = "iam:roles:write";
 pub const PERM_ROLE_ASSIGNMENTS_WRITE: &str = "iam:role-assignments:write";
+pub const PERM_POLICY_WRITE: &str = "iam:policy:write";
 
 /// An authenticated management caller: a verified access token whose credential and principal
 /// were re-read and still authenticate.
@@ -71,7 +72,7 @@ impl Caller {
 
     /// The caller as its authority was read (at authentication): a write it decides commits
     /// only while the caller is still at this version (see [`Guard`]).
-    fn as_decided_on(&self) -> DecidedOn {
+    pub(crate) fn as_decided_on(&self) -> DecidedOn {
         decided_on(&self.principal)
     }
 
@@ -82,7 +83,7 @@ impl Caller {
 
     /// The caller as a usable administrator, if it is one: it authenticated just now with an
     /// Active credential, so its principal and that credential are usable.
-    fn as_witness(&self) -> Option<AdminWitness> {
+    pub(crate) fn as_witness(&self) -> Option<AdminWitness> {
         if !self.credential_administers {
             return None;
         }
@@ -97,7 +98,7 @@ fn decided_on(p: &Principal) -> DecidedOn {
 
 /// Guarded writes retry this many times when their witness was removed concurrently, each time
 /// with a fresh read, before answering that no usable administrator would remain.
-const WITNESS_ATTEMPTS: usize = 3;
+pub(crate) const WITNESS_ATTEMPTS: usize = 3;
 
 /// Why a bearer token was not accepted. Logged, never sent: the client sees one 401.
 #[derive(Debug, thiserror::Error)]
@@ -181,7 +182,7 @@ pub(crate) fn audit(action: &str, actor: &str, org: &str, target: &str, outcome:
 
 /// Records the outcome of a management operation, refusals included: a 403 or a 409 names its
 /// rule in `reason`, so an escalation attempt leaves a trace.
-fn audited<T>(action: &str, caller: &Caller, target: &str, result: Result<T, DomainError>) -> Result<T, DomainError> {
+pub(crate) fn audited<T>(action: &str, caller: &Caller, target: &str, result: Result<T, DomainError>) -> Result<T, DomainError> {
     let outcome = result.as_ref().map(|_| ()).map_err(|e| e as &dyn std::fmt::Display);
     audit(action, caller.actor().0.as_str(), caller.org_id.as_str(), target, outcome);
     result
@@ -295,6 +296,7 @@ pub struct Iam {
     org_roles: OrgRoleCache,
     pub(crate) leak_reports: crate::leaks::LeakReportLimiter,
     pub(crate) github_scanning_keys: Option<crate::leaks::GithubScanningKeys>,
+    pub(crate) policies: crate::credential_policy::setting::PolicyCache,
 }
 
 /// Organisation roles as read from the store. A role never changes once created (no route
@@ -357,6 +359,7 @@ impl Iam {
             org_roles: OrgRoleCache::default(),
             leak_reports: Default::default(),
             github_scanning_keys: None,
+            policies: Default::default(),
         }
     }
 
@@ -488,22 +491,39 @@ impl Iam {
             Err(LastAdministrator) => {}
             decided => return Ok(decided?),
         }
+        let skip = [&before.principal.id, &caller.principal_id];
+        match self.other_administrator(&caller.org_id, &skip, |_| true).await? {
+            Some(witness) => Ok(Some(witness)),
+            None => Err(LastAdministrator.into()),
+        }
+    }
+
+    /// Any usable administrator of `org` other than those in `skip`, with a credential that
+    /// `fits`: a search of the organisation's principals, for the rare write that cannot be
+    /// witnessed by the caller or its target.
+    pub(crate) async fn other_administrator(
+        &self,
+        org: &OrgId,
+        skip: &[&PrincipalId],
+        fits: impl Fn(&Credential) -> bool,
+    ) -> Result<Option<AdminWitness>, DomainError> {
+        let now = model::now();
         let mut after_id = None;
         loop {
-            let page = self.store.list_principals(&caller.org_id, 100, after_id.as_ref()).await?;
+            let page = self.store.list_principals(org, 100, after_id.as_ref()).await?;
             for p in page.items {
-                if p.id == before.principal.id || p.id == caller.principal_id || p.status != PrincipalStatus::Active {
+                if skip.contains(&&p.id) || p.status != PrincipalStatus::Active {
                     continue;
                 }
                 let role_ids: Vec<RoleId> =
                     self.store.list_role_assignments(&p.org_id, &p.id).await?.into_iter().map(|a| a.role_id).collect();
-                if let Some(w) = self.standing(p, &role_ids).await?.usable_administrator(now) {
+                if let Some(w) = self.standing(p, &role_ids).await?.usable_administrator_where(now, &fits) {
                     return Ok(Some(w));
                 }
             }
             match page.next {
                 Some(next) => after_id = Some(next),
-                None => return Err(LastAdministrator.into()),
+                None => return Ok(None),
             }
         }
     }
@@ -584,6 +604,7 @@ impl Iam {
             caller.authority().may_act_on(&target.permissions())?;
             let principal = target.principal;
             let now = model::now();
+            let expires_at = self.current_policy(&caller.org_id).await?.expiry_at_issue(expires_at, now)?;
             // Validate before paying for argon2.
             Credential::new(&principal, KeyId::generate(), name, expires_at, String::new(), caller.actor(), now)?
                 .with_restrictions(restrictions.clone())?;
@@ -647,12 +668,14 @@ impl Iam {
                 }
             }
             old.check_rotatable(now)?;
+            let policy = self.current_policy(&caller.org_id).await?;
             let successor_of = |key_id: KeyId, hash: String| -> Result<Credential, DomainError> {
                 let mut next = old.successor(&target.principal, key_id, &rotation, hash, caller.actor(), now)?;
                 if by_itself {
                     // Never outliving what it replaces: a stolen key cannot buy itself time.
                     next.expires_at = old.expires_at;
                 }
+                next.expires_at = policy.successor_expiry(next.expires_at, now)?;
                 Ok(next)
             };
             // Validate before paying for argon2.
@@ -699,6 +722,11 @@ impl Iam {
                 let Some(next) = current.changed(change, now)? else { return Ok(current.clone()) };
                 if caller.key_id == *key_id && !current.is_narrowed_to(&next) {
                     return Err(AuthorityRule::WidenOwnCredential.into());
+                }
+                // Only a change of expiry answers to the policy: renaming a key issued before
+                // the policy is not refused for what it did not change.
+                if change.expires_at.is_some() {
+                    self.current_policy(&caller.org_id).await?.check_change(&next)?;
                 }
                 // Restrictions can take a key out of administration as a revocation does: the
                 // organisation's last usable administrator keeps a key that can administer.

@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::authority::{Guard, GuardBroken};
+use crate::credential_policy::CredentialPolicy;
 use crate::error::{Conflict, DomainError, Limit};
 use crate::idempotency::IdempotencyRecord;
 use crate::ids::{KeyId, OrgId, PrincipalId, RoleId};
@@ -205,6 +206,14 @@ macro_rules! store_by_aggregate {
                 bootstrap::is_bootstrapped(self, org).await
             }
 
+            async fn get_credential_policy(&self, org: &$crate::ids::OrgId) -> Result<Option<$crate::credential_policy::CredentialPolicy>, $crate::store::StoreError> {
+                policy::get(self, org).await
+            }
+
+            async fn put_credential_policy(&self, org: &$crate::ids::OrgId, policy: &$crate::credential_policy::CredentialPolicy, guard: &$crate::authority::Guard) -> Result<(), $crate::store::StoreError> {
+                policy::put(self, org, policy, guard).await
+            }
+
             async fn get_idempotency_record(&self, org: &$crate::ids::OrgId, slot: &str) -> Result<Option<$crate::idempotency::IdempotencyRecord>, $crate::store::StoreError> {
                 idempotency::get_record(self, org, slot).await
             }
@@ -335,6 +344,11 @@ pub trait Store: Send + Sync + 'static {
         force: bool,
     ) -> Result<(), StoreError>;
     async fn is_bootstrapped(&self, org: &OrgId) -> Result<bool, StoreError>;
+
+    /// The organisation's credential policy, if one was ever set (strongly consistent).
+    async fn get_credential_policy(&self, org: &OrgId) -> Result<Option<CredentialPolicy>, StoreError>;
+    /// Replaces the organisation's credential policy, only while the guard holds.
+    async fn put_credential_policy(&self, org: &OrgId, policy: &CredentialPolicy, guard: &Guard) -> Result<(), StoreError>;
 
     /// The record in an idempotency slot, live or not (expired ones may linger until swept).
     async fn get_idempotency_record(&self, org: &OrgId, slot: &str) -> Result<Option<IdempotencyRecord>, StoreError>;

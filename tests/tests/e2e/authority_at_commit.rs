@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use axum::http::{Method, StatusCode};
 use chrono::{DateTime, Utc};
 use iam_shared::authority::Guard;
+use iam_shared::credential_policy::CredentialPolicy;
 use iam_shared::idempotency::IdempotencyRecord;
 use iam_shared::ids::{KeyId, OrgId, PrincipalId, RoleId};
 use iam_shared::model::{Actor, Credential, Principal, Role, RoleAssignment, UseOutcome};
@@ -133,6 +134,13 @@ impl Store for Interleaved {
     }
     async fn get_idempotency_record(&self, org: &OrgId, slot: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
         self.inner.get_idempotency_record(org, slot).await
+    }
+    async fn get_credential_policy(&self, org: &OrgId) -> Result<Option<CredentialPolicy>, StoreError> {
+        self.inner.get_credential_policy(org).await
+    }
+    async fn put_credential_policy(&self, org: &OrgId, policy: &CredentialPolicy, guard: &Guard) -> Result<(), StoreError> {
+        self.meanwhile().await;
+        self.inner.put_credential_policy(org, policy, guard).await
     }
 }
 

@@ -367,6 +367,27 @@ async fn every_policy_grants_exactly_what_its_function_calls() {
     let answered = r.hit(github_route, "/iam/credentials/github-secret-scanning", None, Some(alert), &github_headers).await;
     assert_eq!(answered.status, axum::http::StatusCode::OK, "{}", answered.raw);
 
+    // The credential policy: set by an administrator (its own key the witness), and by a
+    // holder of iam:policy:write alone, whose write searches the organisation for one.
+    r.hit("GET /iam/policy", "/iam/policy", Some(&admin), None, &[]).await;
+    r.hit("PUT /iam/policy", "/iam/policy", Some(&admin), Some(json!({"maxIdleDays": 3650})), &[]).await;
+    r.hit("PUT /iam/policy", "/iam/policy", Some(&admin), Some(json!({})), &[]).await;
+    let officer_role = json!({"name": "policy officer", "permissions": ["iam:policy:write"], "principalTypes": ["ApiKey"]});
+    let officer_role = r.hit("POST /iam/roles", "/iam/roles", Some(&admin), Some(officer_role), &[]).await.str("id").to_owned();
+    let officer = r.hit("POST /iam/api-keys", "/iam/api-keys", Some(&admin), Some(json!({"displayName": "officer"})), &[]).await;
+    let officer = format!("/iam/api-keys/{}", officer.str("id"));
+    r.hit(assign, &format!("{officer}/role-assignments/{officer_role}"), Some(&admin), None, &[]).await;
+    let officer_key = r.hit(issue, &format!("{officer}/credentials"), Some(&admin), Some(json!({"name": "k"})), &[]).await;
+    let (officer_id, officer_secret) = officer_key.str("apiKey").split_once('.').map(|(a, b)| (a.to_owned(), b.to_owned())).unwrap();
+    let officer_token = r
+        .token_form(&format!("grant_type=client_credentials&audience={management}"), Some((&officer_id, &officer_secret)))
+        .await
+        .str("access_token")
+        .to_owned();
+    let set = r.hit("PUT /iam/policy", "/iam/policy", Some(&officer_token), Some(json!({"maxLifetimeDays": 3650})), &[]).await;
+    assert_eq!(set.status, StatusCode::OK, "{}", set.raw);
+    r.hit("PUT /iam/policy", "/iam/policy", Some(&officer_token), Some(json!({})), &[]).await;
+
     // Revocation, and what it refuses afterwards.
     let revoke = "POST /iam/api-keys/{principalId}/credentials/{keyId}/revoke";
     r.hit(revoke, &format!("{credentials}/{key_id}/revoke"), Some(&admin), None, &[]).await;

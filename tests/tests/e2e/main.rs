@@ -8,6 +8,7 @@ mod authority;
 mod authority_at_commit;
 mod capacity;
 mod compat;
+mod credential_policy;
 mod credential_restrictions;
 mod credential_rotation;
 mod credential_usage;

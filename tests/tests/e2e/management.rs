@@ -80,7 +80,8 @@ async fn bad_principal_input_is_a_clear_400_and_writes_nothing() {
         (json!({"displayName": "ok", "expiresAt": "tomorrow"}), "invalid"),
         (json!({"displayName": "ok", "expiresAt": "2001-01-01T00:00:00Z"}), "future"),
         (json!({"displayName": "ok", "owner": "me"}), "unknown field"),
-        (json!([1, 2]), "invalid type"),
+        (json!([1, 2]), "must be a JSON object"),
+        (json!(["ok"]), "must be a JSON object"),
     ];
     for (body, needle) in cases {
         let r = app.call(Method::POST, "/iam/api-keys", Some(&admin), Some(body.clone())).await;

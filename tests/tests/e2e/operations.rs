@@ -99,6 +99,7 @@ fn sample(op: &Operation, principal: &str, key_ids: (&str, &str), api_key: &str)
         "update-credential" => Some(json!({"name": "renamed by the operations test"})),
         "revoke-leaked-credentials" => Some(json!({"keys": ["ik_0000000000000000000000.not-a-real-secret"]})),
         "github-secret-scanning" => None,
+        "set-credential-policy" => Some(json!({"maxIdleDays": 3650})),
         "list-principals"
         | "get-principal"
         | "list-credentials"
@@ -110,6 +111,7 @@ fn sample(op: &Operation, principal: &str, key_ids: (&str, &str), api_key: &str)
         | "jwks"
         | "openid-configuration"
         | "whoami"
+        | "get-credential-policy"
         | "console" => None,
         other => panic!("{other}: give the operations test a sample request for it"),
     };

@@ -20,6 +20,7 @@ mod credentials;
 mod idempotency;
 mod items;
 mod migrate;
+mod policy;
 mod principals;
 mod roles;
 mod transaction;

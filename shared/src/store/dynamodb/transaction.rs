@@ -42,6 +42,8 @@ pub(super) enum Part {
     RoleName,
     Assignment,
     BootstrapMarker,
+    /// The organisation's credential policy.
+    Policy,
     /// A check that the guard's administrator witness is still usable.
     Witness,
     /// A check that a principal the decision read is still at the version read.

@@ -6,6 +6,7 @@
 mod bootstrap;
 mod credentials;
 mod idempotency;
+mod policy;
 mod principals;
 mod records;
 mod roles;
@@ -17,7 +18,8 @@ use redb::{Database, ReadableTable};
 
 use self::principals::get_principal_in;
 use self::records::{
-    ASSIGNMENTS, BOOTSTRAP, CACHE_BYTES, CREDENTIALS, IDEMPOTENCY, PRINCIPAL_CREDENTIALS, PRINCIPALS, ROLES, decode_credential, key3,
+    ASSIGNMENTS, BOOTSTRAP, CACHE_BYTES, CREDENTIALS, IDEMPOTENCY, POLICIES, PRINCIPAL_CREDENTIALS, PRINCIPALS, ROLES, decode_credential,
+    key3,
 };
 use super::StoreError;
 use crate::authority::Guard;
@@ -51,7 +53,7 @@ impl EmbeddedStore {
 
     fn init(db: Database) -> Result<Self, StoreError> {
         let txn = db.begin_write()?;
-        for table in [PRINCIPALS, CREDENTIALS, PRINCIPAL_CREDENTIALS, ROLES, ASSIGNMENTS, BOOTSTRAP, IDEMPOTENCY] {
+        for table in [PRINCIPALS, CREDENTIALS, PRINCIPAL_CREDENTIALS, ROLES, ASSIGNMENTS, BOOTSTRAP, IDEMPOTENCY, POLICIES] {
             txn.open_table(table)?;
         }
         txn.commit()?;

@@ -26,6 +26,8 @@ pub(super) const ASSIGNMENTS: Table = TableDefinition::new("role_assignments");
 pub(super) const BOOTSTRAP: Table = TableDefinition::new("bootstrap");
 /// `org \0 slot` → idempotency record.
 pub(super) const IDEMPOTENCY: Table = TableDefinition::new("idempotency");
+/// orgId → the organisation's credential policy (absent: the default).
+pub(super) const POLICIES: Table = TableDefinition::new("credential_policies");
 
 pub(super) const SEP: char = '\0';
 
