@@ -241,13 +241,16 @@ def main():
         check(exchange_status(base, key) != 200, "the revoked key no longer exchanges")
         click(driver, "show-all")
         wait_until(driver, lambda d: any(r[1] == key_id and r[2] == f"Revoked, rotated to {rotated_id}" for r in table_rows(d, "credentials")))
+        used = next(r for r in table_rows(driver, "credentials") if r[1] == key_id)
+        check(used[6].startswith("3 (most on "), f"the usage column counts the key's three exchanges: {used}")
+        check(used[5].endswith("from 127.0.0.1"), f"the last-used column names where from: {used}")
         click(driver, "show-all")
 
         # A key restricted to networks this browser is not on: shown, and held to them.
         fenced = issue_in_ui(driver, "fenced", "192.0.2.0/24, 2001:db8::/32")
         fenced_id = fenced.split(".", 1)[0].removeprefix("ik_")
         row = next(r for r in table_rows(driver, "credentials") if r[1] == fenced_id)
-        check(row[6] == "from 192.0.2.0/24, 2001:db8::/32", f"the restrictions column shows its networks: {row}")
+        check(row[7] == "from 192.0.2.0/24, 2001:db8::/32", f"the restrictions column shows its networks: {row}")
         check(exchange_status(base, fenced) == 400, "a key used from outside its networks is refused")
 
         # A viewer: every write disabled, with the reason.
@@ -266,11 +269,36 @@ def main():
         driver.execute_script("location.hash = '#roles'")
         wait_until(driver, lambda d: displayed(d, "roles") and d.find_element(By.ID, "define-submit").get_attribute("disabled"))
         check("iam:roles:write" in reason(driver, "define-reason"), "Define role says which permission it needs")
+        driver.execute_script("location.hash = '#policy'")
+        wait_until(driver, lambda d: displayed(d, "policy") and d.find_element(By.ID, "policy-submit").get_attribute("disabled"))
+        check("iam:policy:write" in reason(driver, "policy-reason"), "the policy page says which permission saving needs")
+        check("has not set a policy" in driver.find_element(By.ID, "policy-updated").text, "the default policy is described")
         click(driver, "sign-out")
 
-        # Back as the administrator. Creating from the keyboard alone.
+        # Back as the administrator. The credential policy: creation turned off is the server's
+        # refusal on the principal's page; an idle limit is saved and read back.
         sign_in(driver, admin_key)
         wait_for_text(driver, "who", "in dev")
+        driver.execute_script("location.hash = '#policy'")
+        wait_until(driver, lambda d: displayed(d, "policy") and not d.find_element(By.ID, "policy-submit").get_attribute("disabled"))
+        axe_serious(driver, axe_js, "Access > Credential policy")
+        type_into(driver, "policy-idle", "365")
+        click(driver, "policy-creation")
+        click(driver, "policy-submit")
+        wait_until(driver, lambda d: d.find_element(By.ID, "policy-updated").text.startswith("Last set"))
+        policy = api(base, "GET", "/iam/policy", management_token(base, admin_key))
+        check(policy["maxIdleDays"] == 365 and policy["allowCredentialCreation"] is False, f"the policy was saved as shown: {policy}")
+        open_principal(driver, "Bootstrap admin")
+        type_into(driver, "credential-name", "refused by policy")
+        click(driver, "issue-submit")
+        wait_until(driver, lambda d: displayed(d, "notice") and "does not allow creating credentials" in d.find_element(By.ID, "notice").text)
+        driver.execute_script("location.hash = '#policy'")
+        wait_until(driver, lambda d: displayed(d, "policy") and d.find_element(By.ID, "policy-idle").get_attribute("value") == "365")
+        click(driver, "policy-creation")
+        click(driver, "policy-submit")
+        wait_until(driver, lambda d: api(base, "GET", "/iam/policy", management_token(base, admin_key))["allowCredentialCreation"] is True)
+
+        # Creating from the keyboard alone.
         driver.execute_script("location.hash = '#api-keys'")
         wait_until(driver, lambda d: displayed(d, "api-keys"))
         driver.execute_script("document.getElementById('display-name').focus()")
@@ -328,6 +356,9 @@ def main():
         driver.execute_script("location.hash = '#api-keys'")
         wait_until(driver, lambda d: displayed(d, "api-keys"))
         fits(driver, "Access > API Keys")
+        driver.execute_script("location.hash = '#policy'")
+        wait_until(driver, lambda d: displayed(d, "policy"))
+        fits(driver, "Access > Credential policy")
         open_principal(driver, "browser integration")
         fits(driver, "the principal's page")
         axe_serious(driver, axe_js, "the principal's page at 375 px")

@@ -173,13 +173,13 @@
 
   const needs = (permission) => (session.permissions.has(permission) ? null : `this operation needs the permission ${permission}`);
 
-  // ---- Navigation: #api-keys, #api-keys/<principal id>, #roles. Ids are not secrets.
+  // ---- Navigation: #api-keys, #api-keys/<principal id>, #roles, #policy. Ids are not secrets.
 
   function show(sectionId) {
-    for (const id of ["api-keys", "principal", "roles"]) {
+    for (const id of ["api-keys", "principal", "roles", "policy"]) {
       $(id).hidden = id !== sectionId;
     }
-    for (const [link, section] of [["nav-api-keys", "api-keys"], ["nav-roles", "roles"]]) {
+    for (const [link, section] of [["nav-api-keys", "api-keys"], ["nav-roles", "roles"], ["nav-policy", "policy"]]) {
       if (section === sectionId || (sectionId === "principal" && section === "api-keys")) {
         $(link).setAttribute("aria-current", "page");
       } else {
@@ -199,6 +199,8 @@
         await openPrincipal(principal[1]);
       } else if (hash === "roles") {
         await openRoles();
+      } else if (hash === "policy") {
+        await openPolicy();
       } else {
         await openApiKeys();
       }
@@ -366,7 +368,8 @@
         cell(status),
         cell(when(c.createdAt)),
         cell(when(c.expiresAt)),
-        cell(c.lastUsedAt ? when(c.lastUsedAt) : "Not yet"),
+        cell(c.lastUsedAt ? `${when(c.lastUsedAt)}${c.lastUsedFrom ? ` from ${c.lastUsedFrom}` : ""}` : "Not yet"),
+        cell(describeUsage(c.usage)),
         cell(describeRestrictions(c.restrictions)),
       );
       const action = document.createElement("td");
@@ -393,6 +396,15 @@
       return row;
     });
     $("credentials").replaceChildren(...rows);
+  }
+
+  /** The 30-day total, and the busiest day, from the credential's per-day counts. */
+  function describeUsage(usage) {
+    if (!usage || usage.exchangesLast30Days === 0) {
+      return "None";
+    }
+    const busiest = usage.days.reduce((a, b) => (b.exchanges > a.exchanges ? b : a));
+    return `${usage.exchangesLast30Days} (most on ${busiest.date}: ${busiest.exchanges})`;
   }
 
   function describeRestrictions(restrictions) {
@@ -653,6 +665,40 @@
     });
   }
 
+  // ---- Access > Credential policy
+
+  async function openPolicy() {
+    const policy = await api("GET", "/iam/policy");
+    show("policy");
+    document.title = "Access · Credential policy";
+    $("policy-lifetime").value = policy.maxLifetimeDays ?? "";
+    $("policy-idle").value = policy.maxIdleDays ?? "";
+    $("policy-expiry-required").checked = policy.expiryRequired;
+    $("policy-creation").checked = policy.allowCredentialCreation;
+    $("policy-updated").textContent = policy.updatedAt
+      ? `Last set ${when(policy.updatedAt)} by ${policy.updatedBy}.`
+      : "The organisation has not set a policy: nothing is limited.";
+    const refusal = needs("iam:policy:write");
+    enable(["policy-lifetime", "policy-idle", "policy-expiry-required", "policy-creation", "policy-submit"], !refusal);
+    explain("policy-reason", [refusal]);
+    focusHeading("policy-title");
+  }
+
+  async function savePolicy(event) {
+    event.preventDefault();
+    const days = (id) => ($(id).value === "" ? null : Number($(id).value));
+    const body = {
+      maxLifetimeDays: days("policy-lifetime"),
+      maxIdleDays: days("policy-idle"),
+      expiryRequired: $("policy-expiry-required").checked,
+      allowCredentialCreation: $("policy-creation").checked,
+    };
+    await attempt(async () => {
+      await api("PUT", "/iam/policy", body);
+      await openPolicy();
+    });
+  }
+
   // ---- Confirmation, in a modal dialog rather than window.confirm: labelled, styled, testable.
 
   function confirmAction(message, confirmLabel) {
@@ -691,6 +737,7 @@
     $("issue-form").addEventListener("submit", issueCredential);
     $("assign-form").addEventListener("submit", assignRole);
     $("define-form").addEventListener("submit", defineRole);
+    $("policy-form").addEventListener("submit", savePolicy);
     $("show-all").addEventListener("change", () => attempt(reopenPrincipal));
     $("copy-key").addEventListener("click", copyKey);
     $("close-key").addEventListener("click", () => $("key-dialog").close());

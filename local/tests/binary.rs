@@ -222,6 +222,18 @@ fn the_readme_rotation_walkthrough_works_verbatim() {
 }
 
 #[test]
+fn the_readme_policy_walkthrough_works_verbatim() {
+    let stdout = run_readme_block(&start(&["--in-memory"]), "policy-walkthrough");
+    let expires = stdout.lines().find_map(|l| l.strip_prefix("expires: ")).expect("step 2 printed the expiry");
+    let expires: chrono::DateTime<chrono::Utc> = expires.parse().expect("a time");
+    let lifetime = expires - chrono::Utc::now();
+    assert!(lifetime > chrono::Duration::days(89) && lifetime <= chrono::Duration::days(90), "the maximum: {expires}");
+    for line in ["exchanges in 30 days: 2", "last used from: 127.0.0.1", "None"] {
+        assert!(stdout.lines().any(|l| l == line), "expected '{line}' in:\n{stdout}");
+    }
+}
+
+#[test]
 fn the_readme_walkthrough_works_verbatim() {
     run_walkthrough(&start(&["--in-memory"]));
 }
