@@ -45,6 +45,8 @@ pub fn config() -> Config {
         hash: HashParams { memory_kib: 4096, iterations: 1, parallelism: 1 },
         signing_key_ttl: std::time::Duration::from_secs(300),
         github_scanning_keys: None,
+        github_scanning_keys_url: None,
+        outbound_allow_loopback: false,
     }
 }
 
@@ -248,15 +250,10 @@ impl FakeGithub {
     pub fn new() -> Self {
         use base64::Engine;
         use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair};
-        // SubjectPublicKeyInfo's DER prefix for a P-256 key, as GitHub's PEM keys carry it.
-        const P256_SPKI_PREFIX: [u8; 26] = [
-            0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03,
-            0x01, 0x07, 0x03, 0x42, 0x00,
-        ];
         let rng = ring::rand::SystemRandom::new();
         let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).expect("a P-256 key");
         let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng).expect("a P-256 key");
-        let der = [P256_SPKI_PREFIX.as_slice(), pair.public_key().as_ref()].concat();
+        let der = [iam_shared::leaks::P256_SPKI_PREFIX.as_slice(), pair.public_key().as_ref()].concat();
         let pem =
             format!("-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n", base64::engine::general_purpose::STANDARD.encode(der));
         let document = json!({"public_keys": [{"key_identifier": Self::KEY_IDENTIFIER, "key": pem, "is_current": true}]}).to_string();

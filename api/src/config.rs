@@ -29,6 +29,12 @@ pub struct Config {
     /// GitHub's secret-scanning public keys (`IAM_GITHUB_SECRET_SCANNING_KEYS`, the document
     /// GitHub's key endpoint answers); without them the partner-alert route answers 404.
     pub github_scanning_keys: Option<GithubScanningKeys>,
+    /// GitHub's key endpoint (`IAM_GITHUB_SECRET_SCANNING_KEYS_URL`), fetched under the
+    /// outbound rules when an alert names a key not in hand; with the configured keys or alone.
+    pub github_scanning_keys_url: Option<String>,
+    /// `IAM_OUTBOUND_ALLOW_LOOPBACK`: outbound requests may reach loopback (and plain http to
+    /// it). For tests and local use only; never set in the templates.
+    pub outbound_allow_loopback: bool,
 }
 
 /// Where a process keeps its state (`IAM_STORE`).
@@ -171,6 +177,15 @@ fn signing_key_ttl() -> Result<Duration, ConfigError> {
     Ok(Duration::from_secs(number("IAM_SIGNING_KEY_TTL_SECS", DEFAULT_SIGNING_KEY_TTL_SECS)?))
 }
 
+/// `true` or `false` (absent: false).
+fn flag(name: &str) -> Result<bool, ConfigError> {
+    match var(name).as_deref().map(str::trim) {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(ConfigError(format!("{name} must be true or false, got '{other}'"))),
+    }
+}
+
 fn number<T: std::str::FromStr>(name: &str, default: T) -> Result<T, ConfigError> {
     match var(name) {
         None => Ok(default),
@@ -234,6 +249,8 @@ impl Config {
                 .map(|doc| GithubScanningKeys::from_json(&doc))
                 .transpose()
                 .map_err(|e| ConfigError(format!("IAM_GITHUB_SECRET_SCANNING_KEYS: {e}")))?,
+            github_scanning_keys_url: var("IAM_GITHUB_SECRET_SCANNING_KEYS_URL"),
+            outbound_allow_loopback: flag("IAM_OUTBOUND_ALLOW_LOOPBACK")?,
         })
     }
 }

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use axum::Router;
 use axum::http::StatusCode;
 use iam_shared::hashing::SecretHasher;
+use iam_shared::leaks::{GithubKeyEndpoint, GithubKeySource};
+use iam_shared::outbound::{Outbound, OutboundRules};
 use iam_shared::service::Iam;
 use iam_shared::signing_keys::{KeySource, Keyring};
 use iam_shared::store::Store;
@@ -46,7 +48,22 @@ async fn build(config: &Config, store: Arc<dyn Store>, keys: Arc<dyn KeySource>,
     // Both reach the network on a cold start: side by side, init waits for the slower only.
     let (keyring, ()) = tokio::join!(Keyring::new(config.tokens.clone(), keys, config.signing_key_ttl), warm_up);
     let keyring = keyring.map_err(|e| ConfigError(e.to_string()))?;
-    Ok(Arc::new(Iam::new(store, hasher, keyring).with_limits(config.limits).with_github_scanning_keys(config.github_scanning_keys.clone())))
+    let github = github_keys(config)?;
+    Ok(Arc::new(Iam::new(store, hasher, keyring).with_limits(config.limits).with_github_scanning_keys(github)))
+}
+
+/// GitHub's keys as configured, and its key endpoint when one is named (refused at start when
+/// the outbound rules do not allow its URL).
+fn github_keys(config: &Config) -> Result<Option<GithubKeySource>, ConfigError> {
+    let endpoint = match &config.github_scanning_keys_url {
+        None => None,
+        Some(url) => {
+            let rules = OutboundRules { allow_loopback: config.outbound_allow_loopback, ..OutboundRules::default() };
+            let outbound = Outbound::new(rules).map_err(|e| ConfigError(format!("outbound client: {e}")))?;
+            Some(GithubKeyEndpoint::new(url, outbound).map_err(|e| ConfigError(format!("IAM_GITHUB_SECRET_SCANNING_KEYS_URL: {e}")))?)
+        }
+    };
+    Ok(GithubKeySource::new(config.github_scanning_keys.clone(), endpoint))
 }
 
 pub const SIGNING_KEY_FILE: &str = "signing-key.json";

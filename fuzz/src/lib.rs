@@ -39,6 +39,8 @@ pub static INSTANCE: LazyLock<Instance> = LazyLock::new(|| {
             hash: HashParams { memory_kib: 64, iterations: 1, parallelism: 1 },
             signing_key_ttl: std::time::Duration::from_secs(3600),
             github_scanning_keys: None,
+            github_scanning_keys_url: None,
+            outbound_allow_loopback: false,
         };
         let store = Arc::new(EmbeddedStore::in_memory().unwrap());
         let keys = Arc::new(StaticKey(SigningKeyDocument::generate().unwrap()));

@@ -12,6 +12,7 @@ pub mod ids;
 pub mod leaks;
 pub mod model;
 pub mod names;
+pub mod outbound;
 pub mod public_key_set;
 pub mod random;
 pub mod restrictions;

@@ -295,7 +295,7 @@ pub struct Iam {
     pub limits: Limits,
     org_roles: OrgRoleCache,
     pub(crate) leak_reports: crate::leaks::LeakReportLimiter,
-    pub(crate) github_scanning_keys: Option<crate::leaks::GithubScanningKeys>,
+    pub(crate) github_scanning_keys: Option<crate::leaks::GithubKeySource>,
     pub(crate) policies: crate::credential_policy::setting::PolicyCache,
 }
 
@@ -368,7 +368,7 @@ impl Iam {
     }
 
     /// GitHub's secret-scanning keys: with them, signed partner alerts are acted on.
-    pub fn with_github_scanning_keys(self, keys: Option<crate::leaks::GithubScanningKeys>) -> Self {
+    pub fn with_github_scanning_keys(self, keys: Option<crate::leaks::GithubKeySource>) -> Self {
         Self { github_scanning_keys: keys, ..self }
     }
 

@@ -18,7 +18,7 @@ use crate::service::Iam;
 
 /// The DER prefix of a P-256 public key in SubjectPublicKeyInfo form; what follows it is the
 /// 65-byte uncompressed point that `ring` verifies with.
-const P256_SPKI_PREFIX: [u8; 26] = [
+pub const P256_SPKI_PREFIX: [u8; 26] = [
     0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01,
     0x07, 0x03, 0x42, 0x00,
 ];
@@ -63,10 +63,103 @@ impl GithubScanningKeys {
         Ok(Self(keys))
     }
 
+    fn knows(&self, identifier: &str) -> bool {
+        self.0.contains_key(identifier.trim())
+    }
+
     /// Whether `signature` (base64 DER ECDSA) over `payload` verifies with the key `identifier`.
     pub fn verify(&self, identifier: &str, signature: &str, payload: &[u8]) -> bool {
         let (Some(point), Ok(signature)) = (self.0.get(identifier.trim()), STANDARD.decode(signature.trim())) else { return false };
         UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, point).verify(payload, &signature).is_ok()
+    }
+}
+
+/// How long keys fetched from GitHub's endpoint are used before they are fetched again (when
+/// the next alert comes), and how often at most an unknown key identifier makes it refetch:
+/// GitHub publishes a new key before signing with it, and alerts naming made-up identifiers
+/// cannot make the service hammer GitHub.
+const FETCHED_KEYS_TTL: std::time::Duration = std::time::Duration::from_secs(60 * 60);
+const MIN_REFETCH: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Where GitHub's keys come from: configured (`IAM_GITHUB_SECRET_SCANNING_KEYS`), fetched from
+/// GitHub's key endpoint (`IAM_GITHUB_SECRET_SCANNING_KEYS_URL`), or both.
+pub struct GithubKeySource {
+    configured: Option<GithubScanningKeys>,
+    endpoint: Option<GithubKeyEndpoint>,
+}
+
+impl std::fmt::Debug for GithubKeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let url = self.endpoint.as_ref().map(|e| e.url.as_str());
+        f.debug_struct("GithubKeySource").field("configured", &self.configured).field("endpoint", &url).finish()
+    }
+}
+
+/// GitHub's key endpoint, fetched through the outbound rules, and what it last answered.
+pub struct GithubKeyEndpoint {
+    url: String,
+    outbound: crate::outbound::Outbound,
+    fetched: tokio::sync::Mutex<Fetched>,
+    min_refetch: std::time::Duration,
+}
+
+#[derive(Default)]
+struct Fetched {
+    keys: Option<GithubScanningKeys>,
+    fetched_at: Option<std::time::Instant>,
+    tried_at: Option<std::time::Instant>,
+}
+
+impl GithubKeyEndpoint {
+    /// Fails when the URL is not one the outbound rules allow.
+    pub fn new(url: &str, outbound: crate::outbound::Outbound) -> Result<Self, crate::outbound::OutboundError> {
+        outbound.check_url(url)?;
+        Ok(Self { url: url.to_owned(), outbound, fetched: Default::default(), min_refetch: MIN_REFETCH })
+    }
+
+    /// How often at most an unknown key identifier makes it refetch (a minute by default;
+    /// tests shorten it rather than wait).
+    pub fn with_min_refetch(self, min_refetch: std::time::Duration) -> Self {
+        Self { min_refetch, ..self }
+    }
+
+    async fn verify(&self, identifier: &str, signature: &str, payload: &[u8]) -> bool {
+        let mut fetched = self.fetched.lock().await;
+        let stale = fetched.fetched_at.is_none_or(|at| at.elapsed() > FETCHED_KEYS_TTL);
+        let unknown = fetched.keys.as_ref().is_none_or(|keys| !keys.knows(identifier));
+        let may_try = fetched.tried_at.is_none_or(|at| at.elapsed() >= self.min_refetch);
+        if (stale || unknown) && may_try {
+            fetched.tried_at = Some(std::time::Instant::now());
+            let answer = self.outbound.get(&self.url).await.map_err(|e| e.to_string());
+            match answer.and_then(|body| GithubScanningKeys::from_json(&String::from_utf8_lossy(&body))) {
+                Ok(keys) => {
+                    fetched.keys = Some(keys);
+                    fetched.fetched_at = fetched.tried_at;
+                }
+                // The keys in hand (if any) keep serving: GitHub rotates rarely.
+                Err(error) => tracing::warn!(url = %self.url, %error, "GitHub's secret-scanning keys could not be fetched"),
+            }
+        }
+        fetched.keys.as_ref().is_some_and(|keys| keys.verify(identifier, signature, payload))
+    }
+}
+
+impl GithubKeySource {
+    /// `None` when neither is given: the partner route then answers 404.
+    pub fn new(configured: Option<GithubScanningKeys>, endpoint: Option<GithubKeyEndpoint>) -> Option<Self> {
+        (configured.is_some() || endpoint.is_some()).then_some(Self { configured, endpoint })
+    }
+
+    /// Whether `signature` over `payload` verifies with GitHub's key `identifier`, from the
+    /// configured keys or, failing them, the fetched ones.
+    pub async fn verify(&self, identifier: &str, signature: &str, payload: &[u8]) -> bool {
+        if self.configured.as_ref().is_some_and(|keys| keys.verify(identifier, signature, payload)) {
+            return true;
+        }
+        match &self.endpoint {
+            Some(endpoint) => endpoint.verify(identifier, signature, payload).await,
+            None => false,
+        }
     }
 }
 
@@ -97,7 +190,7 @@ impl Iam {
         payload: &[u8],
     ) -> Result<Vec<GithubAlertLabel>, DomainError> {
         let keys = self.github_scanning_keys.as_ref().ok_or(DomainError::NotFound("GitHub secret-scanning endpoint"))?;
-        if !keys.verify(identifier, signature, payload) {
+        if !keys.verify(identifier, signature, payload).await {
             tracing::warn!(target: "audit", action = "credential.github_alert", actor = "anonymous", outcome = "failure", reason = "signature", "audit");
             return Err(DomainError::BadSignature);
         }

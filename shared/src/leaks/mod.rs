@@ -19,7 +19,7 @@ use crate::service::Iam;
 
 mod github;
 
-pub use self::github::{GithubAlertLabel, GithubScanningKeys};
+pub use self::github::{GithubAlertLabel, GithubKeyEndpoint, GithubKeySource, GithubScanningKeys, P256_SPKI_PREFIX};
 use crate::store::StoreError;
 
 pub const MAX_KEYS_PER_REPORT: usize = 100;
