@@ -132,6 +132,16 @@ impl TestApp {
         self.call_with(method, uri, token, body, &[]).await
     }
 
+    /// `POST /iam/auth/introspect` for `token`, as `caller` (a management token).
+    pub async fn introspect(&self, caller: Option<&str>, token: &str) -> Response {
+        let form: String = form_urlencoded::Serializer::new(String::new()).append_pair("token", token).finish();
+        let mut builder = Request::post("/iam/auth/introspect").header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        if let Some(t) = caller {
+            builder = builder.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        self.send(builder.body(Body::from(form)).unwrap()).await
+    }
+
     /// [`Self::call`] with extra request headers.
     pub async fn call_with(
         &self,

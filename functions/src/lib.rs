@@ -13,6 +13,7 @@ use iam_api::operation::HttpMethod::{Delete, Get, Patch, Post, Put};
 use iam_api::operation::{ColdStart, Operation, Table};
 use iam_shared::service::{
     PERM_API_KEYS_READ, PERM_API_KEYS_WRITE, PERM_CREDENTIALS_WRITE, PERM_POLICY_WRITE, PERM_ROLE_ASSIGNMENTS_WRITE, PERM_ROLES_WRITE,
+    PERM_TOKENS_INTROSPECT,
 };
 
 pub mod assign_role;
@@ -23,6 +24,7 @@ pub mod exchange_token;
 pub mod get_credential_policy;
 pub mod get_principal;
 pub mod github_secret_scanning;
+pub mod introspect_token;
 pub mod issue_credential;
 pub mod jwks;
 pub mod list_credentials;
@@ -67,6 +69,7 @@ pub const OPERATIONS: &[Operation] = &[
     // Authenticated by GitHub's signature over the alert, not by a token.
     op("github-secret-scanning", Post,  "/iam/credentials/github-secret-scanning",                    Public,                                  Verifier, STORE, github_secret_scanning::endpoint),
     op("exchange-token",        Post,   TOKEN_PATH,                                                   Public,                                  Signer,   STORE, exchange_token::endpoint),
+    op("introspect-token",      Post,   "/iam/auth/introspect",                                       Permission(PERM_TOKENS_INTROSPECT),      Verifier, STORE, introspect_token::endpoint),
     op("jwks",                  Get,    "/iam/.well-known/jwks.json",                                 Public,                                  ColdStart::Public, &[], jwks::endpoint),
     op("openid-configuration",  Get,    "/iam/.well-known/openid-configuration",                      Public,                                  ColdStart::Public, &[], openid_configuration::endpoint),
     op("whoami",                Get,    "/iam/whoami",                                                Authenticated,                           Verifier, STORE, whoami::endpoint),

@@ -14,12 +14,17 @@ use serde::Deserialize;
 struct SetCredentialPolicy {
     #[serde(default, deserialize_with = "nullable")]
     max_lifetime_days: Option<Option<u32>>,
+    /// Flags are booleans or left out (their default); `null` is refused, not read as absent.
     #[serde(default)]
-    expiry_required: Option<bool>,
+    expiry_required: bool,
     #[serde(default, deserialize_with = "nullable")]
     max_idle_days: Option<Option<u32>>,
-    #[serde(default)]
-    allow_credential_creation: Option<bool>,
+    #[serde(default = "creation_allowed")]
+    allow_credential_creation: bool,
+}
+
+fn creation_allowed() -> bool {
+    CredentialPolicy::default().allow_credential_creation
 }
 
 pub fn endpoint(method: MethodFilter) -> MethodRouter<AppState> {
@@ -33,9 +38,9 @@ async fn set_credential_policy(
 ) -> Result<Json<CredentialPolicy>, ApiError> {
     let request = PolicyRequest {
         max_lifetime_days: body.max_lifetime_days.flatten(),
-        expiry_required: body.expiry_required,
+        expiry_required: Some(body.expiry_required),
         max_idle_days: body.max_idle_days.flatten(),
-        allow_credential_creation: body.allow_credential_creation,
+        allow_credential_creation: Some(body.allow_credential_creation),
     };
     Ok(Json(iam.set_credential_policy(&caller, request).await?))
 }

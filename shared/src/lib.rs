@@ -9,6 +9,7 @@ pub mod exchange;
 pub mod hashing;
 pub mod idempotency;
 pub mod ids;
+pub mod introspection;
 pub mod leaks;
 pub mod model;
 pub mod names;

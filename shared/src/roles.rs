@@ -11,8 +11,9 @@ pub const IAM_PERMISSIONS: &[&str] =
     &["iam:api-keys:read", "iam:api-keys:write", "iam:credentials:write", "iam:roles:write", "iam:role-assignments:write"];
 
 /// Every permission this service checks; `iam-admin` and `org-owner` hold all of them. Setting
-/// the credential policy is not part of what makes an administrator (it was added later, and
-/// keys and roles that administered before keep doing so), but an administrator can grant it.
+/// the credential policy and introspecting tokens are not part of what makes an administrator
+/// (they were added later, and keys and roles that administered before keep doing so), but an
+/// administrator can grant them.
 pub const ADMIN_PERMISSIONS: &[&str] = &[
     "iam:api-keys:read",
     "iam:api-keys:write",
@@ -20,6 +21,7 @@ pub const ADMIN_PERMISSIONS: &[&str] = &[
     "iam:roles:write",
     "iam:role-assignments:write",
     "iam:policy:write",
+    "iam:tokens:introspect",
 ];
 
 fn role(id: &'static str, description: &str, permissions: &[&str], types: &[PrincipalType]) -> Role {
@@ -48,6 +50,12 @@ static BUILTIN: LazyLock<Vec<Role>> = LazyLock::new(|| {
         role("iam-viewer", "Read API-key principals, credentials, roles and role assignments", &["iam:api-keys:read"], &[User, ApiKey]),
         role("org-owner", "Owns the organisation; for signed-in users only", ADMIN_PERMISSIONS, &[User]),
         role("device-provisioner", "Provision IoT devices", &["iot:devices:provision"], &[ApiKey, ServiceAccount]),
+        role(
+            "token-introspector",
+            "Ask whether an access token is still active (RFC 7662), for APIs that must refuse revoked keys at once",
+            &["iam:tokens:introspect"],
+            &[ApiKey, ServiceAccount],
+        ),
     ]
 });
 

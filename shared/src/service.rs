@@ -32,6 +32,7 @@ pub const PERM_CREDENTIALS_WRITE: &str = "iam:credentials:write";
 pub const PERM_ROLES_WRITE: &str = "iam:roles:write";
 pub const PERM_ROLE_ASSIGNMENTS_WRITE: &str = "iam:role-assignments:write";
 pub const PERM_POLICY_WRITE: &str = "iam:policy:write";
+pub const PERM_TOKENS_INTROSPECT: &str = "iam:tokens:introspect";
 
 /// An authenticated management caller: a verified access token whose credential and principal
 /// were re-read and still authenticate.
@@ -94,6 +95,18 @@ impl Caller {
 
 fn decided_on(p: &Principal) -> DecidedOn {
     DecidedOn { org_id: p.org_id.clone(), principal_id: p.id.clone(), version: p.version }
+}
+
+/// A verified token's holder as it stands now (see [`Iam::token_standing`]).
+pub(crate) struct TokenStanding {
+    pub key_id: KeyId,
+    pub org_id: OrgId,
+    pub principal_id: PrincipalId,
+    pub credential: Credential,
+    pub principal: Principal,
+    pub roles: Vec<Role>,
+    /// The token's scope, less what its roles or its credential's ceiling no longer allow.
+    pub permissions: BTreeSet<String>,
 }
 
 /// Guarded writes retry this many times when their witness was removed concurrently, each time
@@ -376,8 +389,18 @@ impl Iam {
     /// revoked or suspended admin loses access at once rather than at token expiry.
     pub async fn authenticate_bearer(&self, token: &str) -> Result<Caller, AuthError> {
         let claims = self.tokens.current().await.verify(token, &self.tokens.settings().management_audience)?;
+        let standing = self.token_standing(&claims).await?;
+        let credential_administers = standing.credential.restrictions.permits_administration();
+        let TokenStanding { key_id, org_id, principal_id, principal, roles, permissions, .. } = standing;
+        Ok(Caller { principal_id, org_id, key_id, claims, permissions, principal, roles, credential_administers })
+    }
+
+    /// What a verified token's holder may do now: its credential and principal re-read (a revoke
+    /// or suspension bites at once, not at `exp`), and its scope narrowed to what its roles still
+    /// grant and its credential's ceiling still allows.
+    pub(crate) async fn token_standing(&self, claims: &AccessClaims) -> Result<TokenStanding, AuthError> {
         let (Some(key_id), Ok(org_id), Ok(principal_id)) =
-            (key_id_of(&claims), OrgId::parse(&claims.org_id), PrincipalId::parse(&claims.sub))
+            (key_id_of(claims), OrgId::parse(&claims.org_id), PrincipalId::parse(&claims.sub))
         else {
             return Err(AuthError::Token(TokenRejection::Invalid("claims do not name an API-key principal".into())));
         };
@@ -391,8 +414,7 @@ impl Iam {
         // A ceiling narrowed since the token was issued applies at once, as a role removed does.
         let permissions =
             claims.permissions().filter(|p| held.contains(p) && credential.restrictions.within_ceiling(p)).map(str::to_owned).collect();
-        let credential_administers = credential.restrictions.permits_administration();
-        Ok(Caller { principal_id, org_id, key_id, claims, permissions, principal, roles, credential_administers })
+        Ok(TokenStanding { key_id, org_id, principal_id, credential, principal, roles, permissions })
     }
 
     async fn principal_of(&self, caller: &Caller, id: &PrincipalId) -> Result<Principal, DomainError> {

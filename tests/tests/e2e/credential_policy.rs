@@ -59,6 +59,8 @@ async fn the_default_policy_limits_nothing_and_setting_one_is_checked() {
             json!({"other": true}),
             json!([null]),
             json!([30]),
+            json!({"expiryRequired": null}),
+            json!({"allowCredentialCreation": null}),
         ] {
             let r = put_policy(&app, &admin, bad.clone()).await;
             assert_eq!(r.status, StatusCode::BAD_REQUEST, "{store}: {bad}: {}", r.raw);

@@ -148,6 +148,15 @@ impl Recorder {
         self.token_calls(response)
     }
 
+    async fn introspect(&mut self, caller: &str, token: &str) -> Response {
+        self.proxy.take_calls();
+        let response = self.app.introspect(Some(caller), token).await;
+        assert!(!response.status.is_server_error(), "introspection answered {}: {}", response.status, response.raw);
+        let calls = self.logical(self.proxy.take_calls());
+        self.observed.entry("POST /iam/auth/introspect".into()).or_default().extend(calls);
+        response
+    }
+
     fn token_calls(&mut self, response: Response) -> Response {
         assert!(!response.status.is_server_error(), "token route answered {}: {}", response.status, response.raw);
         let calls = self.logical(self.proxy.take_calls());
@@ -333,6 +342,8 @@ async fn every_policy_grants_exactly_what_its_function_calls() {
         .str("access_token")
         .to_owned();
     r.hit("GET /iam/whoami", "/iam/whoami", Some(&token), None, &[]).await;
+    r.introspect(&admin, &token).await;
+    r.introspect(&admin, "not a token").await;
     forget_carried_roles().await;
     r.hit("GET /iam/whoami", "/iam/whoami", Some(&token), None, &[]).await;
     // A credential as earlier releases wrote it, without its principal's status (there until

@@ -179,7 +179,7 @@ async fn every_function_answers_an_api_gateway_v2_event() {
     assert_eq!((status, revoked["status"].as_str()), (200, Some("Revoked")));
 
     let (status, roles) = invoke("list-roles", s, Event::new("GET", "/iam/roles").token(&admin)).await;
-    assert_eq!((status, roles["items"].as_array().unwrap().len()), (200, 4));
+    assert_eq!((status, roles["items"].as_array().unwrap().len()), (200, 5));
     let role = json!({"name": "ops", "permissions": ["ops:run"], "principalTypes": ["ApiKey"]});
     let (status, _) = invoke("create-role", s, Event::new("POST", "/iam/roles").token(&admin).json(role)).await;
     assert_eq!(status, 201);
@@ -191,6 +191,15 @@ async fn every_function_answers_an_api_gateway_v2_event() {
     assert_eq!((status, listed["items"].as_array().unwrap().len()), (200, 1));
     let (status, _) = invoke("unassign-role", s, Event::new("DELETE", format!("{assignments}/iam-viewer")).token(&admin)).await;
     assert_eq!(status, 204);
+
+    let (status, policy) =
+        invoke("set-credential-policy", s, Event::new("PUT", "/iam/policy").token(&admin).json(json!({"maxIdleDays": 90}))).await;
+    assert_eq!((status, policy["maxIdleDays"].as_u64()), (200, Some(90)), "{policy}");
+    let (status, policy) = invoke("get-credential-policy", s, Event::new("GET", "/iam/policy").token(&admin)).await;
+    assert_eq!((status, policy["maxIdleDays"].as_u64()), (200, Some(90)), "{policy}");
+    let form = form_urlencoded::Serializer::new(String::new()).append_pair("token", &admin).finish();
+    let (status, introspected) = invoke("introspect-token", s, Event::new("POST", "/iam/auth/introspect").token(&admin).form(form)).await;
+    assert_eq!((status, introspected["active"].as_bool()), (200, Some(true)), "{introspected}");
 
     let (status, me) = invoke("whoami", s, Event::new("GET", "/iam/whoami").token(&admin)).await;
     assert_eq!((status, me["org_id"].as_str()), (200, Some("acme")));

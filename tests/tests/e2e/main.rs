@@ -21,6 +21,7 @@ mod fault_steps;
 mod github_alerts;
 mod iam_policies;
 mod idempotency;
+mod introspection;
 mod lambda;
 mod leak_response;
 mod limits;

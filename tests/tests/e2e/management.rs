@@ -378,7 +378,7 @@ async fn roles_list_and_define() {
     let list = app.call(Method::GET, "/iam/roles", Some(&admin), None).await;
     assert_eq!(list.status, StatusCode::OK);
     let names: Vec<_> = list.body["items"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_owned()).collect();
-    assert_eq!(names, ["iam-admin", "iam-viewer", "org-owner", "device-provisioner"]);
+    assert_eq!(names, ["iam-admin", "iam-viewer", "org-owner", "device-provisioner", "token-introspector"]);
     assert_eq!(list.body["items"][2]["principalTypes"], json!(["User"]));
 
     let body =
@@ -390,10 +390,10 @@ async fn roles_list_and_define() {
     assert_eq!(r.body["builtIn"], false);
     assert_eq!(app.call(Method::POST, "/iam/roles", Some(&admin), Some(body)).await.status, StatusCode::CONFLICT);
     let listed = app.call(Method::GET, "/iam/roles", Some(&admin), None).await;
-    assert_eq!(listed.body["items"].as_array().unwrap().len(), 5);
+    assert_eq!(listed.body["items"].as_array().unwrap().len(), 6);
     let globex = app.token(&app.globex_key).await;
     let theirs = app.call(Method::GET, "/iam/roles", Some(&globex), None).await;
-    assert_eq!(theirs.body["items"].as_array().unwrap().len(), 4, "org roles stay in their org");
+    assert_eq!(theirs.body["items"].as_array().unwrap().len(), 5, "org roles stay in their org");
 
     for bad in [
         json!({"name": "x", "permissions": [], "principalTypes": ["ApiKey"]}),
