@@ -1,7 +1,9 @@
 //! Token introspection (RFC 7662): a downstream API that must refuse a revoked key at once, not
 //! when the token expires, asks here whether a token is still active. Active means: signed by a
 //! published key, for one of this service's audiences, unexpired, of the caller's organisation,
-//! and its credential and principal would still authenticate now. Anything else is the same
+//! and its credential and principal would still authenticate now (still Active, the audience
+//! still on the credential's list, and the organisation's policy still admitting the key).
+//! Anything else is the same
 //! `{"active": false}`, so the answer tells nothing more about a token that is not.
 
 use serde::Serialize;
@@ -34,6 +36,7 @@ pub struct ActiveToken {
     pub jti: String,
     pub org_id: String,
     pub principal_type: String,
+    /// The roles its principal holds now (those still granting), as `scope` is current.
     pub roles: Vec<String>,
 }
 
@@ -57,8 +60,14 @@ impl Iam {
             Err(crate::service::AuthError::Unavailable(e)) => return Err(e.into()),
             Err(_) => return Ok(Introspection::INACTIVE),
         };
+        // What the exchange would refuse now, the token is refused for: a key the policy has
+        // since made idle or too old.
+        if self.policy_for_exchange(&standing.org_id).await?.admits_use(&standing.credential, crate::model::now()).is_err() {
+            return Ok(Introspection::INACTIVE);
+        }
         let scope = standing.permissions.into_iter().collect::<Vec<_>>().join(" ");
-        let AccessClaims { iss, sub, aud, client_id, org_id, principal_type, roles, iat, nbf, exp, jti, .. } = claims;
+        let roles = standing.roles.iter().map(|r| r.id.to_string()).collect();
+        let AccessClaims { iss, sub, aud, client_id, org_id, principal_type, iat, nbf, exp, jti, .. } = claims;
         let token =
             ActiveToken { scope, client_id, token_type: "Bearer", exp, iat, nbf, sub, aud, iss, jti, org_id, principal_type, roles };
         Ok(Introspection { active: true, token: Some(token) })

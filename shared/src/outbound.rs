@@ -87,6 +87,7 @@ fn forbidden_v4(ip: Ipv4Addr, allow_loopback: bool) -> bool {
         || (a == 100 && (b & 0xc0) == 64)   // 100.64/10: carrier-grade NAT
         || (a == 192 && b == 0 && c == 0)   // 192.0.0/24: IETF protocol assignments
         || (a == 198 && (b & 0xfe) == 18)   // 198.18/15: benchmarking
+        || (a == 192 && b == 88 && c == 99) // 192.88.99/24: 6to4 relay anycast (deprecated)
         || ip.is_documentation()
         || ip.is_multicast()
         || a >= 240 // reserved, and the broadcast address
@@ -103,17 +104,23 @@ fn forbidden_v6(ip: Ipv6Addr) -> bool {
         || (s[0] == 0x2001 && s[1] == 0)        // Teredo: tunnels to anywhere
         || (s[0] == 0x0064 && s[1] == 0xff9b && s[2] == 1) // 64:ff9b:1::/48, local-use NAT64
         || (s[0] == 0x0100 && s[1] == 0 && s[2] == 0 && s[3] == 0) // 100::/64 discard
+        || (s[0] & 0xfff0) == 0x3ff0            // 3fff::/20 documentation
+        || (s[0] == 0x2001 && s[1] == 2 && s[2] == 0) // 2001:2::/48 benchmarking
+        || (s[0] == 0x2001 && (s[1] & 0xfff0) == 0x0020) // 2001:20::/28 ORCHIDv2
+        || s[0] == 0x5f00 // 5f00::/16 SRv6 segment identifiers
 }
 
 /// The IPv4 address an IPv6 one carries: mapped (`::ffff:a.b.c.d`), compatible (`::a.b.c.d`),
-/// well-known NAT64 (`64:ff9b::/96`), or 6to4 (`2002:AABB:CCDD::/48`).
+/// translated (`::ffff:0:a.b.c.d`), well-known NAT64 (`64:ff9b::/96`), or 6to4
+/// (`2002:AABB:CCDD::/48`).
 fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     let s = ip.segments();
     let tail = || Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
     if let Some(v4) = ip.to_ipv4_mapped() {
         return Some(v4);
     }
-    if s[..6] == [0; 6] || (s[0] == 0x0064 && s[1] == 0xff9b && s[2..6] == [0; 4]) {
+    // Compatible `::a.b.c.d`, translated `::ffff:0:a.b.c.d` (SIIT), well-known NAT64.
+    if s[..6] == [0; 6] || (s[..4] == [0; 4] && s[4] == 0xffff && s[5] == 0) || (s[0] == 0x0064 && s[1] == 0xff9b && s[2..6] == [0; 4]) {
         return Some(tail());
     }
     if s[0] == 0x2002 {

@@ -122,6 +122,8 @@ pub enum AuthError {
     UnknownCredential,
     #[error("token's principal may no longer authenticate: {0}")]
     Refused(Refusal),
+    #[error("the token's credential may no longer be used for the token's audience")]
+    AudienceWithdrawn,
     #[error("store unavailable")]
     Unavailable(#[from] StoreError),
 }
@@ -408,6 +410,11 @@ impl Iam {
         let (principal, role_ids) =
             self.store.get_principal_with_roles(&org_id, &principal_id).await?.ok_or(AuthError::UnknownCredential)?;
         model::may_authenticate(&credential, &principal, model::now()).map_err(AuthError::Refused)?;
+        // An audience taken off the credential's list stops its tokens for it at once, as a
+        // narrowed ceiling does.
+        if !credential.restrictions.allows_audience(&claims.aud) {
+            return Err(AuthError::AudienceWithdrawn);
+        }
         // An unassigned role stops granting at once, not when the token expires.
         let roles = self.granting_roles(&principal, &role_ids).await?;
         let held: BTreeSet<&str> = roles.iter().flat_map(|r| r.permissions.iter().map(Permission::as_str)).collect();
@@ -489,7 +496,7 @@ impl Iam {
 
     /// A principal of the caller's organisation with its roles and credentials, read for an
     /// authority decision.
-    async fn standing_of(&self, caller: &Caller, id: &PrincipalId) -> Result<Standing, DomainError> {
+    pub(crate) async fn standing_of(&self, caller: &Caller, id: &PrincipalId) -> Result<Standing, DomainError> {
         let (principal, role_ids) =
             self.store.get_principal_with_roles(&caller.org_id, id).await?.ok_or(DomainError::NotFound("principal"))?;
         Ok(self.standing(principal, &role_ids).await?)

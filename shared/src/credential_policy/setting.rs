@@ -107,8 +107,8 @@ impl Iam {
         audited("policy.update", caller, caller.org_id.as_str(), result)
     }
 
-    /// A usable administrator whose key `policy` still lets exchange now: the caller when it is
-    /// one, else any other in the organisation.
+    /// A usable administrator whose key `policy` still lets exchange now: the caller's principal
+    /// when it is one, else any other in the organisation.
     async fn administrator_admitted_by(
         &self,
         caller: &Caller,
@@ -116,11 +116,9 @@ impl Iam {
     ) -> Result<crate::authority::AdminWitness, DomainError> {
         let now = model::now();
         let admitted = |c: &model::Credential| policy.admits_use(c, now).is_ok();
-        if let Some(witness) = caller.as_witness() {
-            let own = self.store.get_credential(&caller.key_id).await?;
-            if own.as_ref().is_some_and(admitted) {
-                return Ok(witness);
-            }
+        // The caller's own principal first (any of its keys may be the one the policy admits).
+        if let Some(witness) = self.standing_of(caller, &caller.principal_id).await?.usable_administrator_where(now, admitted) {
+            return Ok(witness);
         }
         match self.other_administrator(&caller.org_id, &[&caller.principal_id], admitted).await? {
             Some(witness) => Ok(witness),

@@ -170,8 +170,11 @@ async fn idle_and_old_keys_refuse_exchange_with_invalid_grant() {
         let wrong = format!("{}.{}", never_used.split_once('.').unwrap().0, "1".repeat(50));
         assert_eq!(exchange(&wrong).await.status, StatusCode::UNAUTHORIZED, "{store}: the policy speaks only after the secret");
 
-        // Too old: keys issued before the policy included.
+        // Too old: keys issued before the policy included, and the tokens they already got.
+        let earlier = exchange(&old).await.str("access_token").to_owned();
+        assert_eq!(app.introspect(Some(&admin), &earlier).await.body["active"], true, "{store}");
         assert_eq!(put_policy(&app, &admin, json!({"maxLifetimeDays": 35})).await.status, StatusCode::OK);
+        assert_eq!(app.introspect(Some(&admin), &earlier).await.body, json!({"active": false}), "{store}: its token too");
         let r = exchange(&old).await;
         assert_eq!((r.status, r.str("error")), (StatusCode::BAD_REQUEST, "invalid_grant"), "{store}: {}", r.raw);
         assert!(r.str("error_description").contains("older than 35 days"), "{}", r.raw);

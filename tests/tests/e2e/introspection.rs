@@ -4,7 +4,7 @@
 //! anything that is not a valid token, are the same `{"active": false}`.
 
 use axum::http::{Method, StatusCode};
-use iam_tests::{MANAGEMENT_AUDIENCE, TestApp};
+use iam_tests::{MANAGEMENT_AUDIENCE, OTHER_AUDIENCE, TestApp};
 use serde_json::json;
 
 #[tokio::test]
@@ -29,6 +29,7 @@ async fn introspection_reports_revocation_and_suspension_at_once() {
         assert_eq!(r.body["active"], true, "{store}: {}", r.raw);
         assert_eq!(r.body["sub"], integration.as_str());
         assert_eq!(r.body["scope"], "iot:devices:provision");
+        assert_eq!(r.body["roles"], json!(["device-provisioner"]));
         assert_eq!(r.body["client_id"], format!("ik_{key_id}"));
         assert_eq!(r.body["token_type"], "Bearer");
         assert!(!r.raw.contains(&token), "the token is never echoed");
@@ -44,7 +45,18 @@ async fn introspection_reports_revocation_and_suspension_at_once() {
         // A role removed narrows the scope at once.
         let unassigned = app.call(Method::DELETE, &format!("{path}/role-assignments/device-provisioner"), Some(&admin), None).await;
         assert!(unassigned.status.is_success(), "{}", unassigned.raw);
-        assert_eq!(app.introspect(Some(&checker), &token).await.body["scope"], "", "{store}");
+        let narrowed = app.introspect(Some(&checker), &token).await;
+        assert_eq!((narrowed.body["scope"].clone(), narrowed.body["roles"].clone()), (json!(""), json!([])), "{store}: {}", narrowed.raw);
+
+        // Its audience taken off the credential's list: inactive; put back: active.
+        let credential = format!("{path}/credentials/{key_id}");
+        let restrict = |audiences: serde_json::Value| json!({"restrictions": {"audiences": audiences}});
+        let r = app.call(Method::PATCH, &credential, Some(&admin), Some(restrict(json!([OTHER_AUDIENCE])))).await;
+        assert!(r.status.is_success(), "{}", r.raw);
+        assert_eq!(app.introspect(Some(&checker), &token).await.body, json!({"active": false}), "{store}");
+        let r = app.call(Method::PATCH, &credential, Some(&admin), Some(json!({"restrictions": {}}))).await;
+        assert!(r.status.is_success(), "{}", r.raw);
+        assert_eq!(app.introspect(Some(&checker), &token).await.body["active"], true, "{store}");
 
         // Revoked: inactive, though the token has not expired.
         let revoked = app.call(Method::POST, &format!("{path}/credentials/{key_id}/revoke"), Some(&admin), None).await;
