@@ -273,6 +273,9 @@ def main():
         wait_until(driver, lambda d: displayed(d, "policy") and d.find_element(By.ID, "policy-submit").get_attribute("disabled"))
         check("iam:policy:write" in reason(driver, "policy-reason"), "the policy page says which permission saving needs")
         check("has not set a policy" in driver.find_element(By.ID, "policy-updated").text, "the default policy is described")
+        driver.execute_script("location.hash = '#activity'")
+        wait_until(driver, lambda d: displayed(d, "activity") and table_rows(d, "activity-list"))
+        check(reason(driver, "activity-reason") == "", "a viewer reads the activity (iam-viewer holds iam:audit:read)")
         click(driver, "sign-out")
 
         # Back as the administrator. The credential policy: creation turned off is the server's
@@ -297,6 +300,23 @@ def main():
         click(driver, "policy-creation")
         click(driver, "policy-submit")
         wait_until(driver, lambda d: api(base, "GET", "/iam/policy", management_token(base, admin_key))["allowCredentialCreation"] is True)
+
+        # Activity: who did what, for the organisation and on each principal's page.
+        driver.execute_script("location.hash = '#activity'")
+        wait_until(driver, lambda d: displayed(d, "activity") and len(table_rows(d, "activity-list")) >= 2)
+        activity = table_rows(driver, "activity-list")
+        check(activity[0][2] == "policy.update" and activity[0][3] == "success", f"the newest change comes first: {activity[0]}")
+        check("(key " in activity[0][1], f"each change names who made it and with which key: {activity[0]}")
+        actions = {row[2] for row in activity}
+        check({"policy.update", "credential.revoke", "credential.rotate", "credential.issue"} <= actions, f"the trail holds the session's changes: {sorted(actions)}")
+        axe_serious(driver, axe_js, "Access > Activity")
+        Select(driver.find_element(By.ID, "activity-outcome")).select_by_value("success")
+        wait_until(driver, lambda d: all(r[3] == "success" for r in table_rows(d, "activity-list")))
+        Select(driver.find_element(By.ID, "activity-outcome")).select_by_value("")
+        open_principal(driver, "browser integration")
+        wait_until(driver, lambda d: table_rows(d, "principal-activity"))
+        mine = [r[2] for r in table_rows(driver, "principal-activity")]
+        check(mine[-1] == "principal.create" and "credential.rotate" in mine and "credential.revoke" in mine, f"the principal's own activity: {mine}")
 
         # Creating from the keyboard alone.
         driver.execute_script("location.hash = '#api-keys'")
@@ -359,6 +379,9 @@ def main():
         driver.execute_script("location.hash = '#policy'")
         wait_until(driver, lambda d: displayed(d, "policy"))
         fits(driver, "Access > Credential policy")
+        driver.execute_script("location.hash = '#activity'")
+        wait_until(driver, lambda d: displayed(d, "activity") and table_rows(d, "activity-list"))
+        fits(driver, "Access > Activity")
         open_principal(driver, "browser integration")
         fits(driver, "the principal's page")
         axe_serious(driver, axe_js, "the principal's page at 375 px")

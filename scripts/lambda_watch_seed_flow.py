@@ -399,6 +399,7 @@ def main():
     deployment = {
         "IAM_PRINCIPALS_TABLE": f"lw-{run_id}-principals",
         "IAM_CREDENTIALS_TABLE": f"lw-{run_id}-credentials",
+        "IAM_AUDIT_TABLE": f"lw-{run_id}-audit",
         "IAM_SIGNING_SECRET_ID": f"lw-{run_id}-signing-key",
         "IAM_SIGNING_PUBLIC_KEYS_SECRET_ID": f"lw-{run_id}-signing-public-keys",
         "AWS_ENDPOINT_URL": args.endpoint,

@@ -238,8 +238,22 @@ pub struct RouterFetch(pub Router);
 
 impl iam_verifier::Fetch for RouterFetch {
     async fn get(&self, url: &str) -> Result<Vec<u8>, String> {
+        self.fetch(url, None).await
+    }
+
+    async fn get_with_bearer(&self, url: &str, token: &str) -> Result<Vec<u8>, String> {
+        self.fetch(url, Some(token)).await
+    }
+}
+
+impl RouterFetch {
+    async fn fetch(&self, url: &str, bearer: Option<&str>) -> Result<Vec<u8>, String> {
         let path = url.strip_prefix("http://iam.test").ok_or_else(|| format!("not this service: {url}"))?;
-        let response = self.0.clone().oneshot(Request::get(path).body(Body::empty()).unwrap()).await.map_err(|e| e.to_string())?;
+        let mut request = Request::get(path);
+        if let Some(token) = bearer {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let response = self.0.clone().oneshot(request.body(Body::empty()).unwrap()).await.map_err(|e| e.to_string())?;
         if !response.status().is_success() {
             return Err(format!("HTTP {}", response.status()));
         }

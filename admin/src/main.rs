@@ -16,12 +16,18 @@
 //!   step (it stops signing and leaves the public key set now; its tokens stop verifying). It
 //!   writes the private secret, which on a stack only the rotation function may: there, invoke
 //!   that function instead (README, "Withdraw a compromised signing key").
-//! - `iam-admin create-tables`: creates both tables (for local servers; the template creates
-//!   the real ones).
+//! - `iam-admin create-tables`: creates the three tables (for local servers; the template
+//!   creates the real ones).
+//! - `iam-admin audit-export --org ORG`: prints the organisation's audit trail as JSON lines,
+//!   oldest first (for a SIEM), and fails if its hash chain does not verify.
+//! - `iam-admin replay-revocations --org ORG --since TIME`: after a point-in-time restore of
+//!   the principals and credentials tables to TIME, applies again every revocation, principal
+//!   status change and role unassignment the audit trail recorded after it (README, "Runbook:
+//!   after a point-in-time restore").
 //! - `iam-admin migrate`: upgrades data written by earlier releases (idempotent, resumable,
 //!   safe while traffic runs); run it after every deploy that says so in its notes.
 //!
-//! Configuration: `IAM_PRINCIPALS_TABLE`, `IAM_CREDENTIALS_TABLE`, `IAM_SIGNING_SECRET_ID`,
+//! Configuration: `IAM_PRINCIPALS_TABLE`, `IAM_CREDENTIALS_TABLE`, `IAM_AUDIT_TABLE`, `IAM_SIGNING_SECRET_ID`,
 //! `IAM_SIGNING_PUBLIC_KEYS_SECRET_ID`, `IAM_KEY_ACTIVATION_DELAY_SECS`,
 //! `AWS_REGION`/`AWS_PROFILE`/`AWS_ENDPOINT_URL`, and the `IAM_ARGON2_*` cost.
 
@@ -45,8 +51,13 @@ const USAGE: &str = "usage:
                                           every token it signed stops verifying)
   iam-admin create-tables
   iam-admin migrate                       (upgrades data written by earlier releases; safe to re-run)
+  iam-admin audit-export --org ORG        (the audit trail as JSON lines, oldest first; fails if
+                                          its hash chain does not verify)
+  iam-admin replay-revocations --org ORG --since RFC3339
+                                          (after a point-in-time restore to that time: revocations,
+                                          status changes and unassignments from the audit trail)
 
-Environment: IAM_PRINCIPALS_TABLE, IAM_CREDENTIALS_TABLE, IAM_SIGNING_SECRET_ID,
+Environment: IAM_PRINCIPALS_TABLE, IAM_CREDENTIALS_TABLE, IAM_AUDIT_TABLE, IAM_SIGNING_SECRET_ID,
 IAM_SIGNING_PUBLIC_KEYS_SECRET_ID, IAM_KEY_ACTIVATION_DELAY_SECS, AWS_* (region, credentials,
 AWS_ENDPOINT_URL for a local server), IAM_ARGON2_MEMORY_KIB/ITERATIONS/PARALLELISM.";
 
@@ -58,6 +69,8 @@ enum Command {
     WithdrawSigningKey { kid: String },
     CreateTables,
     Migrate,
+    AuditExport { org: OrgId },
+    ReplayRevocations { org: OrgId, since: chrono::DateTime<chrono::Utc> },
     Help,
 }
 
@@ -87,6 +100,19 @@ fn parse(args: &[String]) -> Result<Command, String> {
         },
         Some("create-tables") if args.len() == 1 => Ok(Command::CreateTables),
         Some("migrate") if args.len() == 1 => Ok(Command::Migrate),
+        Some("audit-export") => match &args[1..] {
+            [flag, org] if flag == "--org" => Ok(Command::AuditExport { org: OrgId::parse(org).map_err(|e| e.0)? }),
+            _ => Err("audit-export needs --org ORG".into()),
+        },
+        Some("replay-revocations") => match &args[1..] {
+            [o, org, s, since] if o == "--org" && s == "--since" => Ok(Command::ReplayRevocations {
+                org: OrgId::parse(org).map_err(|e| e.0)?,
+                since: chrono::DateTime::parse_from_rfc3339(since)
+                    .map_err(|_| format!("--since must be an RFC 3339 time, got '{since}'"))?
+                    .with_timezone(&chrono::Utc),
+            }),
+            _ => Err("replay-revocations needs --org ORG --since RFC3339".into()),
+        },
         Some("-h" | "--help" | "help") | None => Ok(Command::Help),
         Some(other) => Err(format!("unknown command or arguments: '{other}'")),
     }
@@ -96,8 +122,7 @@ async fn run(command: Command) -> Result<(), String> {
     let config = AdminConfig::from_env().map_err(|e| e.to_string())?;
     let settings = &config.dynamo;
     let sdk = iam_api::aws::sdk_config().await;
-    let store =
-        DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), settings.principals_table.clone(), settings.credentials_table.clone());
+    let store = iam_api::backend::dynamo_store(settings, &sdk);
     match command {
         Command::Bootstrap { org, force } => {
             let hasher = SecretHasher::new(config.hash).map_err(|e| e.to_string())?;
@@ -151,7 +176,7 @@ async fn run(command: Command) -> Result<(), String> {
         }
         Command::CreateTables => {
             store.create_tables().await.map_err(|e| e.to_string())?;
-            println!("Created tables {} and {}", settings.principals_table, settings.credentials_table);
+            println!("Created tables {}, {} and {}", settings.principals_table, settings.credentials_table, settings.audit_table);
             Ok(())
         }
         Command::Migrate => {
@@ -162,8 +187,47 @@ async fn run(command: Command) -> Result<(), String> {
             );
             Ok(())
         }
+        Command::AuditExport { org } => export_audit_trail(&store, &org).await,
+        Command::ReplayRevocations { org, since } => {
+            let report = iam_shared::revocations::replay_onto_restored_tables(&store, &org, since).await.map_err(|e| e.to_string())?;
+            println!(
+                "Examined {} change(s) of '{org}' since {since}: applied {} again, {} already in the tables",
+                report.examined, report.applied, report.already
+            );
+            Ok(())
+        }
         Command::Help => unreachable!("handled before"),
     }
+}
+
+/// The whole trail, page by page, each line written as it is read; the chain is verified over
+/// everything read, against the head read first (records written meanwhile come after it).
+async fn export_audit_trail(store: &DynamoStore, org: &OrgId) -> Result<(), String> {
+    use iam_shared::audit::{AuditQuery, verify_chain};
+    use iam_shared::store::Store;
+    use std::io::Write;
+    let head = store.audit_head(org).await.map_err(|e| e.to_string())?;
+    let mut query = AuditQuery { oldest_first: true, ..AuditQuery::new(iam_shared::audit::query::MAX_PAGE) };
+    let mut records = Vec::new();
+    let mut out = std::io::stdout().lock();
+    loop {
+        let page = store.audit_events(org, &query).await.map_err(|e| e.to_string())?;
+        for record in page.items {
+            if head.as_ref().is_some_and(|h| record.seq > h.seq) {
+                continue;
+            }
+            let line = serde_json::to_string(&record).map_err(|e| e.to_string())?;
+            writeln!(out, "{line}").map_err(|e| e.to_string())?;
+            records.push(record);
+        }
+        match page.next {
+            Some(next) => query.after = Some(next),
+            None => break,
+        }
+    }
+    verify_chain(&records, head.as_ref()).map_err(|e| format!("the audit trail of '{org}' does not verify: {e}"))?;
+    eprintln!("{} record(s) of '{org}' exported; the hash chain verifies", records.len());
+    Ok(())
 }
 
 #[tokio::main]
@@ -205,6 +269,15 @@ mod tests {
         assert_eq!(parse(&args(&["create-tables"])), Ok(Command::CreateTables));
         assert_eq!(parse(&args(&["migrate"])), Ok(Command::Migrate));
         assert!(parse(&args(&["migrate", "--now"])).is_err());
+        assert_eq!(parse(&args(&["audit-export", "--org", "acme"])), Ok(Command::AuditExport { org: OrgId::parse("acme").unwrap() }));
+        assert!(parse(&args(&["audit-export"])).is_err());
+        assert!(matches!(
+            parse(&args(&["replay-revocations", "--org", "acme", "--since", "2026-11-30T12:00:00Z"])),
+            Ok(Command::ReplayRevocations { .. })
+        ));
+        assert!(parse(&args(&["replay-revocations", "--org", "acme", "--since", "yesterday"])).is_err());
+        assert!(parse(&args(&["replay-revocations", "--org", "acme"])).is_err());
+        assert!(parse(&args(&["audit-export", "--org", "Bad Org"])).is_err());
         assert_eq!(parse(&args(&["publish-signing-keys"])), Ok(Command::PublishSigningKeys));
         assert!(parse(&args(&["publish-signing-keys", "--force"])).is_err());
         assert_eq!(parse(&args(&["withdraw-signing-key", "--kid", "k1"])), Ok(Command::WithdrawSigningKey { kid: "k1".into() }));

@@ -7,6 +7,7 @@ fn admin(args: &[&str], tables: &iam_testkit::Tables, secret: &str) -> Output {
         .args(args)
         .env("IAM_PRINCIPALS_TABLE", &tables.principals)
         .env("IAM_CREDENTIALS_TABLE", &tables.credentials)
+        .env("IAM_AUDIT_TABLE", &tables.audit)
         .env("IAM_SIGNING_SECRET_ID", secret)
         .env("IAM_SIGNING_PUBLIC_KEYS_SECRET_ID", public_set_of(secret))
         .env("AWS_ENDPOINT_URL", &iam_testkit::moto().endpoint)
@@ -66,6 +67,33 @@ fn bootstrap_runs_once_unless_forced_and_the_signing_key_is_set_once() {
     let forced = admin(&["bootstrap", "--org", "acme", "--force"], &tables, &secret);
     assert!(forced.status.success(), "{}", text(&forced));
     assert_ne!(String::from_utf8_lossy(&forced.stdout), line, "a second, different admin key");
+
+    // Both bootstraps are in the trail, which exports as JSON lines and verifies; an edit made
+    // to the table behind the service's back fails the export.
+    let exported = admin(&["audit-export", "--org", "acme"], &tables, &secret);
+    assert!(exported.status.success(), "{}", text(&exported));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&exported.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.iter().map(|l| l["action"].as_str().unwrap()).collect::<Vec<_>>(), ["org.bootstrap", "org.bootstrap"]);
+    assert!(!String::from_utf8_lossy(&exported.stdout).contains(line.trim().rsplit(' ').next().unwrap()), "no key in the trail");
+    runtime.block_on(async {
+        use aws_sdk_dynamodb::types::AttributeValue;
+        let client = aws_sdk_dynamodb::Client::new(&iam_testkit::sdk_config().await);
+        let scan = client.scan().table_name(&tables.audit).send().await.unwrap();
+        let first = scan.items().iter().find(|i| i.get("seq") == Some(&AttributeValue::N("1".into()))).unwrap();
+        let forged = first["record"].as_s().unwrap().replace("system:bootstrap", "system:someone-else");
+        client
+            .put_item()
+            .table_name(&tables.audit)
+            .set_item(Some(first.clone()))
+            .item("record", AttributeValue::S(forged))
+            .send()
+            .await
+            .unwrap();
+    });
+    let tampered = admin(&["audit-export", "--org", "acme"], &tables, &secret);
+    assert_eq!(tampered.status.code(), Some(1), "{}", text(&tampered));
+    assert!(text(&tampered).contains("edited"), "{}", text(&tampered));
 
     let key = admin(&["init-signing-key"], &tables, &secret);
     assert!(key.status.success(), "{}", text(&key));

@@ -24,10 +24,20 @@ pub enum KeyUse {
     Verify,
 }
 
+/// The DynamoDB store on the settings' tables, with their audit retention.
+pub fn dynamo_store(settings: &DynamoSettings, sdk: &aws_config::SdkConfig) -> DynamoStore {
+    DynamoStore::new(
+        aws_sdk_dynamodb::Client::new(sdk),
+        settings.principals_table.clone(),
+        settings.credentials_table.clone(),
+        settings.audit_table.clone(),
+    )
+    .with_audit_retention_days(settings.audit_retention_days)
+}
+
 pub async fn dynamodb(settings: &DynamoSettings, key_use: KeyUse) -> Result<Backend, ConfigError> {
     let sdk = crate::aws::sdk_config().await;
-    let store =
-        DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), settings.principals_table.clone(), settings.credentials_table.clone());
+    let store = dynamo_store(settings, &sdk);
     let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
     let keys: Arc<dyn KeySource> = match key_use {
         KeyUse::Sign => Arc::new(SecretsManagerKeys::new(secrets, settings.signing_secrets()?)),

@@ -61,6 +61,10 @@ fn required(name: &str) -> Result<String, ConfigError> {
 pub struct DynamoSettings {
     pub principals_table: String,
     pub credentials_table: String,
+    /// The audit trail (`IAM_AUDIT_TABLE`).
+    pub audit_table: String,
+    /// How many days audit records are kept (`IAM_AUDIT_RETENTION_DAYS`).
+    pub audit_retention_days: u64,
     /// The public key set (`IAM_SIGNING_PUBLIC_KEYS_SECRET_ID`), which every function reads.
     pub public_keys_secret_id: String,
     /// The private keys (`IAM_SIGNING_SECRET_ID`): set only for the functions that sign.
@@ -68,12 +72,23 @@ pub struct DynamoSettings {
 }
 
 impl DynamoSettings {
-    /// `IAM_PRINCIPALS_TABLE`, `IAM_CREDENTIALS_TABLE`, `IAM_SIGNING_PUBLIC_KEYS_SECRET_ID`, and
-    /// where tokens are signed, `IAM_SIGNING_SECRET_ID`.
+    /// `IAM_PRINCIPALS_TABLE`, `IAM_CREDENTIALS_TABLE`, `IAM_AUDIT_TABLE`,
+    /// `IAM_SIGNING_PUBLIC_KEYS_SECRET_ID`, where tokens are signed `IAM_SIGNING_SECRET_ID`, and
+    /// optionally `IAM_AUDIT_RETENTION_DAYS`.
     pub fn from_env() -> Result<Self, ConfigError> {
+        let retention = match var("IAM_AUDIT_RETENTION_DAYS") {
+            None => iam_shared::store::dynamodb::DEFAULT_AUDIT_RETENTION_DAYS,
+            Some(raw) => raw
+                .parse::<u64>()
+                .ok()
+                .filter(|d| (1..=3650).contains(d))
+                .ok_or_else(|| ConfigError(format!("IAM_AUDIT_RETENTION_DAYS must be a number of days from 1 to 3650, got '{raw}'")))?,
+        };
         Ok(Self {
             principals_table: required("IAM_PRINCIPALS_TABLE")?,
             credentials_table: required("IAM_CREDENTIALS_TABLE")?,
+            audit_table: required("IAM_AUDIT_TABLE")?,
+            audit_retention_days: retention,
             public_keys_secret_id: required("IAM_SIGNING_PUBLIC_KEYS_SECRET_ID")?,
             signing_secret_id: var("IAM_SIGNING_SECRET_ID"),
         })

@@ -68,6 +68,8 @@ pub enum ColdStart {
 pub enum Table {
     Principals,
     Credentials,
+    /// The audit trail: written by every function that changes something or records a refusal.
+    Audit,
 }
 
 impl Table {
@@ -76,6 +78,7 @@ impl Table {
         match self {
             Table::Principals => "PrincipalsTable",
             Table::Credentials => "CredentialsTable",
+            Table::Audit => "AuditTable",
         }
     }
 }

@@ -138,7 +138,9 @@
     listing.cursor = null;
     listing.loaded = false;
     $("principals").replaceChildren();
-    for (const id of ["api-keys", "principal", "roles", "who", "sign-out", "nav"]) {
+    $("activity-list").replaceChildren();
+    $("principal-activity").replaceChildren();
+    for (const id of ["api-keys", "principal", "roles", "policy", "activity", "who", "sign-out", "nav"]) {
       $(id).hidden = true;
     }
     $("sign-in").hidden = false;
@@ -173,13 +175,15 @@
 
   const needs = (permission) => (session.permissions.has(permission) ? null : `this operation needs the permission ${permission}`);
 
-  // ---- Navigation: #api-keys, #api-keys/<principal id>, #roles, #policy. Ids are not secrets.
+  // ---- Navigation: #api-keys, #api-keys/<principal id>, #roles, #policy, #activity. Ids are
+  // not secrets.
 
   function show(sectionId) {
-    for (const id of ["api-keys", "principal", "roles", "policy"]) {
+    for (const id of ["api-keys", "principal", "roles", "policy", "activity"]) {
       $(id).hidden = id !== sectionId;
     }
-    for (const [link, section] of [["nav-api-keys", "api-keys"], ["nav-roles", "roles"], ["nav-policy", "policy"]]) {
+    const links = [["nav-api-keys", "api-keys"], ["nav-roles", "roles"], ["nav-policy", "policy"], ["nav-activity", "activity"]];
+    for (const [link, section] of links) {
       if (section === sectionId || (sectionId === "principal" && section === "api-keys")) {
         $(link).setAttribute("aria-current", "page");
       } else {
@@ -201,6 +205,8 @@
         await openRoles();
       } else if (hash === "policy") {
         await openPolicy();
+      } else if (hash === "activity") {
+        await openActivity();
       } else {
         await openApiKeys();
       }
@@ -292,6 +298,7 @@
     show("principal");
     document.title = `Access · ${principal.displayName}`;
     renderPrincipal();
+    await trails.principal.load(true, new URLSearchParams({ principalId: id }));
     if (focus) {
       focusHeading("principal-title");
     }
@@ -699,6 +706,88 @@
     });
   }
 
+  // ---- Activity: the audit trail, for the organisation and on each principal's page
+
+  /** One line of the trail in words: what was acted on and what changed, or why it was refused. */
+  function describe(record) {
+    const parts = [];
+    if (record.keyId) {
+      parts.push(`key ${record.keyId}`);
+    }
+    if (record.roleId) {
+      parts.push(`role ${record.roleId}`);
+    }
+    if (record.principalId) {
+      parts.push(`principal ${record.principalId}`);
+    }
+    const detail = record.detail || {};
+    if (record.outcome === "refused") {
+      parts.push(`refused: ${record.reason}${record.repeats > 1 ? ` (${record.repeats} times that minute)` : ""}`);
+      if (detail.message) {
+        parts.push(detail.message);
+      }
+    } else {
+      for (const field of ["displayName", "name", "status", "previousStatus", "successorKeyId"]) {
+        if (detail[field] !== undefined && detail[field] !== null) {
+          parts.push(`${field}: ${detail[field]}`);
+        }
+      }
+    }
+    return parts.join("; ");
+  }
+
+  /** A paged view of the trail into one table body, with its "load more" button. */
+  function trailView(bodyId, moreId, reasonId) {
+    const view = { cursor: null, query: null };
+    view.load = async (fromStart, query) => {
+      const refusal = needs("iam:audit:read");
+      explain(reasonId, [refusal]);
+      if (refusal) {
+        $(bodyId).replaceChildren();
+        $(moreId).hidden = true;
+        return;
+      }
+      if (fromStart) {
+        view.query = query;
+        view.cursor = null;
+      }
+      const params = new URLSearchParams(view.query);
+      params.set("limit", "20");
+      if (view.cursor) {
+        params.set("cursor", view.cursor);
+      }
+      const page = await api("GET", `/iam/audit-events?${params}`);
+      const rows = page.items.map((record) => {
+        const row = document.createElement("tr");
+        const actor = record.actorKeyId ? `${record.actor} (key ${record.actorKeyId})` : record.actor;
+        row.append(cell(when(record.at)), cell(actor), cell(record.action), cell(record.outcome), cell(describe(record)));
+        row.dataset.auditId = record.id;
+        return row;
+      });
+      if (fromStart) {
+        $(bodyId).replaceChildren(...rows);
+      } else {
+        $(bodyId).append(...rows);
+      }
+      view.cursor = page.nextCursor || null;
+      $(moreId).hidden = !view.cursor;
+    };
+    return view;
+  }
+
+  const trails = {
+    principal: trailView("principal-activity", "principal-activity-more", "principal-activity-reason"),
+    organisation: trailView("activity-list", "activity-more", "activity-reason"),
+  };
+
+  async function openActivity() {
+    show("activity");
+    document.title = "Access · Activity";
+    const outcome = $("activity-outcome").value;
+    await trails.organisation.load(true, new URLSearchParams(outcome ? { outcome } : {}));
+    focusHeading("activity-title");
+  }
+
   // ---- Confirmation, in a modal dialog rather than window.confirm: labelled, styled, testable.
 
   function confirmAction(message, confirmLabel) {
@@ -739,6 +828,9 @@
     $("define-form").addEventListener("submit", defineRole);
     $("policy-form").addEventListener("submit", savePolicy);
     $("show-all").addEventListener("change", () => attempt(reopenPrincipal));
+    $("activity-outcome").addEventListener("change", () => attempt(openActivity));
+    $("activity-more").addEventListener("click", () => attempt(() => trails.organisation.load(false)));
+    $("principal-activity-more").addEventListener("click", () => attempt(() => trails.principal.load(false)));
     $("copy-key").addEventListener("click", copyKey);
     $("close-key").addEventListener("click", () => $("key-dialog").close());
     $("key-dialog").addEventListener("close", purgeKey);

@@ -12,8 +12,8 @@ use iam_api::operation::ColdStart::{Signer, Verifier};
 use iam_api::operation::HttpMethod::{Delete, Get, Patch, Post, Put};
 use iam_api::operation::{ColdStart, Operation, Table};
 use iam_shared::service::{
-    PERM_API_KEYS_READ, PERM_API_KEYS_WRITE, PERM_CREDENTIALS_WRITE, PERM_POLICY_WRITE, PERM_ROLE_ASSIGNMENTS_WRITE, PERM_ROLES_WRITE,
-    PERM_TOKENS_INTROSPECT,
+    PERM_API_KEYS_READ, PERM_API_KEYS_WRITE, PERM_AUDIT_READ, PERM_CREDENTIALS_WRITE, PERM_POLICY_WRITE, PERM_ROLE_ASSIGNMENTS_WRITE,
+    PERM_ROLES_WRITE, PERM_TOKENS_INTROSPECT,
 };
 
 pub mod assign_role;
@@ -27,8 +27,10 @@ pub mod github_secret_scanning;
 pub mod introspect_token;
 pub mod issue_credential;
 pub mod jwks;
+pub mod list_audit_events;
 pub mod list_credentials;
 pub mod list_principals;
+pub mod list_revocations;
 pub mod list_role_assignments;
 pub mod list_roles;
 pub mod openid_configuration;
@@ -45,30 +47,34 @@ pub mod whoami;
 /// Every function that serves a request reads the principals (the caller's status and roles)
 /// and the credentials (the key or the token's credential).
 const STORE: &[Table] = &[Table::Principals, Table::Credentials];
+/// Functions that change something, or record a refusal, also write the audit trail.
+const AUDITED: &[Table] = &[Table::Principals, Table::Credentials, Table::Audit];
 
 #[rustfmt::skip]
 pub const OPERATIONS: &[Operation] = &[
-    op("create-principal",      Post,   "/iam/api-keys",                                              Permission(PERM_API_KEYS_WRITE),         Verifier, STORE, create_principal::endpoint),
+    op("create-principal",      Post,   "/iam/api-keys",                                              Permission(PERM_API_KEYS_WRITE),         Verifier, AUDITED, create_principal::endpoint),
     op("list-principals",       Get,    "/iam/api-keys",                                              Permission(PERM_API_KEYS_READ),          Verifier, STORE, list_principals::endpoint),
     op("get-principal",         Get,    "/iam/api-keys/{principalId}",                                Permission(PERM_API_KEYS_READ),          Verifier, STORE, get_principal::endpoint),
-    op("update-principal",      Patch,  "/iam/api-keys/{principalId}",                                Permission(PERM_API_KEYS_WRITE),         Verifier, STORE, update_principal::endpoint),
-    op("issue-credential",      Post,   "/iam/api-keys/{principalId}/credentials",                    Permission(PERM_CREDENTIALS_WRITE),      Verifier, STORE, issue_credential::endpoint),
+    op("update-principal",      Patch,  "/iam/api-keys/{principalId}",                                Permission(PERM_API_KEYS_WRITE),         Verifier, AUDITED, update_principal::endpoint),
+    op("issue-credential",      Post,   "/iam/api-keys/{principalId}/credentials",                    Permission(PERM_CREDENTIALS_WRITE),      Verifier, AUDITED, issue_credential::endpoint),
     op("list-credentials",      Get,    "/iam/api-keys/{principalId}/credentials",                    Permission(PERM_API_KEYS_READ),          Verifier, STORE, list_credentials::endpoint),
-    op("update-credential",     Patch,  "/iam/api-keys/{principalId}/credentials/{keyId}",            Permission(PERM_CREDENTIALS_WRITE),      Verifier, STORE, update_credential::endpoint),
-    op("revoke-credential",     Post,   "/iam/api-keys/{principalId}/credentials/{keyId}/revoke",     Permission(PERM_CREDENTIALS_WRITE),      Verifier, STORE, revoke_credential::endpoint),
-    op("rotate-credential",     Post,   "/iam/api-keys/{principalId}/credentials/{keyId}/rotate",     Permission(PERM_CREDENTIALS_WRITE),      Verifier, STORE, rotate_credential::endpoint),
+    op("update-credential",     Patch,  "/iam/api-keys/{principalId}/credentials/{keyId}",            Permission(PERM_CREDENTIALS_WRITE),      Verifier, AUDITED, update_credential::endpoint),
+    op("revoke-credential",     Post,   "/iam/api-keys/{principalId}/credentials/{keyId}/revoke",     Permission(PERM_CREDENTIALS_WRITE),      Verifier, AUDITED, revoke_credential::endpoint),
+    op("rotate-credential",     Post,   "/iam/api-keys/{principalId}/credentials/{keyId}/rotate",     Permission(PERM_CREDENTIALS_WRITE),      Verifier, AUDITED, rotate_credential::endpoint),
     op("list-roles",            Get,    "/iam/roles",                                                 Permission(PERM_API_KEYS_READ),          Verifier, STORE, list_roles::endpoint),
-    op("create-role",           Post,   "/iam/roles",                                                 Permission(PERM_ROLES_WRITE),            Verifier, STORE, create_role::endpoint),
+    op("create-role",           Post,   "/iam/roles",                                                 Permission(PERM_ROLES_WRITE),            Verifier, AUDITED, create_role::endpoint),
     op("list-role-assignments", Get,    "/iam/api-keys/{principalId}/role-assignments",               Permission(PERM_API_KEYS_READ),          Verifier, STORE, list_role_assignments::endpoint),
-    op("assign-role",           Put,    "/iam/api-keys/{principalId}/role-assignments/{roleId}",      Permission(PERM_ROLE_ASSIGNMENTS_WRITE), Verifier, STORE, assign_role::endpoint),
-    op("unassign-role",         Delete, "/iam/api-keys/{principalId}/role-assignments/{roleId}",      Permission(PERM_ROLE_ASSIGNMENTS_WRITE), Verifier, STORE, unassign_role::endpoint),
+    op("assign-role",           Put,    "/iam/api-keys/{principalId}/role-assignments/{roleId}",      Permission(PERM_ROLE_ASSIGNMENTS_WRITE), Verifier, AUDITED, assign_role::endpoint),
+    op("unassign-role",         Delete, "/iam/api-keys/{principalId}/role-assignments/{roleId}",      Permission(PERM_ROLE_ASSIGNMENTS_WRITE), Verifier, AUDITED, unassign_role::endpoint),
     op("get-credential-policy", Get,    "/iam/policy",                                                Permission(PERM_API_KEYS_READ),          Verifier, STORE, get_credential_policy::endpoint),
-    op("set-credential-policy", Put,    "/iam/policy",                                                Permission(PERM_POLICY_WRITE),           Verifier, STORE, set_credential_policy::endpoint),
+    op("set-credential-policy", Put,    "/iam/policy",                                                Permission(PERM_POLICY_WRITE),           Verifier, AUDITED, set_credential_policy::endpoint),
     // Holding a key is the authority to destroy it: no token, and no authority rule applies.
-    op("revoke-leaked-credentials", Post, "/iam/credentials/revoke-leaked",                           Public,                                  Verifier, STORE, revoke_leaked_credentials::endpoint),
+    op("revoke-leaked-credentials", Post, "/iam/credentials/revoke-leaked",                           Public,                                  Verifier, AUDITED, revoke_leaked_credentials::endpoint),
     // Authenticated by GitHub's signature over the alert, not by a token.
-    op("github-secret-scanning", Post,  "/iam/credentials/github-secret-scanning",                    Public,                                  Verifier, STORE, github_secret_scanning::endpoint),
-    op("exchange-token",        Post,   TOKEN_PATH,                                                   Public,                                  Signer,   STORE, exchange_token::endpoint),
+    op("github-secret-scanning", Post,  "/iam/credentials/github-secret-scanning",                    Public,                                  Verifier, AUDITED, github_secret_scanning::endpoint),
+    op("exchange-token",        Post,   TOKEN_PATH,                                                   Public,                                  Signer,   AUDITED, exchange_token::endpoint),
+    op("list-audit-events",     Get,    "/iam/audit-events",                                          Permission(PERM_AUDIT_READ),             Verifier, AUDITED, list_audit_events::endpoint),
+    op("list-revocations",      Get,    "/iam/revocations",                                           Permission(PERM_TOKENS_INTROSPECT),      Verifier, AUDITED, list_revocations::endpoint),
     op("introspect-token",      Post,   "/iam/auth/introspect",                                       Permission(PERM_TOKENS_INTROSPECT),      Verifier, STORE, introspect_token::endpoint),
     op("jwks",                  Get,    "/iam/.well-known/jwks.json",                                 Public,                                  ColdStart::Public, &[], jwks::endpoint),
     op("openid-configuration",  Get,    "/iam/.well-known/openid-configuration",                      Public,                                  ColdStart::Public, &[], openid_configuration::endpoint),

@@ -234,6 +234,18 @@ fn the_readme_policy_walkthrough_works_verbatim() {
 }
 
 #[test]
+fn the_readme_audit_walkthrough_works_verbatim() {
+    let stdout = run_readme_block(&start(&["--in-memory"]), "audit-walkthrough");
+    let lines: Vec<Vec<&str>> = stdout.lines().map(|l| l.split(' ').collect()).collect();
+    let actions: Vec<&str> = lines.iter().map(|l| l[1]).collect();
+    assert_eq!(actions, ["principal.create", "credential.issue", "credential.revoke"], "{stdout}");
+    assert!(lines.iter().all(|l| l[2] == "True"), "each by the administrator: {stdout}");
+    let seqs: Vec<u64> = lines.iter().map(|l| l[0].parse().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "consecutive in the chain: {stdout}");
+    assert_eq!(lines[1][3], lines[2][3], "the same key issued and revoked: {stdout}");
+}
+
+#[test]
 fn the_readme_walkthrough_works_verbatim() {
     run_walkthrough(&start(&["--in-memory"]));
 }
@@ -251,6 +263,7 @@ fn the_readme_walkthrough_works_on_dynamodb_and_secrets_manager() {
         ("IAM_STORE", "dynamodb"),
         ("IAM_PRINCIPALS_TABLE", tables.principals.as_str()),
         ("IAM_CREDENTIALS_TABLE", tables.credentials.as_str()),
+        ("IAM_AUDIT_TABLE", tables.audit.as_str()),
         ("IAM_SIGNING_SECRET_ID", secret.private.as_str()),
         ("IAM_SIGNING_PUBLIC_KEYS_SECRET_ID", secret.public.as_str()),
         ("AWS_ENDPOINT_URL", endpoint.as_str()),

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 
+use crate::audit::AuditEntry;
 use crate::ids::{KeyId, OrgId, Permission, PrincipalId, RoleId};
 use crate::model::{Credential, MAX_ACTIVE_CREDENTIALS, Principal, PrincipalStatus, PrincipalType, Role};
 use crate::roles::IAM_PERMISSIONS;
@@ -107,23 +108,30 @@ pub struct DecidedOn {
 /// What a management write must find unchanged when it commits, checked in its own atomic
 /// step: the principals its authority was decided on (the caller and the target), so that
 /// authority is judged at the moment of the change, and, when it could take a usable
-/// administrator out, a witness that one remains.
+/// administrator out, a witness that one remains. It also carries the write's audit record,
+/// which the store chains and writes in the same atomic step, only if the change is written.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Guard {
     pub decided_on: Vec<DecidedOn>,
     pub witness: Option<AdminWitness>,
+    pub record: Option<AuditEntry>,
 }
 
 impl Guard {
-    /// Nothing to check: bootstrap, and tests of the store alone.
-    pub const NONE: Guard = Guard { decided_on: Vec::new(), witness: None };
+    /// Nothing to check and nothing to record: tests of the store alone.
+    pub const NONE: Guard = Guard { decided_on: Vec::new(), witness: None, record: None };
 
     pub fn decided_on(principals: impl IntoIterator<Item = DecidedOn>) -> Self {
-        Self { decided_on: principals.into_iter().collect(), witness: None }
+        Self { decided_on: principals.into_iter().collect(), witness: None, record: None }
     }
 
     pub fn with_witness(self, witness: Option<AdminWitness>) -> Self {
         Self { witness, ..self }
+    }
+
+    /// The audit record of the change this guard's write makes.
+    pub fn recording(self, entry: AuditEntry) -> Self {
+        Self { record: Some(entry), ..self }
     }
 
     /// The version `principal` must still be at, if the guard names it. `Err` when the guard

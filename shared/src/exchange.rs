@@ -10,9 +10,10 @@ use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 
 use crate::api_key::{ApiKey, KeyFormatError};
+use crate::audit::AuditEntry;
 use crate::hashing::{self, HashError, Verdict};
-use crate::ids::{OrgId, Permission, PrincipalId, RoleId};
-use crate::model::{self, Credential, Principal, Refusal, UseOutcome, UseWindow};
+use crate::ids::{KeyId, OrgId, Permission, PrincipalId, RoleId};
+use crate::model::{self, Actor, Credential, Principal, Refusal, UseOutcome, UseWindow};
 use crate::restrictions::RestrictionRefusal;
 use crate::service::{Iam, audit};
 use crate::store::StoreError;
@@ -114,7 +115,21 @@ impl Iam {
         let result = self.run_exchange(request, &mut proved).await;
         match (&result, proved) {
             (Ok(t), _) => audit("token.exchange", &t.claims.sub, &t.claims.org_id, &key_id, Ok(())),
-            (Err(e), Some((principal, org))) => audit("token.exchange", principal.as_str(), org.as_str(), &key_id, Err(e)),
+            (Err(e), Some((principal, org))) => {
+                audit("token.exchange", principal.as_str(), org.as_str(), &key_id, Err(e));
+                // Proved the secret, then refused: who it was is known, so the trail keeps it.
+                if let Some(reason) = crate::audit::refusals::exchange_reason(e)
+                    && let Ok(key) = KeyId::parse(&key_id)
+                {
+                    let entry = AuditEntry::new(&org, &Actor::principal(&principal), "token.exchange", model::now())
+                        .acting_with(&key)
+                        .principal(&principal)
+                        .key(&key)
+                        .refused(&reason)
+                        .detail(serde_json::json!({"message": e.to_string()}));
+                    self.record_refusal(entry).await;
+                }
+            }
             (Err(e), None) => {
                 let source = source.as_deref().unwrap_or("unknown");
                 tracing::info!(target: "audit", action = "token.exchange", actor = "anonymous", org = "", target_id = key_id, source, outcome = "failure", reason = %e, "audit")

@@ -2,6 +2,7 @@
 //! its embedded store. The model and rules do no I/O and know nothing of HTTP.
 
 pub mod api_key;
+pub mod audit;
 pub mod authority;
 pub mod credential_policy;
 pub mod error;
@@ -17,6 +18,7 @@ pub mod outbound;
 pub mod public_key_set;
 pub mod random;
 pub mod restrictions;
+pub mod revocations;
 pub mod roles;
 pub mod service;
 pub mod signing_keys;

@@ -11,7 +11,8 @@ pub const IAM_PERMISSIONS: &[&str] =
     &["iam:api-keys:read", "iam:api-keys:write", "iam:credentials:write", "iam:roles:write", "iam:role-assignments:write"];
 
 /// Every permission this service checks; `iam-admin` and `org-owner` hold all of them. Setting
-/// the credential policy and introspecting tokens are not part of what makes an administrator
+/// the credential policy, introspecting tokens and reading the audit trail are not part of
+/// what makes an administrator
 /// (they were added later, and keys and roles that administered before keep doing so), but an
 /// administrator can grant them.
 pub const ADMIN_PERMISSIONS: &[&str] = &[
@@ -22,6 +23,7 @@ pub const ADMIN_PERMISSIONS: &[&str] = &[
     "iam:role-assignments:write",
     "iam:policy:write",
     "iam:tokens:introspect",
+    "iam:audit:read",
 ];
 
 fn role(id: &'static str, description: &str, permissions: &[&str], types: &[PrincipalType]) -> Role {
@@ -43,11 +45,16 @@ static BUILTIN: LazyLock<Vec<Role>> = LazyLock::new(|| {
     vec![
         role(
             "iam-admin",
-            "Full access to IAM API keys, credentials, roles, role assignments and the credential policy",
+            "Full access to IAM API keys, credentials, roles, role assignments, the credential policy and the audit trail",
             ADMIN_PERMISSIONS,
             &[User, ApiKey],
         ),
-        role("iam-viewer", "Read API-key principals, credentials, roles and role assignments", &["iam:api-keys:read"], &[User, ApiKey]),
+        role(
+            "iam-viewer",
+            "Read API-key principals, credentials, roles, role assignments and the audit trail",
+            &["iam:api-keys:read", "iam:audit:read"],
+            &[User, ApiKey],
+        ),
         role("org-owner", "Owns the organisation; for signed-in users only", ADMIN_PERMISSIONS, &[User]),
         role("device-provisioner", "Provision IoT devices", &["iot:devices:provision"], &[ApiKey, ServiceAccount]),
         role(

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::api_key::ApiKey;
+use crate::audit::{AuditEntry, AuditPage, AuditQuery, refusals};
 use crate::authority::{
     self, ActionPermissions, AdminWitness, AllowedActions, Authority, AuthorityRule, DecidedOn, Guard, LastAdministrator, Standing,
 };
@@ -33,6 +34,7 @@ pub const PERM_ROLES_WRITE: &str = "iam:roles:write";
 pub const PERM_ROLE_ASSIGNMENTS_WRITE: &str = "iam:role-assignments:write";
 pub const PERM_POLICY_WRITE: &str = "iam:policy:write";
 pub const PERM_TOKENS_INTROSPECT: &str = "iam:tokens:introspect";
+pub const PERM_AUDIT_READ: &str = "iam:audit:read";
 
 /// An authenticated management caller: a verified access token whose credential and principal
 /// were re-read and still authenticate.
@@ -63,6 +65,11 @@ impl Caller {
         if self.permissions.contains(permission) { Ok(()) } else { Err(DomainError::Forbidden(permission.to_owned())) }
     }
 
+    /// The audit record of something this caller does now, with the key it acts with.
+    pub fn entry(&self, action: &str) -> AuditEntry {
+        AuditEntry::new(&self.org_id, &self.actor(), action, model::now()).acting_with(&self.key_id)
+    }
+
     pub fn authority(&self) -> Authority<'_> {
         Authority::new(&self.permissions)
     }
@@ -91,6 +98,22 @@ impl Caller {
         Standing { principal: self.principal.clone(), roles: self.roles.clone(), credentials: Vec::new() }
             .usable_administrator_with(&self.key_id, model::now())
     }
+}
+
+/// What a principal's change changed, in the API's names; a status change says what it was.
+fn principal_change_detail(before: &Principal, after: &Principal) -> serde_json::Value {
+    let mut detail = serde_json::Map::new();
+    if before.display_name != after.display_name {
+        detail.insert("displayName".into(), after.display_name.clone().into());
+    }
+    if before.status != after.status {
+        detail.insert("status".into(), serde_json::json!(after.status));
+        detail.insert("previousStatus".into(), serde_json::json!(before.status));
+    }
+    if before.expires_at != after.expires_at {
+        detail.insert("expiresAt".into(), serde_json::json!(after.expires_at));
+    }
+    detail.into()
 }
 
 fn decided_on(p: &Principal) -> DecidedOn {
@@ -203,6 +226,35 @@ pub(crate) fn audited<T>(action: &str, caller: &Caller, target: &str, result: Re
     result
 }
 
+impl Iam {
+    /// [`audited`], and an authority refusal recorded in the trail (aggregated: see
+    /// [`crate::audit::refusals`]). A refusal that cannot be recorded is still answered.
+    pub(crate) async fn audited<T>(
+        &self,
+        action: &str,
+        caller: &Caller,
+        target: &str,
+        result: Result<T, DomainError>,
+    ) -> Result<T, DomainError> {
+        let result = audited(action, caller, target, result);
+        if let Err(e) = &result
+            && let Some(reason) = refusals::management_reason(e)
+        {
+            let mut entry = caller.entry(action).refused(reason).detail(serde_json::json!({"target": target, "message": e.to_string()}));
+            entry.principal_id = target.split('/').next().and_then(|t| PrincipalId::parse(t).ok());
+            self.record_refusal(entry).await;
+        }
+        result
+    }
+
+    pub(crate) async fn record_refusal(&self, entry: AuditEntry) {
+        let Some(repeats) = self.refusal_tally.due(&entry) else { return };
+        if let Err(e) = self.store.record_refusal(&entry, repeats).await {
+            tracing::warn!(error = %e, action = %entry.action, reason = ?entry.reason, "a refusal could not be recorded in the audit trail");
+        }
+    }
+}
+
 /// A create under an optional `Idempotency-Key` (principals, roles, credentials): the one
 /// place that answers a repeated request from the record of the first, and writes that record
 /// in the same atomic step as the object it records.
@@ -312,6 +364,7 @@ pub struct Iam {
     pub(crate) leak_reports: crate::leaks::LeakReportLimiter,
     pub(crate) github_scanning_keys: Option<crate::leaks::GithubKeySource>,
     pub(crate) policies: crate::credential_policy::setting::PolicyCache,
+    pub(crate) refusal_tally: refusals::RefusalTally,
 }
 
 /// Organisation roles as read from the store. A role never changes once created (no route
@@ -375,6 +428,7 @@ impl Iam {
             leak_reports: Default::default(),
             github_scanning_keys: None,
             policies: Default::default(),
+            refusal_tally: Default::default(),
         }
     }
 
@@ -435,7 +489,7 @@ impl Iam {
         idempotency: Option<&IdempotencyKey>,
     ) -> Result<Created<Principal>, DomainError> {
         if let Err(e) = caller.require(PERM_API_KEYS_WRITE) {
-            return audited("principal.create", caller, "", Err(e));
+            return self.audited("principal.create", caller, "", Err(e)).await;
         }
         let once = IdempotentCreate::new(self.store.as_ref(), caller, idempotency, "principal.create", &input, replayed_principal);
         if let Some(answer) = once.earlier().await? {
@@ -446,7 +500,9 @@ impl Iam {
             let p = Principal::new(caller.org_id.clone(), &input.display_name, input.status, input.expires_at, caller.actor(), now)?;
             let outcome = IdempotentOutcome::Principal { principal: p.clone() };
             let max = self.limits.max_principals_per_org;
-            once.write(Created::new(p.clone()), outcome, now, async |record| self.store.create_principal(&p, max, record).await).await
+            let entry = AuditEntry::principal_created(&p).acting_with(&caller.key_id);
+            let write = async |record: Option<&IdempotencyRecord>| self.store.create_principal_as(&p, max, record, &entry).await;
+            once.write(Created::new(p.clone()), outcome, now, write).await
         }
         .await;
         if let Ok(created) = &result
@@ -455,7 +511,7 @@ impl Iam {
             return result;
         }
         let target = result.as_ref().map(|c| c.value.id.to_string()).unwrap_or_default();
-        audited("principal.create", caller, &target, result)
+        self.audited("principal.create", caller, &target, result).await
     }
 
     /// A page of principals, each with its number of active credentials (read concurrently: a
@@ -587,7 +643,8 @@ impl Iam {
                     true => None,
                     false => self.witness_for(caller, &before, &before.with_principal(next.clone())).await?,
                 };
-                let guard = caller.guard_for_write_on(current).with_witness(witness);
+                let record = caller.entry("principal.update").principal(id).detail(principal_change_detail(current, &next));
+                let guard = caller.guard_for_write_on(current).with_witness(witness).recording(record);
                 match self.store.update_principal(&next, current.version, &guard).await {
                     Ok(()) => return Ok(next),
                     Err(StoreError::WitnessGone) if attempt < WITNESS_ATTEMPTS => continue,
@@ -598,7 +655,7 @@ impl Iam {
             Err(LastAdministrator.into())
         }
         .await;
-        audited("principal.update", caller, id.as_str(), result)
+        self.audited("principal.update", caller, id.as_str(), result).await
     }
 
     pub async fn issue_credential(
@@ -611,7 +668,7 @@ impl Iam {
         let NewCredential { name, expires_at, restrictions, self_rotation } = request;
         let name = name.as_str();
         if let Err(e) = caller.require(PERM_CREDENTIALS_WRITE) {
-            return audited("credential.issue", caller, id.as_str(), Err(e));
+            return self.audited("credential.issue", caller, id.as_str(), Err(e)).await;
         }
         // Fingerprinted as before restrictions and self-rotation existed when neither is asked
         // for, so a retry across the upgrade still matches its first request.
@@ -644,7 +701,8 @@ impl Iam {
                 .with_self_rotation(self_rotation)
                 .with_secret_check(hashing::secret_check(key.secret()));
             let outcome = IdempotentOutcome::Credential { key_id: credential.key_id.clone() };
-            let guard = caller.guard_for_write_on(&principal);
+            let entry = caller.entry("credential.issue").principal(id).key(&credential.key_id);
+            let guard = caller.guard_for_write_on(&principal).recording(entry.detail(AuditEntry::credential_detail(&credential)));
             let write = async |record: Option<&IdempotencyRecord>| self.store.insert_credential(&credential, now, record, &guard).await;
             once.write((credential.clone(), key), outcome, now, write).await
         }
@@ -653,7 +711,7 @@ impl Iam {
             return result;
         }
         let target = result.as_ref().map(|(c, _)| c.key_id.to_string()).unwrap_or_else(|_| id.to_string());
-        audited("credential.issue", caller, &target, result)
+        self.audited("credential.issue", caller, &target, result).await
     }
 
     /// Replaces a credential with a successor in one atomic step (see [`Store::rotate_credential`]):
@@ -672,7 +730,7 @@ impl Iam {
     ) -> Result<RotatedCredential, DomainError> {
         let by_itself = caller.require(PERM_CREDENTIALS_WRITE).is_err();
         if by_itself && !(caller.key_id == *key_id && caller.is(id)) {
-            return audited("credential.rotate", caller, key_id.as_str(), Err(AuthorityRule::NotSelfRotatable.into()));
+            return self.audited("credential.rotate", caller, key_id.as_str(), Err(AuthorityRule::NotSelfRotatable.into())).await;
         }
         let request = (id, key_id, &rotation);
         let once = IdempotentCreate::new(self.store.as_ref(), caller, idempotency, "credential.rotate", &request, already_rotated);
@@ -714,7 +772,13 @@ impl Iam {
             let successor = successor_of(key.key_id().clone(), hash)?.with_secret_check(hashing::secret_check(key.secret()));
             let predecessor = old.rotated_out(&successor.key_id, &rotation, now);
             let outcome = IdempotentOutcome::Credential { key_id: successor.key_id.clone() };
-            let guard = caller.guard_for_write_on(&target.principal);
+            let entry = caller.entry(if by_itself { "credential.self_rotate" } else { "credential.rotate" }).principal(id).key(key_id);
+            let entry = entry.detail(serde_json::json!({
+                "successorKeyId": successor.key_id,
+                "gracePeriodSeconds": rotation.grace_period_seconds,
+                "successor": AuditEntry::credential_detail(&successor),
+            }));
+            let guard = caller.guard_for_write_on(&target.principal).recording(entry);
             let write = async |record: Option<&IdempotencyRecord>| {
                 self.store.rotate_credential(&predecessor, &successor, now, record, &guard).await
             };
@@ -729,7 +793,7 @@ impl Iam {
             // Announced: a key that rotates itself is what a thief holding it would do too.
             tracing::warn!(target: "audit", action = "credential.self_rotate", actor = %caller.actor().0, org = %caller.org_id, target_id = %key_id, successor = %rotated.successor.key_id, outcome = "success", "audit: a credential rotated itself");
         }
-        audited(if by_itself { "credential.self_rotate" } else { "credential.rotate" }, caller, key_id.as_str(), result)
+        self.audited(if by_itself { "credential.self_rotate" } else { "credential.rotate" }, caller, key_id.as_str(), result).await
     }
 
     /// Renames a credential, moves its expiry, or replaces its restrictions. Needs what issuing
@@ -764,7 +828,8 @@ impl Iam {
                     true => None,
                     false => self.witness_for(caller, &before, &before.with_credential(next.clone())).await?,
                 };
-                let guard = caller.guard_for_write_on(&before.principal).with_witness(witness);
+                let record = caller.entry("credential.update").principal(id).key(key_id).detail(AuditEntry::credential_detail(&next));
+                let guard = caller.guard_for_write_on(&before.principal).with_witness(witness).recording(record);
                 match self.store.update_credential(&next, now, &guard).await {
                     Ok(()) => return Ok(next),
                     Err(StoreError::WitnessGone) if attempt < WITNESS_ATTEMPTS => continue,
@@ -774,7 +839,7 @@ impl Iam {
             Err(LastAdministrator.into())
         }
         .await;
-        audited("credential.update", caller, key_id.as_str(), result)
+        self.audited("credential.update", caller, key_id.as_str(), result).await
     }
 
     pub async fn list_credentials(&self, caller: &Caller, id: &PrincipalId, include_all: bool) -> Result<Vec<Credential>, DomainError> {
@@ -795,7 +860,8 @@ impl Iam {
                 let before = self.standing_of(caller, id).await?;
                 caller.authority().may_act_on(&before.permissions())?;
                 let witness = self.witness_for(caller, &before, &before.without_credential(key_id)).await?;
-                let guard = caller.guard_for_write_on(&before.principal).with_witness(witness);
+                let record = caller.entry("credential.revoke").principal(id).key(key_id);
+                let guard = caller.guard_for_write_on(&before.principal).with_witness(witness).recording(record);
                 match self.store.revoke_credential(&caller.org_id, id, key_id, &caller.actor(), model::now(), &guard).await {
                     Err(StoreError::WitnessGone) if attempt < WITNESS_ATTEMPTS => continue,
                     done => return Ok(done?),
@@ -804,7 +870,14 @@ impl Iam {
             Err(LastAdministrator.into())
         }
         .await;
-        audited("credential.revoke", caller, key_id.as_str(), result)
+        self.audited("credential.revoke", caller, key_id.as_str(), result).await
+    }
+
+    /// A page of the organisation's audit trail.
+    pub async fn audit_events(&self, caller: &Caller, query: &AuditQuery) -> Result<AuditPage, DomainError> {
+        caller.require(PERM_AUDIT_READ)?;
+        query.validate()?;
+        Ok(self.store.audit_events(&caller.org_id, query).await?)
     }
 
     /// Built-in roles first, then the organisation's own.
@@ -827,7 +900,7 @@ impl Iam {
         // of it, so nobody mints a role they could not hand out themselves.
         let allowed = caller.require(PERM_ROLES_WRITE).and_then(|()| Ok(caller.authority().may_grant(&input.permissions)?));
         if let Err(e) = allowed {
-            return audited("role.create", caller, "", Err(e));
+            return self.audited("role.create", caller, "", Err(e)).await;
         }
         let once = IdempotentCreate::new(self.store.as_ref(), caller, idempotency, "role.create", &input, replayed_role);
         if let Some(answer) = once.earlier().await? {
@@ -845,7 +918,12 @@ impl Iam {
                 now,
             )?;
             let outcome = IdempotentOutcome::Role { role: role.clone() };
-            let guard = Guard::decided_on([caller.as_decided_on()]);
+            let record = caller.entry("role.create").role(&role.id).detail(serde_json::json!({
+                "name": role.name,
+                "permissions": role.permissions,
+                "principalTypes": role.principal_types,
+            }));
+            let guard = Guard::decided_on([caller.as_decided_on()]).recording(record);
             once.write(Created::new(role.clone()), outcome, now, async |record| self.store.create_role(&role, record, &guard).await).await
         }
         .await;
@@ -855,7 +933,7 @@ impl Iam {
             return result;
         }
         let target = result.as_ref().map(|c| c.value.id.to_string()).unwrap_or_default();
-        audited("role.create", caller, &target, result)
+        self.audited("role.create", caller, &target, result).await
     }
 
     /// A role as this organisation sees it: built-in, or its own. Another organisation's role
@@ -900,10 +978,11 @@ impl Iam {
                 assigned_at: model::now(),
                 assigned_by: caller.actor(),
             };
-            Ok(self.store.assign_role(&assignment, &caller.guard_for_write_on(&target.principal)).await?)
+            let record = caller.entry("role_assignment.assign").principal(id).role(role_id);
+            Ok(self.store.assign_role(&assignment, &caller.guard_for_write_on(&target.principal).recording(record)).await?)
         }
         .await;
-        audited("role_assignment.assign", caller, &format!("{id}/{role_id}"), result)
+        self.audited("role_assignment.assign", caller, &format!("{id}/{role_id}"), result).await
     }
 
     pub async fn unassign_role(&self, caller: &Caller, id: &PrincipalId, role_id: &RoleId) -> Result<(), DomainError> {
@@ -913,7 +992,8 @@ impl Iam {
                 let before = self.standing_of(caller, id).await?;
                 caller.authority().may_act_on(&before.permissions())?;
                 let witness = self.witness_for(caller, &before, &before.without_role(role_id)).await?;
-                let guard = caller.guard_for_write_on(&before.principal).with_witness(witness);
+                let record = caller.entry("role_assignment.unassign").principal(id).role(role_id);
+                let guard = caller.guard_for_write_on(&before.principal).with_witness(witness).recording(record);
                 match self.store.unassign_role(&caller.org_id, id, role_id, &guard).await {
                     Ok(true) => return Ok(()),
                     Ok(false) => return Err(DomainError::NotFound("role assignment")),
@@ -924,7 +1004,7 @@ impl Iam {
             Err(LastAdministrator.into())
         }
         .await;
-        audited("role_assignment.unassign", caller, &format!("{id}/{role_id}"), result)
+        self.audited("role_assignment.unassign", caller, &format!("{id}/{role_id}"), result).await
     }
 
     /// The roles that grant a principal something now. Roles that no longer exist or no longer

@@ -101,11 +101,21 @@ pub fn unique(prefix: &str) -> String {
 pub struct Tables {
     pub principals: String,
     pub credentials: String,
+    pub audit: String,
 }
 
 impl Tables {
     pub fn unique() -> Self {
-        Self { principals: unique("principals"), credentials: unique("credentials") }
+        Self { principals: unique("principals"), credentials: unique("credentials"), audit: unique("audit") }
+    }
+
+    pub fn all(&self) -> [&String; 3] {
+        [&self.principals, &self.credentials, &self.audit]
+    }
+
+    /// A store on these tables through `client`.
+    pub fn store(&self, client: aws_sdk_dynamodb::Client) -> DynamoStore {
+        DynamoStore::new(client, self.principals.clone(), self.credentials.clone(), self.audit.clone())
     }
 }
 
@@ -124,7 +134,7 @@ pub async fn fresh_store_with_tables() -> (Arc<DynamoStore>, Tables) {
 pub async fn fresh_store_with_timeouts(operation: Duration, attempt: Duration) -> (Arc<DynamoStore>, Tables) {
     let sdk = sdk_config_for(&moto().endpoint, operation, attempt).await;
     let tables = Tables::unique();
-    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), tables.principals.clone(), tables.credentials.clone());
+    let store = tables.store(aws_sdk_dynamodb::Client::new(&sdk));
     store.create_tables().await.expect("create tables in moto");
     (Arc::new(store), tables)
 }
@@ -133,7 +143,7 @@ pub async fn fresh_store_with_timeouts(operation: Duration, attempt: Duration) -
 /// roll back), so a long test keeps its data small by dropping what it no longer needs.
 pub async fn drop_tables(tables: &Tables) {
     let client = aws_sdk_dynamodb::Client::new(&sdk_config().await);
-    for name in [&tables.principals, &tables.credentials] {
+    for name in tables.all() {
         client.delete_table().table_name(name).send().await.expect("delete table in moto");
     }
 }

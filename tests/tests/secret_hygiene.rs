@@ -92,6 +92,10 @@ async fn full_flow(app: &TestApp) -> Vec<(String, String)> {
     app.call(Method::POST, &format!("/iam/api-keys/{p}/credentials/{key_id}/revoke"), Some(&admin), None).await;
     let refused = app.exchange_json(json!({"apiKey": key})).await;
     assert_eq!(refused.str("error"), "invalid_grant");
+    // The audit trail holds every change above and the refusals: answered, scanned below.
+    let trail = app.call(Method::GET, "/iam/audit-events?limit=200", Some(&admin), None).await;
+    assert!(trail.body["items"].as_array().is_some_and(|items| items.len() > 10), "{}", trail.raw);
+    app.call_with(Method::GET, "/iam/audit-events?limit=200", Some(&admin), None, &[("Accept", "application/x-ndjson")]).await;
 
     let mut forbidden: Vec<(String, String)> = vec![
         ("issued key".into(), key.clone()),
@@ -160,7 +164,7 @@ async fn no_secret_reaches_a_log_a_response_or_a_stored_item() {
     let dynamo_responses = scan_responses("dynamodb", &dynamo, &more);
     let client = aws_sdk_dynamodb::Client::new(&iam_testkit::sdk_config().await);
     let mut items = 0;
-    for table in [&tables.principals, &tables.credentials] {
+    for table in tables.all() {
         for item in client.scan().table_name(table).send().await.unwrap().items() {
             assert_clean(&format!("an item of {table}"), &format!("{item:?}"), &more, false);
             items += 1;

@@ -11,7 +11,7 @@ use crate::authority::{Guard, LastAdministrator};
 use crate::error::DomainError;
 use crate::ids::OrgId;
 use crate::model;
-use crate::service::{Caller, Iam, PERM_API_KEYS_READ, PERM_POLICY_WRITE, WITNESS_ATTEMPTS, audited};
+use crate::service::{Caller, Iam, PERM_API_KEYS_READ, PERM_POLICY_WRITE, WITNESS_ATTEMPTS};
 use crate::store::StoreError;
 
 /// How long an exchange may act on a policy it read: a change made through another process
@@ -91,7 +91,8 @@ impl Iam {
                     true => None,
                     false => Some(self.administrator_admitted_by(caller, &policy).await?),
                 };
-                let guard = Guard::decided_on([caller.as_decided_on()]).with_witness(witness);
+                let record = caller.entry("policy.update").detail(serde_json::to_value(&policy).unwrap_or_default());
+                let guard = Guard::decided_on([caller.as_decided_on()]).with_witness(witness).recording(record);
                 match self.store.put_credential_policy(&caller.org_id, &policy, &guard).await {
                     Ok(()) => {
                         self.policies.insert(&caller.org_id, &policy);
@@ -104,7 +105,7 @@ impl Iam {
             Err(LastAdministrator.into())
         }
         .await;
-        audited("policy.update", caller, caller.org_id.as_str(), result)
+        self.audited("policy.update", caller, caller.org_id.as_str(), result).await
     }
 
     /// A usable administrator whose key `policy` still lets exchange now: the caller's principal

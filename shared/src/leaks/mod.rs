@@ -10,10 +10,11 @@ use std::sync::Mutex;
 use chrono::{DateTime, Utc};
 
 use crate::api_key::ApiKey;
+use crate::audit::AuditEntry;
 use crate::authority::{self, Guard};
 use crate::error::DomainError;
 use crate::exchange::ExchangeError;
-use crate::ids::Permission;
+use crate::ids::{KeyId, Permission};
 use crate::model::{self, Actor, Credential, CredentialStatus};
 use crate::service::Iam;
 
@@ -110,10 +111,10 @@ impl Iam {
             None => false,
         };
         let actor = Actor(LEAK_REPORT_ACTOR.to_owned());
-        let revoked = self
-            .store
-            .revoke_credential(&credential.org_id, &credential.principal_id, &credential.key_id, &actor, model::now(), &Guard::NONE)
-            .await?;
+        let now = model::now();
+        let guard = Guard::default().recording(leaked_entry(&credential, &actor, now, administrator, None));
+        let revoked =
+            self.store.revoke_credential(&credential.org_id, &credential.principal_id, &credential.key_id, &actor, now, &guard).await?;
         let successors = self.revoke_self_made_successors(&revoked, &actor).await?;
         let (org, principal, key_id) = (revoked.org_id.as_str(), revoked.principal_id.as_str(), revoked.key_id.as_str());
         let successors = successors.join(",");
@@ -142,8 +143,9 @@ impl Iam {
             if next.created_by != own || next.rotated_from.as_ref() != Some(&previous.key_id) || next.principal_id != leaked.principal_id {
                 break;
             }
-            let next =
-                self.store.revoke_credential(&next.org_id, &next.principal_id, &next.key_id, actor, model::now(), &Guard::NONE).await?;
+            let now = model::now();
+            let guard = Guard::default().recording(leaked_entry(&next, actor, now, false, Some(&previous.key_id)));
+            let next = self.store.revoke_credential(&next.org_id, &next.principal_id, &next.key_id, actor, now, &guard).await?;
             revoked.push(next.key_id.to_string());
             previous = next;
         }
@@ -152,6 +154,14 @@ impl Iam {
 }
 
 const MAX_SUCCESSORS_FOLLOWED: usize = 32;
+
+/// The record of a revocation for a leak: the key reported, or a successor it made itself.
+fn leaked_entry(c: &Credential, actor: &Actor, at: DateTime<Utc>, administrator: bool, successor_of: Option<&KeyId>) -> AuditEntry {
+    AuditEntry::new(&c.org_id, actor, "credential.leaked", at).principal(&c.principal_id).key(&c.key_id).detail(serde_json::json!({
+        "administrator": administrator,
+        "successorOf": successor_of,
+    }))
+}
 
 #[cfg(test)]
 mod tests {

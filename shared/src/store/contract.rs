@@ -6,6 +6,7 @@ use std::sync::Arc;
 use chrono::Duration;
 
 use super::{Store, StoreError};
+use crate::audit::{AuditEntry, AuditOutcome, AuditQuery, AuditRecord, verify_chain};
 use crate::authority::{AdminWitness, DecidedOn, Guard};
 use crate::error::{Conflict, Limit};
 use crate::idempotency::{IDEMPOTENCY_TTL, IdempotencyClaim, IdempotencyKey, IdempotencyRecord, IdempotentOutcome};
@@ -30,7 +31,9 @@ macro_rules! store_contract_tests {
             assignment_limit_and_revoked_principal, bootstrap_happens_once, principal_cap_is_enforced_per_org,
             guarded_writes_commit_only_while_their_witness_is_usable, secret_check_is_stored_and_gained_on_first_use,
             writes_commit_only_while_the_principals_decided_on_are_unchanged,
-            idempotency_records_are_written_with_the_object, idempotency_slot_is_taken_once_until_expiry);
+            idempotency_records_are_written_with_the_object, idempotency_slot_is_taken_once_until_expiry,
+            changes_and_their_records_commit_together, concurrent_changes_of_one_organisation_never_fork_its_chain,
+            refusals_are_aggregated_per_actor_action_reason_and_minute, the_trail_filters_and_pages_newest_first);
     };
     (@cases $make:expr; $($case:ident),*) => {
         $(
@@ -850,4 +853,139 @@ pub async fn idempotency_slot_is_taken_once_until_expiry<S: Store + ?Sized>(stor
     let record = c.record(IdempotentOutcome::Principal { principal: third.clone() }, later);
     store.create_principal(&third, MAX, Some(&record)).await.unwrap();
     assert_eq!(store.get_idempotency_record(&org("acme"), &c.slot).await.unwrap(), Some(record));
+}
+
+/// Every record of `org`, oldest first, read through the paginated query (three at a time, so
+/// pagination is part of every check), and the chain verified against its head.
+async fn whole_trail<S: Store + ?Sized>(store: &S, org_name: &str) -> Vec<AuditRecord> {
+    let mut query = AuditQuery { oldest_first: true, ..AuditQuery::new(3) };
+    let mut all = Vec::new();
+    loop {
+        let page = store.audit_events(&org(org_name), &query).await.unwrap();
+        assert!(page.items.len() <= 3);
+        all.extend(page.items);
+        match page.next {
+            Some(next) => query.after = Some(next),
+            None => break,
+        }
+    }
+    let head = store.audit_head(&org(org_name)).await.unwrap();
+    assert_eq!(verify_chain(&all, head.as_ref()), Ok(()), "{all:#?}");
+    all
+}
+
+fn entry_for(p: &Principal, action: &str) -> AuditEntry {
+    AuditEntry::new(&p.org_id, &actor(), action, now()).principal(&p.id)
+}
+
+fn recording(action: &str, p: &Principal) -> Guard {
+    Guard::NONE.recording(entry_for(p, action))
+}
+
+pub async fn changes_and_their_records_commit_together<S: Store + ?Sized>(store: Arc<S>) {
+    let p = principal("acme");
+    store.create_principal(&p, MAX, None).await.unwrap();
+    let c = credential(&p);
+    store.insert_credential(&c, now(), None, &recording("credential.issue", &p)).await.unwrap();
+    let renamed = p.apply(&PrincipalChange { display_name: Some("renamed".into()), ..Default::default() }, now()).unwrap().unwrap();
+    store.update_principal(&renamed, p.version, &recording("principal.update", &p)).await.unwrap();
+    // Refused writes record nothing: a stale version, a revoked principal's new credential.
+    let stale = store.update_principal(&renamed, p.version, &recording("principal.update", &p)).await;
+    assert!(matches!(stale, Err(StoreError::Conflict(Conflict::StaleVersion))), "{stale:?}");
+    let (created, _) = store.assign_role(&assignment(&p, "iam-viewer"), &recording("role_assignment.assign", &p)).await.unwrap();
+    // Idempotent repeats change nothing, and record nothing.
+    store.assign_role(&created, &recording("role_assignment.assign", &p)).await.unwrap();
+    let role = RoleId::parse("iam-viewer").unwrap();
+    assert!(store.unassign_role(&p.org_id, &p.id, &role, &recording("role_assignment.unassign", &p)).await.unwrap());
+    assert!(!store.unassign_role(&p.org_id, &p.id, &role, &recording("role_assignment.unassign", &p)).await.unwrap());
+    store.revoke_credential(&p.org_id, &p.id, &c.key_id, &actor(), now(), &recording("credential.revoke", &p)).await.unwrap();
+    store.revoke_credential(&p.org_id, &p.id, &c.key_id, &actor(), now(), &recording("credential.revoke", &p)).await.unwrap();
+    let refused = store.insert_credential(&credential(&p), now(), None, &recording("credential.issue", &p)).await;
+    assert!(refused.is_ok(), "the principal is active: {refused:?}");
+    let other = principal("other");
+    store.create_principal(&other, MAX, None).await.unwrap();
+
+    let actions: Vec<String> = whole_trail(store.as_ref(), "acme").await.into_iter().map(|r| r.entry.action).collect();
+    assert_eq!(
+        actions,
+        [
+            "principal.create",
+            "credential.issue",
+            "principal.update",
+            "role_assignment.assign",
+            "role_assignment.unassign",
+            "credential.revoke",
+            "credential.issue"
+        ]
+    );
+    let theirs = whole_trail(store.as_ref(), "other").await;
+    assert_eq!(theirs.len(), 1, "each organisation has its own chain");
+    assert_eq!(theirs[0].seq, 1);
+}
+
+pub async fn concurrent_changes_of_one_organisation_never_fork_its_chain<S: Store + ?Sized>(store: Arc<S>) {
+    let creates = (0..8).map(|_| {
+        let store = store.clone();
+        async move { store.create_principal(&principal("acme"), MAX, None).await }
+    });
+    for result in futures_util::future::join_all(creates).await {
+        result.unwrap();
+    }
+    let trail = whole_trail(store.as_ref(), "acme").await;
+    assert_eq!(trail.iter().map(|r| r.seq).collect::<Vec<_>>(), (1..=8).collect::<Vec<u64>>());
+}
+
+pub async fn refusals_are_aggregated_per_actor_action_reason_and_minute<S: Store + ?Sized>(store: Arc<S>) {
+    let p = principal("acme");
+    store.create_principal(&p, MAX, None).await.unwrap();
+    let refusal = entry_for(&p, "role.create").refused("missing_permission");
+    let flood = (0..20).map(|_| {
+        let (store, refusal) = (store.clone(), refusal.clone());
+        async move { store.record_refusal(&refusal, 2).await }
+    });
+    for result in futures_util::future::join_all(flood).await {
+        result.unwrap();
+    }
+    store.record_refusal(&entry_for(&p, "role.create").refused("grant_beyond_authority"), 1).await.unwrap();
+    let trail = whole_trail(store.as_ref(), "acme").await;
+    assert_eq!(trail.len(), 3, "a creation and two refusal records: {trail:#?}");
+    let repeats: Vec<u64> = trail.iter().filter(|r| r.entry.outcome == AuditOutcome::Refused).map(|r| r.repeats).collect();
+    let mut sorted = repeats.clone();
+    sorted.sort();
+    assert_eq!(sorted, [1, 40]);
+}
+
+pub async fn the_trail_filters_and_pages_newest_first<S: Store + ?Sized>(store: Arc<S>) {
+    let (a, b) = (principal("acme"), principal("acme"));
+    store.create_principal(&a, MAX, None).await.unwrap();
+    store.create_principal(&b, MAX, None).await.unwrap();
+    for i in 0..5 {
+        let target = if i % 2 == 0 { &a } else { &b };
+        store.insert_credential(&credential(target), now(), None, &recording("credential.issue", target)).await.unwrap();
+    }
+    store.record_refusal(&entry_for(&a, "credential.issue").refused("target_beyond_authority"), 1).await.unwrap();
+
+    let newest = store.audit_events(&org("acme"), &AuditQuery::new(50)).await.unwrap();
+    assert_eq!(newest.items.len(), 8);
+    assert!(newest.items.windows(2).all(|w| w[0].entry.at >= w[1].entry.at || w[1].entry.outcome == AuditOutcome::Refused));
+    let by_principal = AuditQuery { principal_id: Some(a.id.clone()), ..AuditQuery::new(2) };
+    let first = store.audit_events(&org("acme"), &by_principal).await.unwrap();
+    assert_eq!(first.items.len(), 2);
+    let rest = store.audit_events(&org("acme"), &AuditQuery { after: first.next.clone(), ..by_principal.clone() }).await.unwrap();
+    let rest_more = match rest.next.clone() {
+        Some(next) => store.audit_events(&org("acme"), &AuditQuery { after: Some(next), ..by_principal.clone() }).await.unwrap().items,
+        None => Vec::new(),
+    };
+    let of_a: Vec<_> = first.items.iter().chain(&rest.items).chain(&rest_more).collect();
+    assert_eq!(of_a.len(), 5, "a's creation, three issues and a refusal");
+    assert!(of_a.iter().all(|r| r.entry.principal_id.as_ref() == Some(&a.id)));
+    let refused = AuditQuery { outcome: Some(AuditOutcome::Refused), ..AuditQuery::new(50) };
+    assert_eq!(store.audit_events(&org("acme"), &refused).await.unwrap().items.len(), 1);
+    let issues = AuditQuery { action: Some("credential.issue".into()), outcome: Some(AuditOutcome::Success), ..AuditQuery::new(50) };
+    assert_eq!(store.audit_events(&org("acme"), &issues).await.unwrap().items.len(), 5);
+    let future = AuditQuery { from: Some(now() + Duration::hours(1)), ..AuditQuery::new(50) };
+    assert!(store.audit_events(&org("acme"), &future).await.unwrap().items.is_empty());
+    let past = AuditQuery { to: Some(now() - Duration::hours(1)), ..AuditQuery::new(50) };
+    assert!(store.audit_events(&org("acme"), &past).await.unwrap().items.is_empty());
+    assert!(store.audit_events(&org("other"), &AuditQuery::new(50)).await.unwrap().items.is_empty());
 }

@@ -4,6 +4,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use crate::audit::{AuditEntry, AuditPage, AuditQuery, ChainHead};
 use crate::authority::{Guard, GuardBroken};
 use crate::credential_policy::CredentialPolicy;
 use crate::error::{Conflict, DomainError, Limit};
@@ -82,13 +83,14 @@ macro_rules! store_by_aggregate {
     ($store:ty { $($extra:item)* }) => {
         #[async_trait::async_trait]
         impl $crate::store::Store for $store {
-            async fn create_principal(
+            async fn create_principal_as(
                 &self,
                 principal: &$crate::model::Principal,
                 max_principals: usize,
                 idempotency: Option<&$crate::idempotency::IdempotencyRecord>,
+                record: &$crate::audit::AuditEntry,
             ) -> Result<(), $crate::store::StoreError> {
-                principals::create(self, principal, max_principals, idempotency).await
+                principals::create(self, principal, max_principals, idempotency, record).await
             }
 
             async fn get_principal(&self, org: &$crate::ids::OrgId, id: &$crate::ids::PrincipalId) -> Result<Option<$crate::model::Principal>, $crate::store::StoreError> {
@@ -214,6 +216,18 @@ macro_rules! store_by_aggregate {
                 policy::put(self, org, policy, guard).await
             }
 
+            async fn record_refusal(&self, entry: &$crate::audit::AuditEntry, repeats: u64) -> Result<(), $crate::store::StoreError> {
+                audit::record_refusal(self, entry, repeats).await
+            }
+
+            async fn audit_events(&self, org: &$crate::ids::OrgId, query: &$crate::audit::AuditQuery) -> Result<$crate::audit::AuditPage, $crate::store::StoreError> {
+                audit::events(self, org, query).await
+            }
+
+            async fn audit_head(&self, org: &$crate::ids::OrgId) -> Result<Option<$crate::audit::ChainHead>, $crate::store::StoreError> {
+                audit::head(self, org).await
+            }
+
             async fn get_idempotency_record(&self, org: &$crate::ids::OrgId, slot: &str) -> Result<Option<$crate::idempotency::IdempotencyRecord>, $crate::store::StoreError> {
                 idempotency::get_record(self, org, slot).await
             }
@@ -244,6 +258,17 @@ pub trait Store: Send + Sync + 'static {
         principal: &Principal,
         max_principals: usize,
         idempotency: Option<&IdempotencyRecord>,
+    ) -> Result<(), StoreError> {
+        self.create_principal_as(principal, max_principals, idempotency, &AuditEntry::principal_created(principal)).await
+    }
+    /// [`Store::create_principal`], recorded in the audit trail as `record` says (the caller
+    /// and the key it acted with) rather than as the principal's own fields say.
+    async fn create_principal_as(
+        &self,
+        principal: &Principal,
+        max_principals: usize,
+        idempotency: Option<&IdempotencyRecord>,
+        record: &AuditEntry,
     ) -> Result<(), StoreError>;
     async fn get_principal(&self, org: &OrgId, id: &PrincipalId) -> Result<Option<Principal>, StoreError>;
     /// Principals of `org` ordered by id, starting after `after`.
@@ -349,6 +374,15 @@ pub trait Store: Send + Sync + 'static {
     async fn get_credential_policy(&self, org: &OrgId) -> Result<Option<CredentialPolicy>, StoreError>;
     /// Replaces the organisation's credential policy, only while the guard holds.
     async fn put_credential_policy(&self, org: &OrgId, policy: &CredentialPolicy, guard: &Guard) -> Result<(), StoreError>;
+
+    /// Records a refusal (an entry whose outcome is `Refused`), `repeats` times: the first of
+    /// its bucket (actor, action, reason, minute; see [`crate::audit::refusals`]) is chained as
+    /// a new record, later ones add to that record's tally.
+    async fn record_refusal(&self, entry: &AuditEntry, repeats: u64) -> Result<(), StoreError>;
+    /// A page of the organisation's audit trail (strongly consistent).
+    async fn audit_events(&self, org: &OrgId, query: &AuditQuery) -> Result<AuditPage, StoreError>;
+    /// Where the organisation's chain ends, if it has a record.
+    async fn audit_head(&self, org: &OrgId) -> Result<Option<ChainHead>, StoreError>;
 
     /// The record in an idempotency slot, live or not (expired ones may linger until swept).
     async fn get_idempotency_record(&self, org: &OrgId, slot: &str) -> Result<Option<IdempotencyRecord>, StoreError>;

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use axum::http::{Method, StatusCode};
 use chrono::{DateTime, Utc};
+use iam_shared::audit::{AuditEntry, AuditPage, AuditQuery, ChainHead};
 use iam_shared::authority::Guard;
 use iam_shared::credential_policy::CredentialPolicy;
 use iam_shared::idempotency::IdempotencyRecord;
@@ -40,8 +41,14 @@ impl Interleaved {
 
 #[async_trait]
 impl Store for Interleaved {
-    async fn create_principal(&self, p: &Principal, max: usize, idem: Option<&IdempotencyRecord>) -> Result<(), StoreError> {
-        self.inner.create_principal(p, max, idem).await
+    async fn create_principal_as(
+        &self,
+        p: &Principal,
+        max: usize,
+        idem: Option<&IdempotencyRecord>,
+        record: &AuditEntry,
+    ) -> Result<(), StoreError> {
+        self.inner.create_principal_as(p, max, idem, record).await
     }
     async fn get_principal(&self, org: &OrgId, id: &PrincipalId) -> Result<Option<Principal>, StoreError> {
         self.inner.get_principal(org, id).await
@@ -134,6 +141,15 @@ impl Store for Interleaved {
     }
     async fn get_idempotency_record(&self, org: &OrgId, slot: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
         self.inner.get_idempotency_record(org, slot).await
+    }
+    async fn record_refusal(&self, entry: &AuditEntry, repeats: u64) -> Result<(), StoreError> {
+        self.inner.record_refusal(entry, repeats).await
+    }
+    async fn audit_events(&self, org: &OrgId, query: &AuditQuery) -> Result<AuditPage, StoreError> {
+        self.inner.audit_events(org, query).await
+    }
+    async fn audit_head(&self, org: &OrgId) -> Result<Option<ChainHead>, StoreError> {
+        self.inner.audit_head(org).await
     }
     async fn get_credential_policy(&self, org: &OrgId) -> Result<Option<CredentialPolicy>, StoreError> {
         self.inner.get_credential_policy(org).await

@@ -129,7 +129,7 @@ async fn a_credential_is_changed_after_issue_but_never_widened_by_its_own_token(
         app.assign(&admin, &p, writer.str("id")).await;
         let own = app.token(&key).await;
         let uri = format!("/iam/api-keys/{p}/credentials/{key_id}");
-        let everything = json!(["exports:read", "exports:write", "iam:api-keys:read", "iam:credentials:write"]);
+        let everything = json!(["exports:read", "exports:write", "iam:api-keys:read", "iam:audit:read", "iam:credentials:write"]);
 
         // Its own token may rename it, bring its expiry forward, and narrow it.
         let soon = (chrono::Utc::now() + chrono::Duration::days(30)).to_rfc3339();

@@ -12,7 +12,6 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, Get, TransactGetItem, TransactWriteItem, Update};
 use axum::http::{Method, StatusCode};
-use iam_shared::store::DynamoStore;
 use iam_testkit::faults::{ConflictRule, FaultProxy};
 use iam_tests::TestApp;
 use serde_json::json;
@@ -28,7 +27,7 @@ async fn client_through(proxy: &FaultProxy) -> aws_sdk_dynamodb::Client {
 pub(crate) async fn app_through_proxy() -> (TestApp, FaultProxy) {
     let (_direct, tables) = iam_testkit::fresh_store_with_tables().await;
     let proxy = FaultProxy::start(&iam_testkit::moto().endpoint).await;
-    let store = DynamoStore::new(client_through(&proxy).await, tables.principals, tables.credentials);
+    let store = tables.store(client_through(&proxy).await);
     (TestApp::with_state(iam_tests::state_with(Arc::new(store)).await).await, proxy)
 }
 

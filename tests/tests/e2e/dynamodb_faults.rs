@@ -12,8 +12,8 @@ use iam_testkit::faults::{Fault, FaultProxy};
 use iam_tests::TestApp;
 use serde_json::json;
 
-const OPERATION: Duration = Duration::from_secs(2);
-const ATTEMPT: Duration = Duration::from_millis(500);
+const OPERATION: Duration = Duration::from_secs(4);
+const ATTEMPT: Duration = Duration::from_secs(1);
 
 /// An app whose store talks to moto through a fault proxy, and a direct store on the same
 /// tables to read back what really happened.
@@ -21,7 +21,7 @@ async fn faulty_app() -> (TestApp, FaultProxy, Arc<DynamoStore>) {
     let (direct, tables) = iam_testkit::fresh_store_with_tables().await;
     let proxy = FaultProxy::start(&iam_testkit::moto().endpoint).await;
     let sdk = iam_testkit::sdk_config_for(&proxy.endpoint, OPERATION, ATTEMPT).await;
-    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), tables.principals, tables.credentials);
+    let store = tables.store(aws_sdk_dynamodb::Client::new(&sdk));
     let app = TestApp::with_state(iam_tests::state_with(Arc::new(store)).await).await;
     (app, proxy, direct)
 }
@@ -39,7 +39,7 @@ async fn building_the_state_opens_the_dynamodb_connection_before_any_request() {
     let (_direct, tables) = iam_testkit::fresh_store_with_tables().await;
     let proxy = FaultProxy::start(&iam_testkit::moto().endpoint).await;
     let sdk = iam_testkit::sdk_config_for(&proxy.endpoint, OPERATION, ATTEMPT).await;
-    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), tables.principals, tables.credentials);
+    let store = tables.store(aws_sdk_dynamodb::Client::new(&sdk));
     let _state = iam_tests::state_with(Arc::new(store)).await;
     assert_eq!(proxy.seen(), vec!["GetItem".to_owned()], "one warm-up read during init, before any request");
 }
@@ -50,7 +50,7 @@ async fn a_failed_warm_up_does_not_stop_the_cold_start() {
     let proxy = FaultProxy::start(&iam_testkit::moto().endpoint).await;
     proxy.inject("*", Fault::Fail, Some(3));
     let sdk = iam_testkit::sdk_config_for(&proxy.endpoint, OPERATION, ATTEMPT).await;
-    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), tables.principals, tables.credentials);
+    let store = tables.store(aws_sdk_dynamodb::Client::new(&sdk));
     let app = TestApp::with_state(iam_tests::state_with(Arc::new(store)).await).await;
     let admin = app.admin().await;
     let r = app.call(Method::GET, "/iam/api-keys", Some(&admin), None).await;

@@ -8,14 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
-use iam_shared::store::DynamoStore;
 use iam_testkit::Tables;
 use iam_testkit::faults::FaultProxy;
 use iam_tests::{Response, TestApp};
 use serde_json::json;
 
-const OPERATION: Duration = Duration::from_secs(2);
-const ATTEMPT: Duration = Duration::from_millis(500);
+const OPERATION: Duration = Duration::from_secs(4);
+const ATTEMPT: Duration = Duration::from_secs(1);
 
 struct Fixture {
     app: TestApp,
@@ -32,7 +31,7 @@ async fn fixture() -> Fixture {
     let (_, tables) = iam_testkit::fresh_store_with_tables().await;
     let proxy = FaultProxy::start(&iam_testkit::moto().endpoint).await;
     let sdk = iam_testkit::sdk_config_for(&proxy.endpoint, OPERATION, ATTEMPT).await;
-    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), tables.principals.clone(), tables.credentials.clone());
+    let store = tables.store(aws_sdk_dynamodb::Client::new(&sdk));
     let app = TestApp::with_state(iam_tests::state_with(Arc::new(store)).await).await;
     let admin = app.admin().await;
     let principal = app.create_principal(&admin, "svc").await;
@@ -47,7 +46,7 @@ async fn fixture() -> Fixture {
 async fn snapshot(tables: &Tables) -> Vec<String> {
     let client = aws_sdk_dynamodb::Client::new(&iam_testkit::sdk_config().await);
     let mut all = Vec::new();
-    for table in [&tables.principals, &tables.credentials] {
+    for table in tables.all() {
         let out = client.scan().table_name(table).send().await.expect("scan");
         for item in out.items() {
             let sorted: BTreeMap<_, _> = item.iter().map(|(k, v)| (k.clone(), format!("{v:?}"))).collect();
@@ -108,10 +107,18 @@ async fn an_outage_at_any_step_of_any_operation_is_a_503_and_changes_nothing() {
     for op in OPERATIONS {
         // The clean run: how many store requests the operation makes, and that it succeeds.
         let clean = fixture().await;
+        let acme = iam_shared::ids::OrgId::parse("acme").unwrap();
+        let seq = async || clean.app.state.store.audit_head(&acme).await.unwrap().map_or(0, |h| h.seq);
+        let records_before = seq().await;
         clean.proxy.reset_seen();
         let r = perform(op, &clean).await;
         assert!(r.status.is_success(), "{op}: {}", r.raw);
         let steps = clean.proxy.seen();
+        // A change writes its one audit record with it (so every partial state checked below
+        // includes the trail); reads and exchanges write none.
+        let recorded = seq().await - records_before;
+        let changes = !matches!(op, "exchange" | "authenticated read");
+        assert_eq!(recorded, u64::from(changes), "{op}: records written");
         iam_testkit::drop_tables(&clean.tables).await;
 
         for (step, operation) in steps.iter().enumerate() {

@@ -15,7 +15,6 @@ use axum::http::{Method, StatusCode};
 use iam_api::operation::ColdStart;
 use iam_api::state::{build_state, build_state_for_public_routes};
 use iam_shared::signing_keys::{KeySource, PublishedKeys, RotationStep, RotationTiming, SecretsManagerKeys, SigningSecrets, rotate};
-use iam_shared::store::DynamoStore;
 use iam_testkit::faults::{FaultProxy, IamCall};
 use iam_tests::{Response, TestApp};
 use serde_json::{Value, json};
@@ -174,12 +173,13 @@ async fn every_policy_grants_exactly_what_its_function_calls() {
     let sdk = iam_testkit::sdk_config_for(&proxy.endpoint, iam_api::aws::OPERATION_TIMEOUT, iam_api::aws::ATTEMPT_TIMEOUT).await;
     let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
     let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
-    let store = || Arc::new(DynamoStore::new(dynamodb.clone(), tables.principals.clone(), tables.credentials.clone()));
+    let store = || Arc::new(tables.store(dynamodb.clone()));
     let signing_keys = || -> Arc<dyn KeySource> { Arc::new(SecretsManagerKeys::new(secrets.clone(), secret.clone())) };
     let public_keys = || -> Arc<dyn KeySource> { Arc::new(PublishedKeys::new(secrets.clone(), secret.public.clone())) };
     let names = BTreeMap::from([
         (tables.principals.clone(), "PrincipalsTable"),
         (tables.credentials.clone(), "CredentialsTable"),
+        (tables.audit.clone(), "AuditTable"),
         (secret.private.clone(), "SigningKeySecret"),
         (secret.public.clone(), "SigningPublicKeysSecret"),
     ]);
@@ -344,6 +344,9 @@ async fn every_policy_grants_exactly_what_its_function_calls() {
     r.hit("GET /iam/whoami", "/iam/whoami", Some(&token), None, &[]).await;
     r.introspect(&admin, &token).await;
     r.introspect(&admin, "not a token").await;
+    let feed = r.hit("GET /iam/revocations", "/iam/revocations", Some(&admin), None, &[]).await;
+    let cursor = feed.str("nextCursor").to_owned();
+    r.hit("GET /iam/revocations", &format!("/iam/revocations?cursor={cursor}"), Some(&admin), None, &[]).await;
     forget_carried_roles().await;
     r.hit("GET /iam/whoami", "/iam/whoami", Some(&token), None, &[]).await;
     // A credential as earlier releases wrote it, without its principal's status (there until
@@ -381,6 +384,9 @@ async fn every_policy_grants_exactly_what_its_function_calls() {
     // The credential policy: set by an administrator (its own key the witness), and by a
     // holder of iam:policy:write alone, whose write searches the organisation for one.
     r.hit("GET /iam/policy", "/iam/policy", Some(&admin), None, &[]).await;
+    let trail = r.hit("GET /iam/audit-events", "/iam/audit-events?limit=2", Some(&admin), None, &[]).await;
+    let cursor = trail.str("nextCursor").to_owned();
+    r.hit("GET /iam/audit-events", &format!("/iam/audit-events?limit=2&cursor={cursor}"), Some(&admin), None, &[]).await;
     r.hit("PUT /iam/policy", "/iam/policy", Some(&admin), Some(json!({"maxIdleDays": 3650})), &[]).await;
     r.hit("PUT /iam/policy", "/iam/policy", Some(&admin), Some(json!({})), &[]).await;
     let officer_role = json!({"name": "policy officer", "permissions": ["iam:policy:write"], "principalTypes": ["ApiKey"]});

@@ -4,6 +4,7 @@
 //! and `races` because it loads moto for minutes.
 
 mod attacks;
+mod audit_trail;
 mod authority;
 mod authority_at_commit;
 mod capacity;
@@ -28,6 +29,7 @@ mod limits;
 mod management;
 mod metrics;
 mod operations;
+mod revocation_feed;
 mod rotation;
 mod scanner_rules;
 mod wrong_keys;

@@ -113,6 +113,8 @@ fn sample(op: &Operation, principal: &str, key_ids: (&str, &str), api_key: &str)
         | "openid-configuration"
         | "whoami"
         | "get-credential-policy"
+        | "list-audit-events"
+        | "list-revocations"
         | "console" => None,
         other => panic!("{other}: give the operations test a sample request for it"),
     };

@@ -37,6 +37,7 @@ pub(super) async fn write(
         .with_put(Part::Assignment, &store.principals, assignment_to_item(assignment), None)?
         .with_put(Part::Credential, &store.credentials, new_credential_item(credential, principal), Some("attribute_not_exists(keyId)"))?
         .with_put(Part::CredentialRef, &store.principals, credential_ref_item(credential), None)?
+        .recording(crate::audit::AuditEntry::bootstrapped(principal, assignment, credential))
         .commit()
         .await;
     match result {

@@ -15,6 +15,7 @@
 //! [`idempotency`], [`bootstrap`]; item layouts in [`items`]; upgrades of earlier releases'
 //! data in [`migrate`].
 
+mod audit;
 mod bootstrap;
 mod credentials;
 mod idempotency;
@@ -40,45 +41,63 @@ use crate::ids::OrgId;
 /// Optimistic retries of a transaction that lost a race, before answering Conflict.
 const MAX_TRANSACTION_ATTEMPTS: usize = 25;
 
+/// How long an audit record is kept unless the operator says otherwise (`IAM_AUDIT_RETENTION_DAYS`).
+pub const DEFAULT_AUDIT_RETENTION_DAYS: u64 = 400;
+
 #[derive(Clone, Debug)]
 pub struct DynamoStore {
     client: Client,
     principals: String,
     credentials: String,
+    audit: String,
+    audit_retention_days: u64,
 }
 
 impl DynamoStore {
-    pub fn new(client: Client, principals_table: impl Into<String>, credentials_table: impl Into<String>) -> Self {
-        Self { client, principals: principals_table.into(), credentials: credentials_table.into() }
+    pub fn new(
+        client: Client,
+        principals_table: impl Into<String>,
+        credentials_table: impl Into<String>,
+        audit_table: impl Into<String>,
+    ) -> Self {
+        Self {
+            client,
+            principals: principals_table.into(),
+            credentials: credentials_table.into(),
+            audit: audit_table.into(),
+            audit_retention_days: DEFAULT_AUDIT_RETENTION_DAYS,
+        }
     }
 
-    /// Creates both tables (on-demand). For local DynamoDB-compatible servers and tests; in AWS
+    /// Records expire (DynamoDB's TTL) this many days after they happened.
+    pub fn with_audit_retention_days(self, days: u64) -> Self {
+        Self { audit_retention_days: days, ..self }
+    }
+
+    /// Creates the three tables (on-demand). For local DynamoDB-compatible servers and tests; in AWS
     /// the template creates them, with point-in-time recovery and deletion protection.
     pub async fn create_tables(&self) -> Result<(), StoreError> {
+        self.create_table(&self.principals, "pk", Some("sk")).await?;
+        self.create_table(&self.credentials, "keyId", None).await?;
+        self.create_table(&self.audit, "pk", Some("sk")).await
+    }
+
+    async fn create_table(&self, name: &str, hash: &str, range: Option<&str>) -> Result<(), StoreError> {
         let attr = |name: &str| {
             AttributeDefinition::builder().attribute_name(name).attribute_type(ScalarAttributeType::S).build().map_err(build_error)
         };
         let key = |name: &str, kind: KeyType| KeySchemaElement::builder().attribute_name(name).key_type(kind).build().map_err(build_error);
-        self.client
+        let mut request = self
+            .client
             .create_table()
-            .table_name(&self.principals)
+            .table_name(name)
             .billing_mode(BillingMode::PayPerRequest)
-            .attribute_definitions(attr("pk")?)
-            .attribute_definitions(attr("sk")?)
-            .key_schema(key("pk", KeyType::Hash)?)
-            .key_schema(key("sk", KeyType::Range)?)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        self.client
-            .create_table()
-            .table_name(&self.credentials)
-            .billing_mode(BillingMode::PayPerRequest)
-            .attribute_definitions(attr("keyId")?)
-            .key_schema(key("keyId", KeyType::Hash)?)
-            .send()
-            .await
-            .map_err(unavailable)?;
+            .attribute_definitions(attr(hash)?)
+            .key_schema(key(hash, KeyType::Hash)?);
+        if let Some(range) = range {
+            request = request.attribute_definitions(attr(range)?).key_schema(key(range, KeyType::Range)?);
+        }
+        request.send().await.map_err(unavailable)?;
         Ok(())
     }
 }

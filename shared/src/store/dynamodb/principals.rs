@@ -21,11 +21,13 @@ pub(super) async fn create(
     principal: &Principal,
     max_principals: usize,
     idempotency: Option<&IdempotencyRecord>,
+    record: &crate::audit::AuditEntry,
 ) -> Result<(), StoreError> {
     let result = Transaction::new(store)
         .with_put(Part::Principal, &store.principals, principal_to_item(principal, 0, &[]), Some("attribute_not_exists(pk)"))?
         .with_update(Part::Count, count_one(&store.principals, &principal.org_id, PRINCIPAL_COUNT, Some(max_principals))?)
         .with_idempotency(&store.principals, idempotency)?
+        .recording(record.clone())
         .commit()
         .await;
     match result {

@@ -6,8 +6,9 @@ use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{ConditionCheck, Put, TransactWriteItem, Update};
 
-use super::DynamoStore;
 use super::items::{ALLOWED_AUDIENCES, ALLOWED_PERMISSIONS, Item, assignment_sk, credential_key, n, org_key, principal_sk, s};
+use super::{DynamoStore, audit};
+use crate::audit::AuditEntry;
 use crate::authority::{AdminWitness, Guard};
 use crate::error::Conflict;
 use crate::ids::{OrgId, PrincipalId};
@@ -48,16 +49,37 @@ pub(super) enum Part {
     Witness,
     /// A check that a principal the decision read is still at the version read.
     DecidedOn,
+    /// The audit record of the change.
+    AuditRecord,
+    /// The organisation's audit chain head, moved on to the record.
+    AuditHead,
 }
 
 pub(super) struct Transaction<'a> {
     store: &'a DynamoStore,
     items: Vec<(Part, TransactWriteItem)>,
+    /// The audit record of the change, chained at commit.
+    record: Option<AuditEntry>,
 }
+
+/// Commits that lost the organisation's chain head to another change re-read it and try
+/// again this many times: every management write of one organisation passes through it.
+const CHAIN_ATTEMPTS: u32 = 40;
 
 impl<'a> Transaction<'a> {
     pub(super) fn new(store: &'a DynamoStore) -> Self {
-        Self { store, items: Vec::new() }
+        Self { store, items: Vec::new(), record: None }
+    }
+
+    /// The change's audit record, written with it (see [`Transaction::commit`]).
+    pub(super) fn recording(mut self, entry: AuditEntry) -> Self {
+        self.record = Some(entry);
+        self
+    }
+
+    pub(super) fn with_items(mut self, items: Vec<(Part, TransactWriteItem)>) -> Self {
+        self.items.extend(items);
+        self
     }
 
     pub(super) fn with(mut self, part: Part, item: TransactWriteItem) -> Self {
@@ -81,15 +103,42 @@ impl<'a> Transaction<'a> {
 
     pub(super) fn with_guard(mut self, checks: &GuardChecks) -> Self {
         self.items.extend(checks.items.iter().cloned());
+        if let Some(entry) = &checks.record {
+            self.record = Some(entry.clone());
+        }
         self
     }
 
+    /// Commits the items, with the audit record when there is one: the organisation's chain
+    /// head is read, and the record and the head's move are added to the same transaction. A
+    /// commit cancelled only because the head moved (another change of the organisation
+    /// committed in between) or by a concurrent transaction is sent again with the head
+    /// re-read: every condition is evaluated again each time, so nothing decided on goes stale.
     pub(super) async fn commit(self) -> Result<(), Cancelled> {
+        let Some(entry) = self.record.clone() else { return self.send().await };
+        let mut attempt = 0;
+        loop {
+            let head = audit::read_head(self.store, &entry.org_id).await.map_err(Cancelled::before_sending)?;
+            let chain = audit::chain_items(self.store, &entry, head.as_ref(), 1).map_err(Cancelled::before_sending)?;
+            let mut items = self.items.clone();
+            items.extend(chain);
+            let attempt_result = Transaction { store: self.store, items, record: None }.send().await;
+            match attempt_result {
+                Err(c) if attempt + 1 < CHAIN_ATTEMPTS && c.only_chain_moved() => {
+                    jittered_pause(attempt).await;
+                    attempt += 1;
+                }
+                done => return done,
+            }
+        }
+    }
+
+    pub(super) async fn send(self) -> Result<(), Cancelled> {
         let parts = self.items.iter().map(|(part, _)| *part).collect();
         let request = self.items.into_iter().fold(self.store.client.transact_write_items(), |r, (_, item)| r.transact_items(item));
         match request.send().await {
             Ok(_) => Ok(()),
-            Err(error) => Err(Cancelled { codes: cancellation_codes(&error), parts, error }),
+            Err(error) => Err(Cancelled { codes: cancellation_codes(&error), parts, failure: unavailable(error) }),
         }
     }
 }
@@ -99,7 +148,7 @@ pub(super) struct Cancelled {
     parts: Vec<Part>,
     /// Per item, in order; `None` when the request failed for another reason than a cancellation.
     codes: Option<Vec<String>>,
-    error: SdkError<TransactWriteItemsError>,
+    failure: StoreError,
 }
 
 impl Cancelled {
@@ -130,7 +179,23 @@ impl Cancelled {
     }
 
     pub(super) fn unavailable(self) -> StoreError {
-        unavailable(self.error)
+        self.failure
+    }
+
+    /// A failure before the transaction was sent (reading the chain head): nothing was written.
+    fn before_sending(failure: StoreError) -> Self {
+        Self { parts: Vec::new(), codes: None, failure }
+    }
+
+    /// Whether the only reason it did not commit is the chain head (moved by another change) or
+    /// a concurrent transaction: sending it again with the head re-read may succeed. The
+    /// record's own key can be taken too, by a record of the same instant chained after the
+    /// same head.
+    fn only_chain_moved(&self) -> bool {
+        let Some(codes) = &self.codes else { return false };
+        let chain = [Part::AuditHead, Part::AuditRecord];
+        let failed_elsewhere = self.parts.iter().zip(codes).any(|(part, code)| code == "ConditionalCheckFailed" && !chain.contains(part));
+        !failed_elsewhere && (self.failed(Part::AuditHead) || self.raced())
     }
 }
 
@@ -234,9 +299,11 @@ fn witness_checks(store: &DynamoStore, w: &AdminWitness, principal_written: bool
     Ok(checks)
 }
 
-/// A guard's condition checks, appended to a transaction after the write's own items.
+/// A guard's condition checks, appended to a transaction after the write's own items, and its
+/// audit record.
 pub(super) struct GuardChecks {
     items: Vec<(Part, TransactWriteItem)>,
+    record: Option<AuditEntry>,
 }
 
 impl GuardChecks {
@@ -260,10 +327,11 @@ impl GuardChecks {
                 .map_err(build_error)?;
             items.push((Part::DecidedOn, condition_check(check)));
         }
-        Ok(Self { items })
+        Ok(Self { items, record: guard.record.clone() })
     }
 
+    /// Nothing to check and nothing to record: a plain conditional write will do.
     pub(super) fn is_empty(&self) -> bool {
-        self.items.is_empty()
+        self.items.is_empty() && self.record.is_none()
     }
 }

@@ -4,6 +4,7 @@ use redb::{ReadableDatabase, ReadableTable};
 
 use super::EmbeddedStore;
 use super::records::{ASSIGNMENTS, BOOTSTRAP, CREDENTIALS, CredentialRecord, PRINCIPAL_CREDENTIALS, PRINCIPALS, encode, key2, key3};
+use crate::audit::AuditEntry;
 use crate::error::Conflict;
 use crate::ids::OrgId;
 use crate::model::{Credential, Principal, RoleAssignment};
@@ -33,6 +34,7 @@ pub(super) async fn write(
                 txn.open_table(PRINCIPAL_CREDENTIALS)?
                     .insert(key3(c.org_id.as_str(), c.principal_id.as_str(), c.key_id.as_str()).as_str(), [].as_slice())?;
             }
+            super::audit::append_in(&txn, AuditEntry::bootstrapped(&p, &a, &c), 1)?;
             Ok(txn.commit()?)
         })
         .await

@@ -105,6 +105,7 @@ async fn write_new(
                 creds.insert(c.key_id.as_str(), encode(&CredentialRecord::from(&c))?.as_slice())?;
                 index.insert(key3(c.org_id.as_str(), c.principal_id.as_str(), c.key_id.as_str()).as_str(), [].as_slice())?;
             }
+            super::audit::record_in(&txn, &guard)?;
             claim_idempotency_in(&txn, idempotency.as_ref())?;
             Ok(txn.commit()?)
         })
@@ -133,6 +134,7 @@ pub(super) async fn update(store: &EmbeddedStore, credential: &Credential, now: 
                 let next = Credential { name: c.name, expires_at: c.expires_at, restrictions: c.restrictions, ..stored };
                 creds.insert(next.key_id.as_str(), encode(&CredentialRecord::from(&next))?.as_slice())?;
             }
+            super::audit::record_in(&txn, &guard)?;
             Ok(txn.commit()?)
         })
         .await
@@ -203,6 +205,8 @@ pub(super) async fn revoke(
                     check_guard_in(&txn, &guard)?;
                     let mut t = txn.open_table(CREDENTIALS)?;
                     t.insert(key_id.as_str(), encode(&CredentialRecord::from(&revoked))?.as_slice())?;
+                    drop(t);
+                    super::audit::record_in(&txn, &guard)?;
                 }
                 revoked
             };

@@ -3,6 +3,7 @@
 //! module per aggregate: [`principals`], [`credentials`], [`roles`] (and assignments),
 //! [`idempotency`], [`bootstrap`]; tables and encodings in [`records`].
 
+mod audit;
 mod bootstrap;
 mod credentials;
 mod idempotency;
@@ -18,8 +19,8 @@ use redb::{Database, ReadableTable};
 
 use self::principals::get_principal_in;
 use self::records::{
-    ASSIGNMENTS, BOOTSTRAP, CACHE_BYTES, CREDENTIALS, IDEMPOTENCY, POLICIES, PRINCIPAL_CREDENTIALS, PRINCIPALS, ROLES, decode_credential,
-    key3,
+    ASSIGNMENTS, AUDIT, AUDIT_HEADS, BOOTSTRAP, CACHE_BYTES, CREDENTIALS, IDEMPOTENCY, POLICIES, PRINCIPAL_CREDENTIALS, PRINCIPALS, ROLES,
+    decode_credential, key3,
 };
 use super::StoreError;
 use crate::authority::Guard;
@@ -53,7 +54,9 @@ impl EmbeddedStore {
 
     fn init(db: Database) -> Result<Self, StoreError> {
         let txn = db.begin_write()?;
-        for table in [PRINCIPALS, CREDENTIALS, PRINCIPAL_CREDENTIALS, ROLES, ASSIGNMENTS, BOOTSTRAP, IDEMPOTENCY, POLICIES] {
+        for table in
+            [PRINCIPALS, CREDENTIALS, PRINCIPAL_CREDENTIALS, ROLES, ASSIGNMENTS, BOOTSTRAP, IDEMPOTENCY, POLICIES, AUDIT, AUDIT_HEADS]
+        {
             txn.open_table(table)?;
         }
         txn.commit()?;

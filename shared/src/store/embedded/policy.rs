@@ -27,6 +27,7 @@ pub(super) async fn put(store: &EmbeddedStore, org: &OrgId, policy: &CredentialP
             let txn = db.begin_write()?;
             check_guard_in(&txn, &guard)?;
             txn.open_table(POLICIES)?.insert(org.as_str(), encode(&policy)?.as_slice())?;
+            super::audit::record_in(&txn, &guard)?;
             Ok(txn.commit()?)
         })
         .await

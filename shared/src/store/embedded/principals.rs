@@ -51,9 +51,11 @@ pub(super) async fn create(
     principal: &Principal,
     max_principals: usize,
     idempotency: Option<&IdempotencyRecord>,
+    record: &crate::audit::AuditEntry,
 ) -> Result<(), StoreError> {
     let p = principal.clone();
     let idempotency = idempotency.cloned();
+    let record = record.clone();
     store
         .blocking(move |db| {
             let txn = db.begin_write()?;
@@ -75,6 +77,7 @@ pub(super) async fn create(
                 }
                 t.insert(k.as_str(), encode(&p)?.as_slice())?;
             }
+            super::audit::append_in(&txn, record, 1)?;
             claim_idempotency_in(&txn, idempotency.as_ref())?;
             Ok(txn.commit()?)
         })
@@ -146,6 +149,7 @@ pub(super) async fn update(store: &EmbeddedStore, principal: &Principal, expecte
                 let mut t = txn.open_table(PRINCIPALS)?;
                 t.insert(key2(p.org_id.as_str(), p.id.as_str()).as_str(), encode(&p)?.as_slice())?;
             }
+            super::audit::record_in(&txn, &guard)?;
             Ok(txn.commit()?)
         })
         .await

@@ -28,6 +28,10 @@ pub(super) const BOOTSTRAP: Table = TableDefinition::new("bootstrap");
 pub(super) const IDEMPOTENCY: Table = TableDefinition::new("idempotency");
 /// orgId → the organisation's credential policy (absent: the default).
 pub(super) const POLICIES: Table = TableDefinition::new("credential_policies");
+/// `org \0 sortKey` → audit record (see [`crate::audit::AuditRecord::sort_key`]).
+pub(super) const AUDIT: Table = TableDefinition::new("audit_records");
+/// orgId → where the organisation's audit chain ends.
+pub(super) const AUDIT_HEADS: Table = TableDefinition::new("audit_heads");
 
 pub(super) const SEP: char = '\0';
 

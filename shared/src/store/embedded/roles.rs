@@ -50,6 +50,7 @@ pub(super) async fn create(
                 }
                 t.insert(k.as_str(), encode(&role)?.as_slice())?;
             }
+            super::audit::record_in(&txn, &guard)?;
             claim_idempotency_in(&txn, idempotency.as_ref())?;
             Ok(txn.commit()?)
         })
@@ -160,6 +161,7 @@ pub(super) async fn assign(
                         check_guard_in(&txn, &guard)?;
                         txn.open_table(ASSIGNMENTS)?.insert(k.as_str(), encode(&a)?.as_slice())?;
                         advance_version_in(&txn, a.org_id.as_str(), a.principal_id.as_str())?;
+                        super::audit::record_in(&txn, &guard)?;
                         (a, true)
                     }
                 }
@@ -190,6 +192,7 @@ pub(super) async fn unassign(
             };
             if removed {
                 advance_version_in(&txn, org.as_str(), principal.as_str())?;
+                super::audit::record_in(&txn, &guard)?;
             }
             txn.commit()?;
             Ok(removed)
