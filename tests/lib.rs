@@ -232,6 +232,21 @@ impl TestApp {
     }
 }
 
+/// The stream records Lambda would deliver for these audit records (as `GET /iam/audit-events`
+/// answers them): inserts of the audit table's items, numbered from 1.
+pub fn audit_stream_records(trail: &Value) -> Vec<Value> {
+    let items = trail["items"].as_array().cloned().unwrap_or_default();
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, record)| {
+            json!({"eventName": "INSERT", "dynamodb": {"SequenceNumber": format!("{:021}", i + 1), "NewImage": {
+                "kind": {"S": "audit"}, "record": {"S": record.to_string()}
+            }}})
+        })
+        .collect()
+}
+
 /// Fetches from the in-process router, so a `RemoteVerifier` can read this service's JWKS
 /// without a socket. URLs are taken relative to [`ISSUER`]'s origin.
 pub struct RouterFetch(pub Router);

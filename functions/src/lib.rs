@@ -34,6 +34,7 @@ pub mod list_revocations;
 pub mod list_role_assignments;
 pub mod list_roles;
 pub mod openid_configuration;
+pub mod publish_events;
 pub mod revoke_credential;
 pub mod revoke_leaked_credentials;
 pub mod rotate_credential;

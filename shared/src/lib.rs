@@ -6,6 +6,7 @@ pub mod audit;
 pub mod authority;
 pub mod credential_policy;
 pub mod error;
+pub mod events;
 pub mod exchange;
 pub mod hashing;
 pub mod idempotency;

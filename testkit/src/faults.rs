@@ -193,6 +193,11 @@ pub fn iam_calls_of(request: &[u8]) -> Vec<IamCall> {
                 None => vec![call(format!("dynamodb:{operation}"), &body["TableName"])],
             },
         }
+    } else if service == "AWSEvents" {
+        // IAM authorizes PutEvents per bus.
+        let buses: Vec<String> =
+            body["Entries"].as_array().into_iter().flatten().map(|e| e["EventBusName"].as_str().unwrap_or("default").to_owned()).collect();
+        buses.into_iter().map(|bus| IamCall { action: format!("events:{operation}"), resource: bus }).collect()
     } else {
         vec![call(format!("{}:{operation}", service.to_ascii_lowercase()), &body["SecretId"])]
     }

@@ -17,6 +17,7 @@ mod dynamodb;
 mod dynamodb_conflicts;
 mod dynamodb_faults;
 mod edge_source;
+mod event_publishing;
 mod exchange;
 mod fault_steps;
 mod github_alerts;
