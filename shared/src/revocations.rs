@@ -99,6 +99,11 @@ impl Iam {
                 page.next = Some(AuditCursor(record.sort_key()));
                 page.items.extend(revocation_of(record));
             }
+            // A read may end past records its filter skipped (a long run of refusals) with none
+            // to show: its cursor is still progress, or a reader would ask the same forever.
+            if read.next.is_some() {
+                page.next = read.next.clone();
+            }
             page.has_more = read.next.is_some();
             match read.next {
                 Some(next) => query.after = Some(next),

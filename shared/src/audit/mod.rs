@@ -274,14 +274,17 @@ pub enum ChainBreak {
 }
 
 /// Checks an organisation's records (any order) against each other and against the head.
-/// The oldest record present may name a predecessor removed by retention; every later one
-/// must follow without a gap.
-pub fn verify_chain(records: &[AuditRecord], head: Option<&ChainHead>) -> Result<(), ChainBreak> {
+/// Retention removes records timed before `expired_before` (DynamoDB's TTL, in no particular
+/// order): a gap is accepted only before a record that old itself, since every record before
+/// it in the chain is at most a minute younger (a refusal is timed at its minute's start).
+/// Every other gap is a removal. `None`: nothing has expired, every gap is one.
+pub fn verify_chain(records: &[AuditRecord], head: Option<&ChainHead>, expired_before: Option<DateTime<Utc>>) -> Result<(), ChainBreak> {
     let mut sorted: Vec<&AuditRecord> = records.iter().collect();
     sorted.sort_by_key(|r| r.seq);
+    let retired = |r: &AuditRecord| expired_before.is_some_and(|t| r.entry.at + chrono::Duration::minutes(1) <= t);
     for pair in sorted.windows(2) {
         let (before, record) = (pair[0], pair[1]);
-        if record.seq != before.seq + 1 {
+        if record.seq != before.seq + 1 && !retired(record) {
             return Err(ChainBreak::Missing { seq: before.seq + 1, before: before.seq, after: record.seq });
         }
     }
@@ -292,6 +295,8 @@ pub fn verify_chain(records: &[AuditRecord], head: Option<&ChainHead>) -> Result
         let expected_previous = match i {
             0 if record.seq == 1 => GENESIS_DIGEST,
             0 => continue,
+            // After a gap retention made: its predecessor is gone.
+            _ if sorted[i - 1].seq + 1 != record.seq => continue,
             _ => sorted[i - 1].digest.as_str(),
         };
         if record.previous_digest != expected_previous {
@@ -329,7 +334,7 @@ mod tests {
     fn an_untouched_chain_verifies_in_any_order() {
         let (mut records, head) = chain(5);
         records.reverse();
-        assert_eq!(verify_chain(&records, Some(&head)), Ok(()));
+        assert_eq!(verify_chain(&records, Some(&head), None), Ok(()));
     }
 
     #[test]
@@ -337,21 +342,36 @@ mod tests {
         let (records, head) = chain(5);
         let mut edited = records.clone();
         edited[2].entry.actor = Actor::system("someone else");
-        assert_eq!(verify_chain(&edited, Some(&head)), Err(ChainBreak::Edited { seq: 3 }));
+        assert_eq!(verify_chain(&edited, Some(&head), None), Err(ChainBreak::Edited { seq: 3 }));
 
         let mut removed = records.clone();
         removed.remove(2);
-        assert_eq!(verify_chain(&removed, Some(&head)), Err(ChainBreak::Missing { seq: 3, before: 2, after: 4 }));
+        assert_eq!(verify_chain(&removed, Some(&head), None), Err(ChainBreak::Missing { seq: 3, before: 2, after: 4 }));
 
         // A record rewritten with a fresh digest of its own still does not link.
         let mut replaced = records.clone();
         let mut forged = replaced[2].entry.clone();
         forged.action = "principal.create".into();
         replaced[2] = AuditRecord::chained(forged, Some(&ChainHead { seq: 2, digest: "f".repeat(64), at: None }));
-        assert_eq!(verify_chain(&replaced, Some(&head)), Err(ChainBreak::Unlinked { seq: 3, before: 2 }));
+        assert_eq!(verify_chain(&replaced, Some(&head), None), Err(ChainBreak::Unlinked { seq: 3, before: 2 }));
 
         let truncated = records[..4].to_vec();
-        assert_eq!(verify_chain(&truncated, Some(&head)), Err(ChainBreak::Truncated { last: 4, head: 5 }));
+        assert_eq!(verify_chain(&truncated, Some(&head), None), Err(ChainBreak::Truncated { last: 4, head: 5 }));
+    }
+
+    #[test]
+    fn gaps_are_accepted_only_where_retention_has_expired_records() {
+        let (records, head) = chain(5);
+        let mut expired = records.clone();
+        expired.remove(1);
+        assert!(verify_chain(&expired, Some(&head), None).is_err(), "without retention every gap is a removal");
+        let long_after = crate::model::now() + chrono::Duration::days(1);
+        assert_eq!(verify_chain(&expired, Some(&head), Some(long_after)), Ok(()), "TTL deletes in no order");
+        let just_now = crate::model::now() - chrono::Duration::days(1);
+        assert!(verify_chain(&expired, Some(&head), Some(just_now)).is_err(), "a young record's gap is a removal");
+        let mut edited = expired;
+        edited[2].entry.action = "credential.revoke".into();
+        assert!(verify_chain(&edited, Some(&head), Some(long_after)).is_err(), "an edit is detected past a gap too");
     }
 
     #[test]
@@ -373,7 +393,7 @@ mod tests {
     fn the_tally_of_repeats_is_outside_the_digest_and_the_oldest_may_be_retired() {
         let (mut records, head) = chain(4);
         records[1].repeats = 40;
-        assert_eq!(verify_chain(&records, Some(&head)), Ok(()));
-        assert_eq!(verify_chain(&records[1..], Some(&head)), Ok(()), "retention removes the oldest records");
+        assert_eq!(verify_chain(&records, Some(&head), None), Ok(()));
+        assert_eq!(verify_chain(&records[1..], Some(&head), None), Ok(()), "retention removes the oldest records");
     }
 }

@@ -24,6 +24,9 @@ impl AuditCursor {
 
     pub fn decode(s: &str) -> Result<Self, DomainError> {
         let bad = || DomainError::invalid("cursor is not one this service returned");
+        if s.len() > 1024 {
+            return Err(bad());
+        }
         let bytes = URL_SAFE_NO_PAD.decode(s).map_err(|_| bad())?;
         let key = String::from_utf8(bytes).map_err(|_| bad())?;
         // Every sort key starts with a fixed-width time; anything else was not ours.
@@ -62,6 +65,14 @@ impl AuditQuery {
         {
             return Err(DomainError::invalid("from must not be after to"));
         }
+        // A cursor continues the query it came from: one outside this query's time range was
+        // not (the filters changed between pages).
+        let (low, high) = self.key_range();
+        if let Some(AuditCursor(after)) = &self.after
+            && (after.as_str() < low.as_str() || after.as_str() > high.as_str())
+        {
+            return Err(DomainError::invalid("the cursor belongs to another time range: start again without it"));
+        }
         Ok(())
     }
 
@@ -81,6 +92,25 @@ impl AuditQuery {
             && self.outcome.is_none_or(|o| e.outcome == o)
             && self.from.is_none_or(|from| e.at >= from)
             && self.to.is_none_or(|to| e.at <= to)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_continues_only_the_time_range_it_came_from() {
+        let now = crate::model::now();
+        let cursor = AuditCursor(format!("{}#{:012}", super::time_key(now), 7));
+        let same = AuditQuery { after: Some(cursor.clone()), ..AuditQuery::new(10) };
+        assert!(same.validate().is_ok());
+        let later = AuditQuery { from: Some(now + chrono::Duration::hours(1)), ..same.clone() };
+        assert!(later.validate().is_err());
+        let earlier = AuditQuery { to: Some(now - chrono::Duration::hours(1)), ..same };
+        assert!(earlier.validate().is_err());
+        assert!(AuditCursor::decode(&"A".repeat(2000)).is_err());
+        assert_eq!(AuditCursor::decode(&cursor.encode()).unwrap(), cursor);
     }
 }
 

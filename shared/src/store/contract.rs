@@ -870,7 +870,7 @@ async fn whole_trail<S: Store + ?Sized>(store: &S, org_name: &str) -> Vec<AuditR
         }
     }
     let head = store.audit_head(&org(org_name)).await.unwrap();
-    assert_eq!(verify_chain(&all, head.as_ref()), Ok(()), "{all:#?}");
+    assert_eq!(verify_chain(&all, head.as_ref(), None), Ok(()), "{all:#?}");
     all
 }
 

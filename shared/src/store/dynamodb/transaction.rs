@@ -163,9 +163,11 @@ impl Cancelled {
         self.codes.iter().flatten().any(|code| code == "ConditionalCheckFailed")
     }
 
-    /// Another transaction on one of the items was in flight: retrying may succeed.
+    /// Another transaction on one of the items was in flight, or (after its own retries) the
+    /// organisation's audit chain head kept moving: retrying may succeed, and a write that
+    /// gives up answers `Contended` (409), not a store failure.
     pub(super) fn raced(&self) -> bool {
-        self.codes.iter().flatten().any(|code| code == "TransactionConflict")
+        self.codes.iter().flatten().any(|code| code == "TransactionConflict") || self.failed(Part::AuditHead)
     }
 
     /// Whether one of the guard's checks is what cancelled it.
