@@ -11,6 +11,7 @@ use iam_shared::model::DEFAULT_MAX_PRINCIPALS_PER_ORG;
 use iam_shared::service::{DEFAULT_EXCHANGES_PER_KEY_PER_SECOND, Limits};
 use iam_shared::signing_keys::{DEFAULT_ACTIVATION_DELAY, RotationTiming, SigningSecrets, VERIFIER_JWKS_CACHE};
 use iam_shared::token::{DEFAULT_LIFETIME_SECS, TokenSettings};
+use iam_shared::warnings::WarningSettings;
 
 #[derive(Debug, thiserror::Error)]
 #[error("configuration: {0}")]
@@ -53,6 +54,17 @@ pub enum StoreKind {
     Embedded,
 }
 
+fn audit_retention_days() -> Result<u64, ConfigError> {
+    match var("IAM_AUDIT_RETENTION_DAYS") {
+        None => Ok(iam_shared::store::dynamodb::DEFAULT_AUDIT_RETENTION_DAYS),
+        Some(raw) => raw
+            .parse::<u64>()
+            .ok()
+            .filter(|d| (1..=3650).contains(d))
+            .ok_or_else(|| ConfigError(format!("IAM_AUDIT_RETENTION_DAYS must be a number of days from 1 to 3650, got '{raw}'"))),
+    }
+}
+
 fn required(name: &str) -> Result<String, ConfigError> {
     var(name).ok_or_else(|| ConfigError(format!("{name} is required with IAM_STORE=dynamodb")))
 }
@@ -76,14 +88,7 @@ impl DynamoSettings {
     /// `IAM_SIGNING_PUBLIC_KEYS_SECRET_ID`, where tokens are signed `IAM_SIGNING_SECRET_ID`, and
     /// optionally `IAM_AUDIT_RETENTION_DAYS`.
     pub fn from_env() -> Result<Self, ConfigError> {
-        let retention = match var("IAM_AUDIT_RETENTION_DAYS") {
-            None => iam_shared::store::dynamodb::DEFAULT_AUDIT_RETENTION_DAYS,
-            Some(raw) => raw
-                .parse::<u64>()
-                .ok()
-                .filter(|d| (1..=3650).contains(d))
-                .ok_or_else(|| ConfigError(format!("IAM_AUDIT_RETENTION_DAYS must be a number of days from 1 to 3650, got '{raw}'")))?,
-        };
+        let retention = audit_retention_days()?;
         Ok(Self {
             principals_table: required("IAM_PRINCIPALS_TABLE")?,
             credentials_table: required("IAM_CREDENTIALS_TABLE")?,
@@ -156,6 +161,50 @@ impl RotationConfig {
         let timing =
             RotationTiming::new(checked_activation_delay()?, signing_key_ttl()?, Duration::from_secs(iam_shared::token::MAX_LIFETIME_SECS));
         Ok(Self { public_keys_secret_id, timing })
+    }
+}
+
+/// When the warnings of `iam_shared::warnings` are due: `IAM_WARN_EXPIRING_DAYS` (days before
+/// an expiry, `14,7,1` by default; empty for none) and `IAM_WARN_UNUSED_DAYS` (days without an
+/// exchange, 30 by default; 0 for never).
+pub fn warning_settings() -> Result<WarningSettings, ConfigError> {
+    // Set but empty means no expiry warnings, not the default.
+    let thresholds = std::env::var("IAM_WARN_EXPIRING_DAYS").ok();
+    WarningSettings::parse(thresholds.as_deref(), var("IAM_WARN_UNUSED_DAYS").as_deref())
+        .map_err(|e| ConfigError(format!("IAM_WARN_EXPIRING_DAYS / IAM_WARN_UNUSED_DAYS: {e}")))
+}
+
+/// What the warnings function needs: the three tables (no signing key, public or private) and
+/// when warnings are due.
+#[derive(Debug, Clone)]
+pub struct WarningsConfig {
+    pub principals_table: String,
+    pub credentials_table: String,
+    pub audit_table: String,
+    pub audit_retention_days: u64,
+    pub settings: WarningSettings,
+}
+
+impl WarningsConfig {
+    pub fn store(&self, sdk: &aws_config::SdkConfig) -> iam_shared::store::DynamoStore {
+        iam_shared::store::DynamoStore::new(
+            aws_sdk_dynamodb::Client::new(sdk),
+            self.principals_table.clone(),
+            self.credentials_table.clone(),
+            self.audit_table.clone(),
+        )
+        .with_audit_retention_days(self.audit_retention_days)
+    }
+
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let table = |name: &str| var(name).ok_or_else(|| ConfigError(format!("{name} is required")));
+        Ok(Self {
+            principals_table: table("IAM_PRINCIPALS_TABLE")?,
+            credentials_table: table("IAM_CREDENTIALS_TABLE")?,
+            audit_table: table("IAM_AUDIT_TABLE")?,
+            audit_retention_days: audit_retention_days()?,
+            settings: warning_settings()?,
+        })
     }
 }
 

@@ -39,6 +39,7 @@ pub mod revoke_credential;
 pub mod revoke_leaked_credentials;
 pub mod rotate_credential;
 pub mod rotate_signing_key;
+pub mod send_warnings;
 pub mod set_credential_policy;
 pub mod unassign_role;
 pub mod update_credential;

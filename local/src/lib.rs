@@ -125,6 +125,8 @@ pub async fn serve(
     let store = StoreConfig::from_env(StoreKind::Embedded, (!opts.in_memory).then(|| opts.data_dir.clone()))?;
     // iam-local serves the exchange too: it signs.
     let backend = backend::open(&store, KeyUse::Sign).await?;
+    let warnings = iam_api::config::warning_settings()?;
+    tokio::spawn(send_warnings_hourly(backend.store.clone(), warnings));
     let state = build_state(&config, backend.store, backend.keys).await?;
     for org in &opts.orgs {
         if let Some(key) = state.bootstrap(org).await? {
@@ -138,6 +140,16 @@ pub async fn serve(
     // The peer address feeds the failed-attempt throttle on the token route.
     axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(shutdown).await?;
     Ok(())
+}
+
+/// What the warnings function does in AWS on its schedule: a sweep at start, then hourly.
+async fn send_warnings_hourly(store: std::sync::Arc<dyn iam_shared::store::Store>, settings: iam_shared::warnings::WarningSettings) {
+    let mut hourly = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        hourly.tick().await;
+        // Logged by the handler; the next hour tries again.
+        let _ = iam_functions::send_warnings::handle(store.as_ref(), &settings, iam_shared::model::now()).await;
+    }
 }
 
 #[cfg(test)]

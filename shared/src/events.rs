@@ -23,6 +23,10 @@ pub const DETAIL_TYPES: &[(&str, &str)] = &[
     ("Credential Leaked", "credential.leaked"),
     ("Role Assigned", "role_assignment.assign"),
     ("Role Unassigned", "role_assignment.unassign"),
+    ("Credential Expiring", "credential.expiring"),
+    ("Credential Expired", "credential.expired"),
+    ("Credential Unused", "credential.unused"),
+    ("Principal Expiring", "principal.expiring"),
 ];
 
 /// One event's `detail`.
@@ -57,7 +61,8 @@ pub struct LifecycleEvent {
 }
 
 /// The event a record announces, if it announces one: changes of principals, credentials and
-/// role assignments (not refusals, roles' definitions, the policy or bootstraps).
+/// role assignments, and the warnings of [`crate::warnings`] (not refusals, roles'
+/// definitions, the policy or bootstraps).
 pub fn lifecycle_event(record: &AuditRecord) -> Option<LifecycleEvent> {
     let e = &record.entry;
     if e.outcome != AuditOutcome::Success {

@@ -25,5 +25,6 @@ pub mod service;
 pub mod signing_keys;
 pub mod store;
 pub mod token;
+pub mod warnings;
 
 pub use error::DomainError;

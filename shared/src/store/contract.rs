@@ -33,7 +33,8 @@ macro_rules! store_contract_tests {
             writes_commit_only_while_the_principals_decided_on_are_unchanged,
             idempotency_records_are_written_with_the_object, idempotency_slot_is_taken_once_until_expiry,
             changes_and_their_records_commit_together, concurrent_changes_of_one_organisation_never_fork_its_chain,
-            refusals_are_aggregated_per_actor_action_reason_and_minute, the_trail_filters_and_pages_newest_first);
+            refusals_are_aggregated_per_actor_action_reason_and_minute, the_trail_filters_and_pages_newest_first,
+            warnings_are_recorded_once_across_runs_and_clock_steps);
     };
     (@cases $make:expr; $($case:ident),*) => {
         $(
@@ -988,4 +989,66 @@ pub async fn the_trail_filters_and_pages_newest_first<S: Store + ?Sized>(store: 
     let past = AuditQuery { to: Some(now() - Duration::hours(1)), ..AuditQuery::new(50) };
     assert!(store.audit_events(&org("acme"), &past).await.unwrap().items.is_empty());
     assert!(store.audit_events(&org("other"), &AuditQuery::new(50)).await.unwrap().items.is_empty());
+}
+
+/// The warnings sweep with an injected clock: run repeatedly, concurrently, and with the clock
+/// stepped forward past thresholds and back again, each warning is recorded exactly once, in
+/// the organisation's chain, and only the nearest threshold crossed is sent.
+pub async fn warnings_are_recorded_once_across_runs_and_clock_steps<S: Store + ?Sized>(store: Arc<S>) {
+    use crate::warnings::{WarningSettings, sweep};
+    let t0 = now();
+    let days = |d: i64| Duration::days(d);
+    let settings = WarningSettings::default();
+    let p = Principal::new(org("acme"), "integration", None, Some(t0 + days(20)), actor(), t0).unwrap();
+    store.create_principal(&p, MAX, None).await.unwrap();
+    let hash = "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaA".to_owned();
+    let expiring = Credential::new(&p, KeyId::generate(), "expiring", Some(t0 + days(15)), hash.clone(), actor(), t0).unwrap();
+    let idle = Credential::new(&p, KeyId::generate(), "idle", None, hash.clone(), actor(), t0 - days(40)).unwrap();
+    let revoked = Credential::new(&p, KeyId::generate(), "revoked", Some(t0 + days(1)), hash, actor(), t0).unwrap();
+    for c in [&expiring, &idle, &revoked] {
+        store.insert_credential(c, t0, None, &Guard::NONE).await.unwrap();
+    }
+    assert_eq!(store.record_credential_use(&expiring, t0, None, None, 100).await.unwrap(), UseOutcome::Recorded);
+    store.revoke_credential(&p.org_id, &p.id, &revoked.key_id, &actor(), t0, &Guard::NONE).await.unwrap();
+
+    let run = |at| {
+        let (store, settings) = (store.clone(), settings.clone());
+        async move { sweep(store.as_ref(), &settings, at).await.unwrap() }
+    };
+    let first = run(t0).await;
+    assert_eq!((first.sent, first.already_sent), (1, 0), "only the idle key: {first:?}");
+    assert!(first.credentials_read >= 2 && first.principals_read >= 1, "{first:?}");
+    assert_eq!((run(t0).await.sent, run(t0 + Duration::hours(1)).await.sent), (0, 0), "the same facts warn once");
+    assert_eq!(run(t0 + days(1) + Duration::seconds(1)).await.sent, 1, "14 days before the key's expiry");
+    let (a, b) = futures_util::future::join(run(t0 + days(8) + Duration::seconds(1)), run(t0 + days(8) + Duration::seconds(1))).await;
+    assert_eq!(a.sent + b.sent, 2, "the key's 7 days and the principal's 14, once between two concurrent runs: {a:?} {b:?}");
+    assert_eq!(run(t0 + days(14) + Duration::hours(12)).await.sent, 2, "the key's 1 day and the principal's 7");
+    assert_eq!(run(t0 + days(9)).await.sent, 0, "a clock stepped back sends nothing again");
+    assert_eq!(run(t0 + days(15) + Duration::hours(1)).await.sent, 1, "the key expired");
+    assert_eq!(run(t0 + days(19) + Duration::hours(1)).await.sent, 1, "the principal's last day");
+
+    let warnings: Vec<(String, Option<u64>)> = whole_trail(store.as_ref(), "acme")
+        .await
+        .into_iter()
+        .filter(|r| r.entry.actor == Actor::system(crate::warnings::SWEEP_ACTOR))
+        .map(|r| (r.entry.action.clone(), r.entry.detail.as_ref().and_then(|d| d.get("daysBefore")).and_then(|d| d.as_u64())))
+        .collect();
+    let expected: Vec<(String, Option<u64>)> = [
+        ("credential.unused", None),
+        ("credential.expiring", Some(14)),
+        ("credential.expiring", Some(7)),
+        ("principal.expiring", Some(14)),
+        ("credential.expiring", Some(1)),
+        ("principal.expiring", Some(7)),
+        ("credential.expired", None),
+        ("principal.expiring", Some(1)),
+    ]
+    .into_iter()
+    .map(|(a, d)| (a.to_owned(), d))
+    .collect();
+    let mut sorted = warnings.clone();
+    sorted.sort();
+    let mut want = expected.clone();
+    want.sort();
+    assert_eq!(sorted, want, "{warnings:?}");
 }

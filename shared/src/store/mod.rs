@@ -228,6 +228,18 @@ macro_rules! store_by_aggregate {
                 audit::head(self, org).await
             }
 
+            async fn sweep_credentials(&self, after: Option<&str>, limit: usize) -> Result<$crate::store::SweepPage<$crate::model::Credential>, $crate::store::StoreError> {
+                warnings::sweep_credentials(self, after, limit).await
+            }
+
+            async fn sweep_principals(&self, after: Option<&str>, limit: usize) -> Result<$crate::store::SweepPage<$crate::model::Principal>, $crate::store::StoreError> {
+                warnings::sweep_principals(self, after, limit).await
+            }
+
+            async fn record_once(&self, once: &str, entry: &$crate::audit::AuditEntry) -> Result<bool, $crate::store::StoreError> {
+                warnings::record_once(self, once, entry).await
+            }
+
             async fn get_idempotency_record(&self, org: &$crate::ids::OrgId, slot: &str) -> Result<Option<$crate::idempotency::IdempotencyRecord>, $crate::store::StoreError> {
                 idempotency::get_record(self, org, slot).await
             }
@@ -243,6 +255,13 @@ pub struct Page<T> {
     pub items: Vec<T>,
     /// Where the next page starts; `None` on the last page.
     pub next: Option<PrincipalId>,
+}
+
+/// A page of a sweep across every organisation; `next` is opaque, and `None` on the last page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SweepPage<T> {
+    pub items: Vec<T>,
+    pub next: Option<String>,
 }
 
 #[async_trait]
@@ -383,6 +402,16 @@ pub trait Store: Send + Sync + 'static {
     async fn audit_events(&self, org: &OrgId, query: &AuditQuery) -> Result<AuditPage, StoreError>;
     /// Where the organisation's chain ends, if it has a record.
     async fn audit_head(&self, org: &OrgId) -> Result<Option<ChainHead>, StoreError>;
+
+    /// Every Active credential of every organisation, a page at a time (for the warnings
+    /// sweep: read in the background, not to decide a request, so eventually consistent).
+    async fn sweep_credentials(&self, after: Option<&str>, limit: usize) -> Result<SweepPage<Credential>, StoreError>;
+    /// Every Active principal that has an expiry, of every organisation, a page at a time.
+    async fn sweep_principals(&self, after: Option<&str>, limit: usize) -> Result<SweepPage<Principal>, StoreError>;
+    /// Records `entry` in its organisation's trail unless `once` (a key within the
+    /// organisation) was claimed before; the claim and the record commit together. Whether
+    /// this call recorded it.
+    async fn record_once(&self, once: &str, entry: &AuditEntry) -> Result<bool, StoreError>;
 
     /// The record in an idempotency slot, live or not (expired ones may linger until swept).
     async fn get_idempotency_record(&self, org: &OrgId, slot: &str) -> Result<Option<IdempotencyRecord>, StoreError>;

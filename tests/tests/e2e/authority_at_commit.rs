@@ -15,7 +15,7 @@ use iam_shared::credential_policy::CredentialPolicy;
 use iam_shared::idempotency::IdempotencyRecord;
 use iam_shared::ids::{KeyId, OrgId, PrincipalId, RoleId};
 use iam_shared::model::{Actor, Credential, Principal, Role, RoleAssignment, UseOutcome};
-use iam_shared::store::{EmbeddedStore, Page, Store, StoreError};
+use iam_shared::store::{EmbeddedStore, Page, Store, StoreError, SweepPage};
 use iam_tests::TestApp;
 
 use crate::authority::holder_with_role;
@@ -141,6 +141,15 @@ impl Store for Interleaved {
     }
     async fn get_idempotency_record(&self, org: &OrgId, slot: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
         self.inner.get_idempotency_record(org, slot).await
+    }
+    async fn sweep_credentials(&self, after: Option<&str>, limit: usize) -> Result<SweepPage<Credential>, StoreError> {
+        self.inner.sweep_credentials(after, limit).await
+    }
+    async fn sweep_principals(&self, after: Option<&str>, limit: usize) -> Result<SweepPage<Principal>, StoreError> {
+        self.inner.sweep_principals(after, limit).await
+    }
+    async fn record_once(&self, once: &str, entry: &AuditEntry) -> Result<bool, StoreError> {
+        self.inner.record_once(once, entry).await
     }
     async fn record_refusal(&self, entry: &AuditEntry, repeats: u64) -> Result<(), StoreError> {
         self.inner.record_refusal(entry, repeats).await

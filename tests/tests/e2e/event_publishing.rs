@@ -97,7 +97,7 @@ async fn every_change_read_from_the_stream_is_published_once_with_its_stable_id(
     events.put_targets().rule("iam").event_bus_name(&bus).targets(target).send().await.unwrap();
 
     // Changes through the API, of every kind that announces one (and some that do not).
-    let app = TestApp::with_state(iam_tests::state_with(store).await).await;
+    let app = TestApp::with_state(iam_tests::state_with(store.clone()).await).await;
     let admin = app.admin().await;
     let p = app.create_principal(&admin, "billing sync").await;
     let (key_id, _) = app.issue(&admin, &p).await;
@@ -120,6 +120,23 @@ async fn every_change_read_from_the_stream_is_published_once_with_its_stable_id(
         app.call(Method::POST, "/iam/api-keys", Some(&reader_token), Some(json!({"displayName": "x"}))).await;
     }
 
+    // Warnings, from the scheduled sweep's handler run with a clock ten days on, twice.
+    let days_on = |days: i64| (iam_shared::model::now() + chrono::Duration::days(days)).to_rfc3339();
+    let export = json!({"displayName": "nightly export", "expiresAt": days_on(12)});
+    let export = app.call(Method::POST, "/iam/api-keys", Some(&admin), Some(export)).await;
+    let export = export.body["id"].as_str().unwrap().to_owned();
+    for (name, expires) in [("expiring", 11), ("expired", 5)] {
+        let body = json!({"name": name, "expiresAt": days_on(expires)});
+        let issued = app.call(Method::POST, &format!("/iam/api-keys/{export}/credentials"), Some(&admin), Some(body)).await;
+        assert_eq!(issued.status, StatusCode::CREATED, "{}", issued.raw);
+    }
+    let settings = iam_shared::warnings::WarningSettings::new(&[14, 7, 1], Some(7)).unwrap();
+    let later = iam_shared::model::now() + chrono::Duration::days(10);
+    let swept = iam_functions::send_warnings::handle(store.as_ref(), &settings, later).await.unwrap();
+    assert!(swept.sent >= 4, "{swept:?}");
+    let again = iam_functions::send_warnings::handle(store.as_ref(), &settings, later + chrono::Duration::hours(1)).await.unwrap();
+    assert_eq!((again.sent, again.already_sent), (0, swept.sent), "a repeated run sends nothing again");
+
     let sink = EventBridgeSink { client: events.clone(), bus: bus.clone() };
     let batch = stream_event(&stream_arn).await;
     assert!(batch.records.len() > 10, "the stream holds the trail: {}", batch.records.len());
@@ -129,15 +146,20 @@ async fn every_change_read_from_the_stream_is_published_once_with_its_stable_id(
     let trail = app.call(Method::GET, "/iam/audit-events?limit=200", Some(&admin), None).await;
     let records: BTreeMap<String, Value> =
         trail.body["items"].as_array().unwrap().iter().map(|r| (r["id"].as_str().unwrap().to_owned(), r.clone())).collect();
+    let admin_org = records.values().next().unwrap()["orgId"].clone();
     let types: Vec<&str> = delivered.iter().map(|e| e["detail-type"].as_str().unwrap()).collect();
     let kinds: BTreeSet<&str> = types.iter().copied().collect();
     let expected = [
+        "Credential Expired",
+        "Credential Expiring",
         "Credential Issued",
         "Credential Leaked",
         "Credential Revoked",
         "Credential Rotated",
+        "Credential Unused",
         "Principal Changed",
         "Principal Created",
+        "Principal Expiring",
         "Principal Status Changed",
         "Role Assigned",
         "Role Unassigned",
@@ -146,6 +168,11 @@ async fn every_change_read_from_the_stream_is_published_once_with_its_stable_id(
     for event in &delivered {
         assert_eq!(event["source"], "infuse.iam");
         let id = event["detail"]["eventId"].as_str().unwrap();
+        if event["detail"]["orgId"] != admin_org {
+            // The other bootstrapped organisation's warning of its idle bootstrap key.
+            assert_eq!(event["detail-type"], "Credential Unused", "{event}");
+            continue;
+        }
         let record = records.get(id).unwrap_or_else(|| panic!("an event without its audit record: {event}"));
         assert_eq!(event["detail"]["sequence"], record["seq"], "{event}");
         assert_eq!(event["detail"]["actor"], record["actor"]);

@@ -499,6 +499,22 @@ async fn every_policy_grants_exactly_what_its_function_calls() {
     }
     observed_by_function.insert("publish-events".into(), calls);
 
+    // The warnings sweep, at a time when every key is idle: it scans and records.
+    r.proxy.take_calls();
+    let swept = iam_functions::send_warnings::handle(
+        &tables.store(dynamodb.clone()),
+        &iam_shared::warnings::WarningSettings::default(),
+        iam_shared::model::now() + chrono::Duration::days(45),
+    )
+    .await
+    .unwrap();
+    assert!(swept.sent > 0, "{swept:?}");
+    let calls = r.logical(r.proxy.take_calls());
+    for call in calls.difference(&granted["send-warnings"]) {
+        failures.push(format!("send-warnings calls {} on {} but its policy does not allow it", call.0, call.1));
+    }
+    observed_by_function.insert("send-warnings".into(), calls);
+
     for (function, grants) in &granted {
         let observed = observed_by_function.get(function).cloned().unwrap_or_default();
         for grant in grants.difference(&observed) {

@@ -69,14 +69,16 @@ fn every_operation_is_an_openapi_operation_and_a_template_function() {
     let rows: BTreeSet<_> = iam_functions::OPERATIONS.iter().map(|op| (op.route_key(), op.name.to_owned())).collect();
     assert_eq!(rows, served, "the operations table and template.yaml's routes disagree");
 
-    // Every binary is a row, but the rotation function (which Secrets Manager invokes) and the
-    // event publisher (which the audit table's stream invokes): neither serves a route.
+    // Every binary is a row, but the rotation function (which Secrets Manager invokes), the
+    // event publisher (which the audit table's stream invokes) and the warnings sweep (which
+    // EventBridge Scheduler invokes): none serves a route.
     let bin_dir = format!("{}/../functions/src/bin", env!("CARGO_MANIFEST_DIR"));
     let binaries: BTreeSet<String> =
         std::fs::read_dir(bin_dir).unwrap().map(|e| e.unwrap().path().file_stem().unwrap().to_string_lossy().into_owned()).collect();
     let mut expected: BTreeSet<String> = iam_functions::OPERATIONS.iter().map(|op| op.name.to_owned()).collect();
     expected.insert("rotate-signing-key".into());
     expected.insert("publish-events".into());
+    expected.insert("send-warnings".into());
     assert_eq!(binaries, expected);
 }
 

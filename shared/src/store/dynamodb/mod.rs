@@ -25,6 +25,7 @@ mod policy;
 mod principals;
 mod roles;
 mod transaction;
+mod warnings;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::DisplayErrorContext;

@@ -53,6 +53,8 @@ pub(super) enum Part {
     AuditRecord,
     /// The organisation's audit chain head, moved on to the record.
     AuditHead,
+    /// A warning's once key, claimed with its record.
+    Once,
 }
 
 pub(super) struct Transaction<'a> {

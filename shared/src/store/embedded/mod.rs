@@ -11,6 +11,7 @@ mod policy;
 mod principals;
 mod records;
 mod roles;
+mod warnings;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -19,8 +20,8 @@ use redb::{Database, ReadableTable};
 
 use self::principals::get_principal_in;
 use self::records::{
-    ASSIGNMENTS, AUDIT, AUDIT_HEADS, BOOTSTRAP, CACHE_BYTES, CREDENTIALS, IDEMPOTENCY, POLICIES, PRINCIPAL_CREDENTIALS, PRINCIPALS, ROLES,
-    decode_credential, key3,
+    ASSIGNMENTS, AUDIT, AUDIT_HEADS, BOOTSTRAP, CACHE_BYTES, CREDENTIALS, IDEMPOTENCY, ONCE, POLICIES, PRINCIPAL_CREDENTIALS, PRINCIPALS,
+    ROLES, decode_credential, key3,
 };
 use super::StoreError;
 use crate::authority::Guard;
@@ -55,7 +56,7 @@ impl EmbeddedStore {
     fn init(db: Database) -> Result<Self, StoreError> {
         let txn = db.begin_write()?;
         for table in
-            [PRINCIPALS, CREDENTIALS, PRINCIPAL_CREDENTIALS, ROLES, ASSIGNMENTS, BOOTSTRAP, IDEMPOTENCY, POLICIES, AUDIT, AUDIT_HEADS]
+            [PRINCIPALS, CREDENTIALS, PRINCIPAL_CREDENTIALS, ROLES, ASSIGNMENTS, BOOTSTRAP, IDEMPOTENCY, POLICIES, AUDIT, AUDIT_HEADS, ONCE]
         {
             txn.open_table(table)?;
         }

@@ -32,6 +32,8 @@ pub(super) const POLICIES: Table = TableDefinition::new("credential_policies");
 pub(super) const AUDIT: Table = TableDefinition::new("audit_records");
 /// orgId → where the organisation's audit chain ends.
 pub(super) const AUDIT_HEADS: Table = TableDefinition::new("audit_heads");
+/// `org \0 onceKey` → empty: a warning already recorded (see [`crate::warnings`]).
+pub(super) const ONCE: Table = TableDefinition::new("once_records");
 
 pub(super) const SEP: char = '\0';
 
