@@ -47,6 +47,9 @@ pub fn config() -> Config {
         github_scanning_keys: None,
         github_scanning_keys_url: None,
         outbound_allow_loopback: false,
+        webhook_key: Some(std::sync::Arc::new(iam_shared::webhooks::manage::WebhookKeySource::Static(std::sync::Arc::new(
+            iam_shared::webhooks::WebhookKey::generate(),
+        )))),
     }
 }
 

@@ -9,11 +9,14 @@ use iam_shared::signing_keys::{KeySource, PublishedKeys, SecretsManagerKeys, Sta
 use iam_shared::store::{DynamoStore, EmbeddedStore, Store};
 
 use crate::config::{ConfigError, DynamoSettings, StoreConfig};
-use crate::state::load_or_create_signing_key;
+use crate::state::{load_or_create_signing_key, load_or_create_webhook_key};
+use iam_shared::webhooks::WebhookKey;
+use iam_shared::webhooks::manage::WebhookKeySource;
 
 pub struct Backend {
     pub store: Arc<dyn Store>,
     pub keys: Arc<dyn KeySource>,
+    pub webhook_key: Option<Arc<WebhookKeySource>>,
 }
 
 /// Whether a process signs tokens or only verifies them. Only the exchange (and `iam-local`,
@@ -40,10 +43,11 @@ pub async fn dynamodb(settings: &DynamoSettings, key_use: KeyUse) -> Result<Back
     let store = dynamo_store(settings, &sdk);
     let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
     let keys: Arc<dyn KeySource> = match key_use {
-        KeyUse::Sign => Arc::new(SecretsManagerKeys::new(secrets, settings.signing_secrets()?)),
-        KeyUse::Verify => Arc::new(PublishedKeys::new(secrets, settings.public_keys_secret_id.clone())),
+        KeyUse::Sign => Arc::new(SecretsManagerKeys::new(secrets.clone(), settings.signing_secrets()?)),
+        KeyUse::Verify => Arc::new(PublishedKeys::new(secrets.clone(), settings.public_keys_secret_id.clone())),
     };
-    Ok(Backend { store: Arc::new(store), keys })
+    let webhook_key = settings.webhook_key_secret_id.clone().map(|id| Arc::new(WebhookKeySource::secrets_manager(secrets.clone(), id)));
+    Ok(Backend { store: Arc::new(store), keys, webhook_key })
 }
 
 /// The store and keys the configuration names: DynamoDB and Secrets Manager, or the embedded
@@ -60,7 +64,8 @@ pub fn embedded(dir: Option<&Path>) -> Result<Backend, ConfigError> {
     let Some(dir) = dir else {
         let store = EmbeddedStore::in_memory().map_err(|e| ConfigError(e.to_string()))?;
         let key = iam_shared::token::SigningKeyDocument::generate().map_err(|e| ConfigError(e.to_string()))?;
-        return Ok(Backend { store: Arc::new(store), keys: Arc::new(StaticKey(key)) });
+        let webhook_key = Some(Arc::new(WebhookKeySource::Static(Arc::new(WebhookKey::generate()))));
+        return Ok(Backend { store: Arc::new(store), keys: Arc::new(StaticKey(key)), webhook_key });
     };
     std::fs::create_dir_all(dir).map_err(|e| ConfigError(format!("{}: {e}", dir.display())))?;
     #[cfg(unix)]
@@ -71,5 +76,6 @@ pub fn embedded(dir: Option<&Path>) -> Result<Backend, ConfigError> {
     }
     let store = EmbeddedStore::open(&dir.join("iam.redb")).map_err(|e| ConfigError(e.to_string()))?;
     let key = load_or_create_signing_key(dir)?;
-    Ok(Backend { store: Arc::new(store), keys: Arc::new(StaticKey(key)) })
+    let webhook_key = Some(Arc::new(WebhookKeySource::Static(Arc::new(load_or_create_webhook_key(dir)?))));
+    Ok(Backend { store: Arc::new(store), keys: Arc::new(StaticKey(key)), webhook_key })
 }

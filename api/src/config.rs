@@ -36,6 +36,10 @@ pub struct Config {
     /// `IAM_OUTBOUND_ALLOW_LOOPBACK`: outbound requests may reach loopback (and plain http to
     /// it). For tests and local use only; never set in the templates.
     pub outbound_allow_loopback: bool,
+    /// Where webhook secrets are derived from: not read from the environment, but given by the
+    /// backend opened (Secrets Manager's `IAM_WEBHOOK_KEY_SECRET_ID`, or a key file beside the
+    /// embedded store). Without one, webhook routes that show a secret answer 503.
+    pub webhook_key: Option<std::sync::Arc<iam_shared::webhooks::manage::WebhookKeySource>>,
 }
 
 /// Where a process keeps its state (`IAM_STORE`).
@@ -81,6 +85,9 @@ pub struct DynamoSettings {
     pub public_keys_secret_id: String,
     /// The private keys (`IAM_SIGNING_SECRET_ID`): set only for the functions that sign.
     pub signing_secret_id: Option<String>,
+    /// The key webhook secrets are derived from (`IAM_WEBHOOK_KEY_SECRET_ID`): set only for the
+    /// functions that show a secret or sign a delivery.
+    pub webhook_key_secret_id: Option<String>,
 }
 
 impl DynamoSettings {
@@ -96,6 +103,7 @@ impl DynamoSettings {
             audit_retention_days: retention,
             public_keys_secret_id: required("IAM_SIGNING_PUBLIC_KEYS_SECRET_ID")?,
             signing_secret_id: var("IAM_SIGNING_SECRET_ID"),
+            webhook_key_secret_id: var("IAM_WEBHOOK_KEY_SECRET_ID"),
         })
     }
 
@@ -174,18 +182,27 @@ pub fn warning_settings() -> Result<WarningSettings, ConfigError> {
         .map_err(|e| ConfigError(format!("IAM_WARN_EXPIRING_DAYS / IAM_WARN_UNUSED_DAYS: {e}")))
 }
 
-/// What the warnings function needs: the three tables (no signing key, public or private) and
-/// when warnings are due.
+/// The three tables, for the functions that need no signing key (the warnings sweep and the
+/// webhook delivery function).
 #[derive(Debug, Clone)]
-pub struct WarningsConfig {
+pub struct TablesConfig {
     pub principals_table: String,
     pub credentials_table: String,
     pub audit_table: String,
     pub audit_retention_days: u64,
-    pub settings: WarningSettings,
 }
 
-impl WarningsConfig {
+impl TablesConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let table = |name: &str| var(name).ok_or_else(|| ConfigError(format!("{name} is required")));
+        Ok(Self {
+            principals_table: table("IAM_PRINCIPALS_TABLE")?,
+            credentials_table: table("IAM_CREDENTIALS_TABLE")?,
+            audit_table: table("IAM_AUDIT_TABLE")?,
+            audit_retention_days: audit_retention_days()?,
+        })
+    }
+
     pub fn store(&self, sdk: &aws_config::SdkConfig) -> iam_shared::store::DynamoStore {
         iam_shared::store::DynamoStore::new(
             aws_sdk_dynamodb::Client::new(sdk),
@@ -195,16 +212,61 @@ impl WarningsConfig {
         )
         .with_audit_retention_days(self.audit_retention_days)
     }
+}
 
+/// What the warnings function needs: the tables (no signing key, public or private) and when
+/// warnings are due.
+#[derive(Debug, Clone)]
+pub struct WarningsConfig {
+    pub tables: TablesConfig,
+    pub settings: WarningSettings,
+}
+
+impl WarningsConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
-        let table = |name: &str| var(name).ok_or_else(|| ConfigError(format!("{name} is required")));
+        Ok(Self { tables: TablesConfig::from_env()?, settings: warning_settings()? })
+    }
+}
+
+/// What the webhook delivery function needs: the tables, the webhook key
+/// (`IAM_WEBHOOK_KEY_SECRET_ID`), the retry queue (`IAM_WEBHOOK_RETRY_QUEUE_URL`) and the
+/// outbound rules (endpoints answer within 10 s).
+#[derive(Debug, Clone)]
+pub struct WebhookDeliveryConfig {
+    pub tables: TablesConfig,
+    pub webhook_key_secret_id: String,
+    pub retry_queue_url: String,
+    pub outbound: iam_shared::outbound::OutboundRules,
+}
+
+pub fn webhook_outbound_rules(allow_loopback: bool) -> iam_shared::outbound::OutboundRules {
+    iam_shared::outbound::OutboundRules { allow_loopback, max_bytes: 64 * 1024, timeout: Duration::from_secs(10) }
+}
+
+impl WebhookDeliveryConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let required = |name: &str| var(name).ok_or_else(|| ConfigError(format!("{name} is required")));
         Ok(Self {
-            principals_table: table("IAM_PRINCIPALS_TABLE")?,
-            credentials_table: table("IAM_CREDENTIALS_TABLE")?,
-            audit_table: table("IAM_AUDIT_TABLE")?,
-            audit_retention_days: audit_retention_days()?,
-            settings: warning_settings()?,
+            tables: TablesConfig::from_env()?,
+            webhook_key_secret_id: required("IAM_WEBHOOK_KEY_SECRET_ID")?,
+            retry_queue_url: required("IAM_WEBHOOK_RETRY_QUEUE_URL")?,
+            outbound: webhook_outbound_rules(flag("IAM_OUTBOUND_ALLOW_LOOPBACK")?),
         })
+    }
+
+    pub fn store(&self, sdk: &aws_config::SdkConfig) -> iam_shared::store::DynamoStore {
+        self.tables.store(sdk)
+    }
+
+    /// The webhook key, read once at the cold start.
+    pub async fn webhook_key(&self, sdk: &aws_config::SdkConfig) -> Result<std::sync::Arc<iam_shared::webhooks::WebhookKey>, ConfigError> {
+        iam_shared::webhooks::manage::WebhookKeySource::secrets_manager(
+            aws_sdk_secretsmanager::Client::new(sdk),
+            self.webhook_key_secret_id.clone(),
+        )
+        .key()
+        .await
+        .map_err(|e| ConfigError(format!("the webhook key: {e}")))
     }
 }
 
@@ -315,6 +377,7 @@ impl Config {
                 .map_err(|e| ConfigError(format!("IAM_GITHUB_SECRET_SCANNING_KEYS: {e}")))?,
             github_scanning_keys_url: var("IAM_GITHUB_SECRET_SCANNING_KEYS_URL"),
             outbound_allow_loopback: flag("IAM_OUTBOUND_ALLOW_LOOPBACK")?,
+            webhook_key: None,
         })
     }
 }

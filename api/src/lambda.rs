@@ -14,6 +14,7 @@ async fn state_from_env(cold_start: ColdStart) -> Result<AppState, ConfigError> 
     // Only the signer is given the private keys (see template.yaml's SigningKeySecretPolicy).
     let key_use = if cold_start == ColdStart::Signer { KeyUse::Sign } else { KeyUse::Verify };
     let backend = backend::open(&store, key_use).await?;
+    let config = Config { webhook_key: backend.webhook_key.clone(), ..config };
     match cold_start {
         ColdStart::Signer | ColdStart::Verifier => build_state(&config, backend.store, backend.keys).await,
         // Its policy grants no table: its cold start reads none.

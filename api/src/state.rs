@@ -14,6 +14,7 @@ use iam_shared::service::Iam;
 use iam_shared::signing_keys::{KeySource, Keyring};
 use iam_shared::store::Store;
 use iam_shared::token::SigningKeyDocument;
+use iam_shared::webhooks::manage::WebhookSettings;
 
 use crate::config::{Config, ConfigError};
 use crate::extract::MAX_BODY_BYTES;
@@ -49,7 +50,8 @@ async fn build(config: &Config, store: Arc<dyn Store>, keys: Arc<dyn KeySource>,
     let (keyring, ()) = tokio::join!(Keyring::new(config.tokens.clone(), keys, config.signing_key_ttl), warm_up);
     let keyring = keyring.map_err(|e| ConfigError(e.to_string()))?;
     let github = github_keys(config)?;
-    Ok(Arc::new(Iam::new(store, hasher, keyring).with_limits(config.limits).with_github_scanning_keys(github)))
+    let webhooks = WebhookSettings { key: config.webhook_key.clone(), allow_loopback: config.outbound_allow_loopback };
+    Ok(Arc::new(Iam::new(store, hasher, keyring).with_limits(config.limits).with_github_scanning_keys(github).with_webhooks(webhooks)))
 }
 
 /// GitHub's keys as configured, and its key endpoint when one is named (refused at start when
@@ -69,6 +71,29 @@ fn github_keys(config: &Config) -> Result<Option<GithubKeySource>, ConfigError> 
 pub const SIGNING_KEY_FILE: &str = "signing-key.json";
 
 /// The local signing key: read from `dir`, or generated and written there readable by the owner only.
+/// The embedded store's webhook key: 32 random bytes, hex, in a 0600 file beside the store.
+pub fn load_or_create_webhook_key(dir: &Path) -> Result<iam_shared::webhooks::WebhookKey, ConfigError> {
+    let path = dir.join(WEBHOOK_KEY_FILE);
+    match fs::read(&path) {
+        Ok(material) => Ok(iam_shared::webhooks::WebhookKey::from_material(&material)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let material: String = iam_shared::random::bytes::<32>().iter().map(|b| format!("{b:02x}")).collect();
+            let mut options = fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file = options.open(&path).map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+            file.write_all(material.as_bytes())
+                .and_then(|_| file.sync_all())
+                .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+            Ok(iam_shared::webhooks::WebhookKey::from_material(material.as_bytes()))
+        }
+        Err(e) => Err(ConfigError(format!("{}: {e}", path.display()))),
+    }
+}
+
+const WEBHOOK_KEY_FILE: &str = "webhook.key";
+
 pub fn load_or_create_signing_key(dir: &Path) -> Result<SigningKeyDocument, ConfigError> {
     let path = dir.join(SIGNING_KEY_FILE);
     match fs::read_to_string(&path) {

@@ -13,13 +13,16 @@ use iam_api::operation::HttpMethod::{Delete, Get, Patch, Post, Put};
 use iam_api::operation::{ColdStart, Operation, Table};
 use iam_shared::service::{
     PERM_API_KEYS_READ, PERM_API_KEYS_WRITE, PERM_AUDIT_READ, PERM_CREDENTIALS_WRITE, PERM_POLICY_WRITE, PERM_ROLE_ASSIGNMENTS_WRITE,
-    PERM_ROLES_WRITE, PERM_TOKENS_INTROSPECT,
+    PERM_ROLES_WRITE, PERM_TOKENS_INTROSPECT, PERM_WEBHOOKS_MANAGE,
 };
 
 pub mod assign_role;
 pub mod console;
 pub mod create_principal;
 pub mod create_role;
+pub mod create_webhook;
+pub mod delete_webhook;
+pub mod deliver_webhooks;
 pub mod exchange_token;
 pub mod get_credential_policy;
 pub mod get_principal;
@@ -33,17 +36,21 @@ pub mod list_principals;
 pub mod list_revocations;
 pub mod list_role_assignments;
 pub mod list_roles;
+pub mod list_webhook_deliveries;
+pub mod list_webhooks;
 pub mod openid_configuration;
 pub mod publish_events;
 pub mod revoke_credential;
 pub mod revoke_leaked_credentials;
 pub mod rotate_credential;
 pub mod rotate_signing_key;
+pub mod rotate_webhook_secret;
 pub mod send_warnings;
 pub mod set_credential_policy;
 pub mod unassign_role;
 pub mod update_credential;
 pub mod update_principal;
+pub mod update_webhook;
 pub mod whoami;
 
 /// Every function that serves a request reads the principals (the caller's status and roles)
@@ -77,6 +84,12 @@ pub const OPERATIONS: &[Operation] = &[
     op("exchange-token",        Post,   TOKEN_PATH,                                                   Public,                                  Signer,   AUDITED, exchange_token::endpoint),
     op("list-audit-events",     Get,    "/iam/audit-events",                                          Permission(PERM_AUDIT_READ),             Verifier, AUDITED, list_audit_events::endpoint),
     op("list-revocations",      Get,    "/iam/revocations",                                           Permission(PERM_TOKENS_INTROSPECT),      Verifier, AUDITED, list_revocations::endpoint),
+    op("create-webhook",        Post,   "/iam/webhooks",                                              Permission(PERM_WEBHOOKS_MANAGE),        Verifier, AUDITED, create_webhook::endpoint),
+    op("list-webhooks",         Get,    "/iam/webhooks",                                              Permission(PERM_WEBHOOKS_MANAGE),        Verifier, STORE, list_webhooks::endpoint),
+    op("update-webhook",        Patch,  "/iam/webhooks/{webhookId}",                                  Permission(PERM_WEBHOOKS_MANAGE),        Verifier, AUDITED, update_webhook::endpoint),
+    op("delete-webhook",        Delete, "/iam/webhooks/{webhookId}",                                  Permission(PERM_WEBHOOKS_MANAGE),        Verifier, AUDITED, delete_webhook::endpoint),
+    op("rotate-webhook-secret", Post,   "/iam/webhooks/{webhookId}/rotate-secret",                    Permission(PERM_WEBHOOKS_MANAGE),        Verifier, AUDITED, rotate_webhook_secret::endpoint),
+    op("list-webhook-deliveries", Get,  "/iam/webhooks/{webhookId}/deliveries",                       Permission(PERM_WEBHOOKS_MANAGE),        Verifier, AUDITED, list_webhook_deliveries::endpoint),
     op("introspect-token",      Post,   "/iam/auth/introspect",                                       Permission(PERM_TOKENS_INTROSPECT),      Verifier, STORE, introspect_token::endpoint),
     op("jwks",                  Get,    "/iam/.well-known/jwks.json",                                 Public,                                  ColdStart::Public, &[], jwks::endpoint),
     op("openid-configuration",  Get,    "/iam/.well-known/openid-configuration",                      Public,                                  ColdStart::Public, &[], openid_configuration::endpoint),

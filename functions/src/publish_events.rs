@@ -88,7 +88,7 @@ const PER_CALL: usize = 10;
 
 /// The audit record a stream record carries, when it is a new one (a refusal's tally growing
 /// and the chain head moving are modifications, and announce nothing).
-fn new_audit_record(record: &StreamRecord) -> Result<Option<AuditRecord>, String> {
+pub(crate) fn new_audit_record(record: &StreamRecord) -> Result<Option<AuditRecord>, String> {
     if record.event_name.as_deref() != Some("INSERT") {
         return Ok(None);
     }

@@ -14,6 +14,8 @@ use iam_api::state::{build_state, finish_router};
 use iam_shared::ids::OrgId;
 use secrecy::ExposeSecret;
 
+pub mod events;
+
 /// Every route of the contract, from the operations table.
 pub fn routes() -> Router<AppState> {
     iam_api::operation::router(iam_functions::OPERATIONS)
@@ -127,6 +129,19 @@ pub async fn serve(
     let backend = backend::open(&store, KeyUse::Sign).await?;
     let warnings = iam_api::config::warning_settings()?;
     tokio::spawn(send_warnings_hourly(backend.store.clone(), warnings));
+    let config = iam_api::config::Config { webhook_key: backend.webhook_key.clone(), ..config };
+    if let Some(source) = &backend.webhook_key {
+        let relay = events::Relay {
+            store: backend.store.clone(),
+            key: source.key().await?,
+            outbound: std::sync::Arc::new(iam_shared::outbound::Outbound::new(iam_api::config::webhook_outbound_rules(
+                config.outbound_allow_loopback,
+            ))?),
+            orgs: opts.orgs.clone(),
+            events_file: (!opts.in_memory).then(|| opts.data_dir.join("events.jsonl")),
+        };
+        tokio::spawn(relay.run());
+    }
     let state = build_state(&config, backend.store, backend.keys).await?;
     for org in &opts.orgs {
         if let Some(key) = state.bootstrap(org).await? {

@@ -23,6 +23,8 @@ pub enum Conflict {
     NotChangeable,
     #[error("a role with this id exists")]
     RoleExists,
+    #[error("a webhook with this id exists")]
+    WebhookExists,
     #[error("a role named '{0}' already exists")]
     RoleNameTaken(String),
     #[error("built-in roles are not stored")]
@@ -55,6 +57,8 @@ pub enum Limit {
     OrgRoles(usize),
     #[error("a principal can hold at most {0} roles")]
     RolesPerPrincipal(usize),
+    #[error("an organisation can have at most {0} webhook endpoints")]
+    Webhooks(usize),
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -135,6 +135,19 @@ string_id!(
     "permission (segments of a-z, 0-9 and - separated by ':', e.g. iam:api-keys:read)"
 );
 
+string_id!(
+    /// A webhook endpoint's id: `wh_` followed by 22 base62 characters.
+    WebhookId,
+    |s| s.strip_prefix("wh_").is_some_and(is_random_id),
+    "webhook id (wh_ followed by 22 base62 characters)"
+);
+
+impl WebhookId {
+    pub fn generate() -> Self {
+        Self(format!("wh_{}", random_id()))
+    }
+}
+
 impl PrincipalId {
     pub fn generate() -> Self {
         Self(format!("akp_{}", random_id()))

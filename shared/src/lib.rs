@@ -26,5 +26,6 @@ pub mod signing_keys;
 pub mod store;
 pub mod token;
 pub mod warnings;
+pub mod webhooks;
 
 pub use error::DomainError;

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper::http::uri::Scheme;
 use hyper_util::client::legacy::Client;
@@ -182,7 +182,7 @@ impl tower_service::Service<Name> for CheckingResolver {
 
 /// An HTTP client held to the rules above.
 pub struct Outbound {
-    client: Client<hyper_rustls::HttpsConnector<HttpConnector<CheckingResolver>>, Empty<Bytes>>,
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector<CheckingResolver>>, Full<Bytes>>,
     rules: OutboundRules,
 }
 
@@ -224,7 +224,7 @@ impl Outbound {
         let request = hyper::Request::get(uri)
             .header(hyper::header::USER_AGENT, concat!("infuse-iam/", env!("CARGO_PKG_VERSION")))
             .header(hyper::header::ACCEPT, "application/json")
-            .body(Empty::new())
+            .body(Full::new(Bytes::new()))
             .map_err(|e| OutboundError::Url(e.to_string()))?;
         let max_bytes = self.rules.max_bytes;
         let fetch = async {
@@ -249,6 +249,31 @@ impl Outbound {
     }
 }
 
+impl Outbound {
+    /// POSTs `body` to `url` under the rules and answers the status (a redirect is an error;
+    /// the answer's body is read up to the size bound and dropped).
+    pub async fn post(&self, url: &str, headers: &[(&str, String)], body: Vec<u8>) -> Result<u16, OutboundError> {
+        let uri = self.check_url(url)?;
+        let mut request = hyper::Request::post(uri).header(hyper::header::USER_AGENT, concat!("infuse-iam/", env!("CARGO_PKG_VERSION")));
+        for (name, value) in headers {
+            request = request.header(*name, value.as_str());
+        }
+        let request = request.body(Full::new(Bytes::from(body))).map_err(|e| OutboundError::Url(e.to_string()))?;
+        let max_bytes = self.rules.max_bytes;
+        let send = async {
+            let response = self.client.request(request).await.map_err(|e| connect_error(&e))?;
+            let status = response.status();
+            if status.is_redirection() {
+                return Err(OutboundError::Redirect(status.as_u16()));
+            }
+            // Read (bounded) so the connection can be reused; what it says is not kept.
+            let _ = Limited::new(response.into_body(), max_bytes).collect().await;
+            Ok(status.as_u16())
+        };
+        tokio::time::timeout(self.rules.timeout, send).await.map_err(|_| OutboundError::Timeout(self.rules.timeout))?
+    }
+}
+
 /// The resolver's own refusal when it caused the failure, else the transport's words.
 fn connect_error(error: &hyper_util::client::legacy::Error) -> OutboundError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
@@ -259,6 +284,17 @@ fn connect_error(error: &hyper_util::client::legacy::Error) -> OutboundError {
         source = e.source();
     }
     OutboundError::Transport(error.to_string())
+}
+
+/// A webhook endpoint's URL, checked when it is set: the rules of every outbound request, and no
+/// credentials in it (they would be stored and shown). Its DNS answer is checked again at each
+/// delivery, by the connector.
+pub fn check_webhook_url(url: &str, allow_loopback: bool) -> Result<(), OutboundError> {
+    let uri = check_url(url, allow_loopback)?;
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(OutboundError::Url("a URL with credentials in it is not accepted".into()));
+    }
+    Ok(())
 }
 
 fn check_url(url: &str, allow_loopback: bool) -> Result<hyper::Uri, OutboundError> {

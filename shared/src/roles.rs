@@ -24,6 +24,7 @@ pub const ADMIN_PERMISSIONS: &[&str] = &[
     "iam:policy:write",
     "iam:tokens:introspect",
     "iam:audit:read",
+    "iam:webhooks:manage",
 ];
 
 fn role(id: &'static str, description: &str, permissions: &[&str], types: &[PrincipalType]) -> Role {
@@ -45,7 +46,7 @@ static BUILTIN: LazyLock<Vec<Role>> = LazyLock::new(|| {
     vec![
         role(
             "iam-admin",
-            "Full access to IAM API keys, credentials, roles, role assignments, the credential policy and the audit trail",
+            "Full access to IAM API keys, credentials, roles, role assignments, the credential policy, the audit trail and webhooks",
             ADMIN_PERMISSIONS,
             &[User, ApiKey],
         ),

@@ -35,6 +35,7 @@ pub const PERM_ROLE_ASSIGNMENTS_WRITE: &str = "iam:role-assignments:write";
 pub const PERM_POLICY_WRITE: &str = "iam:policy:write";
 pub const PERM_TOKENS_INTROSPECT: &str = "iam:tokens:introspect";
 pub const PERM_AUDIT_READ: &str = "iam:audit:read";
+pub const PERM_WEBHOOKS_MANAGE: &str = "iam:webhooks:manage";
 
 /// An authenticated management caller: a verified access token whose credential and principal
 /// were re-read and still authenticate.
@@ -365,6 +366,7 @@ pub struct Iam {
     pub(crate) github_scanning_keys: Option<crate::leaks::GithubKeySource>,
     pub(crate) policies: crate::credential_policy::setting::PolicyCache,
     pub(crate) refusal_tally: refusals::RefusalTally,
+    pub(crate) webhooks: crate::webhooks::manage::WebhookSettings,
 }
 
 /// Organisation roles as read from the store. A role never changes once created (no route
@@ -429,6 +431,7 @@ impl Iam {
             github_scanning_keys: None,
             policies: Default::default(),
             refusal_tally: Default::default(),
+            webhooks: Default::default(),
         }
     }
 

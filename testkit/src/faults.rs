@@ -198,6 +198,10 @@ pub fn iam_calls_of(request: &[u8]) -> Vec<IamCall> {
         let buses: Vec<String> =
             body["Entries"].as_array().into_iter().flatten().map(|e| e["EventBusName"].as_str().unwrap_or("default").to_owned()).collect();
         buses.into_iter().map(|bus| IamCall { action: format!("events:{operation}"), resource: bus }).collect()
+    } else if service == "AmazonSQS" {
+        // IAM authorizes per queue: its name is the URL's last segment.
+        let queue = body["QueueUrl"].as_str().and_then(|u| u.rsplit('/').next()).unwrap_or("?").to_owned();
+        vec![IamCall { action: format!("sqs:{operation}"), resource: queue }]
     } else {
         vec![call(format!("{}:{operation}", service.to_ascii_lowercase()), &body["SecretId"])]
     }

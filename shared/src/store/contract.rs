@@ -34,7 +34,7 @@ macro_rules! store_contract_tests {
             idempotency_records_are_written_with_the_object, idempotency_slot_is_taken_once_until_expiry,
             changes_and_their_records_commit_together, concurrent_changes_of_one_organisation_never_fork_its_chain,
             refusals_are_aggregated_per_actor_action_reason_and_minute, the_trail_filters_and_pages_newest_first,
-            warnings_are_recorded_once_across_runs_and_clock_steps);
+            warnings_are_recorded_once_across_runs_and_clock_steps, webhooks_and_their_deliveries_are_scoped_versioned_and_recorded);
     };
     (@cases $make:expr; $($case:ident),*) => {
         $(
@@ -1051,4 +1051,64 @@ pub async fn warnings_are_recorded_once_across_runs_and_clock_steps<S: Store + ?
     let mut want = expected.clone();
     want.sort();
     assert_eq!(sorted, want, "{warnings:?}");
+}
+
+/// Webhook endpoints: created once, replaced only at the version read, deleted, each change
+/// recorded with its write, scoped to their organisation; deliveries overwrite their own event
+/// and list newest first.
+pub async fn webhooks_and_their_deliveries_are_scoped_versioned_and_recorded<S: Store + ?Sized>(store: Arc<S>) {
+    use crate::webhooks::delivery::{Delivery, DeliveryState};
+    use crate::webhooks::{Webhook, WebhookChange};
+    let p = principal("acme");
+    store.create_principal(&p, MAX, None).await.unwrap();
+    let change = WebhookChange { url: Some("https://hooks.example.com/iam".into()), ..Default::default() };
+    let w = Webhook::new(&org("acme"), &change, false, actor(), now()).unwrap();
+    store.put_webhook(&w, None, &recording("webhook.create", &p)).await.unwrap();
+    let again = store.put_webhook(&w, None, &recording("webhook.create", &p)).await;
+    assert!(matches!(again, Err(StoreError::Conflict(Conflict::WebhookExists))), "{again:?}");
+    assert_eq!(store.get_webhook(&org("acme"), &w.id).await.unwrap(), Some(w.clone()));
+    assert!(store.get_webhook(&org("other"), &w.id).await.unwrap().is_none());
+    assert!(store.list_webhooks(&org("other")).await.unwrap().is_empty());
+
+    let off = w.apply(&WebhookChange { enabled: Some(false), ..Default::default() }, false, now()).unwrap().unwrap();
+    store.put_webhook(&off, Some(w.version), &recording("webhook.update", &p)).await.unwrap();
+    let stale = store.put_webhook(&off, Some(w.version), &recording("webhook.update", &p)).await;
+    assert!(matches!(stale, Err(StoreError::Conflict(Conflict::StaleVersion))), "{stale:?}");
+    let ghost = Webhook::new(&org("acme"), &change, false, actor(), now()).unwrap();
+    let missing = store.put_webhook(&ghost, Some(1), &recording("webhook.update", &p)).await;
+    assert!(matches!(missing, Err(StoreError::NotFound(_))), "{missing:?}");
+    assert_eq!(store.list_webhooks(&org("acme")).await.unwrap(), vec![off.clone()]);
+
+    let t0 = now();
+    let delivery = |event: &str, secs: i64, state| Delivery {
+        org_id: org("acme"),
+        webhook_id: w.id.clone(),
+        event_id: event.to_owned(),
+        event_type: "credential.issued".into(),
+        created_at: t0 + Duration::seconds(secs),
+        state,
+        attempt_count: 1,
+        attempts: Vec::new(),
+        next_attempt_at: None,
+    };
+    store.put_delivery(&delivery("ae_a", 0, DeliveryState::Pending)).await.unwrap();
+    store.put_delivery(&delivery("ae_b", 5, DeliveryState::Delivered)).await.unwrap();
+    store.put_delivery(&delivery("ae_a", 0, DeliveryState::Delivered)).await.unwrap();
+    let listed = store.list_deliveries(&org("acme"), &w.id, 10).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|d| (d.event_id.as_str(), d.state)).collect::<Vec<_>>(),
+        [("ae_b", DeliveryState::Delivered), ("ae_a", DeliveryState::Delivered)]
+    );
+    assert_eq!(store.list_deliveries(&org("acme"), &w.id, 1).await.unwrap().len(), 1);
+    assert!(store.list_deliveries(&org("other"), &w.id, 10).await.unwrap().is_empty());
+
+    assert!(store.delete_webhook(&org("acme"), &w.id, &recording("webhook.delete", &p)).await.unwrap());
+    assert!(!store.delete_webhook(&org("acme"), &w.id, &recording("webhook.delete", &p)).await.unwrap());
+    assert!(store.list_webhooks(&org("acme")).await.unwrap().is_empty());
+    let actions: Vec<String> = whole_trail(store.as_ref(), "acme").await.into_iter().map(|r| r.entry.action).collect();
+    assert_eq!(
+        actions,
+        ["principal.create", "webhook.create", "webhook.update", "webhook.delete"],
+        "a record per change, none for a refusal"
+    );
 }

@@ -240,6 +240,30 @@ macro_rules! store_by_aggregate {
                 warnings::record_once(self, once, entry).await
             }
 
+            async fn put_webhook(&self, webhook: &$crate::webhooks::Webhook, expected_version: Option<u64>, guard: &$crate::authority::Guard) -> Result<(), $crate::store::StoreError> {
+                webhooks::put(self, webhook, expected_version, guard).await
+            }
+
+            async fn get_webhook(&self, org: &$crate::ids::OrgId, id: &$crate::ids::WebhookId) -> Result<Option<$crate::webhooks::Webhook>, $crate::store::StoreError> {
+                webhooks::get(self, org, id).await
+            }
+
+            async fn list_webhooks(&self, org: &$crate::ids::OrgId) -> Result<Vec<$crate::webhooks::Webhook>, $crate::store::StoreError> {
+                webhooks::list(self, org).await
+            }
+
+            async fn delete_webhook(&self, org: &$crate::ids::OrgId, id: &$crate::ids::WebhookId, guard: &$crate::authority::Guard) -> Result<bool, $crate::store::StoreError> {
+                webhooks::delete(self, org, id, guard).await
+            }
+
+            async fn put_delivery(&self, delivery: &$crate::webhooks::delivery::Delivery) -> Result<(), $crate::store::StoreError> {
+                webhooks::put_delivery(self, delivery).await
+            }
+
+            async fn list_deliveries(&self, org: &$crate::ids::OrgId, id: &$crate::ids::WebhookId, limit: usize) -> Result<Vec<$crate::webhooks::delivery::Delivery>, $crate::store::StoreError> {
+                webhooks::list_deliveries(self, org, id, limit).await
+            }
+
             async fn get_idempotency_record(&self, org: &$crate::ids::OrgId, slot: &str) -> Result<Option<$crate::idempotency::IdempotencyRecord>, $crate::store::StoreError> {
                 idempotency::get_record(self, org, slot).await
             }
@@ -412,6 +436,26 @@ pub trait Store: Send + Sync + 'static {
     /// organisation) was claimed before; the claim and the record commit together. Whether
     /// this call recorded it.
     async fn record_once(&self, once: &str, entry: &AuditEntry) -> Result<bool, StoreError>;
+
+    /// Writes a webhook endpoint: a new one (`expected_version` `None`; `Conflict::WebhookExists`
+    /// if its id is taken) or a replacement of the one stored at `expected_version`
+    /// (`StaleVersion`, or `NotFound`), only while the guard holds, with the guard's record.
+    async fn put_webhook(&self, webhook: &crate::webhooks::Webhook, expected_version: Option<u64>, guard: &Guard)
+    -> Result<(), StoreError>;
+    async fn get_webhook(&self, org: &OrgId, id: &crate::ids::WebhookId) -> Result<Option<crate::webhooks::Webhook>, StoreError>;
+    /// The organisation's endpoints (strongly consistent).
+    async fn list_webhooks(&self, org: &OrgId) -> Result<Vec<crate::webhooks::Webhook>, StoreError>;
+    /// Whether an endpoint was removed (with the guard's record; nothing recorded when absent).
+    async fn delete_webhook(&self, org: &OrgId, id: &crate::ids::WebhookId, guard: &Guard) -> Result<bool, StoreError>;
+    /// Writes a delivery's record over any earlier one of the same event and endpoint.
+    async fn put_delivery(&self, delivery: &crate::webhooks::delivery::Delivery) -> Result<(), StoreError>;
+    /// An endpoint's latest deliveries, newest event first.
+    async fn list_deliveries(
+        &self,
+        org: &OrgId,
+        id: &crate::ids::WebhookId,
+        limit: usize,
+    ) -> Result<Vec<crate::webhooks::delivery::Delivery>, StoreError>;
 
     /// The record in an idempotency slot, live or not (expired ones may linger until swept).
     async fn get_idempotency_record(&self, org: &OrgId, slot: &str) -> Result<Option<IdempotencyRecord>, StoreError>;

@@ -13,9 +13,11 @@ use iam_shared::audit::{AuditEntry, AuditPage, AuditQuery, ChainHead};
 use iam_shared::authority::Guard;
 use iam_shared::credential_policy::CredentialPolicy;
 use iam_shared::idempotency::IdempotencyRecord;
-use iam_shared::ids::{KeyId, OrgId, PrincipalId, RoleId};
+use iam_shared::ids::{KeyId, OrgId, PrincipalId, RoleId, WebhookId};
 use iam_shared::model::{Actor, Credential, Principal, Role, RoleAssignment, UseOutcome};
 use iam_shared::store::{EmbeddedStore, Page, Store, StoreError, SweepPage};
+use iam_shared::webhooks::Webhook;
+use iam_shared::webhooks::delivery::Delivery;
 use iam_tests::TestApp;
 
 use crate::authority::holder_with_role;
@@ -147,6 +149,24 @@ impl Store for Interleaved {
     }
     async fn sweep_principals(&self, after: Option<&str>, limit: usize) -> Result<SweepPage<Principal>, StoreError> {
         self.inner.sweep_principals(after, limit).await
+    }
+    async fn put_webhook(&self, w: &Webhook, version: Option<u64>, guard: &Guard) -> Result<(), StoreError> {
+        self.inner.put_webhook(w, version, guard).await
+    }
+    async fn get_webhook(&self, org: &OrgId, id: &WebhookId) -> Result<Option<Webhook>, StoreError> {
+        self.inner.get_webhook(org, id).await
+    }
+    async fn list_webhooks(&self, org: &OrgId) -> Result<Vec<Webhook>, StoreError> {
+        self.inner.list_webhooks(org).await
+    }
+    async fn delete_webhook(&self, org: &OrgId, id: &WebhookId, guard: &Guard) -> Result<bool, StoreError> {
+        self.inner.delete_webhook(org, id, guard).await
+    }
+    async fn put_delivery(&self, d: &Delivery) -> Result<(), StoreError> {
+        self.inner.put_delivery(d).await
+    }
+    async fn list_deliveries(&self, org: &OrgId, id: &WebhookId, limit: usize) -> Result<Vec<Delivery>, StoreError> {
+        self.inner.list_deliveries(org, id, limit).await
     }
     async fn record_once(&self, once: &str, entry: &AuditEntry) -> Result<bool, StoreError> {
         self.inner.record_once(once, entry).await

@@ -15,6 +15,7 @@ use axum::http::{Method, StatusCode};
 use iam_api::operation::ColdStart;
 use iam_api::state::{build_state, build_state_for_public_routes};
 use iam_shared::signing_keys::{KeySource, PublishedKeys, RotationStep, RotationTiming, SecretsManagerKeys, SigningSecrets, rotate};
+use iam_shared::webhooks::manage::WebhookKeySource;
 use iam_testkit::faults::{FaultProxy, IamCall};
 use iam_tests::{Response, TestApp};
 use serde_json::{Value, json};
@@ -178,18 +179,25 @@ async fn every_policy_grants_exactly_what_its_function_calls() {
     let store = || Arc::new(tables.store(dynamodb.clone()));
     let signing_keys = || -> Arc<dyn KeySource> { Arc::new(SecretsManagerKeys::new(secrets.clone(), secret.clone())) };
     let public_keys = || -> Arc<dyn KeySource> { Arc::new(PublishedKeys::new(secrets.clone(), secret.public.clone())) };
+    // The webhook key in Secrets Manager, as the functions that show or sign with it read it.
+    let webhook_key_secret = iam_testkit::unique("webhook-key");
+    secrets.create_secret().name(&webhook_key_secret).secret_string("0123456789abcdef0123456789abcdef").send().await.unwrap();
+    let webhook_key = Arc::new(WebhookKeySource::secrets_manager(secrets.clone(), webhook_key_secret.clone()));
+    proxy.take_calls();
     let names = BTreeMap::from([
         (tables.principals.clone(), "PrincipalsTable"),
         (tables.credentials.clone(), "CredentialsTable"),
         (tables.audit.clone(), "AuditTable"),
         (secret.private.clone(), "SigningKeySecret"),
         (secret.public.clone(), "SigningPublicKeysSecret"),
+        (webhook_key_secret.clone(), "WebhookKeySecret"),
     ]);
 
     // Each kind of function's cold start, as `iam_api::lambda` builds it.
     let github = iam_tests::FakeGithub::new();
     let config = iam_api::config::Config {
         github_scanning_keys: Some(iam_shared::leaks::GithubScanningKeys::from_json(&github.document).unwrap()),
+        webhook_key: Some(webhook_key.clone()),
         ..iam_tests::config()
     };
     build_state_for_public_routes(&config, store(), public_keys()).await.unwrap();
@@ -407,6 +415,28 @@ async fn every_policy_grants_exactly_what_its_function_calls() {
     assert_eq!(set.status, StatusCode::OK, "{}", set.raw);
     r.hit("PUT /iam/policy", "/iam/policy", Some(&officer_token), Some(json!({})), &[]).await;
 
+    // Webhooks. The endpoint's host never resolves: each delivery attempt fails at once.
+    let hooks = "POST /iam/webhooks";
+    let created = r.hit(hooks, "/iam/webhooks", Some(&admin), Some(json!({"url": "https://hooks.invalid/iam"})), &[]).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.raw);
+    let hook = format!("/iam/webhooks/{}", created.body["webhook"]["id"].as_str().unwrap());
+    r.hit(hooks, "/iam/webhooks", Some(&admin), Some(json!({"url": "https://169.254.169.254/latest"})), &[]).await;
+    r.hit("GET /iam/webhooks", "/iam/webhooks", Some(&admin), None, &[]).await;
+    r.hit("PATCH /iam/webhooks/{webhookId}", &hook, Some(&admin), Some(json!({"description": "ops"})), &[]).await;
+    r.hit("PATCH /iam/webhooks/{webhookId}", "/iam/webhooks/wh_0000000000000000000000", Some(&admin), Some(json!({"enabled": false})), &[])
+        .await;
+    r.hit("POST /iam/webhooks/{webhookId}/rotate-secret", &format!("{hook}/rotate-secret"), Some(&admin), None, &[]).await;
+    r.hit("GET /iam/webhooks/{webhookId}/deliveries", &format!("{hook}/deliveries"), Some(&admin), None, &[]).await;
+    let doomed = r.hit(hooks, "/iam/webhooks", Some(&admin), Some(json!({"url": "https://hooks.invalid/old"})), &[]).await;
+    let doomed = format!("/iam/webhooks/{}", doomed.body["webhook"]["id"].as_str().unwrap());
+    r.hit("DELETE /iam/webhooks/{webhookId}", &doomed, Some(&admin), None, &[]).await;
+    r.hit("DELETE /iam/webhooks/{webhookId}", &doomed, Some(&admin), None, &[]).await;
+    // One process served both routes that read the webhook key, and reads it once: the read
+    // it made is what each of them makes on its own cold start.
+    let key_read = ("secretsmanager:GetSecretValue".to_owned(), "WebhookKeySecret".to_owned());
+    assert!(r.observed["POST /iam/webhooks"].contains(&key_read), "{:?}", r.observed["POST /iam/webhooks"]);
+    r.observed.get_mut("POST /iam/webhooks/{webhookId}/rotate-secret").unwrap().insert(key_read);
+
     // Revocation, and what it refuses afterwards.
     let revoke = "POST /iam/api-keys/{principalId}/credentials/{keyId}/revoke";
     r.hit(revoke, &format!("{credentials}/{key_id}/revoke"), Some(&admin), None, &[]).await;
@@ -498,6 +528,52 @@ async fn every_policy_grants_exactly_what_its_function_calls() {
         failures.push(format!("publish-events calls {} on {} but its policy does not allow it", call.0, call.1));
     }
     observed_by_function.insert("publish-events".into(), calls);
+
+    // The webhook delivery function: an event from the stream (its first attempt fails, so it
+    // is queued for a retry), then that retry from the queue.
+    let queue_name = iam_testkit::unique("webhook-retries");
+    // The queue is made and read around the proxy; only the function's own calls go through it.
+    let sqs = aws_sdk_sqs::Client::new(&iam_testkit::sdk_config().await);
+    let queue_url = sqs.create_queue().queue_name(&queue_name).send().await.unwrap().queue_url().unwrap().to_owned();
+    r.names.insert(queue_name.clone(), "WebhookRetryQueue");
+    let trail = r.app.call(axum::http::Method::GET, "/iam/audit-events?limit=5", Some(&admin), None).await;
+    let mut records = iam_tests::audit_stream_records(&trail.body);
+    records.retain(|rec| rec["dynamodb"]["NewImage"]["record"]["S"].as_str().is_some_and(|r| r.contains("credential.revoke")));
+    assert!(!records.is_empty(), "a revocation to announce");
+    records.truncate(1);
+    for rec in &mut records {
+        rec["eventSource"] = json!("aws:dynamodb");
+    }
+    r.proxy.take_calls();
+    let delivery_key = WebhookKeySource::secrets_manager(secrets.clone(), webhook_key_secret.clone()).key().await.unwrap();
+    let outbound = iam_shared::outbound::Outbound::new(iam_api::config::webhook_outbound_rules(false)).unwrap();
+    let queue = iam_functions::deliver_webhooks::SqsRetryQueue { client: aws_sdk_sqs::Client::new(&sdk), url: queue_url.clone() };
+    let delivery_store = tables.store(dynamodb.clone());
+    let delivery =
+        iam_functions::deliver_webhooks::Delivery { store: &delivery_store, outbound: &outbound, key: &delivery_key, queue: &queue };
+    let batch = serde_json::from_value(json!({"Records": records})).unwrap();
+    let answered = delivery.handle(batch, iam_shared::model::now()).await;
+    assert!(answered.batch_item_failures.is_empty(), "{answered:?}");
+    // Queued with the first backoff (5 s) as its delay.
+    let mut message = None;
+    for _ in 0..20 {
+        let queued = sqs.receive_message().queue_url(&queue_url).send().await.unwrap();
+        if let Some(m) = queued.messages().first() {
+            message = m.body().map(str::to_owned);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    let message = message.expect("the failed attempt queued for a retry");
+    let retry = json!({"Records": [{"eventSource": "aws:sqs", "messageId": "m1", "body": message}]});
+    let later = iam_shared::model::now() + chrono::Duration::seconds(10);
+    let answered = delivery.handle(serde_json::from_value(retry).unwrap(), later).await;
+    assert!(answered.batch_item_failures.is_empty(), "{answered:?}");
+    let calls = r.logical(r.proxy.take_calls());
+    for call in calls.difference(&granted["deliver-webhooks"]) {
+        failures.push(format!("deliver-webhooks calls {} on {} but its policy does not allow it", call.0, call.1));
+    }
+    observed_by_function.insert("deliver-webhooks".into(), calls);
 
     // The warnings sweep, at a time when every key is idle: it scans and records.
     r.proxy.take_calls();

@@ -33,4 +33,5 @@ mod operations;
 mod revocation_feed;
 mod rotation;
 mod scanner_rules;
+mod webhooks;
 mod wrong_keys;

@@ -70,8 +70,8 @@ fn every_operation_is_an_openapi_operation_and_a_template_function() {
     assert_eq!(rows, served, "the operations table and template.yaml's routes disagree");
 
     // Every binary is a row, but the rotation function (which Secrets Manager invokes), the
-    // event publisher (which the audit table's stream invokes) and the warnings sweep (which
-    // EventBridge Scheduler invokes): none serves a route.
+    // event publisher and the webhook delivery function (which the audit table's stream
+    // invokes) and the warnings sweep (which EventBridge Scheduler invokes): none serves a route.
     let bin_dir = format!("{}/../functions/src/bin", env!("CARGO_MANIFEST_DIR"));
     let binaries: BTreeSet<String> =
         std::fs::read_dir(bin_dir).unwrap().map(|e| e.unwrap().path().file_stem().unwrap().to_string_lossy().into_owned()).collect();
@@ -79,17 +79,27 @@ fn every_operation_is_an_openapi_operation_and_a_template_function() {
     expected.insert("rotate-signing-key".into());
     expected.insert("publish-events".into());
     expected.insert("send-warnings".into());
+    expected.insert("deliver-webhooks".into());
     assert_eq!(binaries, expected);
 }
 
 /// A request each operation accepts from a caller allowed to make it. A new operation without one
 /// fails [`every_operation_enforces_the_access_its_row_states`].
 /// `key_ids`: the credential that revoke-credential revokes, and the one rotate-credential rotates.
-fn sample(op: &Operation, principal: &str, key_ids: (&str, &str), api_key: &str) -> (Method, String, Option<Value>) {
+/// `webhooks`: the endpoint delete-webhook deletes, and the one every other webhook route uses.
+fn sample(
+    op: &Operation,
+    principal: &str,
+    key_ids: (&str, &str),
+    api_key: &str,
+    webhooks: (&str, &str),
+) -> (Method, String, Option<Value>) {
     let key_id = if op.name == "rotate-credential" { key_ids.1 } else { key_ids.0 };
+    let webhook = if op.name == "delete-webhook" { webhooks.0 } else { webhooks.1 };
     let path = op
         .path
         .replace("{principalId}", principal)
+        .replace("{webhookId}", webhook)
         .replace("{keyId}", key_id)
         .replace("{roleId}", "iam-viewer")
         .replace("{asset}", "index.html");
@@ -105,6 +115,9 @@ fn sample(op: &Operation, principal: &str, key_ids: (&str, &str), api_key: &str)
         "github-secret-scanning" => None,
         "set-credential-policy" => Some(json!({"maxIdleDays": 3650})),
         "introspect-token" => None,
+        "create-webhook" => Some(json!({"url": "https://hooks.example.com/iam"})),
+        "update-webhook" => Some(json!({"description": "changed by the operations test"})),
+        "list-webhooks" | "delete-webhook" | "rotate-webhook-secret" | "list-webhook-deliveries" => None,
         "list-principals"
         | "get-principal"
         | "list-credentials"
@@ -135,9 +148,15 @@ async fn every_operation_enforces_the_access_its_row_states() {
     let (key_id, _) = app.issue(&admin, &principal).await;
     let (rotated_key_id, _) = app.issue(&admin, &principal).await;
     let (_, api_key) = app.issue(&admin, &principal).await;
+    let mut webhooks = Vec::new();
+    for _ in 0..2 {
+        let created = app.call(Method::POST, "/iam/webhooks", Some(&admin), Some(json!({"url": "https://hooks.example.com/"}))).await;
+        assert_eq!(created.status, StatusCode::CREATED, "{}", created.raw);
+        webhooks.push(created.body["webhook"]["id"].as_str().unwrap().to_owned());
+    }
 
     for op in iam_functions::OPERATIONS {
-        let (method, path, body) = sample(op, &principal, (&key_id, &rotated_key_id), &api_key);
+        let (method, path, body) = sample(op, &principal, (&key_id, &rotated_key_id), &api_key, (&webhooks[0], &webhooks[1]));
         match op.access {
             Access::Permission(permission) => {
                 // A caller holding every other IAM permission is refused for want of this one.

@@ -26,6 +26,7 @@ mod principals;
 mod roles;
 mod transaction;
 mod warnings;
+mod webhooks;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::DisplayErrorContext;

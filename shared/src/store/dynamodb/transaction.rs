@@ -55,6 +55,8 @@ pub(super) enum Part {
     AuditHead,
     /// A warning's once key, claimed with its record.
     Once,
+    /// A webhook endpoint.
+    Webhook,
 }
 
 pub(super) struct Transaction<'a> {

@@ -12,6 +12,7 @@ mod principals;
 mod records;
 mod roles;
 mod warnings;
+mod webhooks;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -20,8 +21,8 @@ use redb::{Database, ReadableTable};
 
 use self::principals::get_principal_in;
 use self::records::{
-    ASSIGNMENTS, AUDIT, AUDIT_HEADS, BOOTSTRAP, CACHE_BYTES, CREDENTIALS, IDEMPOTENCY, ONCE, POLICIES, PRINCIPAL_CREDENTIALS, PRINCIPALS,
-    ROLES, decode_credential, key3,
+    ASSIGNMENTS, AUDIT, AUDIT_HEADS, BOOTSTRAP, CACHE_BYTES, CREDENTIALS, DELIVERIES, IDEMPOTENCY, ONCE, POLICIES, PRINCIPAL_CREDENTIALS,
+    PRINCIPALS, ROLES, WEBHOOKS, decode_credential, key3,
 };
 use super::StoreError;
 use crate::authority::Guard;
@@ -55,9 +56,21 @@ impl EmbeddedStore {
 
     fn init(db: Database) -> Result<Self, StoreError> {
         let txn = db.begin_write()?;
-        for table in
-            [PRINCIPALS, CREDENTIALS, PRINCIPAL_CREDENTIALS, ROLES, ASSIGNMENTS, BOOTSTRAP, IDEMPOTENCY, POLICIES, AUDIT, AUDIT_HEADS, ONCE]
-        {
+        for table in [
+            PRINCIPALS,
+            CREDENTIALS,
+            PRINCIPAL_CREDENTIALS,
+            ROLES,
+            ASSIGNMENTS,
+            BOOTSTRAP,
+            IDEMPOTENCY,
+            POLICIES,
+            AUDIT,
+            AUDIT_HEADS,
+            ONCE,
+            WEBHOOKS,
+            DELIVERIES,
+        ] {
             txn.open_table(table)?;
         }
         txn.commit()?;

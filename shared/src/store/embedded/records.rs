@@ -32,6 +32,10 @@ pub(super) const POLICIES: Table = TableDefinition::new("credential_policies");
 pub(super) const AUDIT: Table = TableDefinition::new("audit_records");
 /// orgId → where the organisation's audit chain ends.
 pub(super) const AUDIT_HEADS: Table = TableDefinition::new("audit_heads");
+/// `org \0 webhookId` → webhook endpoint.
+pub(super) const WEBHOOKS: Table = TableDefinition::new("webhooks");
+/// `org \0 deliveryKey` → delivery (see [`crate::webhooks::delivery::Delivery::sort_key`]).
+pub(super) const DELIVERIES: Table = TableDefinition::new("webhook_deliveries");
 /// `org \0 onceKey` → empty: a warning already recorded (see [`crate::warnings`]).
 pub(super) const ONCE: Table = TableDefinition::new("once_records");
 
