@@ -276,6 +276,9 @@ def main():
         driver.execute_script("location.hash = '#activity'")
         wait_until(driver, lambda d: displayed(d, "activity") and table_rows(d, "activity-list"))
         check(reason(driver, "activity-reason") == "", "a viewer reads the activity (iam-viewer holds iam:audit:read)")
+        driver.execute_script("location.hash = '#webhooks'")
+        wait_until(driver, lambda d: displayed(d, "webhooks") and d.find_element(By.ID, "webhook-submit").get_attribute("disabled"))
+        check("iam:webhooks:manage" in reason(driver, "webhook-add-reason"), "the webhooks page says which permission it needs")
         click(driver, "sign-out")
 
         # Back as the administrator. The credential policy: creation turned off is the server's
@@ -372,6 +375,42 @@ def main():
         wait_until(driver, lambda d: displayed(d, "notice") and "built-in" in d.find_element(By.ID, "notice").text)
 
         # 375 px wide: nothing overflows the viewport.
+        # Webhooks: an endpoint added, its secret shown once and gone when the dialog closes,
+        # rotated, its deliveries read, turned off, and deleted.
+        driver.execute_script("location.hash = '#webhooks'")
+        wait_until(driver, lambda d: displayed(d, "webhooks") and not d.find_element(By.ID, "webhook-submit").get_attribute("disabled"))
+        axe_serious(driver, axe_js, "Access > Webhooks")
+        type_into(driver, "webhook-url", "https://hooks.example.com/iam")
+        type_into(driver, "webhook-description", "on-call pager")
+        type_into(driver, "webhook-events", "credential.expiring, credential.revoked")
+        click(driver, "webhook-submit")
+        wait_until(driver, lambda d: displayed(d, "key-dialog") and d.find_element(By.ID, "new-key").text.startswith("whsec_"))
+        check(driver.find_element(By.ID, "key-dialog-title").text == "Your endpoint's signing secret", "the dialog says what it shows")
+        webhook_secret = driver.find_element(By.ID, "new-key").text
+        axe_serious(driver, axe_js, "the webhook secret dialog")
+        click(driver, "close-key")
+        wait_until(driver, lambda d: not displayed(d, "key-dialog"))
+        left = key_left_anywhere(driver, webhook_secret)
+        check(not any(left.values()), f"the webhook secret is gone from the page once its dialog closes: {left}")
+        wait_until(driver, lambda d: table_rows(d, "webhook-list"))
+        row = table_rows(driver, "webhook-list")[0]
+        check(row[0] == "https://hooks.example.com/iam" and row[2] == "credential.expiring, credential.revoked" and row[3] == "On", f"the endpoint is listed: {row}")
+        driver.find_element(By.CSS_SELECTOR, "#webhook-list button[data-action=rotate]").click()
+        confirm(driver, True)
+        wait_until(driver, lambda d: displayed(d, "key-dialog") and d.find_element(By.ID, "new-key").text.startswith("whsec_"))
+        check(driver.find_element(By.ID, "new-key").text != webhook_secret, "a rotation shows a new secret")
+        click(driver, "close-key")
+        wait_until(driver, lambda d: "previous one signs too" in table_rows(d, "webhook-list")[0][4])
+        driver.find_element(By.CSS_SELECTOR, "#webhook-list button[data-action=deliveries]").click()
+        wait_for_text(driver, "deliveries-for", "https://hooks.example.com/iam")
+        driver.find_element(By.CSS_SELECTOR, "#webhook-list button[data-action=toggle]").click()
+        wait_until(driver, lambda d: table_rows(d, "webhook-list")[0][3] == "Off")
+        driver.find_element(By.CSS_SELECTOR, "#webhook-list button[data-action=delete]").click()
+        confirm(driver, True)
+        wait_until(driver, lambda d: not table_rows(d, "webhook-list"))
+        hooks = api(base, "GET", "/iam/webhooks", management_token(base, admin_key))
+        check(hooks["items"] == [], f"the endpoint was deleted: {hooks}")
+
         driver.set_window_size(375, 812)
         fits(driver, "Access > Roles")
         driver.execute_script("location.hash = '#api-keys'")
@@ -383,6 +422,9 @@ def main():
         driver.execute_script("location.hash = '#activity'")
         wait_until(driver, lambda d: displayed(d, "activity") and table_rows(d, "activity-list"))
         fits(driver, "Access > Activity")
+        driver.execute_script("location.hash = '#webhooks'")
+        wait_until(driver, lambda d: displayed(d, "webhooks"))
+        fits(driver, "Access > Webhooks")
         open_principal(driver, "browser integration")
         fits(driver, "the principal's page")
         axe_serious(driver, axe_js, "the principal's page at 375 px")

@@ -175,14 +175,14 @@
 
   const needs = (permission) => (session.permissions.has(permission) ? null : `this operation needs the permission ${permission}`);
 
-  // ---- Navigation: #api-keys, #api-keys/<principal id>, #roles, #policy, #activity. Ids are
+  // ---- Navigation: #api-keys, #api-keys/<principal id>, #roles, #policy, #activity, #webhooks. Ids are
   // not secrets.
 
   function show(sectionId) {
-    for (const id of ["api-keys", "principal", "roles", "policy", "activity"]) {
+    for (const id of ["api-keys", "principal", "roles", "policy", "activity", "webhooks"]) {
       $(id).hidden = id !== sectionId;
     }
-    const links = [["nav-api-keys", "api-keys"], ["nav-roles", "roles"], ["nav-policy", "policy"], ["nav-activity", "activity"]];
+    const links = [["nav-api-keys", "api-keys"], ["nav-roles", "roles"], ["nav-policy", "policy"], ["nav-activity", "activity"], ["nav-webhooks", "webhooks"]];
     for (const [link, section] of links) {
       if (section === sectionId || (sectionId === "principal" && section === "api-keys")) {
         $(link).setAttribute("aria-current", "page");
@@ -207,6 +207,8 @@
         await openPolicy();
       } else if (hash === "activity") {
         await openActivity();
+      } else if (hash === "webhooks") {
+        await openWebhooks();
       } else {
         await openApiKeys();
       }
@@ -535,7 +537,12 @@
     });
   }
 
-  function showKeyOnce(apiKey, note) {
+  /** Where focus returns when the once-only dialog closes. */
+  let afterKeyDialog = "issue-submit";
+
+  function showKeyOnce(apiKey, note, { title = "Your new API key", returnTo = "issue-submit" } = {}) {
+    afterKeyDialog = returnTo;
+    $("key-dialog-title").textContent = title;
     $("new-key").textContent = apiKey;
     $("rotated-note").textContent = note || "";
     $("rotated-note").hidden = !note;
@@ -566,7 +573,7 @@
     $("rotated-note").hidden = true;
     $("copy-status").textContent = "";
     window.getSelection().removeAllRanges();
-    $("issue-submit").focus();
+    $(afterKeyDialog).focus();
   }
 
   // ---- Active credentials
@@ -788,6 +795,111 @@
     focusHeading("activity-title");
   }
 
+  // ---- Access > Webhooks. A secret is shown once, in the same dialog as a new API key, and
+  // leaves the page when it closes.
+
+  async function openWebhooks() {
+    show("webhooks");
+    document.title = "Access · Webhooks";
+    const refusal = needs("iam:webhooks:manage");
+    enable(["webhook-url", "webhook-description", "webhook-events", "webhook-submit"], !refusal);
+    explain("webhook-add-reason", [refusal]);
+    explain("webhooks-reason", [refusal]);
+    if (refusal) {
+      $("webhook-list").replaceChildren();
+      return;
+    }
+    const webhooks = await api("GET", "/iam/webhooks");
+    const rows = webhooks.items.map((w) => {
+      const row = document.createElement("tr");
+      const actions = document.createElement("td");
+      const button = (label, name, action) => {
+        const b = document.createElement("button");
+        b.type = "button";
+        b.textContent = label;
+        b.setAttribute("aria-label", `${label}: ${w.url}`);
+        b.dataset.action = name;
+        b.addEventListener("click", () => attempt(action));
+        return b;
+      };
+      actions.append(
+        button("Deliveries", "deliveries", () => openDeliveries(w)),
+        button("Rotate secret", "rotate", () => rotateWebhookSecret(w)),
+        button(w.enabled ? "Turn off" : "Turn on", "toggle", () => toggleWebhook(w)),
+        button("Delete", "delete", () => deleteWebhook(w)),
+      );
+      const secret = w.previousSecretUntil && new Date(w.previousSecretUntil) > new Date()
+        ? `Generation ${w.secretGeneration}; the previous one signs too until ${when(w.previousSecretUntil)}`
+        : `Generation ${w.secretGeneration}`;
+      row.append(cell(w.url), cell(w.description), cell(w.eventTypes.length ? w.eventTypes.join(", ") : "Every type"),
+        cell(w.enabled ? "On" : "Off"), cell(secret), actions);
+      row.dataset.webhookId = w.id;
+      return row;
+    });
+    $("webhook-list").replaceChildren(...rows);
+  }
+
+  async function addWebhook(event) {
+    event.preventDefault();
+    const body = { url: $("webhook-url").value.trim() };
+    const description = $("webhook-description").value.trim();
+    if (description) {
+      body.description = description;
+    }
+    const types = $("webhook-events").value.split(/[\s,]+/).filter(Boolean);
+    if (types.length) {
+      body.eventTypes = types;
+    }
+    await attempt(async () => {
+      const created = await api("POST", "/iam/webhooks", body);
+      $("webhook-form").reset();
+      showKeyOnce(created.secret, "Verify each delivery's webhook-signature with it (any Standard Webhooks library takes it as it is).",
+        { title: "Your endpoint's signing secret", returnTo: "webhook-submit" });
+      await openWebhooks();
+    });
+  }
+
+  async function rotateWebhookSecret(w) {
+    const sure = await confirmAction(`Make a new signing secret for ${w.url}? The current one keeps signing beside it for 24 hours.`, "Rotate secret");
+    if (!sure) {
+      return;
+    }
+    const rotated = await api("POST", `/iam/webhooks/${w.id}/rotate-secret`);
+    showKeyOnce(rotated.secret, "The previous secret signs too for 24 hours: switch your receiver to this one within that time.",
+      { title: "Your endpoint's new signing secret", returnTo: "webhook-submit" });
+    await openWebhooks();
+  }
+
+  async function toggleWebhook(w) {
+    await api("PATCH", `/iam/webhooks/${w.id}`, { enabled: !w.enabled });
+    await openWebhooks();
+  }
+
+  async function deleteWebhook(w) {
+    const sure = await confirmAction(`Delete the endpoint ${w.url}? Nothing more is sent to it.`, "Delete");
+    if (!sure) {
+      return;
+    }
+    await api("DELETE", `/iam/webhooks/${w.id}`);
+    $("delivery-list").replaceChildren();
+    $("deliveries-for").textContent = "Choose an endpoint's Deliveries to see its latest.";
+    await openWebhooks();
+  }
+
+  async function openDeliveries(w) {
+    const deliveries = await api("GET", `/iam/webhooks/${w.id}/deliveries?limit=50`);
+    $("deliveries-for").textContent = `The latest deliveries to ${w.url}, newest event first.`;
+    const rows = deliveries.items.map((d) => {
+      const row = document.createElement("tr");
+      const last = d.attempts[d.attempts.length - 1];
+      const outcome = last ? `${when(last.at)}: ${last.status ? `HTTP ${last.status}` : last.error} (${last.durationMs} ms)` : "";
+      const state = d.state === "pending" && d.nextAttemptAt ? `pending; next attempt ${when(d.nextAttemptAt)}` : d.state;
+      row.append(cell(when(d.createdAt)), cell(d.eventType), cell(state), cell(String(d.attemptCount)), cell(outcome));
+      return row;
+    });
+    $("delivery-list").replaceChildren(...rows);
+  }
+
   // ---- Confirmation, in a modal dialog rather than window.confirm: labelled, styled, testable.
 
   function confirmAction(message, confirmLabel) {
@@ -827,6 +939,7 @@
     $("assign-form").addEventListener("submit", assignRole);
     $("define-form").addEventListener("submit", defineRole);
     $("policy-form").addEventListener("submit", savePolicy);
+    $("webhook-form").addEventListener("submit", addWebhook);
     $("show-all").addEventListener("change", () => attempt(reopenPrincipal));
     $("activity-outcome").addEventListener("change", () => attempt(openActivity));
     $("activity-more").addEventListener("click", () => attempt(() => trails.organisation.load(false)));

@@ -10,10 +10,12 @@ fuzz_target!(|data: &[u8]| {
     let Some((&selector, body)) = data.split_first() else { return };
     let instance = &*iam_fuzz::INSTANCE;
     let p = &instance.principal;
-    let (method, uri) = match selector % 4 {
+    let (method, uri) = match selector % 6 {
         0 => ("POST", "/iam/api-keys".to_owned()),
         1 => ("PATCH", format!("/iam/api-keys/{p}")),
         2 => ("POST", format!("/iam/api-keys/{p}/credentials")),
+        3 => ("POST", "/iam/webhooks".to_owned()),
+        4 => ("PATCH", "/iam/webhooks/wh_0000000000000000000000".to_owned()),
         _ => ("POST", "/iam/roles".to_owned()),
     };
     let request = Request::builder()

@@ -41,6 +41,9 @@ pub static INSTANCE: LazyLock<Instance> = LazyLock::new(|| {
             github_scanning_keys: None,
             github_scanning_keys_url: None,
             outbound_allow_loopback: false,
+            webhook_key: Some(Arc::new(iam_shared::webhooks::manage::WebhookKeySource::Static(Arc::new(
+                iam_shared::webhooks::WebhookKey::generate(),
+            )))),
         };
         let store = Arc::new(EmbeddedStore::in_memory().unwrap());
         let keys = Arc::new(StaticKey(SigningKeyDocument::generate().unwrap()));

@@ -278,3 +278,59 @@ fn the_readme_walkthrough_works_on_dynamodb_and_secrets_manager() {
     let again = start_with(&[], &env);
     assert!(again.bootstrap.is_empty(), "the organisation stays bootstrapped in DynamoDB");
 }
+
+/// iam-local runs the delivery function's code in-process: a change made through the API
+/// reaches the organisation's webhook, signed (checked by the `standardwebhooks` package), and
+/// its event is appended to `events.jsonl` in the data directory.
+#[test]
+fn changes_reach_webhooks_and_the_events_file_in_process() {
+    let python = concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/python");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/webhook_sink.py");
+    let mut sink = Command::new(python).arg(script).stdout(Stdio::piped()).spawn().expect("the webhook sink");
+    let mut port = String::new();
+    BufReader::new(sink.stdout.take().unwrap()).read_line(&mut port).unwrap();
+    let sink_addr = format!("127.0.0.1:{}", port.trim());
+    struct Kill(Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _sink = Kill(sink);
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let env = [("IAM_ISSUER", "http://iam.test/iam"), ("IAM_OUTBOUND_ALLOW_LOOPBACK", "true")];
+    let server = start_with(&["--data-dir", data.to_str().unwrap(), "--org", "acme"], &env);
+    let (_, token) = exchange(&server.addr, &bootstrap_key(&server.bootstrap[0], "acme"));
+    let auth = format!("Bearer {}", token["access_token"].as_str().unwrap());
+    let headers = [("Authorization", auth.as_str()), ("Content-Type", "application/json")];
+    let body = format!("{{\"url\":\"http://{sink_addr}/hook\"}}");
+    let (status, created) = http(&server.addr, "POST", "/iam/webhooks", &headers, &body);
+    assert_eq!(status, 201, "{created}");
+    let secret = created["secret"].as_str().unwrap().to_owned();
+    let (status, principal) = http(&server.addr, "POST", "/iam/api-keys", &headers, r#"{"displayName":"relayed"}"#);
+    assert_eq!(status, 201, "{principal}");
+
+    let mut received = Value::Null;
+    for _ in 0..100 {
+        received = http(&sink_addr, "GET", "/_received", &[], "").1;
+        if received.as_array().is_some_and(|r| !r.is_empty()) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let first = &received[0];
+    let sent: Value = serde_json::from_str(first["body"].as_str().unwrap()).unwrap();
+    assert_eq!(sent["type"], "principal.created", "{received}");
+    assert_eq!(sent["data"]["principalId"], principal["id"]);
+    let (_, verdicts) = http(&sink_addr, "POST", "/_verify", &[], &format!("{{\"secret\":\"{secret}\"}}"));
+    assert_eq!(verdicts[0]["verified"], true, "{verdicts}");
+
+    let events = std::fs::read_to_string(data.join("events.jsonl")).expect("the events file");
+    let event: Value = serde_json::from_str(events.lines().next().unwrap()).unwrap();
+    assert_eq!(event["detail-type"], "Principal Created");
+    assert_eq!(event["detail"]["eventId"], first["headers"]["webhook-id"]);
+    assert!(!events.contains(secret.trim_start_matches("whsec_")));
+}
