@@ -1,6 +1,9 @@
 //! Every operation of the service: one module per operation (its handler), the operations
 //! table below, and one thin binary per Lambda function in `src/bin`.
 //!
+//! Functions that serve no route (rotation, events, warnings, webhooks) are rows of
+//! [`BACKGROUND`].
+//!
 //! A new operation is its module, its row here (and its binary, three lines), its entries in
 //! `template.yaml` and `openapi.yaml`, and its tests. The table feeds `iam-local`'s router,
 //! each function's bootstrap ([`iam_api::lambda::serve`]), the IAM-policy test and the route
@@ -95,6 +98,24 @@ pub const OPERATIONS: &[Operation] = &[
     op("openid-configuration",  Get,    "/iam/.well-known/openid-configuration",                      Public,                                  ColdStart::Public, &[], openid_configuration::endpoint),
     op("whoami",                Get,    "/iam/whoami",                                                Authenticated,                           Verifier, STORE, whoami::endpoint),
     op("console",               Get,    "/console/{asset}",                                       Public,                                  ColdStart::Public, &[], console::endpoint),
+];
+
+/// A function that serves no route: what invokes it, and the tables it touches (held by the
+/// IAM-policy test to its template policy, as each operation's row is). Its binary is in
+/// `src/bin` like an operation's, with its own small `main`.
+#[derive(Debug, Clone, Copy)]
+pub struct Background {
+    pub name: &'static str,
+    pub invoked_by: &'static str,
+    pub tables: &'static [Table],
+}
+
+#[rustfmt::skip]
+pub const BACKGROUND: &[Background] = &[
+    Background { name: "rotate-signing-key", invoked_by: "Secrets Manager's rotation, and an operator's key withdrawal", tables: &[] },
+    Background { name: "publish-events",     invoked_by: "the audit table's stream",                                       tables: &[] },
+    Background { name: "send-warnings",      invoked_by: "EventBridge Scheduler",                                          tables: AUDITED },
+    Background { name: "deliver-webhooks",   invoked_by: "the audit table's stream, and its own retry queue",              tables: &[Table::Principals, Table::Audit] },
 ];
 
 const fn op(

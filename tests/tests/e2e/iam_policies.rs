@@ -591,6 +591,19 @@ async fn every_policy_grants_exactly_what_its_function_calls() {
     }
     observed_by_function.insert("send-warnings".into(), calls);
 
+    // The background functions' rows say which tables each touches, as the operations' do.
+    for function in iam_functions::BACKGROUND {
+        let touched: BTreeSet<&str> = observed_by_function
+            .get(function.name)
+            .unwrap_or_else(|| panic!("{} was not exercised", function.name))
+            .iter()
+            .map(|(_, resource)| resource.as_str())
+            .filter(|r| r.ends_with("Table"))
+            .collect();
+        let declared: BTreeSet<&str> = function.tables.iter().map(|t| t.logical_id()).collect();
+        assert_eq!(touched, declared, "{}: the tables it touches are not the tables its BACKGROUND row names", function.name);
+    }
+
     for (function, grants) in &granted {
         let observed = observed_by_function.get(function).cloned().unwrap_or_default();
         for grant in grants.difference(&observed) {
