@@ -802,8 +802,10 @@
     show("webhooks");
     document.title = "Access · Webhooks";
     const refusal = needs("iam:webhooks:manage");
-    enable(["webhook-url", "webhook-description", "webhook-events", "webhook-submit"], !refusal);
-    explain("webhook-add-reason", [refusal]);
+    // An endpoint receives the trail as events: directing one takes the trail's permission too.
+    const directing = refusal || needs("iam:audit:read");
+    enable(["webhook-url", "webhook-description", "webhook-events", "webhook-submit"], !directing);
+    explain("webhook-add-reason", [directing]);
     explain("webhooks-reason", [refusal]);
     if (refusal) {
       $("webhook-list").replaceChildren();

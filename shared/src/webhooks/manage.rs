@@ -13,7 +13,7 @@ use crate::authority::Guard;
 use crate::error::{DomainError, Limit};
 use crate::ids::WebhookId;
 use crate::model;
-use crate::service::{Caller, Iam, PERM_WEBHOOKS_MANAGE};
+use crate::service::{Caller, Iam, PERM_AUDIT_READ, PERM_WEBHOOKS_MANAGE};
 
 /// Where the service's webhook key comes from: a Secrets Manager secret read on first use
 /// (only the functions that sign or show secrets are granted it), or a key at hand.
@@ -82,6 +82,14 @@ impl Iam {
         }
     }
 
+    /// Pointing an endpoint somewhere (creating, changing, or re-keying it) sends it the
+    /// organisation's events, which are its trail: so it takes the trail's permission too, and
+    /// nobody hands a receiver more than they could read themselves.
+    fn may_direct_events(caller: &Caller) -> Result<(), DomainError> {
+        caller.require(PERM_WEBHOOKS_MANAGE)?;
+        caller.require(PERM_AUDIT_READ)
+    }
+
     async fn stored_webhook(&self, caller: &Caller, id: &WebhookId) -> Result<Webhook, DomainError> {
         self.store.get_webhook(&caller.org_id, id).await?.ok_or(DomainError::NotFound("webhook"))
     }
@@ -93,7 +101,7 @@ impl Iam {
 
     pub async fn create_webhook(&self, caller: &Caller, change: WebhookChange) -> Result<WebhookWithSecret, DomainError> {
         let result = async {
-            caller.require(PERM_WEBHOOKS_MANAGE)?;
+            Self::may_direct_events(caller)?;
             let webhook = Webhook::new(&caller.org_id, &change, self.webhooks.allow_loopback, caller.actor(), model::now())?;
             let key = self.webhook_key().await?;
             if self.store.list_webhooks(&caller.org_id).await?.len() >= MAX_WEBHOOKS_PER_ORG {
@@ -116,7 +124,7 @@ impl Iam {
 
     pub async fn update_webhook(&self, caller: &Caller, id: &WebhookId, change: WebhookChange) -> Result<Webhook, DomainError> {
         let result = async {
-            caller.require(PERM_WEBHOOKS_MANAGE)?;
+            Self::may_direct_events(caller)?;
             let stored = self.stored_webhook(caller, id).await?;
             let Some(next) = stored.apply(&change, self.webhooks.allow_loopback, model::now())? else { return Ok(stored) };
             self.store.put_webhook(&next, Some(stored.version), &Self::webhook_guard(caller, "webhook.update", &next)).await?;
@@ -128,7 +136,7 @@ impl Iam {
 
     pub async fn rotate_webhook_secret(&self, caller: &Caller, id: &WebhookId) -> Result<WebhookWithSecret, DomainError> {
         let result = async {
-            caller.require(PERM_WEBHOOKS_MANAGE)?;
+            Self::may_direct_events(caller)?;
             let key = self.webhook_key().await?;
             let stored = self.stored_webhook(caller, id).await?;
             let next = stored.rotated(model::now());

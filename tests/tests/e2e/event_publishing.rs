@@ -14,7 +14,7 @@ use iam_tests::TestApp;
 use serde_json::{Value, json};
 
 /// One call of a JSON-protocol AWS API on moto (`target` as in `X-Amz-Target`).
-async fn aws_json(service: &str, target: &str, body: Value) -> Value {
+pub(crate) async fn aws_json(service: &str, target: &str, body: Value) -> Value {
     let response = reqwest::Client::new()
         .post(&iam_testkit::moto().endpoint)
         .header("content-type", "application/x-amz-json-1.0")
@@ -35,6 +35,11 @@ async fn aws_json(service: &str, target: &str, body: Value) -> Value {
 
 /// Everything the table's stream holds, as the records of one Lambda event.
 async fn stream_event(stream_arn: &str) -> StreamEvent {
+    serde_json::from_value(json!({"Records": stream_records(stream_arn).await})).unwrap()
+}
+
+/// Everything the table's stream holds, as `GetRecords` answers it.
+pub(crate) async fn stream_records(stream_arn: &str) -> Vec<Value> {
     let described = aws_json("dynamodb", "DynamoDBStreams_20120810.DescribeStream", json!({"StreamArn": stream_arn})).await;
     let mut records = Vec::new();
     for shard in described["StreamDescription"]["Shards"].as_array().unwrap() {
@@ -47,7 +52,7 @@ async fn stream_event(stream_arn: &str) -> StreamEvent {
         let got = aws_json("dynamodb", "DynamoDBStreams_20120810.GetRecords", json!({"ShardIterator": iterator["ShardIterator"]})).await;
         records.extend(got["Records"].as_array().unwrap().iter().cloned());
     }
-    serde_json::from_value(json!({"Records": records})).unwrap()
+    records
 }
 
 /// Every message the queue holds, as the events EventBridge delivered.

@@ -19,7 +19,7 @@ use iam_shared::webhooks::manage::WebhookKeySource;
 use iam_tests::TestApp;
 use serde_json::{Value, json};
 
-struct Sink {
+pub(crate) struct Sink {
     child: Child,
     url: String,
 }
@@ -234,4 +234,98 @@ async fn endpoints_obey_the_outbound_rules_when_set_and_when_delivered_to() {
     let retries = local.deliverer().deliver(&event, iam_shared::model::now()).await.unwrap();
     let error = retries[0].delivery.attempts[0].error.clone().unwrap();
     assert!(error.contains("redirect"), "{error}");
+}
+
+/// The AWS path on the DynamoDB-compatible server: the delivery function fed with the audit
+/// table's stream as `GetRecords` reads it; its failed first attempt goes to an SQS queue with
+/// the first backoff as its delay; the message, received when due, is the retry that delivers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_delivery_function_delivers_from_the_stream_and_retries_through_the_queue() {
+    use iam_functions::deliver_webhooks::{Delivery, DeliveryEvent, SqsRetryQueue};
+    let (store, tables) = iam_testkit::fresh_store_with_tables().await;
+    let sdk = iam_testkit::sdk_config().await;
+    let view = aws_sdk_dynamodb::types::StreamSpecification::builder()
+        .stream_enabled(true)
+        .stream_view_type(aws_sdk_dynamodb::types::StreamViewType::NewImage)
+        .build()
+        .unwrap();
+    let updated =
+        aws_sdk_dynamodb::Client::new(&sdk).update_table().table_name(&tables.audit).stream_specification(view).send().await.unwrap();
+    let stream_arn = updated.table_description().unwrap().latest_stream_arn().unwrap().to_owned();
+    let key = Arc::new(WebhookKey::generate());
+    let config = iam_api::config::Config {
+        outbound_allow_loopback: true,
+        webhook_key: Some(Arc::new(WebhookKeySource::Static(key.clone()))),
+        ..iam_tests::config()
+    };
+    let app = TestApp::with_state(iam_tests::state_with_config(store.clone(), &config).await).await;
+    let admin = app.admin().await;
+    let sink = Sink::start(1);
+    let created = app
+        .call(
+            Method::POST,
+            "/iam/webhooks",
+            Some(&admin),
+            Some(json!({"url": format!("{}/hook", sink.url), "eventTypes": ["principal.created"]})),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.raw);
+    let secret = created.str("secret").to_owned();
+    let p = app.create_principal(&admin, "streamed").await;
+
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let queue_url =
+        sqs.create_queue().queue_name(iam_testkit::unique("webhook-retries")).send().await.unwrap().queue_url().unwrap().to_owned();
+    let outbound = Outbound::new(iam_api::config::webhook_outbound_rules(true)).unwrap();
+    let queue = SqsRetryQueue { client: sqs.clone(), url: queue_url.clone() };
+    let delivery = Delivery { store: store.as_ref(), outbound: &outbound, key: &key, queue: &queue };
+    let records = crate::event_publishing::stream_records(&stream_arn).await;
+    assert!(records.iter().all(|r| r["eventSource"] == "aws:dynamodb"), "as Lambda passes them on");
+    let batch: DeliveryEvent = serde_json::from_value(json!({"Records": records})).unwrap();
+    let answer = delivery.handle(batch, iam_shared::model::now()).await;
+    assert!(answer.batch_item_failures.is_empty(), "an endpoint's 503 is the delivery's retry, not the stream's: {answer:?}");
+    assert_eq!(sink.received().await.len(), 1, "only the principal's creation is wanted");
+
+    let mut message = None;
+    for _ in 0..40 {
+        let got = sqs.receive_message().queue_url(&queue_url).send().await.unwrap();
+        if let Some(m) = got.messages().first() {
+            message = Some((m.message_id().unwrap().to_owned(), m.body().unwrap().to_owned()));
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let (message_id, body) = message.expect("the retry, visible once its 5 s delay passed");
+    assert!(!body.contains(secret.trim_start_matches("whsec_")), "no secret in the queue");
+    let retry = json!({"Records": [{"eventSource": "aws:sqs", "messageId": message_id, "body": body}]});
+    let answer = delivery.handle(serde_json::from_value(retry).unwrap(), iam_shared::model::now()).await;
+    assert!(answer.batch_item_failures.is_empty(), "{answer:?}");
+
+    let received = sink.received().await;
+    assert_eq!(received.len(), 2);
+    assert_eq!(received[0]["headers"]["webhook-id"], received[1]["headers"]["webhook-id"]);
+    let sent: Value = serde_json::from_str(received[1]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(sent["data"]["principalId"], p.as_str());
+    assert!(sink.verify(&secret).await.iter().all(|v| v["verified"] == true));
+    let id = created.body["webhook"]["id"].as_str().unwrap();
+    let listed = app.call(Method::GET, &format!("/iam/webhooks/{id}/deliveries"), Some(&admin), None).await;
+    assert_eq!(listed.body["items"][0]["state"], "delivered", "{}", listed.raw);
+    assert_eq!(listed.body["items"][0]["attemptCount"], 2);
+}
+
+/// An endpoint receives the organisation's trail as events: directing one takes the trail's
+/// permission as well as the webhooks', so nobody hands a receiver more than they can read.
+#[tokio::test]
+async fn directing_events_takes_the_trails_permission_too() {
+    let s = setup(false).await;
+    let admin = s.app.admin().await;
+    let (_, manager, _) = crate::authority::holder_with_role(&s.app, &admin, &iam_testkit::unique("hooks"), &["iam:webhooks:manage"]).await;
+    assert_eq!(s.app.call(Method::GET, "/iam/webhooks", Some(&manager), None).await.status, StatusCode::OK);
+    let refused = s.app.call(Method::POST, "/iam/webhooks", Some(&manager), Some(json!({"url": "https://hooks.example.com/"}))).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.raw);
+    assert!(refused.str("detail").contains("iam:audit:read"), "{}", refused.raw);
+    let (_, both, _) =
+        crate::authority::holder_with_role(&s.app, &admin, &iam_testkit::unique("hooks"), &["iam:webhooks:manage", "iam:audit:read"]).await;
+    let created = s.app.call(Method::POST, "/iam/webhooks", Some(&both), Some(json!({"url": "https://hooks.example.com/"}))).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.raw);
 }
