@@ -229,13 +229,13 @@ impl WarningsConfig {
 }
 
 /// What the webhook delivery function needs: the tables, the webhook key
-/// (`IAM_WEBHOOK_KEY_SECRET_ID`), the retry queue (`IAM_WEBHOOK_RETRY_QUEUE_URL`) and the
+/// (`IAM_WEBHOOK_KEY_SECRET_ID`), the delivery queue (`IAM_WEBHOOK_QUEUE_URL`) and the
 /// outbound rules (endpoints answer within 10 s).
 #[derive(Debug, Clone)]
 pub struct WebhookDeliveryConfig {
     pub tables: TablesConfig,
     pub webhook_key_secret_id: String,
-    pub retry_queue_url: String,
+    pub queue_url: String,
     pub outbound: iam_shared::outbound::OutboundRules,
 }
 
@@ -249,7 +249,7 @@ impl WebhookDeliveryConfig {
         Ok(Self {
             tables: TablesConfig::from_env()?,
             webhook_key_secret_id: required("IAM_WEBHOOK_KEY_SECRET_ID")?,
-            retry_queue_url: required("IAM_WEBHOOK_RETRY_QUEUE_URL")?,
+            queue_url: required("IAM_WEBHOOK_QUEUE_URL")?,
             outbound: webhook_outbound_rules(flag("IAM_OUTBOUND_ALLOW_LOOPBACK")?),
         })
     }

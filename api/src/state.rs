@@ -71,25 +71,29 @@ fn github_keys(config: &Config) -> Result<Option<GithubKeySource>, ConfigError> 
 pub const SIGNING_KEY_FILE: &str = "signing-key.json";
 
 /// The local signing key: read from `dir`, or generated and written there readable by the owner only.
-/// The embedded store's webhook key: 32 random bytes, hex, in a 0600 file beside the store.
+/// The embedded store's webhook key: 32 random bytes, hex, in a 0600 file beside the store,
+/// written whole (to a temporary file, then renamed) so a crash never leaves a short key.
 pub fn load_or_create_webhook_key(dir: &Path) -> Result<iam_shared::webhooks::WebhookKey, ConfigError> {
     let path = dir.join(WEBHOOK_KEY_FILE);
-    match fs::read(&path) {
-        Ok(material) => Ok(iam_shared::webhooks::WebhookKey::from_material(&material)),
+    let material = match fs::read(&path) {
+        Ok(material) => material,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let material: String = iam_shared::random::bytes::<32>().iter().map(|b| format!("{b:02x}")).collect();
+            let partial = dir.join(format!("{WEBHOOK_KEY_FILE}.partial"));
             let mut options = fs::OpenOptions::new();
-            options.write(true).create_new(true);
+            options.write(true).create(true).truncate(true);
             #[cfg(unix)]
             std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            let mut file = options.open(&path).map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+            let mut file = options.open(&partial).map_err(|e| ConfigError(format!("{}: {e}", partial.display())))?;
             file.write_all(material.as_bytes())
                 .and_then(|_| file.sync_all())
+                .and_then(|_| fs::rename(&partial, &path))
                 .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
-            Ok(iam_shared::webhooks::WebhookKey::from_material(material.as_bytes()))
+            material.into_bytes()
         }
-        Err(e) => Err(ConfigError(format!("{}: {e}", path.display()))),
-    }
+        Err(e) => return Err(ConfigError(format!("{}: {e}", path.display()))),
+    };
+    iam_shared::webhooks::WebhookKey::from_material(&material).map_err(|e| ConfigError(format!("{}: {e}", path.display())))
 }
 
 const WEBHOOK_KEY_FILE: &str = "webhook.key";

@@ -1,9 +1,9 @@
 //! The webhook delivery function (EventBridge API destinations cannot sign as Standard Webhooks
 //! asks, so a function does). Two event sources invoke it: the audit table's stream (new audit
-//! records: each event's first attempt to every endpoint of its organisation that wants it),
-//! and the retry queue (a delivery whose attempt failed, sent back after its backoff). SQS
-//! delays a message at most 15 minutes, so a longer wait is made of hops: a message that
-//! arrives before its delivery is due goes back with the time that remains.
+//! records: each event's delivery to every endpoint of its organisation that wants it is put on
+//! the queue, due at once) and the queue (each delivery's attempt; a failed one goes back with
+//! its backoff as delay). SQS delays a message at most 15 minutes, so a longer wait is made of
+//! hops: a message that arrives before its delivery is due goes back with the time that remains.
 //!
 //! A store failure reports the record in `batchItemFailures` (Lambda retries it); an endpoint's
 //! failure never does: it is the delivery's own retry, so one dead endpoint never holds up the
@@ -48,16 +48,16 @@ pub struct DeliveryEvent {
 }
 
 /// Where a delivery waits for its next attempt.
-pub trait RetryQueue: Send + Sync {
+pub trait DeliveryQueue: Send + Sync {
     fn send_later(&self, pending: &PendingDelivery, delay_secs: i64) -> impl Future<Output = Result<(), String>> + Send;
 }
 
-pub struct SqsRetryQueue {
+pub struct SqsDeliveryQueue {
     pub client: aws_sdk_sqs::Client,
     pub url: String,
 }
 
-impl RetryQueue for SqsRetryQueue {
+impl DeliveryQueue for SqsDeliveryQueue {
     async fn send_later(&self, pending: &PendingDelivery, delay_secs: i64) -> Result<(), String> {
         let body = serde_json::to_string(pending).map_err(|e| e.to_string())?;
         let delay = i32::try_from(delay_secs.clamp(0, MAX_QUEUE_DELAY_SECS)).unwrap_or(0);
@@ -73,14 +73,14 @@ impl RetryQueue for SqsRetryQueue {
     }
 }
 
-pub struct Delivery<'a, S: Store + ?Sized, Q: RetryQueue> {
+pub struct Delivery<'a, S: Store + ?Sized, Q: DeliveryQueue> {
     pub store: &'a S,
     pub outbound: &'a Outbound,
     pub key: &'a WebhookKey,
     pub queue: &'a Q,
 }
 
-impl<S: Store + ?Sized, Q: RetryQueue> Delivery<'_, S, Q> {
+impl<S: Store + ?Sized, Q: DeliveryQueue> Delivery<'_, S, Q> {
     /// Handles one invocation at `now`; answers the records to retry.
     pub async fn handle(&self, event: DeliveryEvent, now: DateTime<Utc>) -> BatchResponse {
         let deliverer = Deliverer { store: self.store, outbound: self.outbound, key: self.key };
@@ -89,7 +89,7 @@ impl<S: Store + ?Sized, Q: RetryQueue> Delivery<'_, S, Q> {
             let (id, outcome) = match record {
                 SourceRecord::Stream(r) => {
                     let id = r.dynamodb.sequence_number.clone();
-                    (id, self.first_attempts(&deliverer, &r, now).await)
+                    (id, self.queue_deliveries(&deliverer, &r, now).await)
                 }
                 SourceRecord::Queue(q) => (q.message_id.clone(), self.next_attempt(&deliverer, &q.body, now).await),
             };
@@ -101,10 +101,13 @@ impl<S: Store + ?Sized, Q: RetryQueue> Delivery<'_, S, Q> {
         BatchResponse { batch_item_failures: failed }
     }
 
-    async fn first_attempts(&self, deliverer: &Deliverer<'_, S>, record: &StreamRecord, now: DateTime<Utc>) -> Result<(), String> {
+    /// A stream record's deliveries are queued, not attempted here: an endpoint that answers
+    /// slowly then holds up only its own messages, never the shard every organisation's
+    /// events pass through.
+    async fn queue_deliveries(&self, deliverer: &Deliverer<'_, S>, record: &StreamRecord, now: DateTime<Utc>) -> Result<(), String> {
         let Some(audit) = new_audit_record(record)? else { return Ok(()) };
         let Some(event) = lifecycle_event(&audit) else { return Ok(()) };
-        for pending in deliverer.deliver(&event, now).await.map_err(|e| e.to_string())? {
+        for pending in deliverer.deliveries_of(&event, now).await.map_err(|e| e.to_string())? {
             self.later(&pending, now).await?;
         }
         Ok(())
@@ -115,7 +118,7 @@ impl<S: Store + ?Sized, Q: RetryQueue> Delivery<'_, S, Q> {
             Ok(p) => p,
             Err(e) => {
                 // Not ours to retry: retrying would never parse it either.
-                tracing::error!(error = %e, "a retry message that does not parse was dropped");
+                tracing::error!(error = %e, "a delivery message that does not parse was dropped");
                 return Ok(());
             }
         };

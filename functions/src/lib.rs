@@ -115,7 +115,7 @@ pub const BACKGROUND: &[Background] = &[
     Background { name: "rotate-signing-key", invoked_by: "Secrets Manager's rotation, and an operator's key withdrawal", tables: &[] },
     Background { name: "publish-events",     invoked_by: "the audit table's stream",                                       tables: &[] },
     Background { name: "send-warnings",      invoked_by: "EventBridge Scheduler",                                          tables: AUDITED },
-    Background { name: "deliver-webhooks",   invoked_by: "the audit table's stream, and its own retry queue",              tables: &[Table::Principals, Table::Audit] },
+    Background { name: "deliver-webhooks",   invoked_by: "the audit table's stream, and its own delivery queue",              tables: &[Table::Principals, Table::Audit] },
 ];
 
 const fn op(

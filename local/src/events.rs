@@ -25,12 +25,15 @@ pub struct Relay {
     pub orgs: Vec<OrgId>,
     /// `events.jsonl` in the data directory; none when the server runs in memory.
     pub events_file: Option<PathBuf>,
+    /// Records from this time on are relayed: taken before anything the server itself records
+    /// at start (the first warnings sweep).
+    pub since: chrono::DateTime<chrono::Utc>,
 }
 
 impl Relay {
     pub async fn run(self) {
         let relay = Arc::new(self);
-        let started = iam_shared::model::now();
+        let started = relay.since;
         let mut cursors: HashMap<OrgId, Option<AuditCursor>> = relay.orgs.iter().map(|o| (o.clone(), None)).collect();
         let mut every_second = tokio::time::interval(std::time::Duration::from_secs(1));
         loop {
@@ -55,14 +58,17 @@ impl Relay {
             let query = AuditQuery { from: Some(started), oldest_first: true, after: cursor.clone(), ..AuditQuery::new(100) };
             let page = self.store.audit_events(org, &query).await.map_err(|e| e.to_string())?;
             for record in &page.items {
-                *cursor = Some(AuditCursor(record.sort_key()));
-                let Some(event) = lifecycle_event(record) else { continue };
-                self.append(&event);
-                let deliverer = Deliverer { store: self.store.as_ref(), outbound: &self.outbound, key: &self.key };
-                let now = iam_shared::model::now();
-                for pending in deliverer.deliver(&event, now).await.map_err(|e| e.to_string())? {
-                    tokio::spawn(self.clone().retry(pending));
+                if let Some(event) = lifecycle_event(record) {
+                    let deliverer = Deliverer { store: self.store.as_ref(), outbound: &self.outbound, key: &self.key };
+                    // Each delivery in a task of its own, so a slow endpoint holds up nothing else.
+                    for pending in deliverer.deliveries_of(&event, iam_shared::model::now()).await.map_err(|e| e.to_string())? {
+                        tokio::spawn(self.clone().retry(pending));
+                    }
+                    self.append(&event);
                 }
+                // Moved on only once the record's deliveries are under way: a failure above
+                // reads it again on the next pass.
+                *cursor = Some(AuditCursor(record.sort_key()));
             }
             if page.next.is_none() {
                 return Ok(());
@@ -70,7 +76,7 @@ impl Relay {
         }
     }
 
-    /// The retry queue's part: waits until each attempt is due, then makes it.
+    /// The retry queue's part: waits until each attempt (the first included) is due, then makes it.
     async fn retry(self: Arc<Self>, mut pending: PendingDelivery) {
         loop {
             let wait = (pending.due() - iam_shared::model::now()).to_std().unwrap_or_default();

@@ -128,6 +128,8 @@ pub async fn serve(
     // iam-local serves the exchange too: it signs.
     let backend = backend::open(&store, KeyUse::Sign).await?;
     let warnings = iam_api::config::warning_settings()?;
+    // The relay below sends what is recorded from here on, the first sweep's warnings included.
+    let started = iam_shared::model::now();
     tokio::spawn(send_warnings_hourly(backend.store.clone(), warnings));
     let config = iam_api::config::Config { webhook_key: backend.webhook_key.clone(), ..config };
     if let Some(source) = &backend.webhook_key {
@@ -139,6 +141,7 @@ pub async fn serve(
             ))?),
             orgs: opts.orgs.clone(),
             events_file: (!opts.in_memory).then(|| opts.data_dir.join("events.jsonl")),
+            since: started,
         };
         tokio::spawn(relay.run());
     }

@@ -1,5 +1,5 @@
 use iam_api::lambda::Error;
-use iam_functions::deliver_webhooks::{Delivery, DeliveryEvent, SqsRetryQueue};
+use iam_functions::deliver_webhooks::{Delivery, DeliveryEvent, SqsDeliveryQueue};
 use lambda_http::lambda_runtime::{self, LambdaEvent, service_fn};
 
 #[tokio::main]
@@ -10,7 +10,7 @@ async fn main() -> Result<(), Error> {
     let store = config.store(&sdk);
     let key = config.webhook_key(&sdk).await?;
     let outbound = iam_shared::outbound::Outbound::new(config.outbound)?;
-    let queue = SqsRetryQueue { client: aws_sdk_sqs::Client::new(&sdk), url: config.retry_queue_url.clone() };
+    let queue = SqsDeliveryQueue { client: aws_sdk_sqs::Client::new(&sdk), url: config.queue_url.clone() };
     let delivery = Delivery { store: &store, outbound: &outbound, key: &key, queue: &queue };
     let delivery = &delivery;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<DeliveryEvent>| async move {

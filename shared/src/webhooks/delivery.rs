@@ -109,38 +109,52 @@ pub struct Deliverer<'a, S: Store + ?Sized> {
 }
 
 impl<S: Store + ?Sized> Deliverer<'_, S> {
-    /// The first attempt of `event` to each endpoint of its organisation that wants it; answers
-    /// the deliveries to retry later. A redelivered event is sent again (delivery is at least
-    /// once: receivers de-duplicate on `webhook-id`), and its record is the same record.
-    pub async fn deliver(&self, event: &LifecycleEvent, now: DateTime<Utc>) -> Result<Vec<PendingDelivery>, StoreError> {
+    /// One delivery of `event` per endpoint of its organisation that wants it, due now, not yet
+    /// attempted. A redelivered event is sent again (delivery is at least once: receivers
+    /// de-duplicate on `webhook-id`), and its record is the same record.
+    pub async fn deliveries_of(&self, event: &LifecycleEvent, now: DateTime<Utc>) -> Result<Vec<PendingDelivery>, StoreError> {
         let org = OrgId::parse(&event.detail.org_id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let mut retries = Vec::new();
-        for webhook in self.store.list_webhooks(&org).await?.into_iter().filter(|w| w.wants(event.detail_type)) {
-            let pending = PendingDelivery {
+        let created_at = chrono::DateTime::parse_from_rfc3339(&event.detail.time).map_or(now, |t| t.with_timezone(&Utc));
+        let webhooks = self.store.list_webhooks(&org).await?;
+        Ok(webhooks
+            .into_iter()
+            .filter(|w| w.wants(event.detail_type))
+            .map(|webhook| PendingDelivery {
                 delivery: Delivery {
                     org_id: org.clone(),
-                    webhook_id: webhook.id.clone(),
+                    webhook_id: webhook.id,
                     event_id: event.detail.event_id.clone(),
                     event_type: event_type(event.detail_type),
-                    created_at: chrono::DateTime::parse_from_rfc3339(&event.detail.time).map_or(now, |t| t.with_timezone(&Utc)),
+                    created_at,
                     state: DeliveryState::Pending,
                     attempt_count: 0,
                     attempts: Vec::new(),
                     next_attempt_at: Some(now),
                 },
                 body: body_of(event),
-            };
-            retries.extend(self.attempt(&webhook, pending, now).await?);
+            })
+            .collect())
+    }
+
+    /// [`Deliverer::deliveries_of`] and each one's first attempt, one after another; answers the
+    /// deliveries to retry later.
+    pub async fn deliver(&self, event: &LifecycleEvent, now: DateTime<Utc>) -> Result<Vec<PendingDelivery>, StoreError> {
+        let mut retries = Vec::new();
+        for pending in self.deliveries_of(event, now).await? {
+            retries.extend(self.retry(pending, now).await?);
         }
         Ok(retries)
     }
 
-    /// The next attempt of a pending delivery; the one after it if this fails and attempts remain.
-    /// An endpoint deleted or disabled meanwhile ends the delivery as failed.
+    /// The next attempt of a pending delivery (its first, or a retry); the one after it if this
+    /// fails and attempts remain. An endpoint deleted, turned off or no longer wanting the event
+    /// meanwhile ends the delivery as failed.
     pub async fn retry(&self, pending: PendingDelivery, now: DateTime<Utc>) -> Result<Option<PendingDelivery>, StoreError> {
         let d = &pending.delivery;
         match self.store.get_webhook(&d.org_id, &d.webhook_id).await? {
-            Some(webhook) if webhook.enabled => self.attempt(&webhook, pending, now).await,
+            Some(webhook) if webhook.enabled && (webhook.event_types.is_empty() || webhook.event_types.contains(&d.event_type)) => {
+                self.attempt(&webhook, pending, now).await
+            }
             _ => {
                 let mut delivery = pending.delivery;
                 delivery.state = DeliveryState::Failed;
@@ -195,10 +209,14 @@ impl<S: Store + ?Sized> Deliverer<'_, S> {
     }
 }
 
-/// An attempt's failure as the organisation may read it: what happened, never a header or body.
+/// An attempt's failure as the organisation may read it: what happened, never a header, a body
+/// or what the service's resolver answered (the detail is logged for the operator).
 fn describe(e: &OutboundError) -> String {
+    tracing::info!(error = %e, "a webhook attempt failed");
     match e {
         OutboundError::Transport(_) => "the connection failed".to_owned(),
+        OutboundError::ForbiddenAddress { host, .. } => format!("{host} resolves to an address that is not a public address"),
+        OutboundError::Resolve(_) => "the endpoint's host name could not be resolved".to_owned(),
         other => other.to_string(),
     }
 }

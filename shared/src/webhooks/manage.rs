@@ -43,7 +43,7 @@ impl WebhookKeySource {
                             DomainError::Unavailable(aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string().into())
                         })?;
                     let material = out.secret_string().ok_or_else(|| DomainError::Unavailable("the webhook key secret is empty".into()))?;
-                    Ok(Arc::new(WebhookKey::from_material(material.as_bytes())))
+                    Ok(Arc::new(WebhookKey::from_material(material.as_bytes()).map_err(|e| DomainError::Unavailable(e.into()))?))
                 })
                 .await
                 .cloned(),

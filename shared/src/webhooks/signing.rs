@@ -24,10 +24,18 @@ impl std::fmt::Debug for WebhookKey {
 }
 
 impl WebhookKey {
-    /// From stored key material (a Secrets Manager secret string, a key file): any length, as
-    /// its SHA-256, so the generated 64 characters of the template's secret are a full key.
-    pub fn from_material(material: &[u8]) -> Self {
-        Self(SecretBox::new(Box::new(Sha256::digest(material).into())))
+    /// Key material shorter than this is refused: an empty or truncated secret or file would
+    /// make every endpoint's secret computable by anyone.
+    pub const MIN_MATERIAL: usize = 32;
+
+    /// From stored key material (a Secrets Manager secret string, a key file) of at least
+    /// [`Self::MIN_MATERIAL`] bytes, as its SHA-256: the template's 64 generated characters
+    /// make a full key.
+    pub fn from_material(material: &[u8]) -> Result<Self, String> {
+        if material.len() < Self::MIN_MATERIAL {
+            return Err(format!("the webhook key material is {} bytes; at least {} are needed", material.len(), Self::MIN_MATERIAL));
+        }
+        Ok(Self(SecretBox::new(Box::new(Sha256::digest(material).into()))))
     }
 
     pub fn generate() -> Self {
@@ -88,6 +96,13 @@ mod tests {
         let signature = secret.sign("msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, br#"{"test": 2432232314}"#);
         assert_eq!(signature, "v1,frM35V2Z51bxs4v81I6TpLnscXkhXtKLP/7WPYVyj3A=");
         assert_eq!(format!("{secret:?}"), "WebhookSecret([redacted])");
+    }
+
+    #[test]
+    fn short_key_material_is_refused() {
+        assert!(WebhookKey::from_material(b"").is_err());
+        assert!(WebhookKey::from_material(&[7u8; 31]).is_err());
+        assert!(WebhookKey::from_material(&[7u8; 32]).is_ok());
     }
 
     #[test]

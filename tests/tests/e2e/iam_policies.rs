@@ -529,13 +529,13 @@ async fn every_policy_grants_exactly_what_its_function_calls() {
     }
     observed_by_function.insert("publish-events".into(), calls);
 
-    // The webhook delivery function: an event from the stream (its first attempt fails, so it
-    // is queued for a retry), then that retry from the queue.
+    // The webhook delivery function: an event from the stream (its delivery is queued), then
+    // that delivery's attempt from the queue (it fails, and is queued again with its backoff).
     let queue_name = iam_testkit::unique("webhook-retries");
     // The queue is made and read around the proxy; only the function's own calls go through it.
     let sqs = aws_sdk_sqs::Client::new(&iam_testkit::sdk_config().await);
     let queue_url = sqs.create_queue().queue_name(&queue_name).send().await.unwrap().queue_url().unwrap().to_owned();
-    r.names.insert(queue_name.clone(), "WebhookRetryQueue");
+    r.names.insert(queue_name.clone(), "WebhookDeliveryQueue");
     let trail = r.app.call(axum::http::Method::GET, "/iam/audit-events?limit=5", Some(&admin), None).await;
     let mut records = iam_tests::audit_stream_records(&trail.body);
     records.retain(|rec| rec["dynamodb"]["NewImage"]["record"]["S"].as_str().is_some_and(|r| r.contains("credential.revoke")));
@@ -547,14 +547,13 @@ async fn every_policy_grants_exactly_what_its_function_calls() {
     r.proxy.take_calls();
     let delivery_key = WebhookKeySource::secrets_manager(secrets.clone(), webhook_key_secret.clone()).key().await.unwrap();
     let outbound = iam_shared::outbound::Outbound::new(iam_api::config::webhook_outbound_rules(false)).unwrap();
-    let queue = iam_functions::deliver_webhooks::SqsRetryQueue { client: aws_sdk_sqs::Client::new(&sdk), url: queue_url.clone() };
+    let queue = iam_functions::deliver_webhooks::SqsDeliveryQueue { client: aws_sdk_sqs::Client::new(&sdk), url: queue_url.clone() };
     let delivery_store = tables.store(dynamodb.clone());
     let delivery =
         iam_functions::deliver_webhooks::Delivery { store: &delivery_store, outbound: &outbound, key: &delivery_key, queue: &queue };
     let batch = serde_json::from_value(json!({"Records": records})).unwrap();
     let answered = delivery.handle(batch, iam_shared::model::now()).await;
     assert!(answered.batch_item_failures.is_empty(), "{answered:?}");
-    // Queued with the first backoff (5 s) as its delay.
     let mut message = None;
     for _ in 0..20 {
         let queued = sqs.receive_message().queue_url(&queue_url).send().await.unwrap();
@@ -564,7 +563,7 @@ async fn every_policy_grants_exactly_what_its_function_calls() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
-    let message = message.expect("the failed attempt queued for a retry");
+    let message = message.expect("the delivery queued");
     let retry = json!({"Records": [{"eventSource": "aws:sqs", "messageId": "m1", "body": message}]});
     let later = iam_shared::model::now() + chrono::Duration::seconds(10);
     let answered = delivery.handle(serde_json::from_value(retry).unwrap(), later).await;

@@ -81,7 +81,14 @@ pub(super) async fn sweep_principals(store: &DynamoStore, after: Option<&str>, l
 }
 
 pub(super) async fn record_once(store: &DynamoStore, once: &str, entry: &AuditEntry) -> Result<bool, StoreError> {
-    let mut claim = org_key(&entry.org_id, format!("ONCE#{once}"));
+    let key = org_key(&entry.org_id, format!("ONCE#{once}"));
+    // A warning sent before (every hour, for as long as it stays due) costs one read, not a
+    // transaction through the organisation's chain head.
+    let claimed = store.client.get_item().table_name(&store.audit).set_key(Some(key.clone())).consistent_read(true).send().await;
+    if claimed.map_err(unavailable)?.item().is_some() {
+        return Ok(false);
+    }
+    let mut claim = key;
     claim.insert("kind".into(), s("once"));
     claim.insert("ttl".into(), n(entry.at.timestamp().max(0) as u64 + store.audit_retention_days * 86_400));
     let written = Transaction::new(store)
