@@ -8,6 +8,7 @@ pub mod credential_policy;
 pub mod error;
 pub mod events;
 pub mod exchange;
+pub mod federation;
 pub mod hashing;
 pub mod idempotency;
 pub mod ids;
