@@ -1,7 +1,7 @@
 //! Keyless federation (issue 16), its domain core: what a workload's own OIDC token (a GitHub
 //! Actions job's, a Kubernetes service account's, another cloud's) must be for a service
-//! account's trust policy to admit it. No I/O here: the issuer's discovery document and JWKS are
-//! fetched by the caller, under the outbound rules, and handed in.
+//! account's trust policy to admit it. The decisions do no I/O: [`IssuerKeys`] fetches the
+//! issuer's discovery document and JWKS under the outbound rules and hands the keys in.
 //!
 //! - [`external_token`] verifies the token's signature and time claims against the issuer's
 //!   keys, pinning the algorithm to the key (no `none`, no HMAC keyed with a public key);
@@ -13,12 +13,14 @@
 //! Not yet wired to a route: the exchange, the store and the console follow (see the issue).
 
 pub mod external_token;
+pub mod issuer_keys;
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 pub use external_token::{ExternalExpectations, verify_external};
+pub use issuer_keys::IssuerKeys;
 
 /// GitHub Actions' OIDC issuer.
 pub const GITHUB_ACTIONS_ISSUER: &str = "https://token.actions.githubusercontent.com";
@@ -61,6 +63,10 @@ pub enum FederationRefusal {
     SubjectMismatch,
     #[error("the token's claim {0} does not match the trust policy")]
     ClaimMismatch(String),
+    #[error("the issuer's keys could not be fetched ({0})")]
+    IssuerUnreachable(String),
+    #[error("the issuer's discovery document names another issuer")]
+    IssuerMismatch,
 }
 
 /// A subject exactly, or with `*` standing for any run of characters other than `:`: one

@@ -20,6 +20,7 @@ mod edge_source;
 mod event_publishing;
 mod exchange;
 mod fault_steps;
+mod federation;
 mod github_alerts;
 mod iam_policies;
 mod idempotency;
