@@ -215,6 +215,14 @@
     });
   }
 
+  /**
+   * Whether the user went elsewhere while a page's data was loading (a save re-reads its page:
+   * the answer must not pull the user back from the page they have since opened).
+   */
+  function navigatedAwayFrom(hash) {
+    return location.hash.replace(/^#/, "") !== hash;
+  }
+
   function focusHeading(id) {
     const heading = $(id);
     if (!heading.contains(document.activeElement)) {
@@ -644,6 +652,9 @@
 
   async function openRoles() {
     const roles = await api("GET", "/iam/roles");
+    if (navigatedAwayFrom("roles")) {
+      return;
+    }
     show("roles");
     document.title = "Access · Roles";
     const rows = roles.items.map((r) => {
@@ -683,6 +694,9 @@
 
   async function openPolicy() {
     const policy = await api("GET", "/iam/policy");
+    if (navigatedAwayFrom("policy")) {
+      return;
+    }
     show("policy");
     document.title = "Access · Credential policy";
     $("policy-lifetime").value = policy.maxLifetimeDays ?? "";
