@@ -74,8 +74,6 @@ pub fn verify_external(
     let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(token, &key, &validation).map_err(|e| {
         use jsonwebtoken::errors::ErrorKind;
         match e.kind() {
-            ErrorKind::ExpiredSignature => FederationRefusal::Expired,
-            ErrorKind::ImmatureSignature => FederationRefusal::NotYetValid,
             ErrorKind::InvalidIssuer => FederationRefusal::UntrustedIssuer,
             ErrorKind::InvalidAudience => FederationRefusal::WrongAudience,
             ErrorKind::MissingRequiredClaim(claim) => match claim.as_str() {

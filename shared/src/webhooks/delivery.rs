@@ -152,9 +152,7 @@ impl<S: Store + ?Sized> Deliverer<'_, S> {
     pub async fn retry(&self, pending: PendingDelivery, now: DateTime<Utc>) -> Result<Option<PendingDelivery>, StoreError> {
         let d = &pending.delivery;
         match self.store.get_webhook(&d.org_id, &d.webhook_id).await? {
-            Some(webhook) if webhook.enabled && (webhook.event_types.is_empty() || webhook.event_types.contains(&d.event_type)) => {
-                self.attempt(&webhook, pending, now).await
-            }
+            Some(webhook) if webhook.wants_event_type(&d.event_type) => self.attempt(&webhook, pending, now).await,
             _ => {
                 let mut delivery = pending.delivery;
                 delivery.state = DeliveryState::Failed;

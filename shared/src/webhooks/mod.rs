@@ -174,7 +174,12 @@ impl Webhook {
 
     /// Whether it is sent events of `detail_type`.
     pub fn wants(&self, detail_type: &str) -> bool {
-        self.enabled && (self.event_types.is_empty() || self.event_types.contains(&event_type(detail_type)))
+        self.wants_event_type(&event_type(detail_type))
+    }
+
+    /// [`Webhook::wants`], by the webhook form of the type (`credential.expiring`).
+    pub fn wants_event_type(&self, event_type: &str) -> bool {
+        self.enabled && (self.event_types.is_empty() || self.event_types.iter().any(|t| t == event_type))
     }
 
     /// The secret generations that sign at `now`: the current, and the previous during an overlap.
