@@ -35,6 +35,7 @@ impl ExchangeMetric {
             Err(ExchangeError::Store(_)) => ("unavailable", Some("store"), None),
             Err(ExchangeError::Hash(_)) => ("unavailable", Some("hashing"), None),
             Err(ExchangeError::Sign(_)) => ("unavailable", Some("signing"), None),
+            Err(ExchangeError::Federation(refusal)) => ("refused", Some(refusal.code()), None),
         };
         Self { outcome, reason, cache_hit }
     }

@@ -6,6 +6,7 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use iam_shared::federation::FederationRefusal;
 use iam_shared::restrictions::RestrictionRefusal;
 use iam_shared::service::ExchangeError;
 use serde::Serialize;
@@ -85,6 +86,14 @@ impl From<ExchangeError> for OAuthError {
                 "slow_down",
                 "this API key is being exchanged too often; reuse its access token until it expires, then retry",
             ),
+            // The administrator reads why in the trail; the caller is not told what the
+            // service's resolver found.
+            ExchangeError::Federation(FederationRefusal::IssuerUnreachable(_)) => Self::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                "the issuer's keys could not be fetched; the organisation's audit trail says why",
+            ),
+            ExchangeError::Federation(refusal) => Self::new(StatusCode::BAD_REQUEST, "invalid_grant", refusal.to_string()),
             ExchangeError::Store(_) | ExchangeError::Hash(_) | ExchangeError::Sign(_) => {
                 tracing::error!(error = %e, "token exchange failed");
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "the service is temporarily unavailable; retry later")

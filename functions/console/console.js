@@ -10,7 +10,7 @@
   const listing = { cursor: null, principals: [], loaded: false };
   // The principal page: what was last read, so that a change sends only what changed and
   // applies only to the version shown (If-Match).
-  const opened = { principal: null, credentials: [], assignments: [], roles: [] };
+  const opened = { principal: null, credentials: [], assignments: [], roles: [], trust: null, issuers: [] };
 
   /**
    * A way to sign in: `signIn(secret, config)` answers `{ token, expiresIn }` or throws an
@@ -140,7 +140,7 @@
     $("principals").replaceChildren();
     $("activity-list").replaceChildren();
     $("principal-activity").replaceChildren();
-    for (const id of ["api-keys", "principal", "roles", "policy", "activity", "who", "sign-out", "nav"]) {
+    for (const id of ["api-keys", "principal", "roles", "policy", "activity", "webhooks", "issuers", "who", "sign-out", "nav"]) {
       $(id).hidden = true;
     }
     $("sign-in").hidden = false;
@@ -175,14 +175,17 @@
 
   const needs = (permission) => (session.permissions.has(permission) ? null : `this operation needs the permission ${permission}`);
 
-  // ---- Navigation: #api-keys, #api-keys/<principal id>, #roles, #policy, #activity, #webhooks. Ids are
+  // ---- Navigation: #api-keys, #api-keys/<principal id>, #roles, #policy, #activity, #webhooks, #issuers. Ids are
   // not secrets.
 
   function show(sectionId) {
-    for (const id of ["api-keys", "principal", "roles", "policy", "activity", "webhooks"]) {
+    for (const id of ["api-keys", "principal", "roles", "policy", "activity", "webhooks", "issuers"]) {
       $(id).hidden = id !== sectionId;
     }
-    const links = [["nav-api-keys", "api-keys"], ["nav-roles", "roles"], ["nav-policy", "policy"], ["nav-activity", "activity"], ["nav-webhooks", "webhooks"]];
+    const links = [
+      ["nav-api-keys", "api-keys"], ["nav-roles", "roles"], ["nav-policy", "policy"], ["nav-activity", "activity"], ["nav-webhooks", "webhooks"],
+      ["nav-issuers", "issuers"],
+    ];
     for (const [link, section] of links) {
       if (section === sectionId || (sectionId === "principal" && section === "api-keys")) {
         $(link).setAttribute("aria-current", "page");
@@ -209,6 +212,8 @@
         await openActivity();
       } else if (hash === "webhooks") {
         await openWebhooks();
+      } else if (hash === "issuers") {
+        await openIssuers();
       } else {
         await openApiKeys();
       }
@@ -254,7 +259,8 @@
         link.href = `#api-keys/${encodeURIComponent(p.id)}`;
         link.textContent = p.displayName;
         name.append(link);
-        row.append(name, cell(p.status), cell(when(p.expiresAt)), cell(when(p.createdAt)), cell(String(p.activeCredentials)));
+        row.append(name, cell(p.status), cell(when(p.expiresAt)), cell(when(p.createdAt)), cell(String(p.activeCredentials)),
+          cell(p.type === "ServiceAccount" ? "Service account" : "API key"));
         row.dataset.principalId = p.id;
         return row;
       });
@@ -280,6 +286,9 @@
   async function createPrincipal(event) {
     event.preventDefault();
     const body = { displayName: $("display-name").value.trim(), status: $("principal-status").value };
+    if ($("new-principal-type").value === "ServiceAccount") {
+      body.type = "ServiceAccount";
+    }
     const date = $("expires-at").value;
     if (date) {
       body.expiresAt = endOfDay(date);
@@ -305,6 +314,13 @@
     opened.credentials = credentials.items;
     opened.assignments = assignments.items;
     opened.roles = roles.items;
+    opened.trust = null;
+    opened.issuers = [];
+    if (principal.type === "ServiceAccount") {
+      const [trust, issuers] = await Promise.all([api("GET", `/iam/api-keys/${id}/trust-policies`), api("GET", "/iam/trusted-issuers")]);
+      opened.trust = trust;
+      opened.issuers = issuers.issuers;
+    }
     show("principal");
     document.title = `Access · ${principal.displayName}`;
     renderPrincipal();
@@ -366,8 +382,88 @@
     );
     explain("issue-reason", [allowed.issueCredential.reason]);
 
-    renderCredentials();
+    const keyless = p.type === "ServiceAccount";
+    $("key-section").hidden = keyless;
+    $("trust-section").hidden = !keyless;
+    if (keyless) {
+      renderTrustPolicies();
+    } else {
+      renderCredentials();
+    }
     renderAssignments();
+  }
+
+  // ---- A service account's trust policies: what stands in for its keys.
+
+  function renderTrustPolicies() {
+    const manage = opened.principal.allowedActions.manageTrustPolicies || { allowed: false };
+    $("client-id").textContent = opened.trust.clientId;
+    const rows = opened.trust.items.map((t) => {
+      const row = document.createElement("tr");
+      const claims = Object.entries(t.requiredClaims || {}).map(([k, v]) => `${k}=${v}`).join(", ");
+      row.append(cell(t.issuer), cell(t.audience), cell(t.subject), cell(claims || "None"), cell(String(t.uses)),
+        cell(t.lastUsedAt ? when(t.lastUsedAt) : "Not yet"));
+      const action = document.createElement("td");
+      const remove = document.createElement("button");
+      remove.type = "button";
+      remove.textContent = "Remove";
+      remove.setAttribute("aria-label", `Remove the trust policy for ${t.subject}`);
+      remove.disabled = !manage.allowed;
+      remove.addEventListener("click", () => attempt(() => removeTrustPolicy(t)));
+      action.append(remove);
+      row.append(action);
+      row.dataset.trustPolicyId = t.id;
+      return row;
+    });
+    $("trust-policies").replaceChildren(...rows);
+    const options = opened.issuers.map((i) => {
+      const option = document.createElement("option");
+      option.value = i.issuer;
+      option.textContent = i.description ? `${i.issuer} (${i.description})` : i.issuer;
+      return option;
+    });
+    $("trust-issuer").replaceChildren(...options);
+    const noIssuer = manage.allowed && options.length === 0 ? "The organisation trusts no issuer yet: an administrator adds one under Trusted issuers." : null;
+    enable(["trust-issuer", "trust-audience", "trust-subject", "trust-claims", "trust-submit"], manage.allowed && options.length > 0);
+    explain("trust-reason", [manage.reason]);
+    explain("trust-add-reason", [manage.allowed ? noIssuer : manage.reason]);
+  }
+
+  /** `name=value` lines as the claims object, or an Error naming the line that is not one. */
+  function claimsOf(text) {
+    const claims = {};
+    for (const line of text.split("\n").map((l) => l.trim()).filter(Boolean)) {
+      const at = line.indexOf("=");
+      if (at < 1) {
+        throw new Error(`Each required claim is name=value: "${line}" is not.`);
+      }
+      claims[line.slice(0, at).trim()] = line.slice(at + 1).trim();
+    }
+    return claims;
+  }
+
+  async function addTrustPolicy(event) {
+    event.preventDefault();
+    await attempt(async () => {
+      const body = {
+        issuer: $("trust-issuer").value,
+        audience: $("trust-audience").value.trim(),
+        subject: $("trust-subject").value.trim(),
+        requiredClaims: claimsOf($("trust-claims").value),
+      };
+      await api("POST", `/iam/api-keys/${opened.principal.id}/trust-policies`, body);
+      $("trust-form").reset();
+      await reopenPrincipal();
+    });
+  }
+
+  async function removeTrustPolicy(t) {
+    const sure = await confirmAction(`Remove the trust policy for ${t.subject}? Its workloads can no longer act as this service account.`, "Remove");
+    if (!sure) {
+      return;
+    }
+    await api("DELETE", `/iam/api-keys/${opened.principal.id}/trust-policies/${t.id}`);
+    await reopenPrincipal();
   }
 
   function renderCredentials() {
@@ -916,6 +1012,67 @@
     $("delivery-list").replaceChildren(...rows);
   }
 
+  // ---- Access > Trusted issuers: replaced whole, so each change sends the list as it should be.
+
+  const issuers = { list: [] };
+
+  async function openIssuers() {
+    show("issuers");
+    document.title = "Access · Trusted issuers";
+    const refusal = needs("iam:federation:write");
+    enable(["issuer-url", "issuer-description", "issuer-submit"], !refusal);
+    explain("issuer-add-reason", [refusal]);
+    const read = needs("iam:api-keys:read");
+    explain("issuers-reason", [read]);
+    if (read) {
+      $("issuer-list").replaceChildren();
+      return;
+    }
+    const trusted = await api("GET", "/iam/trusted-issuers");
+    if (navigatedAwayFrom("issuers")) {
+      return;
+    }
+    issuers.list = trusted.issuers;
+    $("issuers-updated").textContent = trusted.updatedAt ? `Last changed ${when(trusted.updatedAt)} by ${trusted.updatedBy}.` : "";
+    const rows = trusted.issuers.map((i) => {
+      const row = document.createElement("tr");
+      const action = document.createElement("td");
+      const remove = document.createElement("button");
+      remove.type = "button";
+      remove.textContent = "Stop trusting";
+      remove.setAttribute("aria-label", `Stop trusting ${i.issuer}`);
+      remove.disabled = Boolean(refusal);
+      remove.addEventListener("click", () => attempt(() => removeIssuer(i)));
+      action.append(remove);
+      row.append(cell(i.issuer), cell(i.description || ""), action);
+      return row;
+    });
+    $("issuer-list").replaceChildren(...rows);
+  }
+
+  async function addIssuer(event) {
+    event.preventDefault();
+    const added = { issuer: $("issuer-url").value.trim() };
+    const description = $("issuer-description").value.trim();
+    if (description) {
+      added.description = description;
+    }
+    await attempt(async () => {
+      await api("PUT", "/iam/trusted-issuers", { issuers: [...issuers.list, added] });
+      $("issuer-form").reset();
+      await openIssuers();
+    });
+  }
+
+  async function removeIssuer(i) {
+    const sure = await confirmAction(`Stop trusting ${i.issuer}? Every trust policy naming it stops admitting tokens at once.`, "Stop trusting");
+    if (!sure) {
+      return;
+    }
+    await api("PUT", "/iam/trusted-issuers", { issuers: issuers.list.filter((x) => x.issuer !== i.issuer) });
+    await openIssuers();
+  }
+
   // ---- Confirmation, in a modal dialog rather than window.confirm: labelled, styled, testable.
 
   function confirmAction(message, confirmLabel) {
@@ -956,6 +1113,8 @@
     $("define-form").addEventListener("submit", defineRole);
     $("policy-form").addEventListener("submit", savePolicy);
     $("webhook-form").addEventListener("submit", addWebhook);
+    $("trust-form").addEventListener("submit", addTrustPolicy);
+    $("issuer-form").addEventListener("submit", addIssuer);
     $("show-all").addEventListener("change", () => attempt(reopenPrincipal));
     $("activity-outcome").addEventListener("change", () => attempt(openActivity));
     $("activity-more").addEventListener("click", () => attempt(() => trails.organisation.load(false)));

@@ -1,4 +1,5 @@
-//! `POST /iam/api-keys`: create an API-key principal.
+//! `POST /iam/api-keys`: create an API-key principal, or (`type: ServiceAccount`) a service
+//! account, which has trust policies instead of credentials.
 
 use axum::Json;
 use axum::extract::State;
@@ -8,7 +9,7 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 use chrono::{DateTime, Utc};
 use iam_api::extract::IDEMPOTENT_REPLAYED;
 use iam_api::{ApiError, AppState, Authenticated, IdempotencyKeyHeader, JsonBody, etag};
-use iam_shared::model::PrincipalStatus;
+use iam_shared::model::{PrincipalStatus, PrincipalType};
 use iam_shared::service::NewPrincipal;
 use serde::Deserialize;
 
@@ -20,6 +21,8 @@ struct CreatePrincipal {
     status: Option<PrincipalStatus>,
     #[serde(default)]
     expires_at: Option<DateTime<Utc>>,
+    #[serde(default, rename = "type")]
+    principal_type: Option<PrincipalType>,
 }
 
 pub fn endpoint(method: MethodFilter) -> MethodRouter<AppState> {
@@ -32,7 +35,12 @@ async fn create_principal(
     IdempotencyKeyHeader(idempotency): IdempotencyKeyHeader,
     JsonBody(body): JsonBody<CreatePrincipal>,
 ) -> Result<Response, ApiError> {
-    let input = NewPrincipal { display_name: body.display_name, status: body.status, expires_at: body.expires_at };
+    let input = NewPrincipal {
+        display_name: body.display_name,
+        status: body.status,
+        expires_at: body.expires_at,
+        principal_type: body.principal_type,
+    };
     let created = iam.create_principal(&caller, input, idempotency.as_ref()).await?;
     let principal = created.value;
     let location = HeaderValue::from_str(&format!("/iam/api-keys/{}", principal.id)).expect("ids are header-safe");

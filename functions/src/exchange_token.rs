@@ -2,7 +2,9 @@
 //!
 //! Three request forms: JSON `{apiKey, scope?, audience?}`; OAuth 2.0 client credentials
 //! (RFC 6749 §4.4) with HTTP Basic or form fields; OAuth 2.0 token exchange (RFC 8693) with the
-//! key as `subject_token`. Errors use the RFC 6749 §5.2 shape.
+//! key as `subject_token`, or (keyless) a workload's own OIDC token as `subject_token` of type
+//! `id_token` or `jwt` for the service account named by `client_id`. Errors use the RFC 6749
+//! §5.2 shape.
 
 use axum::Json;
 use axum::extract::{Request, State};
@@ -17,14 +19,17 @@ use iam_api::metrics::ExchangeMetric;
 use iam_api::oauth::OAuthError;
 use iam_api::{AppState, SourceAddress};
 use iam_shared::api_key::ApiKey;
+use iam_shared::federation::exchange::FederatedRequest;
 use iam_shared::service::ExchangeRequest;
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 pub const CLIENT_CREDENTIALS: &str = "client_credentials";
 pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 pub const API_KEY_TOKEN_TYPE: &str = "urn:infuse:params:oauth:token-type:api-key";
 pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+pub const ID_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:id_token";
+pub const JWT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
 
 pub fn endpoint(method: MethodFilter) -> MethodRouter<AppState> {
     on(method, token).fallback(only_post)
@@ -56,19 +61,27 @@ struct JsonTokenRequest {
     audience: Option<String>,
 }
 
+/// What a token request presents: an API key, or a workload's token for a service account.
+pub enum Presented {
+    ApiKey(ExchangeRequest),
+    Workload(FederatedRequest),
+}
+
 /// A parsed token request: the exchange to run, and whether to answer `issued_token_type`.
 pub struct ParsedRequest {
-    pub exchange: ExchangeRequest,
+    pub exchange: Presented,
     pub token_exchange: bool,
 }
 
 async fn token(State(iam): State<AppState>, SourceAddress(source): SourceAddress, request: Request) -> Response {
-    let mut parsed = match parse(request).await {
+    let parsed = match parse(request).await {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
-    parsed.exchange.source = source;
-    let result = iam.exchange(parsed.exchange).await;
+    let result = match parsed.exchange {
+        Presented::ApiKey(request) => iam.exchange(ExchangeRequest { source, ..request }).await,
+        Presented::Workload(request) => iam.exchange_federated(FederatedRequest { source, ..request }).await,
+    };
     ExchangeMetric::of(&result).emit();
     match result {
         Ok(issued) => {
@@ -105,7 +118,12 @@ fn parse_json(body: &[u8]) -> Result<ParsedRequest, OAuthError> {
         serde_json::from_slice(body).map_err(|_| OAuthError::invalid_request("the body must be a JSON object with a string apiKey"))?;
     let api_key = request.api_key.ok_or_else(|| OAuthError::invalid_request("apiKey is required"))?;
     Ok(ParsedRequest {
-        exchange: ExchangeRequest { key: ApiKey::parse(&api_key), scope: request.scope, audience: request.audience, source: None },
+        exchange: Presented::ApiKey(ExchangeRequest {
+            key: ApiKey::parse(&api_key),
+            scope: request.scope,
+            audience: request.audience,
+            source: None,
+        }),
         token_exchange: false,
     })
 }
@@ -168,12 +186,15 @@ fn parse_form(parts: &Parts, body: &[u8]) -> Result<ParsedRequest, OAuthError> {
         CLIENT_CREDENTIALS => {
             let key = client_credentials(parts, &form)?;
             let audience = target(&form)?;
-            Ok(ParsedRequest { exchange: ExchangeRequest { key, scope, audience, source: None }, token_exchange: false })
+            Ok(ParsedRequest { exchange: Presented::ApiKey(ExchangeRequest { key, scope, audience, source: None }), token_exchange: false })
         }
         TOKEN_EXCHANGE => {
             let subject = form.require("subject_token")?;
-            if form.require("subject_token_type")? != API_KEY_TOKEN_TYPE {
-                return Err(OAuthError::invalid_request(format!("subject_token_type must be {API_KEY_TOKEN_TYPE}")));
+            let subject_type = form.require("subject_token_type")?;
+            if subject_type != API_KEY_TOKEN_TYPE && subject_type != ID_TOKEN_TYPE && subject_type != JWT_TOKEN_TYPE {
+                return Err(OAuthError::invalid_request(format!(
+                    "subject_token_type must be {API_KEY_TOKEN_TYPE}, or {ID_TOKEN_TYPE} or {JWT_TOKEN_TYPE} with client_id naming a service account"
+                )));
             }
             if form.get("requested_token_type").is_some_and(|t| t != ACCESS_TOKEN_TYPE) {
                 return Err(OAuthError::invalid_request(format!("requested_token_type must be {ACCESS_TOKEN_TYPE}")));
@@ -182,10 +203,25 @@ fn parse_form(parts: &Parts, body: &[u8]) -> Result<ParsedRequest, OAuthError> {
                 return Err(OAuthError::invalid_request("actor_token is not supported"));
             }
             let audience = target(&form)?;
-            Ok(ParsedRequest {
-                exchange: ExchangeRequest { key: ApiKey::parse(subject), scope, audience, source: None },
-                token_exchange: true,
-            })
+            if subject_type == API_KEY_TOKEN_TYPE {
+                let exchange = Presented::ApiKey(ExchangeRequest { key: ApiKey::parse(subject), scope, audience, source: None });
+                return Ok(ParsedRequest { exchange, token_exchange: true });
+            }
+            // Keyless: the workload holds no secret, so none may be sent, and the service
+            // account is named, never searched for.
+            if form.get("client_secret").is_some() || parts.headers.contains_key(header::AUTHORIZATION) {
+                return Err(OAuthError::invalid_request("a workload's token is presented without a client secret"));
+            }
+            let client_id =
+                form.get("client_id").ok_or_else(|| OAuthError::invalid_request("client_id (the service account, sa_…) is required"))?;
+            let exchange = Presented::Workload(FederatedRequest {
+                client_id: client_id.to_owned(),
+                subject_token: SecretString::from(subject.to_owned()),
+                scope,
+                audience,
+                source: None,
+            });
+            Ok(ParsedRequest { exchange, token_exchange: true })
         }
         other => Err(OAuthError::new(
             StatusCode::BAD_REQUEST,

@@ -15,10 +15,11 @@ use iam_api::operation::ColdStart::{Signer, Verifier};
 use iam_api::operation::HttpMethod::{Delete, Get, Patch, Post, Put};
 use iam_api::operation::{ColdStart, Operation, Table};
 use iam_shared::service::{
-    PERM_API_KEYS_READ, PERM_API_KEYS_WRITE, PERM_AUDIT_READ, PERM_CREDENTIALS_WRITE, PERM_POLICY_WRITE, PERM_ROLE_ASSIGNMENTS_WRITE,
-    PERM_ROLES_WRITE, PERM_TOKENS_INTROSPECT, PERM_WEBHOOKS_MANAGE,
+    PERM_API_KEYS_READ, PERM_API_KEYS_WRITE, PERM_AUDIT_READ, PERM_CREDENTIALS_WRITE, PERM_FEDERATION_WRITE, PERM_POLICY_WRITE,
+    PERM_ROLE_ASSIGNMENTS_WRITE, PERM_ROLES_WRITE, PERM_TOKENS_INTROSPECT, PERM_WEBHOOKS_MANAGE,
 };
 
+pub mod add_trust_policy;
 pub mod assign_role;
 pub mod console;
 pub mod create_principal;
@@ -29,6 +30,7 @@ pub mod deliver_webhooks;
 pub mod exchange_token;
 pub mod get_credential_policy;
 pub mod get_principal;
+pub mod get_trusted_issuers;
 pub mod github_secret_scanning;
 pub mod introspect_token;
 pub mod issue_credential;
@@ -39,10 +41,12 @@ pub mod list_principals;
 pub mod list_revocations;
 pub mod list_role_assignments;
 pub mod list_roles;
+pub mod list_trust_policies;
 pub mod list_webhook_deliveries;
 pub mod list_webhooks;
 pub mod openid_configuration;
 pub mod publish_events;
+pub mod remove_trust_policy;
 pub mod revoke_credential;
 pub mod revoke_leaked_credentials;
 pub mod rotate_credential;
@@ -50,6 +54,7 @@ pub mod rotate_signing_key;
 pub mod rotate_webhook_secret;
 pub mod send_warnings;
 pub mod set_credential_policy;
+pub mod set_trusted_issuers;
 pub mod unassign_role;
 pub mod update_credential;
 pub mod update_principal;
@@ -73,6 +78,9 @@ pub const OPERATIONS: &[Operation] = &[
     op("update-credential",     Patch,  "/iam/api-keys/{principalId}/credentials/{keyId}",            Permission(PERM_CREDENTIALS_WRITE),      Verifier, AUDITED, update_credential::endpoint),
     op("revoke-credential",     Post,   "/iam/api-keys/{principalId}/credentials/{keyId}/revoke",     Permission(PERM_CREDENTIALS_WRITE),      Verifier, AUDITED, revoke_credential::endpoint),
     op("rotate-credential",     Post,   "/iam/api-keys/{principalId}/credentials/{keyId}/rotate",     Permission(PERM_CREDENTIALS_WRITE),      Verifier, AUDITED, rotate_credential::endpoint),
+    op("list-trust-policies",   Get,    "/iam/api-keys/{principalId}/trust-policies",                 Permission(PERM_API_KEYS_READ),          Verifier, STORE, list_trust_policies::endpoint),
+    op("add-trust-policy",      Post,   "/iam/api-keys/{principalId}/trust-policies",                 Permission(PERM_CREDENTIALS_WRITE),      Verifier, AUDITED, add_trust_policy::endpoint),
+    op("remove-trust-policy",   Delete, "/iam/api-keys/{principalId}/trust-policies/{trustPolicyId}", Permission(PERM_CREDENTIALS_WRITE),      Verifier, AUDITED, remove_trust_policy::endpoint),
     op("list-roles",            Get,    "/iam/roles",                                                 Permission(PERM_API_KEYS_READ),          Verifier, STORE, list_roles::endpoint),
     op("create-role",           Post,   "/iam/roles",                                                 Permission(PERM_ROLES_WRITE),            Verifier, AUDITED, create_role::endpoint),
     op("list-role-assignments", Get,    "/iam/api-keys/{principalId}/role-assignments",               Permission(PERM_API_KEYS_READ),          Verifier, STORE, list_role_assignments::endpoint),
@@ -80,6 +88,8 @@ pub const OPERATIONS: &[Operation] = &[
     op("unassign-role",         Delete, "/iam/api-keys/{principalId}/role-assignments/{roleId}",      Permission(PERM_ROLE_ASSIGNMENTS_WRITE), Verifier, AUDITED, unassign_role::endpoint),
     op("get-credential-policy", Get,    "/iam/policy",                                                Permission(PERM_API_KEYS_READ),          Verifier, STORE, get_credential_policy::endpoint),
     op("set-credential-policy", Put,    "/iam/policy",                                                Permission(PERM_POLICY_WRITE),           Verifier, AUDITED, set_credential_policy::endpoint),
+    op("get-trusted-issuers",   Get,    "/iam/trusted-issuers",                                       Permission(PERM_API_KEYS_READ),          Verifier, STORE, get_trusted_issuers::endpoint),
+    op("set-trusted-issuers",   Put,    "/iam/trusted-issuers",                                       Permission(PERM_FEDERATION_WRITE),       Verifier, AUDITED, set_trusted_issuers::endpoint),
     // Holding a key is the authority to destroy it: no token, and no authority rule applies.
     op("revoke-leaked-credentials", Post, "/iam/credentials/revoke-leaked",                           Public,                                  Verifier, AUDITED, revoke_leaked_credentials::endpoint),
     // Authenticated by GitHub's signature over the alert, not by a token.

@@ -301,6 +301,8 @@ pub struct AllowedActions {
     pub revoke_credential: Verdict,
     pub assign_role: Verdict,
     pub unassign_role: Verdict,
+    /// Adding and removing a service account's trust policies: decided as issuing is.
+    pub manage_trust_policies: Verdict,
 }
 
 /// The permission each action needs; the same constants the service requires.
@@ -336,12 +338,15 @@ pub fn allowed_actions(
         if is_self { Err(AuthorityRule::OwnStatusOrExpiry.to_string()) } else { Ok(()) }
     };
     let live = target.credentials.iter().filter(|c| c.is_live(now)).count();
+    let service_account = target.principal.principal_type == crate::model::PrincipalType::ServiceAccount;
     AllowedActions {
         rename: Verdict::of(changeable(needs.api_keys_write)),
         change_status: Verdict::of(own_standing(needs.api_keys_write)),
         change_expiry: Verdict::of(own_standing(needs.api_keys_write)),
         issue_credential: Verdict::of(acting(needs.credentials_write).and_then(|()| {
-            if revoked {
+            if service_account {
+                Err("a service account has no credentials: its workloads exchange their own tokens under its trust policies".to_owned())
+            } else if revoked {
                 Err("the principal is revoked; no credential can be issued".to_owned())
             } else if live >= MAX_ACTIVE_CREDENTIALS {
                 Err(crate::error::Limit::ActiveCredentials(MAX_ACTIVE_CREDENTIALS).to_string())
@@ -358,6 +363,11 @@ pub fn allowed_actions(
             ),
         ),
         unassign_role: Verdict::of(acting(needs.role_assignments_write)),
+        manage_trust_policies: Verdict::of(if service_account {
+            changeable(needs.credentials_write)
+        } else {
+            Err("only a service account has trust policies".to_owned())
+        }),
     }
 }
 

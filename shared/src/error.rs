@@ -59,6 +59,8 @@ pub enum Limit {
     RolesPerPrincipal(usize),
     #[error("an organisation can have at most {0} webhook endpoints")]
     Webhooks(usize),
+    #[error("a service account can have at most {0} trust policies; remove one first")]
+    TrustPolicies(usize),
 }
 
 #[derive(Debug, thiserror::Error)]

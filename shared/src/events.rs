@@ -1,6 +1,6 @@
 //! Lifecycle events: what integrations are told, on Amazon EventBridge, about changes to an
-//! organisation's principals, keys and role assignments. Each is made from one audit record
-//! (the outbox), so an event exists exactly when its change committed, carries the record's id
+//! organisation's principals, keys, trust policies and role assignments. Each is made from one
+//! audit record (the outbox), so an event exists exactly when its change committed, carries the record's id
 //! as its stable `eventId` (delivery is at least once: consumers de-duplicate on it), and never
 //! carries a secret. Schemas and examples of every detail type are in `events/`.
 
@@ -27,6 +27,8 @@ pub const DETAIL_TYPES: &[(&str, &str)] = &[
     ("Credential Expired", "credential.expired"),
     ("Credential Unused", "credential.unused"),
     ("Principal Expiring", "principal.expiring"),
+    ("Trust Policy Added", "trust_policy.add"),
+    ("Trust Policy Removed", "trust_policy.remove"),
 ];
 
 /// One event's `detail`.

@@ -48,6 +48,9 @@ pub enum ExchangeError {
     Hash(#[from] HashError),
     #[error("signing failed: {0}")]
     Sign(String),
+    /// A workload's token was not admitted by the service account's trust policies.
+    #[error("{0}")]
+    Federation(crate::federation::FederationRefusal),
 }
 
 pub struct ExchangeRequest {

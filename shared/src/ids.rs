@@ -88,7 +88,7 @@ macro_rules! string_id {
 }
 
 /// Error messages echo the offending value, but never more than a short prefix of it.
-fn truncate(raw: &str) -> String {
+pub(crate) fn truncate(raw: &str) -> String {
     const MAX: usize = 80;
     if raw.chars().count() <= MAX {
         raw.to_owned()
@@ -141,6 +141,19 @@ string_id!(
     |s| s.strip_prefix("wh_").is_some_and(is_random_id),
     "webhook id (wh_ followed by 22 base62 characters)"
 );
+
+string_id!(
+    /// A service account's trust policy: `tp_` followed by 22 base62 characters.
+    TrustPolicyId,
+    |s| s.strip_prefix("tp_").is_some_and(is_random_id),
+    "trust policy id (tp_ followed by 22 base62 characters)"
+);
+
+impl TrustPolicyId {
+    pub fn generate() -> Self {
+        Self(format!("tp_{}", random_id()))
+    }
+}
 
 impl WebhookId {
     pub fn generate() -> Self {

@@ -38,6 +38,9 @@ pub struct ActiveToken {
     pub principal_type: String,
     /// The roles its principal holds now (those still granting), as `scope` is current.
     pub roles: Vec<String>,
+    /// A service account's token: the trust policy that admitted it, still on the account.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trust_policy: Option<String>,
 }
 
 impl Introspection {
@@ -55,6 +58,9 @@ impl Iam {
         if claims.org_id != caller.org_id.as_str() {
             return Ok(Introspection::INACTIVE);
         }
+        if claims.trust_policy.is_some() {
+            return self.introspect_service_account(claims).await;
+        }
         let standing = match self.token_standing(&claims).await {
             Ok(standing) => standing,
             Err(crate::service::AuthError::Unavailable(e)) => return Err(e.into()),
@@ -67,10 +73,31 @@ impl Iam {
         }
         let scope = standing.permissions.into_iter().collect::<Vec<_>>().join(" ");
         let roles = standing.roles.iter().map(|r| r.id.to_string()).collect();
-        let AccessClaims { iss, sub, aud, client_id, org_id, principal_type, iat, nbf, exp, jti, .. } = claims;
-        let token =
-            ActiveToken { scope, client_id, token_type: "Bearer", exp, iat, nbf, sub, aud, iss, jti, org_id, principal_type, roles };
-        Ok(Introspection { active: true, token: Some(token) })
+        Ok(Introspection { active: true, token: Some(active_token(claims, scope, roles)) })
+    }
+
+    /// A service account's token is active while the account would still be admitted: Active
+    /// and unexpired, the trust policy that admitted it still on the account, and (as for a
+    /// key's token) its scope narrowed to what the roles still grant.
+    async fn introspect_service_account(&self, claims: AccessClaims) -> Result<Introspection, DomainError> {
+        let (Ok(org), Ok(id)) = (crate::ids::OrgId::parse(&claims.org_id), crate::ids::PrincipalId::parse(&claims.sub)) else {
+            return Ok(Introspection::INACTIVE);
+        };
+        let Some((principal, role_ids)) = self.store.get_principal_with_roles(&org, &id).await? else {
+            return Ok(Introspection::INACTIVE);
+        };
+        let now = crate::model::now();
+        let standing = principal.status == crate::model::PrincipalStatus::Active
+            && !principal.is_expired(now)
+            && principal.trust_policies.iter().any(|p| Some(p.id.as_str()) == claims.trust_policy.as_deref());
+        if !standing {
+            return Ok(Introspection::INACTIVE);
+        }
+        let roles = self.granting_roles(&principal, &role_ids).await?;
+        let held: std::collections::BTreeSet<&str> = roles.iter().flat_map(|r| r.permissions.iter().map(|p| p.as_str())).collect();
+        let scope = claims.permissions().filter(|p| held.contains(p)).collect::<Vec<_>>().join(" ");
+        let roles = roles.iter().map(|r| r.id.to_string()).collect();
+        Ok(Introspection { active: true, token: Some(active_token(claims, scope, roles)) })
     }
 
     /// The token's claims if it verifies for one of this service's audiences.
@@ -81,4 +108,9 @@ impl Iam {
             .chain(settings.audiences.iter())
             .find_map(|audience| service.verify(token, audience).ok())
     }
+}
+
+fn active_token(claims: AccessClaims, scope: String, roles: Vec<String>) -> ActiveToken {
+    let AccessClaims { iss, sub, aud, client_id, org_id, principal_type, iat, nbf, exp, jti, trust_policy, .. } = claims;
+    ActiveToken { scope, client_id, token_type: "Bearer", exp, iat, nbf, sub, aud, iss, jti, org_id, principal_type, roles, trust_policy }
 }

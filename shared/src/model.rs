@@ -91,6 +91,10 @@ pub struct Principal {
     pub created_by: Actor,
     pub updated_at: DateTime<Utc>,
     pub version: u64,
+    /// A service account's trust policies (issue 16): what stands in for its credentials.
+    /// Changing them advances the version, as any change to what a principal can do does.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trust_policies: Vec<crate::federation::trust::TrustPolicyEntry>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,7 +138,17 @@ impl Principal {
             created_by: actor,
             updated_at: now,
             version: 1,
+            trust_policies: Vec::new(),
         })
+    }
+
+    /// The principal as a `type` other than `ApiKey`. `User` principals are not created this
+    /// way: people are invited or mapped from an identity provider.
+    pub fn of_type(self, principal_type: PrincipalType) -> Result<Self, DomainError> {
+        if principal_type == PrincipalType::User {
+            return Err(DomainError::invalid("type must be ApiKey or ServiceAccount"));
+        }
+        Ok(Self { principal_type, ..self })
     }
 
     /// The principal after `change`, or why it cannot happen. Returns `None` when nothing changes.

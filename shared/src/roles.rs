@@ -25,6 +25,7 @@ pub const ADMIN_PERMISSIONS: &[&str] = &[
     "iam:tokens:introspect",
     "iam:audit:read",
     "iam:webhooks:manage",
+    "iam:federation:write",
 ];
 
 fn role(id: &'static str, description: &str, permissions: &[&str], types: &[PrincipalType]) -> Role {

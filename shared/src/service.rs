@@ -36,6 +36,7 @@ pub const PERM_POLICY_WRITE: &str = "iam:policy:write";
 pub const PERM_TOKENS_INTROSPECT: &str = "iam:tokens:introspect";
 pub const PERM_AUDIT_READ: &str = "iam:audit:read";
 pub const PERM_WEBHOOKS_MANAGE: &str = "iam:webhooks:manage";
+pub const PERM_FEDERATION_WRITE: &str = "iam:federation:write";
 
 /// An authenticated management caller: a verified access token whose credential and principal
 /// were re-read and still authenticate.
@@ -86,7 +87,7 @@ impl Caller {
     }
 
     /// What a write on `target` must find unchanged: the caller, and the target as read.
-    fn guard_for_write_on(&self, target: &Principal) -> Guard {
+    pub(crate) fn guard_for_write_on(&self, target: &Principal) -> Guard {
         Guard::decided_on([self.as_decided_on(), decided_on(target)])
     }
 
@@ -157,6 +158,10 @@ pub struct NewPrincipal {
     pub display_name: String,
     pub status: Option<PrincipalStatus>,
     pub expires_at: Option<DateTime<Utc>>,
+    /// `ApiKey` when absent (and then left out of the request's fingerprint, so a retry across
+    /// the upgrade still matches its first request).
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub principal_type: Option<PrincipalType>,
 }
 
 #[derive(serde::Serialize)]
@@ -367,6 +372,9 @@ pub struct Iam {
     pub(crate) policies: crate::credential_policy::setting::PolicyCache,
     pub(crate) refusal_tally: refusals::RefusalTally,
     pub(crate) webhooks: crate::webhooks::manage::WebhookSettings,
+    /// Trusted issuers' keys, made on the first federated exchange (only the token function
+    /// ever fetches them), or given by [`Iam::use_issuer_keys`].
+    pub(crate) issuer_keys: std::sync::OnceLock<Arc<crate::federation::IssuerKeys>>,
 }
 
 /// Organisation roles as read from the store. A role never changes once created (no route
@@ -432,6 +440,7 @@ impl Iam {
             policies: Default::default(),
             refusal_tally: Default::default(),
             webhooks: Default::default(),
+            issuer_keys: Default::default(),
         }
     }
 
@@ -500,7 +509,8 @@ impl Iam {
         }
         let result = async {
             let now = model::now();
-            let p = Principal::new(caller.org_id.clone(), &input.display_name, input.status, input.expires_at, caller.actor(), now)?;
+            let p = Principal::new(caller.org_id.clone(), &input.display_name, input.status, input.expires_at, caller.actor(), now)?
+                .of_type(input.principal_type.unwrap_or(PrincipalType::ApiKey))?;
             let outcome = IdempotentOutcome::Principal { principal: p.clone() };
             let max = self.limits.max_principals_per_org;
             let entry = AuditEntry::principal_created(&p).acting_with(&caller.key_id);
@@ -692,6 +702,11 @@ impl Iam {
             // A key for a principal is that principal's power: issuing one is acting on it.
             caller.authority().may_act_on(&target.permissions())?;
             let principal = target.principal;
+            if principal.principal_type == PrincipalType::ServiceAccount {
+                return Err(DomainError::unprocessable(
+                    "a service account has no credentials: its workload exchanges its own token under a trust policy",
+                ));
+            }
             let now = model::now();
             let expires_at = self.current_policy(&caller.org_id).await?.expiry_at_issue(expires_at, now)?;
             // Validate before paying for argon2.

@@ -177,6 +177,28 @@ pub fn key_id_of(claims: &AccessClaims) -> Option<KeyId> {
     claims.client_id.strip_prefix(crate::api_key::KEY_PREFIX).and_then(|k| KeyId::parse(k).ok())
 }
 
+/// Everything a token's claims are made from.
+struct Minted<'a> {
+    principal_id: &'a PrincipalId,
+    org_id: &'a OrgId,
+    roles: &'a [RoleId],
+    scope: &'a [Permission],
+    audience: &'a str,
+    client_id: String,
+    principal_type: &'static str,
+    trust_policy: Option<String>,
+}
+
+/// What a service account's token is minted for.
+pub struct ServiceAccountGrant<'a> {
+    pub principal_id: &'a PrincipalId,
+    pub org_id: &'a OrgId,
+    pub trust_policy: &'a crate::ids::TrustPolicyId,
+    pub roles: &'a [RoleId],
+    pub scope: &'a [Permission],
+    pub audience: &'a str,
+}
+
 /// What a token is minted for.
 pub struct Grant<'a> {
     pub principal_id: &'a PrincipalId,
@@ -267,21 +289,59 @@ impl TokenService {
     }
 
     pub fn sign(&self, grant: &Grant<'_>, now: DateTime<Utc>) -> Result<(String, AccessClaims), SignError> {
-        let iat = now.timestamp();
-        let claims = AccessClaims {
-            iss: self.settings.issuer.clone(),
-            sub: grant.principal_id.to_string(),
-            aud: grant.audience.to_owned(),
+        let minted = Minted {
+            principal_id: grant.principal_id,
+            org_id: grant.org_id,
+            roles: grant.roles,
+            scope: grant.scope,
+            audience: grant.audience,
             client_id: client_id(grant.key_id),
-            org_id: grant.org_id.to_string(),
-            principal_type: "ApiKey".into(),
-            roles: grant.roles.iter().map(|r| r.to_string()).collect(),
-            scope: grant.scope.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(" "),
+            principal_type: "ApiKey",
+            trust_policy: None,
+        };
+        self.sign_claims(self.claims(minted, now))
+    }
+
+    /// A service account's token: `client_id` is the account's `sa_…` id, and `trust_policy`
+    /// names the policy that admitted the workload's own token.
+    pub fn sign_for_service_account(
+        &self,
+        grant: &ServiceAccountGrant<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<(String, AccessClaims), SignError> {
+        let minted = Minted {
+            principal_id: grant.principal_id,
+            org_id: grant.org_id,
+            roles: grant.roles,
+            scope: grant.scope,
+            audience: grant.audience,
+            client_id: crate::federation::trust::client_id_of(grant.principal_id),
+            principal_type: "ServiceAccount",
+            trust_policy: Some(grant.trust_policy.to_string()),
+        };
+        self.sign_claims(self.claims(minted, now))
+    }
+
+    fn claims(&self, minted: Minted<'_>, now: DateTime<Utc>) -> AccessClaims {
+        let iat = now.timestamp();
+        AccessClaims {
+            iss: self.settings.issuer.clone(),
+            sub: minted.principal_id.to_string(),
+            aud: minted.audience.to_owned(),
+            client_id: minted.client_id,
+            org_id: minted.org_id.to_string(),
+            principal_type: minted.principal_type.into(),
+            roles: minted.roles.iter().map(|r| r.to_string()).collect(),
+            scope: minted.scope.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(" "),
             iat,
             nbf: iat,
             exp: iat + self.settings.lifetime_secs as i64,
             jti: encode_u128(u128::from_be_bytes(random::bytes::<16>())),
-        };
+            trust_policy: minted.trust_policy,
+        }
+    }
+
+    fn sign_claims(&self, claims: AccessClaims) -> Result<(String, AccessClaims), SignError> {
         let Some(signer) = &self.signer else { return Err(SignError::NoSigningKey) };
         let header = JoseHeader { alg: ALGORITHM, typ: TOKEN_TYPE, kid: &signer.kid };
         let mut token = format!("{}.{}", b64_json(&header), b64_json(&claims));

@@ -40,7 +40,8 @@ pub const MAX_TOKEN_LIFETIME_SECS: u64 = 60 * 60;
 /// from reaching the issuer must not keep a withdrawn key trusted indefinitely.
 pub const MAX_STALE_SECS: u64 = 60 * 60;
 
-/// The claims of an access token: RFC 9068 plus `org_id`, `principal_type` and `roles`.
+/// The claims of an access token: RFC 9068 plus `org_id`, `principal_type` and `roles`, and,
+/// in a service account's token, the trust policy that admitted its workload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessClaims {
     pub iss: String,
@@ -55,6 +56,10 @@ pub struct AccessClaims {
     pub nbf: i64,
     pub exp: i64,
     pub jti: String,
+    /// A service account's token: which of its trust policies admitted the external token it
+    /// was exchanged for (`principal_type` is `ServiceAccount`, `client_id` `sa_…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_policy: Option<String>,
 }
 
 impl AccessClaims {

@@ -40,6 +40,7 @@ pub fn exchange_reason(e: &ExchangeError) -> Option<String> {
         ExchangeError::InvalidScope(_) => "invalid_scope".to_owned(),
         ExchangeError::InvalidTarget(_) => "invalid_target".to_owned(),
         ExchangeError::OverKeyLimit(_) => OVER_KEY_LIMIT.to_owned(),
+        ExchangeError::Federation(refusal) => refusal.code().to_owned(),
         _ => return None,
     })
 }

@@ -12,14 +12,17 @@
 //!
 //! Not yet wired to a route: the exchange, the store and the console follow (see the issue).
 
+pub mod exchange;
 pub mod external_token;
 pub mod issuer_keys;
+pub mod manage;
+pub mod trust;
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use external_token::{ExternalExpectations, verify_external};
+pub use external_token::{ExternalExpectations, claimed_issuer, verify_external};
 pub use issuer_keys::IssuerKeys;
 
 /// GitHub Actions' OIDC issuer.
@@ -67,6 +70,36 @@ pub enum FederationRefusal {
     IssuerUnreachable(String),
     #[error("the issuer's discovery document names another issuer")]
     IssuerMismatch,
+    #[error("no trust policy of this service account names the token's issuer, or the organisation no longer trusts it")]
+    NoPolicyForIssuer,
+    #[error("the service account changed while the token was exchanged (a trust policy removed, a role changed); retry")]
+    AccountChanged,
+}
+
+impl FederationRefusal {
+    /// A stable name for the audit trail, metrics and dashboards.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Malformed => "external_token_malformed",
+            Self::TooLarge(_) => "external_token_too_large",
+            Self::Algorithm => "external_token_algorithm",
+            Self::Header => "external_token_header",
+            Self::UnknownKey => "external_token_unknown_key",
+            Self::Signature => "external_token_signature",
+            Self::UntrustedIssuer | Self::NoPolicyForIssuer => "untrusted_issuer",
+            Self::WrongAudience => "wrong_audience",
+            Self::Expired => "external_token_expired",
+            Self::NotYetValid => "external_token_not_yet_valid",
+            Self::IssuedInFuture => "external_token_issued_in_future",
+            Self::TooOld => "external_token_too_old",
+            Self::MissingClaim(_) => "missing_claim",
+            Self::SubjectMismatch => "subject_mismatch",
+            Self::ClaimMismatch(_) => "claim_mismatch",
+            Self::IssuerUnreachable(_) => "issuer_unreachable",
+            Self::IssuerMismatch => "issuer_mismatch",
+            Self::AccountChanged => "service_account_changed",
+        }
+    }
 }
 
 /// A subject exactly, or with `*` standing for any run of characters other than `:`: one

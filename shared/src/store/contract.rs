@@ -34,7 +34,9 @@ macro_rules! store_contract_tests {
             idempotency_records_are_written_with_the_object, idempotency_slot_is_taken_once_until_expiry,
             changes_and_their_records_commit_together, concurrent_changes_of_one_organisation_never_fork_its_chain,
             refusals_are_aggregated_per_actor_action_reason_and_minute, the_trail_filters_and_pages_newest_first,
-            warnings_are_recorded_once_across_runs_and_clock_steps, webhooks_and_their_deliveries_are_scoped_versioned_and_recorded);
+            warnings_are_recorded_once_across_runs_and_clock_steps, webhooks_and_their_deliveries_are_scoped_versioned_and_recorded,
+            service_accounts_are_found_by_id_and_carry_their_trust_policies, trust_policy_use_counts_only_while_the_account_is_unchanged,
+            trusted_issuers_are_per_organisation_and_recorded);
     };
     (@cases $make:expr; $($case:ident),*) => {
         $(
@@ -1111,4 +1113,88 @@ pub async fn webhooks_and_their_deliveries_are_scoped_versioned_and_recorded<S: 
         ["principal.create", "webhook.create", "webhook.update", "webhook.delete"],
         "a record per change, none for a refusal"
     );
+}
+
+fn service_account(org_name: &str) -> Principal {
+    principal(org_name).of_type(crate::model::PrincipalType::ServiceAccount).unwrap()
+}
+
+fn trust_entry(subject: &str) -> crate::federation::trust::TrustPolicyEntry {
+    use std::collections::BTreeMap;
+    let policy = crate::federation::TrustPolicy::new("https://issuer.example", "iam", subject, BTreeMap::new()).unwrap();
+    crate::federation::trust::TrustPolicyEntry { id: crate::ids::TrustPolicyId::generate(), policy, created_at: now(), created_by: actor() }
+}
+
+pub async fn service_accounts_are_found_by_id_and_carry_their_trust_policies<S: Store + ?Sized>(store: Arc<S>) {
+    let sa = service_account("acme");
+    store.create_principal(&sa, MAX, None).await.unwrap();
+    let key_principal = principal("acme");
+    store.create_principal(&key_principal, MAX, None).await.unwrap();
+    assert_eq!(store.find_service_account(&sa.id).await.unwrap(), Some(org("acme")));
+    assert_eq!(store.find_service_account(&key_principal.id).await.unwrap(), None, "only service accounts are indexed");
+    assert_eq!(store.find_service_account(&PrincipalId::generate()).await.unwrap(), None);
+
+    let mut with_policies = sa.clone();
+    with_policies.trust_policies = vec![trust_entry("repo:acme/api:*"), trust_entry("system:serviceaccount:payments:exporter")];
+    with_policies.version += 1;
+    store.update_principal(&with_policies, sa.version, &Guard::NONE).await.unwrap();
+    assert_eq!(store.get_principal(&org("acme"), &sa.id).await.unwrap(), Some(with_policies.clone()));
+    let (read, _) = store.get_principal_with_roles(&org("acme"), &sa.id).await.unwrap().unwrap();
+    assert_eq!(read.trust_policies, with_policies.trust_policies, "the exchange's one read carries them");
+
+    let mut fewer = with_policies.clone();
+    fewer.trust_policies.truncate(1);
+    fewer.version += 1;
+    store.update_principal(&fewer, with_policies.version, &Guard::NONE).await.unwrap();
+    let mut none = fewer.clone();
+    none.trust_policies.clear();
+    none.version += 1;
+    store.update_principal(&none, fewer.version, &Guard::NONE).await.unwrap();
+    assert_eq!(store.get_principal(&org("acme"), &sa.id).await.unwrap(), Some(none));
+}
+
+pub async fn trust_policy_use_counts_only_while_the_account_is_unchanged<S: Store + ?Sized>(store: Arc<S>) {
+    let mut sa = service_account("acme");
+    let entry = trust_entry("repo:acme/api:*");
+    store.create_principal(&sa, MAX, None).await.unwrap();
+    let mut next = sa.clone();
+    next.trust_policies = vec![entry.clone()];
+    next.version += 1;
+    store.update_principal(&next, sa.version, &Guard::NONE).await.unwrap();
+    sa = next;
+    let t = now();
+    assert!(store.record_trust_policy_use(&sa, &entry.id, t).await.unwrap());
+    assert!(store.record_trust_policy_use(&sa, &entry.id, t + Duration::seconds(5)).await.unwrap());
+    let uses = store.trust_policy_uses(&org("acme"), &sa.id).await.unwrap();
+    assert_eq!(uses[&entry.id], crate::federation::trust::TrustPolicyUse { last_used_at: Some(t + Duration::seconds(5)), uses: 2 });
+    assert_eq!(store.get_principal(&org("acme"), &sa.id).await.unwrap().unwrap().version, sa.version, "a use moves no version");
+
+    let stale = Principal { version: sa.version - 1, ..sa.clone() };
+    assert!(!store.record_trust_policy_use(&stale, &entry.id, t).await.unwrap(), "a change since the read wins");
+    let mut suspended = sa.clone();
+    suspended.status = crate::model::PrincipalStatus::Suspended;
+    suspended.version += 1;
+    store.update_principal(&suspended, sa.version, &Guard::NONE).await.unwrap();
+    assert!(!store.record_trust_policy_use(&suspended, &entry.id, t).await.unwrap(), "only an Active account is used");
+    assert_eq!(store.trust_policy_uses(&org("acme"), &sa.id).await.unwrap()[&entry.id].uses, 2);
+    assert!(store.trust_policy_uses(&org("other"), &sa.id).await.unwrap().is_empty());
+}
+
+pub async fn trusted_issuers_are_per_organisation_and_recorded<S: Store + ?Sized>(store: Arc<S>) {
+    use crate::federation::trust::{TrustedIssuer, TrustedIssuers};
+    let p = principal("acme");
+    store.create_principal(&p, MAX, None).await.unwrap();
+    assert_eq!(store.get_trusted_issuers(&org("acme")).await.unwrap(), None);
+    let issuers = TrustedIssuers::new(
+        vec![TrustedIssuer { issuer: "https://token.actions.githubusercontent.com".into(), description: Some("CI".into()) }],
+        false,
+        actor(),
+        now(),
+    )
+    .unwrap();
+    store.put_trusted_issuers(&org("acme"), &issuers, &recording("trusted_issuers.update", &p)).await.unwrap();
+    assert_eq!(store.get_trusted_issuers(&org("acme")).await.unwrap(), Some(issuers));
+    assert_eq!(store.get_trusted_issuers(&org("other")).await.unwrap(), None);
+    let actions: Vec<String> = whole_trail(store.as_ref(), "acme").await.into_iter().map(|r| r.entry.action).collect();
+    assert_eq!(actions, ["principal.create", "trusted_issuers.update"]);
 }

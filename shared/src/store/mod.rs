@@ -264,6 +264,26 @@ macro_rules! store_by_aggregate {
                 webhooks::list_deliveries(self, org, id, limit).await
             }
 
+            async fn get_trusted_issuers(&self, org: &$crate::ids::OrgId) -> Result<Option<$crate::federation::trust::TrustedIssuers>, $crate::store::StoreError> {
+                federation::get_trusted_issuers(self, org).await
+            }
+
+            async fn put_trusted_issuers(&self, org: &$crate::ids::OrgId, issuers: &$crate::federation::trust::TrustedIssuers, guard: &$crate::authority::Guard) -> Result<(), $crate::store::StoreError> {
+                federation::put_trusted_issuers(self, org, issuers, guard).await
+            }
+
+            async fn find_service_account(&self, id: &$crate::ids::PrincipalId) -> Result<Option<$crate::ids::OrgId>, $crate::store::StoreError> {
+                federation::find_service_account(self, id).await
+            }
+
+            async fn record_trust_policy_use(&self, principal: &$crate::model::Principal, policy: &$crate::ids::TrustPolicyId, at: chrono::DateTime<chrono::Utc>) -> Result<bool, $crate::store::StoreError> {
+                federation::record_trust_policy_use(self, principal, policy, at).await
+            }
+
+            async fn trust_policy_uses(&self, org: &$crate::ids::OrgId, id: &$crate::ids::PrincipalId) -> Result<std::collections::BTreeMap<$crate::ids::TrustPolicyId, $crate::federation::trust::TrustPolicyUse>, $crate::store::StoreError> {
+                federation::trust_policy_uses(self, org, id).await
+            }
+
             async fn get_idempotency_record(&self, org: &$crate::ids::OrgId, slot: &str) -> Result<Option<$crate::idempotency::IdempotencyRecord>, $crate::store::StoreError> {
                 idempotency::get_record(self, org, slot).await
             }
@@ -456,6 +476,34 @@ pub trait Store: Send + Sync + 'static {
         id: &crate::ids::WebhookId,
         limit: usize,
     ) -> Result<Vec<crate::webhooks::delivery::Delivery>, StoreError>;
+
+    /// The organisation's trusted issuers, if an administrator ever set them.
+    async fn get_trusted_issuers(&self, org: &OrgId) -> Result<Option<crate::federation::trust::TrustedIssuers>, StoreError>;
+    /// Replaces the organisation's trusted issuers, only while the guard holds, with its record.
+    async fn put_trusted_issuers(
+        &self,
+        org: &OrgId,
+        issuers: &crate::federation::trust::TrustedIssuers,
+        guard: &Guard,
+    ) -> Result<(), StoreError>;
+    /// The organisation of a service account, from its id alone (written with the account;
+    /// `None` for any other id).
+    async fn find_service_account(&self, id: &PrincipalId) -> Result<Option<OrgId>, StoreError>;
+    /// Counts a use of one of `principal`'s trust policies at `at`, only while the principal
+    /// is Active and still at `principal.version` (so a policy removed or an account suspended
+    /// since it was read wins); whether it was counted. Never moves the version.
+    async fn record_trust_policy_use(
+        &self,
+        principal: &Principal,
+        policy: &crate::ids::TrustPolicyId,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+    /// Each trust policy's use, for a service account's policies.
+    async fn trust_policy_uses(
+        &self,
+        org: &OrgId,
+        id: &PrincipalId,
+    ) -> Result<std::collections::BTreeMap<crate::ids::TrustPolicyId, crate::federation::trust::TrustPolicyUse>, StoreError>;
 
     /// The record in an idempotency slot, live or not (expired ones may linger until swept).
     async fn get_idempotency_record(&self, org: &OrgId, slot: &str) -> Result<Option<IdempotencyRecord>, StoreError>;

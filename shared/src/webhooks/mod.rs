@@ -61,9 +61,14 @@ pub struct WebhookChange {
 }
 
 /// A webhook's name for a detail type: `Credential Expiring` is `credential.expiring`,
-/// `Principal Status Changed` is `principal.status_changed`.
+/// `Principal Status Changed` is `principal.status_changed`, `Trust Policy Added` is
+/// `trust_policy.added`.
 pub fn event_type(detail_type: &str) -> String {
     let lower = detail_type.to_ascii_lowercase();
+    // The one subject of two words.
+    if let Some(rest) = lower.strip_prefix("trust policy ") {
+        return format!("trust_policy.{}", rest.replace(' ', "_"));
+    }
     match lower.split_once(' ') {
         Some((subject, rest)) => format!("{subject}.{}", rest.replace(' ', "_")),
         None => lower,
@@ -210,6 +215,7 @@ mod tests {
     fn event_types_are_the_detail_types_in_webhook_form() {
         assert_eq!(event_type("Credential Expiring"), "credential.expiring");
         assert_eq!(event_type("Principal Status Changed"), "principal.status_changed");
+        assert_eq!(event_type("Trust Policy Added"), "trust_policy.added");
         assert!(event_types().contains(&"role.unassigned".to_owned()));
     }
 

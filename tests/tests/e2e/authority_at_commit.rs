@@ -4,6 +4,7 @@
 //! just before the guarded write reaches the store (the stores' own checks are in the contract
 //! suite, `writes_commit_only_while_the_principals_decided_on_are_unchanged`, on both stores).
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -12,8 +13,9 @@ use chrono::{DateTime, Utc};
 use iam_shared::audit::{AuditEntry, AuditPage, AuditQuery, ChainHead};
 use iam_shared::authority::Guard;
 use iam_shared::credential_policy::CredentialPolicy;
+use iam_shared::federation::trust::{TrustPolicyUse, TrustedIssuers};
 use iam_shared::idempotency::IdempotencyRecord;
-use iam_shared::ids::{KeyId, OrgId, PrincipalId, RoleId, WebhookId};
+use iam_shared::ids::{KeyId, OrgId, PrincipalId, RoleId, TrustPolicyId, WebhookId};
 use iam_shared::model::{Actor, Credential, Principal, Role, RoleAssignment, UseOutcome};
 use iam_shared::store::{EmbeddedStore, Page, Store, StoreError, SweepPage};
 use iam_shared::webhooks::Webhook;
@@ -152,6 +154,21 @@ impl Store for Interleaved {
     }
     async fn put_webhook(&self, w: &Webhook, version: Option<u64>, guard: &Guard) -> Result<(), StoreError> {
         self.inner.put_webhook(w, version, guard).await
+    }
+    async fn get_trusted_issuers(&self, org: &OrgId) -> Result<Option<TrustedIssuers>, StoreError> {
+        self.inner.get_trusted_issuers(org).await
+    }
+    async fn put_trusted_issuers(&self, org: &OrgId, issuers: &TrustedIssuers, guard: &Guard) -> Result<(), StoreError> {
+        self.inner.put_trusted_issuers(org, issuers, guard).await
+    }
+    async fn find_service_account(&self, id: &PrincipalId) -> Result<Option<OrgId>, StoreError> {
+        self.inner.find_service_account(id).await
+    }
+    async fn record_trust_policy_use(&self, p: &Principal, policy: &TrustPolicyId, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        self.inner.record_trust_policy_use(p, policy, at).await
+    }
+    async fn trust_policy_uses(&self, org: &OrgId, id: &PrincipalId) -> Result<BTreeMap<TrustPolicyId, TrustPolicyUse>, StoreError> {
+        self.inner.trust_policy_uses(org, id).await
     }
     async fn get_webhook(&self, org: &OrgId, id: &WebhookId) -> Result<Option<Webhook>, StoreError> {
         self.inner.get_webhook(org, id).await

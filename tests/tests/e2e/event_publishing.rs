@@ -118,6 +118,16 @@ async fn every_change_read_from_the_stream_is_published_once_with_its_stable_id(
     app.call(Method::PATCH, &format!("/iam/api-keys/{p}"), Some(&admin), Some(json!({"status": "Suspended"}))).await;
     let role = json!({"name": "deployer", "permissions": ["ci:deploy"], "principalTypes": ["ApiKey"]});
     app.call(Method::POST, "/iam/roles", Some(&admin), Some(role)).await;
+    // A service account's trust policy, added and removed.
+    let trusted = json!({"issuers": [{"issuer": "https://token.actions.githubusercontent.com"}]});
+    app.call(Method::PUT, "/iam/trusted-issuers", Some(&admin), Some(trusted)).await;
+    let sa = app.call(Method::POST, "/iam/api-keys", Some(&admin), Some(json!({"displayName": "ci", "type": "ServiceAccount"}))).await;
+    let policies = format!("/iam/api-keys/{}/trust-policies", sa.str("id"));
+    let policy = json!({"issuer": "https://token.actions.githubusercontent.com", "audience": "https://iam.example",
+        "subject": "repo:acme/api:environment:production", "requiredClaims": {"repository_id": "1", "repository_owner_id": "2"}});
+    let added = app.call(Method::POST, &policies, Some(&admin), Some(policy)).await;
+    assert_eq!(added.status, StatusCode::CREATED, "{}", added.raw);
+    app.call(Method::DELETE, &format!("{policies}/{}", added.str("id")), Some(&admin), None).await;
     // A refusal's tally grows by modification: announced by nothing.
     let (_, reader_token, _) =
         crate::authority::holder_with_role(&app, &admin, &iam_testkit::unique("reader"), &["iam:api-keys:read"]).await;
@@ -168,6 +178,8 @@ async fn every_change_read_from_the_stream_is_published_once_with_its_stable_id(
         "Principal Status Changed",
         "Role Assigned",
         "Role Unassigned",
+        "Trust Policy Added",
+        "Trust Policy Removed",
     ];
     assert_eq!(kinds, expected.into_iter().collect(), "{types:?}");
     for event in &delivered {

@@ -18,16 +18,16 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
-struct LocalIssuer {
-    url: String,
+pub(crate) struct LocalIssuer {
+    pub(crate) url: String,
     keys: Arc<std::sync::Mutex<Vec<SigningKeyDocument>>>,
     /// Replaces the discovery document when set.
-    discovery: Arc<std::sync::Mutex<Option<Value>>>,
+    pub(crate) discovery: Arc<std::sync::Mutex<Option<Value>>>,
     fetches: Arc<AtomicUsize>,
 }
 
 impl LocalIssuer {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let keys = Arc::new(std::sync::Mutex::new(vec![SigningKeyDocument::generate().unwrap()]));
         let discovery: Arc<std::sync::Mutex<Option<Value>>> = Arc::default();
         let fetches = Arc::new(AtomicUsize::new(0));
@@ -69,11 +69,17 @@ impl LocalIssuer {
         Self { url, keys, discovery, fetches }
     }
 
-    fn sign(&self, claims: &Value) -> String {
+    pub(crate) fn sign(&self, claims: &Value) -> String {
         let doc = self.keys.lock().unwrap().last().unwrap().clone();
         let mut header = Header::new(Algorithm::RS256);
         header.kid = Some(doc.kid.clone());
         jsonwebtoken::encode(&header, claims, &EncodingKey::from_rsa_pem(doc.private_key_pem.expose_secret().as_bytes()).unwrap()).unwrap()
+    }
+
+    /// The signing key's id and its public JWK as JSON: what anyone can fetch.
+    pub(crate) fn public_jwk(&self) -> (String, String) {
+        let doc = self.keys.lock().unwrap().last().unwrap().clone();
+        (doc.kid.clone(), serde_json::to_string(SigningKey::from_document(&doc).unwrap().public_jwk()).unwrap())
     }
 
     fn rotate(&self) {
@@ -81,7 +87,7 @@ impl LocalIssuer {
     }
 }
 
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     iam_shared::model::now().timestamp() as u64
 }
 
@@ -89,7 +95,7 @@ fn expect(issuer: &str) -> ExternalExpectations<'_> {
     ExternalExpectations { issuer, audience: "https://iam.example", max_age_secs: 600, now: now() }
 }
 
-fn github_claims(issuer: &str) -> Value {
+pub(crate) fn github_claims(issuer: &str) -> Value {
     json!({"iss": issuer, "aud": "https://iam.example", "sub": "repo:acme/api:environment:production", "iat": now(), "nbf": now(),
         "exp": now() + 300, "repository": "acme/api", "repository_id": "123456", "repository_owner_id": "654321",
         "ref": "refs/heads/main", "environment": "production"})

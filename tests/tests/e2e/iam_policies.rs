@@ -198,6 +198,8 @@ async fn every_policy_grants_exactly_what_its_function_calls() {
     let config = iam_api::config::Config {
         github_scanning_keys: Some(iam_shared::leaks::GithubScanningKeys::from_json(&github.document).unwrap()),
         webhook_key: Some(webhook_key.clone()),
+        // The keyless exchange fetches a local issuer's keys.
+        outbound_allow_loopback: true,
         ..iam_tests::config()
     };
     build_state_for_public_routes(&config, store(), public_keys()).await.unwrap();
@@ -436,6 +438,53 @@ async fn every_policy_grants_exactly_what_its_function_calls() {
     let key_read = ("secretsmanager:GetSecretValue".to_owned(), "WebhookKeySecret".to_owned());
     assert!(r.observed["POST /iam/webhooks"].contains(&key_read), "{:?}", r.observed["POST /iam/webhooks"]);
     r.observed.get_mut("POST /iam/webhooks/{webhookId}/rotate-secret").unwrap().insert(key_read);
+
+    // Keyless: trusted issuers, a service account's trust policies, and the exchange of a
+    // workload's token (admitted, then refused), against a local issuer.
+    let issuer = crate::federation::LocalIssuer::start().await;
+    let issuers = "PUT /iam/trusted-issuers";
+    r.hit(issuers, "/iam/trusted-issuers", Some(&admin), Some(json!({"issuers": [{"issuer": issuer.url}]})), &[]).await;
+    r.hit(issuers, "/iam/trusted-issuers", Some(&admin), Some(json!({"issuers": [{"issuer": "https://10.0.0.1"}]})), &[]).await;
+    r.hit(issuers, "/iam/trusted-issuers", Some(&admin), Some(json!({"issuers": [{"issuer": issuer.url}]})), &[]).await;
+    r.hit("GET /iam/trusted-issuers", "/iam/trusted-issuers", Some(&admin), None, &[]).await;
+    let sa_body = json!({"displayName": "deployer", "type": "ServiceAccount"});
+    let account = r.hit("POST /iam/api-keys", "/iam/api-keys", Some(&admin), Some(sa_body), &[]).await.str("id").to_owned();
+    let policies = format!("/iam/api-keys/{account}/trust-policies");
+    let add = "POST /iam/api-keys/{principalId}/trust-policies";
+    let policy = json!({"issuer": issuer.url, "audience": "https://iam.example", "subject": "repo:acme/api:environment:*"});
+    let added = r.hit(add, &policies, Some(&admin), Some(policy), &[]).await;
+    assert_eq!(added.status, StatusCode::CREATED, "{}", added.raw);
+    let untrusted = json!({"issuer": "https://elsewhere.example", "audience": "x", "subject": "x"});
+    r.hit(add, &policies, Some(&admin), Some(untrusted), &[]).await;
+    r.hit(
+        add,
+        "/iam/api-keys/akp_0000000000000000000000/trust-policies",
+        Some(&admin),
+        Some(json!({"issuer": issuer.url, "audience": "x", "subject": "x"})),
+        &[],
+    )
+    .await;
+    let listed = r.hit("GET /iam/api-keys/{principalId}/trust-policies", &policies, Some(&admin), None, &[]).await;
+    let client_id = listed.str("clientId").to_owned();
+    let federated = |token: &str, client: &str| {
+        form_urlencoded::Serializer::new(String::new())
+            .append_pair("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange")
+            .append_pair("subject_token_type", "urn:ietf:params:oauth:token-type:id_token")
+            .append_pair("subject_token", token)
+            .append_pair("client_id", client)
+            .finish()
+    };
+    let workload = issuer.sign(&crate::federation::github_claims(&issuer.url));
+    let admitted = r.token_form(&federated(&workload, &client_id), None).await;
+    assert_eq!(admitted.status, StatusCode::OK, "{}", admitted.raw);
+    let mut wrong = crate::federation::github_claims(&issuer.url);
+    wrong["aud"] = json!("https://other.example");
+    r.token_form(&federated(&issuer.sign(&wrong), &client_id), None).await;
+    r.token_form(&federated(&workload, "sa_0000000000000000000000"), None).await;
+    let remove = "DELETE /iam/api-keys/{principalId}/trust-policies/{trustPolicyId}";
+    let one_policy = format!("{policies}/{}", added.str("id"));
+    r.hit(remove, &one_policy, Some(&admin), None, &[]).await;
+    r.hit(remove, &one_policy, Some(&admin), None, &[]).await;
 
     // Revocation, and what it refuses afterwards.
     let revoke = "POST /iam/api-keys/{principalId}/credentials/{keyId}/revoke";

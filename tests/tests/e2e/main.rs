@@ -25,6 +25,7 @@ mod github_alerts;
 mod iam_policies;
 mod idempotency;
 mod introspection;
+mod keyless;
 mod lambda;
 mod leak_response;
 mod limits;

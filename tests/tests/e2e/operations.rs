@@ -88,12 +88,16 @@ fn sample(
     key_ids: (&str, &str),
     api_key: &str,
     webhooks: (&str, &str),
+    service_account: (&str, &str),
 ) -> (Method, String, Option<Value>) {
     let key_id = if op.name == "rotate-credential" { key_ids.1 } else { key_ids.0 };
     let webhook = if op.name == "delete-webhook" { webhooks.0 } else { webhooks.1 };
+    // Trust policies are a service account's: its routes act on one.
+    let principal = if op.path.contains("trust-policies") { service_account.0 } else { principal };
     let path = op
         .path
         .replace("{principalId}", principal)
+        .replace("{trustPolicyId}", service_account.1)
         .replace("{webhookId}", webhook)
         .replace("{keyId}", key_id)
         .replace("{roleId}", "iam-viewer")
@@ -106,6 +110,8 @@ fn sample(
         "exchange-token" => Some(json!({"apiKey": api_key})),
         "rotate-credential" => Some(json!({"gracePeriodSeconds": 0})),
         "update-credential" => Some(json!({"name": "renamed by the operations test"})),
+        "set-trusted-issuers" => Some(json!({"issuers": [{"issuer": "https://issuer.example"}]})),
+        "add-trust-policy" => Some(json!({"issuer": "https://issuer.example", "audience": "iam", "subject": "repo:acme/api:*"})),
         "revoke-leaked-credentials" => Some(json!({"keys": ["ik_0000000000000000000000.not-a-real-secret"]})),
         "github-secret-scanning" => None,
         "set-credential-policy" => Some(json!({"maxIdleDays": 3650})),
@@ -127,6 +133,9 @@ fn sample(
         | "get-credential-policy"
         | "list-audit-events"
         | "list-revocations"
+        | "get-trusted-issuers"
+        | "list-trust-policies"
+        | "remove-trust-policy"
         | "console" => None,
         other => panic!("{other}: give the operations test a sample request for it"),
     };
@@ -150,8 +159,18 @@ async fn every_operation_enforces_the_access_its_row_states() {
         webhooks.push(created.body["webhook"]["id"].as_str().unwrap().to_owned());
     }
 
+    let trusted = json!({"issuers": [{"issuer": "https://issuer.example"}]});
+    assert_eq!(app.call(Method::PUT, "/iam/trusted-issuers", Some(&admin), Some(trusted)).await.status, StatusCode::OK);
+    let created = app.call(Method::POST, "/iam/api-keys", Some(&admin), Some(json!({"displayName": "sa", "type": "ServiceAccount"}))).await;
+    let service_account = created.str("id").to_owned();
+    let policy = json!({"issuer": "https://issuer.example", "audience": "iam", "subject": "repo:acme/api:*"});
+    let added = app.call(Method::POST, &format!("/iam/api-keys/{service_account}/trust-policies"), Some(&admin), Some(policy)).await;
+    assert_eq!(added.status, StatusCode::CREATED, "{}", added.raw);
+    let policy_id = added.str("id").to_owned();
+
     for op in iam_functions::OPERATIONS {
-        let (method, path, body) = sample(op, &principal, (&key_id, &rotated_key_id), &api_key, (&webhooks[0], &webhooks[1]));
+        let (method, path, body) =
+            sample(op, &principal, (&key_id, &rotated_key_id), &api_key, (&webhooks[0], &webhooks[1]), (&service_account, &policy_id));
         match op.access {
             Access::Permission(permission) => {
                 // A caller holding every other IAM permission is refused for want of this one.

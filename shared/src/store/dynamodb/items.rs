@@ -197,7 +197,18 @@ pub(super) fn principal_to_item(p: &Principal, cred_seq: u64, roles: &[RoleId]) 
         item.insert(ROLE_IDS.into(), role_id_set(roles));
     }
     item.insert(ROLES_CARRIED.into(), AttributeValue::Bool(true));
+    if let Some(policies) = trust_policies_value(p) {
+        item.insert(TRUST_POLICIES.into(), policies);
+    }
     item
+}
+
+/// A service account's trust policies on its item: one JSON string (they are read and written
+/// whole, with the principal's version), absent when there are none.
+pub(super) const TRUST_POLICIES: &str = "trustPolicies";
+
+pub(super) fn trust_policies_value(p: &Principal) -> Option<AttributeValue> {
+    (!p.trust_policies.is_empty()).then(|| s(serde_json::to_string(&p.trust_policies).expect("trust policies always serialise")))
 }
 
 pub(super) fn role_id_set(roles: &[RoleId]) -> AttributeValue {
@@ -236,6 +247,10 @@ pub(super) fn principal_from_item(item: &Item) -> Result<Principal, StoreError> 
         created_by: Actor(r.str("createdBy")?.to_owned()),
         updated_at: r.time("updatedAt")?,
         version: r.num("version")?,
+        trust_policies: match r.opt_str(TRUST_POLICIES)? {
+            None => Vec::new(),
+            Some(raw) => serde_json::from_str(raw).map_err(|_| corrupt("principal", TRUST_POLICIES))?,
+        },
     })
 }
 

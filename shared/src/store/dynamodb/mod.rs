@@ -18,6 +18,7 @@
 mod audit;
 mod bootstrap;
 mod credentials;
+mod federation;
 mod idempotency;
 mod items;
 mod migrate;

@@ -6,7 +6,10 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{ReturnValuesOnConditionCheckFailure, Update};
 
-use super::items::{Item, PRINCIPAL_COUNT, Reader, n, org_key, principal_from_item, principal_sk, principal_to_item, s, status_name, time};
+use super::items::{
+    Item, PRINCIPAL_COUNT, Reader, TRUST_POLICIES, n, org_key, principal_from_item, principal_sk, principal_to_item, s, status_name, time,
+    trust_policies_value,
+};
 use super::transaction::{GuardChecks, Part, Transaction, build_error, count_one, jittered_pause, unavailable};
 use super::{DynamoStore, credentials};
 use crate::authority::Guard;
@@ -23,7 +26,12 @@ pub(super) async fn create(
     idempotency: Option<&IdempotencyRecord>,
     record: &crate::audit::AuditEntry,
 ) -> Result<(), StoreError> {
-    let result = Transaction::new(store)
+    let mut transaction = Transaction::new(store);
+    if principal.principal_type == crate::model::PrincipalType::ServiceAccount {
+        let index = super::federation::service_account_index_item(principal);
+        transaction = transaction.with_put(Part::ServiceAccountIndex, &store.principals, index, Some("attribute_not_exists(pk)"))?;
+    }
+    let result = transaction
         .with_put(Part::Principal, &store.principals, principal_to_item(principal, 0, &[]), Some("attribute_not_exists(pk)"))?
         .with_update(Part::Count, count_one(&store.principals, &principal.org_id, PRINCIPAL_COUNT, Some(max_principals))?)
         .with_idempotency(&store.principals, idempotency)?
@@ -32,7 +40,7 @@ pub(super) async fn create(
         .await;
     match result {
         Ok(()) => Ok(()),
-        Err(c) if c.failed(Part::Principal) => {
+        Err(c) if c.failed(Part::Principal) || c.failed(Part::ServiceAccountIndex) => {
             // An SDK retry after an attempt timeout finds the item its first attempt wrote (ids
             // are 128 random bits, so an equal item is ours): that is success, unless the create
             // carried an idempotency record (never retried that way).
@@ -142,13 +150,28 @@ fn principal_update(p: &Principal, expected_version: u64) -> (String, HashMap<St
         (":updated".to_owned(), time(p.updated_at)),
     ]);
     let set = "SET #version = :version, #status = :status, #name = :name, #updated = :updated";
-    let update = match p.expires_at {
+    let mut names = names;
+    names.insert("#trust".to_owned(), TRUST_POLICIES.to_owned());
+    let mut sets = vec![set.to_owned()];
+    let mut removes = Vec::new();
+    match p.expires_at {
         Some(t) => {
             values.insert(":expires".to_owned(), time(t));
-            format!("{set}, #expires = :expires")
+            sets.push("#expires = :expires".to_owned());
         }
-        None => format!("{set} REMOVE #expires"),
-    };
+        None => removes.push("#expires"),
+    }
+    match trust_policies_value(p) {
+        Some(policies) => {
+            values.insert(":trust".to_owned(), policies);
+            sets.push("#trust = :trust".to_owned());
+        }
+        None => removes.push("#trust"),
+    }
+    let mut update = sets.join(", ");
+    if !removes.is_empty() {
+        update = format!("{update} REMOVE {}", removes.join(", "));
+    }
     (update, names, values)
 }
 

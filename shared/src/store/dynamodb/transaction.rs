@@ -57,6 +57,10 @@ pub(super) enum Part {
     Once,
     /// A webhook endpoint.
     Webhook,
+    /// The organisation's trusted issuers.
+    TrustedIssuers,
+    /// Where a service account's id is found from the token endpoint, which knows no organisation.
+    ServiceAccountIndex,
 }
 
 pub(super) struct Transaction<'a> {

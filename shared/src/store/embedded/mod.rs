@@ -6,6 +6,7 @@
 mod audit;
 mod bootstrap;
 mod credentials;
+mod federation;
 mod idempotency;
 mod policy;
 mod principals;
@@ -22,7 +23,7 @@ use redb::{Database, ReadableTable};
 use self::principals::get_principal_in;
 use self::records::{
     ASSIGNMENTS, AUDIT, AUDIT_HEADS, BOOTSTRAP, CACHE_BYTES, CREDENTIALS, DELIVERIES, IDEMPOTENCY, ONCE, POLICIES, PRINCIPAL_CREDENTIALS,
-    PRINCIPALS, ROLES, WEBHOOKS, decode_credential, key3,
+    PRINCIPALS, ROLES, SERVICE_ACCOUNTS, TRUST_USES, TRUSTED_ISSUERS, WEBHOOKS, decode_credential, key3,
 };
 use super::StoreError;
 use crate::authority::Guard;
@@ -70,6 +71,9 @@ impl EmbeddedStore {
             ONCE,
             WEBHOOKS,
             DELIVERIES,
+            TRUSTED_ISSUERS,
+            SERVICE_ACCOUNTS,
+            TRUST_USES,
         ] {
             txn.open_table(table)?;
         }

@@ -77,6 +77,9 @@ pub(super) async fn create(
                 }
                 t.insert(k.as_str(), encode(&p)?.as_slice())?;
             }
+            if p.principal_type == crate::model::PrincipalType::ServiceAccount {
+                txn.open_table(super::records::SERVICE_ACCOUNTS)?.insert(p.id.as_str(), p.org_id.as_str().as_bytes())?;
+            }
             super::audit::append_in(&txn, record, 1)?;
             claim_idempotency_in(&txn, idempotency.as_ref())?;
             Ok(txn.commit()?)

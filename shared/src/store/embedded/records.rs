@@ -38,6 +38,14 @@ pub(super) const WEBHOOKS: Table = TableDefinition::new("webhooks");
 pub(super) const DELIVERIES: Table = TableDefinition::new("webhook_deliveries");
 /// `org \0 onceKey` → empty: a warning already recorded (see [`crate::warnings`]).
 pub(super) const ONCE: Table = TableDefinition::new("once_records");
+/// orgId → the organisation's trusted issuers.
+pub(super) const TRUSTED_ISSUERS: Table = TableDefinition::new("trusted_issuers");
+/// service account's principalId → its orgId: the token endpoint is named a service account,
+/// never an organisation.
+pub(super) const SERVICE_ACCOUNTS: Table = TableDefinition::new("service_accounts");
+/// `org \0 principalId \0 trustPolicyId` → the policy's use (kept apart from the principal, so
+/// a use never moves its version).
+pub(super) const TRUST_USES: Table = TableDefinition::new("trust_policy_uses");
 
 pub(super) const SEP: char = '\0';
 

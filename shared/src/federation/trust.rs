@@ -1,0 +1,152 @@
+//! What an organisation trusts, as stored: the issuers an administrator trusts (only those may
+//! be named in a trust policy, and taking one off stops every policy naming it at once), and a
+//! service account's trust policies, each with its id, who added it and its use.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::TrustPolicy;
+use crate::error::DomainError;
+use crate::ids::{PrincipalId, TrustPolicyId};
+use crate::model::Actor;
+use crate::outbound::check_webhook_url;
+
+/// Trusted issuers per organisation.
+pub const MAX_TRUSTED_ISSUERS: usize = 20;
+/// Trust policies per service account: as many as credentials per API-key principal.
+pub const MAX_TRUST_POLICIES: usize = 10;
+const ISSUER_MAX: usize = 256;
+const DESCRIPTION_MAX: usize = 256;
+/// What a service account's `client_id` starts with at the token endpoint.
+pub const SERVICE_ACCOUNT_CLIENT_PREFIX: &str = "sa_";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrustedIssuer {
+    /// The issuer exactly as its tokens' `iss` says; its discovery document is found under it.
+    pub issuer: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// The organisation's trusted issuers, replaced whole by an administrator.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrustedIssuers {
+    pub issuers: Vec<TrustedIssuer>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_by: Option<Actor>,
+}
+
+impl TrustedIssuers {
+    /// The list, if every issuer is a URL the outbound rules would fetch from (https, no
+    /// credentials, no forbidden literal address), named once, and within the limits.
+    pub fn new(issuers: Vec<TrustedIssuer>, allow_loopback: bool, by: Actor, at: DateTime<Utc>) -> Result<Self, DomainError> {
+        if issuers.len() > MAX_TRUSTED_ISSUERS {
+            return Err(DomainError::invalid(format!("an organisation can trust at most {MAX_TRUSTED_ISSUERS} issuers")));
+        }
+        for (i, t) in issuers.iter().enumerate() {
+            if t.issuer.is_empty() || t.issuer.len() > ISSUER_MAX {
+                return Err(DomainError::invalid(format!("issuers[{i}].issuer must be 1 to {ISSUER_MAX} characters")));
+            }
+            check_webhook_url(&t.issuer, allow_loopback).map_err(|e| DomainError::invalid(format!("issuers[{i}].issuer: {e}")))?;
+            if t.issuer.contains(['?', '#']) {
+                return Err(DomainError::invalid(format!("issuers[{i}].issuer must not have a query or fragment")));
+            }
+            if t.description.as_ref().is_some_and(|d| d.chars().count() > DESCRIPTION_MAX || d.chars().any(char::is_control)) {
+                return Err(DomainError::invalid(format!(
+                    "issuers[{i}].description must be at most {DESCRIPTION_MAX} characters, without control characters"
+                )));
+            }
+            if issuers[..i].iter().any(|earlier| earlier.issuer == t.issuer) {
+                return Err(DomainError::invalid(format!("issuers[{i}].issuer is named twice")));
+            }
+        }
+        Ok(Self { issuers, updated_at: Some(at), updated_by: Some(by) })
+    }
+
+    pub fn trusts(&self, issuer: &str) -> bool {
+        self.issuers.iter().any(|t| t.issuer == issuer)
+    }
+}
+
+/// A trust policy as a service account holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrustPolicyEntry {
+    pub id: TrustPolicyId,
+    #[serde(flatten)]
+    pub policy: TrustPolicy,
+    pub created_at: DateTime<Utc>,
+    pub created_by: Actor,
+}
+
+/// How a trust policy has been used: kept beside the policy, written by each exchange it
+/// admits without changing the service account's version.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrustPolicyUse {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub uses: u64,
+}
+
+/// The `client_id` a workload names at the token endpoint: the service account's id with
+/// `sa_` in place of `akp_`.
+pub fn client_id_of(principal: &PrincipalId) -> String {
+    format!("{SERVICE_ACCOUNT_CLIENT_PREFIX}{}", principal.as_str().trim_start_matches("akp_"))
+}
+
+/// The service account a `client_id` names: `sa_…`, or its principal id itself.
+pub fn service_account_of(client_id: &str) -> Option<PrincipalId> {
+    match client_id.strip_prefix(SERVICE_ACCOUNT_CLIENT_PREFIX) {
+        Some(rest) => PrincipalId::parse(&format!("akp_{rest}")).ok(),
+        None => PrincipalId::parse(client_id).ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn issuer(url: &str) -> TrustedIssuer {
+        TrustedIssuer { issuer: url.into(), description: None }
+    }
+
+    #[test]
+    fn issuers_follow_the_outbound_rules() {
+        let at = crate::model::now();
+        let by = Actor::system("test");
+        assert!(TrustedIssuers::new(vec![issuer("https://token.actions.githubusercontent.com")], false, by.clone(), at).is_ok());
+        for bad in [
+            "http://issuer.example",
+            "https://169.254.169.254",
+            "https://user:pw@issuer.example",
+            "https://[fd00:ec2::254]",
+            "https://a.example/?x=1",
+            "",
+        ] {
+            assert!(TrustedIssuers::new(vec![issuer(bad)], false, by.clone(), at).is_err(), "{bad}");
+        }
+        assert!(TrustedIssuers::new(vec![issuer("http://127.0.0.1:8080")], false, by.clone(), at).is_err());
+        assert!(TrustedIssuers::new(vec![issuer("http://127.0.0.1:8080")], true, by.clone(), at).is_ok());
+        let twice = vec![issuer("https://a.example"), issuer("https://a.example")];
+        assert!(TrustedIssuers::new(twice, false, by.clone(), at).is_err());
+        let many = (0..=MAX_TRUSTED_ISSUERS).map(|i| issuer(&format!("https://i{i}.example"))).collect();
+        assert!(TrustedIssuers::new(many, false, by, at).is_err());
+    }
+
+    #[test]
+    fn client_ids_name_one_service_account() {
+        let id = PrincipalId::generate();
+        let client = client_id_of(&id);
+        assert!(client.starts_with("sa_"));
+        assert_eq!(service_account_of(&client), Some(id.clone()));
+        assert_eq!(service_account_of(id.as_str()), Some(id));
+        for bad in ["sa_", "sa_short", "ik_abc", "", "sa_akp_x"] {
+            assert_eq!(service_account_of(bad), None, "{bad}");
+        }
+    }
+}
