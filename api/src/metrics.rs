@@ -7,6 +7,7 @@
 
 use std::sync::OnceLock;
 
+use iam_shared::federation::FederationRefusal;
 use iam_shared::service::{ExchangeError, IssuedToken};
 use serde_json::{Value, json};
 
@@ -35,6 +36,7 @@ impl ExchangeMetric {
             Err(ExchangeError::Store(_)) => ("unavailable", Some("store"), None),
             Err(ExchangeError::Hash(_)) => ("unavailable", Some("hashing"), None),
             Err(ExchangeError::Sign(_)) => ("unavailable", Some("signing"), None),
+            Err(ExchangeError::Federation(refusal @ FederationRefusal::AccountChanged)) => ("unavailable", Some(refusal.code()), None),
             Err(ExchangeError::Federation(refusal)) => ("refused", Some(refusal.code()), None),
         };
         Self { outcome, reason, cache_hit }

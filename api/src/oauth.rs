@@ -86,13 +86,19 @@ impl From<ExchangeError> for OAuthError {
                 "slow_down",
                 "this API key is being exchanged too often; reuse its access token until it expires, then retry",
             ),
-            // The administrator reads why in the trail; the caller is not told what the
-            // service's resolver found.
+            // The grant cannot be verified: the organisation's issuer could not be asked (the
+            // administrator reads why in the trail; the caller is not told what the service's
+            // resolver found). A 400, not a 503: a tenant's issuer being down or misconfigured
+            // is not this service failing, and must not page its operators or roll back a deploy.
             ExchangeError::Federation(FederationRefusal::IssuerUnreachable(_)) => Self::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_grant",
-                "the issuer's keys could not be fetched; the organisation's audit trail says why",
+                "the issuer's keys could not be fetched; retry later (the organisation's audit trail says why)",
             ),
+            // The account changed under the exchange (a rare race): worth a retry.
+            ExchangeError::Federation(refusal @ FederationRefusal::AccountChanged) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", refusal.to_string())
+            }
             ExchangeError::Federation(refusal) => Self::new(StatusCode::BAD_REQUEST, "invalid_grant", refusal.to_string()),
             ExchangeError::Store(_) | ExchangeError::Hash(_) | ExchangeError::Sign(_) => {
                 tracing::error!(error = %e, "token exchange failed");

@@ -321,6 +321,9 @@
       opened.trust = trust;
       opened.issuers = issuers.issuers;
     }
+    if (navigatedAwayFrom(`api-keys/${id}`)) {
+      return;
+    }
     show("principal");
     document.title = `Access · ${principal.displayName}`;
     renderPrincipal();
@@ -1012,9 +1015,10 @@
     $("delivery-list").replaceChildren(...rows);
   }
 
-  // ---- Access > Trusted issuers: replaced whole, so each change sends the list as it should be.
+  // ---- Access > Trusted issuers: replaced whole, so each change sends the list as it should be,
+  // over the version it was read at (If-Match): a stale page cannot put back a removed issuer.
 
-  const issuers = { list: [] };
+  const issuers = { list: [], version: 0 };
 
   async function openIssuers() {
     show("issuers");
@@ -1033,6 +1037,7 @@
       return;
     }
     issuers.list = trusted.issuers;
+    issuers.version = trusted.version;
     $("issuers-updated").textContent = trusted.updatedAt ? `Last changed ${when(trusted.updatedAt)} by ${trusted.updatedBy}.` : "";
     const rows = trusted.issuers.map((i) => {
       const row = document.createElement("tr");
@@ -1058,7 +1063,7 @@
       added.description = description;
     }
     await attempt(async () => {
-      await api("PUT", "/iam/trusted-issuers", { issuers: [...issuers.list, added] });
+      await api("PUT", "/iam/trusted-issuers", { issuers: [...issuers.list, added] }, { "if-match": `"${issuers.version}"` });
       $("issuer-form").reset();
       await openIssuers();
     });
@@ -1069,7 +1074,7 @@
     if (!sure) {
       return;
     }
-    await api("PUT", "/iam/trusted-issuers", { issuers: issuers.list.filter((x) => x.issuer !== i.issuer) });
+    await api("PUT", "/iam/trusted-issuers", { issuers: issuers.list.filter((x) => x.issuer !== i.issuer) }, { "if-match": `"${issuers.version}"` });
     await openIssuers();
   }
 

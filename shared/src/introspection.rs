@@ -77,8 +77,8 @@ impl Iam {
     }
 
     /// A service account's token is active while the account would still be admitted: Active
-    /// and unexpired, the trust policy that admitted it still on the account, and (as for a
-    /// key's token) its scope narrowed to what the roles still grant.
+    /// and unexpired, the trust policy that admitted it still on the account and its issuer
+    /// still trusted, and (as for a key's token) its scope narrowed to what the roles still grant.
     async fn introspect_service_account(&self, claims: AccessClaims) -> Result<Introspection, DomainError> {
         let (Ok(org), Ok(id)) = (crate::ids::OrgId::parse(&claims.org_id), crate::ids::PrincipalId::parse(&claims.sub)) else {
             return Ok(Introspection::INACTIVE);
@@ -87,10 +87,13 @@ impl Iam {
             return Ok(Introspection::INACTIVE);
         };
         let now = crate::model::now();
-        let standing = principal.status == crate::model::PrincipalStatus::Active
-            && !principal.is_expired(now)
-            && principal.trust_policies.iter().any(|p| Some(p.id.as_str()) == claims.trust_policy.as_deref());
-        if !standing {
+        let policy = principal.trust_policies.iter().find(|p| Some(p.id.as_str()) == claims.trust_policy.as_deref());
+        let Some(policy) = policy.filter(|_| principal.status == crate::model::PrincipalStatus::Active && !principal.is_expired(now))
+        else {
+            return Ok(Introspection::INACTIVE);
+        };
+        // An issuer the organisation stopped trusting vouches for nothing any more.
+        if !self.store.get_trusted_issuers(&org).await?.unwrap_or_default().trusts(&policy.policy.issuer) {
             return Ok(Introspection::INACTIVE);
         }
         let roles = self.granting_roles(&principal, &role_ids).await?;

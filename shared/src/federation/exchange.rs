@@ -72,12 +72,15 @@ impl Iam {
     }
 
     /// Exchanges a workload's token for a service account's access token, and audits the
-    /// outcome: once the account is known, a refusal is recorded in its organisation's trail.
+    /// outcome: once a trusted issuer's signature is proved, a refusal is recorded in the
+    /// account's organisation's trail; before that the caller is anonymous (anyone can name an
+    /// account), and learns nothing about the account itself.
     pub async fn exchange_federated(&self, request: FederatedRequest) -> Result<IssuedToken, ExchangeError> {
         let client_id = request.client_id.chars().take(64).collect::<String>();
-        let mut known = None;
-        let result = self.run_federated(request, &mut known).await;
-        match (&result, known) {
+        let source = request.source.clone();
+        let mut proved = None;
+        let result = self.run_federated(request, &mut proved).await;
+        match (&result, proved) {
             (Ok(t), _) => audit("token.exchange", &t.claims.sub, &t.claims.org_id, &client_id, Ok(())),
             (Err(e), Some((principal, org))) => {
                 audit("token.exchange", principal.as_str(), org.as_str(), &client_id, Err(e));
@@ -90,7 +93,8 @@ impl Iam {
                 }
             }
             (Err(e), None) => {
-                tracing::info!(target: "audit", action = "token.exchange", actor = "anonymous", org = "", target_id = client_id, outcome = "failure", reason = %e, "audit")
+                let source = source.as_deref().unwrap_or("unknown");
+                tracing::info!(target: "audit", action = "token.exchange", actor = "anonymous", org = "", target_id = client_id, source, outcome = "failure", reason = %e, "audit")
             }
         }
         result
@@ -99,14 +103,32 @@ impl Iam {
     async fn run_federated(
         &self,
         request: FederatedRequest,
-        known: &mut Option<(PrincipalId, OrgId)>,
+        proved: &mut Option<(PrincipalId, OrgId)>,
     ) -> Result<IssuedToken, ExchangeError> {
         let id = service_account_of(&request.client_id).ok_or(UNKNOWN_ACCOUNT)?;
-        let org = self.store.find_service_account(&id).await?.ok_or(UNKNOWN_ACCOUNT)?;
-        *known = Some((id.clone(), org.clone()));
         let token = request.subject_token.expose_secret();
-        // Refused before any read of the account or fetch from an issuer.
+        // What is not a JWT naming an issuer costs no read at all.
         let issuer = claimed_issuer(token).map_err(ExchangeError::Federation)?;
+        let org = self.store.find_service_account(&id).await?.ok_or(UNKNOWN_ACCOUNT)?;
+        // Only an issuer the organisation trusts is ever fetched from.
+        if !self.store.get_trusted_issuers(&org).await?.unwrap_or_default().trusts(&issuer) {
+            return Err(ExchangeError::Federation(FederationRefusal::NoPolicyForIssuer));
+        }
+        let now = u64::try_from(model::now().timestamp()).unwrap_or(0);
+        let expect = ExternalExpectations { issuer: &issuer, audience: None, max_age_secs: MAX_EXTERNAL_TOKEN_AGE_SECS, now };
+        let verified = match self.issuer_keys() {
+            Ok(keys) => keys.verify(token, &expect).await,
+            Err(refusal) => Err(refusal),
+        };
+        let claims = verified.map_err(|refusal| {
+            if refusal.concerns_the_organisation() {
+                *proved = Some((id.clone(), org.clone()));
+            }
+            ExchangeError::Federation(refusal)
+        })?;
+        // The issuer vouches for this token: who it was presented for is worth recording, and
+        // the caller may now learn why the account refuses it.
+        *proved = Some((id.clone(), org.clone()));
         for attempt in 1..=ATTEMPTS {
             let (principal, role_ids) = self.store.get_principal_with_roles(&org, &id).await?.ok_or(UNKNOWN_ACCOUNT)?;
             if principal.principal_type != PrincipalType::ServiceAccount {
@@ -114,7 +136,7 @@ impl Iam {
             }
             let now = model::now();
             may_authenticate(&principal, now).map_err(ExchangeError::Refused)?;
-            let policy = self.admitting_policy(&principal, &org, &issuer, token).await?;
+            let policy = admitting_policy(&principal, &issuer, &claims).map_err(ExchangeError::Federation)?;
             let roles = self.granting_roles(&principal, &role_ids).await?;
             let held: BTreeSet<Permission> = roles.iter().flat_map(|r| r.permissions.iter().cloned()).collect();
             let (audience, scope) = self.service_account_grant(held, request.audience.as_deref(), request.scope.as_deref())?;
@@ -145,42 +167,6 @@ impl Iam {
             }
         }
         Err(ExchangeError::Federation(FederationRefusal::AccountChanged))
-    }
-
-    /// The first of the account's policies naming the token's issuer (one the organisation
-    /// still trusts) whose audience, subject and claims admit the verified token.
-    async fn admitting_policy(
-        &self,
-        principal: &Principal,
-        org: &OrgId,
-        issuer: &str,
-        token: &str,
-    ) -> Result<TrustPolicyEntry, ExchangeError> {
-        let trusted = self.store.get_trusted_issuers(org).await?.unwrap_or_default();
-        let candidates: Vec<&TrustPolicyEntry> =
-            principal.trust_policies.iter().filter(|p| p.policy.issuer == issuer && trusted.trusts(issuer)).collect();
-        if candidates.is_empty() {
-            return Err(ExchangeError::Federation(FederationRefusal::NoPolicyForIssuer));
-        }
-        let keys = self.issuer_keys().map_err(ExchangeError::Federation)?;
-        let now = u64::try_from(model::now().timestamp()).unwrap_or(0);
-        let mut refusal = FederationRefusal::WrongAudience;
-        for candidate in candidates {
-            let expect =
-                ExternalExpectations { issuer, audience: &candidate.policy.audience, max_age_secs: MAX_EXTERNAL_TOKEN_AGE_SECS, now };
-            let claims = match keys.verify(token, &expect).await {
-                Ok(claims) => claims,
-                // Only the audience differs between this issuer's policies: anything else
-                // would be refused by every one of them.
-                Err(FederationRefusal::WrongAudience) => continue,
-                Err(other) => return Err(ExchangeError::Federation(other)),
-            };
-            match candidate.policy.admits(&claims) {
-                Ok(()) => return Ok(candidate.clone()),
-                Err(e) => refusal = e,
-            }
-        }
-        Err(ExchangeError::Federation(refusal))
     }
 
     /// The audience asked for (or the first downstream one) and the scope asked for within
@@ -219,5 +205,36 @@ impl Iam {
             }
         };
         Ok((audience, scope))
+    }
+}
+
+/// The first of the account's policies for `issuer` whose audience, subject and claims admit
+/// the verified `claims`; else why the one that came closest refused.
+fn admitting_policy<'a>(
+    principal: &'a Principal,
+    issuer: &str,
+    claims: &serde_json::Map<String, serde_json::Value>,
+) -> Result<&'a TrustPolicyEntry, FederationRefusal> {
+    let mut closest: Option<FederationRefusal> = None;
+    for candidate in principal.trust_policies.iter().filter(|p| p.policy.issuer == issuer) {
+        match candidate.policy.admits(claims) {
+            Ok(()) => return Ok(candidate),
+            Err(refusal) => {
+                if closest.as_ref().is_none_or(|c| nearness(&refusal) > nearness(c)) {
+                    closest = Some(refusal);
+                }
+            }
+        }
+    }
+    Err(closest.unwrap_or(FederationRefusal::NoPolicyForIssuer))
+}
+
+/// How far a policy got before it refused: the audience is checked first, the claims last.
+fn nearness(refusal: &FederationRefusal) -> u8 {
+    match refusal {
+        FederationRefusal::WrongAudience => 1,
+        FederationRefusal::SubjectMismatch | FederationRefusal::MissingClaim(_) => 2,
+        FederationRefusal::ClaimMismatch(_) => 3,
+        _ => 0,
     }
 }

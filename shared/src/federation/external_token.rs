@@ -18,7 +18,9 @@ pub const LEEWAY_SECS: u64 = 60;
 #[derive(Debug, Clone)]
 pub struct ExternalExpectations<'a> {
     pub issuer: &'a str,
-    pub audience: &'a str,
+    /// The audience `aud` must hold, or `None` to leave it to the trust policies (each names
+    /// its own; `aud` must still be present).
+    pub audience: Option<&'a str>,
     /// The longest a token may have lived (since `iat`) when it is presented.
     pub max_age_secs: u64,
     /// Unix seconds now.
@@ -78,8 +80,10 @@ pub fn verify_external(
     // Before any key is looked at: only the two asymmetric algorithms (read here, so `none`,
     // which the library does not parse, is refused as an algorithm), and nothing in the header
     // that points elsewhere for a key.
-    if !matches!(claimed_algorithm(token).as_deref(), Some("RS256" | "ES256")) {
-        return Err(if claimed_algorithm(token).is_some() { FederationRefusal::Algorithm } else { FederationRefusal::Malformed });
+    match claimed_algorithm(token).as_deref() {
+        Some("RS256" | "ES256") => {}
+        Some(_) => return Err(FederationRefusal::Algorithm),
+        None => return Err(FederationRefusal::Malformed),
     }
     let header = jsonwebtoken::decode_header(token).map_err(|_| FederationRefusal::Malformed)?;
     if !matches!(header.alg, Algorithm::RS256 | Algorithm::ES256) {
@@ -96,7 +100,10 @@ pub fn verify_external(
     let key = DecodingKey::from_jwk(jwk).map_err(|_| FederationRefusal::UnknownKey)?;
     let mut validation = Validation::new(header.alg);
     validation.set_issuer(&[expect.issuer]);
-    validation.set_audience(&[expect.audience]);
+    match expect.audience {
+        Some(audience) => validation.set_audience(&[audience]),
+        None => validation.validate_aud = false,
+    }
     validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
     // Times are checked below against the caller's clock, not the library's.
     validation.validate_exp = false;
@@ -162,7 +169,7 @@ mod tests {
     const NOW: u64 = 1_800_000_000;
 
     fn expect() -> ExternalExpectations<'static> {
-        ExternalExpectations { issuer: "https://ci.example", audience: "https://iam.example", max_age_secs: 600, now: NOW }
+        ExternalExpectations { issuer: "https://ci.example", audience: Some("https://iam.example"), max_age_secs: 600, now: NOW }
     }
 
     fn claims() -> serde_json::Value {

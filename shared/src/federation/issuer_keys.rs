@@ -3,10 +3,11 @@
 //! a public address after DNS (no private, loopback, link-local or metadata address, whatever
 //! the discovery document names), no redirects, bounded size and time. The keys are kept for
 //! [`KEYS_TTL`]; a token naming a key not in hand fetches them again, at most once per
-//! [`MIN_REFETCH`], so a flood of made-up `kid`s costs the issuer (and us) nothing more.
+//! [`MIN_REFETCH`], so a flood of made-up `kid`s costs the issuer (and us) nothing more; a
+//! failed fetch is answered for as long, and one fetch may take at most [`FETCH_BUDGET`].
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::JwkSet;
@@ -16,21 +17,31 @@ use super::{ExternalExpectations, FederationRefusal, verify_external};
 use crate::outbound::Outbound;
 
 pub const KEYS_TTL: Duration = Duration::from_secs(15 * 60);
+/// The least time between two fetches of one issuer's keys: after a fetch for an unknown
+/// `kid`, and after a failed fetch (which is answered as it was meanwhile).
 pub const MIN_REFETCH: Duration = Duration::from_secs(60);
+/// The most one fetch (discovery document, then JWKS) may take: well within the token
+/// function's own timeout, so a slow issuer costs its own exchanges this much, not the function.
+pub const FETCH_BUDGET: Duration = Duration::from_secs(4);
 /// A JWKS with more keys than this is refused (real issuers publish a handful).
 pub const MAX_JWKS_KEYS: usize = 32;
 /// Issuers kept at once; past it the cache starts again empty.
 const MAX_CACHED_ISSUERS: usize = 256;
 
+/// An issuer's keys, or why they could not be fetched, and when.
 #[derive(Clone)]
 struct Cached {
-    jwks: JwkSet,
+    fetched: Result<JwkSet, FederationRefusal>,
     fetched_at: Instant,
 }
 
+/// Trusted issuers' keys for one process: fetched once per issuer at a time (concurrent
+/// exchanges wait for the one fetch in flight), kept [`KEYS_TTL`], and a failure kept
+/// [`MIN_REFETCH`], so an issuer that is down or slow is not asked again by every exchange.
 pub struct IssuerKeys {
     outbound: Outbound,
     cache: Mutex<HashMap<String, Cached>>,
+    in_flight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     min_refetch: Duration,
 }
 
@@ -52,7 +63,7 @@ fn unreachable(what: &str, e: impl std::fmt::Display) -> FederationRefusal {
 
 impl IssuerKeys {
     pub fn new(outbound: Outbound) -> Self {
-        Self { outbound, cache: Mutex::new(HashMap::new()), min_refetch: MIN_REFETCH }
+        Self { outbound, cache: Mutex::default(), in_flight: Mutex::default(), min_refetch: MIN_REFETCH }
     }
 
     /// For tests that rotate an issuer's keys without waiting a minute.
@@ -73,16 +84,32 @@ impl IssuerKeys {
         if jwks.keys.len() > MAX_JWKS_KEYS {
             return Err(unreachable("its JWKS", format!("more than {MAX_JWKS_KEYS} keys")));
         }
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= MAX_CACHED_ISSUERS {
-            cache.clear();
-        }
-        cache.insert(issuer.to_owned(), Cached { jwks: jwks.clone(), fetched_at: Instant::now() });
         Ok(jwks)
     }
 
     fn cached(&self, issuer: &str) -> Option<Cached> {
         self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(issuer).cloned()
+    }
+
+    /// The issuer's keys as fetched now, unless a fetch that finished within `min_refetch`
+    /// (this one waited for it, say) already answered.
+    async fn refetch(&self, issuer: &str) -> Result<JwkSet, FederationRefusal> {
+        let gate = self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).entry(issuer.to_owned()).or_default().clone();
+        let _one_at_a_time = gate.lock().await;
+        if let Some(c) = self.cached(issuer).filter(|c| c.fetched_at.elapsed() < self.min_refetch) {
+            return c.fetched;
+        }
+        let fetched = match tokio::time::timeout(FETCH_BUDGET, self.fetch(issuer)).await {
+            Ok(fetched) => fetched,
+            Err(_) => Err(unreachable("its keys", format!("no answer within {} s", FETCH_BUDGET.as_secs()))),
+        };
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= MAX_CACHED_ISSUERS {
+            cache.clear();
+            self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        }
+        cache.insert(issuer.to_owned(), Cached { fetched: fetched.clone(), fetched_at: Instant::now() });
+        fetched
     }
 
     /// The claims of `token` from `expect.issuer`, verified with the issuer's current keys.
@@ -92,11 +119,14 @@ impl IssuerKeys {
         expect: &ExternalExpectations<'_>,
     ) -> Result<serde_json::Map<String, serde_json::Value>, FederationRefusal> {
         let (jwks, may_refetch) = match self.cached(expect.issuer) {
-            Some(c) if c.fetched_at.elapsed() < KEYS_TTL => (c.jwks, c.fetched_at.elapsed() >= self.min_refetch),
-            _ => (self.fetch(expect.issuer).await?, false),
+            Some(Cached { fetched: Ok(jwks), fetched_at }) if fetched_at.elapsed() < KEYS_TTL => {
+                (jwks, fetched_at.elapsed() >= self.min_refetch)
+            }
+            Some(Cached { fetched: Err(refusal), fetched_at }) if fetched_at.elapsed() < self.min_refetch => return Err(refusal),
+            _ => (self.refetch(expect.issuer).await?, false),
         };
         match verify_external(token, &jwks, expect) {
-            Err(FederationRefusal::UnknownKey) if may_refetch => verify_external(token, &self.fetch(expect.issuer).await?, expect),
+            Err(FederationRefusal::UnknownKey) if may_refetch => verify_external(token, &self.refetch(expect.issuer).await?, expect),
             done => done,
         }
     }

@@ -62,12 +62,26 @@ impl Iam {
         Ok(self.store.get_trusted_issuers(&caller.org_id).await?.unwrap_or_default())
     }
 
-    /// Replaces the organisation's trusted issuers. An issuer taken off stops every trust
-    /// policy that names it at once (the exchange checks the list each time).
-    pub async fn set_trusted_issuers(&self, caller: &Caller, issuers: Vec<TrustedIssuer>) -> Result<TrustedIssuers, DomainError> {
+    /// Replaces the organisation's trusted issuers, only over the list at `if_match` when
+    /// given (412 otherwise), and only over the list read (409 if another change won). An
+    /// issuer taken off stops every trust policy that names it at once (the exchange and
+    /// introspection check the list each time).
+    pub async fn set_trusted_issuers(
+        &self,
+        caller: &Caller,
+        issuers: Vec<TrustedIssuer>,
+        if_match: Option<u64>,
+    ) -> Result<TrustedIssuers, DomainError> {
         let result = async {
             caller.require(PERM_FEDERATION_WRITE)?;
-            let issuers = TrustedIssuers::new(issuers, self.webhooks.allow_loopback, caller.actor(), model::now())?;
+            let current = self.store.get_trusted_issuers(&caller.org_id).await?.unwrap_or_default();
+            if if_match.is_some_and(|v| v != current.version) {
+                return Err(DomainError::PreconditionFailed(
+                    "the trusted issuers have changed since they were read (If-Match); read them again".into(),
+                ));
+            }
+            let next = current.version + 1;
+            let issuers = TrustedIssuers::new(issuers, next, self.webhooks.allow_loopback, caller.actor(), model::now())?;
             let detail = serde_json::json!({"issuers": issuers.issuers.iter().map(|i| i.issuer.as_str()).collect::<Vec<_>>()});
             let guard = Guard::decided_on([caller.as_decided_on()]).recording(caller.entry("trusted_issuers.update").detail(detail));
             self.store.put_trusted_issuers(&caller.org_id, &issuers, &guard).await?;

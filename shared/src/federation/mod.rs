@@ -32,6 +32,11 @@ pub const GITHUB_ACTIONS_ISSUER: &str = "https://token.actions.githubusercontent
 pub const GITHUB_IMMUTABLE_CLAIMS: &[&str] = &["repository_id", "repository_owner_id"];
 const PATTERN_MAX: usize = 256;
 const MAX_REQUIRED_CLAIMS: usize = 16;
+/// Bounds that keep ten policies, on the account's item and in every exchange's read, small.
+const ISSUER_MAX: usize = 256;
+const AUDIENCE_MAX: usize = 256;
+const CLAIM_NAME_MAX: usize = 128;
+const CLAIM_VALUE_MAX: usize = 256;
 
 /// Why an external token was not admitted: a stable reason that names the rule, never the token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -77,6 +82,14 @@ pub enum FederationRefusal {
 }
 
 impl FederationRefusal {
+    /// Whether the refusal is the organisation's business, and so recorded in its trail: a
+    /// token its trusted issuer did sign (refused for its time or claims), or the issuer itself
+    /// failing. A token that is malformed, unsigned or signed by anyone else says nothing about
+    /// the organisation: anyone can send one, so it is only logged, as an anonymous refusal.
+    pub fn concerns_the_organisation(&self) -> bool {
+        !matches!(self, Self::Malformed | Self::TooLarge(_) | Self::Algorithm | Self::Header | Self::UnknownKey | Self::Signature)
+    }
+
     /// A stable name for the audit trail, metrics and dashboards.
     pub fn code(&self) -> &'static str {
         match self {
@@ -176,15 +189,25 @@ pub struct TrustPolicy {
 impl TrustPolicy {
     /// The policy, if it is one a serious deployment may hold.
     pub fn new(issuer: &str, audience: &str, subject: &str, required_claims: BTreeMap<String, String>) -> Result<Self, String> {
-        if issuer.is_empty() || audience.is_empty() {
-            return Err("a trust policy names its issuer and audience".into());
+        let fits = |text: &str, max: usize| !text.is_empty() && text.chars().count() <= max && !text.chars().any(char::is_control);
+        if !fits(issuer, ISSUER_MAX) {
+            return Err(format!("issuer must be 1 to {ISSUER_MAX} characters, without control characters"));
+        }
+        if !fits(audience, AUDIENCE_MAX) {
+            return Err(format!("audience must be 1 to {AUDIENCE_MAX} characters, without control characters"));
         }
         if required_claims.len() > MAX_REQUIRED_CLAIMS {
             return Err(format!("at most {MAX_REQUIRED_CLAIMS} required claims"));
         }
-        if issuer == GITHUB_ACTIONS_ISSUER
-            && let Some(missing) = GITHUB_IMMUTABLE_CLAIMS.iter().find(|c| !required_claims.contains_key(**c))
-        {
+        if let Some((name, _)) = required_claims.iter().find(|(name, value)| !fits(name, CLAIM_NAME_MAX) || !fits(value, CLAIM_VALUE_MAX)) {
+            return Err(format!(
+                "required claim '{}': names are 1 to {CLAIM_NAME_MAX} characters and values 1 to {CLAIM_VALUE_MAX}, without control characters",
+                crate::ids::truncate(name)
+            ));
+        }
+        // GitHub Enterprise Cloud's issuers are GitHub's with the enterprise's slug after it.
+        let github = issuer == GITHUB_ACTIONS_ISSUER || issuer.starts_with(&format!("{GITHUB_ACTIONS_ISSUER}/"));
+        if github && let Some(missing) = GITHUB_IMMUTABLE_CLAIMS.iter().find(|c| !required_claims.contains_key(**c)) {
             return Err(format!("a GitHub Actions trust policy must pin {missing}: a repository's name can be taken by someone else"));
         }
         Ok(Self { issuer: issuer.to_owned(), audience: audience.to_owned(), subject: SubjectPattern::parse(subject)?, required_claims })
@@ -256,6 +279,11 @@ mod tests {
         let sub = "repo:acme/api:environment:production";
         let names = BTreeMap::from([("repository".to_owned(), "acme/api".to_owned())]);
         assert!(TrustPolicy::new(GITHUB_ACTIONS_ISSUER, "https://iam.example", sub, names.clone()).is_err());
+        let enterprise = format!("{GITHUB_ACTIONS_ISSUER}/acme-corp");
+        assert!(TrustPolicy::new(&enterprise, "https://iam.example", sub, names.clone()).is_err(), "an enterprise's issuer too");
+        let long = BTreeMap::from([("repository_id".to_owned(), "1".repeat(300)), ("repository_owner_id".to_owned(), "2".to_owned())]);
+        assert!(TrustPolicy::new(GITHUB_ACTIONS_ISSUER, "https://iam.example", sub, long).is_err(), "claim values are bounded");
+        assert!(TrustPolicy::new("https://k8s.example", &"a".repeat(257), sub, BTreeMap::new()).is_err(), "audiences are bounded");
         let mut pinned = names;
         pinned.insert("repository_id".into(), "123456".into());
         pinned.insert("repository_owner_id".into(), "654321".into());

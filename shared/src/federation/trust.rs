@@ -34,6 +34,10 @@ pub struct TrustedIssuer {
 #[serde(rename_all = "camelCase")]
 pub struct TrustedIssuers {
     pub issuers: Vec<TrustedIssuer>,
+    /// 0 until first set; every change advances it (the list's ETag), so a change made from a
+    /// stale read cannot put back an issuer someone has just taken off.
+    #[serde(default)]
+    pub version: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -43,7 +47,8 @@ pub struct TrustedIssuers {
 impl TrustedIssuers {
     /// The list, if every issuer is a URL the outbound rules would fetch from (https, no
     /// credentials, no forbidden literal address), named once, and within the limits.
-    pub fn new(issuers: Vec<TrustedIssuer>, allow_loopback: bool, by: Actor, at: DateTime<Utc>) -> Result<Self, DomainError> {
+    /// The list replacing one at `version - 1`.
+    pub fn new(issuers: Vec<TrustedIssuer>, version: u64, allow_loopback: bool, by: Actor, at: DateTime<Utc>) -> Result<Self, DomainError> {
         if issuers.len() > MAX_TRUSTED_ISSUERS {
             return Err(DomainError::invalid(format!("an organisation can trust at most {MAX_TRUSTED_ISSUERS} issuers")));
         }
@@ -64,7 +69,7 @@ impl TrustedIssuers {
                 return Err(DomainError::invalid(format!("issuers[{i}].issuer is named twice")));
             }
         }
-        Ok(Self { issuers, updated_at: Some(at), updated_by: Some(by) })
+        Ok(Self { issuers, version, updated_at: Some(at), updated_by: Some(by) })
     }
 
     pub fn trusts(&self, issuer: &str) -> bool {
@@ -119,7 +124,7 @@ mod tests {
     fn issuers_follow_the_outbound_rules() {
         let at = crate::model::now();
         let by = Actor::system("test");
-        assert!(TrustedIssuers::new(vec![issuer("https://token.actions.githubusercontent.com")], false, by.clone(), at).is_ok());
+        assert!(TrustedIssuers::new(vec![issuer("https://token.actions.githubusercontent.com")], 1, false, by.clone(), at).is_ok());
         for bad in [
             "http://issuer.example",
             "https://169.254.169.254",
@@ -128,14 +133,14 @@ mod tests {
             "https://a.example/?x=1",
             "",
         ] {
-            assert!(TrustedIssuers::new(vec![issuer(bad)], false, by.clone(), at).is_err(), "{bad}");
+            assert!(TrustedIssuers::new(vec![issuer(bad)], 1, false, by.clone(), at).is_err(), "{bad}");
         }
-        assert!(TrustedIssuers::new(vec![issuer("http://127.0.0.1:8080")], false, by.clone(), at).is_err());
-        assert!(TrustedIssuers::new(vec![issuer("http://127.0.0.1:8080")], true, by.clone(), at).is_ok());
+        assert!(TrustedIssuers::new(vec![issuer("http://127.0.0.1:8080")], 1, false, by.clone(), at).is_err());
+        assert!(TrustedIssuers::new(vec![issuer("http://127.0.0.1:8080")], 1, true, by.clone(), at).is_ok());
         let twice = vec![issuer("https://a.example"), issuer("https://a.example")];
-        assert!(TrustedIssuers::new(twice, false, by.clone(), at).is_err());
+        assert!(TrustedIssuers::new(twice, 1, false, by.clone(), at).is_err());
         let many = (0..=MAX_TRUSTED_ISSUERS).map(|i| issuer(&format!("https://i{i}.example"))).collect();
-        assert!(TrustedIssuers::new(many, false, by, at).is_err());
+        assert!(TrustedIssuers::new(many, 1, false, by, at).is_err());
     }
 
     #[test]

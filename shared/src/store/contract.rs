@@ -1178,6 +1178,15 @@ pub async fn trust_policy_use_counts_only_while_the_account_is_unchanged<S: Stor
     assert!(!store.record_trust_policy_use(&suspended, &entry.id, t).await.unwrap(), "only an Active account is used");
     assert_eq!(store.trust_policy_uses(&org("acme"), &sa.id).await.unwrap()[&entry.id].uses, 2);
     assert!(store.trust_policy_uses(&org("other"), &sa.id).await.unwrap().is_empty());
+    let stored = store.get_principal(&org("acme"), &sa.id).await.unwrap().unwrap();
+    assert_eq!(stored.trust_policies, sa.trust_policies, "a status change keeps the policies");
+
+    // A removed policy's use goes with it, in the same write.
+    let mut without = suspended.clone();
+    without.trust_policies.clear();
+    without.version += 1;
+    store.update_principal(&without, suspended.version, &Guard::NONE).await.unwrap();
+    assert!(store.trust_policy_uses(&org("acme"), &sa.id).await.unwrap().is_empty());
 }
 
 pub async fn trusted_issuers_are_per_organisation_and_recorded<S: Store + ?Sized>(store: Arc<S>) {
@@ -1185,16 +1194,24 @@ pub async fn trusted_issuers_are_per_organisation_and_recorded<S: Store + ?Sized
     let p = principal("acme");
     store.create_principal(&p, MAX, None).await.unwrap();
     assert_eq!(store.get_trusted_issuers(&org("acme")).await.unwrap(), None);
-    let issuers = TrustedIssuers::new(
-        vec![TrustedIssuer { issuer: "https://token.actions.githubusercontent.com".into(), description: Some("CI".into()) }],
-        false,
-        actor(),
-        now(),
-    )
-    .unwrap();
-    store.put_trusted_issuers(&org("acme"), &issuers, &recording("trusted_issuers.update", &p)).await.unwrap();
-    assert_eq!(store.get_trusted_issuers(&org("acme")).await.unwrap(), Some(issuers));
+    let github = || vec![TrustedIssuer { issuer: "https://token.actions.githubusercontent.com".into(), description: Some("CI".into()) }];
+    let first = TrustedIssuers::new(github(), 1, false, actor(), now()).unwrap();
+    store.put_trusted_issuers(&org("acme"), &first, &recording("trusted_issuers.update", &p)).await.unwrap();
+    assert_eq!(store.get_trusted_issuers(&org("acme")).await.unwrap(), Some(first.clone()));
     assert_eq!(store.get_trusted_issuers(&org("other")).await.unwrap(), None);
+    // Only over the list read: a second first list, or a change from a stale read, loses.
+    let again = store.put_trusted_issuers(&org("acme"), &first, &recording("trusted_issuers.update", &p)).await;
+    assert!(matches!(again, Err(StoreError::Conflict(Conflict::StaleVersion))), "{again:?}");
+    let second = TrustedIssuers::new(Vec::new(), 2, false, actor(), now()).unwrap();
+    store.put_trusted_issuers(&org("acme"), &second, &recording("trusted_issuers.update", &p)).await.unwrap();
+    let stale = TrustedIssuers::new(github(), 2, false, actor(), now()).unwrap();
+    let lost = store.put_trusted_issuers(&org("acme"), &stale, &recording("trusted_issuers.update", &p)).await;
+    assert!(matches!(lost, Err(StoreError::Conflict(Conflict::StaleVersion))), "{lost:?}");
+    assert_eq!(store.get_trusted_issuers(&org("acme")).await.unwrap(), Some(second));
     let actions: Vec<String> = whole_trail(store.as_ref(), "acme").await.into_iter().map(|r| r.entry.action).collect();
-    assert_eq!(actions, ["principal.create", "trusted_issuers.update"]);
+    assert_eq!(
+        actions,
+        ["principal.create", "trusted_issuers.update", "trusted_issuers.update"],
+        "a record per change, none for a refusal"
+    );
 }

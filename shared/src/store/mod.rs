@@ -479,7 +479,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// The organisation's trusted issuers, if an administrator ever set them.
     async fn get_trusted_issuers(&self, org: &OrgId) -> Result<Option<crate::federation::trust::TrustedIssuers>, StoreError>;
-    /// Replaces the organisation's trusted issuers, only while the guard holds, with its record.
+    /// Replaces the organisation's trusted issuers with `issuers` (at its `version`), only over
+    /// the list at `version - 1` (`StaleVersion` otherwise; none stored counts as 0) and while
+    /// the guard holds, with its record.
     async fn put_trusted_issuers(
         &self,
         org: &OrgId,

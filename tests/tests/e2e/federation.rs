@@ -92,7 +92,7 @@ pub(crate) fn now() -> u64 {
 }
 
 fn expect(issuer: &str) -> ExternalExpectations<'_> {
-    ExternalExpectations { issuer, audience: "https://iam.example", max_age_secs: 600, now: now() }
+    ExternalExpectations { issuer, audience: Some("https://iam.example"), max_age_secs: 600, now: now() }
 }
 
 pub(crate) fn github_claims(issuer: &str) -> Value {

@@ -140,6 +140,19 @@ async fn a_workload_token_buys_a_scoped_access_token_with_no_key() {
             assert!(actions.contains(&action), "{store}: {action} in {actions:?}");
         }
 
+        // A change from a stale read of the list is refused (If-Match), and changes nothing.
+        let read = app.call(Method::GET, "/iam/trusted-issuers", Some(&admin), None).await;
+        let etag = read.header("etag").unwrap().to_owned();
+        let current = json!({"issuers": read.body["issuers"].clone()});
+        let moved =
+            app.call_with(Method::PUT, "/iam/trusted-issuers", Some(&admin), Some(current.clone()), &[("If-Match", etag.as_str())]).await;
+        assert_eq!(moved.status, StatusCode::OK, "{}", moved.raw);
+        let stale = app
+            .call_with(Method::PUT, "/iam/trusted-issuers", Some(&admin), Some(json!({"issuers": []})), &[("If-Match", etag.as_str())])
+            .await;
+        assert_eq!(stale.status, StatusCode::PRECONDITION_FAILED, "{}", stale.raw);
+        assert_eq!(app.call(Method::GET, "/iam/trusted-issuers", Some(&admin), None).await.body["issuers"], current["issuers"]);
+
         // GitHub's own issuer: a policy must pin the immutable ids, not only names.
         let github = json!({"issuers": [{"issuer": iam_shared::federation::GITHUB_ACTIONS_ISSUER}]});
         assert_eq!(app.call(Method::PUT, "/iam/trusted-issuers", Some(&admin), Some(github)).await.status, StatusCode::OK);
@@ -215,10 +228,20 @@ async fn every_refusal_names_its_rule_and_is_recorded() {
         let trail = app.call(Method::GET, "/iam/audit-events?outcome=refused&limit=100", Some(&admin), None).await;
         assert_eq!(trail.status, StatusCode::OK, "{}", trail.raw);
         let reasons: Vec<&str> = trail.body["items"].as_array().unwrap().iter().filter_map(|e| e["reason"].as_str()).collect();
-        for reason in
-            ["wrong_audience", "subject_mismatch", "claim_mismatch", "external_token_expired", "untrusted_issuer", "principal_suspended"]
-        {
+        // What the trusted issuer signed is the organisation's business; what anyone could have
+        // sent (forgeries, garbage, other issuers' tokens) is only logged.
+        for reason in [
+            "wrong_audience",
+            "subject_mismatch",
+            "claim_mismatch",
+            "external_token_expired",
+            "external_token_too_old",
+            "principal_suspended",
+        ] {
             assert!(reasons.contains(&reason), "{store}: {reason} in {reasons:?}");
+        }
+        for reason in ["external_token_unknown_key", "external_token_algorithm", "external_token_malformed", "untrusted_issuer"] {
+            assert!(!reasons.contains(&reason), "{store}: {reason} is nobody's business: {reasons:?}");
         }
         for (token, _) in &cases {
             assert!(!trail.raw.contains(token.as_str()), "{store}: the trail never holds a token");
@@ -266,7 +289,8 @@ async fn issuers_at_forbidden_addresses_are_refused_whatever_dns_answered_before
         let earlier = resolver.lookup("localhost").await.unwrap();
         assert!(earlier[0].is_loopback(), "the answer a check would have seen");
         let outbound = Outbound::with_resolver(OutboundRules { allow_loopback: true, ..OutboundRules::default() }, resolver).unwrap();
-        assert!(app.state.use_issuer_keys(Arc::new(IssuerKeys::new(outbound))));
+        // Failures are not kept, so each case below is fetched afresh.
+        assert!(app.state.use_issuer_keys(Arc::new(IssuerKeys::new(outbound).with_min_refetch(std::time::Duration::ZERO))));
         *issuer.discovery.lock().unwrap() = Some(json!({"issuer": by_name, "jwks_uri": format!("{by_name}/jwks")}));
         let admin = app.admin().await;
         let (_, client_id, _) = set_up(&app, &admin, &by_name).await;
@@ -284,6 +308,21 @@ async fn issuers_at_forbidden_addresses_are_refused_whatever_dns_answered_before
         let (_, client_id, _) = set_up(&app, &admin, &issuer.url).await;
         let token = issuer.sign(&github_claims(&issuer.url));
         assert_refused(&exchange(&app, &client_id, &token, &[]).await, &token, "could not be fetched");
+
+        // A JWKS of more keys than any issuer needs, and a discovery document behind a redirect.
+        *issuer.discovery.lock().unwrap() = Some(json!({"issuer": issuer.url, "jwks_uri": format!("{}/many-keys", issuer.url)}));
+        assert_refused(&exchange(&app, &client_id, &token, &[]).await, &token, "could not be fetched");
         *issuer.discovery.lock().unwrap() = None;
+        let moved = format!("{}/moved", issuer.url);
+        let (_, moved_client, _) = set_up(&app, &admin, &moved).await;
+        let moved_token = issuer.sign(&github_claims(&moved));
+        assert_refused(&exchange(&app, &moved_client, &moved_token, &[]).await, &moved_token, "could not be fetched");
+        let trail = app.call(Method::GET, "/iam/audit-events?outcome=refused&limit=20", Some(&admin), None).await;
+        // (Refusals of one reason within a minute share a record: the oversized JWKS is counted
+        // on the metadata address's.)
+        assert!(trail.raw.contains("\"repeats\":2"), "{store}: {}", trail.raw);
+        for why in ["169.254.169.254", "redirect"] {
+            assert!(trail.raw.contains(why), "{store}: the trail says why ({why}): {}", trail.raw);
+        }
     }
 }

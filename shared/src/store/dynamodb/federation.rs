@@ -7,11 +7,12 @@
 use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{Put, TransactWriteItem};
 
 use super::DynamoStore;
 use super::items::{Item, n, org_key, principal_sk, s, time};
 use super::principals::read_item;
-use super::transaction::{GuardChecks, Part, Transaction, unavailable};
+use super::transaction::{GuardChecks, Part, Transaction, build_error, unavailable};
 use crate::authority::Guard;
 use crate::error::Conflict;
 use crate::federation::trust::{TrustPolicyUse, TrustedIssuers};
@@ -33,6 +34,11 @@ pub(super) fn service_account_index_item(principal: &Principal) -> Item {
     item.insert("kind".into(), s("serviceAccountIndex"));
     item.insert("orgId".into(), s(principal.org_id.as_str()));
     item
+}
+
+/// The attributes that hold a trust policy's use on its account's item.
+pub(super) fn use_attributes(policy: &TrustPolicyId) -> [String; 2] {
+    [format!("{USED_AT}{policy}"), format!("{USES}{policy}")]
 }
 
 pub(super) async fn get_trusted_issuers(store: &DynamoStore, org: &OrgId) -> Result<Option<TrustedIssuers>, StoreError> {
@@ -59,10 +65,22 @@ pub(super) async fn put_trusted_issuers(
     let mut item = org_key(org, ISSUERS_SK.to_owned());
     item.insert("kind".into(), s("trustedIssuers"));
     item.insert("issuers".into(), s(serde_json::to_string(issuers).expect("trusted issuers always serialise")));
+    item.insert("version".into(), n(issuers.version));
     let checks = GuardChecks::new(store, guard, None)?;
-    let result = Transaction::new(store).with_put(Part::TrustedIssuers, &store.principals, item, None)?.with_guard(&checks).commit().await;
+    // Over the list read: none (version 1 is the first), or the one before.
+    let put = Put::builder()
+        .table_name(&store.principals)
+        .set_item(Some(item))
+        .condition_expression("attribute_not_exists(pk) OR #version = :previous")
+        .expression_attribute_names("#version", "version")
+        .expression_attribute_values(":previous", n(issuers.version.saturating_sub(1)))
+        .build()
+        .map_err(build_error)?;
+    let write = TransactWriteItem::builder().put(put).build();
+    let result = Transaction::new(store).with_items(vec![(Part::TrustedIssuers, write)]).with_guard(&checks).commit().await;
     match result {
         Ok(()) => Ok(()),
+        Err(c) if c.failed(Part::TrustedIssuers) => Err(StoreError::Conflict(Conflict::StaleVersion)),
         Err(c) if c.guard_broken() => Err(c.guard_error()),
         Err(c) if c.raced() => Err(StoreError::Conflict(Conflict::Contended)),
         Err(c) => Err(c.unavailable()),

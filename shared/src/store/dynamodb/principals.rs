@@ -15,7 +15,7 @@ use super::{DynamoStore, credentials};
 use crate::authority::Guard;
 use crate::error::{Conflict, Limit};
 use crate::idempotency::IdempotencyRecord;
-use crate::ids::{OrgId, PrincipalId};
+use crate::ids::{OrgId, PrincipalId, TrustPolicyId};
 use crate::model::{Principal, PrincipalStatus};
 use crate::store::{Page, StoreError};
 
@@ -133,11 +133,19 @@ pub(super) async fn list(
     Ok(Page { items, next })
 }
 
+/// The trust policies `next` no longer has: their use attributes are removed with them (the
+/// version condition makes `current` the item the update replaces).
+fn forgotten_policies(current: Option<&Principal>, next: &Principal) -> Vec<TrustPolicyId> {
+    current
+        .map(|c| c.trust_policies.iter().filter(|p| !next.trust_policies.iter().any(|n| n.id == p.id)).map(|p| p.id.clone()).collect())
+        .unwrap_or_default()
+}
+
 const UPDATE_CONDITION: &str = "attribute_exists(pk) AND #version = :expected";
 
 /// The update expression, names and values that replace a principal's mutable fields, for a
 /// plain UpdateItem and for the same update inside a transaction.
-fn principal_update(p: &Principal, expected_version: u64) -> (String, HashMap<String, String>, Item) {
+fn principal_update(p: &Principal, expected_version: u64, forgotten: &[TrustPolicyId]) -> (String, HashMap<String, String>, Item) {
     let names = HashMap::from(
         [("#version", "version"), ("#status", "status"), ("#name", "displayName"), ("#updated", "updatedAt"), ("#expires", "expiresAt")]
             .map(|(k, v)| (k.to_owned(), v.to_owned())),
@@ -168,6 +176,16 @@ fn principal_update(p: &Principal, expected_version: u64) -> (String, HashMap<St
         }
         None => removes.push("#trust"),
     }
+    // A removed trust policy's use goes with it.
+    let mut forgotten_names = Vec::new();
+    for (i, policy) in forgotten.iter().enumerate() {
+        for (j, attribute) in super::federation::use_attributes(policy).into_iter().enumerate() {
+            let name = format!("#forget{i}_{j}");
+            names.insert(name.clone(), attribute);
+            forgotten_names.push(name);
+        }
+    }
+    removes.extend(forgotten_names.iter().map(String::as_str));
     let mut update = sets.join(", ");
     if !removes.is_empty() {
         update = format!("{update} REMOVE {}", removes.join(", "));
@@ -182,6 +200,7 @@ pub(super) async fn update(store: &DynamoStore, principal: &Principal, expected_
     }
     let checks = GuardChecks::new(store, guard, Some(&principal.id))?;
     let current = get_item(store, &principal.org_id, &principal.id).await?;
+    let forgotten = forgotten_policies(current.as_ref().map(|c| &c.0), principal);
     if let Some(read) = current
         && read.0.version == expected_version
         && read.0.status != principal.status
@@ -189,9 +208,9 @@ pub(super) async fn update(store: &DynamoStore, principal: &Principal, expected_
         return update_status(store, principal, expected_version, &checks, read).await;
     }
     if !checks.is_empty() {
-        return update_guarded(store, principal, expected_version, &checks).await;
+        return update_guarded(store, principal, expected_version, &checks, &forgotten).await;
     }
-    let (update, names, values) = principal_update(principal, expected_version);
+    let (update, names, values) = principal_update(principal, expected_version, &forgotten);
     let request = store
         .client
         .update_item()
@@ -217,8 +236,14 @@ pub(super) async fn update(store: &DynamoStore, principal: &Principal, expected_
     }
 }
 
-async fn update_guarded(store: &DynamoStore, principal: &Principal, expected_version: u64, checks: &GuardChecks) -> Result<(), StoreError> {
-    let (update, names, values) = principal_update(principal, expected_version);
+async fn update_guarded(
+    store: &DynamoStore,
+    principal: &Principal,
+    expected_version: u64,
+    checks: &GuardChecks,
+    forgotten: &[TrustPolicyId],
+) -> Result<(), StoreError> {
+    let (update, names, values) = principal_update(principal, expected_version, forgotten);
     let write = Update::builder()
         .table_name(&store.principals)
         .set_key(Some(org_key(&principal.org_id, principal_sk(&principal.id))))
@@ -265,7 +290,8 @@ async fn update_status(
             return Err(StoreError::Conflict(Conflict::StaleVersion));
         }
         let carrying = credentials::carrying_status(store, &principal.org_id, &principal.id, crate::model::now()).await?;
-        let (update, names, mut values) = principal_update(principal, expected_version);
+        let forgotten = forgotten_policies(Some(&current), principal);
+        let (update, names, mut values) = principal_update(principal, expected_version, &forgotten);
         values.insert(":seq".to_owned(), n(cred_seq));
         values.insert(":zero".to_owned(), n(0));
         let write = Update::builder()

@@ -37,7 +37,14 @@ pub(super) async fn put_trusted_issuers(
         .blocking(move |db| {
             let txn = db.begin_write()?;
             check_guard_in(&txn, &guard)?;
-            txn.open_table(TRUSTED_ISSUERS)?.insert(org.as_str(), encode(&issuers)?.as_slice())?;
+            {
+                let mut t = txn.open_table(TRUSTED_ISSUERS)?;
+                let stored: Option<TrustedIssuers> = t.get(org.as_str())?.map(|v| decode("trusted issuers", v.value())).transpose()?;
+                if stored.map_or(0, |s| s.version) + 1 != issuers.version {
+                    return Err(StoreError::Conflict(crate::error::Conflict::StaleVersion));
+                }
+                t.insert(org.as_str(), encode(&issuers)?.as_slice())?;
+            }
             super::audit::record_in(&txn, &guard)?;
             Ok(txn.commit()?)
         })

@@ -146,6 +146,11 @@ pub(super) async fn update(store: &EmbeddedStore, principal: &Principal, expecte
                 if current.version != expected_version {
                     return Err(StoreError::Conflict(Conflict::StaleVersion));
                 }
+                // A removed trust policy's use goes with it.
+                let mut uses = txn.open_table(super::records::TRUST_USES)?;
+                for gone in current.trust_policies.iter().filter(|c| !p.trust_policies.iter().any(|n| n.id == c.id)) {
+                    uses.remove(super::records::key3(p.org_id.as_str(), p.id.as_str(), gone.id.as_str()).as_str())?;
+                }
             }
             check_guard_in(&txn, &guard)?;
             {
