@@ -13,6 +13,7 @@ is shown as text and runs nothing; the CSP header is sent and the browser logs n
 Usage: console_browser_test.py IAM_LOCAL_BINARY AXE_MIN_JS
 """
 
+import os
 import sys
 import tempfile
 import urllib.request
@@ -38,6 +39,7 @@ from console_browser import (
     wait_ready,
     wait_until,
 )
+from local_oidc_provider import LocalProvider
 
 checks = {"passed": 0}
 
@@ -149,6 +151,9 @@ def details(driver):
 def main():
     binary, axe_path = sys.argv[1], sys.argv[2]
     axe_js = open(axe_path, encoding="utf-8").read()
+    # The test's identity provider is on loopback: the operator's switch lets iam-local reach it.
+    provider = LocalProvider("ada@example.com")
+    os.environ["IAM_OUTBOUND_ALLOW_LOOPBACK"] = "true"
     proc, base, admin_key = start_iam_local(binary)
     check(admin_key is not None, "iam-local printed a bootstrap key")
     config = api(base, "GET", "/console/config.json")
@@ -497,6 +502,50 @@ def main():
         click(driver, "save")
         wait_until(driver, lambda d: d.find_element(By.ID, "principal-title").text == "renamed after signing in again")
 
+        # People sign in through the organisation's identity provider (a provider of the test's
+        # own on loopback): a mapped person manages API keys with her roles; nobody else gets in.
+        driver.execute_script("location.hash = '#issuers'")
+        wait_until(driver, lambda d: displayed(d, "issuers") and not d.find_element(By.ID, "issuer-submit").get_attribute("disabled"))
+        type_into(driver, "issuer-url", provider.url)
+        click(driver, "issuer-submit")
+        wait_until(driver, lambda d: not d.find_element(By.ID, "provider-submit").get_attribute("disabled"))
+        Select(driver.find_element(By.ID, "provider-issuer")).select_by_value(provider.url)
+        type_into(driver, "provider-client", "iam-console")
+        click(driver, "provider-submit")
+        wait_for_text(driver, "sign-in-provider", provider.url)
+        driver.execute_script("location.hash = '#api-keys'")
+        wait_until(driver, lambda d: displayed(d, "api-keys"))
+        Select(driver.find_element(By.ID, "new-principal-type")).select_by_value("User")
+        type_into(driver, "new-identity-subject", "ada@example.com")
+        create_in_ui(driver, "Ada Lovelace")
+        check(details(driver).get("Type") == "User", f"a person: {details(driver)}")
+        check(reason(driver, "issue-reason") != "", "a person is issued no API key")
+        Select(driver.find_element(By.ID, "assign-role")).select_by_value("iam-admin")
+        click(driver, "assign-submit")
+        wait_until(driver, lambda d: any(li.get_attribute("data-role-id") == "iam-admin" for li in d.find_elements(By.CSS_SELECTOR, "#assignments li")))
+        ada = {"id": driver.execute_script("return location.hash").split("/")[-1]}
+        driver.execute_script("location.hash = '#issuers'")
+        wait_for_text(driver, "sign-in-provider", provider.url)
+        check(driver.find_element(By.ID, "provider-redirect").text == base + "/iam/auth/sign-in/callback", "the redirect URI to register is shown")
+        axe_serious(driver, axe_js, "Access > Trusted issuers with a sign-in provider")
+        click(driver, "sign-out")
+        axe_serious(driver, axe_js, "the sign-in page")
+        type_into(driver, "sso-org", "dev")
+        click(driver, "sso-submit")
+        wait_for_text(driver, "who", ada["id"])
+        check("sign-in=" not in driver.current_url, f"the one-time code left the address bar: {driver.current_url}")
+        stored = driver.execute_script("return window.sessionStorage.length + window.localStorage.length + document.cookie.length")
+        check(stored == 0, "nothing of the sign-in is left in browser storage")
+        create_in_ui(driver, "made by Ada")
+        ada_key = issue_in_ui(driver, "ada's key")
+        check(exchange_status(base, ada_key) == 200, "the key Ada issued works")
+        provider.subject = "eve@example.com"
+        click(driver, "sign-out")
+        type_into(driver, "sso-org", "dev")
+        click(driver, "sso-submit")
+        wait_for_text(driver, "notice", "ask an administrator to map you")
+        check(displayed(driver, "sign-in") and not displayed(driver, "nav"), "an unmapped person is signed in nowhere")
+
         # The console's own headers, and a clean browser log.
         with urllib.request.urlopen(base + "/console/", timeout=10) as response:
             csp = response.headers.get("content-security-policy", "")
@@ -511,6 +560,7 @@ def main():
         check(not any(left.values()), f"no key anywhere at the end (true where it was found): {left}")
     finally:
         stop(driver, proc, profile)
+        provider.stop()
     print(f"console in a real browser: {checks['passed']} checks passed")
 
 

@@ -177,6 +177,17 @@ impl Query {
         Ok(first)
     }
 
+    /// A parameter that is a time, in RFC 3339.
+    pub fn time(&self, name: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
+        self.get(name)?
+            .map(|raw| {
+                chrono::DateTime::parse_from_rfc3339(raw)
+                    .map(|t| t.to_utc())
+                    .map_err(|_| ApiError::bad_request(format!("{name} must be an RFC 3339 time, such as 2026-11-30T12:00:00Z")))
+            })
+            .transpose()
+    }
+
     pub fn only(&self, allowed: &[&str]) -> Result<(), ApiError> {
         match self.0.iter().find(|(k, _)| !allowed.contains(&k.as_str())) {
             Some((k, _)) => Err(ApiError::bad_request(format!("unknown query parameter '{k}'; allowed: {}", allowed.join(", ")))),

@@ -29,6 +29,7 @@ impl ExchangeMetric {
             Err(ExchangeError::InvalidClient(_)) => ("invalid_client", None, None),
             Err(ExchangeError::Refused(refusal)) => ("refused", Some(refusal.code()), None),
             Err(ExchangeError::InvalidScope(_)) => ("invalid_scope", None, None),
+            Err(ExchangeError::InvalidGrant(_)) => ("invalid_grant", None, None),
             Err(ExchangeError::InvalidTarget(_)) => ("invalid_target", None, None),
             Err(ExchangeError::Restricted(refusal)) => ("restricted", Some(refusal.code()), None),
             Err(ExchangeError::OverKeyLimit(_)) => ("slow_down", Some("key_limit"), None),

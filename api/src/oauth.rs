@@ -71,6 +71,7 @@ impl From<ExchangeError> for OAuthError {
             ExchangeError::InvalidClient(_) => Self::invalid_client(),
             ExchangeError::Refused(reason) => Self::new(StatusCode::BAD_REQUEST, "invalid_grant", reason.to_string()),
             ExchangeError::InvalidScope(msg) => Self::new(StatusCode::BAD_REQUEST, "invalid_scope", msg),
+            ExchangeError::InvalidGrant(msg) => Self::new(StatusCode::BAD_REQUEST, "invalid_grant", msg),
             ExchangeError::InvalidTarget(msg) => Self::new(StatusCode::BAD_REQUEST, "invalid_target", msg),
             ExchangeError::Restricted(refusal) => {
                 let error = match refusal {

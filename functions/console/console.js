@@ -118,6 +118,64 @@
     }
   }
 
+  // ---- Signing in through the organisation's identity provider. The PKCE verifier is the one
+  // thing kept in browser storage, and only across the provider's round trip: the page is left
+  // and loaded again in between. It is neither a key nor a token: without the one-time code
+  // the provider's redirect brings back, it is worth nothing.
+
+  const SIGN_IN_VERIFIER = "iam-console-sign-in";
+
+  function base64url(bytes) {
+    return btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  }
+
+  async function signInThroughProvider(event) {
+    event.preventDefault();
+    const org = $("sso-org").value.trim();
+    const verifier = base64url(crypto.getRandomValues(new Uint8Array(32)));
+    const challenge = base64url(new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(verifier))));
+    sessionStorage.setItem(SIGN_IN_VERIFIER, verifier);
+    const start = session.config.tokenEndpoint.replace(/\/auth\/token$/, "/auth/sign-in");
+    location.assign(`${start}?${new URLSearchParams({ org, code_challenge: challenge, code_challenge_method: "S256" })}`);
+  }
+
+  /** Back from the provider: the one-time code (or why not) is in the fragment. */
+  async function returnFromProvider() {
+    const params = new URLSearchParams(location.hash.replace(/^#/, ""));
+    if (!params.has("sign-in") && !params.has("sign-in-error")) {
+      return;
+    }
+    const verifier = sessionStorage.getItem(SIGN_IN_VERIFIER);
+    sessionStorage.removeItem(SIGN_IN_VERIFIER);
+    // The code leaves the address bar (and the history) before it is even used.
+    history.replaceState(null, "", location.pathname + location.search);
+    if (params.has("sign-in-error")) {
+      notify(params.get("sign-in-error"));
+      return;
+    }
+    if (!verifier) {
+      notify("This sign-in was not started from this page; start it again.");
+      return;
+    }
+    const body = new URLSearchParams({ grant_type: "authorization_code", client_id: "console", code: params.get("sign-in"), code_verifier: verifier });
+    const response = await fetch(session.config.tokenEndpoint, {
+      method: "POST",
+      headers: { "content-type": "application/x-www-form-urlencoded" },
+      body,
+      cache: "no-store",
+      credentials: "omit",
+    });
+    const answer = await response.json().catch(() => ({}));
+    if (!response.ok) {
+      notify(answer.error_description || `sign-in failed (${response.status})`);
+      return;
+    }
+    session.token = answer.access_token;
+    session.expiresAt = Date.now() + answer.expires_in * 1000;
+    notify("");
+    await showSignedIn();
+  }
+
   async function showSignedIn() {
     const me = await api("GET", "/iam/whoami");
     session.permissions = new Set((me.scope || "").split(" ").filter(Boolean));
@@ -260,7 +318,7 @@
         link.textContent = p.displayName;
         name.append(link);
         row.append(name, cell(p.status), cell(when(p.expiresAt)), cell(when(p.createdAt)), cell(String(p.activeCredentials)),
-          cell(p.type === "ServiceAccount" ? "Service account" : "API key"));
+          cell({ ServiceAccount: "Service account", User: "Person" }[p.type] || "API key"));
         row.dataset.principalId = p.id;
         return row;
       });
@@ -286,8 +344,12 @@
   async function createPrincipal(event) {
     event.preventDefault();
     const body = { displayName: $("display-name").value.trim(), status: $("principal-status").value };
-    if ($("new-principal-type").value === "ServiceAccount") {
-      body.type = "ServiceAccount";
+    const kind = $("new-principal-type").value;
+    if (kind !== "ApiKey") {
+      body.type = kind;
+    }
+    if (kind === "User") {
+      body.identity = { subject: $("new-identity-subject").value.trim() };
     }
     const date = $("expires-at").value;
     if (date) {
@@ -1018,7 +1080,7 @@
   // ---- Access > Trusted issuers: replaced whole, so each change sends the list as it should be,
   // over the version it was read at (If-Match): a stale page cannot put back a removed issuer.
 
-  const issuers = { list: [], version: 0 };
+  const issuers = { list: [], version: 0, signIn: null };
 
   async function openIssuers() {
     show("issuers");
@@ -1038,6 +1100,25 @@
     }
     issuers.list = trusted.issuers;
     issuers.version = trusted.version;
+    issuers.signIn = trusted.signIn || null;
+    $("sign-in-provider").textContent = issuers.signIn
+      ? `People sign in through ${issuers.signIn.issuer}, as client ${issuers.signIn.clientId}.`
+      : "People do not sign in through an identity provider.";
+    $("provider-redirect").textContent = new URL(session.config.tokenEndpoint.replace(/\/auth\/token$/, "/auth/sign-in/callback"), location.href).href;
+    const options = trusted.issuers.map((i) => {
+      const option = document.createElement("option");
+      option.value = i.issuer;
+      option.textContent = i.issuer;
+      return option;
+    });
+    $("provider-issuer").replaceChildren(...options);
+    if (issuers.signIn) {
+      $("provider-issuer").value = issuers.signIn.issuer;
+      $("provider-client").value = issuers.signIn.clientId;
+    }
+    enable(["provider-issuer", "provider-client", "provider-submit"], !refusal && options.length > 0);
+    $("provider-clear").disabled = Boolean(refusal) || !issuers.signIn;
+    explain("provider-reason", [refusal, !refusal && options.length === 0 ? "Trust an issuer first." : null]);
     $("issuers-updated").textContent = trusted.updatedAt ? `Last changed ${when(trusted.updatedAt)} by ${trusted.updatedBy}.` : "";
     const rows = trusted.issuers.map((i) => {
       const row = document.createElement("tr");
@@ -1063,7 +1144,7 @@
       added.description = description;
     }
     await attempt(async () => {
-      await api("PUT", "/iam/trusted-issuers", { issuers: [...issuers.list, added] }, { "if-match": `"${issuers.version}"` });
+      await api("PUT", "/iam/trusted-issuers", withSignIn([...issuers.list, added], issuers.signIn), { "if-match": `"${issuers.version}"` });
       $("issuer-form").reset();
       await openIssuers();
     });
@@ -1074,8 +1155,35 @@
     if (!sure) {
       return;
     }
-    await api("PUT", "/iam/trusted-issuers", { issuers: issuers.list.filter((x) => x.issuer !== i.issuer) }, { "if-match": `"${issuers.version}"` });
+    const kept = issuers.list.filter((x) => x.issuer !== i.issuer);
+    const signIn = issuers.signIn && issuers.signIn.issuer !== i.issuer ? issuers.signIn : null;
+    await api("PUT", "/iam/trusted-issuers", withSignIn(kept, signIn), { "if-match": `"${issuers.version}"` });
     await openIssuers();
+  }
+
+  /** The list to PUT, with the provider as it should be (`null`: none; left out, it would stay). */
+  function withSignIn(list, signIn) {
+    return { issuers: list, signIn };
+  }
+
+  async function saveProvider(event) {
+    event.preventDefault();
+    await attempt(async () => {
+      const signIn = { issuer: $("provider-issuer").value, clientId: $("provider-client").value.trim() };
+      await api("PUT", "/iam/trusted-issuers", withSignIn(issuers.list, signIn), { "if-match": `"${issuers.version}"` });
+      await openIssuers();
+    });
+  }
+
+  async function clearProvider() {
+    await attempt(async () => {
+      const sure = await confirmAction("Stop signing in through the identity provider? Everyone signed in through it is signed out at once.", "Stop");
+      if (!sure) {
+        return;
+      }
+      await api("PUT", "/iam/trusted-issuers", withSignIn(issuers.list, null), { "if-match": `"${issuers.version}"` });
+      await openIssuers();
+    });
   }
 
   // ---- Confirmation, in a modal dialog rather than window.confirm: labelled, styled, testable.
@@ -1120,6 +1228,9 @@
     $("webhook-form").addEventListener("submit", addWebhook);
     $("trust-form").addEventListener("submit", addTrustPolicy);
     $("issuer-form").addEventListener("submit", addIssuer);
+    $("provider-form").addEventListener("submit", saveProvider);
+    $("provider-clear").addEventListener("click", clearProvider);
+    $("sso-form").addEventListener("submit", (event) => attempt(() => signInThroughProvider(event)));
     $("show-all").addEventListener("change", () => attempt(reopenPrincipal));
     $("activity-outcome").addEventListener("change", () => attempt(openActivity));
     $("activity-more").addEventListener("click", () => attempt(() => trails.organisation.load(false)));
@@ -1128,6 +1239,7 @@
     $("close-key").addEventListener("click", () => $("key-dialog").close());
     $("key-dialog").addEventListener("close", purgeKey);
     window.addEventListener("hashchange", route);
+    await returnFromProvider().catch((error) => notify(error.message));
     document.body.dataset.ready = "true";
   }
 

@@ -1,5 +1,6 @@
 //! `POST /iam/api-keys`: create an API-key principal, or (`type: ServiceAccount`) a service
-//! account, which has trust policies instead of credentials.
+//! account, which has trust policies instead of credentials, or (`type: User` with an
+//! `identity`) a person who signs in through the organisation's identity provider.
 
 use axum::Json;
 use axum::extract::State;
@@ -23,6 +24,17 @@ struct CreatePrincipal {
     expires_at: Option<DateTime<Utc>>,
     #[serde(default, rename = "type")]
     principal_type: Option<PrincipalType>,
+    #[serde(default)]
+    identity: Option<IdentityBody>,
+}
+
+/// A person's identity at the organisation's identity provider.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct IdentityBody {
+    #[serde(default)]
+    issuer: Option<String>,
+    subject: String,
 }
 
 pub fn endpoint(method: MethodFilter) -> MethodRouter<AppState> {
@@ -40,6 +52,7 @@ async fn create_principal(
         status: body.status,
         expires_at: body.expires_at,
         principal_type: body.principal_type,
+        identity: body.identity.map(|i| (i.issuer, i.subject)),
     };
     let created = iam.create_principal(&caller, input, idempotency.as_ref()).await?;
     let principal = created.value;

@@ -20,11 +20,13 @@ use iam_api::oauth::OAuthError;
 use iam_api::{AppState, SourceAddress};
 use iam_shared::api_key::ApiKey;
 use iam_shared::federation::exchange::FederatedRequest;
+use iam_shared::federation::sign_in::CONSOLE_CLIENT_ID;
 use iam_shared::service::ExchangeRequest;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 pub const CLIENT_CREDENTIALS: &str = "client_credentials";
+pub const AUTHORIZATION_CODE: &str = "authorization_code";
 pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 pub const API_KEY_TOKEN_TYPE: &str = "urn:infuse:params:oauth:token-type:api-key";
 pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
@@ -61,10 +63,12 @@ struct JsonTokenRequest {
     audience: Option<String>,
 }
 
-/// What a token request presents: an API key, or a workload's token for a service account.
+/// What a token request presents: an API key, a workload's token for a service account, or
+/// the console's sign-in code with its PKCE verifier.
 pub enum Presented {
     ApiKey(ExchangeRequest),
     Workload(FederatedRequest),
+    SignIn { code: SecretString, verifier: SecretString },
 }
 
 /// A parsed token request: the exchange to run, and whether to answer `issued_token_type`.
@@ -81,6 +85,7 @@ async fn token(State(iam): State<AppState>, SourceAddress(source): SourceAddress
     let result = match parsed.exchange {
         Presented::ApiKey(request) => iam.exchange(ExchangeRequest { source, ..request }).await,
         Presented::Workload(request) => iam.exchange_federated(FederatedRequest { source, ..request }).await,
+        Presented::SignIn { code, verifier } => iam.redeem_sign_in(code.expose_secret(), verifier.expose_secret()).await,
     };
     ExchangeMetric::of(&result).emit();
     match result {
@@ -129,7 +134,7 @@ fn parse_json(body: &[u8]) -> Result<ParsedRequest, OAuthError> {
 }
 
 /// Every form parameter this endpoint reads.
-const RECOGNISED_PARAMETERS: [&str; 11] = [
+const RECOGNISED_PARAMETERS: [&str; 13] = [
     "grant_type",
     "client_id",
     "client_secret",
@@ -141,6 +146,8 @@ const RECOGNISED_PARAMETERS: [&str; 11] = [
     "requested_token_type",
     "actor_token",
     "actor_token_type",
+    "code",
+    "code_verifier",
 ];
 
 struct Form(Vec<(String, String)>);
@@ -223,11 +230,23 @@ fn parse_form(parts: &Parts, body: &[u8]) -> Result<ParsedRequest, OAuthError> {
             });
             Ok(ParsedRequest { exchange, token_exchange: true })
         }
+        // The console redeeming its sign-in code (RFC 6749 §4.1.3 with PKCE, RFC 7636).
+        AUTHORIZATION_CODE => {
+            if form.require("client_id")? != CONSOLE_CLIENT_ID {
+                return Err(OAuthError::invalid_client());
+            }
+            if form.get("client_secret").is_some() || parts.headers.contains_key(header::AUTHORIZATION) {
+                return Err(OAuthError::invalid_request("the console is a public client: no client secret"));
+            }
+            let code = SecretString::from(form.require("code")?.to_owned());
+            let verifier = SecretString::from(form.require("code_verifier")?.to_owned());
+            Ok(ParsedRequest { exchange: Presented::SignIn { code, verifier }, token_exchange: false })
+        }
         other => Err(OAuthError::new(
             StatusCode::BAD_REQUEST,
             "unsupported_grant_type",
             format!(
-                "grant_type '{}' is not supported; use {CLIENT_CREDENTIALS} or {TOKEN_EXCHANGE}",
+                "grant_type '{}' is not supported; use {CLIENT_CREDENTIALS}, {TOKEN_EXCHANGE} or {AUTHORIZATION_CODE}",
                 other.chars().take(100).collect::<String>()
             ),
         )),

@@ -55,6 +55,8 @@ pub mod rotate_webhook_secret;
 pub mod send_warnings;
 pub mod set_credential_policy;
 pub mod set_trusted_issuers;
+pub mod sign_in;
+pub mod sign_in_callback;
 pub mod unassign_role;
 pub mod update_credential;
 pub mod update_principal;
@@ -94,6 +96,9 @@ pub const OPERATIONS: &[Operation] = &[
     op("revoke-leaked-credentials", Post, "/iam/credentials/revoke-leaked",                           Public,                                  Verifier, AUDITED, revoke_leaked_credentials::endpoint),
     // Authenticated by GitHub's signature over the alert, not by a token.
     op("github-secret-scanning", Post,  "/iam/credentials/github-secret-scanning",                    Public,                                  Verifier, AUDITED, github_secret_scanning::endpoint),
+    // A person's browser, before any token: the organisation's identity provider vouches.
+    op("sign-in",               Get,    "/iam/auth/sign-in",                                          Public,                                  Verifier, STORE, sign_in::endpoint),
+    op("sign-in-callback",      Get,    "/iam/auth/sign-in/callback",                                 Public,                                  Verifier, AUDITED, sign_in_callback::endpoint),
     op("exchange-token",        Post,   TOKEN_PATH,                                                   Public,                                  Signer,   AUDITED, exchange_token::endpoint),
     op("list-audit-events",     Get,    "/iam/audit-events",                                          Permission(PERM_AUDIT_READ),             Verifier, AUDITED, list_audit_events::endpoint),
     op("list-revocations",      Get,    "/iam/revocations",                                           Permission(PERM_TOKENS_INTROSPECT),      Verifier, AUDITED, list_revocations::endpoint),

@@ -6,7 +6,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
-use chrono::{DateTime, Utc};
 use iam_api::views::ListResponse;
 use iam_api::{ApiError, AppState, Authenticated, Query};
 use iam_shared::audit::query::{DEFAULT_PAGE, MAX_PAGE};
@@ -18,17 +17,6 @@ pub const JSON_LINES: &str = "application/x-ndjson";
 
 pub fn endpoint(method: MethodFilter) -> MethodRouter<AppState> {
     on(method, list_audit_events)
-}
-
-fn time(query: &Query, name: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
-    query
-        .get(name)?
-        .map(|raw| {
-            DateTime::parse_from_rfc3339(raw)
-                .map(|t| t.with_timezone(&Utc))
-                .map_err(|_| ApiError::bad_request(format!("{name} must be an RFC 3339 time, such as 2026-11-30T12:00:00Z")))
-        })
-        .transpose()
 }
 
 async fn list_audit_events(
@@ -68,8 +56,8 @@ async fn list_audit_events(
         actor: query.get("actor")?.filter(|a| !a.is_empty()).map(|a| Actor(a.to_owned())),
         action: query.get("action")?.filter(|a| !a.is_empty()).map(str::to_owned),
         outcome,
-        from: time(&query, "from")?,
-        to: time(&query, "to")?,
+        from: query.time("from")?,
+        to: query.time("to")?,
         limit,
         after,
         oldest_first,

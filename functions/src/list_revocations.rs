@@ -6,7 +6,6 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
-use chrono::{DateTime, Utc};
 use iam_api::{ApiError, AppState, Authenticated, Query};
 use iam_shared::audit::AuditCursor;
 use iam_shared::revocations::Revocation;
@@ -29,14 +28,7 @@ async fn list_revocations(State(iam): State<AppState>, Authenticated(caller): Au
         None | Some("") => None,
         Some(raw) => Some(AuditCursor::decode(raw)?),
     };
-    let since = query
-        .get("since")?
-        .map(|raw| {
-            DateTime::parse_from_rfc3339(raw)
-                .map(|t| t.with_timezone(&Utc))
-                .map_err(|_| ApiError::bad_request("since must be an RFC 3339 time, such as 2026-11-30T12:00:00Z"))
-        })
-        .transpose()?;
+    let since = query.time("since")?;
     let page = iam.revocations(&caller, after, since).await?;
     let feed = Feed { items: page.items, next_cursor: page.next.map(|c| c.encode()), has_more: page.has_more };
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(feed)).into_response())

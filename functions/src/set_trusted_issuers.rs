@@ -7,14 +7,25 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::{MethodFilter, MethodRouter, on};
-use iam_api::{ApiError, AppState, Authenticated, IfMatch, JsonBody, etag};
-use iam_shared::federation::trust::TrustedIssuer;
+use iam_api::{ApiError, AppState, Authenticated, IfMatch, JsonBody, etag, nullable};
+use iam_shared::federation::trust::{SignInProvider, TrustedIssuer};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct SetTrustedIssuers {
     issuers: Vec<IssuerBody>,
+    /// Left out: unchanged; `null`: no provider.
+    #[serde(default, deserialize_with = "nullable")]
+    sign_in: Option<Option<SignInBody>>,
+}
+
+/// The one of the issuers people sign in to the console with, and the console's client id there.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SignInBody {
+    issuer: String,
+    client_id: String,
 }
 
 #[derive(Deserialize)]
@@ -36,6 +47,7 @@ async fn set_trusted_issuers(
     JsonBody(body): JsonBody<SetTrustedIssuers>,
 ) -> Result<impl IntoResponse, ApiError> {
     let issuers = body.issuers.into_iter().map(|i| TrustedIssuer { issuer: i.issuer, description: i.description }).collect();
-    let set = iam.set_trusted_issuers(&caller, issuers, if_match).await?;
+    let sign_in = body.sign_in.map(|s| s.map(|s| SignInProvider { issuer: s.issuer, client_id: s.client_id }));
+    let set = iam.set_trusted_issuers(&caller, issuers, sign_in, if_match).await?;
     Ok(([(header::ETAG, etag(set.version))], Json(set)))
 }

@@ -91,7 +91,12 @@ pub struct AdminWitness {
     pub org_id: OrgId,
     pub principal_id: PrincipalId,
     pub principal_version: u64,
-    pub key_id: KeyId,
+    /// The credential it authenticates with; `None` for a person, who signs in as its mapped
+    /// identity (which only a change of the principal, caught by its version, can take away).
+    pub key_id: Option<KeyId>,
+    /// For a person: the trusted-issuer list's version under which it signs in, which must not
+    /// move before the write commits (a change of the identity provider may strand it).
+    pub sign_in_version: Option<u64>,
     pub roles: Vec<RoleId>,
 }
 
@@ -173,6 +178,9 @@ pub struct Standing {
     pub principal: Principal,
     pub roles: Vec<Role>,
     pub credentials: Vec<Credential>,
+    /// For a person that can sign in now (mapped under the organisation's current identity
+    /// provider): the version of the trusted-issuer list that says so. `None` otherwise.
+    pub signs_in: Option<u64>,
 }
 
 impl Standing {
@@ -186,22 +194,33 @@ impl Standing {
     }
 
     /// A usable administrator: Active, unexpired, holding every `iam:` permission through its
-    /// roles, and able to authenticate now (an Active, unexpired credential). Answers the
-    /// witness that proves it, naming only the roles that carry `iam:` permissions.
+    /// roles, and able to authenticate now (an Active, unexpired credential, or, for a person,
+    /// an identity mapped at the organisation's identity provider). Answers the witness that
+    /// proves it, naming only the roles that carry `iam:` permissions.
     pub fn usable_administrator(&self, now: DateTime<Utc>) -> Option<AdminWitness> {
         self.usable_administrator_where(now, |_| true)
     }
 
     /// As [`Standing::usable_administrator`], with a credential that also `fits` (one that a
     /// new credential policy would still let exchange, say).
+    /// A person signs in without a credential, so `fits` does not apply to one.
     pub fn usable_administrator_where(&self, now: DateTime<Utc>, fits: impl Fn(&Credential) -> bool) -> Option<AdminWitness> {
+        if self.signs_in.is_some() {
+            return self.usable_administrator_with(None, now);
+        }
+        self.usable_administrator_by_key_where(now, fits)
+    }
+
+    /// As [`Standing::usable_administrator_where`], through a credential only (what is left
+    /// when the organisation's identity provider is the thing changing).
+    pub fn usable_administrator_by_key_where(&self, now: DateTime<Utc>, fits: impl Fn(&Credential) -> bool) -> Option<AdminWitness> {
         let credential = self.credentials.iter().find(|c| c.is_live(now) && c.restrictions.permits_administration() && fits(c))?;
-        self.usable_administrator_with(&credential.key_id, now)
+        self.usable_administrator_with(Some(&credential.key_id), now)
     }
 
     /// As [`Standing::usable_administrator`], given a credential known to be usable now (the
-    /// one a caller has just authenticated with).
-    pub fn usable_administrator_with(&self, key_id: &KeyId, now: DateTime<Utc>) -> Option<AdminWitness> {
+    /// one a caller has just authenticated with), or none for a person.
+    pub fn usable_administrator_with(&self, key_id: Option<&KeyId>, now: DateTime<Utc>) -> Option<AdminWitness> {
         let p = &self.principal;
         if p.status != PrincipalStatus::Active || p.is_expired(now) || !self.holds_every_iam_permission() {
             return None;
@@ -213,7 +232,8 @@ impl Standing {
             org_id: p.org_id.clone(),
             principal_id: p.id.clone(),
             principal_version: p.version,
-            key_id: key_id.clone(),
+            key_id: key_id.cloned(),
+            sign_in_version: if key_id.is_none() { self.signs_in } else { None },
             roles,
         })
     }
@@ -346,6 +366,8 @@ pub fn allowed_actions(
         issue_credential: Verdict::of(acting(needs.credentials_write).and_then(|()| {
             if service_account {
                 Err("a service account has no credentials: its workloads exchange their own tokens under its trust policies".to_owned())
+            } else if target.principal.principal_type == crate::model::PrincipalType::User {
+                Err("a user has no API keys: people sign in through the organisation's identity provider".to_owned())
             } else if revoked {
                 Err("the principal is revoked; no credential can be issued".to_owned())
             } else if live >= MAX_ACTIVE_CREDENTIALS {
@@ -393,7 +415,7 @@ mod tests {
             .map(|_| Credential::new(&principal, KeyId::generate(), "k", None, "hash".into(), Actor::system("t"), now()).unwrap())
             .collect();
         let roles = role_ids.iter().map(|id| roles::builtin(id).unwrap().clone()).collect();
-        Standing { principal, roles, credentials }
+        Standing { principal, roles, credentials, signs_in: None }
     }
 
     fn perms(list: &[&str]) -> BTreeSet<String> {
@@ -446,7 +468,7 @@ mod tests {
         let first = admin.credentials[0].key_id.clone();
         let witness = guard_for(&admin, &admin.without_credential(&first), [], t).unwrap().unwrap();
         assert_eq!(witness.principal_id, admin.principal.id);
-        assert_ne!(witness.key_id, first);
+        assert_ne!(witness.key_id, Some(first));
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub enum Conflict {
     RoleExists,
     #[error("a webhook with this id exists")]
     WebhookExists,
+    #[error("another user is already mapped to this identity")]
+    IdentityMapped,
     #[error("a role named '{0}' already exists")]
     RoleNameTaken(String),
     #[error("built-in roles are not stored")]

@@ -48,6 +48,10 @@ pub enum ExchangeError {
     Hash(#[from] HashError),
     #[error("signing failed: {0}")]
     Sign(String),
+    /// A grant that is not (or no longer) good: a sign-in code unknown, used, expired or
+    /// presented with the wrong verifier.
+    #[error("{0}")]
+    InvalidGrant(&'static str),
     /// A workload's token was not admitted by the service account's trust policies.
     #[error("{0}")]
     Federation(crate::federation::FederationRefusal),

@@ -95,6 +95,13 @@ pub struct Principal {
     /// Changing them advances the version, as any change to what a principal can do does.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trust_policies: Vec<crate::federation::trust::TrustPolicyEntry>,
+    /// A user's identity at the organisation's identity provider: how it signs in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<crate::federation::trust::UserIdentity>,
+    /// The trusted-issuer list's version at a user's latest sign-in (written by the sign-in,
+    /// never by a change of the principal, and so outside its version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_in_under: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,14 +146,21 @@ impl Principal {
             updated_at: now,
             version: 1,
             trust_policies: Vec::new(),
+            identity: None,
+            signed_in_under: None,
         })
     }
 
-    /// The principal as a `type` other than `ApiKey`. `User` principals are not created this
-    /// way: people are invited or mapped from an identity provider.
+    /// The principal as a person, signing in as `identity` (see [`crate::federation::sign_in`]).
+    pub fn as_user(self, identity: crate::federation::trust::UserIdentity) -> Self {
+        Self { principal_type: PrincipalType::User, identity: Some(identity), ..self }
+    }
+
+    /// The principal as a `type` other than `ApiKey`. `User` principals are not made this way:
+    /// a person is mapped to an identity ([`Principal::as_user`]).
     pub fn of_type(self, principal_type: PrincipalType) -> Result<Self, DomainError> {
         if principal_type == PrincipalType::User {
-            return Err(DomainError::invalid("type must be ApiKey or ServiceAccount"));
+            return Err(DomainError::invalid("a User is mapped to an identity (identity.subject)"));
         }
         Ok(Self { principal_type, ..self })
     }

@@ -253,6 +253,24 @@ impl Outbound {
     /// POSTs `body` to `url` under the rules and answers the status (a redirect is an error;
     /// the answer's body is read up to the size bound and dropped).
     pub async fn post(&self, url: &str, headers: &[(&str, String)], body: Vec<u8>) -> Result<u16, OutboundError> {
+        self.send_post(url, headers, body, false).await.map(|(status, _)| status)
+    }
+
+    /// POSTs a form to `url` under the rules and answers the status and the body (a redirect is
+    /// an error, as is a body over the size bound): an OAuth token request.
+    pub async fn post_form(&self, url: &str, form: &[(&str, &str)]) -> Result<(u16, Vec<u8>), OutboundError> {
+        let body = form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish().into_bytes();
+        let headers = [("content-type", "application/x-www-form-urlencoded".to_owned()), ("accept", "application/json".to_owned())];
+        self.send_post(url, &headers, body, true).await
+    }
+
+    async fn send_post(
+        &self,
+        url: &str,
+        headers: &[(&str, String)],
+        body: Vec<u8>,
+        keep_body: bool,
+    ) -> Result<(u16, Vec<u8>), OutboundError> {
         let uri = self.check_url(url)?;
         let mut request = hyper::Request::post(uri).header(hyper::header::USER_AGENT, concat!("infuse-iam/", env!("CARGO_PKG_VERSION")));
         for (name, value) in headers {
@@ -266,9 +284,19 @@ impl Outbound {
             if status.is_redirection() {
                 return Err(OutboundError::Redirect(status.as_u16()));
             }
-            // Read (bounded) so the connection can be reused; what it says is not kept.
-            let _ = Limited::new(response.into_body(), max_bytes).collect().await;
-            Ok(status.as_u16())
+            let read = Limited::new(response.into_body(), max_bytes).collect().await;
+            if !keep_body {
+                // Read (bounded) so the connection can be reused; what it says is not kept.
+                return Ok((status.as_u16(), Vec::new()));
+            }
+            let body = read.map_err(|e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    OutboundError::TooLarge(max_bytes)
+                } else {
+                    OutboundError::Transport(e.to_string())
+                }
+            })?;
+            Ok((status.as_u16(), body.to_bytes().to_vec()))
         };
         tokio::time::timeout(self.rules.timeout, send).await.map_err(|_| OutboundError::Timeout(self.rules.timeout))?
     }

@@ -44,7 +44,12 @@ pub const PERM_FEDERATION_WRITE: &str = "iam:federation:write";
 pub struct Caller {
     pub principal_id: PrincipalId,
     pub org_id: OrgId,
-    pub key_id: KeyId,
+    /// The credential it authenticated with; `None` for a person signed in at the
+    /// organisation's identity provider.
+    pub key_id: Option<KeyId>,
+    /// For a person: the trusted-issuer list's version it signed in under (see
+    /// [`AdminWitness::sign_in_version`]).
+    pub signed_in_under: Option<u64>,
     pub claims: AccessClaims,
     /// What the caller may do now: the token's scope, less anything its roles no longer grant.
     /// This is its authority (see [`Authority`]).
@@ -69,7 +74,11 @@ impl Caller {
 
     /// The audit record of something this caller does now, with the key it acts with.
     pub fn entry(&self, action: &str) -> AuditEntry {
-        AuditEntry::new(&self.org_id, &self.actor(), action, model::now()).acting_with(&self.key_id)
+        let entry = AuditEntry::new(&self.org_id, &self.actor(), action, model::now());
+        match &self.key_id {
+            Some(key) => entry.acting_with(key),
+            None => entry,
+        }
     }
 
     pub fn authority(&self) -> Authority<'_> {
@@ -97,8 +106,9 @@ impl Caller {
         if !self.credential_administers {
             return None;
         }
-        Standing { principal: self.principal.clone(), roles: self.roles.clone(), credentials: Vec::new() }
-            .usable_administrator_with(&self.key_id, model::now())
+        let signs_in = if self.key_id.is_none() { self.signed_in_under } else { None };
+        Standing { principal: self.principal.clone(), roles: self.roles.clone(), credentials: Vec::new(), signs_in }
+            .usable_administrator_with(self.key_id.as_ref(), model::now())
     }
 }
 
@@ -162,6 +172,10 @@ pub struct NewPrincipal {
     /// the upgrade still matches its first request).
     #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
     pub principal_type: Option<PrincipalType>,
+    /// A `User`'s subject at the organisation's identity provider (and that provider's issuer,
+    /// which may be left out).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<(Option<String>, String)>,
 }
 
 #[derive(serde::Serialize)]
@@ -375,6 +389,8 @@ pub struct Iam {
     /// Trusted issuers' keys, made on the first federated exchange (only the token function
     /// ever fetches them), or given by [`Iam::use_issuer_keys`].
     pub(crate) issuer_keys: std::sync::OnceLock<Arc<crate::federation::IssuerKeys>>,
+    /// The client that redeems sign-in codes at identity providers, made on first use.
+    pub(crate) sign_in_outbound: std::sync::OnceLock<Arc<crate::outbound::Outbound>>,
 }
 
 /// Organisation roles as read from the store. A role never changes once created (no route
@@ -441,6 +457,7 @@ impl Iam {
             refusal_tally: Default::default(),
             webhooks: Default::default(),
             issuer_keys: Default::default(),
+            sign_in_outbound: Default::default(),
         }
     }
 
@@ -457,10 +474,23 @@ impl Iam {
     /// revoked or suspended admin loses access at once rather than at token expiry.
     pub async fn authenticate_bearer(&self, token: &str) -> Result<Caller, AuthError> {
         let claims = self.tokens.current().await.verify(token, &self.tokens.settings().management_audience)?;
+        if claims.principal_type == "User" && claims.client_id == crate::federation::sign_in::CONSOLE_CLIENT_ID {
+            return self.person_signed_in(claims).await;
+        }
         let standing = self.token_standing(&claims).await?;
         let credential_administers = standing.credential.restrictions.permits_administration();
         let TokenStanding { key_id, org_id, principal_id, principal, roles, permissions, .. } = standing;
-        Ok(Caller { principal_id, org_id, key_id, claims, permissions, principal, roles, credential_administers })
+        Ok(Caller {
+            principal_id,
+            org_id,
+            key_id: Some(key_id),
+            signed_in_under: None,
+            claims,
+            permissions,
+            principal,
+            roles,
+            credential_administers,
+        })
     }
 
     /// What a verified token's holder may do now: its credential and principal re-read (a revoke
@@ -490,6 +520,44 @@ impl Iam {
         Ok(TokenStanding { key_id, org_id, principal_id, credential, principal, roles, permissions })
     }
 
+    /// A signed-in person's token, re-read as a key's is: the user still Active and unexpired,
+    /// still mapped under the organisation's identity provider (changing the provider ends
+    /// every session at once), and its scope narrowed to what its roles still grant.
+    async fn person_signed_in(&self, claims: AccessClaims) -> Result<Caller, AuthError> {
+        let (Ok(org_id), Ok(principal_id)) = (OrgId::parse(&claims.org_id), PrincipalId::parse(&claims.sub)) else {
+            return Err(AuthError::Token(TokenRejection::Invalid("claims do not name a user".into())));
+        };
+        let (principal, role_ids) =
+            self.store.get_principal_with_roles(&org_id, &principal_id).await?.ok_or(AuthError::UnknownCredential)?;
+        let provider = self.store.get_trusted_issuers(&org_id).await?.unwrap_or_default();
+        let mapped = principal.principal_type == PrincipalType::User
+            && principal.identity.as_ref().is_some_and(|i| provider.sign_in_issuer() == Some(i.issuer.as_str()));
+        if !mapped {
+            return Err(AuthError::UnknownCredential);
+        }
+        match principal.status {
+            PrincipalStatus::Suspended => return Err(AuthError::Refused(Refusal::PrincipalSuspended)),
+            PrincipalStatus::Revoked => return Err(AuthError::Refused(Refusal::PrincipalRevoked)),
+            PrincipalStatus::Active if principal.is_expired(model::now()) => return Err(AuthError::Refused(Refusal::PrincipalExpired)),
+            PrincipalStatus::Active => {}
+        }
+        let roles = self.granting_roles(&principal, &role_ids).await?;
+        let held: BTreeSet<&str> = roles.iter().flat_map(|r| r.permissions.iter().map(Permission::as_str)).collect();
+        let permissions = claims.permissions().filter(|p| held.contains(p)).map(str::to_owned).collect();
+        let signed_in_under = provider.signs_in(&principal).then_some(provider.version);
+        Ok(Caller {
+            principal_id,
+            org_id,
+            key_id: None,
+            signed_in_under,
+            claims,
+            permissions,
+            principal,
+            roles,
+            credential_administers: true,
+        })
+    }
+
     async fn principal_of(&self, caller: &Caller, id: &PrincipalId) -> Result<Principal, DomainError> {
         self.store.get_principal(&caller.org_id, id).await?.ok_or(DomainError::NotFound("principal"))
     }
@@ -509,11 +577,23 @@ impl Iam {
         }
         let result = async {
             let now = model::now();
-            let p = Principal::new(caller.org_id.clone(), &input.display_name, input.status, input.expires_at, caller.actor(), now)?
-                .of_type(input.principal_type.unwrap_or(PrincipalType::ApiKey))?;
+            let p = Principal::new(caller.org_id.clone(), &input.display_name, input.status, input.expires_at, caller.actor(), now)?;
+            let p = match (input.principal_type.unwrap_or(PrincipalType::ApiKey), &input.identity) {
+                (PrincipalType::User, Some((issuer, subject))) => {
+                    p.as_user(self.identity_to_map(caller, issuer.as_deref(), subject).await?)
+                }
+                (PrincipalType::User, None) => {
+                    return Err(DomainError::invalid("a User is mapped to an identity: identity.subject is required"));
+                }
+                (_, Some(_)) => return Err(DomainError::invalid("only a User has an identity")),
+                (other, None) => p.of_type(other)?,
+            };
             let outcome = IdempotentOutcome::Principal { principal: p.clone() };
             let max = self.limits.max_principals_per_org;
-            let entry = AuditEntry::principal_created(&p).acting_with(&caller.key_id);
+            let entry = match &caller.key_id {
+                Some(key) => AuditEntry::principal_created(&p).acting_with(key),
+                None => AuditEntry::principal_created(&p),
+            };
             let write = async |record: Option<&IdempotencyRecord>| self.store.create_principal_as(&p, max, record, &entry).await;
             once.write(Created::new(p.clone()), outcome, now, write).await
         }
@@ -525,6 +605,26 @@ impl Iam {
         }
         let target = result.as_ref().map(|c| c.value.id.to_string()).unwrap_or_default();
         self.audited("principal.create", caller, &target, result).await
+    }
+
+    /// The identity a new user is mapped to: under the organisation's identity provider, the
+    /// only one its people sign in with.
+    async fn identity_to_map(
+        &self,
+        caller: &Caller,
+        issuer: Option<&str>,
+        subject: &str,
+    ) -> Result<crate::federation::trust::UserIdentity, DomainError> {
+        let settings = self.store.get_trusted_issuers(&caller.org_id).await?.unwrap_or_default();
+        let Some(provider) = settings.sign_in_issuer() else {
+            return Err(DomainError::unprocessable(
+                "the organisation has no identity provider to sign in with: set trusted issuers' signIn first",
+            ));
+        };
+        if issuer.is_some_and(|i| i != provider) {
+            return Err(DomainError::unprocessable("identity.issuer must be the organisation's sign-in issuer"));
+        }
+        crate::federation::trust::UserIdentity::new(provider, subject)
     }
 
     /// A page of principals, each with its number of active credentials (read concurrently: a
@@ -574,7 +674,14 @@ impl Iam {
     async fn standing(&self, principal: Principal, role_ids: &[RoleId]) -> Result<Standing, StoreError> {
         let roles = self.granting_roles(&principal, role_ids).await?;
         let credentials = self.store.list_credentials(&principal.org_id, &principal.id).await?;
-        Ok(Standing { principal, roles, credentials })
+        // Only a person reads the organisation's identity provider: whether it signs in now.
+        let signs_in = match principal.principal_type {
+            PrincipalType::User => {
+                self.store.get_trusted_issuers(&principal.org_id).await?.filter(|t| t.signs_in(&principal)).map(|t| t.version)
+            }
+            _ => None,
+        };
+        Ok(Standing { principal, roles, credentials, signs_in })
     }
 
     /// What a write that may leave the organisation without a usable administrator must
@@ -605,6 +712,16 @@ impl Iam {
         skip: &[&PrincipalId],
         fits: impl Fn(&Credential) -> bool,
     ) -> Result<Option<AdminWitness>, DomainError> {
+        self.other_administrator_where(org, skip, |standing, now| standing.usable_administrator_where(now, &fits)).await
+    }
+
+    /// An administrator other than `skip` that `usable` accepts (by key only, say).
+    pub(crate) async fn other_administrator_where(
+        &self,
+        org: &OrgId,
+        skip: &[&PrincipalId],
+        usable: impl Fn(&Standing, chrono::DateTime<chrono::Utc>) -> Option<AdminWitness>,
+    ) -> Result<Option<AdminWitness>, DomainError> {
         let now = model::now();
         let mut after_id = None;
         loop {
@@ -615,7 +732,7 @@ impl Iam {
                 }
                 let role_ids: Vec<RoleId> =
                     self.store.list_role_assignments(&p.org_id, &p.id).await?.into_iter().map(|a| a.role_id).collect();
-                if let Some(w) = self.standing(p, &role_ids).await?.usable_administrator_where(now, &fits) {
+                if let Some(w) = usable(&self.standing(p, &role_ids).await?, now) {
                     return Ok(Some(w));
                 }
             }
@@ -707,6 +824,13 @@ impl Iam {
                     "a service account has no credentials: its workload exchanges its own token under a trust policy",
                 ));
             }
+            // A person signs in through the organisation's identity provider: a key would
+            // outlive its removal there, and a change of provider.
+            if principal.principal_type == PrincipalType::User {
+                return Err(DomainError::unprocessable(
+                    "a user has no API keys: people sign in through the organisation's identity provider",
+                ));
+            }
             let now = model::now();
             let expires_at = self.current_policy(&caller.org_id).await?.expiry_at_issue(expires_at, now)?;
             // Validate before paying for argon2.
@@ -747,7 +871,7 @@ impl Iam {
         idempotency: Option<&IdempotencyKey>,
     ) -> Result<RotatedCredential, DomainError> {
         let by_itself = caller.require(PERM_CREDENTIALS_WRITE).is_err();
-        if by_itself && !(caller.key_id == *key_id && caller.is(id)) {
+        if by_itself && !(caller.key_id.as_ref() == Some(key_id) && caller.is(id)) {
             return self.audited("credential.rotate", caller, key_id.as_str(), Err(AuthorityRule::NotSelfRotatable.into())).await;
         }
         let request = (id, key_id, &rotation);
@@ -831,7 +955,7 @@ impl Iam {
                 let current = before.credentials.iter().find(|c| &c.key_id == key_id).ok_or(DomainError::NotFound("credential"))?;
                 let now = model::now();
                 let Some(next) = current.changed(change, now)? else { return Ok(current.clone()) };
-                if caller.key_id == *key_id && !current.is_narrowed_to(&next) {
+                if caller.key_id.as_ref() == Some(key_id) && !current.is_narrowed_to(&next) {
                     return Err(AuthorityRule::WidenOwnCredential.into());
                 }
                 // Only a change of expiry answers to the policy: renaming a key issued before

@@ -177,13 +177,22 @@ pub fn key_id_of(claims: &AccessClaims) -> Option<KeyId> {
     claims.client_id.strip_prefix(crate::api_key::KEY_PREFIX).and_then(|k| KeyId::parse(k).ok())
 }
 
+/// Whose token it is and what it carries, whatever it was minted from.
+#[derive(Clone, Copy)]
+pub struct Holder<'a> {
+    pub principal_id: &'a PrincipalId,
+    pub org_id: &'a OrgId,
+    pub roles: &'a [RoleId],
+    pub scope: &'a [Permission],
+    pub audience: &'a str,
+}
+
+/// What a signed-in person's management token is minted for.
+pub type UserGrant<'a> = Holder<'a>;
+
 /// Everything a token's claims are made from.
 struct Minted<'a> {
-    principal_id: &'a PrincipalId,
-    org_id: &'a OrgId,
-    roles: &'a [RoleId],
-    scope: &'a [Permission],
-    audience: &'a str,
+    holder: Holder<'a>,
     client_id: String,
     principal_type: &'static str,
     trust_policy: Option<String>,
@@ -191,12 +200,8 @@ struct Minted<'a> {
 
 /// What a service account's token is minted for.
 pub struct ServiceAccountGrant<'a> {
-    pub principal_id: &'a PrincipalId,
-    pub org_id: &'a OrgId,
+    pub holder: Holder<'a>,
     pub trust_policy: &'a crate::ids::TrustPolicyId,
-    pub roles: &'a [RoleId],
-    pub scope: &'a [Permission],
-    pub audience: &'a str,
 }
 
 /// What a token is minted for.
@@ -289,17 +294,16 @@ impl TokenService {
     }
 
     pub fn sign(&self, grant: &Grant<'_>, now: DateTime<Utc>) -> Result<(String, AccessClaims), SignError> {
-        let minted = Minted {
+        let holder = Holder {
             principal_id: grant.principal_id,
             org_id: grant.org_id,
             roles: grant.roles,
             scope: grant.scope,
             audience: grant.audience,
-            client_id: client_id(grant.key_id),
-            principal_type: "ApiKey",
-            trust_policy: None,
         };
-        self.sign_claims(self.claims(minted, now))
+        self.sign_claims(
+            self.claims(Minted { holder, client_id: client_id(grant.key_id), principal_type: "ApiKey", trust_policy: None }, now),
+        )
     }
 
     /// A service account's token: `client_id` is the account's `sa_…` id, and `trust_policy`
@@ -310,29 +314,32 @@ impl TokenService {
         now: DateTime<Utc>,
     ) -> Result<(String, AccessClaims), SignError> {
         let minted = Minted {
-            principal_id: grant.principal_id,
-            org_id: grant.org_id,
-            roles: grant.roles,
-            scope: grant.scope,
-            audience: grant.audience,
-            client_id: crate::federation::trust::client_id_of(grant.principal_id),
+            holder: grant.holder,
+            client_id: crate::federation::trust::client_id_of(grant.holder.principal_id),
             principal_type: "ServiceAccount",
             trust_policy: Some(grant.trust_policy.to_string()),
         };
         self.sign_claims(self.claims(minted, now))
     }
 
+    /// A signed-in person's token: `principal_type` `User`, `client_id` the console.
+    pub fn sign_for_user(&self, grant: &UserGrant<'_>, now: DateTime<Utc>) -> Result<(String, AccessClaims), SignError> {
+        let client_id = crate::federation::sign_in::CONSOLE_CLIENT_ID.to_owned();
+        self.sign_claims(self.claims(Minted { holder: *grant, client_id, principal_type: "User", trust_policy: None }, now))
+    }
+
     fn claims(&self, minted: Minted<'_>, now: DateTime<Utc>) -> AccessClaims {
         let iat = now.timestamp();
+        let Holder { principal_id, org_id, roles, scope, audience } = minted.holder;
         AccessClaims {
             iss: self.settings.issuer.clone(),
-            sub: minted.principal_id.to_string(),
-            aud: minted.audience.to_owned(),
+            sub: principal_id.to_string(),
+            aud: audience.to_owned(),
             client_id: minted.client_id,
-            org_id: minted.org_id.to_string(),
+            org_id: org_id.to_string(),
             principal_type: minted.principal_type.into(),
-            roles: minted.roles.iter().map(|r| r.to_string()).collect(),
-            scope: minted.scope.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(" "),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            scope: scope.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(" "),
             iat,
             nbf: iat,
             exp: iat + self.settings.lifetime_secs as i64,

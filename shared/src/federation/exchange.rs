@@ -19,7 +19,7 @@ use crate::ids::{OrgId, Permission, PrincipalId};
 use crate::model::{self, Actor, Principal, PrincipalStatus, PrincipalType, Refusal};
 use crate::outbound::{Outbound, OutboundRules};
 use crate::service::{ExchangeError, Iam, IssuedToken, audit};
-use crate::token::{ServiceAccountGrant, parse_scope};
+use crate::token::{Holder, ServiceAccountGrant, parse_scope};
 
 /// The longest an external token may have lived when it is presented: GitHub's live minutes,
 /// a Kubernetes projected token is refreshed well within its default hour.
@@ -62,7 +62,7 @@ impl Iam {
         self.issuer_keys.set(keys).is_ok()
     }
 
-    fn issuer_keys(&self) -> Result<Arc<IssuerKeys>, FederationRefusal> {
+    pub(crate) fn issuer_keys(&self) -> Result<Arc<IssuerKeys>, FederationRefusal> {
         if let Some(keys) = self.issuer_keys.get() {
             return Ok(keys.clone());
         }
@@ -141,14 +141,9 @@ impl Iam {
             let held: BTreeSet<Permission> = roles.iter().flat_map(|r| r.permissions.iter().cloned()).collect();
             let (audience, scope) = self.service_account_grant(held, request.audience.as_deref(), request.scope.as_deref())?;
             let role_ids: Vec<_> = roles.into_iter().map(|r| r.id).collect();
-            let grant = ServiceAccountGrant {
-                principal_id: &principal.id,
-                org_id: &principal.org_id,
-                trust_policy: &policy.id,
-                roles: &role_ids,
-                scope: &scope,
-                audience: &audience,
-            };
+            let holder =
+                Holder { principal_id: &principal.id, org_id: &principal.org_id, roles: &role_ids, scope: &scope, audience: &audience };
+            let grant = ServiceAccountGrant { holder, trust_policy: &policy.id };
             let (signed, claims) =
                 self.tokens.current().await.sign_for_service_account(&grant, now).map_err(|e| ExchangeError::Sign(e.to_string()))?;
             if self.store.record_trust_policy_use(&principal, &policy.id, now).await? {

@@ -28,10 +28,24 @@ pub const MAX_JWKS_KEYS: usize = 32;
 /// Issuers kept at once; past it the cache starts again empty.
 const MAX_CACHED_ISSUERS: usize = 256;
 
+/// Where an issuer's people sign in and its codes are redeemed, as its discovery document says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IssuerEndpoints {
+    pub authorization: Option<String>,
+    pub token: Option<String>,
+}
+
+/// What one fetch found.
+#[derive(Clone)]
+struct Fetched {
+    jwks: JwkSet,
+    endpoints: IssuerEndpoints,
+}
+
 /// An issuer's keys, or why they could not be fetched, and when.
 #[derive(Clone)]
 struct Cached {
-    fetched: Result<JwkSet, FederationRefusal>,
+    fetched: Result<Fetched, FederationRefusal>,
     fetched_at: Instant,
 }
 
@@ -55,6 +69,10 @@ impl std::fmt::Debug for IssuerKeys {
 struct Discovery {
     issuer: String,
     jwks_uri: String,
+    #[serde(default)]
+    authorization_endpoint: Option<String>,
+    #[serde(default)]
+    token_endpoint: Option<String>,
 }
 
 fn unreachable(what: &str, e: impl std::fmt::Display) -> FederationRefusal {
@@ -71,7 +89,7 @@ impl IssuerKeys {
         Self { min_refetch, ..self }
     }
 
-    async fn fetch(&self, issuer: &str) -> Result<JwkSet, FederationRefusal> {
+    async fn fetch(&self, issuer: &str) -> Result<Fetched, FederationRefusal> {
         let discovery_url = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
         let raw = self.outbound.get(&discovery_url).await.map_err(|e| unreachable("its discovery document", e))?;
         let discovery: Discovery = serde_json::from_slice(&raw).map_err(|_| unreachable("its discovery document", "not valid JSON"))?;
@@ -84,7 +102,8 @@ impl IssuerKeys {
         if jwks.keys.len() > MAX_JWKS_KEYS {
             return Err(unreachable("its JWKS", format!("more than {MAX_JWKS_KEYS} keys")));
         }
-        Ok(jwks)
+        let endpoints = IssuerEndpoints { authorization: discovery.authorization_endpoint, token: discovery.token_endpoint };
+        Ok(Fetched { jwks, endpoints })
     }
 
     fn cached(&self, issuer: &str) -> Option<Cached> {
@@ -93,7 +112,7 @@ impl IssuerKeys {
 
     /// The issuer's keys as fetched now, unless a fetch that finished within `min_refetch`
     /// (this one waited for it, say) already answered.
-    async fn refetch(&self, issuer: &str) -> Result<JwkSet, FederationRefusal> {
+    async fn refetch(&self, issuer: &str) -> Result<Fetched, FederationRefusal> {
         let gate = self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).entry(issuer.to_owned()).or_default().clone();
         let _one_at_a_time = gate.lock().await;
         if let Some(c) = self.cached(issuer).filter(|c| c.fetched_at.elapsed() < self.min_refetch) {
@@ -118,16 +137,27 @@ impl IssuerKeys {
         token: &str,
         expect: &ExternalExpectations<'_>,
     ) -> Result<serde_json::Map<String, serde_json::Value>, FederationRefusal> {
-        let (jwks, may_refetch) = match self.cached(expect.issuer) {
-            Some(Cached { fetched: Ok(jwks), fetched_at }) if fetched_at.elapsed() < KEYS_TTL => {
-                (jwks, fetched_at.elapsed() >= self.min_refetch)
-            }
-            Some(Cached { fetched: Err(refusal), fetched_at }) if fetched_at.elapsed() < self.min_refetch => return Err(refusal),
-            _ => (self.refetch(expect.issuer).await?, false),
-        };
-        match verify_external(token, &jwks, expect) {
-            Err(FederationRefusal::UnknownKey) if may_refetch => verify_external(token, &self.refetch(expect.issuer).await?, expect),
+        let (fetched, may_refetch) = self.current(expect.issuer).await?;
+        match verify_external(token, &fetched.jwks, expect) {
+            Err(FederationRefusal::UnknownKey) if may_refetch => verify_external(token, &self.refetch(expect.issuer).await?.jwks, expect),
             done => done,
+        }
+    }
+
+    /// Where the issuer's people sign in and its codes are redeemed.
+    pub async fn endpoints(&self, issuer: &str) -> Result<IssuerEndpoints, FederationRefusal> {
+        Ok(self.current(issuer).await?.0.endpoints)
+    }
+
+    /// What is in hand for `issuer` (fetched if nothing fresh is), and whether it is old enough
+    /// to be fetched again for a `kid` it lacks.
+    async fn current(&self, issuer: &str) -> Result<(Fetched, bool), FederationRefusal> {
+        match self.cached(issuer) {
+            Some(Cached { fetched: Ok(fetched), fetched_at }) if fetched_at.elapsed() < KEYS_TTL => {
+                Ok((fetched, fetched_at.elapsed() >= self.min_refetch))
+            }
+            Some(Cached { fetched: Err(refusal), fetched_at }) if fetched_at.elapsed() < self.min_refetch => Err(refusal),
+            _ => Ok((self.refetch(issuer).await?, false)),
         }
     }
 }

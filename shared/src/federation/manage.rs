@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::TrustPolicy;
-use super::trust::{MAX_TRUST_POLICIES, TrustPolicyEntry, TrustPolicyUse, TrustedIssuer, TrustedIssuers, client_id_of};
+use super::trust::{MAX_TRUST_POLICIES, SignInProvider, TrustPolicyEntry, TrustPolicyUse, TrustedIssuer, TrustedIssuers, client_id_of};
 use crate::authority::Guard;
 use crate::error::{DomainError, Limit};
 use crate::ids::{PrincipalId, TrustPolicyId};
@@ -70,6 +70,7 @@ impl Iam {
         &self,
         caller: &Caller,
         issuers: Vec<TrustedIssuer>,
+        sign_in: Option<Option<SignInProvider>>,
         if_match: Option<u64>,
     ) -> Result<TrustedIssuers, DomainError> {
         let result = async {
@@ -81,14 +82,44 @@ impl Iam {
                 ));
             }
             let next = current.version + 1;
-            let issuers = TrustedIssuers::new(issuers, next, self.webhooks.allow_loopback, caller.actor(), model::now())?;
-            let detail = serde_json::json!({"issuers": issuers.issuers.iter().map(|i| i.issuer.as_str()).collect::<Vec<_>>()});
-            let guard = Guard::decided_on([caller.as_decided_on()]).recording(caller.entry("trusted_issuers.update").detail(detail));
+            // Left out, the provider stays as it is: a client that only manages the list never
+            // takes it away by accident (null removes it).
+            let sign_in = sign_in.unwrap_or_else(|| current.sign_in.clone());
+            let issuers = TrustedIssuers::new(issuers, sign_in, next, self.webhooks.allow_loopback, caller.actor(), model::now())?
+                .following(&current);
+            // Any change of the provider (its issuer or the console's client there) may stop
+            // people signing in: an administrator with a key must remain (checked again at the
+            // write).
+            let witness = match &current.sign_in {
+                Some(before) if issuers.sign_in.as_ref() != Some(before) => Some(self.administrator_with_a_key(caller).await?),
+                _ => None,
+            };
+            let detail = serde_json::json!({
+                "issuers": issuers.issuers.iter().map(|i| i.issuer.as_str()).collect::<Vec<_>>(),
+                "signIn": issuers.sign_in,
+            });
+            let guard = Guard::decided_on([caller.as_decided_on()])
+                .with_witness(witness)
+                .recording(caller.entry("trusted_issuers.update").detail(detail));
             self.store.put_trusted_issuers(&caller.org_id, &issuers, &guard).await?;
             Ok(issuers)
         }
         .await;
         self.audited("trusted_issuers.update", caller, caller.org_id.as_str(), result).await
+    }
+
+    /// A usable administrator who authenticates with a key: the caller when it is one, else
+    /// any other in the organisation.
+    async fn administrator_with_a_key(&self, caller: &Caller) -> Result<crate::authority::AdminWitness, DomainError> {
+        let now = model::now();
+        if let Some(witness) = self.standing_of(caller, &caller.principal_id).await?.usable_administrator_by_key_where(now, |_| true) {
+            return Ok(witness);
+        }
+        let by_key = |standing: &crate::authority::Standing, now| standing.usable_administrator_by_key_where(now, |_| true);
+        match self.other_administrator_where(&caller.org_id, &[&caller.principal_id], by_key).await? {
+            Some(witness) => Ok(witness),
+            None => Err(crate::authority::LastAdministrator.into()),
+        }
     }
 
     pub async fn trust_policies(&self, caller: &Caller, id: &PrincipalId) -> Result<TrustPolicies, DomainError> {

@@ -16,6 +16,7 @@ pub mod exchange;
 pub mod external_token;
 pub mod issuer_keys;
 pub mod manage;
+pub mod sign_in;
 pub mod trust;
 
 use std::collections::BTreeMap;
@@ -23,7 +24,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use external_token::{ExternalExpectations, claimed_issuer, verify_external};
-pub use issuer_keys::IssuerKeys;
+pub use issuer_keys::{IssuerEndpoints, IssuerKeys};
 
 /// GitHub Actions' OIDC issuer.
 pub const GITHUB_ACTIONS_ISSUER: &str = "https://token.actions.githubusercontent.com";

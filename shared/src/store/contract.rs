@@ -36,7 +36,8 @@ macro_rules! store_contract_tests {
             refusals_are_aggregated_per_actor_action_reason_and_minute, the_trail_filters_and_pages_newest_first,
             warnings_are_recorded_once_across_runs_and_clock_steps, webhooks_and_their_deliveries_are_scoped_versioned_and_recorded,
             service_accounts_are_found_by_id_and_carry_their_trust_policies, trust_policy_use_counts_only_while_the_account_is_unchanged,
-            trusted_issuers_are_per_organisation_and_recorded);
+            trusted_issuers_are_per_organisation_and_recorded, users_are_found_by_identity_once_mapped,
+            sign_in_records_are_taken_once);
     };
     (@cases $make:expr; $($case:ident),*) => {
         $(
@@ -606,7 +607,8 @@ async fn admin<S: Store + ?Sized>(store: &S, org_name: &str) -> (Principal, Cred
         org_id: p.org_id.clone(),
         principal_id: p.id.clone(),
         principal_version: p.version,
-        key_id: c.key_id.clone(),
+        key_id: Some(c.key_id.clone()),
+        sign_in_version: None,
         roles: vec![RoleId::parse("iam-admin").unwrap()],
     };
     (p, c, witness)
@@ -1195,16 +1197,16 @@ pub async fn trusted_issuers_are_per_organisation_and_recorded<S: Store + ?Sized
     store.create_principal(&p, MAX, None).await.unwrap();
     assert_eq!(store.get_trusted_issuers(&org("acme")).await.unwrap(), None);
     let github = || vec![TrustedIssuer { issuer: "https://token.actions.githubusercontent.com".into(), description: Some("CI".into()) }];
-    let first = TrustedIssuers::new(github(), 1, false, actor(), now()).unwrap();
+    let first = TrustedIssuers::new(github(), None, 1, false, actor(), now()).unwrap();
     store.put_trusted_issuers(&org("acme"), &first, &recording("trusted_issuers.update", &p)).await.unwrap();
     assert_eq!(store.get_trusted_issuers(&org("acme")).await.unwrap(), Some(first.clone()));
     assert_eq!(store.get_trusted_issuers(&org("other")).await.unwrap(), None);
     // Only over the list read: a second first list, or a change from a stale read, loses.
     let again = store.put_trusted_issuers(&org("acme"), &first, &recording("trusted_issuers.update", &p)).await;
     assert!(matches!(again, Err(StoreError::Conflict(Conflict::StaleVersion))), "{again:?}");
-    let second = TrustedIssuers::new(Vec::new(), 2, false, actor(), now()).unwrap();
+    let second = TrustedIssuers::new(Vec::new(), None, 2, false, actor(), now()).unwrap();
     store.put_trusted_issuers(&org("acme"), &second, &recording("trusted_issuers.update", &p)).await.unwrap();
-    let stale = TrustedIssuers::new(github(), 2, false, actor(), now()).unwrap();
+    let stale = TrustedIssuers::new(github(), None, 2, false, actor(), now()).unwrap();
     let lost = store.put_trusted_issuers(&org("acme"), &stale, &recording("trusted_issuers.update", &p)).await;
     assert!(matches!(lost, Err(StoreError::Conflict(Conflict::StaleVersion))), "{lost:?}");
     assert_eq!(store.get_trusted_issuers(&org("acme")).await.unwrap(), Some(second));
@@ -1214,4 +1216,40 @@ pub async fn trusted_issuers_are_per_organisation_and_recorded<S: Store + ?Sized
         ["principal.create", "trusted_issuers.update", "trusted_issuers.update"],
         "a record per change, none for a refusal"
     );
+}
+
+pub async fn users_are_found_by_identity_once_mapped<S: Store + ?Sized>(store: Arc<S>) {
+    use crate::federation::trust::UserIdentity;
+    let ada = UserIdentity::new("https://idp.example", "ada@example.com").unwrap();
+    let user = principal("acme").as_user(ada.clone());
+    store.create_principal(&user, MAX, None).await.unwrap();
+    assert_eq!(store.get_principal(&org("acme"), &user.id).await.unwrap(), Some(user.clone()), "the identity is stored");
+    assert_eq!(store.find_user(&org("acme"), &ada).await.unwrap(), Some(user.id.clone()));
+    assert_eq!(store.find_user(&org("other"), &ada).await.unwrap(), None, "per organisation");
+    let elsewhere = UserIdentity::new("https://other-idp.example", "ada@example.com").unwrap();
+    assert_eq!(store.find_user(&org("acme"), &elsewhere).await.unwrap(), None, "per issuer");
+    let twin = principal("acme").as_user(ada.clone());
+    let taken = store.create_principal(&twin, MAX, None).await;
+    assert!(matches!(taken, Err(StoreError::Conflict(Conflict::IdentityMapped))), "{taken:?}");
+    assert_eq!(store.get_principal(&org("acme"), &twin.id).await.unwrap(), None, "nothing of the refused create is written");
+    let in_other_org = principal("other").as_user(ada.clone());
+    store.create_principal(&in_other_org, MAX, None).await.unwrap();
+}
+
+pub async fn sign_in_records_are_taken_once<S: Store + ?Sized>(store: Arc<S>) {
+    use crate::federation::sign_in::SignInRecord;
+    let record = SignInRecord::Code {
+        principal_id: PrincipalId::generate(),
+        console_challenge: "c".repeat(43),
+        expires_at: now() + Duration::seconds(60),
+    };
+    store.put_sign_in(&org("acme"), "acme.key1", &record).await.unwrap();
+    assert_eq!(store.take_sign_in(&org("other"), "acme.key1").await.unwrap(), None, "per organisation");
+    assert_eq!(store.take_sign_in(&org("acme"), "acme.key1").await.unwrap(), Some(record.clone()));
+    assert_eq!(store.take_sign_in(&org("acme"), "acme.key1").await.unwrap(), None, "once");
+    // Two takes racing: exactly one finds it.
+    store.put_sign_in(&org("acme"), "acme.key2", &record).await.unwrap();
+    let acme = org("acme");
+    let (a, b) = tokio::join!(store.take_sign_in(&acme, "acme.key2"), store.take_sign_in(&acme, "acme.key2"));
+    assert_eq!([a.unwrap(), b.unwrap()].iter().filter(|r| r.is_some()).count(), 1);
 }

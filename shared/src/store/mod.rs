@@ -284,6 +284,22 @@ macro_rules! store_by_aggregate {
                 federation::trust_policy_uses(self, org, id).await
             }
 
+            async fn record_sign_in(&self, principal: &$crate::model::Principal, under: u64) -> Result<(), $crate::store::StoreError> {
+                federation::record_sign_in(self, principal, under).await
+            }
+
+            async fn find_user(&self, org: &$crate::ids::OrgId, identity: &$crate::federation::trust::UserIdentity) -> Result<Option<$crate::ids::PrincipalId>, $crate::store::StoreError> {
+                federation::find_user(self, org, identity).await
+            }
+
+            async fn put_sign_in(&self, org: &$crate::ids::OrgId, key: &str, record: &$crate::federation::sign_in::SignInRecord) -> Result<(), $crate::store::StoreError> {
+                federation::put_sign_in(self, org, key, record).await
+            }
+
+            async fn take_sign_in(&self, org: &$crate::ids::OrgId, key: &str) -> Result<Option<$crate::federation::sign_in::SignInRecord>, $crate::store::StoreError> {
+                federation::take_sign_in(self, org, key).await
+            }
+
             async fn get_idempotency_record(&self, org: &$crate::ids::OrgId, slot: &str) -> Result<Option<$crate::idempotency::IdempotencyRecord>, $crate::store::StoreError> {
                 idempotency::get_record(self, org, slot).await
             }
@@ -506,6 +522,18 @@ pub trait Store: Send + Sync + 'static {
         org: &OrgId,
         id: &PrincipalId,
     ) -> Result<std::collections::BTreeMap<crate::ids::TrustPolicyId, crate::federation::trust::TrustPolicyUse>, StoreError>;
+
+    /// The `User` principal mapped to `identity` in `org` (the mapping is written with the
+    /// principal; `Conflict::IdentityMapped` if another has it).
+    async fn find_user(&self, org: &OrgId, identity: &crate::federation::trust::UserIdentity) -> Result<Option<PrincipalId>, StoreError>;
+    /// Notes that `principal`, a user, signed in under the trusted-issuer list's version `under`
+    /// (without changing its version).
+    async fn record_sign_in(&self, principal: &Principal, under: u64) -> Result<(), StoreError>;
+    /// Keeps a sign-in's record under a one-time key until its expiry.
+    async fn put_sign_in(&self, org: &OrgId, key: &str, record: &crate::federation::sign_in::SignInRecord) -> Result<(), StoreError>;
+    /// Takes (reads and deletes, in one step) a sign-in's record: a second take finds nothing.
+    /// An expired one may still be answered (the store sweeps lazily); the caller checks.
+    async fn take_sign_in(&self, org: &OrgId, key: &str) -> Result<Option<crate::federation::sign_in::SignInRecord>, StoreError>;
 
     /// The record in an idempotency slot, live or not (expired ones may linger until swept).
     async fn get_idempotency_record(&self, org: &OrgId, slot: &str) -> Result<Option<IdempotencyRecord>, StoreError>;

@@ -13,7 +13,8 @@ use chrono::{DateTime, Utc};
 use iam_shared::audit::{AuditEntry, AuditPage, AuditQuery, ChainHead};
 use iam_shared::authority::Guard;
 use iam_shared::credential_policy::CredentialPolicy;
-use iam_shared::federation::trust::{TrustPolicyUse, TrustedIssuers};
+use iam_shared::federation::sign_in::SignInRecord;
+use iam_shared::federation::trust::{TrustPolicyUse, TrustedIssuers, UserIdentity};
 use iam_shared::idempotency::IdempotencyRecord;
 use iam_shared::ids::{KeyId, OrgId, PrincipalId, RoleId, TrustPolicyId, WebhookId};
 use iam_shared::model::{Actor, Credential, Principal, Role, RoleAssignment, UseOutcome};
@@ -154,6 +155,18 @@ impl Store for Interleaved {
     }
     async fn put_webhook(&self, w: &Webhook, version: Option<u64>, guard: &Guard) -> Result<(), StoreError> {
         self.inner.put_webhook(w, version, guard).await
+    }
+    async fn record_sign_in(&self, p: &Principal, under: u64) -> Result<(), StoreError> {
+        self.inner.record_sign_in(p, under).await
+    }
+    async fn find_user(&self, org: &OrgId, identity: &UserIdentity) -> Result<Option<PrincipalId>, StoreError> {
+        self.inner.find_user(org, identity).await
+    }
+    async fn put_sign_in(&self, org: &OrgId, key: &str, record: &SignInRecord) -> Result<(), StoreError> {
+        self.inner.put_sign_in(org, key, record).await
+    }
+    async fn take_sign_in(&self, org: &OrgId, key: &str) -> Result<Option<SignInRecord>, StoreError> {
+        self.inner.take_sign_in(org, key).await
     }
     async fn get_trusted_issuers(&self, org: &OrgId) -> Result<Option<TrustedIssuers>, StoreError> {
         self.inner.get_trusted_issuers(org).await

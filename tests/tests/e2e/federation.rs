@@ -24,6 +24,16 @@ pub(crate) struct LocalIssuer {
     /// Replaces the discovery document when set.
     pub(crate) discovery: Arc<std::sync::Mutex<Option<Value>>>,
     fetches: Arc<AtomicUsize>,
+    /// Who `/authorize` signs in (as its `sub`), without asking anything: a person who has
+    /// already logged in at the provider.
+    pub(crate) person: Arc<std::sync::Mutex<String>>,
+}
+
+/// What `/authorize` handed out, for `/token` to check: (nonce, PKCE challenge, client id).
+type Codes = Arc<std::sync::Mutex<std::collections::HashMap<String, (String, String, String)>>>;
+
+fn query_pairs(raw: Option<&str>) -> std::collections::HashMap<String, String> {
+    form_urlencoded::parse(raw.unwrap_or_default().as_bytes()).into_owned().collect()
 }
 
 impl LocalIssuer {
@@ -33,13 +43,62 @@ impl LocalIssuer {
         let fetches = Arc::new(AtomicUsize::new(0));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
+        let person = Arc::new(std::sync::Mutex::new("ada@example.com".to_owned()));
+        let codes: Codes = Arc::default();
         let (k, d, f, base) = (keys.clone(), discovery.clone(), fetches.clone(), url.clone());
+        let (authorize_codes, token_codes, token_keys, token_base, signed_in) =
+            (codes.clone(), codes, keys.clone(), url.clone(), person.clone());
         let router = axum::Router::new()
             .route(
                 "/.well-known/openid-configuration",
                 axum::routing::get(move || {
-                    let doc = d.lock().unwrap().clone().unwrap_or_else(|| json!({"issuer": base, "jwks_uri": format!("{base}/jwks")}));
+                    let doc = d.lock().unwrap().clone().unwrap_or_else(|| {
+                        json!({"issuer": base, "jwks_uri": format!("{base}/jwks"), "authorization_endpoint": format!("{base}/authorize"),
+                            "token_endpoint": format!("{base}/token")})
+                    });
                     async move { axum::Json(doc) }
+                }),
+            )
+            .route(
+                "/authorize",
+                axum::routing::get(move |uri: axum::http::Uri| {
+                    let q = query_pairs(uri.query());
+                    let code = format!("code-{}", iam_testkit::unique("c"));
+                    authorize_codes
+                        .lock()
+                        .unwrap()
+                        .insert(code.clone(), (q["nonce"].clone(), q["code_challenge"].clone(), q["client_id"].clone()));
+                    let back = format!("{}?code={code}&state={}", q["redirect_uri"], q["state"]);
+                    async move { (StatusCode::FOUND, [(header::LOCATION, back)]).into_response() }
+                }),
+            )
+            .route(
+                "/token",
+                axum::routing::post(move |body: String| {
+                    let form = query_pairs(Some(&body));
+                    let issued = token_codes.lock().unwrap().remove(&form["code"]);
+                    let answer = match issued {
+                        Some((nonce, challenge, client))
+                            if iam_shared::federation::sign_in::s256(&form["code_verifier"]) == challenge
+                                && form["client_id"] == client =>
+                        {
+                            let now = iam_shared::model::now().timestamp() as u64;
+                            let claims = json!({"iss": token_base, "aud": client, "sub": *signed_in.lock().unwrap(), "nonce": nonce,
+                                "iat": now, "exp": now + 300});
+                            let doc = token_keys.lock().unwrap().last().unwrap().clone();
+                            let mut header = Header::new(Algorithm::RS256);
+                            header.kid = Some(doc.kid.clone());
+                            let key = EncodingKey::from_rsa_pem(doc.private_key_pem.expose_secret().as_bytes()).unwrap();
+                            (
+                                StatusCode::OK,
+                                axum::Json(
+                                    json!({"id_token": jsonwebtoken::encode(&header, &claims, &key).unwrap(), "token_type": "Bearer"}),
+                                ),
+                            )
+                        }
+                        _ => (StatusCode::BAD_REQUEST, axum::Json(json!({"error": "invalid_grant"}))),
+                    };
+                    async move { answer.into_response() }
                 }),
             )
             .route(
@@ -66,7 +125,7 @@ impl LocalIssuer {
                 }),
             );
         tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-        Self { url, keys, discovery, fetches }
+        Self { url, keys, discovery, fetches, person }
     }
 
     pub(crate) fn sign(&self, claims: &Value) -> String {

@@ -486,6 +486,27 @@ async fn every_policy_grants_exactly_what_its_function_calls() {
     r.hit(remove, &one_policy, Some(&admin), None, &[]).await;
     r.hit(remove, &one_policy, Some(&admin), None, &[]).await;
 
+    // A person's sign-in through the same issuer as identity provider: mapped, then not.
+    let provider = json!({"issuers": [{"issuer": issuer.url}], "signIn": {"issuer": issuer.url, "clientId": "iam-console"}});
+    r.hit(issuers, "/iam/trusted-issuers", Some(&admin), Some(provider), &[]).await;
+    let ada = json!({"displayName": "Ada", "type": "User", "identity": {"subject": "ada@example.com"}});
+    r.hit("POST /iam/api-keys", "/iam/api-keys", Some(&admin), Some(ada), &[]).await;
+    let browser = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    for person in ["ada@example.com", "eve@example.com"] {
+        *issuer.person.lock().unwrap() = person.to_owned();
+        let verifier = "v".repeat(43);
+        let challenge = iam_shared::federation::sign_in::s256(&verifier);
+        let start =
+            r.hit("GET /iam/auth/sign-in", &format!("/iam/auth/sign-in?org=acme&code_challenge={challenge}"), None, None, &[]).await;
+        let back = browser.get(start.header("location").unwrap()).send().await.unwrap().headers()["location"].to_str().unwrap().to_owned();
+        let callback = back.strip_prefix("http://iam.test").unwrap().to_owned();
+        let console = r.hit("GET /iam/auth/sign-in/callback", &callback, None, None, &[]).await;
+        if let Some(code) = console.header("location").unwrap().strip_prefix("/console/index.html#sign-in=") {
+            let form = format!("grant_type=authorization_code&client_id=console&code={code}&code_verifier={verifier}");
+            assert_eq!(r.token_form(&form, None).await.status, StatusCode::OK);
+        }
+    }
+
     // Revocation, and what it refuses afterwards.
     let revoke = "POST /iam/api-keys/{principalId}/credentials/{keyId}/revoke";
     r.hit(revoke, &format!("{credentials}/{key_id}/revoke"), Some(&admin), None, &[]).await;

@@ -22,12 +22,14 @@ use crate::federation::{LocalIssuer, github_claims, now};
 
 const AUDIENCE: &str = "https://iam.example";
 
-async fn app_with_loopback(store: Arc<dyn iam_shared::store::Store>) -> TestApp {
+/// An app whose outbound requests may reach loopback (the tests' own issuer), as the
+/// operator's switch allows.
+pub(crate) async fn app_with_loopback(store: Arc<dyn iam_shared::store::Store>) -> TestApp {
     let config = iam_api::config::Config { outbound_allow_loopback: true, ..iam_tests::config() };
     TestApp::with_state(iam_tests::state_with_config(store, &config).await).await
 }
 
-async fn apps() -> Vec<(&'static str, TestApp)> {
+pub(crate) async fn apps() -> Vec<(&'static str, TestApp)> {
     vec![
         ("embedded", app_with_loopback(Arc::new(iam_shared::store::EmbeddedStore::in_memory().unwrap())).await),
         ("dynamodb", app_with_loopback(iam_testkit::fresh_store().await).await),

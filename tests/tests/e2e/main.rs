@@ -35,5 +35,6 @@ mod operations;
 mod revocation_feed;
 mod rotation;
 mod scanner_rules;
+mod sign_in;
 mod webhooks;
 mod wrong_keys;

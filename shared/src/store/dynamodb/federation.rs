@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{ConditionCheck, Put, ReturnValue, TransactWriteItem};
 
 use super::DynamoStore;
 use super::items::{Item, n, org_key, principal_sk, s, time};
@@ -15,7 +15,8 @@ use super::principals::read_item;
 use super::transaction::{GuardChecks, Part, Transaction, build_error, unavailable};
 use crate::authority::Guard;
 use crate::error::Conflict;
-use crate::federation::trust::{TrustPolicyUse, TrustedIssuers};
+use crate::federation::sign_in::SignInRecord;
+use crate::federation::trust::{TrustPolicyUse, TrustedIssuers, UserIdentity};
 use crate::ids::{OrgId, PrincipalId, TrustPolicyId};
 use crate::model::Principal;
 use crate::store::StoreError;
@@ -151,4 +152,102 @@ pub(super) async fn trust_policy_uses(
         }
     }
     Ok(uses)
+}
+
+fn identity_sk(identity: &UserIdentity) -> String {
+    format!("UID#{}", identity.key())
+}
+
+/// The index item of a user's identity, put in its principal's create transaction.
+pub(super) fn user_identity_item(principal: &Principal, identity: &UserIdentity) -> Item {
+    let mut item = org_key(&principal.org_id, identity_sk(identity));
+    item.insert("kind".into(), s("userIdentity"));
+    item.insert("principalId".into(), s(principal.id.as_str()));
+    item
+}
+
+pub(super) async fn find_user(store: &DynamoStore, org: &OrgId, identity: &UserIdentity) -> Result<Option<PrincipalId>, StoreError> {
+    let out = store
+        .client
+        .get_item()
+        .table_name(&store.principals)
+        .set_key(Some(org_key(org, identity_sk(identity))))
+        .consistent_read(true)
+        .send()
+        .await
+        .map_err(unavailable)?;
+    let Some(item) = out.item() else { return Ok(None) };
+    let raw =
+        item.get("principalId").and_then(|v| v.as_s().ok()).ok_or_else(|| StoreError::Corrupt("user identity: principalId".into()))?;
+    PrincipalId::parse(raw).map(Some).map_err(|_| StoreError::Corrupt("user identity: principalId".into()))
+}
+
+fn sign_in_key(org: &OrgId, key: &str) -> Item {
+    org_key(org, format!("SIGNIN#{key}"))
+}
+
+/// A sign-in's record, expiring with the table's TTL (which deletes lazily: the reader checks).
+pub(super) async fn put_sign_in(store: &DynamoStore, org: &OrgId, key: &str, record: &SignInRecord) -> Result<(), StoreError> {
+    let mut item = sign_in_key(org, key);
+    item.insert("kind".into(), s("signIn"));
+    item.insert("record".into(), s(serde_json::to_string(record).expect("sign-in records always serialise")));
+    item.insert("ttl".into(), n(u64::try_from(record.expires_at().timestamp()).unwrap_or(0)));
+    store
+        .client
+        .put_item()
+        .table_name(&store.principals)
+        .set_item(Some(item))
+        .condition_expression("attribute_not_exists(pk)")
+        .send()
+        .await
+        .map_err(unavailable)?;
+    Ok(())
+}
+
+/// One DeleteItem that answers what it deleted: two takes of one key never both find it.
+pub(super) async fn take_sign_in(store: &DynamoStore, org: &OrgId, key: &str) -> Result<Option<SignInRecord>, StoreError> {
+    let out = store
+        .client
+        .delete_item()
+        .table_name(&store.principals)
+        .set_key(Some(sign_in_key(org, key)))
+        .return_values(ReturnValue::AllOld)
+        .send()
+        .await
+        .map_err(unavailable)?;
+    let Some(item) = out.attributes() else { return Ok(None) };
+    let raw = item.get("record").and_then(|v| v.as_s().ok()).ok_or_else(|| StoreError::Corrupt("sign-in: record".into()))?;
+    serde_json::from_str(raw).map(Some).map_err(|_| StoreError::Corrupt("sign-in: record".into()))
+}
+
+/// A check that the organisation's trusted-issuer list (and so its identity provider) is still
+/// at `version`: a person's standing as an administrator's witness.
+pub(super) fn sign_in_unchanged(store: &DynamoStore, org: &OrgId, version: u64) -> Result<ConditionCheck, StoreError> {
+    ConditionCheck::builder()
+        .table_name(&store.principals)
+        .set_key(Some(org_key(org, ISSUERS_SK.to_owned())))
+        .condition_expression("#version = :version")
+        .expression_attribute_names("#version", "version")
+        .expression_attribute_values(":version", n(version))
+        .build()
+        .map_err(build_error)
+}
+
+pub(super) async fn record_sign_in(store: &DynamoStore, principal: &Principal, under: u64) -> Result<(), StoreError> {
+    let request = store
+        .client
+        .update_item()
+        .table_name(&store.principals)
+        .set_key(Some(org_key(&principal.org_id, principal_sk(&principal.id))))
+        .condition_expression("attribute_exists(pk)")
+        .update_expression("SET #under = :under")
+        .expression_attribute_names("#under", super::items::SIGNED_IN_UNDER)
+        .expression_attribute_values(":under", n(under));
+    match request.send().await {
+        Ok(_) => Ok(()),
+        Err(e) => match e.as_service_error() {
+            Some(UpdateItemError::ConditionalCheckFailedException(_)) => Err(StoreError::NotFound("principal")),
+            _ => Err(unavailable(e)),
+        },
+    }
 }

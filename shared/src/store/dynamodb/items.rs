@@ -200,12 +200,21 @@ pub(super) fn principal_to_item(p: &Principal, cred_seq: u64, roles: &[RoleId]) 
     if let Some(policies) = trust_policies_value(p) {
         item.insert(TRUST_POLICIES.into(), policies);
     }
+    if let Some(identity) = &p.identity {
+        item.insert("identityIssuer".into(), s(&identity.issuer));
+        item.insert("identitySubject".into(), s(&identity.subject));
+    }
+    if let Some(version) = p.signed_in_under {
+        item.insert(SIGNED_IN_UNDER.into(), n(version));
+    }
     item
 }
 
 /// A service account's trust policies on its item: one JSON string (they are read and written
 /// whole, with the principal's version), absent when there are none.
 pub(super) const TRUST_POLICIES: &str = "trustPolicies";
+/// A user's latest sign-in (see `Principal::signed_in_under`).
+pub(super) const SIGNED_IN_UNDER: &str = "signedInUnder";
 
 pub(super) fn trust_policies_value(p: &Principal) -> Option<AttributeValue> {
     (!p.trust_policies.is_empty()).then(|| s(serde_json::to_string(&p.trust_policies).expect("trust policies always serialise")))
@@ -250,6 +259,13 @@ pub(super) fn principal_from_item(item: &Item) -> Result<Principal, StoreError> 
         trust_policies: match r.opt_str(TRUST_POLICIES)? {
             None => Vec::new(),
             Some(raw) => serde_json::from_str(raw).map_err(|_| corrupt("principal", TRUST_POLICIES))?,
+        },
+        signed_in_under: r.opt_num(SIGNED_IN_UNDER)?,
+        identity: match (r.opt_str("identityIssuer")?, r.opt_str("identitySubject")?) {
+            (Some(issuer), Some(subject)) => {
+                Some(crate::federation::trust::UserIdentity { issuer: issuer.to_owned(), subject: subject.to_owned() })
+            }
+            _ => None,
         },
     })
 }

@@ -31,6 +31,10 @@ pub(super) async fn create(
         let index = super::federation::service_account_index_item(principal);
         transaction = transaction.with_put(Part::ServiceAccountIndex, &store.principals, index, Some("attribute_not_exists(pk)"))?;
     }
+    if let Some(identity) = &principal.identity {
+        let index = super::federation::user_identity_item(principal, identity);
+        transaction = transaction.with_put(Part::UserIdentity, &store.principals, index, Some("attribute_not_exists(pk)"))?;
+    }
     let result = transaction
         .with_put(Part::Principal, &store.principals, principal_to_item(principal, 0, &[]), Some("attribute_not_exists(pk)"))?
         .with_update(Part::Count, count_one(&store.principals, &principal.org_id, PRINCIPAL_COUNT, Some(max_principals))?)
@@ -49,6 +53,7 @@ pub(super) async fn create(
                 _ => Err(StoreError::Conflict(Conflict::PrincipalExists)),
             }
         }
+        Err(c) if c.failed(Part::UserIdentity) => Err(StoreError::Conflict(Conflict::IdentityMapped)),
         Err(c) if c.failed(Part::Count) => Err(StoreError::Limit(Limit::Principals(max_principals))),
         Err(c) if c.failed(Part::Idempotency) => Err(StoreError::Conflict(Conflict::IdempotencyKeyTaken)),
         Err(c) if c.raced() => Err(StoreError::Conflict(Conflict::Contended)),

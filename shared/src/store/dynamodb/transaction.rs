@@ -61,6 +61,8 @@ pub(super) enum Part {
     TrustedIssuers,
     /// Where a service account's id is found from the token endpoint, which knows no organisation.
     ServiceAccountIndex,
+    /// Which user a person's identity at the organisation's identity provider is.
+    UserIdentity,
 }
 
 pub(super) struct Transaction<'a> {
@@ -262,6 +264,10 @@ fn condition_check(check: ConditionCheck) -> TransactWriteItem {
 /// that item: the write's own condition then carries the version (an item may appear only once
 /// in a transaction), and an unchanged version means an unchanged, Active principal.
 fn witness_checks(store: &DynamoStore, w: &AdminWitness, principal_written: bool) -> Result<Vec<(Part, TransactWriteItem)>, StoreError> {
+    if w.key_id.is_none() && w.sign_in_version.is_none() {
+        // A witness must authenticate somehow: one that neither holds a key nor signs in proves nothing.
+        return Err(StoreError::WitnessGone);
+    }
     let mut checks = Vec::new();
     if !principal_written {
         let check = ConditionCheck::builder()
@@ -276,27 +282,34 @@ fn witness_checks(store: &DynamoStore, w: &AdminWitness, principal_written: bool
             .map_err(build_error)?;
         checks.push((Part::Witness, condition_check(check)));
     }
-    // Still fit to administer (see `Restrictions::permits_administration`): no audience list,
-    // and any ceiling keeping every `iam:` permission.
-    let ceiling_keeps_iam: Vec<String> = (0..IAM_PERMISSIONS.len()).map(|i| format!("contains(#ceiling, :iam{i})")).collect();
-    let mut credential = ConditionCheck::builder()
-        .table_name(&store.credentials)
-        .set_key(Some(credential_key(&w.key_id)))
-        .condition_expression(format!(
-            "#status = :active AND principalId = :principal AND attribute_not_exists(#audiences) \
-             AND (attribute_not_exists(#ceiling) OR ({}))",
-            ceiling_keeps_iam.join(" AND ")
-        ))
-        .expression_attribute_names("#status", "status")
-        .expression_attribute_names("#audiences", ALLOWED_AUDIENCES)
-        .expression_attribute_names("#ceiling", ALLOWED_PERMISSIONS)
-        .expression_attribute_values(":active", s("Active"))
-        .expression_attribute_values(":principal", s(w.principal_id.as_str()));
-    for (i, permission) in IAM_PERMISSIONS.iter().enumerate() {
-        credential = credential.expression_attribute_values(format!(":iam{i}"), s(*permission));
+    // A person's witness has no credential: its mapped identity goes only with a change of its
+    // principal (the version check) or of the organisation's identity provider (this one).
+    if let Some(version) = w.sign_in_version {
+        checks.push((Part::Witness, condition_check(super::federation::sign_in_unchanged(store, &w.org_id, version)?)));
     }
-    let credential = credential.build().map_err(build_error)?;
-    checks.push((Part::Witness, condition_check(credential)));
+    if let Some(key_id) = &w.key_id {
+        // Still fit to administer (see `Restrictions::permits_administration`): no audience list,
+        // and any ceiling keeping every `iam:` permission.
+        let ceiling_keeps_iam: Vec<String> = (0..IAM_PERMISSIONS.len()).map(|i| format!("contains(#ceiling, :iam{i})")).collect();
+        let mut credential = ConditionCheck::builder()
+            .table_name(&store.credentials)
+            .set_key(Some(credential_key(key_id)))
+            .condition_expression(format!(
+                "#status = :active AND principalId = :principal AND attribute_not_exists(#audiences) \
+                 AND (attribute_not_exists(#ceiling) OR ({}))",
+                ceiling_keeps_iam.join(" AND ")
+            ))
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#audiences", ALLOWED_AUDIENCES)
+            .expression_attribute_names("#ceiling", ALLOWED_PERMISSIONS)
+            .expression_attribute_values(":active", s("Active"))
+            .expression_attribute_values(":principal", s(w.principal_id.as_str()));
+        for (i, permission) in IAM_PERMISSIONS.iter().enumerate() {
+            credential = credential.expression_attribute_values(format!(":iam{i}"), s(*permission));
+        }
+        let credential = credential.build().map_err(build_error)?;
+        checks.push((Part::Witness, condition_check(credential)));
+    }
     for role in &w.roles {
         let assigned = ConditionCheck::builder()
             .table_name(&store.principals)

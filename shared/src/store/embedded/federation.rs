@@ -7,10 +7,13 @@ use std::collections::BTreeMap;
 use redb::{ReadableDatabase, ReadableTable};
 
 use super::principals::get_principal_in;
-use super::records::{PRINCIPALS, SERVICE_ACCOUNTS, TRUST_USES, TRUSTED_ISSUERS, decode, encode, key2, key3, prefix_range};
+use super::records::{
+    PRINCIPALS, SERVICE_ACCOUNTS, SIGN_INS, TRUST_USES, TRUSTED_ISSUERS, USER_IDENTITIES, decode, encode, key2, key3, prefix_range,
+};
 use super::{EmbeddedStore, check_guard_in};
 use crate::authority::Guard;
-use crate::federation::trust::{TrustPolicyUse, TrustedIssuers};
+use crate::federation::sign_in::SignInRecord;
+use crate::federation::trust::{TrustPolicyUse, TrustedIssuers, UserIdentity};
 use crate::ids::{OrgId, PrincipalId, TrustPolicyId};
 use crate::model::{Principal, PrincipalStatus};
 use crate::store::StoreError;
@@ -116,6 +119,73 @@ pub(super) async fn trust_policy_uses(
                 uses.insert(policy, decode("trust policy use", v.value())?);
             }
             Ok(uses)
+        })
+        .await
+}
+
+pub(super) async fn find_user(store: &EmbeddedStore, org: &OrgId, identity: &UserIdentity) -> Result<Option<PrincipalId>, StoreError> {
+    let key = key2(org.as_str(), &identity.key());
+    store
+        .blocking(move |db| {
+            let txn = db.begin_read()?;
+            let t = txn.open_table(USER_IDENTITIES)?;
+            let Some(raw) = t.get(key.as_str())? else { return Ok(None) };
+            let id = std::str::from_utf8(raw.value()).ok().and_then(|id| PrincipalId::parse(id).ok());
+            id.map(Some).ok_or_else(|| StoreError::Corrupt("user identity".into()))
+        })
+        .await
+}
+
+pub(super) async fn put_sign_in(store: &EmbeddedStore, org: &OrgId, key: &str, record: &SignInRecord) -> Result<(), StoreError> {
+    let (key, record) = (key2(org.as_str(), key), record.clone());
+    store
+        .blocking(move |db| {
+            let txn = db.begin_write()?;
+            {
+                let mut t = txn.open_table(SIGN_INS)?;
+                // Expired records go as new ones come: the table stays as small as what is live.
+                let now = crate::model::now();
+                let expired: Vec<String> = t
+                    .iter()?
+                    .filter_map(Result::ok)
+                    .filter(|(_, v)| decode::<SignInRecord>("sign-in", v.value()).map_or(true, |r| r.expires_at() <= now))
+                    .map(|(k, _)| k.value().to_owned())
+                    .collect();
+                for gone in expired {
+                    t.remove(gone.as_str())?;
+                }
+                t.insert(key.as_str(), encode(&record)?.as_slice())?;
+            }
+            Ok(txn.commit()?)
+        })
+        .await
+}
+
+pub(super) async fn take_sign_in(store: &EmbeddedStore, org: &OrgId, key: &str) -> Result<Option<SignInRecord>, StoreError> {
+    let key = key2(org.as_str(), key);
+    store
+        .blocking(move |db| {
+            let txn = db.begin_write()?;
+            let taken = txn.open_table(SIGN_INS)?.remove(key.as_str())?.map(|v| decode("sign-in", v.value())).transpose()?;
+            txn.commit()?;
+            Ok(taken)
+        })
+        .await
+}
+
+pub(super) async fn record_sign_in(store: &EmbeddedStore, principal: &Principal, under: u64) -> Result<(), StoreError> {
+    let key = key2(principal.org_id.as_str(), principal.id.as_str());
+    store
+        .blocking(move |db| {
+            let txn = db.begin_write()?;
+            {
+                let mut t = txn.open_table(PRINCIPALS)?;
+                let mut stored: Principal =
+                    t.get(key.as_str())?.map(|v| decode("principal", v.value())).transpose()?.ok_or(StoreError::NotFound("principal"))?;
+                stored.signed_in_under = Some(under);
+                t.insert(key.as_str(), encode(&stored)?.as_slice())?;
+            }
+            Ok(txn.commit()?)
         })
         .await
 }

@@ -23,7 +23,7 @@ use redb::{Database, ReadableTable};
 use self::principals::get_principal_in;
 use self::records::{
     ASSIGNMENTS, AUDIT, AUDIT_HEADS, BOOTSTRAP, CACHE_BYTES, CREDENTIALS, DELIVERIES, IDEMPOTENCY, ONCE, POLICIES, PRINCIPAL_CREDENTIALS,
-    PRINCIPALS, ROLES, SERVICE_ACCOUNTS, TRUST_USES, TRUSTED_ISSUERS, WEBHOOKS, decode_credential, key3,
+    PRINCIPALS, ROLES, SERVICE_ACCOUNTS, SIGN_INS, TRUST_USES, TRUSTED_ISSUERS, USER_IDENTITIES, WEBHOOKS, decode_credential, key3,
 };
 use super::StoreError;
 use crate::authority::Guard;
@@ -74,6 +74,8 @@ impl EmbeddedStore {
             TRUSTED_ISSUERS,
             SERVICE_ACCOUNTS,
             TRUST_USES,
+            USER_IDENTITIES,
+            SIGN_INS,
         ] {
             txn.open_table(table)?;
         }
@@ -123,16 +125,33 @@ fn check_guard_in(txn: &redb::WriteTransaction, guard: &Guard) -> Result<(), Sto
         }
     }
     let Some(w) = &guard.witness else { return Ok(()) };
+    if w.key_id.is_none() && w.sign_in_version.is_none() {
+        // A witness must authenticate somehow: one that neither holds a key nor signs in proves nothing.
+        return Err(StoreError::WitnessGone);
+    }
     let (org, id) = (w.org_id.as_str(), w.principal_id.as_str());
     let principal_unchanged =
         get_principal_in(&principals, org, id)?.is_some_and(|p| p.version == w.principal_version && p.status == PrincipalStatus::Active);
     let credentials = txn.open_table(CREDENTIALS)?;
-    let credential_active = match credentials.get(w.key_id.as_str())? {
-        Some(v) => {
-            let c = decode_credential(v.value())?;
-            c.status == CredentialStatus::Active && c.principal_id == w.principal_id && c.restrictions.permits_administration()
+    // A person's witness has no credential: its mapped identity goes only with a change of its
+    // principal (the version check) or of the organisation's identity provider (this one).
+    if let Some(version) = w.sign_in_version {
+        let issuers = txn.open_table(TRUSTED_ISSUERS)?;
+        let stored: Option<crate::federation::trust::TrustedIssuers> =
+            issuers.get(org)?.map(|v| self::records::decode("trusted issuers", v.value())).transpose()?;
+        if stored.map(|t| t.version) != Some(version) {
+            return Err(StoreError::WitnessGone);
         }
-        None => false,
+    }
+    let credential_active = match &w.key_id {
+        None => true,
+        Some(key_id) => match credentials.get(key_id.as_str())? {
+            Some(v) => {
+                let c = decode_credential(v.value())?;
+                c.status == CredentialStatus::Active && c.principal_id == w.principal_id && c.restrictions.permits_administration()
+            }
+            None => false,
+        },
     };
     let assignments = txn.open_table(ASSIGNMENTS)?;
     let mut roles_assigned = true;

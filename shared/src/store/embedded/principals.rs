@@ -80,6 +80,14 @@ pub(super) async fn create(
             if p.principal_type == crate::model::PrincipalType::ServiceAccount {
                 txn.open_table(super::records::SERVICE_ACCOUNTS)?.insert(p.id.as_str(), p.org_id.as_str().as_bytes())?;
             }
+            if let Some(identity) = &p.identity {
+                let mut users = txn.open_table(super::records::USER_IDENTITIES)?;
+                let key = key2(p.org_id.as_str(), &identity.key());
+                if users.get(key.as_str())?.is_some() {
+                    return Err(StoreError::Conflict(Conflict::IdentityMapped));
+                }
+                users.insert(key.as_str(), p.id.as_str().as_bytes())?;
+            }
             super::audit::append_in(&txn, record, 1)?;
             claim_idempotency_in(&txn, idempotency.as_ref())?;
             Ok(txn.commit()?)

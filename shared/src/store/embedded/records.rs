@@ -46,6 +46,10 @@ pub(super) const SERVICE_ACCOUNTS: Table = TableDefinition::new("service_account
 /// `org \0 principalId \0 trustPolicyId` → the policy's use (kept apart from the principal, so
 /// a use never moves its version).
 pub(super) const TRUST_USES: Table = TableDefinition::new("trust_policy_uses");
+/// `org \0 identityKey` → the user's principal id (see `UserIdentity::key`).
+pub(super) const USER_IDENTITIES: Table = TableDefinition::new("user_identities");
+/// `org \0 key` → a sign-in's record (taken once; expired ones are refused by their reader).
+pub(super) const SIGN_INS: Table = TableDefinition::new("sign_ins");
 
 pub(super) const SEP: char = '\0';
 

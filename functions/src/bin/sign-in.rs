@@ -1,0 +1,5 @@
+#[tokio::main]
+async fn main() -> Result<(), iam_api::lambda::Error> {
+    const OPERATION: iam_api::operation::Operation = iam_functions::operation("sign-in");
+    iam_api::lambda::serve(&OPERATION).await
+}
