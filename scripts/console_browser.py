@@ -11,6 +11,7 @@ import urllib.error
 import urllib.request
 
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ready
@@ -101,7 +102,8 @@ def browser(profile, width=1280, height=900):
 
 
 def wait_until(driver, condition):
-    return WebDriverWait(driver, WAIT_SECONDS).until(condition)
+    # A list re-rendered while the condition reads it is read again, not a failure.
+    return WebDriverWait(driver, WAIT_SECONDS, ignored_exceptions=(StaleElementReferenceException,)).until(condition)
 
 
 def wait_for_text(driver, element_id, fragment):

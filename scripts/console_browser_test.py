@@ -522,7 +522,7 @@ def main():
         check(reason(driver, "issue-reason") != "", "a person is issued no API key")
         Select(driver.find_element(By.ID, "assign-role")).select_by_value("iam-admin")
         click(driver, "assign-submit")
-        wait_until(driver, lambda d: any(li.get_attribute("data-role-id") == "iam-admin" for li in d.find_elements(By.CSS_SELECTOR, "#assignments li")))
+        wait_until(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#assignments li[data-role-id='iam-admin']"))
         ada = {"id": driver.execute_script("return location.hash").split("/")[-1]}
         driver.execute_script("location.hash = '#issuers'")
         wait_for_text(driver, "sign-in-provider", provider.url)
