@@ -528,6 +528,12 @@ def main():
         wait_for_text(driver, "sign-in-provider", provider.url)
         check(driver.find_element(By.ID, "provider-redirect").text == base + "/iam/auth/sign-in/callback", "the redirect URI to register is shown")
         axe_serious(driver, axe_js, "Access > Trusted issuers with a sign-in provider")
+        # Changing the provider signs everyone out, so the console asks first; declined, nothing changes.
+        type_into(driver, "provider-client", "another-client")
+        click(driver, "provider-submit")
+        confirm(driver, False)
+        stored = api(base, "GET", "/iam/trusted-issuers", management_token(base, admin_key))
+        check(stored["signIn"]["clientId"] == "iam-console", f"a declined change of provider changes nothing: {stored}")
         click(driver, "sign-out")
         axe_serious(driver, axe_js, "the sign-in page")
         type_into(driver, "sso-org", "dev")

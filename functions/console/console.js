@@ -1170,6 +1170,13 @@
     event.preventDefault();
     await attempt(async () => {
       const signIn = { issuer: $("provider-issuer").value, clientId: $("provider-client").value.trim() };
+      const before = issuers.signIn;
+      if (before && (before.issuer !== signIn.issuer || before.clientId !== signIn.clientId)) {
+        const sure = await confirmAction("Change the identity provider? Everyone signed in through it, you included, is signed out at once.", "Change");
+        if (!sure) {
+          return;
+        }
+      }
       await api("PUT", "/iam/trusted-issuers", withSignIn(issuers.list, signIn), { "if-match": `"${issuers.version}"` });
       await openIssuers();
     });

@@ -2,7 +2,8 @@
 //! when the token expires, asks here whether a token is still active. Active means: signed by a
 //! published key, for one of this service's audiences, unexpired, of the caller's organisation,
 //! and its credential and principal would still authenticate now (still Active, the audience
-//! still on the credential's list, and the organisation's policy still admitting the key).
+//! still on the credential's list, and the organisation's policy still admitting the key; for a
+//! signed-in person, still mapped under an identity provider unchanged since).
 //! Anything else is the same
 //! `{"active": false}`, so the answer tells nothing more about a token that is not.
 
@@ -61,6 +62,9 @@ impl Iam {
         if claims.trust_policy.is_some() {
             return self.introspect_service_account(claims).await;
         }
+        if claims.principal_type == "User" && claims.client_id == crate::federation::sign_in::CONSOLE_CLIENT_ID {
+            return self.introspect_person(claims).await;
+        }
         let standing = match self.token_standing(&claims).await {
             Ok(standing) => standing,
             Err(crate::service::AuthError::Unavailable(e)) => return Err(e.into()),
@@ -101,6 +105,18 @@ impl Iam {
         let scope = claims.permissions().filter(|p| held.contains(p)).collect::<Vec<_>>().join(" ");
         let roles = roles.iter().map(|r| r.id.to_string()).collect();
         Ok(Introspection { active: true, token: Some(active_token(claims, scope, roles)) })
+    }
+
+    /// A signed-in person's token is active while the management routes would honour it.
+    async fn introspect_person(&self, claims: AccessClaims) -> Result<Introspection, DomainError> {
+        let person = match self.person_signed_in(claims).await {
+            Ok(person) => person,
+            Err(crate::service::AuthError::Unavailable(e)) => return Err(e.into()),
+            Err(_) => return Ok(Introspection::INACTIVE),
+        };
+        let scope = person.permissions.into_iter().collect::<Vec<_>>().join(" ");
+        let roles = person.roles.iter().map(|r| r.id.to_string()).collect();
+        Ok(Introspection { active: true, token: Some(active_token(person.claims, scope, roles)) })
     }
 
     /// The token's claims if it verifies for one of this service's audiences.

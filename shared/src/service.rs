@@ -521,9 +521,10 @@ impl Iam {
     }
 
     /// A signed-in person's token, re-read as a key's is: the user still Active and unexpired,
-    /// still mapped under the organisation's identity provider (changing the provider ends
-    /// every session at once), and its scope narrowed to what its roles still grant.
-    async fn person_signed_in(&self, claims: AccessClaims) -> Result<Caller, AuthError> {
+    /// still mapped under the organisation's identity provider, which has not changed since
+    /// (any change ends every session at once, even one changed back), and its scope narrowed
+    /// to what its roles still grant.
+    pub(crate) async fn person_signed_in(&self, claims: AccessClaims) -> Result<Caller, AuthError> {
         let (Ok(org_id), Ok(principal_id)) = (OrgId::parse(&claims.org_id), PrincipalId::parse(&claims.sub)) else {
             return Err(AuthError::Token(TokenRejection::Invalid("claims do not name a user".into())));
         };
@@ -532,7 +533,7 @@ impl Iam {
         let provider = self.store.get_trusted_issuers(&org_id).await?.unwrap_or_default();
         let mapped = principal.principal_type == PrincipalType::User
             && principal.identity.as_ref().is_some_and(|i| provider.sign_in_issuer() == Some(i.issuer.as_str()));
-        if !mapped {
+        if !mapped || claims.sign_in_version != Some(provider.sign_in_since) {
             return Err(AuthError::UnknownCredential);
         }
         match principal.status {

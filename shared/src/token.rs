@@ -196,6 +196,7 @@ struct Minted<'a> {
     client_id: String,
     principal_type: &'static str,
     trust_policy: Option<String>,
+    sign_in_version: Option<u64>,
 }
 
 /// What a service account's token is minted for.
@@ -301,9 +302,10 @@ impl TokenService {
             scope: grant.scope,
             audience: grant.audience,
         };
-        self.sign_claims(
-            self.claims(Minted { holder, client_id: client_id(grant.key_id), principal_type: "ApiKey", trust_policy: None }, now),
-        )
+        self.sign_claims(self.claims(
+            Minted { holder, client_id: client_id(grant.key_id), principal_type: "ApiKey", trust_policy: None, sign_in_version: None },
+            now,
+        ))
     }
 
     /// A service account's token: `client_id` is the account's `sa_…` id, and `trust_policy`
@@ -318,14 +320,23 @@ impl TokenService {
             client_id: crate::federation::trust::client_id_of(grant.holder.principal_id),
             principal_type: "ServiceAccount",
             trust_policy: Some(grant.trust_policy.to_string()),
+            sign_in_version: None,
         };
         self.sign_claims(self.claims(minted, now))
     }
 
-    /// A signed-in person's token: `principal_type` `User`, `client_id` the console.
-    pub fn sign_for_user(&self, grant: &UserGrant<'_>, now: DateTime<Utc>) -> Result<(String, AccessClaims), SignError> {
+    /// A signed-in person's token: `principal_type` `User`, `client_id` the console, and the
+    /// version of the sign-in settings it was issued under.
+    pub fn sign_for_user(
+        &self,
+        grant: &UserGrant<'_>,
+        sign_in_version: u64,
+        now: DateTime<Utc>,
+    ) -> Result<(String, AccessClaims), SignError> {
         let client_id = crate::federation::sign_in::CONSOLE_CLIENT_ID.to_owned();
-        self.sign_claims(self.claims(Minted { holder: *grant, client_id, principal_type: "User", trust_policy: None }, now))
+        let minted =
+            Minted { holder: *grant, client_id, principal_type: "User", trust_policy: None, sign_in_version: Some(sign_in_version) };
+        self.sign_claims(self.claims(minted, now))
     }
 
     fn claims(&self, minted: Minted<'_>, now: DateTime<Utc>) -> AccessClaims {
@@ -345,6 +356,7 @@ impl TokenService {
             exp: iat + self.settings.lifetime_secs as i64,
             jti: encode_u128(u128::from_be_bytes(random::bytes::<16>())),
             trust_policy: minted.trust_policy,
+            sign_in_version: minted.sign_in_version,
         }
     }
 

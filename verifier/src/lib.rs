@@ -60,6 +60,12 @@ pub struct AccessClaims {
     /// was exchanged for (`principal_type` is `ServiceAccount`, `client_id` `sa_…`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trust_policy: Option<String>,
+    /// A signed-in person's token: the version of the organisation's trusted-issuer list at
+    /// which its sign-in provider was last set, when the token was issued (`principal_type` is
+    /// `User`, `client_id` `console`). Any change of the provider since ends the token, even
+    /// one changed back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sign_in_version: Option<u64>,
 }
 
 impl AccessClaims {

@@ -45,7 +45,15 @@ pub enum SignInRecord {
     Pending { nonce: String, verifier: String, console_challenge: String, expires_at: DateTime<Utc> },
     /// Step 2 to 3: the console's code.
     #[serde(rename_all = "camelCase")]
-    Code { principal_id: PrincipalId, console_challenge: String, expires_at: DateTime<Utc> },
+    Code {
+        principal_id: PrincipalId,
+        console_challenge: String,
+        expires_at: DateTime<Utc>,
+        /// The sign-in settings the person was proved under: a provider changed before the
+        /// console redeems the code voids it.
+        #[serde(default)]
+        sign_in_version: u64,
+    },
 }
 
 impl SignInRecord {
@@ -258,7 +266,8 @@ impl Iam {
         };
         let code = one_time_key(&org);
         let expires_at = model::now() + chrono::Duration::seconds(CODE_TTL_SECS);
-        self.store.put_sign_in(&org, &code_slot(&code), &SignInRecord::Code { principal_id, console_challenge, expires_at }).await?;
+        let record = SignInRecord::Code { principal_id, console_challenge, expires_at, sign_in_version: settings.sign_in_since };
+        self.store.put_sign_in(&org, &code_slot(&code), &record).await?;
         Ok(code)
     }
 
@@ -286,7 +295,7 @@ impl Iam {
         const REFUSED: ExchangeError =
             ExchangeError::InvalidGrant("the sign-in code is unknown, used, expired or not yours; sign in again");
         let org = org_of(code).ok_or(REFUSED)?;
-        let Some(SignInRecord::Code { principal_id, console_challenge, expires_at }) =
+        let Some(SignInRecord::Code { principal_id, console_challenge, expires_at, sign_in_version }) =
             self.store.take_sign_in(&org, &code_slot(code)).await?
         else {
             return Err(REFUSED);
@@ -303,7 +312,7 @@ impl Iam {
         let (principal, role_ids) = self.store.get_principal_with_roles(&org, &principal_id).await?.ok_or(REFUSED)?;
         let settings = self.store.get_trusted_issuers(&org).await?.unwrap_or_default();
         let mapped = principal.identity.as_ref().is_some_and(|i| settings.sign_in_issuer() == Some(i.issuer.as_str()));
-        if principal.principal_type != PrincipalType::User || !mapped {
+        if principal.principal_type != PrincipalType::User || !mapped || settings.sign_in_since != sign_in_version {
             return Err(REFUSED);
         }
         let now = model::now();
@@ -320,7 +329,12 @@ impl Iam {
         let audience = self.tokens.settings().management_audience.clone();
         let grant =
             UserGrant { principal_id: &principal.id, org_id: &principal.org_id, roles: &role_ids, scope: &scope, audience: &audience };
-        let (signed, claims) = self.tokens.current().await.sign_for_user(&grant, now).map_err(|e| ExchangeError::Sign(e.to_string()))?;
+        let (signed, claims) = self
+            .tokens
+            .current()
+            .await
+            .sign_for_user(&grant, settings.sign_in_since, now)
+            .map_err(|e| ExchangeError::Sign(e.to_string()))?;
         // Proof that the mapping works: from now on it counts for the last-administrator rule.
         self.store.record_sign_in(&principal, settings.version).await?;
         crate::service::audit("user.sign_in", principal.id.as_str(), org.as_str(), principal.id.as_str(), Ok(()));

@@ -1242,6 +1242,7 @@ pub async fn sign_in_records_are_taken_once<S: Store + ?Sized>(store: Arc<S>) {
         principal_id: PrincipalId::generate(),
         console_challenge: "c".repeat(43),
         expires_at: now() + Duration::seconds(60),
+        sign_in_version: 3,
     };
     store.put_sign_in(&org("acme"), "acme.key1", &record).await.unwrap();
     assert_eq!(store.take_sign_in(&org("other"), "acme.key1").await.unwrap(), None, "per organisation");

@@ -3,7 +3,8 @@
 //! authorization-code flow with PKCE, state and nonce run by the service, the console's code
 //! redeemed with its own verifier, and the user managing API keys with the roles mapped to it.
 //! Then what must not work: an unmapped person, a replayed or stolen code, a suspended user, a
-//! changed provider; and a mapped administrator counting as one for the last-administrator rule.
+//! changed provider (even one changed back); and a mapped administrator counting as one for the
+//! last-administrator rule.
 
 use axum::http::{Method, StatusCode};
 use base64::Engine;
@@ -130,6 +131,31 @@ async fn a_person_signs_in_through_the_identity_provider_and_manages_keys() {
         let again = app.call(Method::GET, &on_service(&back), None, None).await;
         assert!(again.header("location").unwrap().contains("sign-in-error"), "{store}: a state is taken once");
 
+        // Introspection sees her token as the management routes do.
+        let seen = app.introspect(Some(&admin), &access).await;
+        assert_eq!((seen.body["active"].as_bool(), seen.body["principal_type"].as_str()), (Some(true), Some("User")), "{}", seen.raw);
+        assert_eq!(seen.body["sub"], ada.as_str());
+
+        // Any change of the provider ends her session and voids a code not yet redeemed, even
+        // a change made back: her token was issued under settings that are gone.
+        let (pending_verifier, challenge) = pkce();
+        let pending = round_trip(&app, "acme", &challenge).await;
+        let pending = pending.strip_prefix("/console/index.html#sign-in=").unwrap().to_owned();
+        let read = app.call(Method::GET, "/iam/trusted-issuers", Some(&admin), None).await;
+        for client in ["another", "iam-console"] {
+            let settings = json!({"issuers": read.body["issuers"].clone(), "signIn": {"issuer": issuer.url, "clientId": client}});
+            let changed = app.call(Method::PUT, "/iam/trusted-issuers", Some(&admin), Some(settings)).await;
+            assert_eq!(changed.status, StatusCode::OK, "{store}: {}", changed.raw);
+        }
+        assert_eq!(app.call(Method::GET, "/iam/api-keys", Some(&access), None).await.status, StatusCode::UNAUTHORIZED, "{store}");
+        assert_eq!(app.introspect(Some(&admin), &access).await.body["active"], false, "{store}");
+        assert_eq!(redeem(&app, &pending, &pending_verifier).await.body["error"], "invalid_grant", "{store}");
+        let (verifier, challenge) = pkce();
+        let console = round_trip(&app, "acme", &challenge).await;
+        let access =
+            redeem(&app, console.strip_prefix("/console/index.html#sign-in=").unwrap(), &verifier).await.str("access_token").to_owned();
+        assert_eq!(app.call(Method::GET, "/iam/api-keys", Some(&access), None).await.status, StatusCode::OK, "{store}: signed in again");
+
         // Suspended, Ada's token stops at once and she cannot sign in.
         let suspend = app.call(Method::PATCH, &format!("/iam/api-keys/{ada}"), Some(&admin), Some(json!({"status": "Suspended"}))).await;
         assert_eq!(suspend.status, StatusCode::OK, "{}", suspend.raw);
@@ -139,6 +165,19 @@ async fn a_person_signs_in_through_the_identity_provider_and_manages_keys() {
         let refused = redeem(&app, console.strip_prefix("/console/index.html#sign-in=").unwrap(), &verifier).await;
         assert_eq!(refused.body["error"], "invalid_grant", "{}", refused.raw);
         assert!(refused.str("error_description").contains("suspended"));
+
+        // Revoked, Ada's identity is free again: she can be mapped to a new user, and signs in
+        // as that one.
+        let revoke = app.call(Method::PATCH, &format!("/iam/api-keys/{ada}"), Some(&admin), Some(json!({"status": "Revoked"}))).await;
+        assert_eq!(revoke.status, StatusCode::OK, "{}", revoke.raw);
+        let again = json!({"displayName": "Ada, back", "type": "User", "identity": {"subject": "ada@example.com"}});
+        let remapped = app.call(Method::POST, "/iam/api-keys", Some(&admin), Some(again)).await;
+        assert_eq!(remapped.status, StatusCode::CREATED, "{store}: {}", remapped.raw);
+        let (verifier, challenge) = pkce();
+        let console = round_trip(&app, "acme", &challenge).await;
+        let back = redeem(&app, console.strip_prefix("/console/index.html#sign-in=").unwrap(), &verifier).await;
+        assert_eq!(back.status, StatusCode::OK, "{store}: {}", back.raw);
+        assert_eq!(claims_of(back.str("access_token"))["sub"], remapped.str("id"));
     }
 }
 

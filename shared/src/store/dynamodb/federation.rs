@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{ConditionCheck, Put, ReturnValue, TransactWriteItem};
+use aws_sdk_dynamodb::types::{ConditionCheck, Delete, Put, ReturnValue, TransactWriteItem};
 
 use super::DynamoStore;
 use super::items::{Item, n, org_key, principal_sk, s, time};
@@ -164,6 +164,23 @@ pub(super) fn user_identity_item(principal: &Principal, identity: &UserIdentity)
     item.insert("kind".into(), s("userIdentity"));
     item.insert("principalId".into(), s(principal.id.as_str()));
     item
+}
+
+/// The release of a user's identity, in its revocation's transaction: a revoked person can be
+/// mapped again, to a new user. Only the revoked user's own mapping goes.
+pub(super) fn user_identity_release(
+    store: &DynamoStore,
+    principal: &Principal,
+    identity: &UserIdentity,
+) -> Result<TransactWriteItem, StoreError> {
+    let delete = Delete::builder()
+        .table_name(&store.principals)
+        .set_key(Some(org_key(&principal.org_id, identity_sk(identity))))
+        .condition_expression("attribute_not_exists(pk) OR principalId = :mappedTo")
+        .expression_attribute_values(":mappedTo", s(principal.id.as_str()))
+        .build()
+        .map_err(build_error)?;
+    Ok(TransactWriteItem::builder().delete(delete).build())
 }
 
 pub(super) async fn find_user(store: &DynamoStore, org: &OrgId, identity: &UserIdentity) -> Result<Option<PrincipalId>, StoreError> {

@@ -309,6 +309,10 @@ async fn update_status(
             .build()
             .map_err(build_error)?;
         let mut transaction = Transaction::new(store).with_update(Part::Principal, write);
+        if let Some(identity) = current.identity.as_ref().filter(|_| principal.status == PrincipalStatus::Revoked) {
+            transaction =
+                transaction.with_items(vec![(Part::UserIdentity, super::federation::user_identity_release(store, principal, identity)?)]);
+        }
         for key_id in &carrying {
             transaction = transaction.with_update(Part::Credential, credentials::status_copy(store, key_id, principal.status)?);
         }

@@ -159,6 +159,15 @@ pub(super) async fn update(store: &EmbeddedStore, principal: &Principal, expecte
                 for gone in current.trust_policies.iter().filter(|c| !p.trust_policies.iter().any(|n| n.id == c.id)) {
                     uses.remove(super::records::key3(p.org_id.as_str(), p.id.as_str(), gone.id.as_str()).as_str())?;
                 }
+                // A revoked person can be mapped again, to a new user.
+                if let Some(identity) = current.identity.as_ref().filter(|_| p.status == PrincipalStatus::Revoked) {
+                    let mut users = txn.open_table(super::records::USER_IDENTITIES)?;
+                    let key = key2(p.org_id.as_str(), &identity.key());
+                    let mapped_here = users.get(key.as_str())?.is_some_and(|id| id.value() == p.id.as_str().as_bytes());
+                    if mapped_here {
+                        users.remove(key.as_str())?;
+                    }
+                }
             }
             check_guard_in(&txn, &guard)?;
             {
