@@ -26,14 +26,16 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_iam_local(binary):
-    """A fresh in-memory iam-local: (process, base URL, bootstrap admin key or None)."""
+def start_iam_local(binary, env=None):
+    """A fresh in-memory iam-local (or one on the store `env` names): (process, base URL,
+    bootstrap admin key or None)."""
     port = free_port()
     proc = subprocess.Popen(
         [binary, "--in-memory", "--listen", f"127.0.0.1:{port}"],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
+        env=env,
     )
     key = None
     deadline = time.time() + 60

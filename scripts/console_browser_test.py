@@ -10,10 +10,16 @@ to the same page; creating works from the keyboard alone; nothing overflows a 37
 axe-core finds no serious or critical violation on any page; markup in names and descriptions
 is shown as text and runs nothing; the CSP header is sent and the browser logs no error.
 
-Usage: console_browser_test.py IAM_LOCAL_BINARY AXE_MIN_JS
+Then, with --dynamodb, a person signs in through the identity provider again, on an iam-local
+serving from DynamoDB (new tables on the given DynamoDB-compatible endpoint, made with
+iam-admin), and manages API keys there.
+
+Usage: console_browser_test.py IAM_LOCAL_BINARY AXE_MIN_JS [--dynamodb ENDPOINT_URL --admin IAM_ADMIN_BINARY]
 """
 
 import os
+import secrets
+import subprocess
 import sys
 import tempfile
 import urllib.request
@@ -148,8 +154,66 @@ def details(driver):
     )
 
 
+def sign_in_on_dynamodb(driver, binary, endpoint, admin_binary, provider):
+    """The identity-provider sign-in on the DynamoDB store: the provider trusted and Ada mapped
+    over HTTP, then Ada signs in through the console and issues a key that works."""
+    run = secrets.token_hex(4)
+    env = dict(
+        os.environ,
+        IAM_STORE="dynamodb",
+        IAM_PRINCIPALS_TABLE=f"br-{run}-principals",
+        IAM_CREDENTIALS_TABLE=f"br-{run}-credentials",
+        IAM_AUDIT_TABLE=f"br-{run}-audit",
+        IAM_SIGNING_SECRET_ID=f"br-{run}-signing-key",
+        IAM_SIGNING_PUBLIC_KEYS_SECRET_ID=f"br-{run}-signing-public-keys",
+        AWS_ENDPOINT_URL=endpoint,
+        AWS_REGION="eu-west-1",
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        IAM_ARGON2_MEMORY_KIB="8",
+        IAM_ARGON2_ITERATIONS="1",
+        IAM_ARGON2_PARALLELISM="1",
+        RUST_LOG="warn",
+    )
+    for command in (["create-tables"], ["init-signing-key"]):
+        made = subprocess.run([admin_binary, *command], env=env, capture_output=True, text=True, timeout=120)
+        check(made.returncode == 0, f"iam-admin {command[0]} on DynamoDB (exit {made.returncode})")
+    proc, base, admin_key = start_iam_local(binary, env)
+    try:
+        check(admin_key is not None, "iam-local on DynamoDB printed a bootstrap key")
+        token = management_token(base, admin_key)
+        settings = {"issuers": [{"issuer": provider.url}], "signIn": {"issuer": provider.url, "clientId": "iam-console"}}
+        api(base, "PUT", "/iam/trusted-issuers", token, settings)
+        ada = api(base, "POST", "/iam/api-keys", token, {"displayName": "Ada on DynamoDB", "type": "User", "identity": {"subject": "ada@example.com"}})
+        api(base, "PUT", f"/iam/api-keys/{ada['id']}/role-assignments/iam-admin", token)
+        provider.subject = "ada@example.com"
+        driver.get(base + "/console/")
+        wait_ready(driver)
+        wait_until(driver, lambda d: displayed(d, "sign-in"))
+        type_into(driver, "sso-org", "dev")
+        click(driver, "sso-submit")
+        wait_for_text(driver, "who", ada["id"])
+        check("sign-in=" not in driver.current_url, f"DynamoDB: the one-time code left the address bar: {driver.current_url}")
+        create_in_ui(driver, "made by Ada on DynamoDB")
+        made = driver.execute_script("return location.hash").split("/")[-1]
+        key = issue_in_ui(driver, "ada's DynamoDB key")
+        check(exchange_status(base, key) == 200, "DynamoDB: the key Ada issued works")
+        trail = api(base, "GET", f"/iam/audit-events?principalId={made}", token)["items"]
+        check(len(trail) >= 2 and all(e["actor"] == ada["id"] for e in trail), f"DynamoDB: the trail names Ada as the actor: {trail}")
+        left = key_left_anywhere(driver, key)
+        check(not any(left.values()), f"DynamoDB: no key anywhere at the end (true where it was found): {left}")
+        click(driver, "sign-out")
+        wait_until(driver, lambda d: displayed(d, "sign-in"))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
 def main():
     binary, axe_path = sys.argv[1], sys.argv[2]
+    options = dict(zip(sys.argv[3::2], sys.argv[4::2]))
+    if set(options) - {"--dynamodb", "--admin"} or ("--dynamodb" in options) != ("--admin" in options):
+        raise SystemExit(__doc__)
     axe_js = open(axe_path, encoding="utf-8").read()
     # The test's identity provider is on loopback: the operator's switch lets iam-local reach it.
     provider = LocalProvider("ada@example.com")
@@ -564,6 +628,11 @@ def main():
         check(errors == [], f"the browser logged no errors: {errors}")
         left = key_left_anywhere(driver, admin_key)
         check(not any(left.values()), f"no key anywhere at the end (true where it was found): {left}")
+
+        if "--dynamodb" in options:
+            sign_in_on_dynamodb(driver, binary, options["--dynamodb"], options["--admin"], provider)
+        else:
+            print("console in a real browser: --dynamodb not given, the DynamoDB sign-in was not run")
     finally:
         stop(driver, proc, profile)
         provider.stop()
