@@ -18,7 +18,6 @@ Usage: console_browser_test.py IAM_LOCAL_BINARY AXE_MIN_JS [--dynamodb ENDPOINT_
 """
 
 import os
-import secrets
 import subprocess
 import sys
 import tempfile
@@ -45,6 +44,7 @@ from console_browser import (
     wait_ready,
     wait_until,
 )
+from dynamodb_deployment import dynamodb_deployment
 from local_oidc_provider import LocalProvider
 
 checks = {"passed": 0}
@@ -157,24 +157,7 @@ def details(driver):
 def sign_in_on_dynamodb(driver, binary, endpoint, admin_binary, provider):
     """The identity-provider sign-in on the DynamoDB store: the provider trusted and Ada mapped
     over HTTP, then Ada signs in through the console and issues a key that works."""
-    run = secrets.token_hex(4)
-    env = dict(
-        os.environ,
-        IAM_STORE="dynamodb",
-        IAM_PRINCIPALS_TABLE=f"br-{run}-principals",
-        IAM_CREDENTIALS_TABLE=f"br-{run}-credentials",
-        IAM_AUDIT_TABLE=f"br-{run}-audit",
-        IAM_SIGNING_SECRET_ID=f"br-{run}-signing-key",
-        IAM_SIGNING_PUBLIC_KEYS_SECRET_ID=f"br-{run}-signing-public-keys",
-        AWS_ENDPOINT_URL=endpoint,
-        AWS_REGION="eu-west-1",
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        IAM_ARGON2_MEMORY_KIB="8",
-        IAM_ARGON2_ITERATIONS="1",
-        IAM_ARGON2_PARALLELISM="1",
-        RUST_LOG="warn",
-    )
+    env = dict(os.environ, **dynamodb_deployment("br", endpoint), IAM_STORE="dynamodb", RUST_LOG="warn")
     for command in (["create-tables"], ["init-signing-key"]):
         made = subprocess.run([admin_binary, *command], env=env, capture_output=True, text=True, timeout=120)
         check(made.returncode == 0, f"iam-admin {command[0]} on DynamoDB (exit {made.returncode})")

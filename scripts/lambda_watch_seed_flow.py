@@ -34,7 +34,6 @@ import base64
 import json
 import os
 import re
-import secrets as random_source
 import signal
 import socket
 import subprocess
@@ -46,6 +45,8 @@ import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
+
+from dynamodb_deployment import dynamodb_deployment
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "iam-functions"
@@ -393,23 +394,9 @@ def main():
     args = parser.parse_args()
 
     secrets = Secrets()
-    run_id = random_source.token_hex(4)
     port = args.port or free_port()
     issuer = f"http://127.0.0.1:{port}/iam"
-    deployment = {
-        "IAM_PRINCIPALS_TABLE": f"lw-{run_id}-principals",
-        "IAM_CREDENTIALS_TABLE": f"lw-{run_id}-credentials",
-        "IAM_AUDIT_TABLE": f"lw-{run_id}-audit",
-        "IAM_SIGNING_SECRET_ID": f"lw-{run_id}-signing-key",
-        "IAM_SIGNING_PUBLIC_KEYS_SECRET_ID": f"lw-{run_id}-signing-public-keys",
-        "AWS_ENDPOINT_URL": args.endpoint,
-        "AWS_REGION": "eu-west-1",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "IAM_ARGON2_MEMORY_KIB": "8",
-        "IAM_ARGON2_ITERATIONS": "1",
-        "IAM_ARGON2_PARALLELISM": "1",
-    }
+    deployment = dynamodb_deployment("lw", args.endpoint)
     function_env = dict(deployment, IAM_STORE="dynamodb", IAM_ISSUER=issuer, RUST_LOG="info")
 
     emulator = None
