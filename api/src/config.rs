@@ -34,7 +34,7 @@ pub struct Config {
     /// outbound rules when an alert names a key not in hand; with the configured keys or alone.
     pub github_scanning_keys_url: Option<String>,
     /// `IAM_OUTBOUND_ALLOW_LOOPBACK`: outbound requests may reach loopback (and plain http to
-    /// it). For tests and local use only; never set in the templates.
+    /// it). For tests and local use only; never set in the templates, and refused in Lambda.
     pub outbound_allow_loopback: bool,
     /// Where webhook secrets are derived from: not read from the environment, but given by the
     /// backend opened (Secrets Manager's `IAM_WEBHOOK_KEY_SECRET_ID`, or a key file beside the
@@ -250,7 +250,7 @@ impl WebhookDeliveryConfig {
             tables: TablesConfig::from_env()?,
             webhook_key_secret_id: required("IAM_WEBHOOK_KEY_SECRET_ID")?,
             queue_url: required("IAM_WEBHOOK_QUEUE_URL")?,
-            outbound: webhook_outbound_rules(flag("IAM_OUTBOUND_ALLOW_LOOPBACK")?),
+            outbound: webhook_outbound_rules(outbound_allow_loopback()?),
         })
     }
 
@@ -310,6 +310,19 @@ fn flag(name: &str) -> Result<bool, ConfigError> {
         Some("true") => Ok(true),
         Some(other) => Err(ConfigError(format!("{name} must be true or false, got '{other}'"))),
     }
+}
+
+/// `IAM_OUTBOUND_ALLOW_LOOPBACK`, refused in Lambda (`AWS_LAMBDA_RUNTIME_API` set): loopback
+/// there is the runtime's own API, which no issuer, provider or webhook may be pointed at.
+fn outbound_allow_loopback() -> Result<bool, ConfigError> {
+    loopback_where(flag("IAM_OUTBOUND_ALLOW_LOOPBACK")?, var("AWS_LAMBDA_RUNTIME_API").is_some())
+}
+
+fn loopback_where(asked: bool, in_lambda: bool) -> Result<bool, ConfigError> {
+    if asked && in_lambda {
+        return Err(ConfigError("IAM_OUTBOUND_ALLOW_LOOPBACK cannot be true in Lambda, where loopback is the runtime's own API".into()));
+    }
+    Ok(asked)
 }
 
 fn number<T: std::str::FromStr>(name: &str, default: T) -> Result<T, ConfigError> {
@@ -376,7 +389,7 @@ impl Config {
                 .transpose()
                 .map_err(|e| ConfigError(format!("IAM_GITHUB_SECRET_SCANNING_KEYS: {e}")))?,
             github_scanning_keys_url: var("IAM_GITHUB_SECRET_SCANNING_KEYS_URL"),
-            outbound_allow_loopback: flag("IAM_OUTBOUND_ALLOW_LOOPBACK")?,
+            outbound_allow_loopback: outbound_allow_loopback()?,
             webhook_key: None,
         })
     }
@@ -390,4 +403,16 @@ fn hash_params() -> Result<HashParams, ConfigError> {
         iterations: number("IAM_ARGON2_ITERATIONS", defaults.iterations)?,
         parallelism: number("IAM_ARGON2_PARALLELISM", defaults.parallelism)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_is_never_allowed_in_lambda() {
+        assert!(loopback_where(true, true).is_err());
+        assert!(loopback_where(true, false).unwrap());
+        assert!(!loopback_where(false, true).unwrap());
+    }
 }

@@ -8,7 +8,6 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 
@@ -17,7 +16,7 @@ use super::{ExternalExpectations, FederationRefusal, IssuerKeys, claimed_issuer}
 use crate::audit::AuditEntry;
 use crate::ids::{OrgId, Permission, PrincipalId};
 use crate::model::{self, Actor, Principal, PrincipalStatus, PrincipalType, Refusal};
-use crate::outbound::{Outbound, OutboundRules};
+use crate::outbound::Outbound;
 use crate::service::{ExchangeError, Iam, IssuedToken, audit};
 use crate::token::{Holder, ServiceAccountGrant, parse_scope};
 
@@ -66,8 +65,8 @@ impl Iam {
         if let Some(keys) = self.issuer_keys.get() {
             return Ok(keys.clone());
         }
-        let rules = OutboundRules { allow_loopback: self.webhooks.allow_loopback, max_bytes: 64 * 1024, timeout: Duration::from_secs(5) };
-        let outbound = Outbound::new(rules).map_err(|e| FederationRefusal::IssuerUnreachable(e.to_string()))?;
+        let outbound = Outbound::new(super::issuer_keys::issuer_outbound_rules(self.webhooks.allow_loopback))
+            .map_err(|e| FederationRefusal::IssuerUnreachable(e.to_string()))?;
         Ok(self.issuer_keys.get_or_init(|| Arc::new(IssuerKeys::new(outbound))).clone())
     }
 

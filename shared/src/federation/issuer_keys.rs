@@ -20,6 +20,12 @@ pub const KEYS_TTL: Duration = Duration::from_secs(15 * 60);
 /// The least time between two fetches of one issuer's keys: after a fetch for an unknown
 /// `kid`, and after a failed fetch (which is answered as it was meanwhile).
 pub const MIN_REFETCH: Duration = Duration::from_secs(60);
+/// The outbound rules of every request to an identity provider (discovery, JWKS, its token
+/// endpoint): a discovery document or key set is a few KiB, so 64 KiB is generous; 5 s a request.
+pub fn issuer_outbound_rules(allow_loopback: bool) -> crate::outbound::OutboundRules {
+    crate::outbound::OutboundRules { allow_loopback, max_bytes: 64 * 1024, timeout: Duration::from_secs(5) }
+}
+
 /// The most one fetch (discovery document, then JWKS) may take: well within the token
 /// function's own timeout, so a slow issuer costs its own exchanges this much, not the function.
 pub const FETCH_BUDGET: Duration = Duration::from_secs(4);

@@ -10,7 +10,8 @@
 //!   must pin the immutable `repository_id` and `repository_owner_id` (names can be
 //!   re-registered by someone else).
 //!
-//! Not yet wired to a route: the exchange, the store and the console follow (see the issue).
+//! The exchange is `exchange.rs` (RFC 8693 at the token route), the routes that manage
+//! trusted issuers and trust policies `manage.rs`, people's console sign-in `sign_in.rs`.
 
 pub mod exchange;
 pub mod external_token;
@@ -24,7 +25,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use external_token::{ExternalExpectations, claimed_issuer, verify_external};
-pub use issuer_keys::{IssuerEndpoints, IssuerKeys};
+pub use issuer_keys::{IssuerEndpoints, IssuerKeys, issuer_outbound_rules};
 
 /// GitHub Actions' OIDC issuer.
 pub const GITHUB_ACTIONS_ISSUER: &str = "https://token.actions.githubusercontent.com";

@@ -281,12 +281,8 @@ impl Iam {
         if let Some(outbound) = self.sign_in_outbound.get() {
             return Ok(outbound.clone());
         }
-        let rules = crate::outbound::OutboundRules {
-            allow_loopback: self.webhooks.allow_loopback,
-            max_bytes: 64 * 1024,
-            timeout: std::time::Duration::from_secs(5),
-        };
-        let outbound = crate::outbound::Outbound::new(rules).map_err(|_| SignInError::ProviderUnreachable)?;
+        let outbound = crate::outbound::Outbound::new(super::issuer_keys::issuer_outbound_rules(self.webhooks.allow_loopback))
+            .map_err(|_| SignInError::ProviderUnreachable)?;
         Ok(self.sign_in_outbound.get_or_init(|| std::sync::Arc::new(outbound)).clone())
     }
 

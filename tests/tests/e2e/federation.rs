@@ -23,7 +23,8 @@ pub(crate) struct LocalIssuer {
     keys: Arc<std::sync::Mutex<Vec<SigningKeyDocument>>>,
     /// Replaces the discovery document when set.
     pub(crate) discovery: Arc<std::sync::Mutex<Option<Value>>>,
-    fetches: Arc<AtomicUsize>,
+    /// How many times `/jwks` was fetched.
+    pub(crate) fetches: Arc<AtomicUsize>,
     /// Who `/authorize` signs in (as its `sub`), without asking anything: a person who has
     /// already logged in at the provider.
     pub(crate) person: Arc<std::sync::Mutex<String>>,
@@ -118,6 +119,7 @@ impl LocalIssuer {
                 "/many-keys",
                 axum::routing::get(|| async { axum::Json(json!({"keys": vec![json!({"kty": "oct", "k": "AAAA", "kid": "x"}); 40]})) }),
             )
+            .route("/huge-jwks", axum::routing::get(|| async { axum::Json(json!({"keys": [], "padding": "x".repeat(100 * 1024)})) }))
             .route(
                 "/moved/.well-known/openid-configuration",
                 axum::routing::get(|| async {
@@ -141,7 +143,7 @@ impl LocalIssuer {
         (doc.kid.clone(), serde_json::to_string(SigningKey::from_document(&doc).unwrap().public_jwk()).unwrap())
     }
 
-    fn rotate(&self) {
+    pub(crate) fn rotate(&self) {
         *self.keys.lock().unwrap() = vec![SigningKeyDocument::generate().unwrap()];
     }
 }

@@ -36,10 +36,17 @@ pub(crate) async fn apps() -> Vec<(&'static str, TestApp)> {
     ]
 }
 
+const ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token";
+const JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
+
 async fn exchange(app: &TestApp, client_id: &str, token: &str, extra: &[(&str, &str)]) -> Response {
+    exchange_as(app, client_id, token, ID_TOKEN, extra).await
+}
+
+async fn exchange_as(app: &TestApp, client_id: &str, token: &str, token_type: &str, extra: &[(&str, &str)]) -> Response {
     let mut form = form_urlencoded::Serializer::new(String::new());
     form.append_pair("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange")
-        .append_pair("subject_token_type", "urn:ietf:params:oauth:token-type:id_token")
+        .append_pair("subject_token_type", token_type)
         .append_pair("subject_token", token)
         .append_pair("client_id", client_id);
     for (k, v) in extra {
@@ -222,10 +229,13 @@ async fn every_refusal_names_its_rule_and_is_recorded() {
         assert_refused(&exchange(&app, &client_id, &good, &[]).await, &good, "suspended");
         let resume = app.call(Method::PATCH, &format!("/iam/api-keys/{account}"), Some(&admin), Some(json!({"status": "Active"}))).await;
         assert_eq!(resume.status, StatusCode::OK);
-        assert_eq!(exchange(&app, &client_id, &good, &[]).await.status, StatusCode::OK);
+        let resumed = exchange(&app, &client_id, &good, &[]).await;
+        assert_eq!(resumed.status, StatusCode::OK);
         let cleared = app.call(Method::PUT, "/iam/trusted-issuers", Some(&admin), Some(json!({"issuers": []}))).await;
         assert_eq!(cleared.status, StatusCode::OK);
         assert_refused(&exchange(&app, &client_id, &good, &[]).await, &good, "no trust policy");
+        // A token the issuer vouched for stops with the trust: it introspects inactive.
+        assert_eq!(app.introspect(Some(&admin), resumed.str("access_token")).await.body["active"], false, "{store}");
 
         let trail = app.call(Method::GET, "/iam/audit-events?outcome=refused&limit=100", Some(&admin), None).await;
         assert_eq!(trail.status, StatusCode::OK, "{}", trail.raw);
@@ -248,6 +258,70 @@ async fn every_refusal_names_its_rule_and_is_recorded() {
         for (token, _) in &cases {
             assert!(!trail.raw.contains(token.as_str()), "{store}: the trail never holds a token");
         }
+    }
+}
+
+#[tokio::test]
+async fn kubernetes_tokens_rotated_keys_and_oversized_key_sets_on_every_store() {
+    let issuer = LocalIssuer::start().await;
+    let stranger = LocalIssuer::start().await;
+    for (store, app) in apps().await {
+        // The production rules, but an unknown kid fetches the keys again at once here (in
+        // production, at most once a minute).
+        let outbound = Outbound::new(iam_shared::federation::issuer_outbound_rules(true)).unwrap();
+        assert!(app.state.use_issuer_keys(Arc::new(IssuerKeys::new(outbound).with_min_refetch(std::time::Duration::ZERO))));
+        let admin = app.admin().await;
+        let trusted = app.call(Method::PUT, "/iam/trusted-issuers", Some(&admin), Some(json!({"issuers": [{"issuer": issuer.url}]}))).await;
+        assert_eq!(trusted.status, StatusCode::OK, "{}", trusted.raw);
+        let created = app
+            .call(Method::POST, "/iam/api-keys", Some(&admin), Some(json!({"displayName": "exporter pod", "type": "ServiceAccount"})))
+            .await;
+        let account = created.str("id").to_owned();
+        app.assign(&admin, &account, "device-provisioner").await;
+        let policy = json!({"issuer": issuer.url, "audience": AUDIENCE, "subject": "system:serviceaccount:payments:exporter",
+            "requiredClaims": {"kubernetes.io/namespace": "payments"}});
+        let added = app.call(Method::POST, &format!("/iam/api-keys/{account}/trust-policies"), Some(&admin), Some(policy)).await;
+        assert_eq!(added.status, StatusCode::CREATED, "{}", added.raw);
+        let client_id = account.replace("akp_", "sa_");
+        // A projected service-account token: audience as a list, the namespace as its own claim.
+        let pod = |namespace: &str, subject: &str, signer: &LocalIssuer| {
+            signer.sign(&json!({"iss": issuer.url, "aud": [AUDIENCE], "sub": subject, "iat": now(), "exp": now() + 300,
+                "kubernetes.io/namespace": namespace}))
+        };
+        let exporter = "system:serviceaccount:payments:exporter";
+
+        let token = pod("payments", exporter, &issuer);
+        let r = exchange_as(&app, &client_id, &token, JWT, &[]).await;
+        assert_eq!(r.status, StatusCode::OK, "{store}: {}", r.raw);
+        let claims = claims_of(r.str("access_token"));
+        assert_eq!((claims["sub"].as_str(), claims["trust_policy"].as_str()), (Some(account.as_str()), Some(added.str("id"))));
+        let elsewhere = pod("default", exporter, &issuer);
+        assert_refused(&exchange_as(&app, &client_id, &elsewhere, JWT, &[]).await, &elsewhere, "kubernetes.io/namespace does not match");
+        let other = pod("payments", "system:serviceaccount:payments:other", &issuer);
+        assert_refused(&exchange_as(&app, &client_id, &other, JWT, &[]).await, &other, "subject does not match");
+
+        // The issuer rotates its key: the new kid fetches the keys once more and is admitted; a
+        // kid it never published is refused after a refresh of its own.
+        let before = issuer.fetches.load(SeqCst);
+        issuer.rotate();
+        let rotated = pod("payments", exporter, &issuer);
+        assert_eq!(exchange_as(&app, &client_id, &rotated, JWT, &[]).await.status, StatusCode::OK, "{store}");
+        assert_eq!(issuer.fetches.load(SeqCst), before + 1, "{store}: one refresh for the new kid");
+        let forged = pod("payments", exporter, &stranger);
+        assert_refused(&exchange_as(&app, &client_id, &forged, JWT, &[]).await, &forged, "no key of the issuer");
+        assert_eq!(issuer.fetches.load(SeqCst), before + 2, "{store}: the unknown kid was looked for in fresh keys");
+
+        // A key set larger than the bound is refused when it is next fetched, and the
+        // administrator reads why.
+        *issuer.discovery.lock().unwrap() = Some(json!({"issuer": issuer.url, "jwks_uri": format!("{}/huge-jwks", issuer.url)}));
+        issuer.rotate();
+        let token = pod("payments", exporter, &issuer);
+        assert_refused(&exchange_as(&app, &client_id, &token, JWT, &[]).await, &token, "could not be fetched");
+        *issuer.discovery.lock().unwrap() = None;
+        let trail = app.call(Method::GET, "/iam/audit-events?outcome=refused&limit=20", Some(&admin), None).await;
+        assert!(trail.raw.contains("larger than"), "{store}: {}", trail.raw);
+        let listed = app.call(Method::GET, &format!("/iam/api-keys/{account}/trust-policies"), Some(&admin), None).await;
+        assert_eq!(listed.body["items"][0]["uses"], 2, "{store}: {}", listed.raw);
     }
 }
 
@@ -290,7 +364,8 @@ async fn issuers_at_forbidden_addresses_are_refused_whatever_dns_answered_before
         let resolver = Arc::new(Rebinding { honest: 1, asked: AtomicUsize::new(0) });
         let earlier = resolver.lookup("localhost").await.unwrap();
         assert!(earlier[0].is_loopback(), "the answer a check would have seen");
-        let outbound = Outbound::with_resolver(OutboundRules { allow_loopback: true, ..OutboundRules::default() }, resolver).unwrap();
+        let outbound =
+            Outbound::with_resolver(OutboundRules { allow_loopback: true, ..OutboundRules::default() }, resolver.clone()).unwrap();
         // Failures are not kept, so each case below is fetched afresh.
         assert!(app.state.use_issuer_keys(Arc::new(IssuerKeys::new(outbound).with_min_refetch(std::time::Duration::ZERO))));
         *issuer.discovery.lock().unwrap() = Some(json!({"issuer": by_name, "jwks_uri": format!("{by_name}/jwks")}));
@@ -300,6 +375,7 @@ async fn issuers_at_forbidden_addresses_are_refused_whatever_dns_answered_before
         let r = exchange(&app, &client_id, &token, &[]).await;
         assert_refused(&r, &token, "could not be fetched");
         assert!(!r.raw.contains("10.0.0.7"), "the caller is not told what the resolver found");
+        assert!(resolver.asked.load(SeqCst) >= 2, "{store}: the connection resolved the name itself, after the earlier check");
         let trail = app.call(Method::GET, "/iam/audit-events?outcome=refused&limit=10", Some(&admin), None).await;
         assert!(trail.raw.contains("issuer_unreachable"), "{store}: {}", trail.raw);
         assert!(trail.raw.contains("not a public address"), "{store}: the administrator reads why: {}", trail.raw);
