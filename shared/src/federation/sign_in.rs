@@ -332,7 +332,11 @@ impl Iam {
             .sign_for_user(&grant, settings.sign_in_since, now)
             .map_err(|e| ExchangeError::Sign(e.to_string()))?;
         // Proof that the mapping works: from now on it counts for the last-administrator rule.
-        self.store.record_sign_in(&principal, settings.version).await?;
+        let provider = settings.sign_in.as_ref().map(|p| serde_json::json!({"issuer": p.issuer, "clientId": p.client_id}));
+        let entry = AuditEntry::new(&org, &Actor::principal(&principal.id), "user.sign_in", now)
+            .principal(&principal.id)
+            .detail(serde_json::json!({"provider": provider}));
+        self.store.record_sign_in(&principal, settings.version, &entry).await?;
         crate::service::audit("user.sign_in", principal.id.as_str(), org.as_str(), principal.id.as_str(), Ok(()));
         Ok(IssuedToken {
             access_token: SecretString::from(signed),

@@ -284,8 +284,8 @@ macro_rules! store_by_aggregate {
                 federation::trust_policy_uses(self, org, id).await
             }
 
-            async fn record_sign_in(&self, principal: &$crate::model::Principal, under: u64) -> Result<(), $crate::store::StoreError> {
-                federation::record_sign_in(self, principal, under).await
+            async fn record_sign_in(&self, principal: &$crate::model::Principal, under: u64, record: &$crate::audit::AuditEntry) -> Result<(), $crate::store::StoreError> {
+                federation::record_sign_in(self, principal, under, record).await
             }
 
             async fn find_user(&self, org: &$crate::ids::OrgId, identity: &$crate::federation::trust::UserIdentity) -> Result<Option<$crate::ids::PrincipalId>, $crate::store::StoreError> {
@@ -527,8 +527,9 @@ pub trait Store: Send + Sync + 'static {
     /// principal; `Conflict::IdentityMapped` if another has it).
     async fn find_user(&self, org: &OrgId, identity: &crate::federation::trust::UserIdentity) -> Result<Option<PrincipalId>, StoreError>;
     /// Notes that `principal`, a user, signed in under the trusted-issuer list's version `under`
-    /// (without changing its version).
-    async fn record_sign_in(&self, principal: &Principal, under: u64) -> Result<(), StoreError>;
+    /// (without changing its version), with `record` in the organisation's trail in the same
+    /// write: from then on the person counts for the last-administrator rule.
+    async fn record_sign_in(&self, principal: &Principal, under: u64, record: &crate::audit::AuditEntry) -> Result<(), StoreError>;
     /// Keeps a sign-in's record under a one-time key until its expiry.
     async fn put_sign_in(&self, org: &OrgId, key: &str, record: &crate::federation::sign_in::SignInRecord) -> Result<(), StoreError>;
     /// Takes (reads and deletes, in one step) a sign-in's record: a second take finds nothing.

@@ -156,8 +156,8 @@ impl Store for Interleaved {
     async fn put_webhook(&self, w: &Webhook, version: Option<u64>, guard: &Guard) -> Result<(), StoreError> {
         self.inner.put_webhook(w, version, guard).await
     }
-    async fn record_sign_in(&self, p: &Principal, under: u64) -> Result<(), StoreError> {
-        self.inner.record_sign_in(p, under).await
+    async fn record_sign_in(&self, p: &Principal, under: u64, record: &iam_shared::audit::AuditEntry) -> Result<(), StoreError> {
+        self.inner.record_sign_in(p, under, record).await
     }
     async fn find_user(&self, org: &OrgId, identity: &UserIdentity) -> Result<Option<PrincipalId>, StoreError> {
         self.inner.find_user(org, identity).await

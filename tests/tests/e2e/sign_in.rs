@@ -98,6 +98,16 @@ async fn a_person_signs_in_through_the_identity_provider_and_manages_keys() {
         assert_eq!(claims["principal_type"], "User");
         assert_eq!(claims["client_id"], "console");
         assert_eq!(claims["aud"], iam_tests::MANAGEMENT_AUDIENCE);
+        // The sign-in is in the trail (it makes Ada count as an administrator who can sign in).
+        let signed_in = app.call(Method::GET, "/iam/audit-events?outcome=success&action=user.sign_in", Some(&admin), None).await;
+        let records = signed_in.body["items"].as_array().unwrap();
+        assert!(
+            records.iter().any(|e| e["actor"] == ada.as_str()
+                && e["principalId"] == ada.as_str()
+                && e["detail"]["provider"]["issuer"] == issuer.url.as_str()),
+            "{store}: {}",
+            signed_in.raw
+        );
 
         // Ada manages API keys with the roles mapped to her.
         let me = app.call(Method::GET, "/iam/whoami", Some(&access), None).await;

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{ConditionCheck, Delete, Put, ReturnValue, TransactWriteItem};
+use aws_sdk_dynamodb::types::{ConditionCheck, Delete, Put, ReturnValue, TransactWriteItem, Update};
 
 use super::DynamoStore;
 use super::items::{Item, n, org_key, principal_sk, s, time};
@@ -250,21 +250,25 @@ pub(super) fn sign_in_unchanged(store: &DynamoStore, org: &OrgId, version: u64) 
         .map_err(build_error)
 }
 
-pub(super) async fn record_sign_in(store: &DynamoStore, principal: &Principal, under: u64) -> Result<(), StoreError> {
-    let request = store
-        .client
-        .update_item()
+pub(super) async fn record_sign_in(
+    store: &DynamoStore,
+    principal: &Principal,
+    under: u64,
+    record: &crate::audit::AuditEntry,
+) -> Result<(), StoreError> {
+    let update = Update::builder()
         .table_name(&store.principals)
         .set_key(Some(org_key(&principal.org_id, principal_sk(&principal.id))))
         .condition_expression("attribute_exists(pk)")
         .update_expression("SET #under = :under")
         .expression_attribute_names("#under", super::items::SIGNED_IN_UNDER)
-        .expression_attribute_values(":under", n(under));
-    match request.send().await {
-        Ok(_) => Ok(()),
-        Err(e) => match e.as_service_error() {
-            Some(UpdateItemError::ConditionalCheckFailedException(_)) => Err(StoreError::NotFound("principal")),
-            _ => Err(unavailable(e)),
-        },
+        .expression_attribute_values(":under", n(under))
+        .build()
+        .map_err(build_error)?;
+    match Transaction::new(store).with_update(Part::Principal, update).recording(record.clone()).commit().await {
+        Ok(()) => Ok(()),
+        Err(c) if c.failed(Part::Principal) => Err(StoreError::NotFound("principal")),
+        Err(c) if c.raced() => Err(StoreError::Conflict(Conflict::Contended)),
+        Err(c) => Err(c.unavailable()),
     }
 }

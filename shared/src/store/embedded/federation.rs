@@ -173,8 +173,14 @@ pub(super) async fn take_sign_in(store: &EmbeddedStore, org: &OrgId, key: &str) 
         .await
 }
 
-pub(super) async fn record_sign_in(store: &EmbeddedStore, principal: &Principal, under: u64) -> Result<(), StoreError> {
+pub(super) async fn record_sign_in(
+    store: &EmbeddedStore,
+    principal: &Principal,
+    under: u64,
+    record: &crate::audit::AuditEntry,
+) -> Result<(), StoreError> {
     let key = key2(principal.org_id.as_str(), principal.id.as_str());
+    let record = record.clone();
     store
         .blocking(move |db| {
             let txn = db.begin_write()?;
@@ -185,6 +191,7 @@ pub(super) async fn record_sign_in(store: &EmbeddedStore, principal: &Principal,
                 stored.signed_in_under = Some(under);
                 t.insert(key.as_str(), encode(&stored)?.as_slice())?;
             }
+            super::audit::append_in(&txn, record, 1)?;
             Ok(txn.commit()?)
         })
         .await
