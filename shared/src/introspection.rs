@@ -62,7 +62,7 @@ impl Iam {
         if claims.trust_policy.is_some() {
             return self.introspect_service_account(claims).await;
         }
-        if claims.principal_type == "User" && claims.client_id == crate::federation::sign_in::CONSOLE_CLIENT_ID {
+        if crate::federation::sign_in::is_persons_token(&claims) {
             return self.introspect_person(claims).await;
         }
         let standing = match self.token_standing(&claims).await {

@@ -599,6 +599,17 @@ impl Refusal {
     }
 }
 
+/// A principal authenticates (with a key, a workload token or a sign-in) only while Active and
+/// unexpired.
+pub fn principal_may_authenticate(principal: &Principal, now: DateTime<Utc>) -> Result<(), Refusal> {
+    match principal.status {
+        PrincipalStatus::Suspended => Err(Refusal::PrincipalSuspended),
+        PrincipalStatus::Revoked => Err(Refusal::PrincipalRevoked),
+        PrincipalStatus::Active if principal.is_expired(now) => Err(Refusal::PrincipalExpired),
+        PrincipalStatus::Active => Ok(()),
+    }
+}
+
 /// A credential authenticates only when it is Active and unexpired and its principal is Active
 /// and unexpired. The secret check is the caller's, and must come first.
 pub fn may_authenticate(credential: &Credential, principal: &Principal, now: DateTime<Utc>) -> Result<(), Refusal> {
@@ -607,14 +618,7 @@ pub fn may_authenticate(credential: &Credential, principal: &Principal, now: Dat
         CredentialStatus::Expired => return Err(Refusal::CredentialExpired),
         CredentialStatus::Active => {}
     }
-    match principal.status {
-        PrincipalStatus::Suspended => return Err(Refusal::PrincipalSuspended),
-        PrincipalStatus::Revoked => return Err(Refusal::PrincipalRevoked),
-        PrincipalStatus::Active => {}
-    }
-    if principal.is_expired(now) {
-        return Err(Refusal::PrincipalExpired);
-    }
+    principal_may_authenticate(principal, now)?;
     if credential.principal_id != principal.id || credential.org_id != principal.org_id {
         // A store inconsistency; refuse rather than mint a token for the wrong identity.
         return Err(Refusal::PrincipalRevoked);

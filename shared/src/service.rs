@@ -74,7 +74,11 @@ impl Caller {
 
     /// The audit record of something this caller does now, with the key it acts with.
     pub fn entry(&self, action: &str) -> AuditEntry {
-        let entry = AuditEntry::new(&self.org_id, &self.actor(), action, model::now());
+        self.acting(AuditEntry::new(&self.org_id, &self.actor(), action, model::now()))
+    }
+
+    /// `entry`, naming the key the caller acts with, when it acts with one (a person has none).
+    pub fn acting(&self, entry: AuditEntry) -> AuditEntry {
         match &self.key_id {
             Some(key) => entry.acting_with(key),
             None => entry,
@@ -474,7 +478,7 @@ impl Iam {
     /// revoked or suspended admin loses access at once rather than at token expiry.
     pub async fn authenticate_bearer(&self, token: &str) -> Result<Caller, AuthError> {
         let claims = self.tokens.current().await.verify(token, &self.tokens.settings().management_audience)?;
-        if claims.principal_type == "User" && claims.client_id == crate::federation::sign_in::CONSOLE_CLIENT_ID {
+        if crate::federation::sign_in::is_persons_token(&claims) {
             return self.person_signed_in(claims).await;
         }
         let standing = self.token_standing(&claims).await?;
@@ -531,17 +535,10 @@ impl Iam {
         let (principal, role_ids) =
             self.store.get_principal_with_roles(&org_id, &principal_id).await?.ok_or(AuthError::UnknownCredential)?;
         let provider = self.store.get_trusted_issuers(&org_id).await?.unwrap_or_default();
-        let mapped = principal.principal_type == PrincipalType::User
-            && principal.identity.as_ref().is_some_and(|i| provider.sign_in_issuer() == Some(i.issuer.as_str()));
-        if !mapped || claims.sign_in_version != Some(provider.sign_in_since) {
+        if !provider.maps(&principal) || claims.sign_in_version != Some(provider.sign_in_since) {
             return Err(AuthError::UnknownCredential);
         }
-        match principal.status {
-            PrincipalStatus::Suspended => return Err(AuthError::Refused(Refusal::PrincipalSuspended)),
-            PrincipalStatus::Revoked => return Err(AuthError::Refused(Refusal::PrincipalRevoked)),
-            PrincipalStatus::Active if principal.is_expired(model::now()) => return Err(AuthError::Refused(Refusal::PrincipalExpired)),
-            PrincipalStatus::Active => {}
-        }
+        model::principal_may_authenticate(&principal, model::now()).map_err(AuthError::Refused)?;
         let roles = self.granting_roles(&principal, &role_ids).await?;
         let held: BTreeSet<&str> = roles.iter().flat_map(|r| r.permissions.iter().map(Permission::as_str)).collect();
         let permissions = claims.permissions().filter(|p| held.contains(p)).map(str::to_owned).collect();
@@ -591,10 +588,7 @@ impl Iam {
             };
             let outcome = IdempotentOutcome::Principal { principal: p.clone() };
             let max = self.limits.max_principals_per_org;
-            let entry = match &caller.key_id {
-                Some(key) => AuditEntry::principal_created(&p).acting_with(key),
-                None => AuditEntry::principal_created(&p),
-            };
+            let entry = caller.acting(AuditEntry::principal_created(&p));
             let write = async |record: Option<&IdempotencyRecord>| self.store.create_principal_as(&p, max, record, &entry).await;
             once.write(Created::new(p.clone()), outcome, now, write).await
         }

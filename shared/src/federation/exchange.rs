@@ -15,7 +15,7 @@ use super::trust::{TrustPolicyEntry, service_account_of};
 use super::{ExternalExpectations, FederationRefusal, IssuerKeys, claimed_issuer};
 use crate::audit::AuditEntry;
 use crate::ids::{OrgId, Permission, PrincipalId};
-use crate::model::{self, Actor, Principal, PrincipalStatus, PrincipalType, Refusal};
+use crate::model::{self, Actor, Principal, PrincipalType};
 use crate::outbound::Outbound;
 use crate::service::{ExchangeError, Iam, IssuedToken, audit};
 use crate::token::{Holder, ServiceAccountGrant, parse_scope};
@@ -44,15 +44,6 @@ impl std::fmt::Debug for FederatedRequest {
 }
 
 const UNKNOWN_ACCOUNT: ExchangeError = ExchangeError::InvalidClient("unknown service account");
-
-fn may_authenticate(principal: &Principal, now: chrono::DateTime<chrono::Utc>) -> Result<(), Refusal> {
-    match principal.status {
-        PrincipalStatus::Suspended => Err(Refusal::PrincipalSuspended),
-        PrincipalStatus::Revoked => Err(Refusal::PrincipalRevoked),
-        PrincipalStatus::Active if principal.is_expired(now) => Err(Refusal::PrincipalExpired),
-        PrincipalStatus::Active => Ok(()),
-    }
-}
 
 impl Iam {
     /// Trusted issuers' keys found through `keys` (its own resolver, its own refetch interval)
@@ -134,7 +125,7 @@ impl Iam {
                 return Err(UNKNOWN_ACCOUNT);
             }
             let now = model::now();
-            may_authenticate(&principal, now).map_err(ExchangeError::Refused)?;
+            model::principal_may_authenticate(&principal, now).map_err(ExchangeError::Refused)?;
             let policy = admitting_policy(&principal, &issuer, &claims).map_err(ExchangeError::Federation)?;
             let roles = self.granting_roles(&principal, &role_ids).await?;
             let held: BTreeSet<Permission> = roles.iter().flat_map(|r| r.permissions.iter().cloned()).collect();

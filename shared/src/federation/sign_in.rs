@@ -23,7 +23,7 @@ use super::trust::UserIdentity;
 use super::{ExternalExpectations, FederationRefusal};
 use crate::audit::AuditEntry;
 use crate::ids::{OrgId, PrincipalId, encode_u128};
-use crate::model::{self, Actor, PrincipalStatus, PrincipalType};
+use crate::model::{self, Actor};
 use crate::service::{ExchangeError, Iam, IssuedToken};
 use crate::token::UserGrant;
 
@@ -33,6 +33,11 @@ pub const SIGN_IN_TTL_SECS: i64 = 10 * 60;
 pub const CODE_TTL_SECS: i64 = 60;
 /// The console's `client_id` at the token endpoint, and in its tokens.
 pub const CONSOLE_CLIENT_ID: &str = "console";
+/// Whether an access token of the service's is a signed-in person's console token.
+pub fn is_persons_token(claims: &crate::token::AccessClaims) -> bool {
+    claims.principal_type == "User" && claims.client_id == CONSOLE_CLIENT_ID
+}
+
 /// The longest an ID token may have lived when it is redeemed.
 const ID_TOKEN_MAX_AGE_SECS: u64 = 10 * 60;
 
@@ -82,8 +87,6 @@ pub enum SignInError {
     IdToken(FederationRefusal),
     #[error("no user of this organisation is mapped to you at this identity provider; ask an administrator to map you")]
     NotMapped,
-    #[error("your user is {0:?}; ask an administrator")]
-    NotActive(PrincipalStatus),
     #[error("store unavailable")]
     Store(#[from] crate::store::StoreError),
 }
@@ -307,17 +310,11 @@ impl Iam {
         }
         let (principal, role_ids) = self.store.get_principal_with_roles(&org, &principal_id).await?.ok_or(REFUSED)?;
         let settings = self.store.get_trusted_issuers(&org).await?.unwrap_or_default();
-        let mapped = principal.identity.as_ref().is_some_and(|i| settings.sign_in_issuer() == Some(i.issuer.as_str()));
-        if principal.principal_type != PrincipalType::User || !mapped || settings.sign_in_since != sign_in_version {
+        if !settings.maps(&principal) || settings.sign_in_since != sign_in_version {
             return Err(REFUSED);
         }
         let now = model::now();
-        match principal.status {
-            PrincipalStatus::Suspended => return Err(ExchangeError::Refused(model::Refusal::PrincipalSuspended)),
-            PrincipalStatus::Revoked => return Err(ExchangeError::Refused(model::Refusal::PrincipalRevoked)),
-            PrincipalStatus::Active if principal.is_expired(now) => return Err(ExchangeError::Refused(model::Refusal::PrincipalExpired)),
-            PrincipalStatus::Active => {}
-        }
+        model::principal_may_authenticate(&principal, now).map_err(ExchangeError::Refused)?;
         let roles = self.granting_roles(&principal, &role_ids).await?;
         let scope: Vec<crate::ids::Permission> =
             roles.iter().flat_map(|r| r.permissions.iter().cloned()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();

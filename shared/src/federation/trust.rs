@@ -111,8 +111,13 @@ impl TrustedIssuers {
     /// signed in through it since it was set (a mapping with a mistyped subject proves nothing
     /// until someone signs in with it).
     pub fn signs_in(&self, principal: &crate::model::Principal) -> bool {
-        let mapped = principal.identity.as_ref().is_some_and(|i| self.sign_in_issuer() == Some(i.issuer.as_str()));
-        mapped && principal.signed_in_under.is_some_and(|v| v >= self.sign_in_since)
+        self.maps(principal) && principal.signed_in_under.is_some_and(|v| v >= self.sign_in_since)
+    }
+
+    /// Whether `principal` is a person mapped to an identity at the current sign-in provider.
+    pub fn maps(&self, principal: &crate::model::Principal) -> bool {
+        principal.principal_type == crate::model::PrincipalType::User
+            && principal.identity.as_ref().is_some_and(|i| self.sign_in_issuer() == Some(i.issuer.as_str()))
     }
 
     /// The issuer people sign in with now, if any.
